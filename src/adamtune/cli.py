@@ -1,0 +1,190 @@
+"""The `adamtune` command line, over the public API only."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+import time
+import warnings
+from typing import Iterator, List, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from adamtune.errors import AdamtuneError
+from adamtune.storage import DEFAULT_STORAGE
+
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+    help="Tune Adam, AdamW and Adadelta for PyTorch models the way the Deep Learning Tuning Playbook says to.",
+)
+console = Console()
+err = Console(stderr=True)
+
+STORAGE_HELP = "Optuna storage URL: sqlite:///file.db (default sqlite:///adamtune.db) or postgresql://user@host/db."
+
+
+@contextlib.contextmanager
+def _user_errors() -> Iterator[None]:
+    """Bad input -> one line on stderr and exit status 2; Ctrl-C -> status 130, trials kept."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+    try:
+        yield
+    except AdamtuneError as e:
+        err.print(f"adamtune: error: {e}", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        err.print("adamtune: interrupted; every finished trial is kept in the storage", highlight=False)
+        raise typer.Exit(130) from None
+
+
+@app.command()
+def tune(
+    workload: Optional[str] = typer.Option(
+        None, "--workload", "-w",
+        help="Built-in (digits-mlp, digits-cnn, charlm), path/file.py:ATTR or module:ATTR. "
+             "Default: the study's own, else digits-mlp."),
+    optimizer: Optional[str] = typer.Option(None, help="adamw, adam or adadelta. Default: adamw."),
+    task: Optional[str] = typer.Option(None, help="Preset windows: generic, cnn, transformer, llm. Default: the workload's."),
+    budget: Optional[int] = typer.Option(
+        None, help="Total trials of the study (default 16). It also picks what is tuned: <10 lr (+weight_decay "
+                   "from 6 for AdamW); 10-24 +beta1; 25-49 +eps; 50+ +beta2. Re-running continues the study."),
+    set_: Optional[List[str]] = typer.Option(
+        None, "--set", help="NAME=LOW:HIGH[:log|:linear] tunes NAME over a window; NAME=VALUE fixes it. Repeatable."),
+    sampler: Optional[str] = typer.Option(None, help="quasi-random (scrambled Sobol, default), tpe, gp or random."),
+    pruner: Optional[str] = typer.Option(None, help="asha (default), median or none."),
+    storage: str = typer.Option(DEFAULT_STORAGE, help=STORAGE_HELP),
+    study: Optional[str] = typer.Option(None, help="Study name. Default: the workload's name. An existing study is continued."),
+    seed: Optional[int] = typer.Option(None, help="Seed of the sampler, the initial weights and the data order. Default 0."),
+    device: Optional[str] = typer.Option(None, help="cpu or cuda. Default: cuda when available."),
+) -> None:
+    """Run (or continue) a study and print the best configuration as ready-to-paste PyTorch code."""
+    from adamtune.report.terminal import best_snippet, best_trials, counts_line, fmt, trial_value_text, trials_table
+    from adamtune.study import tune as run_tune, tuned_description
+
+    with _user_errors():
+        progress = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("trials"),
+            TextColumn("best [bold]{task.fields[best]}"), TimeElapsedColumn(), TextColumn("ETA"),
+            TimeRemainingColumn(), console=console, transient=False,
+        )
+        state: dict = {}
+
+        def on_start(settings, remaining: int) -> None:
+            name = study or settings.workload_name
+            console.print(
+                f"study [bold]{name}[/] · workload {settings.workload or settings.workload_name} · "
+                f"optimizer {settings.optimizer} · task {settings.task} · sampler {settings.sampler} · "
+                f"pruner {settings.pruner} · seed {settings.seed}", highlight=False)
+            console.print(tuned_description(settings), highlight=False)
+            if settings.space.dimensions:
+                console.print(f"search space: {settings.space.describe()}", highlight=False)
+            if settings.space.fixed:
+                console.print("fixed: " + ", ".join(f"{k}={v}" for k, v in settings.space.fixed), highlight=False)
+            if remaining == 0:
+                console.print(f"the study already has its {settings.budget} trials; pass a larger --budget to run more")
+            state["task"] = progress.add_task("tuning", total=remaining, best="—")
+            progress.start()
+
+        def on_trial(record, so_far) -> None:
+            params = " ".join(f"{k}={fmt(v)}" for k, v in record.params.items())
+            progress.console.print(
+                f"  trial {record.number:>3} {record.state.value:<9} {so_far.settings.metric} "
+                f"{trial_value_text(record):<12} {params}", highlight=False)
+            progress.update(state["task"], advance=1, best=fmt(so_far.best_value))
+
+        try:
+            result = run_tune(
+                workload, optimizer=optimizer, task=task, budget=budget, space=set_ or None, sampler=sampler,
+                pruner=pruner, storage=storage, study=study, seed=seed, device=device,
+                on_trial=on_trial, on_start=on_start,
+            )
+        finally:
+            progress.stop()
+        console.print()
+        console.print(trials_table(result, best_trials(result), title="Best trials"))
+        console.print(f"{len(result.trials)} trials: {counts_line(result)}", highlight=False)
+        snippet = best_snippet(result)
+        if snippet is None:
+            console.print("no trial completed, so there is no best configuration yet")
+            return
+        console.print(f"\nBest: trial {result.best.number}, {result.settings.metric} = {fmt(result.best_value)}. Paste:\n",
+                      highlight=False)
+        print(snippet)
+
+
+@app.command()
+def show(
+    storage: str = typer.Option(DEFAULT_STORAGE, help=STORAGE_HELP),
+    study: Optional[str] = typer.Option(None, help="Study name (may be omitted when the storage holds one)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
+) -> None:
+    """Every trial of a study: number, state, hyperparameters, objective, steps."""
+    from adamtune.report.terminal import counts_line, trials_table, to_json
+    from adamtune.study import load, tuned_description
+
+    with _user_errors():
+        result = load(study, storage)
+        if as_json:
+            print(json.dumps(to_json(result), indent=2))
+            return
+        s = result.settings
+        console.print(f"study [bold]{result.study_name}[/] · workload {s.workload or s.workload_name} · "
+                      f"optimizer {s.optimizer} · {s.direction} {s.metric}", highlight=False)
+        console.print(tuned_description(s), highlight=False)
+        console.print(trials_table(result))
+        console.print(f"{len(result.trials)} trials: {counts_line(result)}", highlight=False)
+        failed = [t for t in result.trials if t.error]
+        for t in failed[-3:]:
+            last = t.error.strip().splitlines()[-1]
+            console.print(f"trial {t.number} failed: {last}", highlight=False, markup=False)
+
+
+@app.command()
+def best(
+    storage: str = typer.Option(DEFAULT_STORAGE, help=STORAGE_HELP),
+    study: Optional[str] = typer.Option(None, help="Study name (may be omitted when the storage holds one)."),
+) -> None:
+    """Print the best configuration as ready-to-paste PyTorch code."""
+    from adamtune.errors import StudyError
+    from adamtune.report.terminal import best_snippet
+    from adamtune.study import load
+
+    with _user_errors():
+        result = load(study, storage)
+        snippet = best_snippet(result)
+        if snippet is None:
+            raise StudyError(f"study {result.study_name!r} has no completed trial yet")
+        print(snippet)
+
+
+@app.command()
+def studies(storage: str = typer.Option(DEFAULT_STORAGE, help=STORAGE_HELP)) -> None:
+    """List the studies in a storage."""
+    from rich.table import Table
+
+    from adamtune.report.terminal import counts_line, fmt
+    from adamtune.study import list_studies
+
+    with _user_errors():
+        table = Table(header_style="bold")
+        for col in ("study", "workload", "optimizer", "trials", "best"):
+            table.add_column(col)
+        for r in list_studies(storage):
+            s = r.settings
+            table.add_row(r.study_name, s.workload or s.workload_name, s.optimizer, counts_line(r),
+                          f"{s.metric} {fmt(r.best_value)}")
+        console.print(table)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,273 @@
+"""The optimizer configuration a trial runs with, and how it becomes real torch.optim objects.
+
+``Config`` is the one record every layer passes around: the search space samples it, the
+engines train with it, storage keeps its fields under the same names, and the report prints
+it as a ready-to-paste ``torch.optim`` line.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterable, Mapping
+from typing import Literal, Union
+
+import torch
+from torch import nn
+
+from adamtune.errors import ConfigError
+
+OptimizerName = Literal["adamw", "adam", "adadelta"]
+ScheduleName = Literal["constant", "cosine"]
+
+OPTIMIZERS: tuple[str, ...] = ("adamw", "adam", "adadelta")
+SCHEDULES: tuple[str, ...] = ("constant", "cosine")
+
+# PyTorch's own defaults per optimizer: an untuned dimension takes these.
+TORCH_DEFAULTS: dict[str, dict[str, float]] = {
+    "adamw": {"lr": 1e-3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 0.01},
+    "adam": {"lr": 1e-3, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 0.0},
+    "adadelta": {"lr": 1.0, "rho": 0.9, "eps": 1e-6, "weight_decay": 0.0},
+}
+
+# The hyperparameters each optimizer reads; the others in Config are ignored by it.
+OPTIMIZER_PARAMS: dict[str, tuple[str, ...]] = {
+    "adamw": ("lr", "beta1", "beta2", "eps", "weight_decay"),
+    "adam": ("lr", "beta1", "beta2", "eps", "weight_decay"),
+    "adadelta": ("lr", "rho", "eps", "weight_decay"),
+}
+TRAINING_PARAMS: tuple[str, ...] = ("max_grad_norm", "warmup")
+ALL_PARAMS: tuple[str, ...] = (
+    "lr", "beta1", "beta2", "eps", "weight_decay", "rho", "max_grad_norm", "warmup",
+)
+
+_TORCH_CLASS = {"adamw": "AdamW", "adam": "Adam", "adadelta": "Adadelta"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """One optimizer configuration, validated on construction.
+
+    Fields left as ``None`` take PyTorch's default for ``optimizer`` (e.g. AdamW's
+    ``weight_decay=0.01``, Adadelta's ``lr=1.0`` and ``eps=1e-6``).
+
+    Attributes:
+        optimizer: ``"adamw"``, ``"adam"`` or ``"adadelta"``.
+        lr: learning rate (peak value when a warmup or schedule is used).
+        beta1, beta2: Adam's moment decay rates, each in [0, 1).
+        eps: term added to the denominator, > 0 (Adadelta: >= 0).
+        weight_decay: AdamW: decoupled decay in PyTorch's lr-coupled convention
+            (theta *= 1 - lr * weight_decay); Adam/Adadelta: L2 added to the gradient.
+        rho: Adadelta's running-average decay, in [0, 1].
+        max_grad_norm: global gradient-norm clipping threshold; ``None`` = off.
+        warmup: fraction of the training steps over which lr rises linearly from ~0, in [0, 1).
+        schedule: ``"constant"`` or ``"cosine"`` (decay to 0 at the last step) after warmup.
+    """
+
+    optimizer: str = "adamw"
+    lr: float | None = None
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float | None = None
+    weight_decay: float | None = None
+    rho: float = 0.9
+    max_grad_norm: float | None = None
+    warmup: float = 0.0
+    schedule: str = "constant"
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(
+                f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"
+            )
+        defaults = TORCH_DEFAULTS[self.optimizer]
+        for name in ("lr", "eps", "weight_decay"):
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, defaults[name])
+        for name in ("lr", "beta1", "beta2", "eps", "weight_decay", "rho", "warmup"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigError(f"{name} must be a number, got {value!r}")
+            if not math.isfinite(value):
+                raise ConfigError(f"{name} must be finite, got {value}")
+            object.__setattr__(self, name, float(value))
+        _check(self.lr > 0, f"lr must be > 0, got {self.lr}")
+        _check(0 <= self.beta1 < 1, f"beta1 must be in [0, 1), got {self.beta1}")
+        _check(0 <= self.beta2 < 1, f"beta2 must be in [0, 1), got {self.beta2}")
+        if self.optimizer == "adadelta":
+            _check(self.eps >= 0, f"eps must be >= 0, got {self.eps}")
+        else:
+            _check(self.eps > 0, f"eps must be > 0, got {self.eps}")
+        _check(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
+        _check(0 <= self.rho <= 1, f"rho must be in [0, 1], got {self.rho}")
+        if self.max_grad_norm is not None:
+            m = self.max_grad_norm
+            _check(
+                not isinstance(m, bool) and isinstance(m, (int, float)) and math.isfinite(m) and m > 0,
+                f"max_grad_norm must be > 0 (or None for no clipping), got {m!r}",
+            )
+            object.__setattr__(self, "max_grad_norm", float(m))
+        _check(0 <= self.warmup < 1, f"warmup must be a fraction of the steps in [0, 1), got {self.warmup}")
+        _check(
+            self.schedule in SCHEDULES,
+            f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}",
+        )
+
+    def params(self) -> dict[str, float | None]:
+        """The hyperparameters this optimizer actually uses, plus clipping and warmup."""
+        out: dict[str, float | None] = {n: getattr(self, n) for n in OPTIMIZER_PARAMS[self.optimizer]}
+        out["max_grad_norm"] = self.max_grad_norm
+        out["warmup"] = self.warmup
+        return out
+
+    def replace(self, **changes: object) -> Config:
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_params(cls, optimizer: str, params: Mapping[str, object], **extra: object) -> Config:
+        """Build from a mapping that uses adamtune's names; unknown names raise ConfigError."""
+        unknown = sorted(set(params) - set(ALL_PARAMS))
+        if unknown:
+            raise ConfigError(
+                f"unknown hyperparameter {unknown[0]!r}; known: {', '.join(ALL_PARAMS)}"
+            )
+        return cls(optimizer=optimizer, **dict(params), **extra)  # type: ignore[arg-type]
+
+
+def _check(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+NamedParams = Iterable[tuple[str, nn.Parameter]]
+
+
+def _named(model_or_named_params: Union[nn.Module, NamedParams]) -> list[tuple[str, nn.Parameter]]:
+    if isinstance(model_or_named_params, nn.Module):
+        items = list(model_or_named_params.named_parameters())
+    else:
+        items = list(model_or_named_params)
+        if items and not (isinstance(items[0], tuple) and len(items[0]) == 2):
+            raise ConfigError("make_optimizer needs a module or an iterable of (name, parameter) pairs")
+    return [(n, p) for n, p in items if p.requires_grad]
+
+
+def param_groups(model_or_named_params: Union[nn.Module, NamedParams], weight_decay: float) -> list[dict]:
+    """Split parameters into a decayed and a non-decayed group.
+
+    Weight decay goes only to tensors with ``dim >= 2`` (weight matrices and conv kernels);
+    biases, LayerNorm/BatchNorm weights and other vectors get 0, as nanoGPT and most
+    published recipes do: decaying a normalisation gain towards 0 fights the normalisation.
+    """
+    named = _named(model_or_named_params)
+    if not named:
+        raise ConfigError("make_optimizer got no trainable parameters")
+    decay = [p for _, p in named if p.dim() >= 2]
+    no_decay = [p for _, p in named if p.dim() < 2]
+    groups = []
+    if decay:
+        groups.append({"params": decay, "weight_decay": weight_decay, "name": "decay"})
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0, "name": "no_decay"})
+    return groups
+
+
+def make_optimizer(model_or_named_params: Union[nn.Module, NamedParams], config: Config) -> torch.optim.Optimizer:
+    """The real ``torch.optim`` optimizer for ``config``, with two parameter groups.
+
+    Group ``"decay"`` (tensors with dim >= 2) gets ``config.weight_decay``; group
+    ``"no_decay"`` (biases and normalisation weights) gets 0.
+
+    Raises:
+        ConfigError: no trainable parameters, or a malformed parameter iterable.
+    """
+    groups = param_groups(model_or_named_params, config.weight_decay)
+    if config.optimizer == "adadelta":
+        return torch.optim.Adadelta(groups, lr=config.lr, rho=config.rho, eps=config.eps)
+    cls = torch.optim.AdamW if config.optimizer == "adamw" else torch.optim.Adam
+    return cls(groups, lr=config.lr, betas=(config.beta1, config.beta2), eps=config.eps)
+
+
+def lr_multiplier(config: Config, total_steps: int):
+    """Return ``f(step) -> multiplier of lr`` for linear warmup then constant or cosine decay.
+
+    Step 0 is the first optimizer step; warmup reaches the full lr at its last step, so no
+    step ever runs with lr = 0.
+    """
+    warmup_steps = int(round(config.warmup * total_steps))
+    decay_steps = max(1, total_steps - warmup_steps)
+
+    def multiplier(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        if config.schedule == "cosine":
+            progress = min(1.0, (step - warmup_steps) / decay_steps)
+            return 0.5 * (1.0 + math.cos(math.pi * progress))
+        return 1.0
+
+    return multiplier
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, config: Config, total_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """A ``LambdaLR`` giving warmup (fraction ``config.warmup``) then ``config.schedule``.
+
+    Call ``scheduler.step()`` once after every ``optimizer.step()``.
+    """
+    if total_steps < 1:
+        raise ConfigError(f"total_steps must be >= 1, got {total_steps}")
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_multiplier(config, total_steps))
+
+
+def clip_gradients(model_or_params: Union[nn.Module, Iterable[torch.Tensor]], config: Config) -> float:
+    """Clip gradients to ``config.max_grad_norm`` (if set) and return the *unclipped* global norm.
+
+    The norm is one L2 norm over all gradients, as ``torch.nn.utils.clip_grad_norm_`` computes
+    it; the engines log it so the report can recommend a clipping threshold.
+    """
+    params = model_or_params.parameters() if isinstance(model_or_params, nn.Module) else model_or_params
+    grads_params = [p for p in params if p.grad is not None]
+    if config.max_grad_norm is None:
+        if not grads_params:
+            return 0.0
+        return float(torch.nn.utils.get_total_norm([p.grad for p in grads_params]))
+    return float(torch.nn.utils.clip_grad_norm_(grads_params, config.max_grad_norm))
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.3g}"
+
+
+def python_snippet(config: Config, model_name: str = "model") -> str:
+    """Ready-to-paste PyTorch code that reproduces ``config`` exactly as adamtune trained it."""
+    cls = _TORCH_CLASS[config.optimizer]
+    m = model_name
+    lines = [
+        "# weight decay on weight matrices only; biases and norm weights get 0",
+        f"decay = [p for p in {m}.parameters() if p.requires_grad and p.dim() >= 2]",
+        f"no_decay = [p for p in {m}.parameters() if p.requires_grad and p.dim() < 2]",
+    ]
+    groups = (
+        f'[{{"params": decay, "weight_decay": {_fmt(config.weight_decay)}}}, '
+        f'{{"params": no_decay, "weight_decay": 0.0}}]'
+    )
+    if config.optimizer == "adadelta":
+        args = f"lr={_fmt(config.lr)}, rho={_fmt(config.rho)}, eps={_fmt(config.eps)}"
+    else:
+        args = (
+            f"lr={_fmt(config.lr)}, betas=({_fmt(config.beta1)}, {_fmt(config.beta2)}), "
+            f"eps={_fmt(config.eps)}"
+        )
+    lines.append(f"optimizer = torch.optim.{cls}({groups}, {args})")
+    if config.warmup > 0 or config.schedule != "constant":
+        lines.append(
+            f"scheduler = adamtune.make_scheduler(optimizer, adamtune.Config("
+            f"optimizer={config.optimizer!r}, lr={_fmt(config.lr)}, warmup={_fmt(config.warmup)}, "
+            f"schedule={config.schedule!r}), total_steps)  # scheduler.step() after each step"
+        )
+    if config.max_grad_norm is not None:
+        lines.append(
+            f"torch.nn.utils.clip_grad_norm_({m}.parameters(), max_norm={_fmt(config.max_grad_norm)})"
+            "  # after backward(), before optimizer.step()"
+        )
+    return "\n".join(lines)

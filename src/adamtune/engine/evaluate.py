@@ -1,0 +1,35 @@
+"""Evaluating a model on the validation data: loss and extra metrics, example-weighted."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+
+from adamtune.workloads import Workload, eval_batches
+
+
+@torch.no_grad()
+def evaluate(forward: Callable[[Tensor], Tensor], workload: Workload, device: torch.device | str,
+             batched: bool = False) -> dict[str, Tensor]:
+    """Validation metrics as tensors of shape [K] (K = 1 unless ``batched``).
+
+    ``forward(x)`` returns ``[B, ...]`` outputs, or ``[K, B, ...]`` when ``batched``; the
+    loss and metric functions then run under ``torch.vmap`` over the member dimension.
+    """
+    fns = {"val_loss": workload.loss, **{f"val_{n}": f for n, f in workload.metrics.items()}}
+    totals: dict[str, Tensor] = {}
+    n_total = 0
+    for n, (x, y) in eval_batches(workload.valid_data, workload.eval_batch_size):
+        x, y = x.to(device), y.to(device)
+        out = forward(x)
+        for name, fn in fns.items():
+            if batched:
+                v = torch.vmap(fn, in_dims=(0, None))(out, y)
+            else:
+                v = fn(out, y).reshape(1)
+            v = v.detach().to(torch.float64) * n
+            totals[name] = totals[name] + v if name in totals else v
+        n_total += n
+    return {name: t / n_total for name, t in totals.items()}

@@ -1,0 +1,111 @@
+"""Per-member training monitors shared by the sequential and the batched engine.
+
+Everything works on tensors of shape [K] (K = 1 for the sequential engine) and stays on the
+training device: no host synchronisation per step, one check per evaluation.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+from torch import Tensor
+
+from adamtune.trials import GradNorms
+
+_MAX_SAMPLES = 200
+
+
+class DivergenceMonitor:
+    """Flags members whose loss became NaN/inf or grew past ``factor`` x their first loss.
+
+    ``update`` runs every step; ``end_interval`` runs at each evaluation and returns the
+    mean training loss of the interval and which members diverged.
+    """
+
+    def __init__(self, k: int, factor: float, device: torch.device | str = "cpu") -> None:
+        self.factor = factor
+        self.first_loss = torch.full((k,), float("nan"), dtype=torch.float64, device=device)
+        self.first_bad_step = torch.full((k,), -1, dtype=torch.long, device=device)
+        self._sum = torch.zeros(k, dtype=torch.float64, device=device)
+        self._count = 0
+
+    def update(self, step: int, loss: Tensor) -> None:
+        loss = loss.detach().to(torch.float64)
+        self.first_loss = torch.where(torch.isnan(self.first_loss), loss, self.first_loss)
+        bad = ~torch.isfinite(loss) & (self.first_bad_step < 0)
+        self.first_bad_step = torch.where(bad, torch.full_like(self.first_bad_step, step), self.first_bad_step)
+        self._sum += loss
+        self._count += 1
+
+    def end_interval(self) -> tuple[Tensor, Tensor]:
+        mean = self._sum / max(1, self._count)
+        diverged = (self.first_bad_step >= 0) | ~torch.isfinite(mean) | (mean > self.factor * self.first_loss.abs())
+        self._sum.zero_()
+        self._count = 0
+        return mean, diverged
+
+    def keep(self, index: Tensor) -> None:
+        self.first_loss = self.first_loss[index]
+        self.first_bad_step = self.first_bad_step[index]
+        self._sum = self._sum[index]
+
+
+class GradNormLog:
+    """The unclipped global gradient norm of every member at every step."""
+
+    def __init__(self) -> None:
+        self._norms: list[Tensor] = []
+
+    def append(self, norms: Tensor) -> None:
+        self._norms.append(norms.detach().to(torch.float64).reshape(-1))
+
+    def keep(self, index: Tensor) -> None:
+        self._norms = [n[index] for n in self._norms]
+
+    def summary(self, member: int, max_grad_norm: float | None) -> GradNorms | None:
+        if not self._norms:
+            return None
+        norms = torch.stack([n[member] for n in self._norms]).cpu()
+        return summarize_norms(norms, max_grad_norm)
+
+
+def summarize_norms(norms: Tensor, max_grad_norm: float | None) -> GradNorms | None:
+    finite = norms[torch.isfinite(norms)]
+    if finite.numel() == 0:
+        return None
+    q = torch.quantile(finite, torch.tensor([0.5, 0.9, 0.99], dtype=finite.dtype))
+    idx = torch.linspace(0, len(norms) - 1, min(_MAX_SAMPLES, len(norms))).round().long()
+    clipped = float((finite > max_grad_norm).double().mean()) if max_grad_norm is not None else 0.0
+    return GradNorms(
+        count=int(len(norms)), mean=float(finite.mean()), p50=float(q[0]), p90=float(q[1]),
+        p99=float(q[2]), max=float(finite.max()), clipped_fraction=clipped,
+        samples=tuple(float(x) for x in norms[idx]),
+    )
+
+
+@dataclasses.dataclass
+class CurveLog:
+    """Metrics per evaluation for K members, as host floats (NaN where not finite)."""
+
+    k: int
+    steps: list[int] = dataclasses.field(default_factory=list)
+    metrics: dict[str, list[list[float]]] = dataclasses.field(default_factory=dict)  # name -> per member
+
+    def append(self, step: int, values: dict[str, Tensor]) -> None:
+        self.steps.append(step)
+        for name, v in values.items():
+            per_member = self.metrics.setdefault(name, [[] for _ in range(self.k)])
+            for i, x in enumerate(v.detach().cpu().tolist()):
+                per_member[i].append(x if x == x and abs(x) != float("inf") else float("nan"))
+
+    def keep(self, index: list[int]) -> None:
+        self.metrics = {n: [v[i] for i in index] for n, v in self.metrics.items()}
+        self.k = len(index)
+
+    def member(self, i: int) -> dict[str, list]:
+        n = len(self.steps)
+        out: dict[str, list] = {"step": list(self.steps)}
+        for name, v in self.metrics.items():
+            out[name] = v[i][:n]
+        return out

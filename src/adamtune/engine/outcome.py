@@ -1,0 +1,31 @@
+"""What an engine hands back for one trial, before the study layer tells Optuna."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from adamtune.trials import GradNorms
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    """The end of one trial's training.
+
+    Attributes:
+        status: ``"complete"``, ``"pruned"`` or ``"diverged"``.
+        value: the objective: the best evaluation of the run (retrospective checkpoint
+            selection, as the playbook recommends); +-inf when diverged.
+        steps: training steps run.
+        curve: ``{"step": [...], metric: [...]}`` per evaluation.
+        grad_norms: summary of the unclipped gradient norms.
+        diverged_at: the first step with a non-finite loss, or the evaluation step at which
+            the loss was found to have blown up.
+    """
+
+    status: str
+    value: float
+    steps: int
+    curve: dict[str, Any]
+    grad_norms: GradNorms | None
+    diverged_at: int | None = None

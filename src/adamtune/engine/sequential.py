@@ -1,0 +1,86 @@
+"""Train one trial: the plain PyTorch loop with the real torch.optim optimizer."""
+
+from __future__ import annotations
+
+import math
+
+import optuna
+import torch
+
+from adamtune.config import Config, clip_gradients, make_optimizer, make_scheduler
+from adamtune.engine.evaluate import evaluate
+from adamtune.engine.monitor import CurveLog, DivergenceMonitor, GradNormLog
+from adamtune.engine.outcome import Outcome
+from adamtune.workloads import Workload, batch_stream
+
+
+def better(a: float, b: float, direction: str) -> bool:
+    """Whether objective value ``a`` beats ``b``."""
+    return a < b if direction == "minimize" else a > b
+
+
+def infeasible(direction: str) -> float:
+    """The value a diverged trial is told to Optuna with: never the best, steers samplers away."""
+    return math.inf if direction == "minimize" else -math.inf
+
+
+def train_trial(
+    workload: Workload,
+    config: Config,
+    *,
+    init_seed: int,
+    data_seed: int,
+    trial: optuna.trial.Trial | None = None,
+    device: torch.device | str = "cpu",
+) -> Outcome:
+    """Train ``workload`` with ``config``; report each evaluation to ``trial`` and obey its pruner.
+
+    Args:
+        init_seed: seed set before the model is built (its initial weights).
+        data_seed: seed of the minibatch order (shared by all trials of a study).
+        trial: the Optuna trial to report to; None trains without reporting.
+    """
+    torch.manual_seed(init_seed)
+    model = workload.model().to(device)
+    model.train()
+    optimizer = make_optimizer(model, config)
+    scheduler = make_scheduler(optimizer, config, workload.steps)
+    batches = batch_stream(workload.train_data, workload.batch_size, data_seed)
+    monitor = DivergenceMonitor(1, workload.divergence_factor, device)
+    norms = GradNormLog()
+    curve = CurveLog(1)
+    evals = set(workload.evaluation_steps)
+    best = infeasible(workload.direction)
+
+    def finish(status: str, value: float, steps: int, diverged_at: int | None = None) -> Outcome:
+        return Outcome(status, value, steps, curve.member(0), norms.summary(0, config.max_grad_norm), diverged_at)
+
+    for step in range(1, workload.steps + 1):
+        x, y = next(batches)
+        x, y = x.to(device), y.to(device)
+        optimizer.zero_grad(set_to_none=True)
+        loss = workload.loss(model(x), y)
+        loss.backward()
+        norms.append(torch.tensor([clip_gradients(model, config)]))
+        monitor.update(step, loss.reshape(1))
+        if not math.isfinite(loss.item()):
+            return finish("diverged", infeasible(workload.direction), step, step)
+        optimizer.step()
+        scheduler.step()
+        if step not in evals:
+            continue
+        train_loss, diverged = monitor.end_interval()
+        model.eval()
+        metrics = evaluate(model, workload, device)
+        model.train()
+        curve.append(step, {"train_loss": train_loss, **metrics})
+        value = float(metrics[workload.objective][0])
+        if bool(diverged[0]) or not math.isfinite(value):
+            return finish("diverged", infeasible(workload.direction), step, step)
+        if better(value, best, workload.direction):
+            best = value
+        if trial is not None:
+            trial.report(value, step)
+            if trial.should_prune():
+                return finish("pruned", best, step)
+    return finish("complete", best, workload.steps)

@@ -1,0 +1,30 @@
+"""Errors adamtune raises for bad input. Each message names what must hold and what was given.
+
+The CLI turns any ``AdamtuneError`` into one line on stderr and exit status 2.
+"""
+
+from __future__ import annotations
+
+
+class AdamtuneError(Exception):
+    """Base class: bad input the user can fix; never a bug in adamtune."""
+
+
+class ConfigError(AdamtuneError, ValueError):
+    """An optimizer hyperparameter is out of its valid range."""
+
+
+class SpaceError(AdamtuneError, ValueError):
+    """A search-space dimension, override or preset is malformed."""
+
+
+class WorkloadError(AdamtuneError):
+    """A workload reference cannot be resolved or the workload is malformed."""
+
+
+class StorageError(AdamtuneError):
+    """A storage URL is malformed or the database cannot be opened."""
+
+
+class StudyError(AdamtuneError):
+    """A study is missing, inconsistent with the request, or cannot go on."""

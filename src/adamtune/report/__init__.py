@@ -1,0 +1,1 @@
+"""Drawing analysis records and study results: terminal, JSON, HTML. Computes nothing new."""

@@ -1,0 +1,110 @@
+"""Rendering a study for the terminal (rich tables) and as JSON. Computes nothing new."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+from rich.table import Table
+
+from adamtune.config import Config, python_snippet
+from adamtune.study import TuneResult
+from adamtune.trials import TrialRecord, TrialState
+
+_STATE_STYLE = {
+    TrialState.COMPLETE: "green", TrialState.PRUNED: "yellow", TrialState.DIVERGED: "red",
+    TrialState.FAILED: "magenta", TrialState.RUNNING: "cyan", TrialState.WAITING: "dim",
+}
+
+
+def fmt(x: float | None) -> str:
+    if x is None:
+        return "—"
+    if isinstance(x, float) and not math.isfinite(x):
+        return str(x)
+    return f"{x:.4g}"
+
+
+def trial_value_text(t: TrialRecord) -> str:
+    if t.state == TrialState.DIVERGED:
+        return "diverged" + (f" @{t.steps}" if t.steps else "")
+    if t.state == TrialState.FAILED:
+        return "failed"
+    return fmt(t.value)
+
+
+def trials_table(result: TuneResult, trials: list[TrialRecord] | None = None, title: str | None = None) -> Table:
+    """One row per trial: number, state, tuned hyperparameters, objective, steps."""
+    s = result.settings
+    trials = list(result.trials) if trials is None else trials
+    table = Table(title=title, title_justify="left", header_style="bold")
+    table.add_column("trial", justify="right")
+    table.add_column("state")
+    for name in s.space.tuned:
+        table.add_column(name, justify="right")
+    table.add_column(s.metric, justify="right")
+    table.add_column("steps", justify="right")
+    for t in trials:
+        style = _STATE_STYLE[t.state]
+        mark = " ★" if result.best is not None and t.number == result.best.number else ""
+        table.add_row(
+            f"{t.number}{mark}", f"[{style}]{t.state.value}[/]",
+            *[fmt(t.params.get(n)) for n in s.space.tuned],
+            trial_value_text(t), str(t.steps),
+        )
+    return table
+
+
+def best_trials(result: TuneResult, n: int = 5) -> list[TrialRecord]:
+    done = [t for t in result.trials if t.state == TrialState.COMPLETE and t.value is not None]
+    sign = 1 if result.settings.direction == "minimize" else -1
+    return sorted(done, key=lambda t: (sign * t.value, t.number))[:n]
+
+
+def state_counts(result: TuneResult) -> dict[str, int]:
+    return {s.value: result.count(s) for s in TrialState if result.count(s)}
+
+
+def counts_line(result: TuneResult) -> str:
+    return ", ".join(f"{n} {s}" for s, n in state_counts(result).items()) or "no trials yet"
+
+
+def best_snippet(result: TuneResult) -> str | None:
+    cfg = result.best_config
+    return None if cfg is None else python_snippet(cfg)
+
+
+def config_dict(config: Config) -> dict[str, Any]:
+    return {"optimizer": config.optimizer, **config.params(), "schedule": config.schedule}
+
+
+def _num(x: float | None) -> float | None:
+    return x if x is None or math.isfinite(x) else None
+
+
+def to_json(result: TuneResult) -> dict[str, Any]:
+    """The study as one JSON-ready object (``adamtune show --json``)."""
+    s = result.settings
+    trials = []
+    for t in result.trials:
+        row: dict[str, Any] = {
+            "number": t.number, "state": t.state.value, "params": dict(t.params),
+            "value": _num(t.value), "steps": t.steps,
+            "config": config_dict(Config(**t.config)) if t.config else None,
+            "curve": t.curve.to_dict(),
+        }
+        if t.grad_norms is not None:
+            row["grad_norms"] = {k: v for k, v in dataclasses.asdict(t.grad_norms).items() if k != "samples"}
+        if t.error:
+            row["error"] = t.error
+        trials.append(row)
+    best = None
+    if result.best is not None:
+        best = {"number": result.best.number, "value": result.best.value, "config": config_dict(result.best_config)}
+    return {
+        "study": result.study_name, "metric": s.metric, "direction": s.direction,
+        "workload": s.workload or s.workload_name, "optimizer": s.optimizer, "task": s.task,
+        "budget": s.budget, "seed": s.seed, "sampler": s.sampler, "pruner": s.pruner,
+        "space": s.space.to_dict(), "counts": state_counts(result), "trials": trials, "best": best,
+    }

@@ -1,0 +1,70 @@
+"""Opening an Optuna storage from a URL, with one clear error for every way that can fail."""
+
+from __future__ import annotations
+
+import os
+import re
+
+import optuna
+
+from adamtune.errors import StorageError
+
+DEFAULT_STORAGE = "sqlite:///adamtune.db"
+_URL = re.compile(r"^(sqlite|postgresql|postgresql\+\w+|mysql|mysql\+\w+)://")
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+def sqlite_path(url: str) -> str | None:
+    """The file of a ``sqlite:///`` URL (None for other URLs or in-memory SQLite)."""
+    if not url.startswith("sqlite:///"):
+        return None
+    path = url[len("sqlite:///"):]
+    return None if path in ("", ":memory:") else path
+
+
+def open_storage(url: str, *, must_exist: bool = False) -> optuna.storages.BaseStorage:
+    """Open ``url`` (``sqlite:///file.db``, ``postgresql://user@host/db``, ``mysql://...``).
+
+    Args:
+        must_exist: for read-only commands: a missing SQLite file is an error, not a new study.
+
+    Raises:
+        StorageError: malformed URL, missing or non-SQLite file, unreachable server, missing driver.
+    """
+    if not isinstance(url, str) or not _URL.match(url):
+        raise StorageError(
+            f"storage must be a URL like sqlite:///adamtune.db or postgresql://user@host/db, got {url!r}"
+        )
+    path = sqlite_path(url)
+    if url.startswith("sqlite:") and not url.startswith("sqlite:///"):
+        raise StorageError(f"a SQLite storage URL needs three slashes, sqlite:///path.db, got {url!r}")
+    if path is not None:
+        if os.path.isdir(path):
+            raise StorageError(f"storage {path!r} is a directory, not a database file")
+        if os.path.exists(path):
+            with open(path, "rb") as f:
+                head = f.read(len(_SQLITE_MAGIC))
+            if head and head != _SQLITE_MAGIC:
+                raise StorageError(f"{path!r} is not a SQLite database (corrupt, or another kind of file)")
+        elif must_exist:
+            raise StorageError(f"no study database at {path!r}: run `adamtune tune` first or pass --storage")
+        else:
+            parent = os.path.dirname(os.path.abspath(path))
+            if not os.path.isdir(parent):
+                raise StorageError(f"cannot create {path!r}: directory {parent!r} does not exist")
+    engine_kwargs = {"connect_args": {"timeout": 60}} if path is not None else {"pool_pre_ping": True}
+    try:
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+    except ImportError as e:
+        raise StorageError(f"storage {url.split('://')[0]} needs a database driver that is not installed: {e}") from None
+    except Exception as e:  # sqlalchemy's errors: bad URL, refused connection, corrupt file
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise StorageError(f"cannot open storage {_redact(url)}: {reason}") from None
+
+
+def _redact(url: str) -> str:
+    return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", url)
+
+
+def study_names(storage: optuna.storages.BaseStorage) -> list[str]:
+    return [s.study_name for s in storage.get_all_studies()]

@@ -1,0 +1,157 @@
+"""Frozen records of finished (or running) trials, read back from an Optuna study.
+
+Optuna knows COMPLETE, PRUNED, FAIL, RUNNING and WAITING. adamtune adds ``diverged``: a
+trial whose loss blew up is told to Optuna as COMPLETE with an infeasible value (+inf when
+minimising, -inf when maximising) so samplers learn to avoid its region, and is marked with
+the trial attribute ``adamtune_state = "diverged"`` so no table ever shows it as a result.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import optuna
+
+# Trial user attributes written by the engines (the names are a storage format: keep them).
+ATTR_STATE = "adamtune_state"
+ATTR_CURVE = "curve"
+ATTR_GRAD_NORMS = "grad_norms"
+ATTR_TRACEBACK = "traceback"
+ATTR_STEPS = "steps"
+ATTR_CONFIG = "config"
+ATTR_DIVERGED_AT = "diverged_at_step"
+
+
+class TrialState(str, enum.Enum):
+    COMPLETE = "complete"
+    PRUNED = "pruned"
+    DIVERGED = "diverged"
+    FAILED = "failed"
+    RUNNING = "running"
+    WAITING = "waiting"
+
+
+@dataclasses.dataclass(frozen=True)
+class Curve:
+    """Metrics per evaluation: ``steps[i]`` is the training step of evaluation i.
+
+    ``metrics`` maps a name (``val_loss``, ``val_accuracy``, ``train_loss``, ...) to a tuple
+    of the same length as ``steps``; a value may be NaN where it was not finite.
+    """
+
+    steps: tuple[int, ...] = ()
+    metrics: Mapping[str, tuple[float, ...]] = dataclasses.field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, list]:
+        return {"step": list(self.steps), **{k: list(v) for k, v in self.metrics.items()}}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> Curve:
+        if not data:
+            return cls()
+        data = dict(data)
+        steps = tuple(int(s) for s in data.pop("step", ()))
+        return cls(steps, {k: tuple(_float(x) for x in v) for k, v in data.items()})
+
+
+@dataclasses.dataclass(frozen=True)
+class GradNorms:
+    """Summary of the unclipped global gradient norms a trial saw (one per step)."""
+
+    count: int
+    mean: float
+    p50: float
+    p90: float
+    p99: float
+    max: float
+    clipped_fraction: float  # fraction of steps the trial's own max_grad_norm clipped (0 if off)
+    samples: tuple[float, ...] = ()  # evenly spaced in training steps, at most a few hundred
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["samples"] = list(self.samples)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> GradNorms | None:
+        if not data:
+            return None
+        d = dict(data)
+        d["samples"] = tuple(_float(x) for x in d.get("samples", ()))
+        return cls(**{k: d[k] for k in (f.name for f in dataclasses.fields(cls)) if k in d})
+
+
+@dataclasses.dataclass(frozen=True)
+class TrialRecord:
+    """One trial as adamtune reports it.
+
+    Attributes:
+        number: Optuna's trial number.
+        state: complete, pruned, diverged, failed, running or waiting.
+        params: the tuned hyperparameters under adamtune's names (``beta1``, not ``1-beta1``).
+        config: the full optimizer configuration the trial ran with (None if never started).
+        value: the objective (None unless complete or pruned with a last reported value).
+        steps: training steps run.
+        curve: metrics per evaluation.
+        grad_norms: summary of unclipped gradient norms (None if the trial ran no step).
+        error: the traceback of a failed trial.
+    """
+
+    number: int
+    state: TrialState
+    params: Mapping[str, float]
+    config: Mapping[str, Any] | None
+    value: float | None
+    steps: int
+    curve: Curve
+    grad_norms: GradNorms | None
+    error: str | None = None
+    duration_s: float | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.DIVERGED, TrialState.FAILED)
+
+
+def _float(x: Any) -> float:
+    return float("nan") if x is None else float(x)
+
+
+def state_of(trial: optuna.trial.FrozenTrial) -> TrialState:
+    if trial.user_attrs.get(ATTR_STATE) == TrialState.DIVERGED.value:
+        return TrialState.DIVERGED
+    return {
+        optuna.trial.TrialState.COMPLETE: TrialState.COMPLETE,
+        optuna.trial.TrialState.PRUNED: TrialState.PRUNED,
+        optuna.trial.TrialState.FAIL: TrialState.FAILED,
+        optuna.trial.TrialState.RUNNING: TrialState.RUNNING,
+        optuna.trial.TrialState.WAITING: TrialState.WAITING,
+    }[trial.state]
+
+
+def record_from_optuna(trial: optuna.trial.FrozenTrial, params: Mapping[str, float]) -> TrialRecord:
+    """Build a TrialRecord; ``params`` are the trial's tuned values under adamtune's names."""
+    state = state_of(trial)
+    value: float | None = None
+    if state == TrialState.COMPLETE and trial.value is not None and math.isfinite(trial.value):
+        value = float(trial.value)
+    elif state == TrialState.PRUNED and trial.intermediate_values:
+        last = trial.intermediate_values[max(trial.intermediate_values)]
+        value = float(last) if math.isfinite(last) else None
+    duration = trial.duration.total_seconds() if trial.duration is not None else None
+    return TrialRecord(
+        number=trial.number,
+        state=state,
+        params=dict(params),
+        config=trial.user_attrs.get(ATTR_CONFIG),
+        value=value,
+        steps=int(trial.user_attrs.get(ATTR_STEPS, 0)),
+        curve=Curve.from_dict(trial.user_attrs.get(ATTR_CURVE)),
+        grad_norms=GradNorms.from_dict(trial.user_attrs.get(ATTR_GRAD_NORMS)),
+        error=trial.user_attrs.get(ATTR_TRACEBACK),
+        duration_s=duration,
+    )

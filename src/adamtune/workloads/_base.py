@@ -1,0 +1,159 @@
+"""The managed-mode workload: what to train, on which data, judged by which metric."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.data import Dataset, default_collate
+
+from adamtune import guide
+from adamtune.errors import WorkloadError
+
+Data = Union[tuple[Tensor, Tensor], Dataset]
+MetricFn = Callable[[Tensor, Tensor], Tensor]
+
+
+def accuracy(output: Tensor, target: Tensor) -> Tensor:
+    """Mean top-1 accuracy; works for [B, C] logits and [B, T, C] sequence logits."""
+    return (output.argmax(dim=-1) == target).float().mean()
+
+
+def cross_entropy(output: Tensor, target: Tensor) -> Tensor:
+    """Cross-entropy over the last dimension, for [B, C] or [B, T, C] logits."""
+    return F.cross_entropy(output.reshape(-1, output.shape[-1]), target.reshape(-1))
+
+
+@dataclasses.dataclass(frozen=True)
+class Workload:
+    """A model, its data, and how a trial is trained and judged.
+
+    Attributes:
+        name: shown in tables; the default study name.
+        model: builds a fresh model; called once per trial after the trial's seed is set,
+            so the initial weights depend only on (study seed, trial number).
+        train_data, valid_data: ``(inputs, targets)`` tensors or a ``torch.utils.data.Dataset``
+            returning ``(input, target)`` pairs.
+        loss: ``loss(output, target) -> scalar`` with mean reduction.
+        metrics: extra metrics evaluated on the validation data, e.g. ``{"accuracy": accuracy}``;
+            recorded as ``val_<name>`` at every evaluation.
+        objective: the metric the study optimises: ``"val_loss"`` or ``"val_<name>"``.
+        direction: ``"minimize"`` or ``"maximize"``.
+        steps, batch_size, eval_every: training length, minibatch size, evaluation interval.
+        task: the kind of model, choosing the preset windows: generic, cnn, transformer, llm.
+        divergence_factor: a trial is stopped as diverged when its mean training loss over an
+            evaluation interval exceeds this multiple of its first loss (or is NaN/inf).
+    """
+
+    name: str
+    model: Callable[[], nn.Module]
+    train_data: Data
+    valid_data: Data
+    loss: MetricFn = cross_entropy
+    metrics: Mapping[str, MetricFn] = dataclasses.field(default_factory=dict)
+    objective: str = "val_loss"
+    direction: str = "minimize"
+    steps: int = 500
+    batch_size: int = 64
+    eval_every: int = 50
+    task: str = "generic"
+    eval_batch_size: int = 1024
+    divergence_factor: float = 3.0
+
+    def __post_init__(self) -> None:
+        if not callable(self.model):
+            raise WorkloadError(f"workload {self.name!r}: model must be a callable returning an nn.Module")
+        for attr in ("steps", "batch_size", "eval_every", "eval_batch_size"):
+            v = getattr(self, attr)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise WorkloadError(f"workload {self.name!r}: {attr} must be an integer >= 1, got {v!r}")
+        if self.direction not in ("minimize", "maximize"):
+            raise WorkloadError(f"workload {self.name!r}: direction must be minimize or maximize, got {self.direction!r}")
+        if self.task not in guide.TASKS:
+            raise WorkloadError(f"workload {self.name!r}: task must be one of {', '.join(guide.TASKS)}, got {self.task!r}")
+        if self.objective not in self.metric_names:
+            raise WorkloadError(
+                f"workload {self.name!r}: objective must be one of {', '.join(self.metric_names)}, got {self.objective!r}"
+            )
+        if not self.divergence_factor > 1:
+            raise WorkloadError(f"workload {self.name!r}: divergence_factor must be > 1, got {self.divergence_factor}")
+        for data, which in ((self.train_data, "train_data"), (self.valid_data, "valid_data")):
+            n = num_examples(data)
+            if n < 1:
+                raise WorkloadError(f"workload {self.name!r}: {which} is empty")
+
+    @property
+    def metric_names(self) -> tuple[str, ...]:
+        return ("val_loss",) + tuple(f"val_{m}" for m in self.metrics)
+
+    @property
+    def evaluation_steps(self) -> tuple[int, ...]:
+        """Steps after which the model is evaluated: every ``eval_every`` and the last step."""
+        s = list(range(self.eval_every, self.steps + 1, self.eval_every))
+        if not s or s[-1] != self.steps:
+            s.append(self.steps)
+        return tuple(s)
+
+
+def num_examples(data: Data) -> int:
+    if isinstance(data, tuple):
+        if len(data) != 2 or not all(isinstance(t, Tensor) for t in data):
+            raise WorkloadError("data must be an (inputs, targets) pair of tensors or a Dataset")
+        if data[0].shape[0] != data[1].shape[0]:
+            raise WorkloadError(
+                f"inputs and targets must have the same length, got {data[0].shape[0]} and {data[1].shape[0]}"
+            )
+        return int(data[0].shape[0])
+    try:
+        return len(data)  # type: ignore[arg-type]
+    except TypeError:
+        raise WorkloadError("a Dataset must define __len__") from None
+
+
+def take(data: Data, index: Tensor) -> tuple[Tensor, Tensor]:
+    """The examples at ``index`` as a collated ``(inputs, targets)`` batch."""
+    if isinstance(data, tuple):
+        return data[0][index], data[1][index]
+    return default_collate([data[int(i)] for i in index])
+
+
+def batch_stream(data: Data, batch_size: int, seed: int) -> Iterator[tuple[Tensor, Tensor]]:
+    """Endless shuffled minibatches, reshuffled every epoch; the order depends on ``seed`` only.
+
+    Every trial of a study sees the same minibatch sequence, which is what lets the batched
+    engine share one minibatch across K members and still match the sequential engine.
+    """
+    n = num_examples(data)
+    g = torch.Generator().manual_seed(seed)
+    bs = min(batch_size, n)
+    while True:
+        perm = torch.randperm(n, generator=g)
+        for start in range(0, n - bs + 1, bs):
+            yield take(data, perm[start:start + bs])
+
+
+def eval_batches(data: Data, batch_size: int) -> Iterator[tuple[int, tuple[Tensor, Tensor]]]:
+    """``(size, batch)`` over the whole data set in order."""
+    n = num_examples(data)
+    for start in range(0, n, batch_size):
+        idx = torch.arange(start, min(n, start + batch_size))
+        yield len(idx), take(data, idx)
+
+
+def describe(workload: Workload) -> dict[str, Any]:
+    """Plain facts about a workload for storage and reports."""
+    return {
+        "name": workload.name,
+        "task": workload.task,
+        "objective": workload.objective,
+        "direction": workload.direction,
+        "steps": workload.steps,
+        "batch_size": workload.batch_size,
+        "eval_every": workload.eval_every,
+        "train_examples": num_examples(workload.train_data),
+        "valid_examples": num_examples(workload.valid_data),
+    }

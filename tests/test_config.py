@@ -1,0 +1,158 @@
+import math
+import re
+
+import pytest
+import torch
+from torch import nn
+
+from adamtune import Config, ConfigError, clip_gradients, make_optimizer, make_scheduler, python_snippet
+
+BAD = [
+    (dict(lr=-1e-3), "lr must be > 0, got -0.001"),
+    (dict(lr=0.0), "lr must be > 0, got 0.0"),
+    (dict(beta1=1.0), "beta1 must be in [0, 1), got 1.0"),
+    (dict(beta1=1.5), "beta1 must be in [0, 1), got 1.5"),
+    (dict(beta2=-0.1), "beta2 must be in [0, 1), got -0.1"),
+    (dict(eps=0.0), "eps must be > 0, got 0.0"),
+    (dict(weight_decay=-0.01), "weight_decay must be >= 0, got -0.01"),
+    (dict(optimizer="adadelta", rho=1.5), "rho must be in [0, 1], got 1.5"),
+    (dict(optimizer="adadelta", eps=-1.0), "eps must be >= 0, got -1.0"),
+    (dict(max_grad_norm=0.0), "max_grad_norm must be > 0 (or None for no clipping), got 0.0"),
+    (dict(warmup=1.0), "warmup must be a fraction of the steps in [0, 1), got 1.0"),
+    (dict(schedule="linear"), "schedule must be one of constant, cosine, got 'linear'"),
+    (dict(optimizer="sgd"), "optimizer must be one of adamw, adam, adadelta, got 'sgd'"),
+    (dict(lr=float("nan")), "lr must be finite, got nan"),
+    (dict(lr="fast"), "lr must be a number, got 'fast'"),
+]
+
+
+@pytest.mark.parametrize("kwargs, message", BAD)
+def test_config_rejects_bad_values_with_clear_message(kwargs, message):
+    with pytest.raises(ConfigError, match="^" + re.escape(message) + "$"):
+        Config(**kwargs)
+
+
+@pytest.mark.parametrize("optimizer, lr, eps, wd", [
+    ("adamw", 1e-3, 1e-8, 0.01), ("adam", 1e-3, 1e-8, 0.0), ("adadelta", 1.0, 1e-6, 0.0),
+])
+def test_defaults_are_pytorchs(optimizer, lr, eps, wd):
+    c = Config(optimizer=optimizer)
+    assert (c.lr, c.eps, c.weight_decay) == (lr, eps, wd)
+    cls = {"adamw": torch.optim.AdamW, "adam": torch.optim.Adam, "adadelta": torch.optim.Adadelta}[optimizer]
+    import inspect
+    sig = inspect.signature(cls.__init__).parameters
+    assert sig["lr"].default == lr and sig["eps"].default == eps and sig["weight_decay"].default == wd
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(4, 8)
+        self.norm = nn.LayerNorm(8)
+        self.out = nn.Linear(8, 2)
+        self.frozen = nn.Linear(2, 2)
+        self.frozen.requires_grad_(False)
+
+    def forward(self, x):
+        return self.out(self.norm(self.fc(x)))
+
+
+@pytest.mark.parametrize("optimizer, cls", [
+    ("adamw", torch.optim.AdamW), ("adam", torch.optim.Adam), ("adadelta", torch.optim.Adadelta)])
+def test_make_optimizer_decays_only_matrices(optimizer, cls):
+    net = Net()
+    opt = make_optimizer(net, Config(optimizer=optimizer, weight_decay=0.05))
+    assert type(opt) is cls
+    decay, no_decay = opt.param_groups
+    assert decay["weight_decay"] == 0.05 and no_decay["weight_decay"] == 0.0
+    assert {id(p) for p in decay["params"]} == {id(net.fc.weight), id(net.out.weight)}
+    assert {id(p) for p in no_decay["params"]} == {id(net.fc.bias), id(net.norm.weight), id(net.norm.bias), id(net.out.bias)}
+    # frozen parameters are left out entirely
+    assert all(p.requires_grad for g in opt.param_groups for p in g["params"])
+
+
+def test_make_optimizer_accepts_named_parameters_and_rejects_empty():
+    net = Net()
+    opt = make_optimizer(net.named_parameters(), Config())
+    assert sum(len(g["params"]) for g in opt.param_groups) == 6
+    with pytest.raises(ConfigError, match="no trainable parameters"):
+        make_optimizer(nn.Linear(2, 2).requires_grad_(False), Config())
+
+
+def test_adamw_weight_decay_is_decoupled_and_lr_coupled():
+    # a zero gradient: AdamW only decays, theta *= (1 - lr * wd); Adam's L2 moves it by lr-ish steps
+    p = nn.Parameter(torch.ones(2, 2, dtype=torch.float64))
+    opt = make_optimizer([("w", p)], Config(lr=0.1, weight_decay=0.5))
+    p.grad = torch.zeros_like(p)
+    opt.step()
+    assert torch.allclose(p, torch.full((2, 2), 1 - 0.1 * 0.5, dtype=torch.float64))
+
+
+def test_scheduler_warmup_then_cosine():
+    p = nn.Parameter(torch.zeros(2, 2))
+    cfg = Config(lr=1.0, warmup=0.1, schedule="cosine")
+    opt = make_optimizer([("w", p)], cfg)
+    sched = make_scheduler(opt, cfg, total_steps=100)
+    lrs = []
+    for _ in range(100):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] == pytest.approx(0.1)  # never a step with lr = 0
+    assert lrs[9] == pytest.approx(1.0)
+    assert lrs[10] == pytest.approx(1.0)
+    assert lrs[55] == pytest.approx(0.5 * (1 + math.cos(math.pi * 45 / 90)))
+    assert lrs[-1] < 0.01
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
+
+
+def test_constant_schedule_without_warmup_is_constant():
+    p = nn.Parameter(torch.zeros(2, 2))
+    opt = make_optimizer([("w", p)], Config(lr=0.3))
+    sched = make_scheduler(opt, Config(lr=0.3), total_steps=10)
+    for _ in range(10):
+        assert opt.param_groups[0]["lr"] == pytest.approx(0.3)
+        opt.step()
+        sched.step()
+
+
+def test_clip_gradients_returns_unclipped_norm_and_clips_like_torch():
+    torch.manual_seed(0)
+    a, b = Net(), Net()
+    b.load_state_dict(a.state_dict())
+    x = torch.randn(16, 4) * 50
+    for net in (a, b):
+        net(x).pow(2).sum().backward()
+    norm = clip_gradients(a, Config(max_grad_norm=0.5))
+    ref = torch.nn.utils.clip_grad_norm_([p for p in b.parameters() if p.grad is not None], 0.5)
+    assert norm == pytest.approx(float(ref))
+    assert norm > 0.5
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        if pa.grad is not None:
+            assert torch.equal(pa.grad, pb.grad)
+    # off: returns the norm and leaves gradients alone
+    before = [p.grad.clone() for p in b.parameters() if p.grad is not None]
+    assert clip_gradients(b, Config()) == pytest.approx(0.5, rel=1e-4)
+    assert all(torch.equal(g, p.grad) for g, p in zip(before, [p for p in b.parameters() if p.grad is not None]))
+
+
+@pytest.mark.parametrize("cfg", [
+    Config(lr=3.2e-4, beta1=0.85, weight_decay=0.02, max_grad_norm=1.0),
+    Config(optimizer="adam", lr=1e-3, eps=1e-7),
+    Config(optimizer="adadelta", lr=0.5, rho=0.95),
+])
+def test_snippet_is_runnable_and_builds_the_same_optimizer(cfg):
+    model = Net()
+    namespace = {"torch": torch, "model": model}
+    exec(python_snippet(cfg), namespace)
+    got = namespace["optimizer"]
+    want = make_optimizer(model, cfg)
+    assert type(got) is type(want)
+    for g1, g2 in zip(got.param_groups, want.param_groups):
+        for key in ("lr", "weight_decay", "eps", "betas", "rho"):
+            if key in g2:
+                v1, v2 = g1[key], g2[key]
+                assert v1 == pytest.approx(v2, rel=5e-3), key
+        assert [id(p) for p in g1["params"]] == [id(p) for p in g2["params"]]
+    if cfg.max_grad_norm is not None:
+        assert "clip_grad_norm_(model.parameters(), max_norm=1)" in python_snippet(cfg)

@@ -1,0 +1,108 @@
+import math
+import re
+
+import optuna
+import pytest
+
+from adamtune import Config, Dimension, SearchSpace, SpaceError, preset
+from adamtune.space import parse_override, with_overrides
+
+
+@pytest.mark.parametrize("budget, tuned", [
+    (1, ("lr",)), (5, ("lr",)), (6, ("lr", "weight_decay")), (9, ("lr", "weight_decay")),
+    (10, ("lr", "weight_decay", "beta1")), (24, ("lr", "weight_decay", "beta1")),
+    (25, ("lr", "weight_decay", "beta1", "eps")), (49, ("lr", "weight_decay", "beta1", "eps")),
+    (50, ("lr", "weight_decay", "beta1", "eps", "beta2")), (500, ("lr", "weight_decay", "beta1", "eps", "beta2")),
+])
+def test_budget_rule_adamw(budget, tuned):
+    assert preset("adamw", "generic", budget).tuned == tuned
+
+
+def test_budget_rule_adam_has_no_weight_decay_and_adadelta_tunes_rho():
+    assert preset("adam", "generic", 8).tuned == ("lr",)
+    assert preset("adam", "generic", 30).tuned == ("lr", "beta1", "eps")
+    assert preset("adadelta", "generic", 12).tuned == ("lr", "rho")
+
+
+@pytest.mark.parametrize("task, lr, wd", [
+    ("generic", (1e-5, 1e-2), (1e-5, 0.3)), ("cnn", (3e-5, 1e-2), (1e-5, 0.3)),
+    ("transformer", (3e-6, 3e-4), (1e-4, 0.3)), ("llm", (1e-5, 3e-3), (1e-3, 0.3)),
+])
+def test_task_windows(task, lr, wd):
+    s = preset("adamw", task, 60)
+    assert (s.dimension("lr").low, s.dimension("lr").high) == lr
+    assert (s.dimension("weight_decay").low, s.dimension("weight_decay").high) == wd
+    assert s.dimension("lr").scale == "log"
+    assert (s.dimension("beta1").low, s.dimension("beta1").high, s.dimension("beta1").scale) == (0.8, 0.999, "log1m")
+    assert (s.dimension("beta2").low, s.dimension("beta2").high) == (0.95, 0.9999)
+    assert (s.dimension("eps").low, s.dimension("eps").high) == (1e-10, 1e-6)
+
+
+def test_adadelta_windows():
+    s = preset("adadelta", "generic", 30)
+    assert (s.dimension("lr").low, s.dimension("lr").high) == (1e-2, 10.0)
+    assert (s.dimension("rho").low, s.dimension("rho").high) == (0.8, 0.99)
+    assert (s.dimension("eps").low, s.dimension("eps").high) == (1e-8, 1e-4)
+
+
+def test_untuned_take_pytorch_defaults():
+    s = preset("adamw", "generic", 3)
+    t = optuna.trial.FixedTrial({"lr": 3e-3})
+    assert s.suggest(t) == Config(optimizer="adamw", lr=3e-3)
+
+
+def test_beta_is_searched_as_log_of_one_minus_beta():
+    s = preset("adamw", "generic", 16)
+    d = s.dimension("beta1")
+    assert d.optuna_name == "1-beta1"
+    dist = s.distributions()["1-beta1"]
+    assert dist.log and dist.low == pytest.approx(0.001) and dist.high == pytest.approx(0.2)
+    cfg = s.suggest(optuna.trial.FixedTrial({"lr": 1e-3, "weight_decay": 1e-3, "1-beta1": 0.01}))
+    assert cfg.beta1 == pytest.approx(0.99)
+    assert s.params_from_optuna({"lr": 1e-3, "1-beta1": 0.01})["beta1"] == pytest.approx(0.99)
+    # unit positions: equal steps in log(1 - beta)
+    assert d.to_unit(0.8) == pytest.approx(0) and d.to_unit(0.999) == pytest.approx(1)
+    mid = d.from_unit(0.5)
+    assert 1 - mid == pytest.approx(math.sqrt(0.2 * 0.001))
+
+
+def test_overrides_window_fix_and_clipping():
+    s = with_overrides(preset("adamw", "generic", 16), ["lr=1e-4:1e-2", "beta1=0.9", "max_grad_norm=0.5:5", "warmup=0.05"])
+    assert s.tuned == ("lr", "weight_decay", "max_grad_norm")
+    assert s.dimension("lr") == Dimension("lr", 1e-4, 1e-2, "log")
+    assert dict(s.fixed) == {"beta1": 0.9, "warmup": 0.05}
+    cfg = s.suggest(optuna.trial.FixedTrial({"lr": 1e-3, "weight_decay": 0.01, "max_grad_norm": 1.0}))
+    assert (cfg.beta1, cfg.warmup, cfg.max_grad_norm) == (0.9, 0.05, 1.0)
+    assert parse_override("max_grad_norm=none") == ("max_grad_norm", None)
+    assert parse_override("lr=1e-5:1e-1:linear")[1].scale == "linear"
+    assert parse_override("schedule=cosine") == ("schedule", "cosine")
+
+
+@pytest.mark.parametrize("override, message", [
+    ("lr=1e-2:1e-5", "`low < high` must hold for lr, got low=0.01, high=1e-05"),
+    ("beta1=1.5", "beta1 must be in [0, 1), got 1.5"),
+    ("beta1=0.5:1.5", "a log(1-x) range of beta1 needs high < 1, got 1.5"),
+    ("lr=0:1e-2", "a log-scale range of lr needs low > 0, got 0"),
+    ("lr=-1:1:linear", "lr must be > 0, got -1.0"),
+    ("rho=0.9", "rho is not a hyperparameter of adamw; choose from lr, beta1, beta2, eps, weight_decay, max_grad_norm, warmup, schedule"),
+    ("momentum=0.9", "--set momentum: unknown hyperparameter"),
+    ("lr=fast", "--set lr: 'fast' is not a number"),
+    ("lr", "--set needs NAME=LOW:HIGH[:log|:linear] or NAME=VALUE, got 'lr'"),
+    ("lr=1e-4:1e-2:cubic", "--set lr: scale must be log, linear or log1m, got 'cubic'"),
+    ("eps=1e-8:1e-6:log:x", "--set eps: expected LOW:HIGH[:log|:linear]"),
+])
+def test_bad_overrides(override, message):
+    with pytest.raises(SpaceError, match=re.escape(message)):
+        with_overrides(preset("adamw", "generic", 16), [override])
+
+
+def test_bad_preset_arguments():
+    with pytest.raises(SpaceError, match="task must be one of generic, cnn, transformer, llm, got 'rnn'"):
+        preset("adamw", "rnn", 16)
+    with pytest.raises(SpaceError, match="budget must be a whole number of trials >= 1, got -3"):
+        preset("adamw", "generic", -3)
+
+
+def test_space_round_trips_through_dict():
+    s = with_overrides(preset("adamw", "llm", 60), ["warmup=0.02", "max_grad_norm=1.0"])
+    assert SearchSpace.from_dict(s.to_dict()) == s

@@ -1,0 +1,172 @@
+import dataclasses
+import json
+import math
+import sqlite3
+
+import optuna
+import pytest
+
+import adamtune
+from adamtune import StudyError, TrialState
+from adamtune.report.terminal import to_json
+
+
+def test_real_study_in_sqlite_records_everything(storage, tiny_ref):
+    r = adamtune.tune(tiny_ref, budget=6, storage=storage, pruner="none")
+    assert len(r.trials) == 6 and r.count(TrialState.COMPLETE) == 6
+    assert r.settings.space.tuned == ("lr", "weight_decay")
+    best = min(r.trials, key=lambda t: t.value)
+    assert r.best.number == best.number and r.best_value == best.value
+    for t in r.trials:
+        assert t.steps == 40
+        assert t.curve.steps == (10, 20, 30, 40)
+        assert set(t.curve.metrics) == {"train_loss", "val_loss", "val_accuracy"}
+        assert t.value == pytest.approx(min(t.curve.metrics["val_loss"]))  # best evaluation
+        assert t.grad_norms is not None and t.grad_norms.count == 40 and t.grad_norms.p90 >= t.grad_norms.p50
+        assert t.config["lr"] == t.params["lr"]
+    # the optuna study is a plain one: intermediate values are the objective curve
+    ft = r.study.trials[0]
+    assert sorted(ft.intermediate_values) == [10, 20, 30, 40]
+    # the database is a real SQLite file
+    path = storage[len("sqlite:///"):]
+    with sqlite3.connect(path) as db:
+        assert db.execute("select count(*) from trials").fetchone()[0] == 6
+
+
+def test_rerun_continues_and_stored_settings_suffice(storage, tiny_ref):
+    adamtune.tune(tiny_ref, budget=3, storage=storage, seed=4, pruner="none")
+    # nothing but storage + study: continues with the stored workload, seed and space
+    r = adamtune.tune(storage=storage, study="tiny", budget=5)
+    assert len(r.trials) == 5 and r.settings.seed == 4 and r.settings.workload == tiny_ref
+    # same budget again: nothing more to do
+    assert len(adamtune.tune(storage=storage, study="tiny").trials) == 5
+    # the continued points are new points of the sequence, not repeats
+    assert len({t.params["lr"] for t in r.trials}) == 5
+
+
+def test_continuing_with_other_optimizer_or_space_is_refused(storage, tiny_ref):
+    adamtune.tune(tiny_ref, budget=2, storage=storage)
+    with pytest.raises(StudyError, match="was created with optimizer 'adamw', not 'adam'"):
+        adamtune.tune(tiny_ref, budget=3, storage=storage, optimizer="adam")
+    with pytest.raises(StudyError, match="has its own search space"):
+        adamtune.tune(tiny_ref, budget=3, storage=storage, space=["lr=1e-3:1e-1"])
+
+
+def test_show_json_shape(storage, tiny_ref):
+    r = adamtune.tune(tiny_ref, budget=4, storage=storage, pruner="none")
+    data = json.loads(json.dumps(to_json(adamtune.load("tiny", storage))))
+    assert data["study"] == "tiny" and data["metric"] == "val_loss" and data["direction"] == "minimize"
+    assert [t["number"] for t in data["trials"]] == [0, 1, 2, 3]
+    assert {"number", "state", "params", "value"} <= set(data["trials"][0])
+    assert set(data["trials"][0]["params"]) == {"lr"}
+    assert data["best"]["number"] == r.best.number
+    assert set(data["best"]["config"]) >= {"lr", "beta1", "beta2", "eps", "weight_decay", "max_grad_norm", "warmup"}
+
+
+def test_diverged_trials_are_kept_marked_and_never_best(storage, tiny_ref):
+    r = adamtune.tune(tiny_ref, budget=4, storage=storage, space=["lr=1e-3:100"], pruner="none")
+    states = [t.state for t in r.trials]
+    assert TrialState.DIVERGED in states and TrialState.COMPLETE in states
+    for t in r.trials:
+        if t.state == TrialState.DIVERGED:
+            assert t.value is None and t.params["lr"] > 0.3
+            assert t.steps <= 40
+            ft = r.study.trials[t.number]
+            assert ft.state == optuna.trial.TrialState.COMPLETE and ft.value == math.inf
+    assert r.best.state == TrialState.COMPLETE
+    data = to_json(r)
+    assert any(t["state"] == "diverged" and t["value"] is None for t in data["trials"])
+
+
+def test_maximized_objective_diverged_is_minus_inf(storage, tiny_file):
+    TINY = tiny_file
+    r = adamtune.tune(f"{TINY}:tiny_accuracy", budget=3, storage=storage, space=["lr=10:100"], pruner="none")
+    assert all(t.state == TrialState.DIVERGED for t in r.trials)
+    assert all(t.value == -math.inf for t in r.study.trials)
+    assert r.best is None and r.best_config is None
+
+
+def test_failures_are_kept_with_traceback_and_the_study_goes_on(storage):
+    def objective(config, trial):
+        if config.lr > 1e-3:
+            raise ValueError(f"user code broke at lr={config.lr}")
+        for step in (1, 2):
+            trial.report(step, 1.0 / step + config.lr)
+        return 0.5 + config.lr
+
+    r = adamtune.tune(objective, budget=6, storage=storage, max_consecutive_failures=10)
+    failed = [t for t in r.trials if t.state == TrialState.FAILED]
+    done = [t for t in r.trials if t.state == TrialState.COMPLETE]
+    assert failed and done and len(r.trials) == 6
+    assert all("ValueError: user code broke" in t.error for t in failed)
+    assert all(t.curve.steps == (1, 2) for t in done)
+
+
+def test_consecutive_failures_stop_with_clear_message(storage, tiny_file):
+    TINY = tiny_file
+    with pytest.raises(StudyError, match=r"3 trials in a row failed; stopping. Last error: RuntimeError: model factory exploded"):
+        adamtune.tune(f"{TINY}:broken", budget=10, storage=storage)
+    r = adamtune.load("broken", storage)
+    assert len(r.trials) == 3 and all(t.state == TrialState.FAILED for t in r.trials)
+
+
+def test_reproducible_on_fresh_storages(tmp_path, tiny_ref):
+    runs = [
+        adamtune.tune(tiny_ref, budget=5, storage=f"sqlite:///{tmp_path / f'r{i}.db'}", seed=7)
+        for i in range(2)
+    ]
+    a, b = ([(t.params, t.value, t.state) for t in r.trials] for r in runs)
+    assert a == b
+    other = adamtune.tune(tiny_ref, budget=5, storage=f"sqlite:///{tmp_path / 'other.db'}", seed=8)
+    assert [t.params for t in other.trials] != [p for p, _, _ in a]
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "random", "gp"])
+def test_other_samplers_are_seeded(tmp_path, tiny_ref, sampler):
+    runs = [adamtune.tune(tiny_ref, budget=3, sampler=sampler, pruner="none",
+                          storage=f"sqlite:///{tmp_path / f'{sampler}{i}.db'}") for i in range(2)]
+    assert [t.params for t in runs[0].trials] == [t.params for t in runs[1].trials]
+
+
+def test_objective_mode_with_pruning(storage):
+    calls = []
+
+    def objective(config, trial):
+        calls.append(trial.number)
+        for step in range(1, 11):
+            # a curve that is worse for larger lr; the median pruner stops those
+            trial.report(step, config.lr * 100 + 1.0 / step, train_loss=1.0)
+            if trial.should_prune():
+                raise adamtune.TrialPruned()
+        return config.lr * 100
+
+    r = adamtune.tune(objective, budget=12, storage=storage, pruner="median", study="mine")
+    assert r.study_name == "mine" and len(calls) == 12
+    assert r.count(TrialState.PRUNED) >= 1
+    pruned = [t for t in r.trials if t.state == TrialState.PRUNED]
+    assert all(t.steps < 10 and len(t.curve.steps) == t.steps for t in pruned)
+    assert r.best.value == pytest.approx(min(t.value for t in r.trials if t.state == TrialState.COMPLETE))
+    assert r.settings.workload is None
+    with pytest.raises(StudyError, match="created from Python"):
+        adamtune.tune(storage=storage, study="mine", budget=20)
+
+
+def test_objective_nan_is_diverged(storage):
+    def objective(config, trial):
+        trial.report(1, float("nan"))
+        return float("nan")
+
+    r = adamtune.tune(objective, budget=2, storage=storage)
+    assert [t.state for t in r.trials] == [TrialState.DIVERGED] * 2
+
+
+def test_workload_object_in_python(storage, tiny_file):
+    TINY = tiny_file
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("tw", TINY)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    w = dataclasses.replace(mod.tiny(), steps=20)
+    r = adamtune.tune(w, budget=2, storage=storage, optimizer="adam", task="cnn")
+    assert r.settings.task == "cnn" and r.settings.optimizer == "adam"
+    assert all(t.steps == 20 for t in r.trials if t.state == TrialState.COMPLETE)
