@@ -182,6 +182,19 @@ def studies(storage: str = typer.Option(DEFAULT_STORAGE, help=STORAGE_HELP)) -> 
         console.print(table)
 
 
+@app.command()
+def explain(
+    param: Optional[str] = typer.Argument(None, help="lr, beta1, beta2, eps, weight_decay, rho, max_grad_norm or warmup. Omit for all."),
+    optimizer: str = typer.Option("adamw", help="adamw, adam or adadelta."),
+    task: Optional[str] = typer.Option(None, help="Show typical values for one task: generic, cnn, transformer, llm."),
+) -> None:
+    """What each hyperparameter does, typical values, PyTorch's exact update rule, weight-decay conventions."""
+    from adamtune.report.explain import render_explain
+
+    with _user_errors():
+        console.print(render_explain(param, optimizer=optimizer, task=task))
+
+
 def main() -> None:
     app()
 

@@ -31,6 +31,20 @@ def open_storage(url: str, *, must_exist: bool = False) -> optuna.storages.BaseS
     Raises:
         StorageError: malformed URL, missing or non-SQLite file, unreachable server, missing driver.
     """
+    check_url(url, must_exist=must_exist)
+    path = sqlite_path(url)
+    engine_kwargs = {"connect_args": {"timeout": 60}} if path is not None else {"pool_pre_ping": True}
+    try:
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+    except ImportError as e:
+        raise StorageError(f"storage {url.split('://')[0]} needs a database driver that is not installed: {e}") from None
+    except Exception as e:  # sqlalchemy's errors: bad URL, refused connection, corrupt file
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise StorageError(f"cannot open storage {_redact(url)}: {reason}") from None
+
+
+def check_url(url: str, *, must_exist: bool = False) -> None:
+    """Everything about ``url`` that can be checked without touching it. Raises StorageError."""
     if not isinstance(url, str) or not _URL.match(url):
         raise StorageError(
             f"storage must be a URL like sqlite:///adamtune.db or postgresql://user@host/db, got {url!r}"
@@ -52,14 +66,12 @@ def open_storage(url: str, *, must_exist: bool = False) -> optuna.storages.BaseS
             parent = os.path.dirname(os.path.abspath(path))
             if not os.path.isdir(parent):
                 raise StorageError(f"cannot create {path!r}: directory {parent!r} does not exist")
-    engine_kwargs = {"connect_args": {"timeout": 60}} if path is not None else {"pool_pre_ping": True}
-    try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
-    except ImportError as e:
-        raise StorageError(f"storage {url.split('://')[0]} needs a database driver that is not installed: {e}") from None
-    except Exception as e:  # sqlalchemy's errors: bad URL, refused connection, corrupt file
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise StorageError(f"cannot open storage {_redact(url)}: {reason}") from None
+
+
+def is_new_file(url: str) -> bool:
+    """Whether ``url`` names a SQLite file that does not exist yet (so it holds no study)."""
+    path = sqlite_path(url)
+    return path is not None and not os.path.exists(path)
 
 
 def _redact(url: str) -> str:

@@ -23,7 +23,7 @@ from adamtune.engine import Outcome, better, data_seed, infeasible, init_seed, t
 from adamtune.engine.monitor import summarize_norms
 from adamtune.errors import SpaceError, StudyError
 from adamtune.space import SearchSpace, preset, with_overrides
-from adamtune.storage import DEFAULT_STORAGE, open_storage, study_names
+from adamtune.storage import DEFAULT_STORAGE, check_url, is_new_file, open_storage, study_names
 from adamtune.trials import (
     ATTR_CONFIG, ATTR_CURVE, ATTR_DIVERGED_AT, ATTR_GRAD_NORMS, ATTR_STATE, ATTR_STEPS, ATTR_TRACEBACK,
     TrialRecord, TrialState, record_from_optuna,
@@ -187,9 +187,10 @@ def make_pruner(name: str, workload: Workload | None) -> optuna.pruners.BasePrun
     if name == "asha":
         if workload is None:
             return optuna.pruners.SuccessiveHalvingPruner(reduction_factor=3)
-        # First rung after about a ninth of training, on an evaluation step; rungs x3 after.
+        # First rung after about a quarter of training, on an evaluation step; rungs x3 after.
+        # Earlier rungs judge slow starters (small lr, large beta) before they can show anything.
         e = workload.eval_every
-        first = max(e, math.ceil(workload.steps / 9 / e) * e)
+        first = max(e, math.ceil(workload.steps / 4 / e) * e)
         return optuna.pruners.SuccessiveHalvingPruner(min_resource=first, reduction_factor=3)
     if name == "median":
         warm = workload.steps // 4 if workload is not None else 0
@@ -308,7 +309,10 @@ def tune(
     Raises:
         AdamtuneError: any bad input, with a message naming what must hold.
     """
-    store = open_storage(storage or DEFAULT_STORAGE)
+    url = storage or DEFAULT_STORAGE
+    check_url(url)
+    # A new SQLite file is created only once every argument has been checked.
+    store = None if is_new_file(url) else open_storage(url)
     objective_fn: Objective | None = None
     workload: Workload | None = None
     workload_ref: str | None = None
@@ -328,7 +332,7 @@ def tune(
             name = getattr(objective_fn, "__name__", "objective")
         else:
             name = "digits-mlp"
-    existing = _load_existing(store, name)
+    existing = _load_existing(store, name) if store is not None else None
     stored = read_settings(existing) if existing is not None else None
 
     if workload is None and objective_fn is None:
@@ -387,6 +391,8 @@ def tune(
         workload_info=describe(workload) if workload is not None else {},
     )
     n_existing = len(existing.trials) if existing is not None else 0
+    if store is None:
+        store = open_storage(url)
     the_study = optuna.create_study(
         study_name=name, storage=store, direction=the_direction, load_if_exists=True,
         sampler=make_sampler(the_sampler, the_seed, the_space, n_existing),

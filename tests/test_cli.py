@@ -1,0 +1,126 @@
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from adamtune.cli import app
+
+runner = CliRunner()
+ADAMTUNE = os.path.join(os.path.dirname(sys.executable), "adamtune")
+
+
+@pytest.fixture
+def not_a_db(tmp_path):
+    p = tmp_path / "notes.db"
+    p.write_text("these are my notes, not a database\n")
+    return f"sqlite:///{p}"
+
+
+@pytest.fixture
+def finished(storage, tiny_ref):
+    r = runner.invoke(app, ["tune", "--workload", tiny_ref, "--budget", "3", "--storage", storage, "--pruner", "none"])
+    assert r.exit_code == 0, r.output
+    return storage
+
+
+BAD_INPUT = [
+    (["tune", "--workload", "nope"], "unknown workload 'nope': use a built-in (digits-mlp, digits-cnn, charlm)"),
+    (["tune", "--set", "lr=1e-2:1e-5"], "`low < high` must hold for lr, got low=0.01, high=1e-05"),
+    (["tune", "--set", "beta1=1.5"], "beta1 must be in [0, 1), got 1.5"),
+    (["tune", "--set", "rho=0.9"], "rho is not a hyperparameter of adamw"),
+    (["tune", "--budget", "-3"], "budget must be a whole number of trials >= 1, got -3"),
+    (["tune", "--budget", "0"], "budget must be a whole number of trials >= 1, got 0"),
+    (["tune", "--optimizer", "sgd"], "optimizer must be one of adamw, adam, adadelta, got 'sgd'"),
+    (["tune", "--task", "rnn"], "task must be one of generic, cnn, transformer, llm, got 'rnn'"),
+    (["tune", "--sampler", "grid"], "sampler must be one of quasi-random, tpe, gp, random, got 'grid'"),
+    (["tune", "--pruner", "hyperband"], "pruner must be one of asha, median, none, got 'hyperband'"),
+    (["tune", "--seed", "-1"], "seed must be an integer >= 0, got -1"),
+    (["tune", "--storage", "adamtune.db"], "storage must be a URL like sqlite:///adamtune.db"),
+    (["tune", "--storage", "sqlite://x.db"], "a SQLite storage URL needs three slashes"),
+    (["tune", "--storage", "sqlite:////no/such/dir/x.db"], "cannot create '/no/such/dir/x.db': directory '/no/such/dir' does not exist"),
+    (["tune", "--workload", "missing.py:tiny"], "workload file 'missing.py' does not exist"),
+    (["tune", "--workload", "no_such_module_xyz:tiny"], "cannot import workload module 'no_such_module_xyz'"),
+    (["show", "--storage", "sqlite:///definitely-missing.db"], "no study database at 'definitely-missing.db'"),
+]
+
+
+@pytest.mark.parametrize("args, message", BAD_INPUT, ids=[" ".join(a) for a, _ in BAD_INPUT])
+def test_bad_input_is_one_line_and_status_2(args, message, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    r = runner.invoke(app, args)
+    assert r.exit_code == 2, r.output
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    assert lines[0].startswith("adamtune: error: ")
+    assert message in lines[0]
+    assert "Traceback" not in r.output
+    assert not os.path.exists(tmp_path / "adamtune.db")  # bad input leaves no empty database behind
+
+
+@pytest.mark.parametrize("command", ["tune", "show", "best", "studies"])
+def test_corrupt_database_is_refused(command, not_a_db):
+    r = runner.invoke(app, [command, "--storage", not_a_db])
+    assert r.exit_code == 2
+    assert "is not a SQLite database" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    # the user's file is untouched
+    assert open(not_a_db[len("sqlite:///"):]).read().startswith("these are my notes")
+
+
+def test_workload_attribute_errors(tiny_file):
+    r = runner.invoke(app, ["tune", "--workload", f"{tiny_file}:not_a_workload"])
+    assert r.exit_code == 2 and "must be an adamtune.Workload or return one, got int" in r.stderr
+    r = runner.invoke(app, ["tune", "--workload", f"{tiny_file}:nothing_here"])
+    assert r.exit_code == 2 and "has no attribute 'nothing_here'" in r.stderr
+
+
+def test_unknown_study_and_empty_best(finished, storage, tiny_file):
+    r = runner.invoke(app, ["show", "--storage", storage, "--study", "nope"])
+    assert r.exit_code == 2 and "no study 'nope' in this storage; it holds: tiny" in r.stderr
+    runner.invoke(app, ["tune", "--workload", f"{tiny_file}:tiny", "--study", "bad", "--set", "lr=50:100",
+                        "--budget", "1", "--storage", storage])
+    r = runner.invoke(app, ["best", "--storage", storage, "--study", "bad"])
+    assert r.exit_code == 2 and "has no completed trial yet" in r.stderr
+    r = runner.invoke(app, ["show", "--storage", storage])
+    assert r.exit_code == 2 and "name a study with --study; this storage holds 2: tiny, bad" in r.stderr
+
+
+def test_tune_prints_plan_progress_table_and_snippet(storage, tiny_ref):
+    r = runner.invoke(app, ["tune", "--workload", tiny_ref, "--budget", "12", "--storage", storage,
+                            "--set", "max_grad_norm=0.5:5"])
+    assert r.exit_code == 0, r.output
+    out = r.stdout
+    assert "tuning lr, weight_decay, beta1, max_grad_norm — budget 12 (set by hand)" in out
+    assert "12/12" in out and "Best trials" in out
+    assert "optimizer = torch.optim.AdamW([" in out
+    assert "torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=" in out
+
+
+def test_cli_end_to_end_in_real_processes(tmp_path, tiny_ref):
+    db = f"sqlite:///{tmp_path / 'cli.db'}"
+    env = dict(os.environ, OMP_NUM_THREADS="1", COLUMNS="120")
+
+    def run(*args):
+        return subprocess.run([ADAMTUNE, *args], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+
+    r = run("tune", "--workload", tiny_ref, "--budget", "4", "--storage", db, "--pruner", "none")
+    assert r.returncode == 0, r.stderr
+    assert "tuning lr — budget 4" in r.stdout
+    r = run("show", "--storage", db, "--json")
+    data = json.loads(r.stdout)
+    assert data["study"] == "tiny" and len(data["trials"]) == 4
+    assert all(t["state"] == "complete" for t in data["trials"])
+    r = run("best", "--storage", db)
+    assert r.returncode == 0 and r.stdout.count("torch.optim.AdamW(") == 1
+    ns = {}
+    import torch
+    ns.update(torch=torch, model=torch.nn.Linear(2, 2))
+    exec(r.stdout, ns)  # the printed snippet is valid, runnable Python
+    r = run("studies", "--storage", db)
+    assert "tiny" in r.stdout and "4 complete" in r.stdout
+    r = run("tune", "--storage", db, "--study", "tiny", "--budget", "5")  # continue from stored settings
+    assert r.returncode == 0 and "5/5" not in r.stdout and "1/1" in r.stdout
+    r = run("tune", "--set", "beta1=1.5", "--storage", db)
+    assert r.returncode == 2 and r.stderr.strip() == "adamtune: error: --set: beta1 must be in [0, 1), got 1.5"
