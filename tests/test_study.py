@@ -170,3 +170,16 @@ def test_workload_object_in_python(storage, tiny_file):
     r = adamtune.tune(w, budget=2, storage=storage, optimizer="adam", task="cnn")
     assert r.settings.task == "cnn" and r.settings.optimizer == "adam"
     assert all(t.steps == 20 for t in r.trials if t.state == TrialState.COMPLETE)
+
+
+def test_quasi_random_point_i_is_trial_i_of_a_scrambled_sobol_sequence(storage, tiny_ref):
+    import numpy as np
+    from scipy.stats import qmc
+
+    r = adamtune.tune(tiny_ref, budget=5, storage=storage, pruner="none", seed=3)
+    d = r.settings.space.dimension("lr")
+    # Optuna's QMC sampler with seed 3: Sobol(d=1, scramble=True, seed=3), point i for trial i
+    points = qmc.Sobol(d=1, scramble=True, seed=3).random(8)[:5, 0]
+    dist = d.distribution()
+    expected = np.exp(np.log(dist.low) + points * (np.log(dist.high) - np.log(dist.low)))
+    assert [t.params["lr"] for t in r.trials] == pytest.approx(list(expected), rel=1e-9)

@@ -62,6 +62,14 @@ def tune(
     study: Optional[str] = typer.Option(None, help="Study name. Default: the workload's name. An existing study is continued."),
     seed: Optional[int] = typer.Option(None, help="Seed of the sampler, the initial weights and the data order. Default 0."),
     device: Optional[str] = typer.Option(None, help="cpu or cuda. Default: cuda when available."),
+    batch: str = typer.Option(
+        "auto", help="Trials trained at once as one vmapped model: auto (default: batched whenever the model "
+                     "allows it), or a number; 1 = one at a time."),
+    max_memory: Optional[str] = typer.Option(
+        None, help="Memory the stacked trials may use, e.g. 2GB or 512MB. Default: 80% of free GPU memory, "
+                   "or a quarter of free RAM. Larger batches run in chunks that fit."),
+    no_report: bool = typer.Option(
+        False, "--no-report", help="Do not write the HTML report (default: next to the storage, e.g. adamtune-STUDY-report.html)."),
 ) -> None:
     """Run (or continue) a study and print the best configuration as ready-to-paste PyTorch code."""
     from adamtune.report.terminal import best_snippet, best_trials, counts_line, fmt, trial_value_text, trials_table
@@ -95,14 +103,15 @@ def tune(
             params = " ".join(f"{k}={fmt(v)}" for k, v in record.params.items())
             progress.console.print(
                 f"  trial {record.number:>3} {record.state.value:<9} {so_far.settings.metric} "
-                f"{trial_value_text(record):<12} {params}", highlight=False)
+                f"{trial_value_text(record):<12} {params}", highlight=False, soft_wrap=True)
             progress.update(state["task"], advance=1, best=fmt(so_far.best_value))
 
         try:
             result = run_tune(
                 workload, optimizer=optimizer, task=task, budget=budget, space=set_ or None, sampler=sampler,
                 pruner=pruner, storage=storage, study=study, seed=seed, device=device,
-                on_trial=on_trial, on_start=on_start,
+                on_trial=on_trial, on_start=on_start, batch=batch, max_memory=parse_size(max_memory),
+                notice=lambda msg: progress.console.print(f"[yellow]note:[/] {msg}", highlight=False),
             )
         finally:
             progress.stop()
@@ -112,10 +121,13 @@ def tune(
         snippet = best_snippet(result)
         if snippet is None:
             console.print("no trial completed, so there is no best configuration yet")
-            return
-        console.print(f"\nBest: trial {result.best.number}, {result.settings.metric} = {fmt(result.best_value)}. Paste:\n",
-                      highlight=False)
-        print(snippet)
+        else:
+            console.print(f"\nBest: trial {result.best.number}, {result.settings.metric} = {fmt(result.best_value)}. Paste:\n",
+                          highlight=False)
+            print(snippet)
+        from adamtune.report.findings import finish_study
+
+        finish_study(console, result, storage, write_report=not no_report, errors=err)
 
 
 @app.command()
@@ -193,6 +205,71 @@ def explain(
 
     with _user_errors():
         console.print(render_explain(param, optimizer=optimizer, task=task))
+
+
+def parse_size(text: Optional[str]) -> Optional[int]:
+    """``"2GB"`` -> bytes. Raises StudyError on anything else."""
+    from adamtune.errors import StudyError
+
+    if text is None:
+        return None
+    units = {"": 1, "B": 1, "KB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30, "TB": 1 << 40}
+    t = text.strip().upper().replace("IB", "B")
+    num = t.rstrip("KMGTB")
+    unit = t[len(num):]
+    try:
+        value = float(num) * units[unit]
+    except (ValueError, KeyError):
+        raise StudyError(f"--max-memory must be a size like 2GB or 512MB, got {text!r}") from None
+    if value <= 0:
+        raise StudyError(f"--max-memory must be > 0, got {text!r}")
+    return int(value)
+
+
+@app.command()
+def report(
+    storage: str = typer.Option(DEFAULT_STORAGE, help=STORAGE_HELP),
+    study: Optional[str] = typer.Option(None, help="Study name (may be omitted when the storage holds one)."),
+    out: Optional[str] = typer.Option(
+        None, "--out", "-o", help="HTML file to write. Default: next to the storage, e.g. adamtune-STUDY-report.html."),
+) -> None:
+    """Write a self-contained HTML report: best configuration, findings with actions, plots, every trial."""
+    from adamtune.analysis import analyze
+    from adamtune.report.findings import print_findings
+    from adamtune.report.html import default_report_path, write_report
+    from adamtune.study import load
+
+    with _user_errors():
+        result = load(study, storage)
+        analysis = analyze(result, storage=storage)
+        path = write_report(analysis, out or default_report_path(storage, result.study_name))
+        print_findings(console, analysis)
+        console.print(f"Report: {path}", highlight=False, markup=False, soft_wrap=True)
+
+
+@app.command()
+def dashboard(
+    storage: str = typer.Option(DEFAULT_STORAGE, help=STORAGE_HELP),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on. The default serves this machine only."),
+    port: int = typer.Option(8080, help="Port to listen on."),
+) -> None:
+    """Open the study storage in optuna-dashboard (interactive plots of every study in it)."""
+    from adamtune.storage import open_storage
+
+    with _user_errors():
+        try:
+            import optuna_dashboard
+        except ImportError:
+            raise AdamtuneError(
+                "the dashboard needs optuna-dashboard: pip install -c constraints.txt optuna-dashboard") from None
+        open_storage(storage, must_exist=True)  # bad URL or missing file: one line, not a server error
+        console.print(f"optuna-dashboard on http://{host}:{port}/ (Ctrl-C stops it)", highlight=False, markup=False)
+        try:
+            optuna_dashboard.run_server(storage, host=host, port=port)
+        except OSError as e:
+            raise AdamtuneError(f"cannot serve on {host}:{port}: {e.strerror or e}") from None
+        except KeyboardInterrupt:
+            return
 
 
 def main() -> None:

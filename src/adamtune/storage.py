@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 
 import optuna
 
@@ -34,13 +35,29 @@ def open_storage(url: str, *, must_exist: bool = False) -> optuna.storages.BaseS
     check_url(url, must_exist=must_exist)
     path = sqlite_path(url)
     engine_kwargs = {"connect_args": {"timeout": 60}} if path is not None else {"pool_pre_ping": True}
-    try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
-    except ImportError as e:
-        raise StorageError(f"storage {url.split('://')[0]} needs a database driver that is not installed: {e}") from None
-    except Exception as e:  # sqlalchemy's errors: bad URL, refused connection, corrupt file
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise StorageError(f"cannot open storage {_redact(url)}: {reason}") from None
+    for attempt in range(_ATTEMPTS):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+        except ImportError as e:
+            raise StorageError(f"storage {url.split('://')[0]} needs a database driver that is not installed: {e}") from None
+        except Exception as e:  # sqlalchemy's errors: bad URL, refused connection, corrupt file
+            # Workers starting together on a fresh server race to create Optuna's tables; the
+            # loser's next attempt finds them made.
+            if _is_creation_race(e) and attempt + 1 < _ATTEMPTS:
+                time.sleep(0.5 * (attempt + 1))
+                continue
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise StorageError(f"cannot open storage {_redact(url)}: {reason}") from None
+    raise AssertionError("unreachable")
+
+
+_ATTEMPTS = 4
+
+
+def _is_creation_race(e: Exception) -> bool:
+    import sqlalchemy.exc
+
+    return isinstance(e, (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError)) or "already exists" in str(e)
 
 
 def check_url(url: str, *, must_exist: bool = False) -> None:

@@ -11,6 +11,7 @@ import dataclasses
 import json
 import math
 import traceback
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Union
 
@@ -20,12 +21,13 @@ import torch
 from adamtune import guide
 from adamtune.config import Config
 from adamtune.engine import Outcome, better, data_seed, infeasible, init_seed, train_trial
+from adamtune.engine.batched import NotBatchable, members_per_chunk, train_members, why_not_batchable
 from adamtune.engine.monitor import summarize_norms
 from adamtune.errors import SpaceError, StudyError
 from adamtune.space import SearchSpace, preset, with_overrides
 from adamtune.storage import DEFAULT_STORAGE, check_url, is_new_file, open_storage, study_names
 from adamtune.trials import (
-    ATTR_CONFIG, ATTR_CURVE, ATTR_DIVERGED_AT, ATTR_GRAD_NORMS, ATTR_STATE, ATTR_STEPS, ATTR_TRACEBACK,
+    ATTR_CONFIG, ATTR_CURVE, ATTR_ENGINE, ATTR_INTERRUPTED, ATTR_DIVERGED_AT, ATTR_GRAD_NORMS, ATTR_STATE, ATTR_STEPS, ATTR_TRACEBACK,
     TrialRecord, TrialState, record_from_optuna,
 )
 from adamtune.workloads import Workload, describe, load_workload
@@ -146,19 +148,30 @@ class Trial:
 
 
 class _KnownSpaceQMC(optuna.samplers.QMCSampler):
-    """Optuna's QMC sampler told the search space up front.
+    """Optuna's scrambled QMC sampler, told the search space up front, indexed by trial number.
 
     The stock sampler infers the space from the first trial and samples that trial with its
     independent (random) sampler; adamtune knows the space, so every trial -- the first one
-    too -- is a point of the scrambled Sobol sequence.
+    too -- is a point of the scrambled Sobol sequence. The stock sampler also keeps its place
+    in the sequence in a study attribute with a read-then-write that is not atomic (Optuna's
+    own TODO), so two workers sharing a study can draw the same point; here point i is trial
+    number i, which the storage hands out atomically. On one worker the sequence is the same.
     """
 
     def __init__(self, search_space: dict[str, optuna.distributions.BaseDistribution], **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._known_space = dict(search_space)
+        self._trial_number = 0
 
     def infer_relative_search_space(self, study, trial):  # noqa: D102 - Optuna's contract
         return dict(self._known_space)
+
+    def sample_relative(self, study, trial, search_space):  # noqa: D102
+        self._trial_number = trial.number
+        return super().sample_relative(study, trial, search_space)
+
+    def _find_sample_id(self, study, search_space) -> int:  # Optuna's hook (optuna>=4,<6)
+        return self._trial_number
 
 
 def make_sampler(name: str, seed: int, space: SearchSpace, n_existing: int = 0) -> optuna.samplers.BaseSampler:
@@ -283,6 +296,9 @@ def tune(
     device: str | None = None,
     on_trial: Callable[[TrialRecord, TuneResult | None], None] | None = None,
     on_start: Callable[[StudySettings, int], None] | None = None,
+    batch: int | str = "auto",
+    max_memory: int | None = None,
+    notice: Callable[[str], None] | None = None,
     max_consecutive_failures: int = 3,
 ) -> TuneResult:
     """Tune an Adam-family optimizer and keep every trial in ``storage``.
@@ -303,14 +319,21 @@ def tune(
         study: the study name (default: the workload's name, or the objective's).
         seed: fixes the sampler, every trial's initial weights and the minibatch order.
         direction: objective mode only: ``minimize`` (default) or ``maximize``.
+        batch: how many trials train at once as one vmapped model: ``"auto"`` (default:
+            batched whenever the workload allows it), or a number (1 = sequential).
+        max_memory: bytes the stacked members may use (default: 80% of free GPU memory, or a
+            quarter of free RAM); larger batches are split into chunks that fit.
         on_trial: called with each finished trial's record and the study so far.
         on_start: called once with the settings and the number of trials to run.
+        notice: called with one-line notices (e.g. why batching fell back to sequential);
+            default: ``warnings.warn``.
 
     Raises:
         AdamtuneError: any bad input, with a message naming what must hold.
     """
     url = storage or DEFAULT_STORAGE
     check_url(url)
+    wanted_batch = parse_batch(batch, max_memory)
     # A new SQLite file is created only once every argument has been checked.
     store = None if is_new_file(url) else open_storage(url)
     objective_fn: Objective | None = None
@@ -402,51 +425,20 @@ def tune(
     if existing is None:
         the_study.set_metric_names([metric])
 
-    done = sum(1 for t in the_study.get_trials(deepcopy=False) if t.state.is_finished())
-    remaining = max(0, settings.budget - done)
+    remaining = max(0, settings.budget - counted_trials(the_study))
     if on_start is not None:
         on_start(settings, remaining)
     dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
-    failures = 0
-    for _ in range(remaining):
-        trial = the_study.ask()
-        outcome = None
-        try:
-            config = the_space.suggest(trial)
-            trial.set_user_attr(ATTR_CONFIG, dataclasses.asdict(config))
-            if workload is not None:
-                outcome = train_trial(
-                    workload, config, init_seed=init_seed(the_seed, trial.number),
-                    data_seed=data_seed(the_seed), trial=trial, device=dev,
-                )
-            else:
-                user_trial = Trial(trial, config, metric)
-                try:
-                    value = objective_fn(config, user_trial)
-                    outcome = user_trial._outcome(float(value), the_direction)
-                except optuna.TrialPruned:
-                    outcome = dataclasses.replace(user_trial._outcome(0.0, the_direction), status="pruned")
-        except KeyboardInterrupt:
-            trial.set_user_attr(ATTR_TRACEBACK, "interrupted by the user (KeyboardInterrupt)")
-            the_study.tell(trial, state=optuna.trial.TrialState.FAIL)
-            raise
-        except Exception:
-            trial.set_user_attr(ATTR_TRACEBACK, traceback.format_exc())
-            the_study.tell(trial, state=optuna.trial.TrialState.FAIL)
-            failures += 1
+    runner = _Runner(the_study, settings, workload, objective_fn, dev, on_trial, max_consecutive_failures)
+    k = resolve_batch(wanted_batch, workload, the_sampler, remaining, dev, max_memory, notice or _warn)
+    while runner.remaining(settings.budget) > 0:
+        n = min(k, runner.remaining(settings.budget))
+        if n > 1:
+            if not runner.run_batch(n):
+                k = 1  # the model could not be vmapped: the rest of the study runs sequentially
+                (notice or _warn)(runner.fallback_reason)
         else:
-            _tell(the_study, trial, outcome)
-            failures = 0
-        if on_trial is not None:
-            ft = the_study._storage.get_trial(trial._trial_id)
-            so_far = result_of(the_study, settings)
-            on_trial(record_from_optuna(ft, the_space.params_from_optuna(ft.params)), so_far)
-        if failures >= max_consecutive_failures:
-            last = the_study.trials[-1].user_attrs.get(ATTR_TRACEBACK, "").strip().splitlines()
-            raise StudyError(
-                f"{failures} trials in a row failed; stopping. Last error: {last[-1] if last else 'unknown'} "
-                f"(full tracebacks: adamtune show --study {name})"
-            )
+            runner.run_one()
     return result_of(the_study, settings)
 
 
@@ -472,3 +464,185 @@ def tuned_description(settings: StudySettings) -> str:
     rule = guide.tuned_for_budget(settings.optimizer, settings.budget)
     note = "" if tuple(settings.space.tuned) == rule else " (set by hand)"
     return f"tuning {tuned} — budget {settings.budget}{note}"
+
+
+class AdamtuneWarning(UserWarning):
+    """A notice from adamtune that does not stop the study (e.g. batching fell back)."""
+
+
+def _warn(message: str) -> None:
+    warnings.warn(message, AdamtuneWarning, stacklevel=3)
+
+
+AUTO_BATCH_BAYES = 8  # TPE/GP learn from finished trials: ask fewer at once
+
+
+def parse_batch(batch: int | str, max_memory: int | None = None) -> int | None:
+    """``"auto"`` -> None, else the whole number >= 1. Raises StudyError otherwise."""
+    if max_memory is not None and (isinstance(max_memory, bool) or not isinstance(max_memory, int) or max_memory <= 0):
+        raise StudyError(f"max_memory must be a positive number of bytes, got {max_memory!r}")
+    if batch == "auto":
+        return None
+    try:
+        wanted = int(batch)
+    except (TypeError, ValueError):
+        raise StudyError(f"batch must be a whole number >= 1 or 'auto', got {batch!r}") from None
+    if isinstance(batch, bool) or isinstance(batch, float) or wanted < 1:
+        raise StudyError(f"batch must be a whole number >= 1 or 'auto', got {batch!r}")
+    return wanted
+
+
+def resolve_batch(wanted: int | None, workload: Workload | None, sampler: str, remaining: int,
+                  device: str, max_memory: int | None, notice: Callable[[str], None]) -> int:
+    """The number of members per batch (``wanted`` None = auto), capped by what fits in memory.
+
+    Raises:
+        StudyError: a batch > 1 asked for in objective mode.
+    """
+    if workload is None:
+        if wanted is not None and wanted > 1:
+            raise StudyError("batching needs a managed workload; an objective function trains one trial at a time")
+        return 1
+    if wanted == 1 or remaining <= 1:
+        return 1
+    probe = workload.model()
+    reason = why_not_batchable(probe)
+    if reason is not None:
+        notice(f"training trials one at a time: {reason}")
+        return 1
+    k = wanted if wanted is not None else (remaining if sampler in ("quasi-random", "random") else AUTO_BATCH_BAYES)
+    fits = members_per_chunk(workload, device, max_memory)
+    if fits < k:
+        if wanted is not None or fits < remaining:
+            notice(f"{k} members do not fit the memory budget; training in chunks of {fits}")
+        k = fits
+    return max(1, min(k, remaining))
+
+
+class _Runner:
+    """Asks Optuna for trials, runs them on an engine, and tells Optuna how each ended."""
+
+    def __init__(self, study, settings, workload, objective_fn, device, on_trial, max_failures) -> None:
+        self.study, self.settings, self.workload = study, settings, workload
+        self.objective_fn, self.device, self.on_trial = objective_fn, device, on_trial
+        self.max_failures = max_failures
+        self.failures = 0
+        self.fallback_reason = ""
+
+    def remaining(self, budget: int) -> int:
+        return max(0, budget - counted_trials(self.study))
+
+    def _ask(self, engine: str) -> tuple[optuna.trial.Trial, Config | None]:
+        trial = self.study.ask()
+        trial.set_user_attr(ATTR_ENGINE, engine)
+        try:
+            config = self.settings.space.suggest(trial)
+        except Exception:
+            self._fail(trial, traceback.format_exc())
+            return trial, None
+        trial.set_user_attr(ATTR_CONFIG, dataclasses.asdict(config))
+        return trial, config
+
+    def run_one(self) -> None:
+        trial, config = self._ask("sequential")
+        if config is not None:
+            self._run_sequential(trial, config)
+
+    def _run_sequential(self, trial: optuna.trial.Trial, config: Config) -> None:
+        s = self.settings
+        try:
+            if self.workload is not None:
+                outcome = train_trial(self.workload, config, init_seed=init_seed(s.seed, trial.number),
+                                      data_seed=data_seed(s.seed), trial=trial, device=self.device)
+            else:
+                user_trial = Trial(trial, config, s.metric)
+                try:
+                    value = self.objective_fn(config, user_trial)
+                    outcome = user_trial._outcome(float(value), s.direction)
+                except optuna.TrialPruned:
+                    outcome = dataclasses.replace(user_trial._outcome(0.0, s.direction), status="pruned")
+        except KeyboardInterrupt:
+            self._fail(trial, "interrupted by the user (KeyboardInterrupt)", count=False)
+            raise
+        except Exception:
+            self._fail(trial, traceback.format_exc())
+            return
+        self._done(trial, outcome)
+
+    def run_batch(self, n: int) -> bool:
+        """Run ``n`` trials as one stack. False if the model turned out not to be vmappable
+        (its trials are then run sequentially here, so none is lost)."""
+        asked = [self._ask(f"batched (K={n})") for _ in range(n)]
+        runnable = [(t, c) for t, c in asked if c is not None]
+        if not runnable:
+            return True
+        trials = [t for t, _ in runnable]
+        told: set[int] = set()
+
+        def on_done(i: int, outcome: Outcome) -> None:
+            told.add(i)
+            self._done(trials[i], outcome)
+
+        s = self.settings
+        try:
+            train_members(self.workload, [c for _, c in runnable],
+                          init_seeds=[init_seed(s.seed, t.number) for t in trials], data_seed=data_seed(s.seed),
+                          trials=trials, device=self.device, on_done=on_done)
+        except NotBatchable as e:
+            self.fallback_reason = f"training trials one at a time: {e}"
+            for i, (t, c) in enumerate(runnable):
+                if i not in told:
+                    t.set_user_attr(ATTR_ENGINE, "sequential")
+                    self._run_sequential(t, c)
+            return False
+        except KeyboardInterrupt:
+            for i, t in enumerate(trials):
+                if i not in told:
+                    self._fail(t, "interrupted by the user (KeyboardInterrupt)", count=False)
+            raise
+        except Exception:
+            tb = traceback.format_exc()
+            for i, t in enumerate(trials):
+                if i not in told:
+                    self._fail(t, tb)
+        return True
+
+    def _done(self, trial: optuna.trial.Trial, outcome: Outcome) -> None:
+        _tell(self.study, trial, outcome)
+        self.failures = 0
+        self._notify(trial)
+
+    def _fail(self, trial: optuna.trial.Trial, tb: str, count: bool = True) -> None:
+        trial.set_user_attr(ATTR_TRACEBACK, tb)
+        if not count:
+            trial.set_user_attr(ATTR_INTERRUPTED, True)
+        self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        if not count:
+            return
+        self.failures += 1
+        self._notify(trial)
+        if self.failures >= self.max_failures:
+            last = tb.strip().splitlines()
+            raise StudyError(
+                f"{self.failures} trials in a row failed; stopping. Last error: {last[-1] if last else 'unknown'} "
+                f"(full tracebacks: adamtune show --study {self.study.study_name})"
+            )
+
+    def _notify(self, trial: optuna.trial.Trial) -> None:
+        if self.on_trial is None:
+            return
+        ft = self.study._storage.get_trial(trial._trial_id)
+        self.on_trial(record_from_optuna(ft, self.settings.space.params_from_optuna(ft.params)),
+                      result_of(self.study, self.settings))
+
+
+# RUNNING counts too: when several workers share a study (PostgreSQL), a trial another worker
+# is training already uses up the budget. A worker killed outright leaves its trial RUNNING;
+# `adamtune show` lists it, and a larger --budget makes up for it.
+_COUNTED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL,
+            optuna.trial.TrialState.RUNNING)
+
+
+def counted_trials(study: optuna.Study) -> int:
+    """Trials that use up the budget: finished or being trained; one cut short by Ctrl-C does not."""
+    return sum(1 for t in study.get_trials(deepcopy=False, states=_COUNTED) if not t.user_attrs.get(ATTR_INTERRUPTED))

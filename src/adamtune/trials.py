@@ -24,6 +24,8 @@ ATTR_TRACEBACK = "traceback"
 ATTR_STEPS = "steps"
 ATTR_CONFIG = "config"
 ATTR_DIVERGED_AT = "diverged_at_step"
+ATTR_ENGINE = "engine"
+ATTR_INTERRUPTED = "interrupted"
 
 
 class TrialState(str, enum.Enum):
@@ -111,6 +113,7 @@ class TrialRecord:
     grad_norms: GradNorms | None
     error: str | None = None
     duration_s: float | None = None
+    engine: str | None = None
 
     @property
     def finished(self) -> bool:
@@ -154,4 +157,5 @@ def record_from_optuna(trial: optuna.trial.FrozenTrial, params: Mapping[str, flo
         grad_norms=GradNorms.from_dict(trial.user_attrs.get(ATTR_GRAD_NORMS)),
         error=trial.user_attrs.get(ATTR_TRACEBACK),
         duration_s=duration,
+        engine=trial.user_attrs.get(ATTR_ENGINE),
     )

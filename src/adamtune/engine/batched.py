@@ -1,0 +1,237 @@
+"""Train K trials at once as one stacked, vmapped model with per-member hyperparameters.
+
+Member k starts from exactly the weights the sequential engine would build for its trial
+(same seed), sees the same minibatches, and is updated by a batched optimizer whose member k
+matches ``torch.optim`` step for step. Members are evaluated together; a pruned or diverged
+member is told to its Optuna trial at once and dropped from the stack, so it costs nothing
+afterwards.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+from collections.abc import Callable, Sequence
+
+import optuna
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, stack_module_state
+
+from adamtune.config import Config, lr_multiplier
+from adamtune.engine.evaluate import evaluate
+from adamtune.engine.monitor import CurveLog, DivergenceMonitor, GradNormLog
+from adamtune.engine.outcome import Outcome
+from adamtune.engine.sequential import better, infeasible
+from adamtune.optim import BatchedAdadelta, BatchedAdam, BatchedAdamW, matrix_decay_mask
+from adamtune.workloads import Workload, batch_stream
+
+
+class NotBatchable(Exception):
+    """The workload's model cannot be trained as a vmapped stack; the reason is the message."""
+
+
+def why_not_batchable(model: nn.Module) -> str | None:
+    """A reason the model cannot be stacked, from its structure alone (None if it can)."""
+    for name, m in model.named_modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats and m.training:
+            return (f"{type(m).__name__} at '{name or 'model'}' updates running statistics in place, "
+                    "which a vmapped stack cannot do per member")
+    if any(not p.requires_grad for p in model.parameters()):
+        return "the model has frozen parameters (requires_grad=False)"
+    return None
+
+
+def _optimizer(params: list[Tensor], configs: Sequence[Config]):
+    def col(name: str) -> Tensor:
+        return torch.tensor([getattr(c, name) for c in configs], dtype=torch.float64)
+
+    clip = None
+    if any(c.max_grad_norm is not None for c in configs):
+        clip = torch.tensor([c.max_grad_norm if c.max_grad_norm is not None else math.inf for c in configs],
+                            dtype=torch.float64)
+    mask = matrix_decay_mask(params)
+    kind = configs[0].optimizer
+    if kind == "adadelta":
+        return BatchedAdadelta(params, lr=col("lr"), rho=col("rho"), eps=col("eps"),
+                               weight_decay=col("weight_decay"), max_grad_norm=clip, decay_mask=mask)
+    cls = BatchedAdamW if kind == "adamw" else BatchedAdam
+    return cls(params, lr=col("lr"), betas=(col("beta1"), col("beta2")), eps=col("eps"),
+               weight_decay=col("weight_decay"), max_grad_norm=clip, decay_mask=mask)
+
+
+def activation_bytes(workload: Workload, model: nn.Module, device: torch.device | str) -> int:
+    """Bytes autograd saves for one member's forward pass on one minibatch (measured, not guessed)."""
+    total = 0
+
+    def pack(t: Tensor) -> Tensor:
+        nonlocal total
+        total += t.numel() * t.element_size()
+        return t
+
+    x, y = next(batch_stream(workload.train_data, workload.batch_size, 0))
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        workload.loss(model(x.to(device)), y.to(device))
+    return total
+
+
+def default_memory_budget(device: torch.device | str) -> int:
+    """Bytes the stacked members may use: 80% of free GPU memory, or a quarter of free RAM."""
+    if torch.device(device).type == "cuda":
+        free, _ = torch.cuda.mem_get_info(torch.device(device))
+        return int(free * 0.8)
+    try:
+        pages = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError):
+        pages = 8 << 30
+    return int(pages // 4)
+
+
+def members_per_chunk(workload: Workload, device: torch.device | str, budget_bytes: int | None = None) -> int:
+    """How many members fit the memory budget: params, grads, two optimizer states, activations."""
+    model = workload.model().to(device)
+    param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    per_member = 4 * param_bytes + 2 * activation_bytes(workload, model, device)  # x2: eval and headroom
+    budget = budget_bytes if budget_bytes is not None else default_memory_budget(device)
+    return max(1, int(budget // max(1, per_member)))
+
+
+def train_members(
+    workload: Workload,
+    configs: Sequence[Config],
+    *,
+    init_seeds: Sequence[int],
+    data_seed: int,
+    trials: Sequence[optuna.trial.Trial] | None = None,
+    device: torch.device | str = "cpu",
+    on_done: Callable[[int, Outcome], None] | None = None,
+) -> list[Outcome]:
+    """Train ``len(configs)`` trials as one stacked model; returns one Outcome per member.
+
+    Args:
+        configs: one Config per member, all with the same optimizer.
+        init_seeds: the seed each member's model is built under (as the sequential engine does).
+        trials: the Optuna trial of each member, to report to and to ask its pruner.
+        on_done: called with (member index, outcome) as soon as a member finishes, so the
+            caller can record it before the others end.
+
+    Raises:
+        NotBatchable: the model cannot be vmapped (checked before any training step).
+    """
+    k = len(configs)
+    if k == 0:
+        return []
+    if len({c.optimizer for c in configs}) != 1:
+        raise ValueError("all members of a batch must use the same optimizer")
+    models = []
+    for seed in init_seeds:
+        torch.manual_seed(seed)
+        models.append(workload.model().to(device))
+    reason = why_not_batchable(models[0])
+    if reason:
+        raise NotBatchable(reason)
+    base = copy.deepcopy(models[0]).to("meta")
+    base.train()
+    params, buffers = stack_module_state(models)
+    del models
+    names = list(params)
+    param_list = [params[n] for n in names]
+
+    def member_forward(p: dict, b: dict, x: Tensor) -> Tensor:
+        return functional_call(base, (p, b), (x,))
+
+    def member_loss(p: dict, b: dict, x: Tensor, y: Tensor) -> Tensor:
+        return workload.loss(member_forward(p, b, x), y)
+
+    batched_loss = torch.vmap(member_loss, in_dims=(0, 0, None, None), randomness="different")
+    batched_forward = torch.vmap(member_forward, in_dims=(0, 0, None), randomness="different")
+
+    opt = _optimizer(param_list, configs)
+    multipliers = [lr_multiplier(c, workload.steps) for c in configs]
+    scheduled = any(c.warmup > 0 or c.schedule != "constant" for c in configs)
+    members = list(range(k))  # original index of each row of the stack
+    monitor = DivergenceMonitor(k, workload.divergence_factor, device)
+    norms = GradNormLog()
+    curve = CurveLog(k)
+    best = [infeasible(workload.direction)] * k
+    evals = set(workload.evaluation_steps)
+    outcomes: list[Outcome | None] = [None] * k
+    batches = batch_stream(workload.train_data, workload.batch_size, data_seed)
+
+    def finish(row: int, status: str, value: float, steps: int, diverged_at: int | None = None) -> None:
+        i = members[row]
+        out = Outcome(status, value, steps, curve.member(row),
+                      norms.summary(row, configs[i].max_grad_norm), diverged_at)
+        outcomes[i] = out
+        if on_done is not None:
+            on_done(i, out)
+
+    for step in range(1, workload.steps + 1):
+        x, y = next(batches)
+        x, y = x.to(device), y.to(device)
+        opt.zero_grad(set_to_none=True)
+        try:
+            losses = batched_loss(params, buffers, x, y)
+            losses.sum().backward()
+        except Exception as e:  # vmap has no batching rule for something in the user's model
+            if step == 1:
+                raise NotBatchable(f"torch.func.vmap cannot run this model: {type(e).__name__}: {e}") from e
+            raise
+        scale = None
+        if scheduled:
+            scale = torch.tensor([multipliers[i](step - 1) for i in members], dtype=torch.float64, device=device)
+        opt.step(lr_scale=scale)
+        norms.append(opt.last_grad_norms)
+        monitor.update(step, losses.detach())
+        if step not in evals:
+            continue
+
+        train_loss, diverged = monitor.end_interval()
+        bad_step = monitor.first_bad_step.tolist()
+        base.eval()
+        metrics = evaluate(lambda xx: batched_forward(params, buffers, xx), workload, device, batched=True)
+        base.train()
+        values = metrics[workload.objective].tolist()
+        # Members whose loss went non-finite mid-interval end without this evaluation, exactly
+        # as the sequential engine stops at that step.
+        for row in range(len(members)):
+            if bad_step[row] >= 0:
+                finish(row, "diverged", infeasible(workload.direction), bad_step[row], bad_step[row])
+        curve.append(step, {"train_loss": train_loss, **metrics})
+        diverged_rows = diverged.tolist()
+        for row in range(len(members)):
+            i = members[row]
+            if outcomes[i] is not None:
+                continue
+            if diverged_rows[row] or not math.isfinite(values[row]):
+                finish(row, "diverged", infeasible(workload.direction), step, step)
+                continue
+            if better(values[row], best[i], workload.direction):
+                best[i] = values[row]
+            if trials is not None:
+                trials[i].report(values[row], step)
+        if trials is not None:
+            # Ask every pruner only after every member has reported: members of one batch
+            # compete on equal terms at each rung.
+            for row in range(len(members)):
+                i = members[row]
+                if outcomes[i] is None and trials[i].should_prune():
+                    finish(row, "pruned", best[i], step)
+        keep = [row for row in range(len(members)) if outcomes[members[row]] is None]
+        if not keep:
+            break
+        if len(keep) < len(members):
+            index = torch.tensor(keep, device=device)
+            opt.keep(index)
+            for n in list(buffers):
+                buffers[n] = buffers[n].index_select(0, index)
+            monitor.keep(index)
+            norms.keep(index)
+            curve.keep(keep)
+            members = [members[row] for row in keep]
+
+    for row, i in enumerate(members):
+        if outcomes[i] is None:
+            finish(row, "complete", best[i], workload.steps)
+    return [o for o in outcomes if o is not None]

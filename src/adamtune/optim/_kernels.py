@@ -1,0 +1,223 @@
+"""Pure per-member optimizer kernels over stacked parameters.
+
+Every tensor here is *stacked*: its leading dimension indexes K members (independent models
+made with ``torch.func.stack_module_state``). Hyperparameters are 1-D tensors of shape [K]
+(float64 recommended: they play the part of the Python floats torch.optim computes with) and
+are broadcast against each parameter as [K, 1, ..., 1].
+
+The kernels mirror the floating point operations of PyTorch's single-tensor implementations
+(``torch/optim/adam.py:_single_tensor_adam``, ``torch/optim/adadelta.py``,
+``torch/nn/utils/clip_grad.py``) operation for operation, so member k reproduces a solo
+``torch.optim`` run to the last bit or nearly so. The one known source of difference: the
+bias corrections use ``torch.pow`` where torch.optim uses Python's ``**``; the two disagree by
+one ulp now and then.
+
+The kernels loop over parameter tensors, never over members, and update in place.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "adadelta_",
+    "adam_",
+    "adamw_",
+    "clip_grads_per_member_",
+    "member_grad_norms",
+    "restore_members_",
+    "snapshot_members",
+]
+
+# torch.nn.utils.clip_grad_norm_ adds this to the norm before dividing.
+_CLIP_EPS = 1e-6
+
+
+class _PerMember:
+    """Casts [K] hyperparameter tensors to a parameter's dtype and views them as [K, 1, ...].
+
+    Casting once per dtype (not per tensor) mirrors torch.optim, where a Python float scalar is
+    rounded to the parameter dtype at the point of use.
+    """
+
+    def __init__(self, **values: Tensor) -> None:
+        self._values = values
+        self._cast: dict[tuple[str, torch.dtype], Tensor] = {}
+        self._views: dict[tuple[str, torch.dtype, int], Tensor] = {}
+
+    def __call__(self, name: str, like: Tensor) -> Tensor:
+        key = (name, like.dtype, like.ndim)
+        view = self._views.get(key)
+        if view is None:
+            cast = self._cast.get(key[:2])
+            if cast is None:
+                cast = self._values[name].to(dtype=like.dtype, device=like.device)
+                self._cast[key[:2]] = cast
+            view = self._views[key] = cast.view((-1,) + (1,) * (like.ndim - 1))
+        return view
+
+
+def member_grad_norms(grads: Sequence[Tensor]) -> Tensor:
+    """Per-member L2 norm over all gradients, as ``clip_grad_norm_`` computes it for one model.
+
+    Args:
+        grads: stacked gradients, each of shape [K, ...].
+
+    Returns:
+        Tensor of shape [K] in the gradients' dtype: the norm of the per-tensor norms.
+    """
+    per_tensor = [
+        torch.linalg.vector_norm(g, dim=tuple(range(1, g.ndim))) if g.ndim > 1 else g.abs()
+        for g in grads
+    ]
+    return torch.linalg.vector_norm(torch.stack(per_tensor, dim=1), dim=1)
+
+
+def clip_grads_per_member_(grads: Sequence[Tensor], norms: Tensor, max_norm: Tensor) -> None:
+    """Scale member k's gradients by ``min(1, max_norm[k] / (norms[k] + 1e-6))`` in place.
+
+    Args:
+        grads: stacked gradients, each of shape [K, ...]; modified in place.
+        norms: [K] unclipped per-member norms from :func:`member_grad_norms`.
+        max_norm: [K] thresholds; ``inf`` leaves that member's gradients untouched.
+    """
+    # Same expression as torch: `max_norm / (total_norm + 1e-6)` evaluates as
+    # `(total_norm + 1e-6).reciprocal() * max_norm` (Tensor.__rtruediv__).
+    coef = (norms + _CLIP_EPS).reciprocal() * max_norm.to(dtype=norms.dtype, device=norms.device)
+    coef = torch.clamp(coef, max=1.0)
+    # An infinite threshold means "off"; multiplying by exactly 1 keeps NaN/inf gradients as they
+    # are instead of turning inf * 0 into NaN.
+    coef = torch.where(torch.isinf(max_norm).to(norms.device), torch.ones_like(coef), coef)
+    for g in grads:
+        g.mul_(coef.view((-1,) + (1,) * (g.ndim - 1)))
+
+
+def adam_(
+    params: Sequence[Tensor],
+    grads: Sequence[Tensor],
+    exp_avgs: Sequence[Tensor],
+    exp_avg_sqs: Sequence[Tensor],
+    steps: Tensor,
+    *,
+    lr: Tensor,
+    beta1: Tensor,
+    beta2: Tensor,
+    eps: Tensor,
+    weight_decay: Tensor | None,
+    decay_mask: Sequence[bool] | None = None,
+    decoupled_weight_decay: bool = False,
+) -> None:
+    """One Adam (or AdamW) step for every member, in place, exactly as torch.optim.Adam.
+
+    Args:
+        params, grads, exp_avgs, exp_avg_sqs: stacked tensors [K, ...], aligned by position.
+        steps: [K] step counts (floating point); incremented in place.
+        lr, beta1, beta2, eps: [K] hyperparameters.
+        weight_decay: [K] decay factors, or None for no decay at all (skips the work).
+        decay_mask: one bool per parameter tensor; False exempts that tensor from decay.
+        decoupled_weight_decay: False for Adam's L2 (g += wd*θ), True for AdamW (θ *= 1-lr*wd).
+    """
+    steps.add_(1)
+    # The scalar arithmetic torch.optim does in Python floats, done once for all members.
+    bias_correction1 = 1 - beta1**steps
+    bias_correction2 = 1 - beta2**steps
+    step_size = lr / bias_correction1
+    values = {
+        "one_minus_beta1": 1 - beta1,
+        "beta2": beta2,
+        "one_minus_beta2": 1 - beta2,
+        "bias_correction2_sqrt": bias_correction2**0.5,
+        "neg_step_size": -step_size,
+        "eps": eps,
+    }
+    if weight_decay is not None:
+        values["decay"] = 1 - lr * weight_decay if decoupled_weight_decay else weight_decay
+    per_member = _PerMember(**values)
+
+    for i, param in enumerate(params):
+        grad = grads[i]
+        exp_avg = exp_avgs[i]
+        exp_avg_sq = exp_avg_sqs[i]
+        if weight_decay is not None and (decay_mask is None or decay_mask[i]):
+            if decoupled_weight_decay:
+                param.mul_(per_member("decay", param))
+            else:
+                # == grad.add(param, alpha=wd): both evaluate fma(param, wd, grad).
+                grad = torch.addcmul(grad, param, per_member("decay", param))
+
+        exp_avg.lerp_(grad, per_member("one_minus_beta1", param))
+        # addcmul_(g, g, value=c) evaluates v + (c*g)*g; pre-scaling one factor keeps that order.
+        exp_avg_sq.mul_(per_member("beta2", param)).addcmul_(
+            grad * per_member("one_minus_beta2", param), grad
+        )
+        denom = (exp_avg_sq.sqrt() / per_member("bias_correction2_sqrt", param)).add_(
+            per_member("eps", param)
+        )
+        # addcdiv_(m, d, value=-s) evaluates p + (-s*m)/d.
+        param.addcdiv_(exp_avg * per_member("neg_step_size", param), denom)
+
+
+adamw_ = functools.partial(adam_, decoupled_weight_decay=True)
+adamw_.__doc__ = "One AdamW step for every member: :func:`adam_` with decoupled weight decay."
+
+
+def adadelta_(
+    params: Sequence[Tensor],
+    grads: Sequence[Tensor],
+    square_avgs: Sequence[Tensor],
+    acc_deltas: Sequence[Tensor],
+    steps: Tensor,
+    *,
+    lr: Tensor,
+    rho: Tensor,
+    eps: Tensor,
+    weight_decay: Tensor | None,
+    decay_mask: Sequence[bool] | None = None,
+) -> None:
+    """One Adadelta step for every member, in place, exactly as torch.optim.Adadelta.
+
+    Args:
+        params, grads, square_avgs, acc_deltas: stacked tensors [K, ...], aligned by position.
+        steps: [K] step counts; incremented in place (Adadelta's math does not use them).
+        lr, rho, eps: [K] hyperparameters.
+        weight_decay: [K] L2 factors added to the gradient, or None for no decay at all.
+        decay_mask: one bool per parameter tensor; False exempts that tensor from decay.
+    """
+    steps.add_(1)
+    values = {"rho": rho, "one_minus_rho": 1 - rho, "eps": eps, "neg_lr": -lr}
+    if weight_decay is not None:
+        values["weight_decay"] = weight_decay
+    per_member = _PerMember(**values)
+
+    for i, param in enumerate(params):
+        grad = grads[i]
+        square_avg = square_avgs[i]
+        acc_delta = acc_deltas[i]
+        if weight_decay is not None and (decay_mask is None or decay_mask[i]):
+            grad = torch.addcmul(grad, param, per_member("weight_decay", param))
+
+        rho_k = per_member("rho", param)
+        one_minus_rho = per_member("one_minus_rho", param)
+        eps_k = per_member("eps", param)
+        square_avg.mul_(rho_k).addcmul_(grad * one_minus_rho, grad)
+        std = square_avg.add(eps_k).sqrt_()
+        delta = acc_delta.add(eps_k).sqrt_()
+        delta.div_(std).mul_(grad)
+        acc_delta.mul_(rho_k).addcmul_(delta * one_minus_rho, delta)
+        # == param.add_(delta, alpha=-lr).
+        param.addcmul_(delta, per_member("neg_lr", param))
+
+
+def snapshot_members(tensors: Sequence[Tensor], index: Tensor) -> list[Tensor]:
+    """Copies of the members ``index`` of each stacked tensor (for :func:`restore_members_`)."""
+    return [t.index_select(0, index) for t in tensors]
+
+
+def restore_members_(tensors: Sequence[Tensor], saved: Sequence[Tensor], index: Tensor) -> None:
+    """Write members ``index`` back from a :func:`snapshot_members` copy, in place."""
+    for t, s in zip(tensors, saved, strict=True):
+        t.index_copy_(0, index, s)

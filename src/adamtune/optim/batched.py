@@ -1,0 +1,530 @@
+"""Optimizers for K stacked models, each member with its own hyperparameters.
+
+The classes validate, hold state and dispatch to the kernels in :mod:`adamtune.optim._kernels`.
+Member k of a ``BatchedAdam`` follows exactly the trajectory of a ``torch.optim.Adam`` (plus
+``clip_grad_norm_`` when ``max_grad_norm`` is set) on model k alone.
+
+Typical use by an engine::
+
+    params, buffers = torch.func.stack_module_state(models)      # leaf tensors [K, ...]
+    opt = BatchedAdamW(list(params.values()), lr=lr_k, betas=(beta1_k, 0.999),
+                       weight_decay=wd_k, max_grad_norm=clip_k,
+                       decay_mask=matrix_decay_mask(params.values()))
+    for step in range(n):
+        loss = vmap(loss_fn, in_dims=(0, 0, None))(params, buffers, batch).sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step(lr_scale=schedule_k[step])     # per-member warmup/cosine multiplier
+        log(opt.last_grad_norms)                # [K], unclipped
+        opt.active = ~diverged                  # frozen members stop changing
+        opt.keep(survivors)                     # shrinks the same tensors held in ``params``
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import NamedTuple
+
+import torch
+from torch import Tensor
+
+from adamtune.errors import ConfigError
+from adamtune.optim import _kernels
+
+__all__ = ["BatchedAdadelta", "BatchedAdam", "BatchedAdamW", "matrix_decay_mask"]
+
+HyperparameterValue = float | Tensor
+
+
+class _Rule(NamedTuple):
+    """Valid range of one hyperparameter and torch.optim's wording of the violation."""
+
+    holds: Callable[[float], bool]
+    message: str
+
+
+# torch.optim's messages, word for word; `max_grad_norm` follows their pattern.
+_RULES: dict[str, _Rule] = {
+    "lr": _Rule(lambda x: 0.0 <= x, "Invalid learning rate"),
+    "eps": _Rule(lambda x: 0.0 <= x, "Invalid epsilon value"),
+    "beta1": _Rule(lambda x: 0.0 <= x < 1.0, "Invalid beta parameter at index 0"),
+    "beta2": _Rule(lambda x: 0.0 <= x < 1.0, "Invalid beta parameter at index 1"),
+    "rho": _Rule(lambda x: 0.0 <= x <= 1.0, "Invalid rho value"),
+    "weight_decay": _Rule(lambda x: 0.0 <= x, "Invalid weight_decay value"),
+    "max_grad_norm": _Rule(lambda x: x > 0.0, "Invalid max_grad_norm value"),
+}
+
+
+def matrix_decay_mask(params: Iterable[Tensor]) -> list[bool]:
+    """nanoGPT's rule for stacked tensors: decay a tensor iff its per-member slice has dim >= 2."""
+    return [p.ndim - 1 >= 2 for p in params]
+
+
+class _BatchedOptimizer:
+    """Shared machinery: hyperparameters per member, active mask, clipping, keep().
+
+    Subclasses set ``_HYPERPARAMETERS`` (names in validation order, ``max_grad_norm`` excluded),
+    ``_STATE`` (names of the per-tensor state buffers) and implement ``_update``.
+    """
+
+    _HYPERPARAMETERS: tuple[str, ...] = ()
+    _STATE: tuple[str, ...] = ()
+
+    def __init__(
+        self,
+        params: Iterable[Tensor],
+        hyperparameters: Mapping[str, HyperparameterValue],
+        max_grad_norm: HyperparameterValue | None,
+        decay_mask: Sequence[bool] | None,
+    ) -> None:
+        self.params: list[Tensor] = _check_params(params)
+        first = self.params[0]
+        self._device = first.device
+        # float64 plays the part of torch.optim's Python floats (MPS has no float64).
+        self._hp_dtype = torch.float32 if first.device.type == "mps" else torch.float64
+        self.decay_mask: tuple[bool, ...] | None = _check_decay_mask(decay_mask, len(self.params))
+
+        self._hp: dict[str, Tensor] = {}
+        self._max_grad_norm: Tensor | None = None
+        self._decay: Tensor | None = None
+        self.set_hyperparameters(**hyperparameters, max_grad_norm=max_grad_norm)
+
+        k = self.num_members
+        self.steps: Tensor = torch.zeros(k, dtype=self._hp_dtype, device=self._device)
+        self.state: dict[str, list[Tensor]] = {
+            name: [torch.zeros_like(p, memory_format=torch.preserve_format) for p in self.params]
+            for name in self._STATE
+        }
+        self.last_grad_norms: Tensor | None = None
+        self._active = torch.ones(k, dtype=torch.bool, device=self._device)
+        self._inactive_index: Tensor | None = None
+
+    # -- members -------------------------------------------------------------------------------
+
+    @property
+    def num_members(self) -> int:
+        """K, the number of stacked members."""
+        return self.params[0].shape[0]
+
+    @property
+    def active(self) -> Tensor:
+        """Bool [K]: members that ``step()`` updates. A copy; assign a new mask to change it."""
+        return self._active.clone()
+
+    @active.setter
+    def active(self, mask: Tensor | Sequence[bool]) -> None:
+        mask = torch.as_tensor(mask, device=self._device)
+        if mask.dtype != torch.bool or tuple(mask.shape) != (self.num_members,):
+            raise ConfigError(
+                f"active must be a bool tensor of shape ({self.num_members},), "
+                f"got dtype {mask.dtype} and shape {tuple(mask.shape)}"
+            )
+        self._active = mask.clone()
+        inactive = torch.nonzero(~mask).flatten()
+        self._inactive_index = inactive if inactive.numel() else None
+
+    def keep(self, indices: Sequence[int] | Tensor) -> None:
+        """Keep only the members ``indices`` (in that order), dropping the others everywhere.
+
+        The parameter tensors are shrunk in place (``Tensor.set_``), so the very objects the
+        caller holds, e.g. the dict from ``stack_module_state``, now have leading dimension
+        ``len(indices)``; their ``.grad`` is reset to None. State, step counts, hyperparameters,
+        the active mask and ``last_grad_norms`` are indexed the same way, and the kept members
+        continue with unchanged numerics. Buffers the caller stacked are the caller's to index.
+
+        Raises:
+            ConfigError: indices empty, repeated or out of range.
+        """
+        index = self._member_index(indices)
+        with torch.no_grad():
+            for p in self.params:
+                p.set_(p.index_select(0, index))
+                p.grad = None
+        self.state = {
+            name: [t.index_select(0, index) for t in tensors]
+            for name, tensors in self.state.items()
+        }
+        self.steps = self.steps.index_select(0, index)
+        self._hp = {name: t.index_select(0, index) for name, t in self._hp.items()}
+        self._refresh_decay()
+        if self._max_grad_norm is not None:
+            self._max_grad_norm = self._max_grad_norm.index_select(0, index)
+        if self.last_grad_norms is not None:
+            self.last_grad_norms = self.last_grad_norms.index_select(0, index)
+        self.active = self._active.index_select(0, index)
+
+    def _member_index(self, indices: Sequence[int] | Tensor) -> Tensor:
+        k = self.num_members
+        index = torch.as_tensor(indices)
+        if index.dtype == torch.bool:
+            raise ConfigError("keep() takes member indices, not a bool mask")
+        if index.ndim != 1 or index.numel() == 0 or index.is_floating_point():
+            raise ConfigError(
+                f"keep() needs a non-empty 1-D sequence of member indices, got {indices!r}"
+            )
+        values = index.tolist()
+        bad = [i for i in values if not 0 <= i < k]
+        if bad:
+            raise ConfigError(f"member indices must lie in [0, {k}), got {bad[0]}")
+        if len(set(values)) != len(values):
+            raise ConfigError(f"member indices must not repeat, got {values}")
+        return index.to(device=self._device, dtype=torch.long)
+
+    # -- hyperparameters -----------------------------------------------------------------------
+
+    @property
+    def hyperparameters(self) -> dict[str, Tensor]:
+        """Copies of the per-member hyperparameters, each [K]; ``max_grad_norm`` inf = off."""
+        out = {name: t.clone() for name, t in self._hp.items()}
+        if self._max_grad_norm is not None:
+            out["max_grad_norm"] = self._max_grad_norm.clone()
+        return out
+
+    def set_hyperparameters(self, **values: HyperparameterValue | None) -> None:
+        """Replace hyperparameters, each a float (all members) or a [K] tensor; validated.
+
+        ``max_grad_norm=None`` turns clipping off for every member; an inf entry turns it off
+        for that member. For a per-step learning-rate schedule pass ``lr_scale`` to
+        :meth:`step` instead: it is not validated and costs nothing extra.
+
+        Raises:
+            ConfigError: an unknown name, a value out of range, or a tensor of the wrong shape.
+        """
+        allowed = (*self._HYPERPARAMETERS, "max_grad_norm")
+        unknown = sorted(set(values) - set(allowed))
+        if unknown:
+            raise ConfigError(
+                f"{type(self).__name__} has no hyperparameter {unknown[0]!r}; "
+                f"known: {', '.join(allowed)}"
+            )
+        # Validate everything before changing anything, in torch.optim's order.
+        checked: dict[str, Tensor | None] = {}
+        for name in allowed:
+            if name not in values:
+                continue
+            value = values[name]
+            if value is None and name == "max_grad_norm":
+                checked[name] = None
+            else:
+                checked[name] = self._member_tensor(name, value)
+        for name, tensor in checked.items():
+            if name == "max_grad_norm":
+                self._max_grad_norm = tensor
+            else:
+                self._hp[name] = tensor
+        self._refresh_decay()
+
+    def _member_tensor(self, name: str, value: HyperparameterValue | None) -> Tensor:
+        k = self.num_members
+        if isinstance(value, Tensor):
+            if value.is_complex() or value.dtype == torch.bool:
+                raise ConfigError(f"{name} must be a real tensor, got dtype {value.dtype}")
+            if value.ndim == 0:
+                per_member = False
+            elif tuple(value.shape) == (k,):
+                per_member = True
+            else:
+                raise ConfigError(
+                    f"{name} must be a float or a tensor of shape ({k},), one value per member "
+                    f"(K={k}), got shape {tuple(value.shape)}"
+                )
+            tensor = value.detach().to(device=self._device, dtype=self._hp_dtype)
+            tensor = tensor.expand(k).clone()
+        elif isinstance(value, numbers.Real) and not isinstance(value, bool):
+            per_member = False
+            tensor = torch.full((k,), float(value), dtype=self._hp_dtype, device=self._device)
+        else:
+            raise ConfigError(
+                f"{name} must be a float or a tensor of shape ({k},), got {type(value).__name__}"
+            )
+        rule = _RULES[name]
+        for member, x in enumerate(tensor.tolist() if per_member else [float(tensor[0])]):
+            if not rule.holds(x):
+                where = f" (member {member})" if per_member else ""
+                raise ConfigError(f"{rule.message}: {x}{where}")
+        return tensor
+
+    # -- stepping ------------------------------------------------------------------------------
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Reset the gradients of the stacked parameters, like ``torch.optim.Optimizer``."""
+        for p in self.params:
+            if p.grad is None:
+                continue
+            if set_to_none:
+                p.grad = None
+            else:
+                p.grad.detach_().zero_()
+
+    @torch.no_grad()
+    def step(self, lr_scale: float | Tensor | None = None) -> None:
+        """Update every active member from the ``.grad`` of the stacked parameters.
+
+        Computes ``last_grad_norms`` (unclipped, every member), clips the gradients in place
+        per member where ``max_grad_norm`` is set (as ``clip_grad_norm_`` does), then applies
+        the optimizer. Inactive members' parameters, state and step counts stay bit-identical.
+        Parameters whose ``.grad`` is None are skipped, as in torch.optim.
+
+        Args:
+            lr_scale: multiplier of the learning rate for this step only, a float or a [K]
+                tensor (e.g. warmup/cosine factors per member). A tensor's values are not
+                checked (that would synchronise the device every step). The effective lr is
+                ``lr * lr_scale``, as ``LambdaLR`` computes ``base_lr * factor``, so AdamW's
+                decay also uses the scaled lr.
+        """
+        lr = self._hp["lr"]
+        if lr_scale is not None:
+            lr = lr * self._lr_scale_tensor(lr_scale)
+        indexed = [(i, p) for i, p in enumerate(self.params) if p.grad is not None]
+        if not indexed:
+            return
+        grads = []
+        for _, p in indexed:
+            if p.grad.is_sparse:
+                raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
+            grads.append(p.grad)
+
+        norms = _kernels.member_grad_norms(grads)
+        self.last_grad_norms = norms
+        if self._max_grad_norm is not None:
+            _kernels.clip_grads_per_member_(grads, norms, self._max_grad_norm)
+
+        positions = [i for i, _ in indexed]
+        params = [p for _, p in indexed]
+        state = {name: [tensors[i] for i in positions] for name, tensors in self.state.items()}
+        decay_mask = None if self.decay_mask is None else [self.decay_mask[i] for i in positions]
+
+        frozen = self._inactive_index
+        if frozen is None:
+            self._update(params, grads, state, lr, decay_mask)
+            return
+        # Run the kernel on everyone, then put the frozen members back bit for bit: cost
+        # proportional to the frozen members, and NaNs in their gradients cannot leak.
+        tracked = [*params, *(t for tensors in state.values() for t in tensors), self.steps]
+        saved = _kernels.snapshot_members(tracked, frozen)
+        self._update(params, grads, state, lr, decay_mask)
+        _kernels.restore_members_(tracked, saved, frozen)
+
+    def _lr_scale_tensor(self, lr_scale: float | Tensor) -> Tensor | float:
+        if not isinstance(lr_scale, Tensor):
+            if not lr_scale >= 0.0 or math.isinf(lr_scale):
+                raise ConfigError(f"lr_scale must be a finite number >= 0, got {lr_scale}")
+            return float(lr_scale)
+        if tuple(lr_scale.shape) not in ((), (self.num_members,)):
+            raise ConfigError(
+                f"lr_scale must be a float or a tensor of shape ({self.num_members},), "
+                f"got shape {tuple(lr_scale.shape)}"
+            )
+        return lr_scale.to(device=self._device, dtype=self._hp_dtype)
+
+    def _refresh_decay(self) -> None:
+        # None lets the kernel skip the decay work entirely when no member decays; decided
+        # here, not in step(), because the test reads the tensor (a device sync).
+        wd = self._hp["weight_decay"]
+        no_tensor_decays = self.decay_mask is not None and not any(self.decay_mask)
+        self._decay = None if no_tensor_decays or not bool((wd != 0).any()) else wd
+
+    def _update(
+        self,
+        params: list[Tensor],
+        grads: list[Tensor],
+        state: dict[str, list[Tensor]],
+        lr: Tensor,
+        decay_mask: list[bool] | None,
+    ) -> None:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        shapes = ", ".join(str(tuple(p.shape)) for p in self.params)
+        return f"{type(self).__name__}(K={self.num_members}, params=[{shapes}])"
+
+
+class BatchedAdam(_BatchedOptimizer):
+    """``torch.optim.Adam`` (coupled L2 weight decay) for K stacked members at once.
+
+    Args:
+        params: stacked parameter tensors, each [K, ...] (e.g. the values of
+            ``torch.func.stack_module_state(models)[0]``), same device and dtype.
+        lr, betas, eps, weight_decay: as in torch.optim.Adam; each a float shared by all
+            members or a tensor of shape [K].
+        max_grad_norm: per-member gradient clipping threshold (float or [K] tensor, inf = off
+            for that member), or None for no clipping.
+        decay_mask: one bool per parameter tensor; False gives that tensor weight_decay 0.
+
+    Raises:
+        ConfigError: a hyperparameter out of range or of the wrong shape, or bad params.
+    """
+
+    _HYPERPARAMETERS = ("lr", "eps", "beta1", "beta2", "weight_decay")
+    _STATE = ("exp_avg", "exp_avg_sq")
+    _kernel = staticmethod(_kernels.adam_)
+
+    def __init__(
+        self,
+        params: Iterable[Tensor],
+        lr: HyperparameterValue = 1e-3,
+        betas: tuple[HyperparameterValue, HyperparameterValue] = (0.9, 0.999),
+        eps: HyperparameterValue = 1e-8,
+        weight_decay: HyperparameterValue = 0.0,
+        *,
+        max_grad_norm: HyperparameterValue | None = None,
+        decay_mask: Sequence[bool] | None = None,
+    ) -> None:
+        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+            raise ConfigError(f"betas must be a pair (beta1, beta2), got {betas!r}")
+        super().__init__(
+            params,
+            {
+                "lr": lr,
+                "eps": eps,
+                "beta1": betas[0],
+                "beta2": betas[1],
+                "weight_decay": weight_decay,
+            },
+            max_grad_norm,
+            decay_mask,
+        )
+
+    def _update(self, params, grads, state, lr, decay_mask):
+        hp = self._hp
+        self._kernel(
+            params,
+            grads,
+            state["exp_avg"],
+            state["exp_avg_sq"],
+            self.steps,
+            lr=lr,
+            beta1=hp["beta1"],
+            beta2=hp["beta2"],
+            eps=hp["eps"],
+            weight_decay=self._decay,
+            decay_mask=decay_mask,
+        )
+
+
+class BatchedAdamW(BatchedAdam):
+    """``torch.optim.AdamW`` (decoupled decay θ ← θ·(1 − lr·λ)) for K stacked members.
+
+    Same arguments as :class:`BatchedAdam`; ``weight_decay`` defaults to 0.01 as in torch.
+    """
+
+    _kernel = staticmethod(_kernels.adamw_)
+
+    def __init__(
+        self,
+        params: Iterable[Tensor],
+        lr: HyperparameterValue = 1e-3,
+        betas: tuple[HyperparameterValue, HyperparameterValue] = (0.9, 0.999),
+        eps: HyperparameterValue = 1e-8,
+        weight_decay: HyperparameterValue = 1e-2,
+        *,
+        max_grad_norm: HyperparameterValue | None = None,
+        decay_mask: Sequence[bool] | None = None,
+    ) -> None:
+        super().__init__(
+            params,
+            lr,
+            betas,
+            eps,
+            weight_decay,
+            max_grad_norm=max_grad_norm,
+            decay_mask=decay_mask,
+        )
+
+
+class BatchedAdadelta(_BatchedOptimizer):
+    """``torch.optim.Adadelta`` for K stacked members at once.
+
+    Args:
+        params: stacked parameter tensors, each [K, ...], same device and dtype.
+        lr, rho, eps, weight_decay: as in torch.optim.Adadelta; each a float or a [K] tensor.
+        max_grad_norm: per-member clipping threshold (float or [K], inf = off) or None.
+        decay_mask: one bool per parameter tensor; False gives that tensor weight_decay 0.
+
+    Raises:
+        ConfigError: a hyperparameter out of range or of the wrong shape, or bad params.
+    """
+
+    _HYPERPARAMETERS = ("lr", "rho", "eps", "weight_decay")
+    _STATE = ("square_avg", "acc_delta")
+
+    def __init__(
+        self,
+        params: Iterable[Tensor],
+        lr: HyperparameterValue = 1.0,
+        rho: HyperparameterValue = 0.9,
+        eps: HyperparameterValue = 1e-6,
+        weight_decay: HyperparameterValue = 0.0,
+        *,
+        max_grad_norm: HyperparameterValue | None = None,
+        decay_mask: Sequence[bool] | None = None,
+    ) -> None:
+        super().__init__(
+            params,
+            {"lr": lr, "rho": rho, "eps": eps, "weight_decay": weight_decay},
+            max_grad_norm,
+            decay_mask,
+        )
+
+    def _update(self, params, grads, state, lr, decay_mask):
+        hp = self._hp
+        _kernels.adadelta_(
+            params,
+            grads,
+            state["square_avg"],
+            state["acc_delta"],
+            self.steps,
+            lr=lr,
+            rho=hp["rho"],
+            eps=hp["eps"],
+            weight_decay=self._decay,
+            decay_mask=decay_mask,
+        )
+
+
+def _check_params(params: Iterable[Tensor]) -> list[Tensor]:
+    if isinstance(params, Tensor):
+        raise ConfigError("params must be a list of stacked tensors, got a single tensor")
+    params = list(params)
+    if not params:
+        raise ConfigError("params must hold at least one stacked tensor, got an empty list")
+    for i, p in enumerate(params):
+        if not isinstance(p, Tensor):
+            raise ConfigError(f"params must be tensors, got {type(p).__name__} at index {i}")
+        if not p.is_floating_point():
+            raise ConfigError(f"params must be floating point, got {p.dtype} at index {i}")
+        if p.ndim == 0 or p.shape[0] == 0:
+            raise ConfigError(
+                f"params must have a leading member dimension K >= 1, got shape "
+                f"{tuple(p.shape)} at index {i}"
+            )
+    k, device, dtype = params[0].shape[0], params[0].device, params[0].dtype
+    for i, p in enumerate(params):
+        if p.shape[0] != k:
+            raise ConfigError(
+                f"all params must share the leading member dimension K={k}, got shape "
+                f"{tuple(p.shape)} at index {i}"
+            )
+        if p.device != device or p.dtype != dtype:
+            raise ConfigError(
+                f"all params must share one device and dtype ({device}, {dtype}), got "
+                f"({p.device}, {p.dtype}) at index {i}"
+            )
+    if len({id(p) for p in params}) != len(params):
+        raise ConfigError("params must not contain the same tensor twice")
+    return params
+
+
+def _check_decay_mask(decay_mask: Sequence[bool] | None, n: int) -> tuple[bool, ...] | None:
+    if decay_mask is None:
+        return None
+    mask = tuple(decay_mask)
+    if len(mask) != n:
+        raise ConfigError(
+            f"decay_mask must have one entry per parameter tensor ({n}), got {len(mask)}"
+        )
+    if not all(isinstance(m, bool) for m in mask):
+        raise ConfigError(f"decay_mask entries must be bool, got {list(mask)}")
+    return mask

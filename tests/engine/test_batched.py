@@ -1,0 +1,174 @@
+import dataclasses
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import adamtune
+from adamtune import TrialState
+from adamtune.engine import train_trial
+from adamtune.engine.batched import NotBatchable, members_per_chunk, train_members
+from adamtune.workloads import load_workload
+
+
+def _digits(steps=60, eval_every=20):
+    return dataclasses.replace(load_workload("digits-mlp"), steps=steps, eval_every=eval_every)
+
+
+CONFIGS = [
+    adamtune.Config(lr=3e-3, weight_decay=0.1),
+    adamtune.Config(lr=1e-4, beta1=0.8, eps=1e-6),
+    adamtune.Config(lr=1e-2, max_grad_norm=0.5, warmup=0.2, schedule="cosine"),
+    adamtune.Config(optimizer="adamw", lr=5e-4, beta2=0.95, weight_decay=0.0),
+]
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "adam", "adadelta"])
+def test_each_member_matches_the_sequential_engine(optimizer):
+    w = _digits()
+    configs = [dataclasses.replace(c, optimizer=optimizer, lr=c.lr * (100 if optimizer == "adadelta" else 1),
+                                   eps=1e-6 if optimizer == "adadelta" else c.eps) for c in CONFIGS]
+    seeds = [11, 12, 13, 14]
+    batched = train_members(w, configs, init_seeds=seeds, data_seed=5)
+    for cfg, seed, b in zip(configs, seeds, batched):
+        s = train_trial(w, cfg, init_seed=seed, data_seed=5)
+        assert (b.status, b.steps) == (s.status, s.steps)
+        assert b.value == pytest.approx(s.value, rel=1e-4)
+        for name in ("val_loss", "val_accuracy", "train_loss"):
+            assert b.curve[name] == pytest.approx(s.curve[name], rel=1e-4, abs=1e-6), name
+        assert b.grad_norms.p90 == pytest.approx(s.grad_norms.p90, rel=1e-4)
+        assert b.grad_norms.clipped_fraction == s.grad_norms.clipped_fraction
+
+
+def test_a_diverging_member_does_not_disturb_the_others():
+    w = _digits()
+    good = adamtune.Config(lr=1e-3)
+    configs = [good, adamtune.Config(lr=50.0), good]
+    out = train_members(w, configs, init_seeds=[1, 2, 3], data_seed=0)
+    assert [o.status for o in out] == ["complete", "diverged", "complete"]
+    assert out[1].value == math.inf and out[1].diverged_at is not None
+    alone = train_trial(w, good, init_seed=3, data_seed=0)
+    assert out[2].value == pytest.approx(alone.value, rel=1e-5)
+
+
+def test_members_finish_as_they_end_and_are_dropped():
+    w = _digits(steps=60, eval_every=20)
+    finished = []
+    configs = [adamtune.Config(lr=1e-3), adamtune.Config(lr=1e3), adamtune.Config(lr=2e-3)]
+    train_members(w, configs, init_seeds=[0, 1, 2], data_seed=0, on_done=lambda i, o: finished.append((i, o.status)))
+    assert finished[0] == (1, "diverged")  # told before the others end
+    assert sorted(finished) == [(0, "complete"), (1, "diverged"), (2, "complete")]
+
+
+class WithBatchNorm(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(64, 32), nn.BatchNorm1d(32), nn.ReLU(), nn.Linear(32, 10))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class NotVmappable(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(64, 10)
+
+    def forward(self, x):
+        # Python control flow on a per-member value: vmap cannot batch .item() of a stacked weight
+        if self.fc.weight.sum().item() > float("-inf"):
+            return self.fc(x)
+        return self.fc(-x)
+
+
+def test_batchnorm_and_non_vmappable_models_are_refused_by_the_engine():
+    with pytest.raises(NotBatchable, match="BatchNorm1d at 'net.1' updates running statistics"):
+        train_members(dataclasses.replace(_digits(), model=WithBatchNorm), [adamtune.Config()] * 2,
+                      init_seeds=[0, 1], data_seed=0)
+    with pytest.raises(NotBatchable, match="vmap cannot run this model"):
+        train_members(dataclasses.replace(_digits(), model=NotVmappable), [adamtune.Config()] * 2,
+                      init_seeds=[0, 1], data_seed=0)
+
+
+@pytest.mark.parametrize("model, why", [(WithBatchNorm, "BatchNorm1d"), (NotVmappable, "vmap cannot run this model")])
+def test_study_falls_back_to_sequential_with_one_notice(storage, model, why):
+    notices = []
+    w = dataclasses.replace(_digits(steps=20, eval_every=10), model=model)
+    r = adamtune.tune(w, budget=3, storage=storage, notice=notices.append, pruner="none")
+    assert len(notices) == 1 and why in notices[0] and notices[0].startswith("training trials one at a time")
+    assert [t.state for t in r.trials] == [TrialState.COMPLETE] * 3  # no trial lost to the fallback
+    assert all(ft.user_attrs["engine"] == "sequential" for ft in r.study.trials)
+
+
+def test_dropout_members_get_different_masks():
+    class Drop(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1, self.drop, self.fc2 = nn.Linear(64, 64), nn.Dropout(0.5), nn.Linear(64, 10)
+
+        def forward(self, x):
+            return self.fc2(self.drop(torch.relu(self.fc1(x))))
+
+    w = dataclasses.replace(_digits(steps=20, eval_every=10), model=Drop)
+    # same seed and config for both members: only dropout's randomness can separate them
+    out = train_members(w, [adamtune.Config()] * 2, init_seeds=[3, 3], data_seed=0)
+    assert all(o.status == "complete" for o in out)
+    assert out[0].curve["train_loss"] != out[1].curve["train_loss"]
+
+
+def test_memory_budget_splits_into_chunks(storage):
+    w = _digits(steps=20, eval_every=10)
+    one = members_per_chunk(w, "cpu", 10**12)
+    assert one > 1000
+    per_member = 10**12 // one
+    assert members_per_chunk(w, "cpu", per_member * 3) == 3
+    notices = []
+    r = adamtune.tune(w, budget=7, storage=storage, batch=7, max_memory=per_member * 3, notice=notices.append, pruner="none")
+    assert notices == ["7 members do not fit the memory budget; training in chunks of 3"]
+    engines = [ft.user_attrs["engine"] for ft in r.study.trials]
+    assert engines == ["batched (K=3)"] * 6 + ["sequential"]
+
+
+def test_batch_1_and_batch_8_give_the_same_study(tmp_path):
+    w = _digits(steps=60, eval_every=20)
+    runs = {}
+    for k in (1, 8):
+        runs[k] = adamtune.tune(w, budget=8, storage=f"sqlite:///{tmp_path / f'k{k}.db'}", batch=k,
+                                pruner="none", seed=3, space=["lr=1e-4:10"])
+    a, b = runs[1].trials, runs[8].trials
+    assert [t.params for t in a] == [t.params for t in b]
+    assert [t.state for t in a] == [t.state for t in b]
+    assert any(t.state == TrialState.DIVERGED for t in a)  # the top of the lr window diverges
+    for x, y in zip(a, b):
+        if x.value is not None:
+            assert y.value == pytest.approx(x.value, rel=1e-4)
+    assert {t.engine for t in runs[8].trials} == {"batched (K=8)"}
+    assert {t.engine for t in runs[1].trials} == {"sequential"}
+
+
+def test_pruned_and_diverged_members_show_with_curves(storage):
+    from typer.testing import CliRunner
+    from adamtune.cli import app
+    w = _digits(steps=100, eval_every=10)
+    r = adamtune.tune(w, budget=9, storage=storage, batch=9, space=["lr=1e-6:30"], seed=1, study="mixed")
+    states = {t.state for t in r.trials}
+    assert {TrialState.PRUNED, TrialState.DIVERGED, TrialState.COMPLETE} <= states
+    for t in r.trials:
+        if t.state == TrialState.PRUNED:
+            assert 0 < len(t.curve.steps) and t.steps < 100 and t.curve.steps[-1] == t.steps
+    out = CliRunner().invoke(app, ["show", "--storage", storage, "--study", "mixed"], env={"COLUMNS": "160"})
+    assert out.exit_code == 0
+    assert "pruned" in out.stdout and "diverged" in out.stdout and "complete" in out.stdout
+
+
+def test_bad_batch_values(storage, tiny_ref):
+    from adamtune import StudyError
+    for bad in (0, -2, "many", 2.5):
+        with pytest.raises(StudyError, match="batch must be a whole number >= 1 or 'auto'"):
+            adamtune.tune(tiny_ref, budget=2, storage=storage, batch=bad)
+
+    def objective(config, trial):
+        return 1.0
+    with pytest.raises(StudyError, match="batching needs a managed workload"):
+        adamtune.tune(objective, budget=2, storage=storage, batch=4)
