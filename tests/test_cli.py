@@ -44,6 +44,9 @@ BAD_INPUT = [
     (["tune", "--workload", "missing.py:tiny"], "workload file 'missing.py' does not exist"),
     (["tune", "--workload", "no_such_module_xyz:tiny"], "cannot import workload module 'no_such_module_xyz'"),
     (["show", "--storage", "sqlite:///definitely-missing.db"], "no study database at 'definitely-missing.db'"),
+    (["tune", "--device", "tpu"], "device must be cpu, cuda or cuda:N, got 'tpu'"),
+    (["tune", "--batch", "0"], "batch must be a whole number >= 1 or 'auto', got '0'"),
+    (["tune", "--max-memory", "lots"], "--max-memory must be a size like 2GB or 512MB, got 'lots'"),
 ]
 
 

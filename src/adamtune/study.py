@@ -334,6 +334,7 @@ def tune(
     url = storage or DEFAULT_STORAGE
     check_url(url)
     wanted_batch = parse_batch(batch, max_memory)
+    dev = check_device(device)
     # A new SQLite file is created only once every argument has been checked.
     store = None if is_new_file(url) else open_storage(url)
     objective_fn: Objective | None = None
@@ -409,7 +410,7 @@ def tune(
     settings = StudySettings(
         workload=workload_ref if stored is None else stored.workload,
         workload_name=workload.name if workload else name,
-        optimizer=opt, task=the_task, space=the_space, budget=max(n_budget, stored.budget if stored else 0) if budget is None else n_budget,
+        optimizer=opt, task=the_task, space=the_space, budget=n_budget,
         seed=the_seed, sampler=the_sampler, pruner=the_pruner, metric=metric, direction=the_direction,
         workload_info=describe(workload) if workload is not None else {},
     )
@@ -428,7 +429,6 @@ def tune(
     remaining = max(0, settings.budget - counted_trials(the_study))
     if on_start is not None:
         on_start(settings, remaining)
-    dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
     runner = _Runner(the_study, settings, workload, objective_fn, dev, on_trial, max_consecutive_failures)
     k = resolve_batch(wanted_batch, workload, the_sampler, remaining, dev, max_memory, notice or _warn)
     while runner.remaining(settings.budget) > 0:
@@ -475,6 +475,24 @@ def _warn(message: str) -> None:
 
 
 AUTO_BATCH_BAYES = 8  # TPE/GP learn from finished trials: ask fewer at once
+
+
+def check_device(device: str | None) -> str:
+    """The device to train on (default: cuda when available). Raises StudyError if unusable."""
+    if device is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise StudyError(f"device must be cpu, cuda or cuda:N, got {device!r}") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise StudyError(f"device {device!r}: no CUDA device is available on this machine")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise StudyError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif dev.type != "cpu":
+        raise StudyError(f"device must be cpu, cuda or cuda:N, got {device!r}")
+    return str(dev)
 
 
 def parse_batch(batch: int | str, max_memory: int | None = None) -> int | None:
