@@ -24,4 +24,4 @@ test: $(STAMP)
 	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -n 2 --dist loadfile -q
 
 clean:
-	rm -rf $(VENV) adamtune.db adamtune-report.html
+	rm -rf $(VENV) adamtune.db adamtune-report*.html *-report-*.html

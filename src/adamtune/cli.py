@@ -69,7 +69,7 @@ def tune(
         None, help="Memory the stacked trials may use, e.g. 2GB or 512MB. Default: 80% of free GPU memory, "
                    "or a quarter of free RAM. Larger batches run in chunks that fit."),
     no_report: bool = typer.Option(
-        False, "--no-report", help="Do not write the HTML report (default: next to the storage, e.g. adamtune-STUDY-report.html)."),
+        False, "--no-report", help="Do not write the HTML report (default: next to the storage, e.g. adamtune-report-STUDY.html)."),
 ) -> None:
     """Run (or continue) a study and print the best configuration as ready-to-paste PyTorch code."""
     from adamtune.report.terminal import best_snippet, best_trials, counts_line, fmt, trial_value_text, trials_table
@@ -231,18 +231,19 @@ def report(
     storage: str = typer.Option(DEFAULT_STORAGE, help=STORAGE_HELP),
     study: Optional[str] = typer.Option(None, help="Study name (may be omitted when the storage holds one)."),
     out: Optional[str] = typer.Option(
-        None, "--out", "-o", help="HTML file to write. Default: next to the storage, e.g. adamtune-STUDY-report.html."),
+        None, "--out", "-o", help="HTML file to write. Default: next to the storage, e.g. adamtune-report-STUDY.html."),
 ) -> None:
     """Write a self-contained HTML report: best configuration, findings with actions, plots, every trial."""
     from adamtune.analysis import analyze
     from adamtune.report.findings import print_findings
-    from adamtune.report.html import default_report_path, write_report
+    from adamtune.report.html import check_report_path, default_report_path, write_report
     from adamtune.study import load
 
     with _user_errors():
         result = load(study, storage)
+        path = check_report_path(out or default_report_path(storage, result.study_name))
         analysis = analyze(result, storage=storage)
-        path = write_report(analysis, out or default_report_path(storage, result.study_name))
+        path = write_report(analysis, path)
         print_findings(console, analysis)
         console.print(f"Report: {path}", highlight=False, markup=False, soft_wrap=True)
 

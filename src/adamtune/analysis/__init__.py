@@ -1,0 +1,31 @@
+"""Pure computations over a study's finished trials, each returning a small frozen record.
+
+Every function takes a ``TuneResult`` -- or a sequence of ``TrialRecord`` plus the study's
+``StudySettings`` -- and draws nothing: ``adamtune.report`` renders what these return.
+``analyze`` runs them all.
+"""
+
+from adamtune.analysis._analyze import StudyAnalysis, analyze
+from adamtune.analysis._boundary import BoundaryCheck, boundary_check, boundary_findings, widen
+from adamtune.analysis._clipping import ClipAdvice, clip_advice, clip_findings
+from adamtune.analysis._curves import (
+    CurveDiagnosis, Stability, curve_findings, diagnose_best, diagnose_curve, stability, stability_findings,
+)
+from adamtune.analysis._finding import Finding
+from adamtune.analysis._format import set_argument, window_text
+from adamtune.analysis._importance import Importance, importance
+from adamtune.analysis._next import NextDimension, NextSpace, next_space
+from adamtune.analysis._plots import (
+    AxisPlotInfo, AxisPoint, CurveSeries, CurvesInfo, HeatmapCell, HeatmapInfo, IsolationBucket, IsolationInfo,
+    axis_plot_info, curves_info, heatmap_info, isolation_info,
+)
+from adamtune.analysis._select import top_trials
+
+__all__ = [
+    "AxisPlotInfo", "AxisPoint", "BoundaryCheck", "ClipAdvice", "CurveDiagnosis", "CurveSeries", "CurvesInfo",
+    "Finding", "HeatmapCell", "HeatmapInfo", "Importance", "IsolationBucket", "IsolationInfo", "NextDimension",
+    "NextSpace", "Stability", "StudyAnalysis", "analyze", "axis_plot_info", "boundary_check", "boundary_findings",
+    "clip_advice", "clip_findings", "curve_findings", "curves_info", "diagnose_best", "diagnose_curve",
+    "heatmap_info", "importance", "isolation_info", "next_space", "set_argument", "stability",
+    "stability_findings", "top_trials", "widen", "window_text",
+]

@@ -1,0 +1,94 @@
+"""Everything the report and the terminal show about a study, computed once."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from adamtune.analysis._boundary import MIN_COMPLETED, BoundaryCheck, boundary_check, boundary_findings
+from adamtune.analysis._clipping import ClipAdvice, clip_advice, clip_findings
+from adamtune.analysis._curves import (
+    CurveDiagnosis, Stability, curve_findings, diagnose_best, stability, stability_findings,
+)
+from adamtune.analysis._finding import WARNING, Finding
+from adamtune.analysis._importance import Importance, importance
+from adamtune.analysis._next import NextSpace, next_space
+from adamtune.analysis._plots import (
+    AxisPlotInfo, CurvesInfo, HeatmapInfo, IsolationInfo, axis_plot_info, curves_info, heatmap_info,
+    isolation_info, sorted_for_table,
+)
+from adamtune.analysis._select import completed, top_trials
+from adamtune.study import TuneResult
+from adamtune.trials import TrialRecord
+
+
+@dataclasses.dataclass(frozen=True)
+class StudyAnalysis:
+    """A study turned into decisions: findings with actions, the next search space, and plot data.
+
+    Attributes:
+        result: the study analysed.
+        findings: every finding, warnings first (boundary, instability, curves, clipping).
+        boundary: the boundary check of each tuned dimension.
+        stability: diverged trials and the lrs around them.
+        curves: the diagnosis of the best trials' curves, best first.
+        clip: clipping advice (None when no best trial recorded gradient norms).
+        next_space: the proposed next search space.
+        importance: which hyperparameters mattered.
+        top: the best trials, best first.
+        completed: how many trials completed (diverged ones do not).
+        table: every trial in the order the report's table lists them.
+        axes, isolation, heatmaps, curve_plots: what the plots show.
+    """
+
+    result: TuneResult
+    findings: tuple[Finding, ...]
+    boundary: tuple[BoundaryCheck, ...]
+    stability: Stability
+    curves: tuple[CurveDiagnosis, ...]
+    clip: ClipAdvice | None
+    next_space: NextSpace
+    importance: Importance
+    top: tuple[TrialRecord, ...]
+    completed: int
+    table: tuple[TrialRecord, ...]
+    axes: tuple[AxisPlotInfo, ...]
+    isolation: tuple[IsolationInfo, ...]
+    heatmaps: tuple[HeatmapInfo, ...]
+    curve_plots: tuple[CurvesInfo, ...]
+
+    @property
+    def warnings(self) -> tuple[Finding, ...]:
+        return tuple(f for f in self.findings if f.severity == WARNING)
+
+    def of_kind(self, kind: str) -> tuple[Finding, ...]:
+        return tuple(f for f in self.findings if f.kind == kind)
+
+    @property
+    def too_few_to_judge(self) -> bool:
+        """Fewer completed trials than the boundary check needs: silence then means little."""
+        return bool(self.result.settings.space.dimensions) and self.completed < MIN_COMPLETED
+
+
+def analyze(result: TuneResult, storage: str | None = None) -> StudyAnalysis:
+    """Run every analysis over ``result``.
+
+    Args:
+        result: the study, e.g. from ``adamtune.load`` or ``adamtune.tune``.
+        storage: its storage URL, so the proposed next command names it.
+    """
+    s = result.settings
+    checks = boundary_check(result)
+    stab = stability(result)
+    diagnoses = diagnose_best(result)
+    clip = clip_advice(result)
+    findings = (*boundary_findings(checks), *stability_findings(stab), *curve_findings(diagnoses, s.metric),
+                *clip_findings(clip))
+    findings = tuple(sorted(findings, key=lambda f: f.severity != WARNING))  # stable: keeps the order above
+    return StudyAnalysis(
+        result=result, findings=findings, boundary=checks, stability=stab, curves=diagnoses, clip=clip,
+        next_space=next_space(result, checks=checks, storage=storage), importance=importance(result),
+        top=tuple(top_trials(result.trials, s.direction)), completed=len(completed(result.trials)),
+        table=sorted_for_table(result),
+        axes=axis_plot_info(result), isolation=isolation_info(result), heatmaps=heatmap_info(result),
+        curve_plots=curves_info(result),
+    )

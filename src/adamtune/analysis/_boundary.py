@@ -1,0 +1,177 @@
+"""The boundary check: do the best trials sit at an edge of a search window?
+
+The playbook calls a search space suspicious when its best points lie near a boundary: the
+optimum may lie beyond it. adamtune checks every tuned dimension on its own scale (log for
+``lr``, log of ``1 - beta`` for the betas), so "near" means the same thing for every one.
+
+The rule, per dimension and edge (positions are ``Dimension.to_unit``: 0 at ``low``, 1 at ``high``):
+
+- the best trial lies within ``EDGE_BAND`` (10%) of the edge -- or within ``1/n`` of it for a
+  study of ``n`` trials, since a quasi-random search of n points leaves gaps of about 1/n and
+  cannot place a point any closer -- and
+- every one of the best trials (top 10% of the completed trials, at least 3) lies in the half
+  of the window on that side, so one lucky trial in a dimension that does not matter does not
+  fire it.
+
+It needs ``MIN_COMPLETED`` (2) completed trials: one trial is not "the best trials". It does
+not fire when a trial at or beyond the best trial's position towards that edge
+diverged: then the edge is the stability limit and there is nothing to gain beyond it.
+When it fires, the proposal extends the window on that side by ``WIDEN`` (half its width) on
+its own scale, within what the hyperparameter allows (``lr > 0``, betas below 1, ...); an edge
+that already is such a hard limit is noted (``edge`` set) but proposes nothing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+from adamtune.analysis._finding import WARNING, Finding, fmt, trial_list
+from adamtune.analysis._format import set_argument, window_text
+from adamtune.analysis._select import Study, top_trials, unit, unpack
+from adamtune.errors import AdamtuneError
+from adamtune.space import Dimension, SearchSpace
+from adamtune.study import StudySettings
+from adamtune.trials import TrialState
+
+EDGE_BAND = 0.1
+WIDEN = 0.5
+MIN_COMPLETED = 2
+LOWER, UPPER = "lower", "upper"
+
+
+@dataclasses.dataclass(frozen=True)
+class BoundaryCheck:
+    """The boundary check of one tuned dimension.
+
+    Attributes:
+        name: the hyperparameter.
+        window: the dimension as the study searched it.
+        band: how close to an edge counts as "at the edge", in units of the window's width.
+        best_position: where the best trial sits (0 = low, 1 = high, on the window's scale);
+            None without a completed trial.
+        top_positions: ``(trial number, position)`` of each of the best trials, best first.
+        edge: ``"lower"`` or ``"upper"`` when the check fires, else None.
+        stability_limit: diverged trials at or beyond the best trial towards an edge the best
+            trials sit at; the edge is then not reported.
+        proposal: the widened window when the check fires and the edge is not a hard limit.
+    """
+
+    name: str
+    window: Dimension
+    band: float
+    best_position: float | None
+    top_positions: tuple[tuple[int, float], ...]
+    edge: str | None = None
+    stability_limit: tuple[int, ...] = ()
+    proposal: Dimension | None = None
+
+    @property
+    def set_argument(self) -> str | None:
+        """``--set`` text of the proposal (``"lr=1e-06:0.001"``), or None."""
+        return None if self.proposal is None else set_argument(self.proposal)
+
+
+def boundary_check(study: Study, settings: StudySettings | None = None) -> tuple[BoundaryCheck, ...]:
+    """Check every tuned dimension for best trials at an edge of its window.
+
+    Args:
+        study: a TuneResult, or a sequence of TrialRecords (then ``settings`` is required).
+        settings: the study's settings (taken from the TuneResult when omitted).
+
+    Returns:
+        One BoundaryCheck per tuned dimension, in the search space's order.
+    """
+    trials, settings = unpack(study, settings)
+    top = top_trials(trials, settings.direction)
+    if len(top) < MIN_COMPLETED:
+        top = []
+    out = []
+    for dim in settings.space.dimensions:
+        sampled = [t for t in trials if unit(dim, t) is not None and t.state != TrialState.FAILED]
+        band = max(EDGE_BAND, 1.0 / len(sampled)) if sampled else EDGE_BAND
+        positions = tuple((t.number, unit(dim, t)) for t in top if unit(dim, t) is not None)
+        if not positions:
+            out.append(BoundaryCheck(dim.name, dim, band, None, ()))
+            continue
+        best = positions[0][1]
+        us = [u for _, u in positions]
+        edge = None
+        if best <= band and all(u <= 0.5 for u in us):
+            edge = LOWER
+        elif best >= 1 - band and all(u >= 0.5 for u in us):
+            edge = UPPER
+        limit: tuple[int, ...] = ()
+        if edge is not None:
+            beyond = [
+                t.number for t in trials if t.state == TrialState.DIVERGED and unit(dim, t) is not None
+                and (unit(dim, t) >= best if edge == UPPER else unit(dim, t) <= best)
+            ]
+            if beyond:
+                edge, limit = None, tuple(beyond)
+        proposal = widen(dim, edge, settings.space) if edge is not None else None
+        out.append(BoundaryCheck(dim.name, dim, band, best, positions, edge, limit, proposal))
+    return tuple(out)
+
+
+def widen(dim: Dimension, edge: str, space: SearchSpace | None = None, by: float = WIDEN) -> Dimension | None:
+    """``dim`` extended past ``edge`` by ``by`` of its width on its own scale.
+
+    The new bound is pulled back towards the old one (halving the extension) until it is a
+    value the hyperparameter may take: ``Dimension``'s rules (log: > 0; log of 1-x: < 1) and,
+    given ``space``, ``Config``'s (``warmup < 1``, ``weight_decay >= 0``, ...).
+
+    Returns:
+        The widened window, or None when the edge already is a hard limit (a linear
+        ``weight_decay`` window starting at 0 cannot go lower).
+    """
+    for _ in range(20):
+        u = 1 + by if edge == UPPER else -by
+        bound = dim.from_unit(u)
+        low, high = (dim.low, bound) if edge == UPPER else (bound, dim.high)
+        try:
+            candidate = Dimension(dim.name, low, high, dim.scale)
+            if space is not None:
+                space.config_with({dim.name: candidate.low})
+                space.config_with({dim.name: candidate.high})
+            if abs(candidate.to_unit(dim.low) - candidate.to_unit(dim.high)) < 0.99:  # gained at least 1%
+                return candidate
+        except (AdamtuneError, OverflowError, ValueError, ZeroDivisionError):
+            pass
+        by /= 2
+    return None
+
+
+def boundary_findings(checks: Sequence[BoundaryCheck]) -> tuple[Finding, ...]:
+    """A warning for each dimension whose best trials sit at an edge, with the widened window."""
+    out = []
+    for c in checks:
+        if c.edge is None or c.proposal is None:
+            continue
+        numbers = tuple(n for n, _ in c.top_positions)
+        side_value = c.window.high if c.edge == UPPER else c.window.low
+        beyond = "above" if c.edge == UPPER else "below"
+        where = "top" if c.edge == UPPER else "bottom"
+        distance = (1 - c.best_position) if c.edge == UPPER else c.best_position
+        n = len(numbers)
+        every = f"all {n} best trials ({trial_list(numbers)}) lie" if n > 1 else "it is the only completed trial and lies"
+        scale = {"log": "on a log scale", "log1m": "on a log scale of 1-x", "linear": "on a linear scale"}[c.window.scale]
+        out.append(Finding(
+            kind="boundary", severity=WARNING,
+            title=f"{c.name}: the best trials sit at the {c.edge} edge of its window {window_text(c.window)}",
+            detail=(
+                f"The best trial ({numbers[0]}, {c.name}={fmt(_value(c.window, c.best_position))}) is "
+                f"{distance:.0%} of the window's width from its {where} ({scale}), and {every} in that half. "
+                f"The optimum may lie {beyond} {fmt(side_value)}: widen the window to "
+                f"{window_text(c.proposal)}."
+            ),
+            trials=numbers,
+            suggestion=(f"--set {c.set_argument}",),
+        ))
+    return tuple(out)
+
+
+def _value(dim: Dimension, position: float) -> float:
+    return dim.from_unit(position)
+
+

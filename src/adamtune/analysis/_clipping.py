@@ -1,0 +1,113 @@
+"""Clipping advice from the unclipped gradient norms the best trials recorded.
+
+The playbook sets the clipping threshold at about the ``guide.CLIP_PERCENTILE`` (90th)
+percentile of the unclipped gradient norms and calls clipping more than
+``guide.CLIP_TOO_OFTEN`` (half) of the steps too aggressive.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from adamtune import guide
+from adamtune.analysis._finding import INFO, WARNING, Finding, fmt
+from adamtune.analysis._select import Study, top_trials, unpack
+from adamtune.study import StudySettings
+
+
+@dataclasses.dataclass(frozen=True)
+class ClipAdvice:
+    """A clipping threshold taken from the best trial's gradient norms, and what it would clip.
+
+    Attributes:
+        trial: the trial the threshold comes from (the best one that recorded norms).
+        percentile: ``guide.CLIP_PERCENTILE``.
+        threshold: that percentile of the trial's unclipped gradient norms.
+        would_clip: ``(trial, fraction)``: the share of each best trial's recorded steps
+            (from ``GradNorms.samples``) whose norm exceeds ``threshold``.
+        p50, p99, max: the trial's norm percentiles, for scale.
+        samples: the trial's recorded norm history (downsampled), for the histogram.
+        current: the max_grad_norm the trial ran with (None = no clipping).
+        current_clipped: the share of its steps that ``current`` clipped.
+        steps: how many steps the trial's norms cover (the samples are spread evenly over them).
+    """
+
+    trial: int
+    percentile: float
+    threshold: float
+    would_clip: tuple[tuple[int, float], ...]
+    p50: float
+    p99: float
+    max: float
+    samples: tuple[float, ...]
+    current: float | None = None
+    current_clipped: float | None = None
+    steps: int = 0
+
+    @property
+    def too_often(self) -> bool:
+        """Whether the trial's own threshold, or this one on its own norms, clips more than CLIP_TOO_OFTEN.
+
+        The other best trials' shares are shown, not judged: they ran with other hyperparameters,
+        so their norms say little about a threshold for this one.
+        """
+        fractions = [f for n, f in self.would_clip if n == self.trial]
+        if self.current_clipped is not None:
+            fractions.append(self.current_clipped)
+        return any(f > guide.CLIP_TOO_OFTEN for f in fractions)
+
+
+def clip_advice(study: Study, settings: StudySettings | None = None) -> ClipAdvice | None:
+    """The clipping threshold for the best trial, or None when no best trial recorded norms."""
+    trials, settings = unpack(study, settings)
+    top = [t for t in top_trials(trials, settings.direction) if t.grad_norms is not None]
+    if not top:
+        return None
+    best = top[0]
+    g = best.grad_norms
+    samples = np.asarray([x for x in g.samples if np.isfinite(x)], dtype=float)
+    if guide.CLIP_PERCENTILE == 90.0 or samples.size == 0:
+        threshold = g.p90
+    else:
+        threshold = float(np.percentile(samples, guide.CLIP_PERCENTILE))
+    would = []
+    for t in top:
+        s = np.asarray([x for x in t.grad_norms.samples if np.isfinite(x)], dtype=float)
+        if s.size:
+            would.append((t.number, float((s > threshold).mean())))
+    current = (best.config or {}).get("max_grad_norm")
+    return ClipAdvice(
+        trial=best.number, percentile=guide.CLIP_PERCENTILE, threshold=float(threshold), would_clip=tuple(would),
+        p50=g.p50, p99=g.p99, max=g.max, samples=tuple(float(x) for x in samples),
+        current=current, current_clipped=g.clipped_fraction if current is not None else None, steps=g.count,
+    )
+
+
+def clip_findings(advice: ClipAdvice | None) -> tuple[Finding, ...]:
+    """The clipping advice as a finding: a warning when something clips too often."""
+    if advice is None:
+        return ()
+    a = advice
+    own = dict(a.would_clip).get(a.trial)
+    detail = (
+        f"Trial {a.trial}'s unclipped gradient norms: median {fmt(a.p50)}, {a.percentile:.0f}th percentile "
+        f"{fmt(a.threshold)}, 99th {fmt(a.p99)}, max {fmt(a.max)}."
+    )
+    if own is not None:
+        detail += f" max_grad_norm={fmt(a.threshold)} would clip {own:.0%} of its steps"
+        others = [(n, f) for n, f in a.would_clip if n != a.trial]
+        if others:
+            detail += " (" + ", ".join(f"trial {n}: {f:.0%}" for n, f in others) + ")"
+        detail += "."
+    warn = []
+    if a.current is not None and a.current_clipped is not None and a.current_clipped > guide.CLIP_TOO_OFTEN:
+        warn.append(f"it ran with max_grad_norm={fmt(a.current)}, which clipped {a.current_clipped:.0%} of its steps")
+    if own is not None and own > guide.CLIP_TOO_OFTEN:
+        warn.append(f"this threshold would clip {own:.0%} of its steps")
+    if warn:
+        detail += " Too aggressive: " + "; ".join(warn) + "."
+    title = f"clipping: max_grad_norm ≈ {fmt(a.threshold)} (the {a.percentile:.0f}th percentile of trial {a.trial}'s gradient norms)"
+    return (Finding("clip", WARNING if warn else INFO, title, detail, tuple(n for n, _ in a.would_clip),
+                    (f"--set max_grad_norm={a.threshold:.3g}",)),)

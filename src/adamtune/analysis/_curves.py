@@ -1,0 +1,314 @@
+"""Training-curve diagnosis of the best trials, and where training becomes unstable.
+
+Every threshold is a module constant, stated relative to the curve itself so that it means
+the same for a loss near 2 and an accuracy near 0.97. Curves are turned so that lower is
+better (an accuracy is negated) before they are judged. "Improvement" is how far a curve
+came down from its first evaluation to its best; a curve that moved less than
+``MIN_IMPROVEMENT`` of its own level is not judged for saturation or progress (it never
+learned; the axis plots and the boundary check speak to that).
+
+- **overfitting**: the validation objective ends at least ``OVERFIT_RISE`` (10%) of its
+  improvement above its best evaluation, and the training loss fell by at least
+  ``TRAIN_STILL_FALLING`` (2%) after that evaluation.
+- **late_variance**: in the second half of training (``LATE_START``; at least the last 3
+  evaluations) the curve goes both up and down by at least ``LATE_JITTER`` (10%) of its
+  improvement: the smaller of the total rise and the total fall. A steady climb is
+  overfitting, a steady descent is progress; back and forth is variance. Checked on the
+  validation objective and on the training loss.
+- **still_improving**: over the last quarter of training (``STILL_IMPROVING_FROM``; at least
+  the last 2 evaluations) the objective improved by at least ``STILL_IMPROVING_GAIN`` (5%) of
+  its improvement, and its last evaluation is its best.
+- **saturated_early**: the objective came within ``SATURATED_TOL`` (2%) of its improvement of
+  its best by ``SATURATED_BY`` (half) of training, and neither of the two above holds.
+
+A finding is reported when it holds for the best trial or for most of the
+``CURVE_TRIALS`` best trials.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+
+from adamtune.analysis._finding import INFO, WARNING, Finding, fmt, trial_list
+from adamtune.analysis._select import Study, oriented, ranked, unpack
+from adamtune.study import StudySettings
+from adamtune.trials import Curve, TrialRecord, TrialState
+
+MIN_EVALUATIONS = 4
+MIN_IMPROVEMENT = 0.01
+OVERFIT_RISE = 0.10
+TRAIN_STILL_FALLING = 0.02
+LATE_START = 0.5
+LATE_JITTER = 0.10
+STILL_IMPROVING_FROM = 0.75
+STILL_IMPROVING_GAIN = 0.05
+SATURATED_TOL = 0.02
+SATURATED_BY = 0.5
+CURVE_TRIALS = 3
+# lr at which a trial diverged, within this factor of the best trial's lr: instability limits the study.
+UNSTABLE_NEAR = 3.0
+
+TRAIN_LOSS = "train_loss"
+
+
+@dataclasses.dataclass(frozen=True)
+class CurveDiagnosis:
+    """What one training curve shows.
+
+    Attributes:
+        number: the trial (None for a curve judged on its own).
+        evaluations: how many evaluations had a finite objective.
+        judged: False when the curve is too short (< ``MIN_EVALUATIONS``) to say anything.
+        best_step, final_step: step of the best evaluation, and of the last one.
+        best, final: the objective there (in its own direction).
+        overfitting, late_variance, still_improving, saturated_early: the findings.
+        rise: how much the objective got worse after its best, as a fraction of its improvement.
+        jitter: the late back-and-forth as a fraction of the improvement (the larger of the
+            objective's and the training loss's).
+        late_gain: improvement over the last quarter as a fraction of the whole improvement.
+        saturated_at: the step by which it came within ``SATURATED_TOL`` of its best.
+        train_drop: the training loss's fall after the best evaluation, relative to its value there.
+    """
+
+    number: int | None
+    evaluations: int
+    judged: bool
+    best_step: int | None = None
+    final_step: int | None = None
+    best: float | None = None
+    final: float | None = None
+    overfitting: bool = False
+    late_variance: bool = False
+    still_improving: bool = False
+    saturated_early: bool = False
+    rise: float = 0.0
+    jitter: float = 0.0
+    late_gain: float = 0.0
+    saturated_at: int | None = None
+    train_drop: float | None = None
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        """The findings that hold, as ``guide.ACTIONS`` keys."""
+        names = ("overfitting", "late_variance", "still_improving", "saturated_early")
+        return tuple(n for n in names if getattr(self, n))
+
+
+def _series(curve: Curve, name: str) -> tuple[list[int], list[float]]:
+    values = curve.metrics.get(name, ())
+    pairs = [(s, v) for s, v in zip(curve.steps, values) if v is not None and math.isfinite(v)]
+    return [s for s, _ in pairs], [v for _, v in pairs]
+
+
+def _improvement(v: list[float]) -> float:
+    level = abs(min(v))
+    return max(v[0] - min(v), MIN_IMPROVEMENT * level, 1e-12)
+
+
+def _late(steps: list[int], start: float, at_least: int) -> int:
+    """Index of the first evaluation of the late part of training."""
+    final = steps[-1]
+    first = next(i for i, s in enumerate(steps) if s >= start * final)
+    return min(first, max(0, len(steps) - at_least))
+
+
+def _jitter(v: list[float]) -> float:
+    rises = sum(max(0.0, b - a) for a, b in zip(v, v[1:]))
+    falls = sum(max(0.0, a - b) for a, b in zip(v, v[1:]))
+    return min(rises, falls)
+
+
+def diagnose_curve(curve: Curve, metric: str, direction: str = "minimize", number: int | None = None) -> CurveDiagnosis:
+    """Judge one training curve by the rules in this module's docstring.
+
+    Args:
+        curve: the trial's evaluations (``TrialRecord.curve``).
+        metric: the objective's name in the curve (``"val_loss"``, ``"val_accuracy"``, ...).
+        direction: ``"minimize"`` or ``"maximize"``: the objective's.
+        number: the trial number, carried into the result.
+    """
+    steps, raw = _series(curve, metric)
+    if len(raw) < MIN_EVALUATIONS:
+        return CurveDiagnosis(number, len(raw), False)
+    v = [oriented(x, direction) for x in raw]
+    n = len(v)
+    b = min(range(n), key=lambda i: (v[i], i))
+    vmin, level = v[b], abs(v[b])
+    improvement = _improvement(v)
+    moved = v[0] - vmin >= MIN_IMPROVEMENT * level
+
+    # overfitting: worse at the end than at the best, while training loss kept falling.
+    rise = (v[-1] - vmin) / max(v[0] - vmin, 1e-12) if b < n - 1 else 0.0
+    train_drop = None
+    t_steps, t_vals = _series(curve, TRAIN_LOSS)
+    train_at = dict(zip(t_steps, t_vals))
+    if steps[b] in train_at and t_steps and t_steps[-1] > steps[b]:
+        tb = train_at[steps[b]]
+        train_drop = (tb - t_vals[-1]) / max(abs(tb), 1e-12)
+    overfitting = (
+        b < n - 1 and rise >= OVERFIT_RISE and v[-1] - vmin >= MIN_IMPROVEMENT * level
+        and train_drop is not None and train_drop >= TRAIN_STILL_FALLING
+    )
+
+    # late variance: back and forth in the second half, on the objective and the training loss.
+    late = _late(steps, LATE_START, 3)
+    jitter = _jitter(v[late:]) / improvement
+    if len(t_vals) >= MIN_EVALUATIONS:
+        t_late = _late(t_steps, LATE_START, 3)
+        jitter = max(jitter, _jitter(t_vals[t_late:]) / _improvement(t_vals))
+    late_variance = jitter >= LATE_JITTER
+
+    # still improving: a real gain in the last quarter, ending on the best evaluation.
+    last_q = _late(steps, STILL_IMPROVING_FROM, 2)
+    late_gain = (v[last_q] - v[-1]) / improvement
+    still_improving = moved and b == n - 1 and late_gain >= STILL_IMPROVING_GAIN
+
+    # saturated early: close to the best by half of training, and nothing above holds.
+    sat_i = next(i for i in range(n) if v[i] <= vmin + SATURATED_TOL * (v[0] - vmin))
+    saturated_at = steps[sat_i]
+    saturated_early = (
+        moved and saturated_at <= SATURATED_BY * steps[-1] and not overfitting and not still_improving
+    )
+    return CurveDiagnosis(
+        number=number, evaluations=n, judged=True, best_step=steps[b], final_step=steps[-1],
+        best=raw[b], final=raw[-1], overfitting=overfitting, late_variance=late_variance,
+        still_improving=still_improving, saturated_early=saturated_early, rise=rise, jitter=jitter,
+        late_gain=late_gain, saturated_at=saturated_at, train_drop=train_drop,
+    )
+
+
+def diagnose_best(study: Study, settings: StudySettings | None = None) -> tuple[CurveDiagnosis, ...]:
+    """Diagnose the curves of the ``CURVE_TRIALS`` best completed trials, best first."""
+    trials, settings = unpack(study, settings)
+    best = ranked(trials, settings.direction)[:CURVE_TRIALS]
+    return tuple(diagnose_curve(t.curve, settings.metric, settings.direction, t.number) for t in best)
+
+
+def curve_findings(diagnoses: Sequence[CurveDiagnosis], metric: str) -> tuple[Finding, ...]:
+    """One finding per kind that holds for the best trial or for most of the diagnosed trials."""
+    judged = [d for d in diagnoses if d.judged]
+    if not judged:
+        return ()
+    out = []
+    for kind in ("overfitting", "late_variance", "still_improving", "saturated_early"):
+        hits = [d for d in judged if getattr(d, kind)]
+        if not hits or not (getattr(judged[0], kind) or 2 * len(hits) > len(judged)):
+            continue
+        d = hits[0]
+        who = trial_list([h.number for h in hits]) if hits[0].number is not None else "the curve"
+        if kind == "overfitting":
+            title = f"overfitting: the validation {metric} turns worse while the training loss falls"
+            detail = (
+                f"In {who}: the best {metric} ({fmt(d.best)}) came at step {d.best_step} of {d.final_step}; "
+                f"it ended at {fmt(d.final)} ({d.rise:.0%} of its improvement lost) while the training loss "
+                f"fell another {d.train_drop:.0%}."
+            )
+        elif kind == "late_variance":
+            title = "high step-to-step variance late in training"
+            detail = (
+                f"In {who}: in the second half of training the curves go up and down by "
+                f"{d.jitter:.0%} of their whole improvement."
+            )
+        elif kind == "still_improving":
+            title = "still improving at the end: train longer"
+            detail = (
+                f"In {who}: {metric} improved by {d.late_gain:.0%} of its whole improvement in the last "
+                f"quarter of training and was best at the last evaluation ({fmt(d.final)} at step {d.final_step})."
+            )
+        else:
+            title = "saturated early: train shorter"
+            detail = (
+                f"In {who}: {metric} was within {SATURATED_TOL:.0%} of its best by step {d.saturated_at} "
+                f"of {d.final_step}."
+            )
+        severity = INFO if kind == "saturated_early" else WARNING
+        out.append(Finding(kind, severity, title, detail, tuple(h.number for h in hits if h.number is not None)))
+    return tuple(out)
+
+
+@dataclasses.dataclass(frozen=True)
+class Stability:
+    """Which trials diverged, and the learning rates on either side of the unstable region.
+
+    Attributes:
+        diverged: numbers of the diverged trials.
+        trained: how many trials trained without diverging (complete or pruned).
+        lr_tuned: whether lr was a tuned dimension (else the lrs are the fixed value).
+        largest_stable_lr: the largest lr of a trial that trained to the end (a pruned trial
+            may have stopped before it would have diverged, so it proves nothing).
+        smallest_diverged_lr: the smallest lr of a trial that diverged.
+        best_lr: the best trial's lr.
+    """
+
+    diverged: tuple[int, ...]
+    trained: int
+    lr_tuned: bool
+    largest_stable_lr: float | None
+    smallest_diverged_lr: float | None
+    best_lr: float | None
+
+    @property
+    def overlap(self) -> bool:
+        """Some trial diverged below an lr that trained fine: other hyperparameters matter too."""
+        return (self.largest_stable_lr is not None and self.smallest_diverged_lr is not None
+                and self.smallest_diverged_lr <= self.largest_stable_lr)
+
+    @property
+    def limits_best(self) -> bool:
+        """Trials diverged within ``UNSTABLE_NEAR`` x of the best lr (or lr was not tuned)."""
+        if not self.diverged:
+            return False
+        if not self.lr_tuned or self.best_lr is None or self.smallest_diverged_lr is None:
+            return True
+        return self.smallest_diverged_lr <= UNSTABLE_NEAR * self.best_lr
+
+
+def _lr(t: TrialRecord) -> float | None:
+    if "lr" in t.params:
+        return t.params["lr"]
+    return (t.config or {}).get("lr")
+
+
+def stability(study: Study, settings: StudySettings | None = None) -> Stability:
+    """Where training became unstable: diverged trials and the lrs bounding them."""
+    trials, settings = unpack(study, settings)
+    diverged = [t for t in trials if t.state == TrialState.DIVERGED]
+    stable = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
+    d_lrs = [x for x in (_lr(t) for t in diverged) if x is not None]
+    s_lrs = [x for x in (_lr(t) for t in stable if t.state == TrialState.COMPLETE) if x is not None]
+    best = ranked(trials, settings.direction)
+    return Stability(
+        diverged=tuple(t.number for t in diverged), trained=len(stable),
+        lr_tuned="lr" in settings.space.tuned,
+        largest_stable_lr=max(s_lrs) if s_lrs else None,
+        smallest_diverged_lr=min(d_lrs) if d_lrs else None,
+        best_lr=_lr(best[0]) if best else None,
+    )
+
+
+def stability_findings(s: Stability) -> tuple[Finding, ...]:
+    """A finding when any trial diverged: a warning when it happened near the best lr."""
+    if not s.diverged:
+        return ()
+    n = len(s.diverged)
+    total = n + s.trained
+    if s.lr_tuned and s.smallest_diverged_lr is not None:
+        title = f"unstable: {n} of {total} trials diverged, from lr ≈ {fmt(s.smallest_diverged_lr)}"
+        parts = [f"The smallest lr that diverged was {fmt(s.smallest_diverged_lr)}"]
+        if s.largest_stable_lr is not None:
+            parts.append(f"the largest that trained to the end without diverging {fmt(s.largest_stable_lr)}")
+        detail = "; ".join(parts) + "."
+        if s.overlap:
+            detail += " The two overlap: whether a trial diverges depends on the other hyperparameters too."
+        if s.best_lr is not None:
+            if s.limits_best:
+                detail += f" The best trial's lr ({fmt(s.best_lr)}) is close to that unstable region."
+            else:
+                detail += (f" The best trial's lr ({fmt(s.best_lr)}) is well below it, so this only marks "
+                           "where the window's unstable end begins.")
+    else:
+        title = f"unstable: {n} of {total} trials diverged"
+        detail = f"{trial_list(list(s.diverged))} diverged (loss NaN/inf or far above its start)."
+    return (Finding("unstable", WARNING if s.limits_best else INFO, title, detail, s.diverged),)

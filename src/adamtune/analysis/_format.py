@@ -1,0 +1,51 @@
+"""Search windows as ``--set`` arguments that ``adamtune tune`` accepts as they are."""
+
+from __future__ import annotations
+
+import math
+
+from adamtune.space import Dimension, parse_override
+
+# A printed bound may move by at most this much of its window's width on the window's own scale.
+_TOLERANCE = 0.01
+
+
+def short_number(dim: Dimension, x: float) -> str:
+    """The shortest ``%g`` text for ``x`` that stays within 1% of ``dim``'s width of it (scaled).
+
+    Betas need more digits near 1 (0.99993, not 1), a log-scale lr fewer (0.001).
+    """
+    for digits in range(2, 17):
+        text = f"{x:.{digits}g}"
+        y = float(text)
+        if dim.scale == "log1m" and y >= 1:
+            continue
+        if dim.scale == "log" and y <= 0:
+            continue
+        if abs(dim.to_unit(y) - dim.to_unit(x)) <= _TOLERANCE:
+            return text
+    return repr(x)
+
+
+def set_argument(dim: Dimension) -> str:
+    """``NAME=LOW:HIGH`` for ``dim``, with ``:SCALE`` only where it is not the name's default.
+
+    The text goes through ``parse_override`` before it is returned, so what is printed is what
+    ``adamtune tune --set`` will accept.
+    """
+    low, high = short_number(dim, dim.low), short_number(dim, dim.high)
+    text = f"{dim.name}={low}:{high}"
+    _, parsed = parse_override(text)
+    if parsed.scale != dim.scale:
+        text = f"{text}:{dim.scale}"
+        parse_override(text)
+    return text
+
+
+def window_text(dim: Dimension) -> str:
+    """``"1e-06..0.0001"``: a window as findings print it."""
+    return f"{short_number(dim, dim.low)}..{short_number(dim, dim.high)}"
+
+
+def finite(x: float | None) -> bool:
+    return x is not None and math.isfinite(x)

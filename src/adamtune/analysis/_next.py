@@ -1,0 +1,162 @@
+"""The next search space: coarse to fine around the best trials, wider where they hit an edge.
+
+Per tuned dimension, on the window's own scale (0 = low, 1 = high):
+
+- **widen** where the boundary check fires: the window it proposes.
+- **narrow** to the span of the best trials, padded by ``NARROW_PAD`` on each side and at
+  least ``NARROW_MIN_WIDTH`` wide, when the study has ``NARROW_MIN_COMPLETED`` completed
+  trials and the result is at most ``KEEP_ABOVE`` of the old width.
+- **keep** otherwise.
+
+The result is printed as ``--set`` arguments; applied by ``adamtune tune`` to the preset of
+the same optimizer, task and budget they give exactly this space (a test holds it to that).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shlex
+from collections.abc import Sequence
+
+from adamtune.analysis._boundary import BoundaryCheck, boundary_check
+from adamtune.analysis._format import set_argument
+from adamtune.analysis._select import Study, completed, top_trials, unit, unpack
+from adamtune.config import TORCH_DEFAULTS, Config
+from adamtune.errors import AdamtuneError
+from adamtune.space import Dimension, preset
+from adamtune.study import StudySettings
+
+NARROW_MIN_COMPLETED = 5
+NARROW_PAD = 0.15
+NARROW_MIN_WIDTH = 0.3
+KEEP_ABOVE = 0.85
+
+NARROW, WIDEN, KEEP = "narrow", "widen", "keep"
+
+
+@dataclasses.dataclass(frozen=True)
+class NextDimension:
+    """One dimension of the next search space.
+
+    Attributes:
+        name: the hyperparameter.
+        change: ``"narrow"``, ``"widen"`` or ``"keep"``.
+        window: the proposed window.
+        previous: the study's window.
+        reason: why, in a few words.
+    """
+
+    name: str
+    change: str
+    window: Dimension
+    previous: Dimension
+    reason: str
+
+    @property
+    def set_argument(self) -> str:
+        return set_argument(self.window)
+
+
+@dataclasses.dataclass(frozen=True)
+class NextSpace:
+    """The proposed next search space as ``--set`` arguments and a command line.
+
+    Attributes:
+        dimensions: per tuned dimension, what changes.
+        set_arguments: every ``NAME=...`` to pass with ``--set``: the windows, the study's fixed
+            values, and the preset's dimensions this study did not tune, fixed at their defaults.
+        command: a ready-to-run ``adamtune tune`` line (None when the study's workload cannot be
+            named on the command line, e.g. it was passed as a Python object).
+    """
+
+    dimensions: tuple[NextDimension, ...]
+    set_arguments: tuple[str, ...]
+    command: str | None
+
+    @property
+    def changed(self) -> bool:
+        return any(d.change != KEEP for d in self.dimensions)
+
+
+def _fixed_text(name: str, value: object) -> str:
+    if value is None:
+        return f"{name}=none"
+    if isinstance(value, float):
+        return f"{name}={value:.10g}"
+    return f"{name}={value}"
+
+
+def next_space(
+    study: Study, settings: StudySettings | None = None, checks: Sequence[BoundaryCheck] | None = None,
+    study_name: str | None = None, storage: str | None = None,
+) -> NextSpace:
+    """Propose the next search space (see the module docstring for the rules).
+
+    Args:
+        study: a TuneResult, or TrialRecords with ``settings``.
+        checks: the boundary checks, if already computed.
+        study_name: the study's name, for the new study's name in the command.
+        storage: the storage URL, for the command (omitted: the default storage).
+    """
+    if study_name is None and hasattr(study, "study_name"):
+        study_name = study.study_name
+    trials, settings = unpack(study, settings)
+    checks = {c.name: c for c in (checks if checks is not None else boundary_check(trials, settings))}
+    top = top_trials(trials, settings.direction)
+    enough = len(completed(trials)) >= NARROW_MIN_COMPLETED
+    dims = []
+    for dim in settings.space.dimensions:
+        check = checks.get(dim.name)
+        if check is not None and check.proposal is not None:
+            dims.append(NextDimension(dim.name, WIDEN, check.proposal, dim, f"the best trials sit at its {check.edge} edge"))
+            continue
+        positions = [u for u in (unit(dim, t) for t in top) if u is not None]
+        if not enough or not positions:
+            why = f"fewer than {NARROW_MIN_COMPLETED} completed trials" if not enough else "no completed trial"
+            dims.append(NextDimension(dim.name, KEEP, dim, dim, why))
+            continue
+        lo, hi = min(positions) - NARROW_PAD, max(positions) + NARROW_PAD
+        if hi - lo < NARROW_MIN_WIDTH:
+            mid = (lo + hi) / 2
+            lo, hi = mid - NARROW_MIN_WIDTH / 2, mid + NARROW_MIN_WIDTH / 2
+        if lo < 0:
+            lo, hi = 0.0, min(1.0, hi - lo)
+        if hi > 1:
+            lo, hi = max(0.0, lo - (hi - 1)), 1.0
+        if hi - lo > KEEP_ABOVE:
+            dims.append(NextDimension(dim.name, KEEP, dim, dim, "the best trials spread over most of the window"))
+            continue
+        window = _checked(Dimension(dim.name, dim.from_unit(lo), dim.from_unit(hi), dim.scale), dim)
+        dims.append(NextDimension(dim.name, NARROW, window, dim, f"around the {len(positions)} best trials"))
+
+    args = [d.set_argument for d in dims]
+    tuned = {d.name for d in dims}
+    fixed = dict(settings.space.fixed)
+    args += [_fixed_text(k, v) for k, v in sorted(fixed.items())]
+    defaults = Config(optimizer=settings.optimizer)
+    for name in preset(settings.optimizer, settings.task, settings.budget).tuned:
+        if name not in tuned and name not in fixed:
+            value = TORCH_DEFAULTS[settings.optimizer].get(name, getattr(defaults, name))
+            args.append(_fixed_text(name, value))
+    return NextSpace(tuple(dims), tuple(args), _command(settings, study_name, storage, args))
+
+
+def _checked(window: Dimension, old: Dimension) -> Dimension:
+    try:
+        return Dimension(window.name, window.low, window.high, window.scale)
+    except AdamtuneError:
+        return old
+
+
+def _command(settings: StudySettings, study_name: str | None, storage: str | None, args: Sequence[str]) -> str | None:
+    if settings.workload is None:
+        return None
+    parts = ["adamtune", "tune", "--workload", settings.workload, "--optimizer", settings.optimizer,
+             "--task", settings.task, "--budget", str(settings.budget)]
+    if storage:
+        parts += ["--storage", storage]
+    if study_name:
+        parts += ["--study", f"{study_name}-next"]
+    for a in args:
+        parts += ["--set", a]
+    return " ".join(shlex.quote(p) for p in parts)

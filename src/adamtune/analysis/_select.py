@@ -1,0 +1,64 @@
+"""Which trials an analysis looks at: the completed ones, the best of them, and where they sit."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Union
+
+from adamtune.space import Dimension
+from adamtune.study import StudySettings, TuneResult
+from adamtune.trials import TrialRecord, TrialState
+
+# The playbook's "best trials": the top 10% of the completed trials, but never fewer than 3.
+TOP_FRACTION = 0.1
+TOP_MIN = 3
+
+Study = Union[TuneResult, Sequence[TrialRecord]]
+
+
+def unpack(study: Study, settings: StudySettings | None) -> tuple[tuple[TrialRecord, ...], StudySettings]:
+    """``(trials, settings)`` from a TuneResult, or from trials plus their settings.
+
+    Raises:
+        TypeError: trials were given without settings.
+    """
+    if isinstance(study, TuneResult):
+        return study.trials, settings or study.settings
+    if settings is None:
+        raise TypeError("pass a TuneResult, or the trials together with their StudySettings")
+    return tuple(study), settings
+
+
+def completed(trials: Sequence[TrialRecord]) -> list[TrialRecord]:
+    """Trials that trained to the end with a finite objective (diverged ones are not complete)."""
+    return [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None and math.isfinite(t.value)]
+
+
+def oriented(value: float, direction: str) -> float:
+    """``value`` turned so that lower is better whatever the direction."""
+    return value if direction == "minimize" else -value
+
+
+def ranked(trials: Sequence[TrialRecord], direction: str) -> list[TrialRecord]:
+    """Completed trials, best first (ties: the earlier trial first)."""
+    return sorted(completed(trials), key=lambda t: (oriented(t.value, direction), t.number))
+
+
+def top_count(n_completed: int) -> int:
+    """How many trials count as "the best trials" among ``n_completed``: 10%, at least 3."""
+    return min(n_completed, max(TOP_MIN, math.ceil(TOP_FRACTION * n_completed)))
+
+
+def top_trials(trials: Sequence[TrialRecord], direction: str) -> list[TrialRecord]:
+    """The best trials (``top_count`` of the completed ones), best first."""
+    done = ranked(trials, direction)
+    return done[:top_count(len(done))]
+
+
+def unit(dim: Dimension, trial: TrialRecord) -> float | None:
+    """Where ``trial`` sits in ``dim``'s window on its own scale (0 = low, 1 = high); None if unset."""
+    v = trial.params.get(dim.name)
+    if v is None or not math.isfinite(v):
+        return None
+    return dim.to_unit(v)

@@ -1,0 +1,432 @@
+"""The study report: one self-contained HTML file (inline CSS and SVG, no script, no network).
+
+Renders a ``StudyAnalysis``; computes nothing new. Everything that comes from the user -- study
+and workload names, metric names, parameter values, tracebacks -- goes through ``html.escape``.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import os
+import re
+from pathlib import Path
+
+from adamtune.analysis import Finding, StudyAnalysis, analyze, window_text
+from adamtune.config import Config, python_snippet
+from adamtune.errors import AdamtuneError
+from adamtune.report import plots
+from adamtune.storage import sqlite_path
+from adamtune.study import TuneResult
+from adamtune.trials import TrialRecord, TrialState
+
+
+class ReportError(AdamtuneError):
+    """The report cannot be written where it was asked to go."""
+
+
+def e(x: object) -> str:
+    """Escape anything for HTML text and attribute values."""
+    return html.escape(str(x), quote=True)
+
+
+def default_report_path(storage: str | None, study: str) -> Path:
+    """Where ``adamtune tune`` and ``adamtune report`` put the report when not told.
+
+    Next to a SQLite file (``sqlite:///runs/x.db`` -> ``runs/x-report-STUDY.html``), else in the
+    working directory (``adamtune-report-STUDY.html``); the default storage ``adamtune.db`` gives
+    ``adamtune-report-STUDY.html`` either way. The study name is made safe for a file name.
+    """
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", study).strip("._") or "study"
+    path = sqlite_path(storage) if storage else None
+    if path is not None:
+        p = Path(path)
+        return p.with_name(f"{p.stem}-report-{slug}.html")
+    return Path.cwd() / f"adamtune-report-{slug}.html"
+
+
+def check_report_path(path: str | os.PathLike) -> Path:
+    """``path`` as a Path, if a report can be written there (checked before any work is done).
+
+    Raises:
+        ReportError: ``path`` is a directory, or its directory does not exist.
+    """
+    out = Path(path)
+    if out.is_dir():
+        raise ReportError(f"the report must go to a file, but {str(out)!r} is a directory")
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        raise ReportError(f"cannot write the report to {str(out)!r}: directory {str(parent)!r} does not exist")
+    return out
+
+
+def write_report(study: TuneResult | StudyAnalysis, path: str | os.PathLike, storage: str | None = None) -> Path:
+    """Render the report of ``study`` and write it to ``path``.
+
+    Args:
+        study: a TuneResult (analysed here) or its StudyAnalysis.
+        path: the HTML file to write (its directory must exist).
+        storage: the study's storage URL, for the proposed next command.
+
+    Returns:
+        The path written.
+
+    Raises:
+        ReportError: ``path`` is a directory, its directory does not exist, or it cannot be written.
+    """
+    out = check_report_path(path)
+    analysis = study if isinstance(study, StudyAnalysis) else analyze(study, storage=storage)
+    page = render_html(analysis)
+    try:
+        out.write_text(page, encoding="utf-8")
+    except OSError as err:
+        raise ReportError(f"cannot write the report to {str(out)!r}: {err.strerror or err}") from None
+    return out
+
+
+def _num(x: float | None) -> str:
+    if x is None:
+        return "—"
+    if not math.isfinite(x):
+        return str(x)
+    return f"{x:.4g}"
+
+
+_STATE_CLASS = {
+    TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned", TrialState.DIVERGED: "diverged",
+    TrialState.FAILED: "failed", TrialState.RUNNING: "running", TrialState.WAITING: "waiting",
+}
+
+
+def _badge(state: TrialState) -> str:
+    return f'<span class="badge {_STATE_CLASS[state]}">{e(state.value)}</span>'
+
+
+def _header(a: StudyAnalysis) -> str:
+    r, s = a.result, a.result.settings
+    counts = " ".join(
+        f'{_badge(st)} <span class="count">{r.count(st)}</span>' for st in TrialState if r.count(st)
+    )
+    direction = "lower is better" if s.direction == "minimize" else "higher is better"
+    facts = [
+        ("workload", s.workload or s.workload_name), ("optimizer", s.optimizer), ("task", s.task),
+        ("objective", f"{s.metric} ({direction})"), ("sampler", s.sampler), ("pruner", s.pruner),
+        ("seed", s.seed), ("budget", s.budget),
+    ]
+    fact_html = "".join(f"<div><span>{e(k)}</span><b>{e(v)}</b></div>" for k, v in facts)
+    return f"""
+<header>
+  <div class="wrap">
+    <div class="kicker">adamtune study report</div>
+    <h1>{e(r.study_name)}</h1>
+    <div class="facts">{fact_html}</div>
+    <div class="counts">{len(r.trials)} trials: {counts}</div>
+  </div>
+  <nav class="wrap">
+    <a href="#best">Best configuration</a><a href="#findings">Findings</a><a href="#next">Next search</a>
+    <a href="#axes">Plots</a><a href="#curves">Training curves</a><a href="#trials">All trials</a>
+  </nav>
+</header>"""
+
+
+def _best(a: StudyAnalysis) -> str:
+    r, s = a.result, a.result.settings
+    if r.best is None or r.best_config is None:
+        return """
+<section id="best" class="card empty"><h2>Recommended configuration</h2>
+<p>No trial completed, so there is no configuration to recommend yet. The findings and plots below
+show what happened to the trials that ran.</p></section>"""
+    cfg: Config = r.best_config
+    tuned = set(s.space.tuned)
+    rows = "".join(
+        f'<tr class="{"tuned" if name in tuned else "fixed"}"><th>{e(name)}</th>'
+        f'<td>{e(_num(v) if isinstance(v, float) else ("off" if v is None else v))}</td></tr>'
+        for name, v in cfg.params().items()
+    )
+    snippet = python_snippet(cfg)
+    runners = ""
+    if len(a.top) > 1:
+        head = "".join(f"<th>{e(n)}</th>" for n in ("trial", s.metric, *s.space.tuned))
+        body = "".join(
+            f"<tr><td>{e(t.number)}{' ★' if t.number == r.best.number else ''}</td><td><b>{e(_num(t.value))}</b></td>"
+            + "".join(f"<td>{e(_num(t.params.get(n)))}</td>" for n in s.space.tuned) + "</tr>"
+            for t in a.top
+        )
+        runners = (f'<h3 class="small">The best {len(a.top)} trials</h3>'
+                   f'<table class="runners"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>')
+    return f"""
+<section id="best" class="hero">
+  <div class="card best">
+    <h2>Recommended configuration</h2>
+    <div class="bignum"><span class="value">{e(_num(r.best.value))}</span>
+      <span class="unit">{e(s.metric)}</span></div>
+    <div class="sub">trial {e(r.best.number)} · {e(cfg.optimizer)} · {e(r.best.steps)} steps</div>
+    <table class="params">{rows}</table>
+    <p class="note"><span class="legend-dot">●</span> tuned; the others are fixed or PyTorch's defaults.</p>
+  </div>
+  <div class="card code">
+    <h2>Paste into your training script</h2>
+    <pre><code>{e(snippet)}</code></pre>
+    <p class="hint">Weight decay goes to weight matrices only; biases and normalisation weights get 0,
+    exactly as adamtune trained this trial.</p>
+    {runners}
+  </div>
+</section>"""
+
+
+def _finding(f: Finding) -> str:
+    icon = "!" if f.severity == "warning" else "i"
+    suggestion = "".join(f"<code>{e(x)}</code>" for x in f.suggestion)
+    return f"""
+<div class="finding {e(f.severity)} kind-{e(f.kind)}">
+  <div class="icon">{icon}</div>
+  <div>
+    <h3>{e(f.title)}</h3>
+    <p>{e(f.detail)}</p>
+    <p class="action"><b>What to do:</b> {e(f.action)}</p>
+    {f'<p class="suggest">{suggestion}</p>' if suggestion else ''}
+  </div>
+</div>"""
+
+
+def _findings(a: StudyAnalysis) -> str:
+    body = "".join(_finding(f) for f in a.findings)
+    if a.too_few_to_judge:
+        body = f"""
+<div class="finding"><div class="icon">i</div><div><h3>Too few completed trials to judge the search windows</h3>
+<p>Only {a.completed} trial(s) trained to the end; the boundary check needs at least 2. A larger
+<code>--budget</code>, or <code>--pruner none</code>, gives more.</p></div></div>""" + body
+    elif not a.warnings:
+        body = """
+<div class="finding ok"><div class="icon">✓</div><div><h3>Nothing to fix</h3>
+<p>The best trials sit inside every search window, no instability limits them, and their training
+curves show no overfitting, late variance or unfinished training.</p></div></div>""" + body
+    return f'<section id="findings"><h2>Findings</h2>{body}</section>'
+
+
+def _next(a: StudyAnalysis) -> str:
+    ns = a.next_space
+    if not ns.dimensions:
+        return ""
+    labels = {"narrow": "narrow", "widen": "widen", "keep": "keep"}
+    rows = "".join(
+        f'<tr><th>{e(d.name)}</th><td>{e(window_text(d.previous))}</td>'
+        f'<td class="arrow">→</td><td><b>{e(window_text(d.window))}</b></td>'
+        f'<td><span class="change {e(d.change)}">{e(labels[d.change])}</span></td><td class="note">{e(d.reason)}</td></tr>'
+        for d in ns.dimensions
+    )
+    if ns.command is not None:
+        command = ns.command
+    else:  # the workload was a Python object: show the Python call
+        name = f"{a.result.study_name}-next"
+        command = (f"adamtune.tune(workload, study={name!r}, budget={a.result.settings.budget},\n"
+                   f"              space={list(ns.set_arguments)!r})")
+    return f"""
+<section id="next" class="card">
+  <h2>Next search space</h2>
+  <p class="lead">{"Coarse to fine: narrow around the best trials, widen where they hit an edge." if ns.changed else "Keep the windows: the study gives no reason to move them yet."}</p>
+  <table class="next">{rows}</table>
+  <pre><code>{e(command)}</code></pre>
+</section>"""
+
+
+def _importance(a: StudyAnalysis) -> str:
+    imp = a.importance
+    if not imp.values:
+        body = f'<p class="muted">Not computed: {e(imp.reason)}.</p>'
+    else:
+        body = "".join(
+            f'<div class="bar"><span class="name">{e(n)}</span><span class="track"><span class="fill" '
+            f'style="width:{max(1.0, 100 * v):.1f}%"></span></span><span class="pct">{v:.0%}</span></div>'
+            for n, v in imp.values
+        )
+        body += f'<p class="muted">{e(imp.method)} over {imp.completed} completed trials: the share of the objective\'s variation each hyperparameter explains.</p>'
+    return f'<section id="importance" class="card"><h2>Which hyperparameters mattered</h2>{body}</section>'
+
+
+def _figures(title: str, anchor: str, lead: str, svgs: list[str], wide: bool = False) -> str:
+    if not svgs:
+        return ""
+    cls = "grid wide" if wide else "grid"
+    figs = "".join(f'<figure class="card">{svg}</figure>' for svg in svgs)
+    return f'<section id="{anchor}"><h2>{e(title)}</h2><p class="lead">{lead}</p><div class="{cls}">{figs}</div></section>'
+
+
+def _plots(a: StudyAnalysis) -> str:
+    checks = {c.name: c for c in a.boundary}
+    out = [
+        _figures(
+            "Objective vs each hyperparameter", "axes",
+            "Every trial. Grey bands: the outer part of each window the boundary check watches; "
+            "amber when the best trials sit there. Diverged trials sit on the red dashed line.",
+            [plots.axis_plot(i, checks.get(i.dimension.name)) for i in a.axes if i.points],
+        ),
+        _figures(
+            "Best trial per bucket", "isolation",
+            "Each window cut into equal buckets on its own scale; the line is the best completed trial in each.",
+            [plots.isolation_plot(i) for i in a.isolation if any(b.trials for b in i.buckets)],
+        ),
+        _figures(
+            "Heatmaps", "heatmaps",
+            "The best objective in each cell of two hyperparameters; dots are trials, hatched cells only diverged.",
+            [plots.heatmap(i) for i in a.heatmaps],
+        ),
+        _figures(
+            "Training curves", "curves",
+            "Every trial: the best trials in colour, the others blue, pruned grey dashed, diverged red dotted (✕ where they stopped).",
+            [plots.curves_plot(i) for i in a.curve_plots],
+        ),
+    ]
+    if a.clip is not None and a.clip.samples:
+        out.append(_figures(
+            "Gradient norms", "gradnorms",
+            "The best trial's unclipped gradient norms; red points are the steps the suggested threshold would clip.",
+            [plots.grad_norm_plot(a.clip)], wide=True,
+        ))
+    return "".join(out)
+
+
+def _trial_row(a: StudyAnalysis, t: TrialRecord, tuned: tuple[str, ...]) -> str:
+    best = a.result.best is not None and a.result.best.number == t.number
+    value = "diverged" + (f" @ step {t.steps}" if t.steps else "") if t.state == TrialState.DIVERGED else _num(t.value)
+    error = ""
+    if t.error:
+        last = t.error.strip().splitlines()[-1] if t.error.strip() else ""
+        error = f'<details><summary>{e(last)}</summary><pre>{e(t.error)}</pre></details>'
+    cells = "".join(f"<td>{e(_num(t.params.get(n)))}</td>" for n in tuned)
+    duration = f"{t.duration_s:.1f} s" if t.duration_s is not None else "—"
+    return (
+        f'<tr class="{"best" if best else ""}"><td>{e(t.number)}{" ★" if best else ""}</td><td>{_badge(t.state)}{error}</td>'
+        f"{cells}<td><b>{e(value)}</b></td><td>{e(t.steps)}</td><td>{e(duration)}</td></tr>"
+    )
+
+
+def _table(a: StudyAnalysis) -> str:
+    s = a.result.settings
+    tuned = s.space.tuned
+    head = "".join(f"<th>{e(n)}</th>" for n in ("trial", "state", *tuned, s.metric, "steps", "time"))
+    rows = "".join(_trial_row(a, t, tuned) for t in a.table)
+    return f'<section id="trials" class="card"><h2>All trials</h2><div class="scroll"><table class="trials"><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table></div></section>'
+
+
+def render_html(analysis: StudyAnalysis) -> str:
+    """The whole report as one HTML document."""
+    a = analysis
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{e(a.result.study_name)} · adamtune report</title>
+<style>{_CSS}</style>
+</head>
+<body>
+{_header(a)}
+<main class="wrap">
+{_best(a)}
+{_findings(a)}
+<div class="two">{_next(a)}{_importance(a)}</div>
+{_plots(a)}
+{_table(a)}
+</main>
+<footer class="wrap">Made by adamtune. This file is self-contained: it loads nothing from the network.</footer>
+</body>
+</html>
+"""
+
+
+_CSS = """
+:root { --ink:#1f2937; --muted:#6b7280; --line:#e5e7eb; --bg:#f4f5f7; --blue:#2563eb; --gold:#f59e0b;
+        --red:#dc2626; --green:#059669; }
+* { box-sizing: border-box; }
+body { margin:0; background:var(--bg); color:var(--ink);
+       font:15px/1.5 system-ui,-apple-system,"Segoe UI",Roboto,"Helvetica Neue",Arial,sans-serif; }
+.wrap { max-width:1200px; margin:0 auto; padding:0 24px; }
+header { background:linear-gradient(135deg,#0f172a,#1e3a8a); color:#f8fafc; padding:28px 0 0; }
+header .kicker { text-transform:uppercase; letter-spacing:.12em; font-size:12px; color:#93c5fd; }
+header h1 { margin:4px 0 14px; font-size:30px; word-break:break-all; }
+.facts { display:flex; flex-wrap:wrap; gap:8px 26px; font-size:13px; }
+.facts span { color:#93c5fd; margin-right:6px; }
+.counts { margin:14px 0 0; font-size:13px; color:#cbd5e1; }
+.counts .count { margin-right:10px; color:#f8fafc; font-weight:600; }
+nav { display:flex; gap:4px; flex-wrap:wrap; padding-top:16px; padding-bottom:0; }
+nav a { color:#e2e8f0; text-decoration:none; font-size:13px; padding:8px 12px; border-radius:8px 8px 0 0; }
+nav a:hover { background:rgba(255,255,255,.1); }
+main.wrap { padding-top:28px; padding-bottom:24px; }
+section { margin:0 0 28px; }
+h2 { font-size:19px; margin:0 0 10px; }
+h3.small { font-size:13px; margin:16px 0 0; color:var(--muted); text-transform:uppercase; letter-spacing:.05em; }
+.card { background:#fff; border-radius:12px; box-shadow:0 1px 2px rgba(15,23,42,.06),0 4px 14px rgba(15,23,42,.05);
+        padding:18px 22px; }
+section.card { margin-bottom:28px; }
+.hero { display:grid; grid-template-columns:minmax(300px,1fr) 1.7fr; gap:18px; }
+.hero > *, .two > * { min-width:0; }
+.best .bignum { display:flex; align-items:baseline; gap:10px; margin:6px 0 2px; }
+.best .value { font-size:40px; font-weight:700; color:var(--blue); letter-spacing:-.02em; }
+.best .unit { color:var(--muted); }
+.best .sub { color:var(--muted); font-size:13px; margin-bottom:12px; }
+table { border-collapse:collapse; width:100%; font-size:13.5px; }
+.params th { text-align:left; font-weight:600; padding:5px 0; }
+.params td { padding:5px 8px; font-variant-numeric:tabular-nums; text-align:right; white-space:nowrap; }
+.params tr { border-top:1px solid var(--line); }
+.params tr.tuned th::before { content:"●"; color:var(--gold); margin-right:6px; font-size:10px; }
+.params tr.fixed { color:var(--muted); }
+.note { color:var(--muted); font-size:12px; }
+pre { background:#0f172a; color:#e2e8f0; padding:14px 16px; border-radius:10px; overflow-x:auto;
+      font:12.5px/1.55 ui-monospace,SFMono-Regular,Menlo,Consolas,monospace; margin:8px 0;
+      white-space:pre-wrap; overflow-wrap:anywhere; }
+.hint, .muted, .lead { color:var(--muted); font-size:13px; }
+.lead { margin-top:-4px; }
+.finding { display:flex; gap:14px; background:#fff; border-radius:12px; padding:14px 18px; margin:0 0 12px;
+           box-shadow:0 1px 2px rgba(15,23,42,.06); border-left:6px solid #3b82f6; }
+.finding.warning { border-left-color:var(--gold); background:#fffbeb; }
+.finding.ok { border-left-color:var(--green); background:#ecfdf5; }
+.finding .icon { flex:none; width:28px; height:28px; border-radius:50%; display:flex; align-items:center;
+                 justify-content:center; font-weight:700; color:#fff; background:#3b82f6; }
+.finding.warning .icon { background:var(--gold); }
+.finding.ok .icon { background:var(--green); }
+.finding h3 { margin:2px 0 4px; font-size:15.5px; }
+.finding p { margin:4px 0; }
+.finding .action { color:#374151; }
+.finding code, .suggest code { background:#111827; color:#fde68a; padding:3px 8px; border-radius:6px;
+                               font:12.5px ui-monospace,Menlo,Consolas,monospace; margin-right:6px; }
+.two { display:grid; grid-template-columns:3fr 2fr; gap:18px; align-items:start; }
+.next th { text-align:left; padding:6px 6px 6px 0; }
+.next td { padding:6px; font-variant-numeric:tabular-nums; white-space:nowrap; }
+.next td.note { white-space:normal; }
+.next tr { border-top:1px solid var(--line); }
+.next .arrow { color:var(--muted); }
+.change { font-size:11.5px; font-weight:600; padding:2px 8px; border-radius:99px; background:#e5e7eb; }
+.change.widen { background:#fde68a; color:#92400e; }
+.change.narrow { background:#dbeafe; color:#1e40af; }
+.bar { display:grid; grid-template-columns:120px 1fr 48px; align-items:center; gap:10px; margin:8px 0; }
+.bar .name { font-weight:600; }
+.bar .track { background:#eef2ff; border-radius:99px; height:14px; overflow:hidden; }
+.bar .fill { display:block; height:100%; background:linear-gradient(90deg,#60a5fa,#2563eb); border-radius:99px; }
+.bar .pct { text-align:right; font-variant-numeric:tabular-nums; color:var(--muted); }
+.grid { display:grid; grid-template-columns:repeat(auto-fill,minmax(420px,1fr)); gap:16px; }
+.grid.wide { grid-template-columns:1fr; }
+figure { margin:0; }
+figure.card { padding:12px; }
+svg.figure { width:100%; height:auto; display:block; }
+.grid.wide svg.figure { max-width:900px; margin:0 auto; }
+.scroll { overflow-x:auto; }
+.trials th { text-align:left; font-size:12px; text-transform:uppercase; letter-spacing:.04em; color:var(--muted);
+             padding:8px; border-bottom:2px solid var(--line); }
+.trials td { padding:7px 8px; border-bottom:1px solid var(--line); font-variant-numeric:tabular-nums; vertical-align:top; }
+.trials tr.best td { background:#fffbeb; }
+.runners { margin-top:14px; }
+.runners th { text-align:left; font-size:12px; color:var(--muted); font-weight:600; padding:4px 8px 4px 0; }
+.runners td { padding:4px 8px 4px 0; font-variant-numeric:tabular-nums; border-top:1px solid var(--line); }
+.legend-dot { color:var(--gold); }
+.badge { display:inline-block; font-size:11.5px; font-weight:600; padding:1px 8px; border-radius:99px; }
+.badge.complete { background:#dbeafe; color:#1e40af; }
+.badge.pruned { background:#f3f4f6; color:#4b5563; }
+.badge.diverged { background:#fee2e2; color:#991b1b; }
+.badge.failed { background:#fae8ff; color:#86198f; }
+.badge.running, .badge.waiting { background:#e0f2fe; color:#075985; }
+details summary { cursor:pointer; font-size:12px; color:#86198f; }
+details pre { font-size:11.5px; max-width:720px; }
+footer { color:var(--muted); font-size:12px; padding-bottom:32px; }
+@media (max-width:900px) { .hero, .two { grid-template-columns:1fr; } }
+"""

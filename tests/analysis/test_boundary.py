@@ -1,0 +1,112 @@
+import pytest
+
+from adamtune.analysis import boundary_check, boundary_findings, widen
+from adamtune.space import Dimension, parse_override, preset
+
+POSITIONS = (0.02, 0.15, 0.3, 0.45, 0.6, 0.75, 0.85, 0.95)  # 8 trials, as a quasi-random search spreads them
+
+
+def study(syn, value_of, positions=POSITIONS, direction="minimize", states=None):
+    """Trials at ``positions`` of the lr window, weight_decay scattered, objective ``value_of(position)``."""
+    trials = []
+    for i, u in enumerate(positions):
+        state = (states or {}).get(i, syn.S.COMPLETE)
+        value = None if state == syn.S.DIVERGED else value_of(u)
+        trials.append(syn.trial(i, value, state, lr=syn.lr_at(u), weight_decay=syn.WD.from_unit((i * 0.37) % 1)))
+    return trials, syn.settings(syn.LR, syn.WD, direction=direction)
+
+
+def check_of(checks, name):
+    return next(c for c in checks if c.name == name)
+
+
+def test_best_trials_at_the_upper_edge_fire_and_propose_a_wider_window(syn):
+    trials, settings = study(syn, lambda u: 1 - u)
+    checks = boundary_check(trials, settings)
+    lr = check_of(checks, "lr")
+    assert lr.edge == "upper" and lr.band == pytest.approx(1 / 8)
+    assert [n for n, _ in lr.top_positions] == [7, 6, 5]
+    # extended by half the window's width on the log scale: 1e-5 * 1000 ** 1.5
+    assert lr.proposal.low == pytest.approx(1e-5) and lr.proposal.high == pytest.approx(10 ** -0.5)
+    assert lr.set_argument == "lr=1e-05:0.32"
+    assert check_of(checks, "weight_decay").edge is None
+    (finding,) = boundary_findings(checks)
+    assert finding.kind == "boundary" and finding.severity == "warning"
+    assert "lr: the best trials sit at the upper edge" in finding.title
+    assert finding.suggestion == ("--set lr=1e-05:0.32",)
+    assert "widen" in finding.action
+
+
+def test_lower_edge_and_maximize(syn):
+    trials, settings = study(syn, lambda u: u)
+    lr = check_of(boundary_check(trials, settings), "lr")
+    assert lr.edge == "lower" and lr.proposal.high == pytest.approx(1e-2)
+    assert lr.proposal.low == pytest.approx(10 ** -6.5)
+    trials, settings = study(syn, lambda u: u, direction="maximize")  # higher is better: best at the top
+    assert check_of(boundary_check(trials, settings), "lr").edge == "upper"
+
+
+def test_a_best_trial_at_the_edge_with_the_others_elsewhere_does_not_fire(syn):
+    # best at 0.95, the next best at 0.15 and 0.3: the dimension does not pull towards the edge
+    values = {0.95: 0.1, 0.15: 0.2, 0.3: 0.25}
+    trials, settings = study(syn, lambda u: values.get(u, 1.0))
+    assert boundary_check(trials, settings)[0].edge is None
+    assert boundary_findings(boundary_check(trials, settings)) == ()
+
+
+def test_a_best_trial_in_the_middle_does_not_fire(syn):
+    trials, settings = study(syn, lambda u: (u - 0.5) ** 2)
+    assert all(c.edge is None for c in boundary_check(trials, settings))
+
+
+def test_the_band_is_ten_percent_or_one_over_n(syn):
+    # 20 trials: band 10%, a best trial 12% from the top is not at the edge; with 8 trials it is.
+    many = tuple(i / 20 for i in range(18)) + (0.88,)
+    trials, settings = study(syn, lambda u: 1 - u, positions=many)
+    lr = check_of(boundary_check(trials, settings), "lr")
+    assert lr.band == pytest.approx(0.1) and lr.edge is None
+    few = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.88)
+    trials, settings = study(syn, lambda u: 1 - u, positions=few)
+    assert check_of(boundary_check(trials, settings), "lr").edge == "upper"
+
+
+def test_diverged_trials_beyond_the_best_make_the_edge_a_stability_limit(syn):
+    positions = POSITIONS + (0.99,)
+    trials, settings = study(syn, lambda u: 1 - u, positions=positions, states={8: syn.S.DIVERGED})
+    lr = check_of(boundary_check(trials, settings), "lr")
+    assert lr.edge is None and lr.proposal is None and lr.stability_limit == (8,)
+
+
+def test_too_few_completed_trials_say_nothing(syn):
+    states = {i: syn.S.PRUNED for i in range(7)}
+    trials, settings = study(syn, lambda u: 1 - u, states=states)
+    assert all(c.edge is None and c.best_position is None for c in boundary_check(trials, settings))
+
+
+def test_trials_need_their_settings(syn):
+    trials, settings = study(syn, lambda u: 1 - u)
+    with pytest.raises(TypeError, match="StudySettings"):
+        boundary_check(trials)
+
+
+@pytest.mark.parametrize("dim, edge, expect", [
+    (Dimension("beta1", 0.8, 0.999, "log1m"), "upper", lambda d: 0.999 < d.high < 1),
+    (Dimension("beta1", 0.8, 0.999, "log1m"), "lower", lambda d: 0 < d.low < 0.8),
+    (Dimension("lr", 1e-6, 1e-4, "log"), "lower", lambda d: d.low == pytest.approx(1e-7)),
+    (Dimension("warmup", 0.0, 0.8, "linear"), "upper", lambda d: 0.8 < d.high < 1),
+    (Dimension("weight_decay", 0.01, 0.1, "linear"), "lower", lambda d: 0 <= d.low < 0.01),
+])
+def test_widening_respects_hard_limits(dim, edge, expect):
+    space = preset("adamw", "generic", 16)
+    wider = widen(dim, edge, space)
+    assert expect(wider)
+    from adamtune.analysis import set_argument
+
+    name, parsed = parse_override(set_argument(wider))  # what is printed is what --set accepts
+    assert name == dim.name and parsed.scale == dim.scale
+    space.config_with({dim.name: parsed.low})
+    space.config_with({dim.name: parsed.high})
+
+
+def test_an_edge_at_a_hard_limit_proposes_nothing():
+    assert widen(Dimension("weight_decay", 0.0, 0.1, "linear"), "lower", preset()) is None

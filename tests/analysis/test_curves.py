@@ -1,0 +1,130 @@
+import math
+
+import pytest
+
+from adamtune.analysis import CurveDiagnosis, curve_findings, diagnose_best, diagnose_curve, stability, stability_findings
+
+STEPS = tuple(range(10, 101, 10))
+HEALTHY = tuple(0.1 + 2 * math.exp(-s / 20) for s in STEPS)  # converges, flat only near the end
+TRAIN = tuple(2.2 * math.exp(-s / 25) + 0.05 for s in STEPS)  # falls all the way
+OVERFIT = (2.0, 1.0, 0.5, 0.35, 0.3, 0.32, 0.36, 0.42, 0.48, 0.55)
+NOISY = (2.0, 1.0, 0.6, 0.45, 0.4, 0.55, 0.35, 0.6, 0.38, 0.36)
+STRAIGHT = tuple(2.0 - 0.2 * i for i in range(10))
+EARLY = (1.0, 0.3, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2, 0.2)
+KINDS = ("overfitting", "late_variance", "still_improving", "saturated_early")
+
+
+def judge(syn, val, train=TRAIN, direction="minimize", metric="val_loss"):
+    metrics = {metric: val}
+    if train is not None:
+        metrics["train_loss"] = train
+    return diagnose_curve(syn.curve(STEPS, **metrics), metric, direction)
+
+
+@pytest.mark.parametrize("val, kind", [
+    (OVERFIT, "overfitting"), (NOISY, "late_variance"), (STRAIGHT, "still_improving"), (EARLY, "saturated_early"),
+])
+def test_each_finding_fires_on_a_curve_that_has_it_and_only_there(syn, val, kind):
+    d = judge(syn, val)
+    assert d.judged and getattr(d, kind), d
+    assert d.kinds == (kind,)
+    assert judge(syn, HEALTHY).kinds == ()  # a converging curve has none of them
+
+
+def test_healthy_curve_numbers(syn):
+    d = judge(syn, HEALTHY)
+    assert d.best_step == 100 and d.final_step == 100
+    assert d.late_gain < 0.05 and d.jitter == 0 and d.saturated_at > 50
+
+
+def test_overfitting_needs_the_training_loss_to_keep_falling(syn):
+    rising_train = tuple(0.5 + 0.01 * i for i in range(10))
+    assert not judge(syn, OVERFIT, train=rising_train).overfitting
+    assert not judge(syn, OVERFIT, train=None).overfitting
+    slight = OVERFIT[:5] + (0.30, 0.301, 0.302, 0.303, 0.305)  # 0.3% of the improvement: noise, not overfitting
+    assert not judge(syn, slight).overfitting
+
+
+def test_overfitting_of_a_maximised_metric(syn):
+    accuracy = tuple(1 - v / 2.2 for v in OVERFIT)  # rises, then falls
+    d = judge(syn, accuracy, direction="maximize", metric="val_accuracy")
+    assert d.overfitting and d.best == pytest.approx(max(accuracy))
+
+
+def test_late_variance_is_seen_in_the_training_loss_too(syn):
+    noisy_train = TRAIN[:5] + (0.3, 0.12, 0.35, 0.1, 0.33)
+    assert judge(syn, HEALTHY, train=noisy_train).late_variance
+    assert not judge(syn, HEALTHY).late_variance
+
+
+def test_a_curve_that_never_learned_and_a_short_one_are_not_judged_for_progress(syn):
+    flat = tuple(2.3026 - 1e-5 * i for i in range(10))
+    assert judge(syn, flat, train=None).kinds == ()
+    short = diagnose_curve(syn.curve((10, 20, 30), val_loss=(1.0, 0.5, 0.4)), "val_loss")
+    assert not short.judged and short.kinds == ()
+
+
+def test_findings_need_the_best_trial_or_half_of_the_best(syn):
+    yes = CurveDiagnosis(1, 10, True, 30, 100, 0.2, 0.2, saturated_early=True, saturated_at=30)
+    no = CurveDiagnosis(2, 10, True, 100, 100, 0.2, 0.2)
+    assert curve_findings([no, yes, no], "val_loss") == ()
+    (f,) = curve_findings([no, yes, yes], "val_loss")
+    assert f.kind == "saturated_early" and f.trials == (1, 1)  # the trials it holds for
+    (f,) = curve_findings([yes, no, no], "val_loss")
+    assert f.title == "saturated early: train shorter" and f.severity == "info"
+    assert "within 2% of its best by step 30 of 100" in f.detail
+
+
+def test_diagnose_best_takes_the_best_completed_trials(syn):
+    settings = syn.settings(syn.LR)
+    trials = [
+        syn.trial(0, 0.55, curve=syn.curve(STEPS, val_loss=OVERFIT, train_loss=TRAIN), lr=1e-3),
+        syn.trial(1, 0.2, curve=syn.curve(STEPS, val_loss=EARLY, train_loss=TRAIN), lr=2e-3),
+        syn.trial(2, 0.1, state=syn.S.PRUNED, curve=syn.curve(STEPS, val_loss=NOISY), lr=3e-3),
+    ]
+    ds = diagnose_best(trials, settings)
+    assert [d.number for d in ds] == [1, 0]
+    kinds = {f.kind for f in curve_findings(ds, "val_loss")}
+    assert kinds == {"saturated_early"}  # the best trial's; overfitting holds for one of two only
+    titles = [f.title for f in curve_findings(ds[::-1], "val_loss")]  # now the overfitting one is "best"
+    assert titles == ["overfitting: the validation val_loss turns worse while the training loss falls"]
+
+
+def stab_study(syn, rows, best_value_of=lambda lr: lr):
+    trials = [
+        syn.trial(i, None if state == syn.S.DIVERGED else abs(math.log10(lr) + 2.5), state, lr=lr)
+        for i, (lr, state) in enumerate(rows)
+    ]
+    return trials, syn.settings(syn.LR)
+
+
+def test_stability_reports_the_largest_stable_and_smallest_diverged_lr(syn):
+    C, D, P = syn.S.COMPLETE, syn.S.DIVERGED, syn.S.PRUNED
+    trials, settings = stab_study(syn, [(1e-4, C), (1e-3, C), (3e-3, C), (5e-3, P), (8e-3, D), (1e-2, D)])
+    s = stability(trials, settings)
+    # the pruned trial at 5e-3 may have stopped before it would have diverged: it proves nothing
+    assert s.diverged == (4, 5) and s.largest_stable_lr == 3e-3 and s.smallest_diverged_lr == 8e-3
+    assert s.best_lr == 3e-3 and s.limits_best and not s.overlap
+    (f,) = stability_findings(s)
+    assert f.kind == "unstable" and f.severity == "warning"
+    assert f.title == "unstable: 2 of 6 trials diverged, from lr ≈ 0.008"
+    assert "the largest that trained to the end without diverging 0.003" in f.detail
+
+
+def test_divergence_far_above_the_best_lr_is_only_information(syn):
+    C, D = syn.S.COMPLETE, syn.S.DIVERGED
+    trials, settings = stab_study(syn, [(1e-5, C), (3e-5, C), (1e-4, C), (3e-3, C), (1e-2, D)])
+    trials[2] = syn.trial(2, 0.0, lr=1e-4)  # the best, far below the unstable region
+    s = stability(trials, settings)
+    assert s.best_lr == 1e-4 and not s.limits_best
+    (f,) = stability_findings(s)
+    assert f.severity == "info" and "well below it" in f.detail
+
+
+def test_overlap_and_no_divergence(syn):
+    C, D = syn.S.COMPLETE, syn.S.DIVERGED
+    trials, settings = stab_study(syn, [(1e-3, D), (3e-3, C)])
+    s = stability(trials, settings)
+    assert s.overlap and "depends on the other hyperparameters" in stability_findings(s)[0].detail
+    trials, settings = stab_study(syn, [(1e-3, C), (3e-3, C)])
+    assert stability_findings(stability(trials, settings)) == ()

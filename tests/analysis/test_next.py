@@ -1,0 +1,81 @@
+import pytest
+
+from adamtune.analysis import next_space
+from adamtune.space import Dimension, parse_override, preset, with_overrides
+
+
+def trials_at(syn, lr_positions, wd_positions, values):
+    return [
+        syn.trial(i, v, lr=syn.lr_at(u), weight_decay=syn.WD.from_unit(w))
+        for i, (u, w, v) in enumerate(zip(lr_positions, wd_positions, values))
+    ]
+
+
+def test_narrows_around_the_best_trials_and_round_trips_through_set(syn):
+    settings = syn.settings(syn.LR, syn.WD, budget=8)
+    lr_u = (0.05, 0.2, 0.35, 0.5, 0.55, 0.6, 0.8, 0.95)
+    wd_u = (0.3, 0.4, 0.6, 0.1, 0.9, 0.5, 0.7, 0.2)
+    values = (0.9, 0.7, 0.5, 0.2, 0.1, 0.15, 0.6, 0.8)  # best around lr position 0.55
+    ns = next_space(trials_at(syn, lr_u, wd_u, values), settings, study_name="s")
+    lr, wd = ns.dimensions
+    assert lr.change == "narrow" and lr.previous == syn.LR
+    assert syn.LR.to_unit(lr.window.low) == pytest.approx(0.5 - 0.15)  # best trials 0.5..0.6, padded
+    assert syn.LR.to_unit(lr.window.high) == pytest.approx(0.6 + 0.15)
+    assert wd.change == "keep"  # the best trials' weight decays spread over 0.1..0.9
+    assert ns.changed
+    # --set arguments applied to the preset of the same optimizer, task and budget give this space
+    rebuilt = with_overrides(preset(settings.optimizer, settings.task, settings.budget), ns.set_arguments)
+    assert rebuilt.tuned == ("lr", "weight_decay")
+    for d in ns.dimensions:
+        r = rebuilt.dimension(d.name)
+        assert r.scale == d.window.scale
+        assert d.window.to_unit(r.low) == pytest.approx(0, abs=0.01)
+        assert d.window.to_unit(r.high) == pytest.approx(1, abs=0.01)
+    assert ns.command.startswith("adamtune tune --workload digits-mlp --optimizer adamw --task generic --budget 8 ")
+    assert "--study s-next --set lr=" in ns.command
+
+
+def test_widens_where_the_boundary_check_fires(syn):
+    settings = syn.settings(syn.LR, syn.WD, budget=8)
+    lr_u = (0.02, 0.15, 0.3, 0.45, 0.6, 0.75, 0.85, 0.95)
+    wd_u = (0.5, 0.1, 0.9, 0.3, 0.7, 0.2, 0.6, 0.4)
+    ns = next_space(trials_at(syn, lr_u, wd_u, [1 - u for u in lr_u]), settings)
+    lr = ns.dimensions[0]
+    assert lr.change == "widen" and lr.set_argument == "lr=1e-05:0.32" and "upper edge" in lr.reason
+    assert ns.set_arguments[0] == "lr=1e-05:0.32"
+
+
+def test_keeps_the_windows_with_too_few_completed_trials(syn):
+    settings = syn.settings(syn.LR, syn.WD, budget=8)
+    trials = trials_at(syn, (0.5, 0.55, 0.6), (0.5, 0.4, 0.3), (0.1, 0.2, 0.3))
+    ns = next_space(trials, settings)
+    assert [d.change for d in ns.dimensions] == ["keep", "keep"] and not ns.changed
+    assert ns.set_arguments == ("lr=1e-05:0.01", "weight_decay=1e-05:0.3")
+
+
+def test_betas_fixed_values_and_untuned_preset_dimensions_round_trip(syn):
+    beta1 = Dimension("beta1", 0.8, 0.999, "log1m")
+    settings = syn.settings(syn.LR, beta1, budget=16, fixed=(("max_grad_norm", None), ("schedule", "cosine")))
+    trials = [syn.trial(i, abs(u - 0.97), lr=syn.lr_at(0.5), beta1=beta1.from_unit(u))
+              for i, u in enumerate((0.1, 0.3, 0.5, 0.7, 0.9, 0.93, 0.97, 0.99))]
+    ns = next_space(trials, settings)
+    b = ns.dimensions[1]
+    assert b.change == "widen" and 0.999 < b.window.high < 1
+    _, parsed = parse_override(b.set_argument)
+    assert parsed.high < 1 and parsed.scale == "log1m"
+    # fixed values stay fixed; weight_decay (tuned by the preset at budget 16) is fixed at AdamW's default
+    assert "max_grad_norm=none" in ns.set_arguments and "schedule=cosine" in ns.set_arguments
+    assert "weight_decay=0.01" in ns.set_arguments
+    rebuilt = with_overrides(preset("adamw", "generic", 16), ns.set_arguments)
+    assert rebuilt.tuned == ("lr", "beta1")
+    assert dict(rebuilt.fixed) == {"max_grad_norm": None, "schedule": "cosine", "weight_decay": 0.01}
+
+
+def test_a_python_workload_has_no_command_and_names_are_quoted(syn):
+    import dataclasses
+
+    settings = dataclasses.replace(syn.settings(syn.LR), workload=None)
+    assert next_space([syn.trial(0, 0.1, lr=1e-3)], settings).command is None
+    settings = dataclasses.replace(syn.settings(syn.LR), workload="my dir/w.py:make")
+    cmd = next_space([syn.trial(0, 0.1, lr=1e-3)], settings, study_name="a b", storage="sqlite:///x y.db").command
+    assert "--workload 'my dir/w.py:make'" in cmd and "--storage 'sqlite:///x y.db'" in cmd and "--study 'a b-next'" in cmd

@@ -1,0 +1,28 @@
+from rich.console import Console
+
+from adamtune.report.findings import findings_lines, print_findings
+
+
+def plain(analysis):
+    return "\n".join(line.plain for line in findings_lines(analysis))
+
+
+def test_the_terminal_says_the_lr_window_is_too_low_and_how_to_widen_it(low_analysis):
+    text = plain(low_analysis)
+    assert "! lr: the best trials sit at the upper edge of its window 1e-06..0.0001" in text
+    assert "→ widen: --set lr=1e-06:0.001" in text
+    assert "Next search: " in text and "lr=1e-06:0.001" in text.split("Next search: ")[1]
+
+
+def test_the_terminal_says_nothing_of_the_kind_on_a_normal_study(normal_analysis):
+    text = plain(normal_analysis)
+    assert "edge" not in text and "widen" not in text
+    assert text.startswith("Findings")
+
+
+def test_markup_in_user_text_is_printed_as_it_is(hostile_analysis):
+    console = Console(record=True, width=200)
+    print_findings(console, hostile_analysis)
+    out = console.export_text()
+    assert "unstable: 1 of 11 trials diverged" in out
+    assert "clipping: max_grad_norm" in out

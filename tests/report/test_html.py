@@ -1,0 +1,184 @@
+import fcntl
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from adamtune.report.html import ReportError, default_report_path, write_report
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars",
+]
+
+
+def figures(page: str) -> int:
+    return len(re.findall(r'<svg class="figure"', page))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def browser(hostile_page, tmp_path_factory):
+    """Chromium loading the synthetic study's report, started first so it runs beside the other tests.
+
+    One run prints the rendered DOM (``--dump-dom``), writes a screenshot and logs the page's
+    console to stderr. Chromium is installed if missing; when that fails this yields the reason.
+    """
+    problem = _ensure_chromium()
+    if problem:
+        yield problem
+        return
+    where = tmp_path_factory.mktemp("browser")
+    page = where / "report.html"
+    page.write_text(hostile_page, encoding="utf-8")
+    shot = where / "report.png"
+    proc = subprocess.Popen(
+        [CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={where / 'profile'}", "--enable-logging=stderr", "--v=0",
+         "--window-size=1280,4000", f"--screenshot={shot}", "--dump-dom", page.resolve().as_uri()],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    yield proc, page, shot
+    if proc.poll() is None:
+        proc.kill()
+        proc.communicate()
+
+
+def test_a_study_with_its_lr_window_too_low_says_so_and_proposes_a_wider_one(low_page):
+    page = low_page
+    assert "lr: the best trials sit at the upper edge of its window 1e-06..0.0001" in page
+    assert "--set lr=1e-06:0.001" in page
+    assert "widen to 0.001" in page  # on the lr axis plot
+    assert re.search(r'<span class="change widen">widen</span>', page)
+
+
+def test_a_study_whose_window_brackets_the_optimum_says_nothing_of_the_kind(normal_analysis, normal_page):
+    page = normal_page
+    assert "edge of its window" not in page and "widen to" not in page
+    assert 'class="change widen"' not in page
+    assert normal_analysis.of_kind("boundary") == ()
+
+
+def test_everything_user_supplied_is_escaped(hostile_page):
+    page = hostile_page
+    for raw in ("<script>alert(1)</script>", "<img src=x onerror=alert(2)>", "<b>acc</b>"):
+        assert raw not in page
+    assert "<title>&lt;script&gt;alert(1)&lt;/script&gt; · adamtune report</title>" in page
+    assert "ValueError: &lt;img src=x onerror=alert(2)&gt;" in page  # the failed trial's traceback
+    assert "&lt;b&gt;acc&lt;/b&gt;" in page  # the metric's name, in its figure
+
+
+def test_the_page_is_self_contained_with_every_figure(hostile_page):
+    page = hostile_page
+    assert "<script" not in page and "<link" not in page and "@import" not in page
+    assert not re.search(r'(src|href)\s*=\s*"(https?:)?//', page)
+    assert not re.search(r"url\(\s*['\"]?https?:", page)
+    # 3 axis plots, 3 isolation plots, 2 heatmaps, 3 curve plots (value, train_loss, <b>acc</b>), 1 gradient norms
+    assert figures(page) == 12
+    ids = re.findall(r' id="([^"]+)"', page)
+    assert len(ids) == len(set(ids))  # inline SVGs share one id space
+
+
+def test_every_trial_state_is_in_the_table(hostile_page):
+    page = hostile_page
+    rows = page[page.index('id="trials"'):]
+    for state in ("complete", "pruned", "diverged", "failed"):
+        assert f'<span class="badge {state}">{state}</span>' in rows
+    assert rows.count("<tr") == 1 + 12
+
+
+def test_default_report_path_sits_next_to_the_storage(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert default_report_path("sqlite:///runs/x.db", "digits-mlp") == Path("runs/x-report-digits-mlp.html")
+    assert default_report_path("sqlite:///adamtune.db", "a/b c") == Path("adamtune-report-a_b_c.html")
+    assert default_report_path("sqlite:///x.db", "<script>alert(1)</script>") == Path("x-report-script_alert_1_script.html")
+    assert default_report_path("postgresql://u@h/db", "s") == tmp_path / "adamtune-report-s.html"
+
+
+def test_write_report_refuses_paths_it_cannot_write(hostile_analysis, tmp_path):
+    # checked before anything is drawn (writing one is in the CLI tests)
+    with pytest.raises(ReportError, match="directory .* does not exist"):
+        write_report(hostile_analysis, tmp_path / "missing" / "r.html")
+    with pytest.raises(ReportError, match="is a directory"):
+        write_report(hostile_analysis, tmp_path)
+
+
+@pytest.mark.parametrize("states", [(), ("diverged", "diverged", "failed")], ids=["no trials", "no result"])
+def test_a_study_without_a_result_still_gets_a_report(states):
+    import math
+
+    from adamtune.analysis import analyze
+    from adamtune.report.html import render_html
+    from adamtune.space import Dimension, SearchSpace
+    from adamtune.study import StudySettings, TuneResult
+    from adamtune.trials import Curve, TrialRecord, TrialState
+
+    settings = StudySettings(
+        workload=None, workload_name="w", optimizer="adamw", task="generic",
+        space=SearchSpace("adamw", (Dimension("lr", 1e-5, 1e-2, "log"),)), budget=3, seed=0,
+        sampler="quasi-random", pruner="none", metric="val_loss", direction="minimize",
+    )
+    trials = tuple(
+        TrialRecord(i, TrialState(st), {"lr": 10 ** -(i + 2)}, None, None, 5,
+                    Curve((5,), {"val_loss": (math.nan,)}), None, "Traceback\nValueError: boom" if st == "failed" else None)
+        for i, st in enumerate(states)
+    )
+    page = render_html(analyze(TuneResult("s", settings, trials, None, None)))
+    assert "No trial completed, so there is no configuration to recommend yet." in page
+    assert "Too few completed trials to judge the search windows" in page
+    if trials:
+        assert "unstable: 2 of 2 trials diverged, from lr ≈ 0.001" in page
+        assert figures(page) == 2  # the lr axis plot and its buckets, with the diverged trials
+    else:
+        assert figures(page) == 0
+
+
+def _ensure_chromium() -> str | None:
+    """Debian's chromium, installed with apt-get if missing (a lock keeps parallel workers in line).
+
+    Returns:
+        None when it is there, else why it could not be installed.
+    """
+    if os.path.exists(CHROMIUM):
+        return None
+    with open("/tmp/adamtune-chromium-install.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if os.path.exists(CHROMIUM):
+            return None
+        env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        for cmd in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "chromium"]):
+            try:
+                r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+            except (OSError, subprocess.TimeoutExpired) as e:
+                return f"{' '.join(cmd)}: {e}"
+            if r.returncode != 0:
+                return f"{' '.join(cmd)} failed: {r.stderr.strip()[-500:]}"
+    return None if os.path.exists(CHROMIUM) else "chromium is still missing after apt-get install"
+
+
+def test_the_report_renders_in_a_real_browser(browser):
+    if isinstance(browser, str):  # chromium could not be installed: a failure on CI, a skip elsewhere
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"cannot install chromium for the browser test: {browser}")
+        pytest.skip(f"chromium is not installed and could not be: {browser}")
+    proc, page, shot = browser
+    dom, log = proc.communicate(timeout=180)
+    assert proc.returncode == 0, log[-2000:]
+    console = [line for line in log.splitlines() if "CONSOLE" in line or "Uncaught" in line]
+    assert console == []  # no script errors, no failed loads
+    assert figures(dom) == 12  # every figure made it into the rendered DOM
+    assert "<script" not in dom  # the hostile study name stayed text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in dom
+    from PIL import Image
+
+    with Image.open(shot) as im:
+        assert im.size == (1280, 4000)
+        colours = im.convert("RGB").resize((320, 1000)).getcolors(maxcolors=100000)
+        assert colours is not None and len(colours) > 200  # drawn, not blank
+    keep = os.environ.get("ADAMTUNE_ARTIFACTS")
+    if keep:  # e.g. ADAMTUNE_ARTIFACTS=out (git ignores /out/) to look at the page afterwards
+        os.makedirs(keep, exist_ok=True)
+        shutil.copy(shot, os.path.join(keep, "report.png"))
+        shutil.copy(page, os.path.join(keep, "report.html"))

@@ -1,0 +1,119 @@
+"""The report and dashboard commands, and what `tune` prints and writes at the end of a study."""
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+import pytest
+from typer.testing import CliRunner
+
+from adamtune.cli import app
+
+runner = CliRunner()
+ADAMTUNE = os.path.join(os.path.dirname(sys.executable), "adamtune")
+SHORT_DIGITS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "report", "digits_short.py") + ":short_digits"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def dashboard(tmp_path_factory):
+    """`adamtune dashboard` on a free loopback port, started first so it starts beside the other tests."""
+    import optuna
+
+    storage = f"sqlite:///{tmp_path_factory.mktemp('dashboard') / 'd.db'}"
+    optuna.create_study(study_name="s", storage=storage).optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+    port = _free_port()
+    proc = subprocess.Popen([ADAMTUNE, "dashboard", "--storage", storage, "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    yield proc, port
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def test_tune_tells_that_the_lr_window_is_too_low_and_writes_the_report(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'cli.db'}"
+    r = runner.invoke(app, ["tune", "--workload", SHORT_DIGITS, "--set", "lr=1e-6:1e-4", "--budget", "8",
+                            "--storage", storage, "--study", "low"])
+    assert r.exit_code == 0, r.output
+    report = tmp_path / "cli-report-low.html"
+    assert "lr: the best trials sit at the upper edge of its window 1e-06..0.0001" in r.stdout
+    assert "→ widen: --set lr=1e-06:0.001" in r.stdout
+    assert f"Report: {report}" in r.stdout
+    page = report.read_text(encoding="utf-8")
+    assert "lr: the best trials sit at the upper edge of its window 1e-06..0.0001" in page
+    assert "--set lr=1e-06:0.001" in page
+
+    # the study is complete: running it again prints the findings; --no-report writes nothing
+    report.unlink()
+    r = runner.invoke(app, ["tune", "--storage", storage, "--study", "low", "--no-report"])
+    assert r.exit_code == 0, r.output
+    assert "upper edge" in r.stdout and "Report:" not in r.stdout and not report.exists()
+
+    out = tmp_path / "mine.html"
+    r = runner.invoke(app, ["report", "--storage", storage, "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    assert f"Report: {out}" in r.stdout and "upper edge" in r.stdout and out.read_text().startswith("<!DOCTYPE html>")
+
+    # bad input: one line on stderr, status 2
+    for args, message in [
+        (["report", "--storage", f"sqlite:///{tmp_path / 'missing.db'}"], "no study database at"),
+        (["report", "--storage", storage, "--study", "nope"], "no study 'nope' in this storage; it holds: low"),
+        (["report", "--storage", storage, "--out", str(tmp_path / "no" / "r.html")], "cannot write the report to"),
+        (["report", "--storage", storage, "--out", str(tmp_path)], "is a directory"),
+    ]:
+        r = runner.invoke(app, args)
+        assert r.exit_code == 2, (args, r.output)
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("adamtune: error: ") and message in lines[0], r.stderr
+
+
+def test_a_report_that_cannot_be_written_does_not_fail_a_finished_study(tmp_path, tiny_ref, monkeypatch):
+    import adamtune.report.html as html
+
+    def refuse(*args, **kwargs):
+        raise html.ReportError("cannot write the report to 'x.html': Permission denied")
+
+    monkeypatch.setattr(html, "write_report", refuse)
+    storage = f"sqlite:///{tmp_path / 't.db'}"
+    r = runner.invoke(app, ["tune", "--workload", tiny_ref, "--budget", "2", "--storage", storage, "--pruner", "none"])
+    assert r.exit_code == 0, r.output
+    assert "adamtune: warning: cannot write the report to 'x.html'" in r.stderr
+    assert "Findings" in r.stdout
+
+
+def test_dashboard_bad_input_and_missing_package(tmp_path, monkeypatch):
+    r = runner.invoke(app, ["dashboard", "--storage", f"sqlite:///{tmp_path / 'missing.db'}"])
+    assert r.exit_code == 2 and "no study database at" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    monkeypatch.setitem(sys.modules, "optuna_dashboard", None)  # as if it were not installed
+    r = runner.invoke(app, ["dashboard"])
+    assert r.exit_code == 2
+    assert r.stderr.strip() == ("adamtune: error: the dashboard needs optuna-dashboard: "
+                                "pip install -c constraints.txt optuna-dashboard")
+
+
+def test_dashboard_serves_the_storage_on_loopback(dashboard):
+    proc, port = dashboard
+    deadline = time.monotonic() + 60  # it starts in seconds; a busy 2-core machine may need more
+    status = body = None
+    while time.monotonic() < deadline and status is None:
+        if proc.poll() is not None:
+            pytest.fail(f"the dashboard exited with {proc.returncode}: {proc.stdout.read()}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as resp:
+                status, body = resp.status, resp.read()
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            time.sleep(0.5)
+    assert status == 200 and b"<html" in body.lower()
