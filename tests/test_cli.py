@@ -21,7 +21,7 @@ def not_a_db(tmp_path):
 
 @pytest.fixture
 def finished(storage, tiny_ref):
-    r = runner.invoke(app, ["tune", "--workload", tiny_ref, "--budget", "3", "--storage", storage, "--pruner", "none"])
+    r = runner.invoke(app, ["tune", "--workload", tiny_ref, "--budget", "3", "--storage", storage, "--pruner", "none", "--no-report"])
     assert r.exit_code == 0, r.output
     return storage
 
@@ -83,7 +83,7 @@ def test_unknown_study_and_empty_best(finished, storage, tiny_file):
     r = runner.invoke(app, ["show", "--storage", storage, "--study", "nope"])
     assert r.exit_code == 2 and "no study 'nope' in this storage; it holds: tiny" in r.stderr
     runner.invoke(app, ["tune", "--workload", f"{tiny_file}:tiny", "--study", "bad", "--set", "lr=50:100",
-                        "--budget", "1", "--storage", storage])
+                        "--budget", "1", "--storage", storage, "--no-report"])
     r = runner.invoke(app, ["best", "--storage", storage, "--study", "bad"])
     assert r.exit_code == 2 and "has no completed trial yet" in r.stderr
     r = runner.invoke(app, ["show", "--storage", storage])
@@ -123,7 +123,7 @@ def test_cli_end_to_end_in_real_processes(tmp_path, tiny_ref):
     exec(r.stdout, ns)  # the printed snippet is valid, runnable Python
     r = run("studies", "--storage", db)
     assert "tiny" in r.stdout and "4 complete" in r.stdout
-    r = run("tune", "--storage", db, "--study", "tiny", "--budget", "5")  # continue from stored settings
+    r = run("tune", "--storage", db, "--study", "tiny", "--budget", "5", "--no-report")  # continue from stored settings
     assert r.returncode == 0 and "5/5" not in r.stdout and "1/1" in r.stdout
     r = run("tune", "--set", "beta1=1.5", "--storage", db)
     assert r.returncode == 2 and r.stderr.strip() == "adamtune: error: --set: beta1 must be in [0, 1), got 1.5"

@@ -28,7 +28,7 @@ def test_own_loop_objective_mode(storage):
 
 def test_my_workload_from_the_command_line(storage):
     r = CliRunner().invoke(app, ["tune", "--workload", os.path.join(EXAMPLES, "my_workload.py:workload"),
-                                 "--budget", "2", "--storage", storage])
+                                 "--budget", "2", "--storage", storage, "--no-report"])
     assert r.exit_code == 0, r.output
     assert "study my-classifier" in r.stdout and "2/2" in r.stdout
 

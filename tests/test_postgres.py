@@ -72,7 +72,7 @@ def test_study_in_postgres(postgres_url, tiny_ref):
 def test_two_workers_share_one_study(postgres_url, tiny_ref, tmp_path):
     env = dict(os.environ, OMP_NUM_THREADS="1")
     args = [ADAMTUNE, "tune", "--workload", tiny_ref, "--storage", postgres_url, "--study", "shared",
-            "--budget", "10", "--batch", "2", "--pruner", "none"]
+            "--budget", "10", "--batch", "2", "--pruner", "none", "--no-report"]
     workers = [subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
                for _ in range(2)]
     for w in workers:

@@ -105,7 +105,7 @@ def test_failures_are_kept_with_traceback_and_the_study_goes_on(storage):
 def test_consecutive_failures_stop_with_clear_message(storage, tiny_file):
     TINY = tiny_file
     with pytest.raises(StudyError, match=r"3 trials in a row failed; stopping. Last error: RuntimeError: model factory exploded"):
-        adamtune.tune(f"{TINY}:broken", budget=10, storage=storage)
+        adamtune.tune(f"{TINY}:broken", budget=10, storage=storage, notice=lambda m: None)
     r = adamtune.load("broken", storage)
     assert len(r.trials) == 3 and all(t.state == TrialState.FAILED for t in r.trials)
 

@@ -523,13 +523,16 @@ def resolve_batch(wanted: int | None, workload: Workload | None, sampler: str, r
         return 1
     if wanted == 1 or remaining <= 1:
         return 1
-    probe = workload.model()
-    reason = why_not_batchable(probe)
+    try:
+        reason = why_not_batchable(workload.model())
+        fits = members_per_chunk(workload, device, max_memory)
+    except Exception as e:  # the user's model or loss is broken: each trial records it as failed
+        notice(f"training trials one at a time: building the model to plan a batch failed ({type(e).__name__}: {e})")
+        return 1
     if reason is not None:
         notice(f"training trials one at a time: {reason}")
         return 1
     k = wanted if wanted is not None else (remaining if sampler in ("quasi-random", "random") else AUTO_BATCH_BAYES)
-    fits = members_per_chunk(workload, device, max_memory)
     if fits < k:
         if wanted is not None or fits < remaining:
             notice(f"{k} members do not fit the memory budget; training in chunks of {fits}")
