@@ -20,7 +20,7 @@ import torch
 
 from adamtune import guide
 from adamtune.config import Config
-from adamtune.engine import Outcome, better, data_seed, infeasible, init_seed, train_trial
+from adamtune.engine import Outcome, data_seed, infeasible, init_seed, train_trial
 from adamtune.engine.batched import NotBatchable, members_per_chunk, train_members, why_not_batchable
 from adamtune.engine.monitor import summarize_norms
 from adamtune.errors import SpaceError, StudyError
@@ -28,7 +28,7 @@ from adamtune.space import SearchSpace, preset, with_overrides
 from adamtune.storage import DEFAULT_STORAGE, check_url, is_new_file, open_storage, study_names
 from adamtune.trials import (
     ATTR_CONFIG, ATTR_CURVE, ATTR_ENGINE, ATTR_INTERRUPTED, ATTR_DIVERGED_AT, ATTR_GRAD_NORMS, ATTR_STATE, ATTR_STEPS, ATTR_TRACEBACK,
-    TrialRecord, TrialState, record_from_optuna,
+    TrialRecord, TrialState, ranked, record_from_optuna,
 )
 from adamtune.workloads import Workload, describe, load_workload
 
@@ -230,12 +230,8 @@ def result_of(study: optuna.Study, settings: StudySettings | None = None) -> Tun
     records = tuple(
         record_from_optuna(t, settings.space.params_from_optuna(t.params)) for t in study.get_trials(deepcopy=False)
     )
-    best = None
-    for r in records:
-        if r.state == TrialState.COMPLETE and r.value is not None:
-            if best is None or better(r.value, best.value, settings.direction):
-                best = r
-    return TuneResult(study.study_name, settings, records, best, study)
+    order = ranked(records, settings.direction)
+    return TuneResult(study.study_name, settings, records, order[0] if order else None, study)
 
 
 def load(study: str | None = None, storage: str | None = None) -> TuneResult:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import optuna
@@ -159,3 +159,18 @@ def record_from_optuna(trial: optuna.trial.FrozenTrial, params: Mapping[str, flo
         duration_s=duration,
         engine=trial.user_attrs.get(ATTR_ENGINE),
     )
+
+
+def completed(trials: Sequence[TrialRecord]) -> list[TrialRecord]:
+    """Trials that trained to the end with a finite objective (diverged ones are not complete)."""
+    return [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None and math.isfinite(t.value)]
+
+
+def oriented(value: float, direction: str) -> float:
+    """``value`` turned so that lower is better whatever the direction."""
+    return value if direction == "minimize" else -value
+
+
+def ranked(trials: Sequence[TrialRecord], direction: str) -> list[TrialRecord]:
+    """Completed trials, best first (ties: the earlier trial first)."""
+    return sorted(completed(trials), key=lambda t: (oriented(t.value, direction), t.number))

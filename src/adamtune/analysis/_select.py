@@ -8,7 +8,7 @@ from typing import Union
 
 from adamtune.space import Dimension
 from adamtune.study import StudySettings, TuneResult
-from adamtune.trials import TrialRecord, TrialState
+from adamtune.trials import TrialRecord, completed, oriented, ranked  # noqa: F401 - re-exported
 
 # The playbook's "best trials": the top 10% of the completed trials, but never fewer than 3.
 TOP_FRACTION = 0.1
@@ -28,21 +28,6 @@ def unpack(study: Study, settings: StudySettings | None) -> tuple[tuple[TrialRec
     if settings is None:
         raise TypeError("pass a TuneResult, or the trials together with their StudySettings")
     return tuple(study), settings
-
-
-def completed(trials: Sequence[TrialRecord]) -> list[TrialRecord]:
-    """Trials that trained to the end with a finite objective (diverged ones are not complete)."""
-    return [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None and math.isfinite(t.value)]
-
-
-def oriented(value: float, direction: str) -> float:
-    """``value`` turned so that lower is better whatever the direction."""
-    return value if direction == "minimize" else -value
-
-
-def ranked(trials: Sequence[TrialRecord], direction: str) -> list[TrialRecord]:
-    """Completed trials, best first (ties: the earlier trial first)."""
-    return sorted(completed(trials), key=lambda t: (oriented(t.value, direction), t.number))
 
 
 def top_count(n_completed: int) -> int:

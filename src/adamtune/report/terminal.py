@@ -10,7 +10,7 @@ from rich.table import Table
 
 from adamtune.config import Config, python_snippet
 from adamtune.study import TuneResult
-from adamtune.trials import TrialRecord, TrialState
+from adamtune.trials import TrialRecord, TrialState, ranked
 
 _STATE_STYLE = {
     TrialState.COMPLETE: "green", TrialState.PRUNED: "yellow", TrialState.DIVERGED: "red",
@@ -57,9 +57,7 @@ def trials_table(result: TuneResult, trials: list[TrialRecord] | None = None, ti
 
 
 def best_trials(result: TuneResult, n: int = 5) -> list[TrialRecord]:
-    done = [t for t in result.trials if t.state == TrialState.COMPLETE and t.value is not None]
-    sign = 1 if result.settings.direction == "minimize" else -1
-    return sorted(done, key=lambda t: (sign * t.value, t.number))[:n]
+    return ranked(result.trials, result.settings.direction)[:n]
 
 
 def state_counts(result: TuneResult) -> dict[str, int]:
