@@ -44,6 +44,18 @@ class Family:
     reference: type
     default_lr: float
     moments: tuple[str, ...]  # the case keys this family reads besides lr/eps/weight_decay
+    fused: bool | None = None  # Adam family: torch's fused kernel (True) or the stacked kernels
+
+    def make(self, params, **kwargs):
+        if self.fused is not None:
+            kwargs["fused"] = self.fused
+        return self.batched(params, **kwargs)
+
+    def make_reference(self, params, foreach: bool | None = None, **kwargs):
+        # The fused family's reference is torch.optim's fused implementation (same kernel).
+        if self.fused and foreach is None:
+            kwargs["fused"] = True
+        return self.reference(params, foreach=foreach, **kwargs)
 
     def batched_kwargs(self, hp: dict[str, Value]) -> dict:
         def arg(v: Value):
@@ -63,8 +75,10 @@ class Family:
 
 ADAM_MOMENTS = ("beta1", "beta2")
 FAMILIES = [
-    Family("adam", BatchedAdam, torch.optim.Adam, 1e-2, ADAM_MOMENTS),
-    Family("adamw", BatchedAdamW, torch.optim.AdamW, 1e-2, ADAM_MOMENTS),
+    Family("adam", BatchedAdam, torch.optim.Adam, 1e-2, ADAM_MOMENTS, fused=True),
+    Family("adam-stacked", BatchedAdam, torch.optim.Adam, 1e-2, ADAM_MOMENTS, fused=False),
+    Family("adamw", BatchedAdamW, torch.optim.AdamW, 1e-2, ADAM_MOMENTS, fused=True),
+    Family("adamw-stacked", BatchedAdamW, torch.optim.AdamW, 1e-2, ADAM_MOMENTS, fused=False),
     Family("adadelta", BatchedAdadelta, torch.optim.Adadelta, 1.0, ("rho",)),
 ]
 
@@ -195,7 +209,7 @@ class Harness:
             )
         if self.case.decay_mask:
             kwargs["decay_mask"] = matrix_decay_mask(self.params.values())
-        self.opt = self.family.batched(list(self.params.values()), **kwargs)
+        self.opt = self.family.make(list(self.params.values()), **kwargs)
         self.solo_opts = []
         self.solo_scheds = []
         for k, model in enumerate(self.solo):
@@ -207,7 +221,7 @@ class Harness:
                     {"params": [p for p in model.parameters() if p.ndim >= 2], "weight_decay": wd},
                     {"params": [p for p in model.parameters() if p.ndim < 2], "weight_decay": 0.0},
                 ]
-            opt = self.family.reference(groups, foreach=self.reference_foreach, **member)
+            opt = self.family.make_reference(groups, foreach=self.reference_foreach, **member)
             self.solo_opts.append(opt)
             if self.case.schedules is not None:
                 schedule = self.case.schedules[k]
@@ -331,8 +345,13 @@ def test_same_gradients_give_the_same_bits(family: Family, dtype: torch.dtype) -
                 torch.nn.utils.clip_grad_norm_(solo_params[k], max_norm)
             opt.step()
             h.solo_scheds[k].step()
-    # Bit-identical except where torch.pow and Python's ** round a bias correction differently.
-    assert h.max_diff() <= {torch.float64: 1e-14, torch.float32: 1e-6}[dtype]
+    if family.fused:
+        # The same kernel with the same inputs: bit for bit.
+        assert h.opt.fused and h.max_diff() == 0.0
+    else:
+        # Bit-identical except where torch.pow and Python's ** round a bias correction
+        # differently.
+        assert h.max_diff() <= {torch.float64: 1e-14, torch.float32: 1e-6}[dtype]
 
 
 @family_params
@@ -462,6 +481,59 @@ def test_keep_leaves_autograd_working_with_a_live_old_graph() -> None:
     opt.step()
     with pytest.raises(RuntimeError):  # the stale graph must not write old-shaped grads
         old.backward()
+
+
+# -- memory layout and the fused kernel --------------------------------------------------------
+
+
+def _transposed_layout(t: torch.Tensor) -> torch.Tensor:
+    """Same values, each member's matrix stored transposed (as vmap hands Linear gradients)."""
+    return t.transpose(1, 2).contiguous().transpose(1, 2)
+
+
+def _fixed_grads(params: list[torch.Tensor], step: int) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(step)
+    return [torch.randn(p.shape, generator=g, dtype=p.dtype) for p in params]
+
+
+def _run(opt, params: list[torch.Tensor], steps: range, grad_layout=lambda g, p: g) -> None:
+    for t in steps:
+        for p, g in zip(params, _fixed_grads(params, t)):
+            p.grad = grad_layout(g, p)
+        opt.step()
+
+
+@pytest.mark.parametrize("cls", [BatchedAdam, BatchedAdamW], ids=["adam", "adamw"])
+def test_fused_kernel_follows_the_parameters_memory_layout(cls) -> None:
+    # Weights stored [K, in, out] but shaped [K, out, in] (what the engine does so autograd
+    # need not copy gradients) get the very same numbers, before and after keep().
+    plain = [torch.randn(3, 5, 4, dtype=torch.float64), torch.randn(3, 5, dtype=torch.float64)]
+    laid = [_transposed_layout(plain[0]), plain[1].clone()]
+    kw = dict(lr=torch.tensor([1e-2, 3e-2, 1e-3], dtype=torch.float64), weight_decay=0.1)
+    a, b = cls(plain, **kw), cls(laid, **kw)
+    assert a.fused and b.fused and laid[0].stride() == (20, 1, 5)
+    same_layout_as_param = lambda g, p: torch.empty_like(p).copy_(g)  # noqa: E731
+    _run(a, plain, range(5))
+    _run(b, laid, range(5), grad_layout=same_layout_as_param)
+    a.keep([2, 0])
+    b.keep([2, 0])
+    assert laid[0].stride() == (20, 1, 5) and b.state["exp_avg"][0].stride() == (20, 1, 5)
+    _run(a, plain, range(5, 10))
+    _run(b, laid, range(5, 10))  # contiguous gradients for a transposed parameter: still right
+    assert all(torch.equal(x, y) for x, y in zip(plain, laid))
+
+
+def test_fused_needs_each_member_in_one_dense_block() -> None:
+    members_innermost = torch.randn(6, 3, dtype=torch.float64).t()  # [K=3, 6], stride (1, 3)
+    with pytest.raises(ConfigError, match=r"^fused=True is not possible: parameter 0 .* "
+                                          r"does not hold each member in one dense block$"):
+        BatchedAdam([members_innermost], fused=True)
+    auto = BatchedAdam([members_innermost], lr=1e-2)
+    assert not auto.fused  # falls back to the stacked kernels, which take any layout
+    reference = BatchedAdam([members_innermost.contiguous()], lr=1e-2, fused=False)
+    _run(auto, auto.params, range(5))
+    _run(reference, reference.params, range(5))
+    assert torch.equal(auto.params[0], reference.params[0])
 
 
 # -- bad inputs ------------------------------------------------------------------------------

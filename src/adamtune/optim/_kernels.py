@@ -12,7 +12,10 @@ The kernels mirror the floating point operations of PyTorch's single-tensor impl
 bias corrections use ``torch.pow`` where torch.optim uses Python's ``**``; the two disagree by
 one ulp now and then.
 
-The kernels loop over parameter tensors, never over members, and update in place.
+The stacked kernels loop over parameter tensors, never over members, and update in place.
+:func:`adam_fused_` is the other way round: it hands each member's rows to torch's fused Adam
+kernel (what ``torch.optim.Adam(fused=True)`` runs), one call per member, so every element is
+read and written once per step instead of once per operation.
 """
 
 from __future__ import annotations
@@ -26,10 +29,13 @@ from torch import Tensor
 __all__ = [
     "adadelta_",
     "adam_",
+    "adam_fused_",
     "adamw_",
     "clip_grads_per_member_",
+    "fused_unavailable",
     "member_grad_norms",
     "restore_members_",
+    "select_members",
     "snapshot_members",
 ]
 
@@ -165,6 +171,95 @@ adamw_ = functools.partial(adam_, decoupled_weight_decay=True)
 adamw_.__doc__ = "One AdamW step for every member: :func:`adam_` with decoupled weight decay."
 
 
+_FUSED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+def _torch_version() -> tuple[int, int]:
+    major, minor = torch.__version__.split(".")[:2]
+    return int(major), int("".join(ch for ch in minor if ch.isdigit()) or 0)
+
+
+def fused_unavailable(params: Sequence[Tensor]) -> str | None:
+    """Why torch's fused Adam kernel cannot update these stacked tensors (None if it can).
+
+    The kernel walks each tensor's memory linearly, so every member's slice must be one dense
+    block: the tensor non-overlapping and dense, with the member dimension outermost.
+    """
+    device = params[0].device
+    if device.type not in ("cpu", "cuda"):
+        return f"torch has no fused Adam kernel for {device.type} tensors"
+    if device.type == "cpu" and _torch_version() < (2, 4):
+        return f"torch {torch.__version__} has no fused Adam kernel for CPU (needs torch >= 2.4)"
+    if params[0].dtype not in _FUSED_DTYPES:
+        return f"torch's fused Adam kernel does not take {params[0].dtype}"
+    for i, p in enumerate(params):
+        # empty_like keeps the strides of a non-overlapping, dense tensor and only then.
+        dense = torch.empty_like(p, device="meta").stride() == p.stride()
+        members_outermost = p.shape[0] == 1 or p.stride(0) * p.shape[0] == p.numel()
+        if not (dense and members_outermost):
+            return (f"parameter {i} (shape {tuple(p.shape)}, strides {p.stride()}) does not hold "
+                    "each member in one dense block")
+    return None
+
+
+def adam_fused_(
+    params: Sequence[Tensor],
+    grads: Sequence[Tensor],
+    exp_avgs: Sequence[Tensor],
+    exp_avg_sqs: Sequence[Tensor],
+    steps: Tensor,
+    *,
+    members: Sequence[int],
+    lr: Sequence[float],
+    beta1: Sequence[float],
+    beta2: Sequence[float],
+    eps: Sequence[float],
+    weight_decay: Sequence[float] | None,
+    decay_mask: Sequence[bool] | None = None,
+    decoupled_weight_decay: bool = False,
+) -> None:
+    """One Adam (or AdamW) step for ``members``, in place, with torch's fused kernel.
+
+    Member k gets exactly what ``torch.optim.Adam(..., fused=True)`` computes for model k
+    alone: the same kernel, called on member k's rows with member k's hyperparameters.
+
+    Args:
+        params, grads, exp_avgs, exp_avg_sqs: stacked tensors [K, ...], aligned by position,
+            each member's slice one dense block (see :func:`fused_unavailable`); a gradient
+            must have the same strides as its parameter.
+        steps: [K] float32 step counts; those of ``members`` are incremented in place.
+        members: the rows to update; the others are left exactly as they are.
+        lr, beta1, beta2, eps: K host floats each (a Python float per member, as torch.optim
+            passes them to the kernel).
+        weight_decay: K host floats, or None for no decay at all.
+        decay_mask: one bool per parameter tensor; False exempts that tensor from decay.
+        decoupled_weight_decay: False for Adam's L2, True for AdamW's decoupled decay.
+    """
+    if not members:
+        return
+    kernel = torch._fused_adamw_ if decoupled_weight_decay else torch._fused_adam_
+    if len(members) == steps.shape[0]:
+        steps.add_(1)
+    else:
+        steps.index_add_(0, torch.tensor(members, device=steps.device), torch.ones(len(members), dtype=steps.dtype, device=steps.device))
+    n = len(params)
+    decayed = [i for i in range(n) if weight_decay is not None and (decay_mask is None or decay_mask[i])]
+    groups = [(decayed, True), ([i for i in range(n) if i not in set(decayed)], False)]
+    rows = [[t.unbind(0) for t in tensors] for tensors in (params, grads, exp_avgs, exp_avg_sqs)]
+    step_rows = steps.unbind(0)
+    for k in members:
+        for index, decays in groups:
+            if not index:
+                continue
+            p, g, m, v = ([r[i][k] for i in index] for r in rows)
+            kernel(
+                p, g, m, v, [], [step_rows[k]] * len(index),
+                lr=lr[k], beta1=beta1[k], beta2=beta2[k], eps=eps[k],
+                weight_decay=weight_decay[k] if decays else 0.0,
+                amsgrad=False, maximize=False,
+            )
+
+
 def adadelta_(
     params: Sequence[Tensor],
     grads: Sequence[Tensor],
@@ -210,6 +305,18 @@ def adadelta_(
         acc_delta.mul_(rho_k).addcmul_(delta * one_minus_rho, delta)
         # == param.add_(delta, alpha=-lr).
         param.addcmul_(delta, per_member("neg_lr", param))
+
+
+def select_members(t: Tensor, index: Tensor) -> Tensor:
+    """Members ``index`` of a stacked tensor, in a new tensor with the same memory layout.
+
+    ``index_select`` returns a contiguous tensor; a parameter laid out like its gradient (e.g. a
+    weight stored as [K, in, out] but shaped [K, out, in]) must stay laid out that way, or
+    autograd goes back to copying every gradient into the parameter's layout.
+    """
+    perm = sorted(range(t.ndim), key=lambda d: (-t.stride(d), d))  # outermost first
+    inverse = [perm.index(d) for d in range(t.ndim)]
+    return t.permute(perm).index_select(perm.index(0), index).permute(inverse)
 
 
 def snapshot_members(tensors: Sequence[Tensor], index: Tensor) -> list[Tensor]:

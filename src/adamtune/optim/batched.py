@@ -1,8 +1,10 @@
 """Optimizers for K stacked models, each member with its own hyperparameters.
 
 The classes validate, hold state and dispatch to the kernels in :mod:`adamtune.optim._kernels`.
-Member k of a ``BatchedAdam`` follows exactly the trajectory of a ``torch.optim.Adam`` (plus
-``clip_grad_norm_`` when ``max_grad_norm`` is set) on model k alone.
+Member k of a ``BatchedAdam`` follows the trajectory of a ``torch.optim.Adam`` (plus
+``clip_grad_norm_`` when ``max_grad_norm`` is set) on model k alone: bit for bit that of
+``Adam(fused=True)`` when it runs torch's fused kernel (the default where it can), and that of
+the default for-loop implementation, up to an ulp now and then, when it runs the stacked kernels.
 
 Typical use by an engine::
 
@@ -71,6 +73,8 @@ class _BatchedOptimizer:
 
     _HYPERPARAMETERS: tuple[str, ...] = ()
     _STATE: tuple[str, ...] = ()
+    #: True when step() runs torch's fused kernel member by member (Adam family only).
+    fused: bool = False
 
     def __init__(
         self,
@@ -87,6 +91,7 @@ class _BatchedOptimizer:
         self.decay_mask: tuple[bool, ...] | None = _check_decay_mask(decay_mask, len(self.params))
 
         self._hp: dict[str, Tensor] = {}
+        self._hp_host: dict[str, list[float]] | None = None
         self._max_grad_norm: Tensor | None = None
         self._decay: Tensor | None = None
         self.set_hyperparameters(**hyperparameters, max_grad_norm=max_grad_norm)
@@ -100,6 +105,7 @@ class _BatchedOptimizer:
         self.last_grad_norms: Tensor | None = None
         self._active = torch.ones(k, dtype=torch.bool, device=self._device)
         self._inactive_index: Tensor | None = None
+        self._active_rows: list[int] = list(range(k))
 
     # -- members -------------------------------------------------------------------------------
 
@@ -124,13 +130,14 @@ class _BatchedOptimizer:
         self._active = mask.clone()
         inactive = torch.nonzero(~mask).flatten()
         self._inactive_index = inactive if inactive.numel() else None
+        self._active_rows = torch.nonzero(mask).flatten().tolist()
 
     def keep(self, indices: Sequence[int] | Tensor) -> None:
         """Keep only the members ``indices`` (in that order), dropping the others everywhere.
 
         The parameter tensors are shrunk in place (``Tensor.set_``), so the very objects the
         caller holds, e.g. the dict from ``stack_module_state``, now have leading dimension
-        ``len(indices)``; their ``.grad`` is reset to None. State, step counts, hyperparameters,
+        ``len(indices)`` and keep their memory layout; their ``.grad`` is reset to None. State, step counts, hyperparameters,
         the active mask and ``last_grad_norms`` are indexed the same way, and the kept members
         continue with unchanged numerics. Buffers the caller stacked are the caller's to index.
 
@@ -140,10 +147,10 @@ class _BatchedOptimizer:
         index = self._member_index(indices)
         with torch.no_grad():
             for p in self.params:
-                p.set_(p.index_select(0, index))
+                p.set_(_kernels.select_members(p, index))
                 p.grad = None
         self.state = {
-            name: [t.index_select(0, index) for t in tensors]
+            name: [_kernels.select_members(t, index) for t in tensors]
             for name, tensors in self.state.items()
         }
         self.steps = self.steps.index_select(0, index)
@@ -274,9 +281,8 @@ class _BatchedOptimizer:
                 ``lr * lr_scale``, as ``LambdaLR`` computes ``base_lr * factor``, so AdamW's
                 decay also uses the scaled lr.
         """
-        lr = self._hp["lr"]
         if lr_scale is not None:
-            lr = lr * self._lr_scale_tensor(lr_scale)
+            lr_scale = self._checked_lr_scale(lr_scale)
         indexed = [(i, p) for i, p in enumerate(self.params) if p.grad is not None]
         if not indexed:
             return
@@ -296,6 +302,13 @@ class _BatchedOptimizer:
         state = {name: [tensors[i] for i in positions] for name, tensors in self.state.items()}
         decay_mask = None if self.decay_mask is None else [self.decay_mask[i] for i in positions]
 
+        if self.fused:
+            self._update_fused(params, grads, state, lr_scale, decay_mask)
+            return
+        lr = self._hp["lr"]
+        if lr_scale is not None:
+            lr = lr * (lr_scale.to(device=self._device, dtype=self._hp_dtype)
+                       if isinstance(lr_scale, Tensor) else lr_scale)
         frozen = self._inactive_index
         if frozen is None:
             self._update(params, grads, state, lr, decay_mask)
@@ -307,7 +320,7 @@ class _BatchedOptimizer:
         self._update(params, grads, state, lr, decay_mask)
         _kernels.restore_members_(tracked, saved, frozen)
 
-    def _lr_scale_tensor(self, lr_scale: float | Tensor) -> Tensor | float:
+    def _checked_lr_scale(self, lr_scale: float | Tensor) -> Tensor | float:
         if not isinstance(lr_scale, Tensor):
             if not lr_scale >= 0.0 or math.isinf(lr_scale):
                 raise ConfigError(f"lr_scale must be a finite number >= 0, got {lr_scale}")
@@ -317,9 +330,17 @@ class _BatchedOptimizer:
                 f"lr_scale must be a float or a tensor of shape ({self.num_members},), "
                 f"got shape {tuple(lr_scale.shape)}"
             )
-        return lr_scale.to(device=self._device, dtype=self._hp_dtype)
+        return lr_scale
+
+    def _host_hyperparameters(self) -> dict[str, list[float]]:
+        """The hyperparameters as K Python floats each (read from the device once per change)."""
+        if self._hp_host is None:
+            self._hp_host = {name: t.tolist() for name, t in self._hp.items()}
+        return self._hp_host
 
     def _refresh_decay(self) -> None:
+        # Called whenever the hyperparameters change.
+        self._hp_host = None
         # None lets the kernel skip the decay work entirely when no member decays; decided
         # here, not in step(), because the test reads the tensor (a device sync).
         wd = self._hp["weight_decay"]
@@ -332,6 +353,16 @@ class _BatchedOptimizer:
         grads: list[Tensor],
         state: dict[str, list[Tensor]],
         lr: Tensor,
+        decay_mask: list[bool] | None,
+    ) -> None:
+        raise NotImplementedError
+
+    def _update_fused(
+        self,
+        params: list[Tensor],
+        grads: list[Tensor],
+        state: dict[str, list[Tensor]],
+        lr_scale: Tensor | float | None,
         decay_mask: list[bool] | None,
     ) -> None:
         raise NotImplementedError
@@ -352,14 +383,22 @@ class BatchedAdam(_BatchedOptimizer):
         max_grad_norm: per-member gradient clipping threshold (float or [K] tensor, inf = off
             for that member), or None for no clipping.
         decay_mask: one bool per parameter tensor; False gives that tensor weight_decay 0.
+        fused: True: update with torch's fused Adam kernel, the one ``torch.optim.Adam(...,
+            fused=True)`` runs, called once per member (one pass over memory per step; member
+            k then matches ``fused=True`` bit for bit). False: the stacked kernels (about ten
+            whole-tensor operations per parameter tensor; member k matches torch.optim's
+            default for-loop implementation). None (default): fused wherever the kernel can
+            run (CPU with torch >= 2.4, CUDA; each member's slice one dense block).
 
     Raises:
-        ConfigError: a hyperparameter out of range or of the wrong shape, or bad params.
+        ConfigError: a hyperparameter out of range or of the wrong shape, bad params, or
+            fused=True where the fused kernel cannot run.
     """
 
     _HYPERPARAMETERS = ("lr", "eps", "beta1", "beta2", "weight_decay")
     _STATE = ("exp_avg", "exp_avg_sq")
     _kernel = staticmethod(_kernels.adam_)
+    _decoupled = False
 
     def __init__(
         self,
@@ -371,6 +410,7 @@ class BatchedAdam(_BatchedOptimizer):
         *,
         max_grad_norm: HyperparameterValue | None = None,
         decay_mask: Sequence[bool] | None = None,
+        fused: bool | None = None,
     ) -> None:
         if not isinstance(betas, (tuple, list)) or len(betas) != 2:
             raise ConfigError(f"betas must be a pair (beta1, beta2), got {betas!r}")
@@ -386,6 +426,13 @@ class BatchedAdam(_BatchedOptimizer):
             max_grad_norm,
             decay_mask,
         )
+        why_not = _kernels.fused_unavailable(self.params)
+        if fused and why_not:
+            raise ConfigError(f"fused=True is not possible: {why_not}")
+        self.fused = fused is not False and why_not is None
+        if self.fused:
+            # As torch.optim's fused Adam: float32 step counts, which the kernel reads.
+            self.steps = self.steps.to(torch.float32)
 
     def _update(self, params, grads, state, lr, decay_mask):
         hp = self._hp
@@ -403,6 +450,33 @@ class BatchedAdam(_BatchedOptimizer):
             decay_mask=decay_mask,
         )
 
+    def _update_fused(self, params, grads, state, lr_scale, decay_mask):
+        hp = self._host_hyperparameters()
+        lr = hp["lr"]
+        if isinstance(lr_scale, Tensor):
+            scale = lr_scale.expand(self.num_members).tolist()  # a device sync if on a GPU
+            lr = [a * b for a, b in zip(lr, scale, strict=True)]
+        elif lr_scale is not None:
+            lr = [a * lr_scale for a in lr]
+        # The kernel walks memory linearly: a gradient must be laid out like its parameter.
+        grads = [g if g.stride() == p.stride() else torch.empty_like(p).copy_(g)
+                 for p, g in zip(params, grads, strict=True)]
+        _kernels.adam_fused_(
+            params,
+            grads,
+            state["exp_avg"],
+            state["exp_avg_sq"],
+            self.steps,
+            members=self._active_rows,
+            lr=lr,
+            beta1=hp["beta1"],
+            beta2=hp["beta2"],
+            eps=hp["eps"],
+            weight_decay=None if self._decay is None else hp["weight_decay"],
+            decay_mask=decay_mask,
+            decoupled_weight_decay=self._decoupled,
+        )
+
 
 class BatchedAdamW(BatchedAdam):
     """``torch.optim.AdamW`` (decoupled decay θ ← θ·(1 − lr·λ)) for K stacked members.
@@ -411,6 +485,7 @@ class BatchedAdamW(BatchedAdam):
     """
 
     _kernel = staticmethod(_kernels.adamw_)
+    _decoupled = True
 
     def __init__(
         self,
@@ -422,6 +497,7 @@ class BatchedAdamW(BatchedAdam):
         *,
         max_grad_norm: HyperparameterValue | None = None,
         decay_mask: Sequence[bool] | None = None,
+        fused: bool | None = None,
     ) -> None:
         super().__init__(
             params,
@@ -431,6 +507,7 @@ class BatchedAdamW(BatchedAdam):
             weight_decay,
             max_grad_norm=max_grad_norm,
             decay_mask=decay_mask,
+            fused=fused,
         )
 
 
