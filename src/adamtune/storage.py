@@ -37,7 +37,10 @@ def open_storage(url: str, *, must_exist: bool = False) -> optuna.storages.BaseS
     engine_kwargs = {"connect_args": {"timeout": 60}} if path is not None else {"pool_pre_ping": True}
     for attempt in range(_ATTEMPTS):
         try:
-            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+            storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+            if path is not None:
+                _write_ahead_log(storage)
+            return storage
         except ImportError as e:
             raise StorageError(f"storage {url.split('://')[0]} needs a database driver that is not installed: {e}") from None
         except Exception as e:  # sqlalchemy's errors: bad URL, refused connection, corrupt file
@@ -52,6 +55,29 @@ def open_storage(url: str, *, must_exist: bool = False) -> optuna.storages.BaseS
 
 
 _ATTEMPTS = 4
+
+
+def _write_ahead_log(storage: optuna.storages.RDBStorage) -> None:
+    """Put a SQLite study in write-ahead-log mode with ``synchronous=NORMAL``.
+
+    Optuna commits every reported value on its own; in SQLite's default mode each commit
+    waits for two fsyncs, which made storage as slow as training the batched members
+    (16 trials x 16 reports: 7-10 s, against 2.7-3.1 s in WAL mode, on the development VM).
+    In WAL mode a crash of the program loses nothing committed; a power cut or OS crash can
+    lose the last commits but never corrupts the file. Workers on one machine share the file
+    as before (readers no longer block the writer); for machines sharing a study over a
+    network use PostgreSQL, as WAL needs shared memory on one host.
+    """
+    import sqlalchemy
+
+    def pragmas(dbapi_connection, _record) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    sqlalchemy.event.listen(storage.engine, "connect", pragmas)
+    storage.engine.dispose()  # connections opened while Optuna made its tables reconnect with them
 
 
 def _is_creation_race(e: Exception) -> bool:
