@@ -156,3 +156,30 @@ def test_snippet_is_runnable_and_builds_the_same_optimizer(cfg):
         assert [id(p) for p in g1["params"]] == [id(p) for p in g2["params"]]
     if cfg.max_grad_norm is not None:
         assert "clip_grad_norm_(model.parameters(), max_norm=1)" in python_snippet(cfg)
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "adamw"])
+def test_make_optimizer_runs_torchs_fused_kernel_and_matches_the_default(optimizer):
+    torch.manual_seed(0)
+    a = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 2)).double()
+    b = nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, 2)).double()
+    b.load_state_dict(a.state_dict())
+    config = Config(optimizer=optimizer, lr=1e-2, weight_decay=0.1)
+    ours = make_optimizer(a, config)
+    assert ours.defaults["fused"] is True
+    cls = torch.optim.AdamW if optimizer == "adamw" else torch.optim.Adam
+    groups = [{"params": [p for p in b.parameters() if p.dim() >= 2], "weight_decay": 0.1},
+              {"params": [p for p in b.parameters() if p.dim() < 2], "weight_decay": 0.0}]
+    default = cls(groups, lr=1e-2)  # torch's for-loop implementation on CPU
+    x, y = torch.randn(32, 4, dtype=torch.float64), torch.randn(32, 2, dtype=torch.float64)
+    for model, opt in ((a, ours), (b, default)):
+        for _ in range(30):
+            opt.zero_grad()
+            ((model(x) - y) ** 2).mean().backward()
+            opt.step()
+    for p, q in zip(a.parameters(), b.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-12, atol=0.0)
+
+
+def test_make_optimizer_adadelta_has_no_fused_kernel():
+    assert not make_optimizer(nn.Linear(3, 2), Config(optimizer="adadelta")).defaults.get("fused")

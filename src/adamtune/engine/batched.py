@@ -23,7 +23,7 @@ from adamtune.config import Config, lr_multiplier
 from adamtune.engine.evaluate import evaluate
 from adamtune.engine.monitor import CurveLog, DivergenceMonitor, GradNormLog
 from adamtune.engine.outcome import Outcome
-from adamtune.engine.sequential import better, infeasible
+from adamtune.engine.sequential import better, infeasible, prunes
 from adamtune.optim import BatchedAdadelta, BatchedAdam, BatchedAdamW, matrix_decay_mask
 from adamtune.workloads import Workload, batch_stream
 
@@ -244,7 +244,7 @@ def train_members(
                 best[i] = values[row]
             if trials is not None:
                 trials[i].report(values[row], step)
-        if trials is not None:
+        if prunes(trials[0] if trials else None):
             # Ask every pruner only after every member has reported: members of one batch
             # compete on equal terms at each rung.
             for row in range(len(members)):

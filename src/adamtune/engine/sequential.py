@@ -14,6 +14,11 @@ from adamtune.engine.outcome import Outcome
 from adamtune.workloads import Workload, batch_stream
 
 
+def prunes(trial: optuna.trial.Trial | None) -> bool:
+    """Whether asking ``trial``'s pruner can ever say yes (NopPruner never does; asking reads storage)."""
+    return trial is not None and not isinstance(trial.study.pruner, optuna.pruners.NopPruner)
+
+
 def better(a: float, b: float, direction: str) -> bool:
     """Whether objective value ``a`` beats ``b``."""
     return a < b if direction == "minimize" else a > b
@@ -81,6 +86,6 @@ def train_trial(
             best = value
         if trial is not None:
             trial.report(value, step)
-            if trial.should_prune():
+            if prunes(trial) and trial.should_prune():
                 return finish("pruned", best, step)
     return finish("complete", best, workload.steps)

@@ -26,6 +26,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from adamtune.config import fused_adam_unavailable
+
 __all__ = [
     "adadelta_",
     "adam_",
@@ -171,27 +173,15 @@ adamw_ = functools.partial(adam_, decoupled_weight_decay=True)
 adamw_.__doc__ = "One AdamW step for every member: :func:`adam_` with decoupled weight decay."
 
 
-_FUSED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-
-
-def _torch_version() -> tuple[int, int]:
-    major, minor = torch.__version__.split(".")[:2]
-    return int(major), int("".join(ch for ch in minor if ch.isdigit()) or 0)
-
-
 def fused_unavailable(params: Sequence[Tensor]) -> str | None:
     """Why torch's fused Adam kernel cannot update these stacked tensors (None if it can).
 
     The kernel walks each tensor's memory linearly, so every member's slice must be one dense
     block: the tensor non-overlapping and dense, with the member dimension outermost.
     """
-    device = params[0].device
-    if device.type not in ("cpu", "cuda"):
-        return f"torch has no fused Adam kernel for {device.type} tensors"
-    if device.type == "cpu" and _torch_version() < (2, 4):
-        return f"torch {torch.__version__} has no fused Adam kernel for CPU (needs torch >= 2.4)"
-    if params[0].dtype not in _FUSED_DTYPES:
-        return f"torch's fused Adam kernel does not take {params[0].dtype}"
+    why_not = fused_adam_unavailable(params[0].device, params[0].dtype)
+    if why_not:
+        return why_not
     for i, p in enumerate(params):
         # empty_like keeps the strides of a non-overlapping, dense tensor and only then.
         dense = torch.empty_like(p, device="meta").stride() == p.stride()
