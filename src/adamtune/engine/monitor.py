@@ -56,18 +56,23 @@ class GradNormLog:
 
     def __init__(self) -> None:
         self._norms: list[Tensor] = []
+        self._stacked: Tensor | None = None  # [steps, K] on the host, built once when asked
 
     def append(self, norms: Tensor) -> None:
         self._norms.append(norms.detach().to(torch.float64).reshape(-1))
+        self._stacked = None
 
     def keep(self, index: Tensor) -> None:
-        self._norms = [n[index] for n in self._norms]
+        if self._norms:
+            self._norms = list(torch.stack(self._norms).index_select(1, index.to(self._norms[0].device)))
+        self._stacked = None
 
     def summary(self, member: int, max_grad_norm: float | None) -> GradNorms | None:
         if not self._norms:
             return None
-        norms = torch.stack([n[member] for n in self._norms]).cpu()
-        return summarize_norms(norms, max_grad_norm)
+        if self._stacked is None:
+            self._stacked = torch.stack(self._norms).cpu()
+        return summarize_norms(self._stacked[:, member], max_grad_norm)
 
 
 def summarize_norms(norms: Tensor, max_grad_norm: float | None) -> GradNorms | None:
