@@ -231,21 +231,21 @@ def adam_fused_(
     if len(members) == steps.shape[0]:
         steps.add_(1)
     else:
-        steps.index_add_(0, torch.tensor(members, device=steps.device), torch.ones(len(members), dtype=steps.dtype, device=steps.device))
-    n = len(params)
-    decayed = [i for i in range(n) if weight_decay is not None and (decay_mask is None or decay_mask[i])]
-    groups = [(decayed, True), ([i for i in range(n) if i not in set(decayed)], False)]
+        index = torch.tensor(members, device=steps.device)
+        steps.index_add_(0, index, torch.ones_like(index, dtype=steps.dtype))
+    decays = [weight_decay is not None and (decay_mask is None or decay_mask[i]) for i in range(len(params))]
+    groups = [([i for i, d in enumerate(decays) if d], True), ([i for i, d in enumerate(decays) if not d], False)]
     rows = [[t.unbind(0) for t in tensors] for tensors in (params, grads, exp_avgs, exp_avg_sqs)]
     step_rows = steps.unbind(0)
     for k in members:
-        for index, decays in groups:
-            if not index:
+        for tensors, decayed in groups:
+            if not tensors:
                 continue
-            p, g, m, v = ([r[i][k] for i in index] for r in rows)
+            p, g, m, v = ([r[i][k] for i in tensors] for r in rows)
             kernel(
-                p, g, m, v, [], [step_rows[k]] * len(index),
+                p, g, m, v, [], [step_rows[k]] * len(tensors),
                 lr=lr[k], beta1=beta1[k], beta2=beta2[k], eps=eps[k],
-                weight_decay=weight_decay[k] if decays else 0.0,
+                weight_decay=weight_decay[k] if decayed else 0.0,
                 amsgrad=False, maximize=False,
             )
 
