@@ -180,10 +180,8 @@ def fused_adam_unavailable(device: torch.device, dtype: torch.dtype) -> str | No
     """Why torch's fused Adam kernel (``Adam(fused=True)``) cannot run here (None if it can)."""
     if device.type not in ("cpu", "cuda"):
         return f"torch has no fused Adam kernel for {device.type} tensors"
-    if device.type == "cpu":
-        major, minor = (int("".join(c for c in x if c.isdigit()) or 0) for x in torch.__version__.split(".")[:2])
-        if (major, minor) < (2, 4):
-            return f"torch {torch.__version__} has no fused Adam kernel for CPU (needs torch >= 2.4)"
+    if device.type == "cpu" and torch.__version__ < (2, 4):  # a TorchVersion compares with tuples
+        return f"torch {torch.__version__} has no fused Adam kernel for CPU (needs torch >= 2.4)"
     if dtype not in _FUSED_DTYPES:
         return f"torch's fused Adam kernel does not take {dtype}"
     return None

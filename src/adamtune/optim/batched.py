@@ -137,8 +137,9 @@ class _BatchedOptimizer:
 
         The parameter tensors are shrunk in place (``Tensor.set_``), so the very objects the
         caller holds, e.g. the dict from ``stack_module_state``, now have leading dimension
-        ``len(indices)`` and keep their memory layout; their ``.grad`` is reset to None. State, step counts, hyperparameters,
-        the active mask and ``last_grad_norms`` are indexed the same way, and the kept members
+        ``len(indices)`` and keep their memory layout; their ``.grad`` is reset to None. State,
+        step counts, hyperparameters, the active mask and ``last_grad_norms`` are indexed the
+        same way, and the kept members
         continue with unchanged numerics. Buffers the caller stacked are the caller's to index.
 
         Raises:
@@ -155,7 +156,7 @@ class _BatchedOptimizer:
         }
         self.steps = self.steps.index_select(0, index)
         self._hp = {name: t.index_select(0, index) for name, t in self._hp.items()}
-        self._refresh_decay()
+        self._hyperparameters_changed()
         if self._max_grad_norm is not None:
             self._max_grad_norm = self._max_grad_norm.index_select(0, index)
         if self.last_grad_norms is not None:
@@ -221,7 +222,7 @@ class _BatchedOptimizer:
                 self._max_grad_norm = tensor
             else:
                 self._hp[name] = tensor
-        self._refresh_decay()
+        self._hyperparameters_changed()
 
     def _member_tensor(self, name: str, value: HyperparameterValue | None) -> Tensor:
         k = self.num_members
@@ -338,8 +339,8 @@ class _BatchedOptimizer:
             self._hp_host = {name: t.tolist() for name, t in self._hp.items()}
         return self._hp_host
 
-    def _refresh_decay(self) -> None:
-        # Called whenever the hyperparameters change.
+    def _hyperparameters_changed(self) -> None:
+        """Drop what was derived from the old hyperparameters: the host copies and the decay."""
         self._hp_host = None
         # None lets the kernel skip the decay work entirely when no member decays; decided
         # here, not in step(), because the test reads the tensor (a device sync).
