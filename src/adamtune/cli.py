@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import sys
-import time
 import warnings
 from typing import Iterator, List, Optional
 

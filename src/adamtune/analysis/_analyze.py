@@ -16,9 +16,9 @@ from adamtune.analysis._plots import (
     AxisPlotInfo, CurvesInfo, HeatmapInfo, IsolationInfo, axis_plot_info, curves_info, heatmap_info,
     isolation_info, sorted_for_table,
 )
-from adamtune.analysis._select import completed, top_trials
+from adamtune.analysis._select import top_trials
 from adamtune.study import TuneResult
-from adamtune.trials import TrialRecord
+from adamtune.trials import TrialRecord, completed
 
 
 @dataclasses.dataclass(frozen=True)

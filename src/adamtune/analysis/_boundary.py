@@ -160,7 +160,7 @@ def boundary_findings(checks: Sequence[BoundaryCheck]) -> tuple[Finding, ...]:
             kind="boundary", severity=WARNING,
             title=f"{c.name}: the best trials sit at the {c.edge} edge of its window {window_text(c.window)}",
             detail=(
-                f"The best trial ({numbers[0]}, {c.name}={fmt(_value(c.window, c.best_position))}) is "
+                f"The best trial ({numbers[0]}, {c.name}={fmt(c.window.from_unit(c.best_position))}) is "
                 f"{distance:.0%} of the window's width from its {where} ({scale}), and {every} in that half. "
                 f"The optimum may lie {beyond} {fmt(side_value)}: widen the window to "
                 f"{window_text(c.proposal)}."
@@ -170,8 +170,5 @@ def boundary_findings(checks: Sequence[BoundaryCheck]) -> tuple[Finding, ...]:
         ))
     return tuple(out)
 
-
-def _value(dim: Dimension, position: float) -> float:
-    return dim.from_unit(position)
 
 

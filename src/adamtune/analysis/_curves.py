@@ -32,9 +32,9 @@ import math
 from collections.abc import Sequence
 
 from adamtune.analysis._finding import INFO, WARNING, Finding, fmt, trial_list
-from adamtune.analysis._select import Study, oriented, ranked, unpack
+from adamtune.analysis._select import Study, unpack
 from adamtune.study import StudySettings
-from adamtune.trials import Curve, TrialRecord, TrialState
+from adamtune.trials import Curve, TrialRecord, TrialState, oriented, ranked
 
 MIN_EVALUATIONS = 4
 MIN_IMPROVEMENT = 0.01
@@ -51,6 +51,8 @@ CURVE_TRIALS = 3
 UNSTABLE_NEAR = 3.0
 
 TRAIN_LOSS = "train_loss"
+# What a curve can show, as ``guide.ACTIONS`` keys and CurveDiagnosis flags, in report order.
+KINDS = ("overfitting", "late_variance", "still_improving", "saturated_early")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,8 +94,7 @@ class CurveDiagnosis:
     @property
     def kinds(self) -> tuple[str, ...]:
         """The findings that hold, as ``guide.ACTIONS`` keys."""
-        names = ("overfitting", "late_variance", "still_improving", "saturated_early")
-        return tuple(n for n in names if getattr(self, n))
+        return tuple(n for n in KINDS if getattr(self, n))
 
 
 def _series(curve: Curve, name: str) -> tuple[list[int], list[float]]:
@@ -192,7 +193,7 @@ def curve_findings(diagnoses: Sequence[CurveDiagnosis], metric: str) -> tuple[Fi
     if not judged:
         return ()
     out = []
-    for kind in ("overfitting", "late_variance", "still_improving", "saturated_early"):
+    for kind in KINDS:
         hits = [d for d in judged if getattr(d, kind)]
         if not hits or not (getattr(judged[0], kind) or 2 * len(hits) > len(judged)):
             continue

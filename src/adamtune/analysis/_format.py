@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 
 from adamtune.space import Dimension, parse_override
 
@@ -46,6 +45,3 @@ def window_text(dim: Dimension) -> str:
     """``"1e-06..0.0001"``: a window as findings print it."""
     return f"{short_number(dim, dim.low)}..{short_number(dim, dim.high)}"
 
-
-def finite(x: float | None) -> bool:
-    return x is not None and math.isfinite(x)

@@ -20,11 +20,12 @@ from collections.abc import Sequence
 
 from adamtune.analysis._boundary import BoundaryCheck, boundary_check
 from adamtune.analysis._format import set_argument
-from adamtune.analysis._select import Study, completed, top_trials, unit, unpack
+from adamtune.analysis._select import Study, top_trials, unit, unpack
 from adamtune.config import TORCH_DEFAULTS, Config
 from adamtune.errors import AdamtuneError
 from adamtune.space import Dimension, preset
 from adamtune.study import StudySettings
+from adamtune.trials import completed
 
 NARROW_MIN_COMPLETED = 5
 NARROW_PAD = 0.15
@@ -126,7 +127,7 @@ def next_space(
         if hi - lo > KEEP_ABOVE:
             dims.append(NextDimension(dim.name, KEEP, dim, dim, "the best trials spread over most of the window"))
             continue
-        window = _checked(Dimension(dim.name, dim.from_unit(lo), dim.from_unit(hi), dim.scale), dim)
+        window = _window(dim, lo, hi)
         dims.append(NextDimension(dim.name, NARROW, window, dim, f"around the {len(positions)} best trials"))
 
     args = [d.set_argument for d in dims]
@@ -141,11 +142,12 @@ def next_space(
     return NextSpace(tuple(dims), tuple(args), _command(settings, study_name, storage, args))
 
 
-def _checked(window: Dimension, old: Dimension) -> Dimension:
+def _window(dim: Dimension, lo: float, hi: float) -> Dimension:
+    """``dim`` cut to ``lo..hi`` (positions on its scale), or ``dim`` itself if that is no valid window."""
     try:
-        return Dimension(window.name, window.low, window.high, window.scale)
+        return Dimension(dim.name, dim.from_unit(lo), dim.from_unit(hi), dim.scale)
     except AdamtuneError:
-        return old
+        return dim
 
 
 def _command(settings: StudySettings, study_name: str | None, storage: str | None, args: Sequence[str]) -> str | None:

@@ -12,10 +12,10 @@ import dataclasses
 import math
 from collections.abc import Sequence
 
-from adamtune.analysis._select import Study, oriented, ranked, top_trials, unit, unpack
+from adamtune.analysis._select import Study, top_trials, unit, unpack
 from adamtune.space import Dimension
 from adamtune.study import StudySettings
-from adamtune.trials import TrialRecord, TrialState
+from adamtune.trials import TrialRecord, TrialState, oriented, ranked
 
 PLOTTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.DIVERGED)
 HEATMAP_PAIRS = (("lr", "beta1"), ("lr", "weight_decay"))
@@ -105,6 +105,12 @@ def _bucket(dim: Dimension, t: TrialRecord, n: int) -> int | None:
     return min(n - 1, max(0, int(u * n + 1e-9)))  # a value on a bucket edge (up to rounding) goes up
 
 
+def _best_of(group: Sequence[TrialRecord], direction: str) -> tuple[float | None, int | None]:
+    """``(value, number)`` of the best completed trial in ``group``, or ``(None, None)``."""
+    done = ranked(group, direction)
+    return (done[0].value, done[0].number) if done else (None, None)
+
+
 def _edges(dim: Dimension, n: int) -> tuple[float, ...]:
     return tuple(dim.from_unit(i / n) for i in range(n + 1))
 
@@ -154,9 +160,8 @@ def isolation_info(study: Study, settings: StudySettings | None = None, buckets:
             if b is not None:
                 members[b].append(t)
         for i, group in enumerate(members):
-            done = ranked(group, settings.direction)
             rows.append(IsolationBucket(
-                edges[i], edges[i + 1], done[0].value if done else None, done[0].number if done else None,
+                edges[i], edges[i + 1], *_best_of(group, settings.direction),
                 len(group), sum(t.state == TrialState.DIVERGED for t in group),
                 sum(t.state == TrialState.PRUNED for t in group),
             ))
@@ -221,8 +226,7 @@ def heatmap_info(study: Study, settings: StudySettings | None = None, bins: int 
             line = []
             for col in range(n):
                 group = groups.get((row, col), [])
-                done = ranked(group, settings.direction)
-                line.append(HeatmapCell(done[0].value if done else None, done[0].number if done else None,
+                line.append(HeatmapCell(*_best_of(group, settings.direction),
                                         len(group), sum(t.state == TrialState.DIVERGED for t in group)))
             cells.append(tuple(line))
         out.append(HeatmapInfo(xd, yd, settings.metric, settings.direction, _edges(xd, n), _edges(yd, n),

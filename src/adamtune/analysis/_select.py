@@ -8,7 +8,7 @@ from typing import Union
 
 from adamtune.space import Dimension
 from adamtune.study import StudySettings, TuneResult
-from adamtune.trials import TrialRecord, completed, oriented, ranked  # noqa: F401 - re-exported
+from adamtune.trials import TrialRecord, ranked
 
 # The playbook's "best trials": the top 10% of the completed trials, but never fewer than 3.
 TOP_FRACTION = 0.1

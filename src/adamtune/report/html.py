@@ -7,7 +7,6 @@ and workload names, metric names, parameter values, tracebacks -- goes through `
 from __future__ import annotations
 
 import html
-import math
 import os
 import re
 from pathlib import Path
@@ -16,6 +15,7 @@ from adamtune.analysis import Finding, StudyAnalysis, analyze, window_text
 from adamtune.config import Config, python_snippet
 from adamtune.errors import AdamtuneError
 from adamtune.report import plots
+from adamtune.report.terminal import fmt
 from adamtune.storage import sqlite_path
 from adamtune.study import TuneResult
 from adamtune.trials import TrialRecord, TrialState
@@ -84,14 +84,6 @@ def write_report(study: TuneResult | StudyAnalysis, path: str | os.PathLike, sto
     return out
 
 
-def _num(x: float | None) -> str:
-    if x is None:
-        return "—"
-    if not math.isfinite(x):
-        return str(x)
-    return f"{x:.4g}"
-
-
 _STATE_CLASS = {
     TrialState.COMPLETE: "complete", TrialState.PRUNED: "pruned", TrialState.DIVERGED: "diverged",
     TrialState.FAILED: "failed", TrialState.RUNNING: "running", TrialState.WAITING: "waiting",
@@ -140,7 +132,7 @@ show what happened to the trials that ran.</p></section>"""
     tuned = set(s.space.tuned)
     rows = "".join(
         f'<tr class="{"tuned" if name in tuned else "fixed"}"><th>{e(name)}</th>'
-        f'<td>{e(_num(v) if isinstance(v, float) else ("off" if v is None else v))}</td></tr>'
+        f'<td>{e(fmt(v) if isinstance(v, float) else ("off" if v is None else v))}</td></tr>'
         for name, v in cfg.params().items()
     )
     snippet = python_snippet(cfg)
@@ -148,8 +140,8 @@ show what happened to the trials that ran.</p></section>"""
     if len(a.top) > 1:
         head = "".join(f"<th>{e(n)}</th>" for n in ("trial", s.metric, *s.space.tuned))
         body = "".join(
-            f"<tr><td>{e(t.number)}{' ★' if t.number == r.best.number else ''}</td><td><b>{e(_num(t.value))}</b></td>"
-            + "".join(f"<td>{e(_num(t.params.get(n)))}</td>" for n in s.space.tuned) + "</tr>"
+            f"<tr><td>{e(t.number)}{' ★' if t.number == r.best.number else ''}</td><td><b>{e(fmt(t.value))}</b></td>"
+            + "".join(f"<td>{e(fmt(t.params.get(n)))}</td>" for n in s.space.tuned) + "</tr>"
             for t in a.top
         )
         runners = (f'<h3 class="small">The best {len(a.top)} trials</h3>'
@@ -158,7 +150,7 @@ show what happened to the trials that ran.</p></section>"""
 <section id="best" class="hero">
   <div class="card best">
     <h2>Recommended configuration</h2>
-    <div class="bignum"><span class="value">{e(_num(r.best.value))}</span>
+    <div class="bignum"><span class="value">{e(fmt(r.best.value))}</span>
       <span class="unit">{e(s.metric)}</span></div>
     <div class="sub">trial {e(r.best.number)} · {e(cfg.optimizer)} · {e(r.best.steps)} steps</div>
     <table class="params">{rows}</table>
@@ -208,11 +200,10 @@ def _next(a: StudyAnalysis) -> str:
     ns = a.next_space
     if not ns.dimensions:
         return ""
-    labels = {"narrow": "narrow", "widen": "widen", "keep": "keep"}
     rows = "".join(
         f'<tr><th>{e(d.name)}</th><td>{e(window_text(d.previous))}</td>'
         f'<td class="arrow">→</td><td><b>{e(window_text(d.window))}</b></td>'
-        f'<td><span class="change {e(d.change)}">{e(labels[d.change])}</span></td><td class="note">{e(d.reason)}</td></tr>'
+        f'<td><span class="change {e(d.change)}">{e(d.change)}</span></td><td class="note">{e(d.reason)}</td></tr>'
         for d in ns.dimensions
     )
     if ns.command is not None:
@@ -288,12 +279,12 @@ def _plots(a: StudyAnalysis) -> str:
 
 def _trial_row(a: StudyAnalysis, t: TrialRecord, tuned: tuple[str, ...]) -> str:
     best = a.result.best is not None and a.result.best.number == t.number
-    value = "diverged" + (f" @ step {t.steps}" if t.steps else "") if t.state == TrialState.DIVERGED else _num(t.value)
+    value = "diverged" + (f" @ step {t.steps}" if t.steps else "") if t.state == TrialState.DIVERGED else fmt(t.value)
     error = ""
     if t.error:
         last = t.error.strip().splitlines()[-1] if t.error.strip() else ""
         error = f'<details><summary>{e(last)}</summary><pre>{e(t.error)}</pre></details>'
-    cells = "".join(f"<td>{e(_num(t.params.get(n)))}</td>" for n in tuned)
+    cells = "".join(f"<td>{e(fmt(t.params.get(n)))}</td>" for n in tuned)
     duration = f"{t.duration_s:.1f} s" if t.duration_s is not None else "—"
     return (
         f'<tr class="{"best" if best else ""}"><td>{e(t.number)}{" ★" if best else ""}</td><td>{_badge(t.state)}{error}</td>'
