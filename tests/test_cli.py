@@ -127,3 +127,52 @@ def test_cli_end_to_end_in_real_processes(tmp_path, tiny_ref):
     assert r.returncode == 0 and "5/5" not in r.stdout and "1/1" in r.stdout
     r = run("tune", "--set", "beta1=1.5", "--storage", db)
     assert r.returncode == 2 and r.stderr.strip() == "adamtune: error: --set: beta1 must be in [0, 1), got 1.5"
+
+
+@pytest.fixture
+def read_only_copy(finished, tmp_path):
+    """The finished study's file on read-only media: a read-only tmpfs as root, else a 0555 directory."""
+    import shutil
+
+    src = finished[len("sqlite:///"):]
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    if os.geteuid() == 0:  # root writes through permission bits: mount a read-only file system
+        if subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(ro)], capture_output=True).returncode != 0:
+            pytest.skip("cannot mount a tmpfs here to make read-only media")
+        shutil.copy(src, ro / "study.db")
+        subprocess.run(["mount", "-o", "remount,ro", str(ro)], check=True)
+        yield f"sqlite:///{ro / 'study.db'}"
+        subprocess.run(["umount", "--lazy", str(ro)], check=True)  # the test's own connections may linger
+    else:
+        shutil.copy(src, ro / "study.db")
+        os.chmod(ro / "study.db", 0o444)
+        os.chmod(ro, 0o555)
+        yield f"sqlite:///{ro / 'study.db'}"
+        os.chmod(ro, 0o755)
+
+
+def test_study_file_is_in_wal_mode_and_whole_after_tune(finished):
+    import sqlite3
+
+    path = finished[len("sqlite:///"):]
+    # tune() folded the log into the file although this process still lives: the file is whole.
+    assert not os.path.exists(path + "-wal") or os.path.getsize(path + "-wal") == 0
+    with sqlite3.connect(path) as con:
+        assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_read_only_study_can_be_read_not_tuned(read_only_copy, storage):
+    path = read_only_copy[len("sqlite:///"):]
+    with pytest.raises(OSError):  # the media really is read-only
+        open(os.path.join(os.path.dirname(path), "probe"), "w")
+    expected = runner.invoke(app, ["show", "--storage", storage, "--json"])
+    for command in (["show", "--json"], ["best"], ["studies"]):
+        r = runner.invoke(app, [*command, "--storage", read_only_copy])
+        assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["show", "--json", "--storage", read_only_copy])
+    assert json.loads(r.stdout) == json.loads(expected.stdout)
+    r = runner.invoke(app, ["tune", "--budget", "1", "--storage", read_only_copy])
+    assert r.exit_code == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "needs the file and its directory writable" in lines[0], r.stderr

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import time
+import urllib.parse
 
 import optuna
 
@@ -50,11 +51,31 @@ def open_storage(url: str, *, must_exist: bool = False) -> optuna.storages.BaseS
                 time.sleep(0.5 * (attempt + 1))
                 continue
             reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            if must_exist and path is not None and "unable to open database file" in reason:
+                return _open_read_only(url, path)
+            if path is not None and "unable to open database file" in reason:
+                reason += " (a study being written needs the file and its directory writable)"
             raise StorageError(f"cannot open storage {_redact(url)}: {reason}") from None
     raise AssertionError("unreachable")
 
 
 _ATTEMPTS = 4
+
+
+def _open_read_only(url: str, path: str) -> optuna.storages.RDBStorage:
+    """Open a study on read-only media (a read-only mount, a directory the user cannot write).
+
+    A study adamtune wrote is in WAL mode, and SQLite reads a WAL database only where it can
+    create the ``-shm`` and ``-wal`` files beside it, unless the file is opened as immutable.
+    A finished study's file holds everything (the log is folded in when the last writer
+    closes), so reading it as immutable shows every trial; only for reading, never writing.
+    """
+    ro = f"sqlite:///file:{urllib.parse.quote(os.path.abspath(path))}?mode=ro&immutable=1&uri=true"
+    try:
+        return optuna.storages.RDBStorage(ro, engine_kwargs={"connect_args": {"timeout": 60}})
+    except Exception as e:
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise StorageError(f"cannot open storage {_redact(url)} (read-only): {reason}") from None
 
 
 def _write_ahead_log(storage: optuna.storages.RDBStorage) -> None:
@@ -78,6 +99,25 @@ def _write_ahead_log(storage: optuna.storages.RDBStorage) -> None:
 
     sqlalchemy.event.listen(storage.engine, "connect", pragmas)
     storage.engine.dispose()  # connections opened while Optuna made its tables reconnect with them
+
+
+def settle(storage: optuna.storages.BaseStorage) -> None:
+    """Fold a SQLite study's write-ahead log into the file and close its idle connections.
+
+    Afterwards the ``.db`` file alone holds every trial, ready to copy, archive or read from
+    read-only media, even while this process lives on (a notebook); the next use reconnects.
+    A checkpoint that another process's reader blocks is simply left to SQLite's next one.
+    """
+    if not isinstance(storage, optuna.storages.RDBStorage) or storage.engine.dialect.name != "sqlite":
+        return
+    import sqlalchemy
+
+    try:
+        with storage.engine.connect() as con:
+            con.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    except sqlalchemy.exc.SQLAlchemyError:
+        pass
+    storage.engine.dispose()
 
 
 def _is_creation_race(e: Exception) -> bool:

@@ -25,7 +25,7 @@ from adamtune.engine.batched import NotBatchable, members_per_chunk, train_membe
 from adamtune.engine.monitor import summarize_norms
 from adamtune.errors import SpaceError, StudyError
 from adamtune.space import SearchSpace, preset, with_overrides
-from adamtune.storage import DEFAULT_STORAGE, check_url, is_new_file, open_storage, study_names
+from adamtune.storage import DEFAULT_STORAGE, check_url, is_new_file, open_storage, settle, study_names
 from adamtune.trials import (
     ATTR_CONFIG, ATTR_CURVE, ATTR_ENGINE, ATTR_INTERRUPTED, ATTR_DIVERGED_AT, ATTR_GRAD_NORMS, ATTR_STATE, ATTR_STEPS, ATTR_TRACEBACK,
     TrialRecord, TrialState, ranked, record_from_optuna,
@@ -427,15 +427,18 @@ def tune(
         on_start(settings, remaining)
     runner = _Runner(the_study, settings, workload, objective_fn, dev, on_trial, max_consecutive_failures)
     k = resolve_batch(wanted_batch, workload, the_sampler, remaining, dev, max_memory, notice or _warn)
-    while runner.remaining(settings.budget) > 0:
-        n = min(k, runner.remaining(settings.budget))
-        if n > 1:
-            if not runner.run_batch(n):
-                k = 1  # the model could not be vmapped: the rest of the study runs sequentially
-                (notice or _warn)(runner.fallback_reason)
-        else:
-            runner.run_one()
-    return result_of(the_study, settings)
+    try:
+        while runner.remaining(settings.budget) > 0:
+            n = min(k, runner.remaining(settings.budget))
+            if n > 1:
+                if not runner.run_batch(n):
+                    k = 1  # the model could not be vmapped: the rest of the study runs sequentially
+                    (notice or _warn)(runner.fallback_reason)
+            else:
+                runner.run_one()
+        return result_of(the_study, settings)
+    finally:
+        settle(store)
 
 
 def _tell(study: optuna.Study, trial: optuna.trial.Trial, outcome: Outcome) -> None:
