@@ -511,29 +511,66 @@ def test_fused_kernel_follows_the_parameters_memory_layout(cls) -> None:
     laid = [_transposed_layout(plain[0]), plain[1].clone()]
     kw = dict(lr=torch.tensor([1e-2, 3e-2, 1e-3], dtype=torch.float64), weight_decay=0.1)
     a, b = cls(plain, **kw), cls(laid, **kw)
-    assert a.fused and b.fused and laid[0].stride() == (20, 1, 5)
+    # Each member's tensors lie side by side in one row of 5*4 + 5 = 25 values; inside it the
+    # weight keeps its transposed layout.
+    assert a.fused and b.fused and laid[0].stride() == (25, 1, 5)
     same_layout_as_param = lambda g, p: torch.empty_like(p).copy_(g)  # noqa: E731
     _run(a, plain, range(5))
     _run(b, laid, range(5), grad_layout=same_layout_as_param)
     a.keep([2, 0])
     b.keep([2, 0])
-    assert laid[0].stride() == (20, 1, 5) and b.state["exp_avg"][0].stride() == (20, 1, 5)
+    assert laid[0].stride() == (25, 1, 5) and b.state["exp_avg"][0].stride() == (25, 1, 5)
     _run(a, plain, range(5, 10))
     _run(b, laid, range(5, 10))  # contiguous gradients for a transposed parameter: still right
     assert all(torch.equal(x, y) for x, y in zip(plain, laid))
 
 
-def test_fused_needs_each_member_in_one_dense_block() -> None:
+def test_any_layout_is_packed_into_member_rows() -> None:
     members_innermost = torch.randn(6, 3, dtype=torch.float64).t()  # [K=3, 6], stride (1, 3)
-    with pytest.raises(ConfigError, match=r"^fused=True is not possible: parameter 0 .* "
-                                          r"does not hold each member in one dense block$"):
-        BatchedAdam([members_innermost], fused=True)
-    auto = BatchedAdam([members_innermost], lr=1e-2)
-    assert not auto.fused  # falls back to the stacked kernels, which take any layout
-    reference = BatchedAdam([members_innermost.contiguous()], lr=1e-2, fused=False)
-    _run(auto, auto.params, range(5))
+    values = members_innermost.clone()
+    opt = BatchedAdam([members_innermost], lr=1e-2, fused=True)
+    # The caller's tensor, same object and values, now holds each member in one dense row.
+    assert opt.fused and members_innermost.stride() == (6, 1) and torch.equal(members_innermost, values)
+    reference = BatchedAdam([values.contiguous()], lr=1e-2, fused=True)
+    _run(opt, opt.params, range(5))
     _run(reference, reference.params, range(5))
-    assert torch.equal(auto.params[0], reference.params[0])
+    assert torch.equal(opt.params[0], reference.params[0])
+
+
+def test_gradients_accumulate_in_one_flat_buffer_and_missing_ones_are_skipped() -> None:
+    # zero_grad keeps gradients attached (backward adds into one buffer), yet a tensor that
+    # gets no gradient is skipped as torch.optim skips a None gradient: no decay, no update.
+    # (Step counts are per member, not per tensor as in torch.optim: a tensor that gets a
+    # gradient only now and then would see other bias corrections, so this model's later
+    # layers get none at all.)
+    models = [make_model(s, torch.float64) for s in range(2)]
+    solo = copy.deepcopy(models[0])
+    params, _ = stack_module_state(models)
+    before = {n: p.detach().clone() for n, p in params.items()}
+    opt = BatchedAdamW(list(params.values()), lr=1e-2, weight_decay=0.1)
+    ref = torch.optim.AdamW(solo.parameters(), lr=1e-2, weight_decay=0.1)
+    base = copy.deepcopy(models[0]).to("meta")
+    x = torch.randn(5, 4, dtype=torch.float64)
+
+    def first_layer_only(p):
+        return functional_call(base[:2], {n: t for n, t in p.items() if n.startswith("0.")}, (x,))
+
+    for _ in range(6):
+        opt.zero_grad()
+        ref.zero_grad()
+        vmap(first_layer_only)(params).pow(2).sum().backward()
+        solo[:2](x).pow(2).sum().backward()
+        assert len({p.grad.untyped_storage().data_ptr() for p in params.values()}) == 1
+        opt.step()
+        ref.step()
+    unused = {"2.weight", "2.bias", "3.weight", "3.bias"}
+    assert {n for n, p in solo.named_parameters() if p.grad is None} == unused
+    for name, p in solo.named_parameters():
+        torch.testing.assert_close(params[name][0], p.detach(), rtol=1e-12, atol=0.0)
+        if name in unused:
+            assert torch.equal(params[name], before[name])
+        else:
+            assert not torch.equal(params[name], before[name])
 
 
 # -- bad inputs ------------------------------------------------------------------------------

@@ -26,16 +26,15 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from adamtune.config import fused_adam_unavailable
-
 __all__ = [
     "adadelta_",
     "adam_",
     "adam_fused_",
+    "adam_fused_rows_",
     "adamw_",
     "clip_grads_per_member_",
-    "fused_unavailable",
     "member_grad_norms",
+    "member_rows",
     "restore_members_",
     "select_members",
     "snapshot_members",
@@ -173,23 +172,21 @@ adamw_ = functools.partial(adam_, decoupled_weight_decay=True)
 adamw_.__doc__ = "One AdamW step for every member: :func:`adam_` with decoupled weight decay."
 
 
-def fused_unavailable(params: Sequence[Tensor]) -> str | None:
-    """Why torch's fused Adam kernel cannot update these stacked tensors (None if it can).
-
-    The kernel walks each tensor's memory linearly, so every member's slice must be one dense
-    block: the tensor non-overlapping and dense, with the member dimension outermost.
-    """
-    why_not = fused_adam_unavailable(params[0].device, params[0].dtype)
-    if why_not:
-        return why_not
-    for i, p in enumerate(params):
-        # empty_like keeps the strides of a non-overlapping, dense tensor and only then.
-        dense = torch.empty_like(p, device="meta").stride() == p.stride()
-        members_outermost = p.shape[0] == 1 or p.stride(0) * p.shape[0] == p.numel()
-        if not (dense and members_outermost):
-            return (f"parameter {i} (shape {tuple(p.shape)}, strides {p.stride()}) does not hold "
-                    "each member in one dense block")
-    return None
+def member_rows(
+    params: Sequence[Tensor],
+    grads: Sequence[Tensor],
+    exp_avgs: Sequence[Tensor],
+    exp_avg_sqs: Sequence[Tensor],
+    steps: Tensor,
+) -> list[tuple[list[Tensor], list[Tensor], list[Tensor], list[Tensor], Tensor]]:
+    """Member k's slice of every tensor, as :func:`adam_fused_rows_` takes them: one
+    ``(params, grads, exp_avgs, exp_avg_sqs, step)`` per member (views, made once, reusable
+    while the tensors stay the same)."""
+    rows = [[t.unbind(0) for t in tensors] for tensors in (params, grads, exp_avgs, exp_avg_sqs)]
+    return [
+        (*([r[k] for r in tensor_rows] for tensor_rows in rows), step)
+        for k, step in enumerate(steps.unbind(0))
+    ]
 
 
 def adam_fused_(
@@ -197,6 +194,26 @@ def adam_fused_(
     grads: Sequence[Tensor],
     exp_avgs: Sequence[Tensor],
     exp_avg_sqs: Sequence[Tensor],
+    steps: Tensor,
+    **kwargs,
+) -> None:
+    """One Adam (or AdamW) step for ``members``, in place, with torch's fused kernel.
+
+    Member k gets exactly what ``torch.optim.Adam(..., fused=True)`` computes for model k
+    alone: the same kernel, called on member k's rows with member k's hyperparameters.
+
+    Args:
+        params, grads, exp_avgs, exp_avg_sqs: stacked tensors [K, ...], aligned by position,
+            each member's slice one dense block (the kernel walks memory linearly), laid
+            out alike in all four.
+        steps: [K] float32 step counts; those of ``members`` are incremented in place.
+        kwargs: as :func:`adam_fused_rows_`.
+    """
+    adam_fused_rows_(member_rows(params, grads, exp_avgs, exp_avg_sqs, steps), steps, **kwargs)
+
+
+def adam_fused_rows_(
+    rows: Sequence[tuple[list[Tensor], list[Tensor], list[Tensor], list[Tensor], Tensor]],
     steps: Tensor,
     *,
     members: Sequence[int],
@@ -208,21 +225,16 @@ def adam_fused_(
     decay_mask: Sequence[bool] | None = None,
     decoupled_weight_decay: bool = False,
 ) -> None:
-    """One Adam (or AdamW) step for ``members``, in place, with torch's fused kernel.
-
-    Member k gets exactly what ``torch.optim.Adam(..., fused=True)`` computes for model k
-    alone: the same kernel, called on member k's rows with member k's hyperparameters.
+    """:func:`adam_fused_` on rows made by :func:`member_rows` from those tensors.
 
     Args:
-        params, grads, exp_avgs, exp_avg_sqs: stacked tensors [K, ...], aligned by position,
-            each member's slice one dense block (see :func:`fused_unavailable`); a gradient
-            must have the same strides as its parameter.
-        steps: [K] float32 step counts; those of ``members`` are incremented in place.
+        rows: per member, its slices of the parameters, gradients and states, and its step.
+        steps: the [K] float32 step counts the rows' steps are views of.
         members: the rows to update; the others are left exactly as they are.
         lr, beta1, beta2, eps: K host floats each (a Python float per member, as torch.optim
             passes them to the kernel).
         weight_decay: K host floats, or None for no decay at all.
-        decay_mask: one bool per parameter tensor; False exempts that tensor from decay.
+        decay_mask: one bool per tensor of a row; False exempts that tensor from decay.
         decoupled_weight_decay: False for Adam's L2, True for AdamW's decoupled decay.
     """
     if not members:
@@ -233,17 +245,18 @@ def adam_fused_(
     else:
         index = torch.tensor(members, device=steps.device)
         steps.index_add_(0, index, torch.ones_like(index, dtype=steps.dtype))
-    decays = [weight_decay is not None and (decay_mask is None or decay_mask[i]) for i in range(len(params))]
-    groups = [([i for i, d in enumerate(decays) if d], True), ([i for i, d in enumerate(decays) if not d], False)]
-    rows = [[t.unbind(0) for t in tensors] for tensors in (params, grads, exp_avgs, exp_avg_sqs)]
-    step_rows = steps.unbind(0)
+    n = len(rows[0][0])
+    decays = [weight_decay is not None and (decay_mask is None or decay_mask[i]) for i in range(n)]
+    groups = [(idx, d) for d in (True, False) if (idx := [i for i in range(n) if decays[i] == d])]
     for k in members:
+        p, g, m, v, step = rows[k]
         for tensors, decayed in groups:
-            if not tensors:
-                continue
-            p, g, m, v = ([r[i][k] for i in tensors] for r in rows)
+            if len(tensors) == n:
+                pk, gk, mk, vk = p, g, m, v
+            else:
+                pk, gk, mk, vk = ([t[i] for i in tensors] for t in (p, g, m, v))
             kernel(
-                p, g, m, v, [], [step_rows[k]] * len(tensors),
+                pk, gk, mk, vk, [], [step] * len(tensors),
                 lr=lr[k], beta1=beta1[k], beta2=beta2[k], eps=eps[k],
                 weight_decay=weight_decay[k] if decayed else 0.0,
                 amsgrad=False, maximize=False,

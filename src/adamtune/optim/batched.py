@@ -6,6 +6,15 @@ Member k of a ``BatchedAdam`` follows the trajectory of a ``torch.optim.Adam`` (
 ``Adam(fused=True)`` when it runs torch's fused kernel (the default where it can), and that of
 the default for-loop implementation, up to an ulp now and then, when it runs the stacked kernels.
 
+The optimizer moves the stacked parameters it is given into one [K, P] buffer (the same tensor
+objects become views of it, each keeping its own layout within a member's row), next to like
+buffers for gradients and state (:mod:`adamtune.optim._flat`). A member is then one dense row:
+the fused kernel runs once or twice per member instead of once per member and tensor, the
+stacked kernels and clipping run over a couple of tensors instead of one per parameter tensor,
+and ``zero_grad`` leaves the gradients attached so backward adds straight into the buffer.
+One difference from torch.optim remains by design: step counts are per member, not per tensor,
+so a tensor that gets a gradient only at some steps sees the member's bias correction.
+
 Typical use by an engine::
 
     params, buffers = torch.func.stack_module_state(models)      # leaf tensors [K, ...]
@@ -26,14 +35,16 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
+from adamtune.config import fused_adam_unavailable
 from adamtune.errors import ConfigError
-from adamtune.optim import _kernels
+from adamtune.optim import _flat, _kernels
 
 __all__ = ["BatchedAdadelta", "BatchedAdam", "BatchedAdamW", "matrix_decay_mask"]
 
@@ -98,10 +109,26 @@ class _BatchedOptimizer:
 
         k = self.num_members
         self.steps: Tensor = torch.zeros(k, dtype=self._hp_dtype, device=self._device)
-        self.state: dict[str, list[Tensor]] = {
-            name: [torch.zeros_like(p, memory_format=torch.preserve_format) for p in self.params]
-            for name in self._STATE
-        }
+        # Every member's parameters, gradients and state in one row of a [K, P] buffer each
+        # (decayed tensors first): the caller's tensors become views of the parameter buffer.
+        decays = self.decay_mask if self.decay_mask is not None else (True,) * len(self.params)
+        self._layout = _flat.FlatLayout(self.params, decays)
+        self._flat: dict[str, Tensor] = {"param": self._layout.pack(self.params)}
+        for name in ("grad", *self._STATE):
+            self._flat[name] = torch.zeros_like(self._flat["param"])
+        with torch.no_grad():
+            self._layout.adopt(self.params, self._flat["param"])
+        self._views()
+        # Autograd hints, once, that a gradient which is not contiguous "may impair
+        # performance"; here the gradient is a view of the flat buffer by design.
+        warnings.filterwarnings("ignore", message="grad and param do not obey the gradient layout contract")
+        # _cleared[i]: zero_grad(set_to_none=True) cleared tensor i and no gradient came since.
+        self._cleared = [False] * len(self.params)
+        for i, p in enumerate(self.params):
+            if p.requires_grad:
+                p.register_post_accumulate_grad_hook(
+                    lambda _p, i=i, cleared=self._cleared: cleared.__setitem__(i, False)
+                )
         self.last_grad_norms: Tensor | None = None
         self._active = torch.ones(k, dtype=torch.bool, device=self._device)
         self._inactive_index: Tensor | None = None
@@ -137,23 +164,21 @@ class _BatchedOptimizer:
 
         The parameter tensors are shrunk in place (``Tensor.set_``), so the very objects the
         caller holds, e.g. the dict from ``stack_module_state``, now have leading dimension
-        ``len(indices)`` and keep their memory layout; their ``.grad`` is reset to None. State,
-        step counts, hyperparameters, the active mask and ``last_grad_norms`` are indexed the
-        same way, and the kept members
-        continue with unchanged numerics. Buffers the caller stacked are the caller's to index.
+        ``len(indices)`` and stay views of the (new, smaller) flat buffer; their ``.grad`` is
+        reset to None. State, step counts, hyperparameters, the active mask and
+        ``last_grad_norms`` are indexed the same way, and the kept members continue with
+        unchanged numerics. Buffers the caller stacked are the caller's to index.
 
         Raises:
             ConfigError: indices empty, repeated or out of range.
         """
         index = self._member_index(indices)
+        self._flat = {name: flat.index_select(0, index) for name, flat in self._flat.items()}
         with torch.no_grad():
+            self._layout.adopt(self.params, self._flat["param"])
             for p in self.params:
-                p.set_(_kernels.select_members(p, index))
                 p.grad = None
-        self.state = {
-            name: [_kernels.select_members(t, index) for t in tensors]
-            for name, tensors in self.state.items()
-        }
+        self._views()
         self.steps = self.steps.index_select(0, index)
         self._hp = {name: t.index_select(0, index) for name, t in self._hp.items()}
         self._hyperparameters_changed()
@@ -162,6 +187,14 @@ class _BatchedOptimizer:
         if self.last_grad_norms is not None:
             self.last_grad_norms = self.last_grad_norms.index_select(0, index)
         self.active = self._active.index_select(0, index)
+
+    def _views(self) -> None:
+        """Per-tensor views of the flat state and gradient buffers (after they change)."""
+        self.state: dict[str, list[Tensor]] = {
+            name: self._layout.views(self._flat[name]) for name in self._STATE
+        }
+        self._grad_views = self._layout.views(self._flat["grad"])
+        self._rows = None  # per-member rows for the fused kernel, made on first use
 
     def _member_index(self, indices: Sequence[int] | Tensor) -> Tensor:
         k = self.num_members
@@ -257,14 +290,19 @@ class _BatchedOptimizer:
     # -- stepping ------------------------------------------------------------------------------
 
     def zero_grad(self, set_to_none: bool = True) -> None:
-        """Reset the gradients of the stacked parameters, like ``torch.optim.Optimizer``."""
-        for p in self.params:
-            if p.grad is None:
-                continue
-            if set_to_none:
-                p.grad = None
-            else:
-                p.grad.detach_().zero_()
+        """Reset the gradients of the stacked parameters, like ``torch.optim.Optimizer``.
+
+        The gradients stay attached as zeroed views of one flat [K, P] buffer, so the next
+        backward adds into it in place (no allocation, no copy of a transposed gradient). With
+        ``set_to_none=True`` (the default) a tensor that then receives no gradient is skipped
+        by :meth:`step`, exactly as torch.optim skips a ``None`` gradient; only ``p.grad is
+        None`` no longer shows it.
+        """
+        self._flat["grad"].zero_()
+        for i, (p, view) in enumerate(zip(self.params, self._grad_views, strict=True)):
+            had = p.grad is not None and not (p.grad is view and self._cleared[i])
+            p.grad = view
+            self._cleared[i] = set_to_none or not had  # torch leaves a None gradient None
 
     @torch.no_grad()
     def step(self, lr_scale: float | Tensor | None = None) -> None:
@@ -284,27 +322,30 @@ class _BatchedOptimizer:
         """
         if lr_scale is not None:
             lr_scale = self._checked_lr_scale(lr_scale)
-        indexed = [(i, p) for i, p in enumerate(self.params) if p.grad is not None]
-        if not indexed:
+        positions = self._gradients()
+        if not positions:
             return
-        grads = []
-        for _, p in indexed:
-            if p.grad.is_sparse:
-                raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
-            grads.append(p.grad)
-
+        grads = [self._grad_views[i] for i in positions]
         norms = _kernels.member_grad_norms(grads)
         self.last_grad_norms = norms
+        whole = len(positions) == len(self.params)
+        if whole:
+            # Every tensor has a gradient: work on the flat buffers' column groups, a couple of
+            # tensors instead of one per parameter tensor.
+            grouped = self.decay_mask is not None and self._decay is not None
+            params = self._layout.columns(self._flat["param"], grouped)
+            grads = self._layout.columns(self._flat["grad"], grouped)
+            state = {name: self._layout.columns(self._flat[name], grouped) for name in self._STATE}
+            decay_mask = self._layout.column_groups(grouped)
+        else:
+            params = [self.params[i] for i in positions]
+            state = {name: [tensors[i] for i in positions] for name, tensors in self.state.items()}
+            decay_mask = None if self.decay_mask is None else [self.decay_mask[i] for i in positions]
         if self._max_grad_norm is not None:
             _kernels.clip_grads_per_member_(grads, norms, self._max_grad_norm)
 
-        positions = [i for i, _ in indexed]
-        params = [p for _, p in indexed]
-        state = {name: [tensors[i] for i in positions] for name, tensors in self.state.items()}
-        decay_mask = None if self.decay_mask is None else [self.decay_mask[i] for i in positions]
-
         if self.fused:
-            self._update_fused(params, grads, state, lr_scale, decay_mask)
+            self._update_fused(params, grads, state, lr_scale, decay_mask, whole)
             return
         lr = self._hp["lr"]
         if lr_scale is not None:
@@ -320,6 +361,28 @@ class _BatchedOptimizer:
         saved = _kernels.snapshot_members(tracked, frozen)
         self._update(params, grads, state, lr, decay_mask)
         _kernels.restore_members_(tracked, saved, frozen)
+
+    def _gradients(self) -> list[int]:
+        """Positions of the tensors that have a gradient, each now in the flat gradient buffer.
+
+        A gradient the caller assigned (or autograd made while ``.grad`` was None) is copied
+        into the buffer and ``.grad`` pointed back at the buffer's view.
+        """
+        positions = []
+        for i, (p, view) in enumerate(zip(self.params, self._grad_views, strict=True)):
+            g = p.grad
+            if g is None:
+                continue
+            if g is not view:
+                if g.is_sparse:
+                    raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
+                view.copy_(g)
+                p.grad = view
+                self._cleared[i] = False
+            elif self._cleared[i]:
+                continue
+            positions.append(i)
+        return positions
 
     def _checked_lr_scale(self, lr_scale: float | Tensor) -> Tensor | float:
         if not isinstance(lr_scale, Tensor):
@@ -342,6 +405,7 @@ class _BatchedOptimizer:
     def _hyperparameters_changed(self) -> None:
         """Drop what was derived from the old hyperparameters: the host copies and the decay."""
         self._hp_host = None
+        self._rows = None  # the fused rows follow the decay groups, which may change here
         # None lets the kernel skip the decay work entirely when no member decays; decided
         # here, not in step(), because the test reads the tensor (a device sync).
         wd = self._hp["weight_decay"]
@@ -365,6 +429,7 @@ class _BatchedOptimizer:
         state: dict[str, list[Tensor]],
         lr_scale: Tensor | float | None,
         decay_mask: list[bool] | None,
+        whole: bool,
     ) -> None:
         raise NotImplementedError
 
@@ -385,11 +450,11 @@ class BatchedAdam(_BatchedOptimizer):
             for that member), or None for no clipping.
         decay_mask: one bool per parameter tensor; False gives that tensor weight_decay 0.
         fused: True: update with torch's fused Adam kernel, the one ``torch.optim.Adam(...,
-            fused=True)`` runs, called once per member (one pass over memory per step; member
-            k then matches ``fused=True`` bit for bit). False: the stacked kernels (about ten
-            whole-tensor operations per parameter tensor; member k matches torch.optim's
-            default for-loop implementation). None (default): fused wherever the kernel can
-            run (CPU with torch >= 2.4, CUDA; each member's slice one dense block).
+            fused=True)`` runs, called on each member's row (one pass over memory per step;
+            member k then matches ``fused=True`` bit for bit). False: the stacked kernels
+            (about ten whole-buffer operations; member k matches torch.optim's default
+            for-loop implementation). None (default): fused wherever the kernel can run (CPU
+            with torch >= 2.4, CUDA).
 
     Raises:
         ConfigError: a hyperparameter out of range or of the wrong shape, bad params, or
@@ -427,7 +492,8 @@ class BatchedAdam(_BatchedOptimizer):
             max_grad_norm,
             decay_mask,
         )
-        why_not = _kernels.fused_unavailable(self.params)
+        # Each member's parameters are one dense row of the flat buffer, as the kernel needs.
+        why_not = fused_adam_unavailable(self._device, self.params[0].dtype)
         if fused and why_not:
             raise ConfigError(f"fused=True is not possible: {why_not}")
         self.fused = fused is not False and why_not is None
@@ -451,7 +517,7 @@ class BatchedAdam(_BatchedOptimizer):
             decay_mask=decay_mask,
         )
 
-    def _update_fused(self, params, grads, state, lr_scale, decay_mask):
+    def _update_fused(self, params, grads, state, lr_scale, decay_mask, whole):
         hp = self._host_hyperparameters()
         lr = hp["lr"]
         if isinstance(lr_scale, Tensor):
@@ -459,14 +525,16 @@ class BatchedAdam(_BatchedOptimizer):
             lr = [a * b for a, b in zip(lr, scale, strict=True)]
         elif lr_scale is not None:
             lr = [a * lr_scale for a in lr]
-        # The kernel walks memory linearly: a gradient must be laid out like its parameter.
-        grads = [g if g.stride() == p.stride() else torch.empty_like(p).copy_(g)
-                 for p, g in zip(params, grads, strict=True)]
-        _kernels.adam_fused_(
-            params,
-            grads,
-            state["exp_avg"],
-            state["exp_avg_sq"],
+        tensors = (params, grads, state["exp_avg"], state["exp_avg_sq"])
+        if whole:
+            # The flat buffers only change in keep(): their member rows are made once.
+            if self._rows is None:
+                self._rows = _kernels.member_rows(*tensors, self.steps)
+            rows = self._rows
+        else:
+            rows = _kernels.member_rows(*tensors, self.steps)
+        _kernels.adam_fused_rows_(
+            rows,
             self.steps,
             members=self._active_rows,
             lr=lr,
