@@ -172,3 +172,43 @@ def test_bad_batch_values(storage, tiny_ref):
         return 1.0
     with pytest.raises(StudyError, match="batching needs a managed workload"):
         adamtune.tune(objective, budget=2, storage=storage, batch=4)
+
+
+class SlowWhenStacked(nn.Module):
+    """Costs 50 ms more per forward pass when its weights are vmapped: batching is slower."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(64, 10)
+
+    def forward(self, x):
+        if torch._C._functorch.is_batchedtensor(self.fc.weight):
+            import time
+
+            time.sleep(0.05)
+        return self.fc(x)
+
+
+def test_auto_times_both_engines_and_keeps_the_faster(storage):
+    from adamtune.engine.probe import PROBE_MIN_STEPS, PROBE_STEPS, time_engines
+
+    w = dataclasses.replace(_digits(steps=PROBE_MIN_STEPS, eval_every=50), model=SlowWhenStacked)
+    before = torch.random.get_rng_state()
+    timing = time_engines(w, 4, "cpu", "adamw")
+    assert torch.equal(torch.random.get_rng_state(), before)  # the study that follows is unchanged
+    # Each of PROBE_STEPS batched steps sleeps 50 ms (and every evaluation batch); one after
+    # another, nothing sleeps.
+    assert timing.k == 4 and timing.steps == PROBE_STEPS
+    assert timing.batched >= 0.05 * PROBE_STEPS and timing.batching_is_slower()
+    notices = []
+    r = adamtune.tune(w, budget=4, storage=storage, notice=notices.append, pruner="none")
+    assert len(notices) == 1 and notices[0].startswith("training trials one at a time: on this machine 4 trials")
+    assert "--batch 4 batches anyway" in notices[0]
+    assert [ft.user_attrs["engine"] for ft in r.study.trials] == ["sequential"] * 4
+    # An explicit --batch is obeyed without a probe; so is auto for trials too short to probe.
+    r = adamtune.tune(dataclasses.replace(w, steps=4, eval_every=4), study="forced", budget=2, batch=2,
+                      storage=storage, notice=notices.append, pruner="none")
+    assert len(notices) == 1 and [ft.user_attrs["engine"] for ft in r.study.trials] == ["batched (K=2)"] * 2
+    r = adamtune.tune(dataclasses.replace(w, steps=4, eval_every=4), study="short", budget=2,
+                      storage=storage, notice=notices.append, pruner="none")
+    assert len(notices) == 1 and [ft.user_attrs["engine"] for ft in r.study.trials] == ["batched (K=2)"] * 2
