@@ -62,8 +62,7 @@ def tune(
     device: Optional[str] = typer.Option(None, help="cpu or cuda. Default: cuda when available."),
     batch: str = typer.Option(
         "auto", help="Trials trained at once as one vmapped model: auto (default: batched whenever the model "
-                     "allows it and a 4-step timing probe does not find it slower here), or a number; "
-                     "1 = one at a time."),
+                     "allows it), or a number; 1 = one at a time."),
     max_memory: Optional[str] = typer.Option(
         None, help="Memory the stacked trials may use, e.g. 2GB or 512MB. Default: 80% of free GPU memory, "
                    "or a quarter of free RAM. Larger batches run in chunks that fit."),

@@ -23,7 +23,6 @@ from adamtune.config import Config
 from adamtune.engine import Outcome, data_seed, infeasible, init_seed, train_trial
 from adamtune.engine.batched import NotBatchable, members_per_chunk, train_members, why_not_batchable
 from adamtune.engine.monitor import summarize_norms
-from adamtune.engine.probe import PROBE_MIN_STEPS, time_engines
 from adamtune.errors import SpaceError, StudyError
 from adamtune.space import SearchSpace, preset, with_overrides
 from adamtune.storage import DEFAULT_STORAGE, check_url, is_new_file, open_storage, settle, study_names
@@ -427,7 +426,7 @@ def tune(
     if on_start is not None:
         on_start(settings, remaining)
     runner = _Runner(the_study, settings, workload, objective_fn, dev, on_trial, max_consecutive_failures)
-    k = resolve_batch(wanted_batch, workload, the_sampler, remaining, dev, max_memory, notice or _warn, opt)
+    k = resolve_batch(wanted_batch, workload, the_sampler, remaining, dev, max_memory, notice or _warn)
     try:
         while runner.remaining(settings.budget) > 0:
             n = min(k, runner.remaining(settings.budget))
@@ -475,7 +474,6 @@ def _warn(message: str) -> None:
 
 
 AUTO_BATCH_BAYES = 8  # TPE/GP learn from finished trials: ask fewer at once
-AUTO_PROBE_MEMBERS = 8  # trials the --batch auto timing probe trains each way
 
 
 def check_device(device: str | None) -> str:
@@ -512,13 +510,8 @@ def parse_batch(batch: int | str, max_memory: int | None = None) -> int | None:
 
 
 def resolve_batch(wanted: int | None, workload: Workload | None, sampler: str, remaining: int,
-                  device: str, max_memory: int | None, notice: Callable[[str], None],
-                  optimizer: str = "adamw") -> int:
+                  device: str, max_memory: int | None, notice: Callable[[str], None]) -> int:
     """The number of members per batch (``wanted`` None = auto), capped by what fits in memory.
-
-    Auto batches whenever the model allows it, unless a short timing probe (a few steps of up
-    to ``AUTO_PROBE_MEMBERS`` trials, each way) finds batching clearly slower on this machine;
-    trials of fewer than ``PROBE_MIN_STEPS`` steps are batched without a probe.
 
     Raises:
         StudyError: a batch > 1 asked for in objective mode.
@@ -543,21 +536,7 @@ def resolve_batch(wanted: int | None, workload: Workload | None, sampler: str, r
         if wanted is not None or fits < remaining:
             notice(f"{k} members do not fit the memory budget; training in chunks of {fits}")
         k = fits
-    k = max(1, min(k, remaining))
-    if wanted is None and k > 1 and workload.steps >= PROBE_MIN_STEPS:
-        try:
-            timing = time_engines(workload, min(k, AUTO_PROBE_MEMBERS), device, optimizer)
-        except NotBatchable:
-            return k  # the batched engine says why and falls back when the study starts
-        except Exception as e:  # the user's model or loss is broken: each trial records it as failed
-            notice(f"training trials one at a time: the timing probe failed ({type(e).__name__}: {e})")
-            return 1
-        if timing.batching_is_slower():
-            notice(f"training trials one at a time: on this machine {timing.k} trials of this workload took "
-                   f"{timing.batched:.2f} s batched against {timing.sequential:.2f} s one after another "
-                   f"({timing.steps} steps each, best of 2); --batch {k} batches anyway")
-            return 1
-    return k
+    return max(1, min(k, remaining))
 
 
 class _Runner:
