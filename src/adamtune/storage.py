@@ -50,10 +50,10 @@ def open_storage(url: str, *, must_exist: bool = False) -> optuna.storages.BaseS
             if _is_creation_race(e) and attempt + 1 < _ATTEMPTS:
                 time.sleep(0.5 * (attempt + 1))
                 continue
-            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            if must_exist and path is not None and "unable to open database file" in reason:
-                return _open_read_only(url, path)
+            reason = _first_line(e)
             if path is not None and "unable to open database file" in reason:
+                if must_exist:
+                    return _open_read_only(url, path)
                 reason += " (a study being written needs the file and its directory writable)"
             raise StorageError(f"cannot open storage {_redact(url)}: {reason}") from None
     raise AssertionError("unreachable")
@@ -74,8 +74,13 @@ def _open_read_only(url: str, path: str) -> optuna.storages.RDBStorage:
     try:
         return optuna.storages.RDBStorage(ro, engine_kwargs={"connect_args": {"timeout": 60}})
     except Exception as e:
-        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise StorageError(f"cannot open storage {_redact(url)} (read-only): {reason}") from None
+        raise StorageError(f"cannot open storage {_redact(url)} (read-only): {_first_line(e)}") from None
+
+
+def _first_line(e: Exception) -> str:
+    """The first line of an exception's message (its type name if it has none)."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
 
 
 def _write_ahead_log(storage: optuna.storages.RDBStorage) -> None:

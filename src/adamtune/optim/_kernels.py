@@ -36,7 +36,6 @@ __all__ = [
     "member_grad_norms",
     "member_rows",
     "restore_members_",
-    "select_members",
     "snapshot_members",
 ]
 
@@ -308,18 +307,6 @@ def adadelta_(
         acc_delta.mul_(rho_k).addcmul_(delta * one_minus_rho, delta)
         # == param.add_(delta, alpha=-lr).
         param.addcmul_(delta, per_member("neg_lr", param))
-
-
-def select_members(t: Tensor, index: Tensor) -> Tensor:
-    """Members ``index`` of a stacked tensor, in a new tensor with the same memory layout.
-
-    ``index_select`` returns a contiguous tensor; a parameter laid out like its gradient (e.g. a
-    weight stored as [K, in, out] but shaped [K, out, in]) must stay laid out that way, or
-    autograd goes back to copying every gradient into the parameter's layout.
-    """
-    perm = sorted(range(t.ndim), key=lambda d: (-t.stride(d), d))  # outermost first
-    inverse = [perm.index(d) for d in range(t.ndim)]
-    return t.permute(perm).index_select(perm.index(0), index).permute(inverse)
 
 
 def snapshot_members(tensors: Sequence[Tensor], index: Tensor) -> list[Tensor]:
