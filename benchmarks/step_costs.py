@@ -1,12 +1,14 @@
 """One training step, plain vs stacked: where a batched step's time goes (digits-mlp).
 
     python benchmarks/step_costs.py            # K=16, one thread
-    python benchmarks/step_costs.py --k 64
+    python benchmarks/step_costs.py --k 64 --threads 2
 
 Times, as the best of many short blocks (what the machine does when left alone): one plain
 model step with torch.optim.AdamW (forward+backward, then the optimizer), and one step of K
-stacked members (vmapped forward+backward, then adamtune's BatchedAdamW), plus the FLOP rate
-of a bare bmm of the stacked layer's shape and of a 1024x1024 matmul.
+stacked members (forward+backward, then adamtune's BatchedAdamW) two ways: under
+``torch.vmap(functional_call(...))`` and written out as batched matmuls (what the engine runs
+for a plain Sequential such as this MLP); plus the FLOP rate of a bare bmm of the stacked
+layer's shape and of a 1024x1024 matmul.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import torch
 from torch.func import functional_call, stack_module_state
 
 from adamtune.engine.batched import adopt_grad_layout
+from adamtune.engine.stacked import member_losses, stacked_forward
 from adamtune.optim import BatchedAdamW, matrix_decay_mask
 from adamtune.workloads import load_workload
 
@@ -58,32 +61,45 @@ def main() -> None:
 
     models = [w.model() for _ in range(k)]
     base = copy.deepcopy(models[0]).to("meta")
-    params, buffers = stack_module_state(models)
-    loss = torch.vmap(lambda p, b, xx, yy: w.loss(functional_call(base, (p, b), (xx,)), yy), in_dims=(0, 0, None, None))
-    params = adopt_grad_layout(params, lambda: loss(params, buffers, x, y).sum())
-    bopt = BatchedAdamW(list(params.values()), lr=1e-3, decay_mask=matrix_decay_mask(params.values()))
+    stacked_params, buffers = stack_module_state(models)
+    vmapped = torch.vmap(lambda p, b, xx, yy: w.loss(functional_call(base, (p, b), (xx,)), yy),
+                         in_dims=(0, 0, None, None))
+    forward, losses = stacked_forward(base), member_losses(w.loss)
+    ways = {
+        "vmap": lambda p: vmapped(p, buffers, x, y),
+        "written out": lambda p: losses(forward(p, x), y),
+    }
+    steps = {}
+    for name, loss in ways.items():
+        params = {n: t.detach().clone().requires_grad_() for n, t in stacked_params.items()}
+        params = adopt_grad_layout(params, lambda: loss(params).sum())
+        bopt = BatchedAdamW(list(params.values()), lr=1e-3, decay_mask=matrix_decay_mask(params.values()))
 
-    def stacked_fb() -> None:
-        bopt.zero_grad()
-        loss(params, buffers, x, y).sum().backward()
+        def stacked_fb(loss=loss, params=params, bopt=bopt) -> None:
+            bopt.zero_grad()
+            loss(params).sum().backward()
 
-    def stacked_step() -> None:
-        stacked_fb()
-        bopt.step()
+        def stacked_step(stacked_fb=stacked_fb, bopt=bopt) -> None:
+            stacked_fb()
+            bopt.step()
 
-    flops = 3 * 2 * w.batch_size * sum(p[0].numel() for p in params.values() if p.ndim == 3)
+        steps[name] = (stacked_fb, stacked_step, bopt.fused)
+
+    flops = 3 * 2 * w.batch_size * sum(p[0].numel() for p in stacked_params.values() if p.ndim == 3)
     a, b = torch.randn(k, w.batch_size, 128), torch.randn(k, 128, 128)
     m1, m2 = torch.randn(1024, 1024), torch.randn(1024, 1024)
     pf, ps = best_ms(plain_fb), best_ms(plain_step)
-    sf, ss = best_ms(stacked_fb), best_ms(stacked_step)
+    timed = {name: (best_ms(fb), best_ms(step), fused) for name, (fb, step, fused) in steps.items()}
     bmm = 2 * k * w.batch_size * 128 * 128 / best_ms(lambda: torch.bmm(a, b)) / 1e6
     mm = 2 * 1024**3 / best_ms(lambda: m1 @ m2, n=3) / 1e6
     print(f"digits-mlp, K={k}, {torch.get_num_threads()} thread(s), torch {torch.__version__}")
-    print(f"plain step            {ps:7.3f} ms  (forward+backward {pf:.3f}, torch.optim.AdamW {ps - pf:.3f})")
-    print(f"stacked step, K={k:<4}  {ss:7.3f} ms  (forward+backward {sf:.3f}, BatchedAdamW {ss - sf:.3f}, "
-          f"fused={bopt.fused})")
-    print(f"per member-step       {ss / k:7.3f} ms  ({ps * k / ss:.1f}x the plain step)")
-    print(f"stacked step FLOPs {flops * k / 1e6:.0f} MFLOP -> {flops * k / ss / 1e6:.1f} GFLOP/s; "
+    print(f"plain step                    {ps:7.3f} ms  (forward+backward {pf:.3f}, torch.optim.AdamW {ps - pf:.3f})")
+    for name, (sf, ss, fused) in timed.items():
+        print(f"stacked step, K={k:<3} {name:<11} {ss:7.3f} ms  (forward+backward {sf:.3f}, "
+              f"BatchedAdamW {ss - sf:.3f}, fused={fused})")
+        print(f"  per member-step             {ss / k:7.3f} ms  ({ps * k / ss:.1f}x the plain step); "
+              f"{flops * k / ss / 1e6:.1f} GFLOP/s")
+    print(f"stacked step FLOPs {flops * k / 1e6:.0f} MFLOP; "
           f"bmm of the middle layer {bmm:.0f} GFLOP/s; 1024x1024 matmul {mm:.0f} GFLOP/s")
 
 

@@ -24,9 +24,21 @@ CONFIGS = [
 ]
 
 
+class Wrapped(nn.Module):
+    """digits-mlp's MLP behind a forward of its own: the vmap path, not the written-out one."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = load_workload("digits-mlp").model()
+
+    def forward(self, x):
+        return self.net(x)
+
+
+@pytest.mark.parametrize("model", [None, Wrapped], ids=["written-out", "vmap"])
 @pytest.mark.parametrize("optimizer", ["adamw", "adam", "adadelta"])
-def test_each_member_matches_the_sequential_engine(optimizer):
-    w = _digits()
+def test_each_member_matches_the_sequential_engine(optimizer, model):
+    w = _digits() if model is None else dataclasses.replace(_digits(), model=model)
     configs = [dataclasses.replace(c, optimizer=optimizer, lr=c.lr * (100 if optimizer == "adadelta" else 1),
                                    eps=1e-6 if optimizer == "adadelta" else c.eps) for c in CONFIGS]
     seeds = [11, 12, 13, 14]
@@ -101,16 +113,20 @@ def test_study_falls_back_to_sequential_with_one_notice(storage, model, why):
     assert all(ft.user_attrs["engine"] == "sequential" for ft in r.study.trials)
 
 
-def test_dropout_members_get_different_masks():
-    class Drop(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.fc1, self.drop, self.fc2 = nn.Linear(64, 64), nn.Dropout(0.5), nn.Linear(64, 10)
+class Drop(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.drop, self.fc2 = nn.Linear(64, 64), nn.Dropout(0.5), nn.Linear(64, 10)
 
-        def forward(self, x):
-            return self.fc2(self.drop(torch.relu(self.fc1(x))))
+    def forward(self, x):
+        return self.fc2(self.drop(torch.relu(self.fc1(x))))
 
-    w = dataclasses.replace(_digits(steps=20, eval_every=10), model=Drop)
+
+@pytest.mark.parametrize("model", [
+    Drop, lambda: nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Dropout(0.5), nn.Linear(64, 10)),
+], ids=["vmap", "written-out"])
+def test_dropout_members_get_different_masks(model):
+    w = dataclasses.replace(_digits(steps=20, eval_every=10), model=model)
     # same seed and config for both members: only dropout's randomness can separate them
     out = train_members(w, [adamtune.Config()] * 2, init_seeds=[3, 3], data_seed=0)
     assert all(o.status == "complete" for o in out)

@@ -1,5 +1,8 @@
 """Train K trials at once as one stacked, vmapped model with per-member hyperparameters.
 
+A plain ``nn.Sequential`` of known layers runs written out as batched matmuls
+(``stacked.py``), any other model under ``torch.vmap(functional_call(...))``.
+
 Member k starts from exactly the weights the sequential engine would build for its trial
 (same seed), sees the same minibatches, and is updated by a batched optimizer whose member k
 matches ``torch.optim`` step for step. Members are evaluated together; a pruned or diverged
@@ -24,6 +27,7 @@ from adamtune.engine.evaluate import evaluate
 from adamtune.engine.monitor import CurveLog, DivergenceMonitor, GradNormLog
 from adamtune.engine.outcome import Outcome
 from adamtune.engine.sequential import better, infeasible, prunes
+from adamtune.engine.stacked import member_losses, stacked_forward
 from adamtune.optim import BatchedAdadelta, BatchedAdam, BatchedAdamW, matrix_decay_mask
 from adamtune.workloads import Workload, batch_stream
 
@@ -41,6 +45,29 @@ def why_not_batchable(model: nn.Module) -> str | None:
     if any(not p.requires_grad for p in model.parameters()):
         return "the model has frozen parameters (requires_grad=False)"
     return None
+
+
+def _batched_functions(base: nn.Module, workload: Workload):
+    """``forward(params, buffers, x)`` -> [K, B, ...], ``loss(params, buffers, x, y)`` -> [K], and what runs them.
+
+    A plain Sequential of known layers runs written out as batched matmuls (``stacked.py``);
+    any other model runs under ``torch.vmap(functional_call(...))``, each member drawing its
+    own random numbers (dropout masks).
+    """
+    written_out = stacked_forward(base)
+    if written_out is not None:
+        losses = member_losses(workload.loss)
+        return (lambda p, b, x: written_out(p, x)), (lambda p, b, x, y: losses(written_out(p, x), y)), "the stacked Sequential"
+
+    def member_forward(p: dict, b: dict, x: Tensor) -> Tensor:
+        return functional_call(base, (p, b), (x,))
+
+    def member_loss(p: dict, b: dict, x: Tensor, y: Tensor) -> Tensor:
+        return workload.loss(member_forward(p, b, x), y)
+
+    return (torch.vmap(member_forward, in_dims=(0, 0, None), randomness="different"),
+            torch.vmap(member_loss, in_dims=(0, 0, None, None), randomness="different"),
+            "torch.func.vmap")
 
 
 def _optimizer(params: list[Tensor], configs: Sequence[Config]):
@@ -170,21 +197,14 @@ def train_members(
     params, buffers = stack_module_state(models)
     del models
 
-    def member_forward(p: dict, b: dict, x: Tensor) -> Tensor:
-        return functional_call(base, (p, b), (x,))
-
-    def member_loss(p: dict, b: dict, x: Tensor, y: Tensor) -> Tensor:
-        return workload.loss(member_forward(p, b, x), y)
-
-    batched_loss = torch.vmap(member_loss, in_dims=(0, 0, None, None), randomness="different")
-    batched_forward = torch.vmap(member_forward, in_dims=(0, 0, None), randomness="different")
+    batched_forward, batched_loss, runner = _batched_functions(base, workload)
 
     x, y = next(batch_stream(workload.train_data, workload.batch_size, data_seed))
     x, y = x.to(device), y.to(device)
     try:
         params = adopt_grad_layout(params, lambda: batched_loss(params, buffers, x, y).sum())
     except Exception as e:  # vmap has no batching rule for something in the user's model
-        raise NotBatchable(f"torch.func.vmap cannot run this model: {type(e).__name__}: {e}") from e
+        raise NotBatchable(f"{runner} cannot run this model: {type(e).__name__}: {e}") from e
     opt = _optimizer(list(params.values()), configs)
     multipliers = [lr_multiplier(c, workload.steps) for c in configs]
     scheduled = any(c.warmup > 0 or c.schedule != "constant" for c in configs)

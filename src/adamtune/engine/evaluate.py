@@ -7,6 +7,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from adamtune.engine.stacked import member_losses
 from adamtune.workloads import Workload, eval_batches
 
 
@@ -16,7 +17,7 @@ def evaluate(forward: Callable[[Tensor], Tensor], workload: Workload, device: to
     """Validation metrics as tensors of shape [K] (K = 1 unless ``batched``).
 
     ``forward(x)`` returns ``[B, ...]`` outputs, or ``[K, B, ...]`` when ``batched``; the
-    loss and metric functions then run under ``torch.vmap`` over the member dimension.
+    loss and metric functions then run per member (``stacked.member_losses``).
     """
     fns = {"val_loss": workload.loss, **{f"val_{n}": f for n, f in workload.metrics.items()}}
     totals: dict[str, Tensor] = {}
@@ -26,7 +27,7 @@ def evaluate(forward: Callable[[Tensor], Tensor], workload: Workload, device: to
         out = forward(x)
         for name, fn in fns.items():
             if batched:
-                v = torch.vmap(fn, in_dims=(0, None))(out, y)
+                v = member_losses(fn)(out, y)
             else:
                 v = fn(out, y).reshape(1)
             v = v.detach().to(torch.float64) * n

@@ -1,0 +1,158 @@
+"""The stacked forward of a plain ``nn.Sequential`` written out as batched matmuls.
+
+``torch.vmap(functional_call(...))`` runs any model, but every op goes through vmap's batching
+rules, and for the small models a CPU tunes that costs more than the matmuls (digits-mlp, K=16,
+one thread: forward+backward 3.1 ms under vmap, 2.1 ms written out; ``benchmarks/step_costs.py``).
+An ``nn.Sequential`` of the layers below needs no vmap: a Linear layer of K members is one
+``baddbmm`` of [K, N, in] by the stacked [K, in, out] weights, and activations and dropout act
+element by element on the [K, ...] activations. The values are vmap's up to float rounding
+(tested against it); any other model goes through vmap.
+
+Written out: ``Linear``, ``LayerNorm``, ``Flatten``, ``Softmax``/``LogSoftmax`` (with a
+``dim``), ``Identity``, ``Dropout`` and the elementwise activations in ``_ELEMENTWISE``, in ``nn.Sequential`` containers (nested or not),
+with no buffers and no hooks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from adamtune.workloads import cross_entropy
+
+# Modules whose forward acts on each element alone (dropout draws one mask element per
+# element, so each member gets its own mask) and that hold no parameters.
+_ELEMENTWISE = (
+    nn.Identity, nn.Dropout, nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.GELU, nn.SiLU, nn.Mish,
+    nn.Tanh, nn.Sigmoid, nn.ELU, nn.CELU, nn.SELU, nn.Softplus, nn.Hardtanh, nn.Hardswish,
+    nn.Hardsigmoid, nn.Tanhshrink, nn.Softsign,
+)
+
+StackedForward = Callable[[dict[str, Tensor], Tensor], Tensor]
+
+
+def _leaves(module: nn.Module, prefix: str = "") -> Iterator[tuple[str, nn.Module]]:
+    if type(module) is nn.Sequential:
+        for name, child in module.named_children():
+            yield from _leaves(child, f"{prefix}{name}.")
+    else:
+        yield prefix, module
+
+
+def _has_hooks(module: nn.Module) -> bool:
+    return any(
+        getattr(m, attr, None)
+        for m in module.modules()
+        for attr in ("_forward_hooks", "_forward_pre_hooks", "_backward_hooks", "_backward_pre_hooks")
+    )
+
+
+def _linear(m: nn.Linear, prefix: str):
+    def run(p: dict[str, Tensor], h: Tensor, stacked: bool) -> Tensor:
+        w = p[prefix + "weight"]  # [K, out, in]
+        k = w.shape[0]
+        lead = h.shape[1:-1] if stacked else h.shape[:-1]
+        # An unstacked input (the minibatch itself) is shared: expand is a view, not K copies.
+        h3 = h.reshape(k, -1, m.in_features) if stacked else h.reshape(1, -1, m.in_features).expand(k, -1, -1)
+        wt = w.transpose(1, 2)
+        b = p.get(prefix + "bias")
+        out = torch.bmm(h3, wt) if b is None else torch.baddbmm(b.unsqueeze(1), h3, wt)
+        return out.reshape(k, *lead, m.out_features)
+    return run
+
+
+def _layer_norm(m: nn.LayerNorm, prefix: str):
+    shape = tuple(m.normalized_shape)
+
+    def run(p: dict[str, Tensor], h: Tensor, stacked: bool) -> Tensor:
+        # [K, *shape] -> [K, 1, ..., 1, *shape], broadcasting over the member's other dims
+        ones = (1,) * (h.ndim - (1 if stacked else 0) - len(shape))
+        h = F.layer_norm(h, shape, None, None, m.eps)
+        w, b = p.get(prefix + "weight"), p.get(prefix + "bias")
+        if w is not None:
+            h = h * w.reshape(w.shape[0], *ones, *shape)
+        if b is not None:
+            h = h + b.reshape(b.shape[0], *ones, *shape)
+        return h
+    return run
+
+
+def _member_dim(dim: int, stacked: bool) -> int:
+    """A member's dimension ``dim`` in the [K, ...] tensor (the member dimension comes first)."""
+    return dim + 1 if stacked and dim >= 0 else dim
+
+
+def _flatten(m: nn.Flatten):
+    def run(p: dict[str, Tensor], h: Tensor, stacked: bool) -> Tensor:
+        return torch.flatten(h, _member_dim(m.start_dim, stacked), _member_dim(m.end_dim, stacked))
+    return run
+
+
+def _softmax(m: nn.Softmax | nn.LogSoftmax):
+    fn = F.softmax if type(m) is nn.Softmax else F.log_softmax
+
+    def run(p: dict[str, Tensor], h: Tensor, stacked: bool) -> Tensor:
+        return fn(h, _member_dim(m.dim, stacked))
+    return run
+
+
+def stacked_forward(model: nn.Module) -> StackedForward | None:
+    """``forward(params, x)``: every member's output, [K, *out], or None if ``model`` isn't covered.
+
+    Args:
+        model: one member's module (its parameters may live on the meta device); its
+            ``training`` flags are read at each call, so ``model.eval()`` turns dropout off.
+            ``params`` maps ``model``'s parameter names to stacked [K, ...] tensors; ``x`` is
+            the minibatch shared by all members.
+    """
+    if type(model) is not nn.Sequential or next(model.buffers(), None) is not None or _has_hooks(model):
+        return None
+    steps = []
+    for prefix, m in _leaves(model):
+        if type(m) is nn.Linear:
+            steps.append((_linear(m, prefix), True))
+        elif type(m) is nn.LayerNorm:
+            steps.append((_layer_norm(m, prefix), m.elementwise_affine))
+        elif type(m) is nn.Flatten:
+            steps.append((_flatten(m), False))
+        elif type(m) in (nn.Softmax, nn.LogSoftmax) and m.dim is not None:
+            steps.append((_softmax(m), False))
+        elif type(m) in _ELEMENTWISE and next(m.parameters(), None) is None:
+            steps.append((lambda p, h, stacked, m=m: m(h), False))
+        else:
+            return None
+
+    def forward(params: dict[str, Tensor], x: Tensor) -> Tensor:
+        h, stacked = x, False
+        for run, makes_stacked in steps:
+            h = run(params, h, stacked)
+            stacked = stacked or makes_stacked
+        if not stacked:  # no layer with parameters: every member computes the same thing
+            k = next(iter(params.values())).shape[0]
+            h = h.unsqueeze(0).expand(k, *h.shape)
+        return h
+
+    return forward
+
+
+def member_losses(loss: Callable[[Tensor, Tensor], Tensor]) -> Callable[[Tensor, Tensor], Tensor]:
+    """``losses(output, target)``: ``loss`` of each member's [K, ...] output against the shared target, [K].
+
+    The built-in cross-entropy is computed over all members in one call (the mean over each
+    member's targets that ``ignore_index`` keeps, as ``F.cross_entropy`` takes it); any other
+    loss runs under ``torch.vmap``.
+    """
+    if loss is not cross_entropy:
+        return torch.vmap(loss, in_dims=(0, None))
+
+    def losses(output: Tensor, target: Tensor) -> Tensor:
+        k, c = output.shape[0], output.shape[-1]
+        t = target.reshape(1, -1).expand(k, -1)
+        per = F.cross_entropy(output.reshape(-1, c), t.reshape(-1), reduction="none").view(k, -1)
+        counted = (target != -100).sum()  # F.cross_entropy's default ignore_index
+        return per.sum(1) / counted
+
+    return losses

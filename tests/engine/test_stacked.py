@@ -1,0 +1,128 @@
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, stack_module_state
+
+from adamtune.engine.stacked import member_losses, stacked_forward
+from adamtune.workloads import accuracy, cross_entropy
+
+K = 4
+
+# (name, model factory, one member's input shape): every layer the written-out path covers
+MODELS = [
+    ("mlp", lambda: nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3)), (5, 6)),
+    ("no bias, 3-d input", lambda: nn.Sequential(nn.Linear(6, 8, bias=False), nn.GELU(), nn.Linear(8, 3)), (5, 7, 6)),
+    ("nested, layer norm, flatten",
+     lambda: nn.Sequential(nn.Flatten(), nn.Sequential(nn.Linear(12, 8), nn.LayerNorm(8), nn.SiLU()),
+                           nn.Dropout(0.0), nn.Linear(8, 3), nn.LogSoftmax(dim=1)), (5, 3, 4)),
+    ("layer norm first",
+     lambda: nn.Sequential(nn.LayerNorm([3, 4]), nn.Flatten(1, -1), nn.Tanh(), nn.Linear(12, 3), nn.Softmax(-1)), (5, 3, 4)),
+    ("layer norm without affine or bias",
+     lambda: nn.Sequential(nn.Linear(6, 8), nn.LayerNorm(8, elementwise_affine=False), nn.LeakyReLU(0.1),
+                           nn.Linear(8, 8), nn.LayerNorm(8, bias=False), nn.Linear(8, 2)), (5, 6)),
+    ("one example, no batch dimension", lambda: nn.Sequential(nn.Linear(6, 3), nn.Hardtanh()), (6,)),
+]
+
+
+def _stack(factory):
+    torch.manual_seed(0)
+    models = [factory().double() for _ in range(K)]
+    for m in models:  # LayerNorm starts at weight 1, bias 0: make members differ there too
+        for p in m.parameters():
+            p.data.add_(torch.randn_like(p) * 0.1)
+    params, buffers = stack_module_state(models)
+    return copy.deepcopy(models[0]).to("meta"), params, buffers
+
+
+@pytest.mark.parametrize("name, factory, shape", MODELS, ids=[m[0] for m in MODELS])
+def test_written_out_forward_and_gradients_equal_vmap(name, factory, shape):
+    base, params, buffers = _stack(factory)
+    forward = stacked_forward(base)
+    assert forward is not None
+    x = torch.randn(*shape, dtype=torch.float64)
+    ref_fn = torch.vmap(lambda p, b, xx: functional_call(base, (p, b), (xx,)), in_dims=(0, 0, None))
+    ref, out = ref_fn(params, buffers, x), forward(params, x)
+    assert out.shape == ref.shape == (K, *ref.shape[1:])
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+    weights = torch.randn_like(ref)  # a loss that gives every output element its own gradient
+    g_ref = torch.autograd.grad((ref * weights).sum(), list(params.values()))
+    g_out = torch.autograd.grad((out * weights).sum(), list(params.values()))
+    for n, a, b in zip(params, g_out, g_ref):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12, msg=n)
+
+
+class Custom(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(6, 3)
+
+    def forward(self, x):
+        return self.fc(x)
+
+
+class MySequential(nn.Sequential):  # a subclass may override forward
+    pass
+
+
+def _hooked():
+    m = nn.Sequential(nn.Linear(6, 3))
+    m[0].register_forward_hook(lambda mod, inp, out: out * 2)
+    return m
+
+
+@pytest.mark.parametrize("factory", [
+    Custom,
+    lambda: MySequential(nn.Linear(6, 3)),
+    lambda: nn.Sequential(nn.Linear(6, 8), nn.BatchNorm1d(8), nn.Linear(8, 3)),  # buffers
+    lambda: nn.Sequential(nn.Linear(6, 8), nn.PReLU(), nn.Linear(8, 3)),  # an activation with a parameter
+    lambda: nn.Sequential(nn.Conv1d(1, 2, 3)),
+    lambda: nn.Sequential(nn.Linear(6, 3), nn.Softmax()),  # implicit dim: depends on the input's rank
+    _hooked,
+], ids=["custom module", "Sequential subclass", "batchnorm", "prelu", "conv", "softmax without dim", "forward hook"])
+def test_anything_else_is_left_to_vmap(factory):
+    assert stacked_forward(factory()) is None
+
+
+def test_dropout_draws_a_mask_per_member_and_stops_in_eval():
+    base, params, _ = _stack(lambda: nn.Sequential(nn.Linear(6, 64), nn.Dropout(0.5)))
+    forward = stacked_forward(base)
+    x = torch.randn(200, 6, dtype=torch.float64)
+    out = forward(params, x)
+    dropped = out == 0
+    assert 0.4 < dropped.double().mean() < 0.6
+    assert (dropped[0] != dropped[1]).any()  # members do not share masks
+    base.eval()
+    plain = forward(params, x)
+    assert not (plain == 0).any()
+    kept = ~dropped
+    torch.testing.assert_close(out[kept], 2 * plain[kept])  # the kept units are scaled by 1/(1-p)
+
+
+@pytest.mark.parametrize("target_shape", [(5,), (5, 7)])
+def test_member_cross_entropy_equals_each_members_own(target_shape):
+    out = torch.randn(K, *target_shape, 10, dtype=torch.float64)
+    y = torch.randint(0, 10, target_shape)
+    y.view(-1)[:3] = -100  # ignored targets leave the mean as F.cross_entropy takes it
+    got = member_losses(cross_entropy)(out, y)
+    want = torch.stack([cross_entropy(out[k], y) for k in range(K)])
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=0)
+    acc = member_losses(accuracy)(out, y)  # any other function runs under vmap
+    torch.testing.assert_close(acc, torch.stack([accuracy(out[k], y) for k in range(K)]))
+
+
+def test_member_losses_keep_the_gradient_of_each_member_to_itself():
+    out = torch.randn(K, 5, 10, dtype=torch.float64, requires_grad=True)
+    y = torch.randint(0, 10, (5,))
+    (g,) = torch.autograd.grad(member_losses(cross_entropy)(out, y)[1], out)
+    assert g[[0, 2, 3]].abs().max() == 0
+    (want,) = torch.autograd.grad(F.cross_entropy(out[1], y), out)
+    torch.testing.assert_close(g, want)
+
+
+def test_the_builtin_mlp_is_written_out_and_the_others_use_vmap():
+    from adamtune.workloads import load_workload
+    assert stacked_forward(load_workload("digits-mlp").model()) is not None
+    assert stacked_forward(load_workload("digits-cnn").model()) is None
