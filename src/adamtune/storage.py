@@ -1,11 +1,15 @@
-"""Opening an Optuna storage from a URL, with one clear error for every way that can fail."""
+"""Opening an Optuna storage from a URL, with one clear error for every way that can fail;
+writing many of a study's records in one transaction."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import time
 import urllib.parse
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 import optuna
 
@@ -123,6 +127,89 @@ def settle(storage: optuna.storages.BaseStorage) -> None:
     except sqlalchemy.exc.SQLAlchemyError:
         pass
     storage.engine.dispose()
+
+
+def report_many(reports: Sequence[tuple[optuna.trial.Trial, float]], step: int) -> None:
+    """``trial.report(value, step)`` for every pair, in one transaction where the storage allows.
+
+    A batch of K members reports K values at each evaluation; one commit each made those
+    commits cost as much as the members' training on a laptop with SQLite (256 commits for a
+    16-trial study of digits-mlp). On Optuna's RDBStorage they are written in one transaction
+    (Optuna's own per-trial write inside one session); elsewhere, and if that write fails for
+    any reason, each trial reports on its own as before, so no value is lost to another trial's
+    error (the first error is raised after the others are written).
+    """
+    backend = _rdb_backend([t for t, _ in reports])
+    if backend is not None:
+        pairs = [(t, float(v)) for t, v in reports]
+        try:
+            with _one_transaction(backend) as session:
+                for trial, value in pairs:
+                    backend._set_trial_intermediate_value_without_commit(session, trial._trial_id, step, value)
+        except Exception:  # noqa: BLE001 - rolled back; the per-trial path below says what is wrong
+            pass
+        else:
+            for trial, value in pairs:
+                trial._cached_frozen_trial.intermediate_values[step] = value
+            return
+    error = None
+    for trial, value in reports:
+        try:
+            trial.report(value, step)
+        except Exception as e:  # the others still get their values; the first error is raised
+            error = error or e
+    if error is not None:
+        raise error
+
+
+def set_user_attrs(trial: optuna.trial.Trial, attrs: Mapping[str, Any]) -> None:
+    """``trial.set_user_attr(key, value)`` for every item, in one transaction where the storage allows."""
+    backend = _rdb_backend([trial])
+    if backend is not None:
+        from optuna.storages._rdb import models
+
+        try:
+            with _one_transaction(backend) as session:
+                for key, value in attrs.items():
+                    backend._set_trial_attr_without_commit(session, models.TrialUserAttributeModel,
+                                                           trial._trial_id, key, value)
+        except Exception:  # noqa: BLE001 - rolled back; the per-item path below says what is wrong
+            pass
+        else:
+            trial._cached_frozen_trial.user_attrs.update(attrs)
+            return
+    for key, value in attrs.items():
+        trial.set_user_attr(key, value)
+
+
+def _rdb_backend(trials: Sequence[optuna.trial.Trial]) -> optuna.storages.RDBStorage | None:
+    """The RDBStorage all ``trials`` write to, if Optuna's internals used here are as expected."""
+    if not trials:
+        return None
+    storage = getattr(trials[0], "storage", None)
+    storage = getattr(storage, "_backend", storage)  # Optuna wraps an RDBStorage in _CachedStorage
+    needed = ("_set_trial_intermediate_value_without_commit", "_set_trial_attr_without_commit", "scoped_session")
+    if not isinstance(storage, optuna.storages.RDBStorage) or not all(hasattr(storage, n) for n in needed):
+        return None
+    for t in trials:
+        if getattr(getattr(t, "storage", None), "_backend", getattr(t, "storage", None)) is not storage:
+            return None
+        if not (hasattr(t, "_trial_id") and hasattr(t, "_cached_frozen_trial")):
+            return None
+    return storage
+
+
+@contextlib.contextmanager
+def _one_transaction(storage: optuna.storages.RDBStorage) -> Iterator[Any]:
+    session = storage.scoped_session()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
 
 
 def _is_creation_race(e: Exception) -> bool:

@@ -25,7 +25,7 @@ from adamtune.engine.batched import NotBatchable, members_per_chunk, train_membe
 from adamtune.engine.monitor import summarize_norms
 from adamtune.errors import SpaceError, StudyError
 from adamtune.space import SearchSpace, preset, with_overrides
-from adamtune.storage import DEFAULT_STORAGE, check_url, is_new_file, open_storage, settle, study_names
+from adamtune.storage import DEFAULT_STORAGE, check_url, is_new_file, open_storage, set_user_attrs, settle, study_names
 from adamtune.trials import (
     ATTR_CONFIG, ATTR_CURVE, ATTR_ENGINE, ATTR_INTERRUPTED, ATTR_DIVERGED_AT, ATTR_GRAD_NORMS, ATTR_STATE, ATTR_STEPS, ATTR_TRACEBACK,
     TrialRecord, TrialState, ranked, record_from_optuna,
@@ -442,17 +442,16 @@ def tune(
 
 
 def _tell(study: optuna.Study, trial: optuna.trial.Trial, outcome: Outcome) -> None:
-    trial.set_user_attr(ATTR_STEPS, outcome.steps)
-    trial.set_user_attr(ATTR_CURVE, outcome.curve)
+    attrs: dict[str, Any] = {ATTR_STEPS: outcome.steps, ATTR_CURVE: outcome.curve}
     if outcome.grad_norms is not None:
-        trial.set_user_attr(ATTR_GRAD_NORMS, outcome.grad_norms.to_dict())
+        attrs[ATTR_GRAD_NORMS] = outcome.grad_norms.to_dict()
+    if outcome.status == "diverged":
+        attrs[ATTR_STATE] = TrialState.DIVERGED.value
+        if outcome.diverged_at is not None:
+            attrs[ATTR_DIVERGED_AT] = outcome.diverged_at
+    set_user_attrs(trial, attrs)
     if outcome.status == "pruned":
         study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-    elif outcome.status == "diverged":
-        trial.set_user_attr(ATTR_STATE, TrialState.DIVERGED.value)
-        if outcome.diverged_at is not None:
-            trial.set_user_attr(ATTR_DIVERGED_AT, outcome.diverged_at)
-        study.tell(trial, outcome.value)
     else:
         study.tell(trial, outcome.value)
 
@@ -554,13 +553,13 @@ class _Runner:
 
     def _ask(self, engine: str) -> tuple[optuna.trial.Trial, Config | None]:
         trial = self.study.ask()
-        trial.set_user_attr(ATTR_ENGINE, engine)
         try:
             config = self.settings.space.suggest(trial)
         except Exception:
+            trial.set_user_attr(ATTR_ENGINE, engine)
             self._fail(trial, traceback.format_exc())
             return trial, None
-        trial.set_user_attr(ATTR_CONFIG, dataclasses.asdict(config))
+        set_user_attrs(trial, {ATTR_ENGINE: engine, ATTR_CONFIG: dataclasses.asdict(config)})
         return trial, config
 
     def run_one(self) -> None:

@@ -29,6 +29,7 @@ from adamtune.engine.outcome import Outcome
 from adamtune.engine.sequential import better, infeasible, prunes
 from adamtune.engine.stacked import member_losses, stacked_forward
 from adamtune.optim import BatchedAdadelta, BatchedAdam, BatchedAdamW, matrix_decay_mask
+from adamtune.storage import report_many
 from adamtune.workloads import Workload, batch_stream
 
 
@@ -253,6 +254,7 @@ def train_members(
                 finish(row, "diverged", infeasible(workload.direction), bad_step[row], bad_step[row])
         curve.append(step, {"train_loss": train_loss, **metrics})
         diverged_rows = diverged.tolist()
+        reports = []
         for row in range(len(members)):
             i = members[row]
             if outcomes[i] is not None:
@@ -263,7 +265,8 @@ def train_members(
             if better(values[row], best[i], workload.direction):
                 best[i] = values[row]
             if trials is not None:
-                trials[i].report(values[row], step)
+                reports.append((trials[i], values[row]))
+        report_many(reports, step)
         if prunes(trials[0] if trials else None):
             # Ask every pruner only after every member has reported: members of one batch
             # compete on equal terms at each rung.
