@@ -2,6 +2,7 @@
 
     python benchmarks/batched_vs_sequential.py            # digits-mlp K=16, K=64; charlm K=8
     python benchmarks/batched_vs_sequential.py --quick    # digits-mlp K=16 only
+    python benchmarks/batched_vs_sequential.py --case digits-mlp:64 --rounds 2
     python benchmarks/batched_vs_sequential.py --rounds 5 --device cuda
 
 Every way trains the same K configurations (lr, weight_decay, beta1 from the same scrambled
@@ -130,10 +131,17 @@ def warm_up(device: str) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="digits-mlp K=16 only")
+    ap.add_argument("--case", action="append", metavar="WORKLOAD:K", default=[],
+                    help="run only these cases, e.g. --case digits-mlp:64 --case charlm:8")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved timed runs of every way (default 3)")
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
     cases = [("digits-mlp", 16)] if args.quick else [("digits-mlp", 16), ("digits-mlp", 64), ("charlm", 8)]
+    if args.case:
+        try:
+            cases = [(c.rsplit(":", 1)[0], int(c.rsplit(":", 1)[1])) for c in args.case]
+        except (IndexError, ValueError):
+            ap.error(f"--case must look like WORKLOAD:K (e.g. digits-mlp:64), got {args.case}")
     warm_up(args.device)
     peak = matmul_peak_gflops(args.device)
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
