@@ -142,6 +142,11 @@ def main() -> None:
             cases = [(c.rsplit(":", 1)[0], int(c.rsplit(":", 1)[1])) for c in args.case]
         except (IndexError, ValueError):
             ap.error(f"--case must look like WORKLOAD:K (e.g. digits-mlp:64), got {args.case}")
+        for name, _ in cases:
+            try:
+                load_workload(name)
+            except adamtune.AdamtuneError as e:
+                ap.error(f"--case {name}: {e}")
     warm_up(args.device)
     peak = matmul_peak_gflops(args.device)
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "

@@ -8,7 +8,7 @@ import os
 import re
 import time
 import urllib.parse
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import optuna
@@ -139,19 +139,16 @@ def report_many(reports: Sequence[tuple[optuna.trial.Trial, float]], step: int) 
     any reason, each trial reports on its own as before, so no value is lost to another trial's
     error (the first error is raised after the others are written).
     """
-    backend = _rdb_backend([t for t, _ in reports])
-    if backend is not None:
-        pairs = [(t, float(v)) for t, v in reports]
-        try:
-            with _one_transaction(backend) as session:
-                for trial, value in pairs:
-                    backend._set_trial_intermediate_value_without_commit(session, trial._trial_id, step, value)
-        except Exception:  # noqa: BLE001 - rolled back; the per-trial path below says what is wrong
-            pass
-        else:
-            for trial, value in pairs:
-                trial._cached_frozen_trial.intermediate_values[step] = value
-            return
+    pairs = [(t, float(v)) for t, v in reports]
+
+    def write(backend: optuna.storages.RDBStorage, session: Any) -> None:
+        for trial, value in pairs:
+            backend._set_trial_intermediate_value_without_commit(session, trial._trial_id, step, value)
+
+    if _write_together([t for t, _ in pairs], write):
+        for trial, value in pairs:
+            trial._cached_frozen_trial.intermediate_values[step] = value
+        return
     error = None
     for trial, value in reports:
         try:
@@ -164,39 +161,44 @@ def report_many(reports: Sequence[tuple[optuna.trial.Trial, float]], step: int) 
 
 def set_user_attrs(trial: optuna.trial.Trial, attrs: Mapping[str, Any]) -> None:
     """``trial.set_user_attr(key, value)`` for every item, in one transaction where the storage allows."""
-    backend = _rdb_backend([trial])
-    if backend is not None:
+    def write(backend: optuna.storages.RDBStorage, session: Any) -> None:
         from optuna.storages._rdb import models
 
-        try:
-            with _one_transaction(backend) as session:
-                for key, value in attrs.items():
-                    backend._set_trial_attr_without_commit(session, models.TrialUserAttributeModel,
-                                                           trial._trial_id, key, value)
-        except Exception:  # noqa: BLE001 - rolled back; the per-item path below says what is wrong
-            pass
-        else:
-            trial._cached_frozen_trial.user_attrs.update(attrs)
-            return
+        for key, value in attrs.items():
+            backend._set_trial_attr_without_commit(session, models.TrialUserAttributeModel, trial._trial_id, key, value)
+
+    if _write_together([trial], write):
+        trial._cached_frozen_trial.user_attrs.update(attrs)
+        return
     for key, value in attrs.items():
         trial.set_user_attr(key, value)
 
 
-def _rdb_backend(trials: Sequence[optuna.trial.Trial]) -> optuna.storages.RDBStorage | None:
-    """The RDBStorage all ``trials`` write to, if Optuna's internals used here are as expected."""
-    if not trials:
-        return None
-    storage = getattr(trials[0], "storage", None)
-    storage = getattr(storage, "_backend", storage)  # Optuna wraps an RDBStorage in _CachedStorage
+def _write_together(trials: Sequence[optuna.trial.Trial], write: Callable[[Any, Any], None]) -> bool:
+    """Run ``write(backend, session)`` as one transaction on the RDBStorage all ``trials`` use.
+
+    False, with nothing written (rolled back), where there is no such storage, Optuna's
+    internals used here are not as expected, or the write fails: the caller then writes
+    through Optuna's public API, which says what is wrong.
+    """
+    backend = _backend_of(trials[0]) if trials else None
     needed = ("_set_trial_intermediate_value_without_commit", "_set_trial_attr_without_commit", "scoped_session")
-    if not isinstance(storage, optuna.storages.RDBStorage) or not all(hasattr(storage, n) for n in needed):
-        return None
-    for t in trials:
-        if getattr(getattr(t, "storage", None), "_backend", getattr(t, "storage", None)) is not storage:
-            return None
-        if not (hasattr(t, "_trial_id") and hasattr(t, "_cached_frozen_trial")):
-            return None
-    return storage
+    if not isinstance(backend, optuna.storages.RDBStorage) or not all(hasattr(backend, n) for n in needed):
+        return False
+    if any(_backend_of(t) is not backend or not (hasattr(t, "_trial_id") and hasattr(t, "_cached_frozen_trial"))
+           for t in trials):
+        return False
+    try:
+        with _one_transaction(backend) as session:
+            write(backend, session)
+    except Exception:  # noqa: BLE001 - rolled back; the public path says what is wrong
+        return False
+    return True
+
+
+def _backend_of(trial: optuna.trial.Trial) -> Any:
+    storage = getattr(trial, "storage", None)
+    return getattr(storage, "_backend", storage)  # Optuna wraps an RDBStorage in _CachedStorage
 
 
 @contextlib.contextmanager

@@ -204,7 +204,7 @@ def train_members(
     x, y = x.to(device), y.to(device)
     try:
         params = adopt_grad_layout(params, lambda: batched_loss(params, buffers, x, y).sum())
-    except Exception as e:  # vmap has no batching rule for something in the user's model
+    except Exception as e:  # e.g. vmap has no batching rule for something in the user's model
         raise NotBatchable(f"{runner} cannot run this model: {type(e).__name__}: {e}") from e
     opt = _optimizer(list(params.values()), configs)
     multipliers = [lr_multiplier(c, workload.steps) for c in configs]

@@ -20,16 +20,15 @@ def evaluate(forward: Callable[[Tensor], Tensor], workload: Workload, device: to
     loss and metric functions then run per member (``stacked.member_losses``).
     """
     fns = {"val_loss": workload.loss, **{f"val_{n}": f for n, f in workload.metrics.items()}}
+    if batched:
+        fns = {name: member_losses(fn) for name, fn in fns.items()}
     totals: dict[str, Tensor] = {}
     n_total = 0
     for n, (x, y) in eval_batches(workload.valid_data, workload.eval_batch_size):
         x, y = x.to(device), y.to(device)
         out = forward(x)
         for name, fn in fns.items():
-            if batched:
-                v = member_losses(fn)(out, y)
-            else:
-                v = fn(out, y).reshape(1)
+            v = fn(out, y) if batched else fn(out, y).reshape(1)
             v = v.detach().to(torch.float64) * n
             totals[name] = totals[name] + v if name in totals else v
         n_total += n

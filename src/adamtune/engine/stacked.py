@@ -2,15 +2,15 @@
 
 ``torch.vmap(functional_call(...))`` runs any model, but every op goes through vmap's batching
 rules, and for the small models a CPU tunes that costs more than the matmuls (digits-mlp, K=16,
-one thread: forward+backward 3.1 ms under vmap, 2.1 ms written out; ``benchmarks/step_costs.py``).
+one thread: forward+backward 3.1 ms under vmap, 2.5 ms written out; ``benchmarks/step_costs.py``).
 An ``nn.Sequential`` of the layers below needs no vmap: a Linear layer of K members is one
 ``baddbmm`` of [K, N, in] by the stacked [K, in, out] weights, and activations and dropout act
 element by element on the [K, ...] activations. The values are vmap's up to float rounding
 (tested against it); any other model goes through vmap.
 
 Written out: ``Linear``, ``LayerNorm``, ``Flatten``, ``Softmax``/``LogSoftmax`` (with a
-``dim``), ``Identity``, ``Dropout`` and the elementwise activations in ``_ELEMENTWISE``, in ``nn.Sequential`` containers (nested or not),
-with no buffers and no hooks.
+``dim``), ``Identity``, ``Dropout`` and the elementwise activations in ``_ELEMENTWISE``, in
+``nn.Sequential`` containers (nested or not), with no buffers and no hooks.
 """
 
 from __future__ import annotations
