@@ -102,31 +102,37 @@ def test_tune_prints_plan_progress_table_and_snippet(storage, tiny_ref):
 
 
 def test_cli_end_to_end_in_real_processes(tmp_path, tiny_ref):
+    """The installed entry point, as a user runs it: a study, then a bad input (one line, status 2).
+
+    Only these two run as processes of their own (each one imports torch, which costs seconds on
+    a busy machine); the commands that read the study afterwards run in this process.
+    """
     db = f"sqlite:///{tmp_path / 'cli.db'}"
     env = dict(os.environ, OMP_NUM_THREADS="1", COLUMNS="120")
 
     def run(*args):
-        return subprocess.run([ADAMTUNE, *args], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+        return subprocess.run([ADAMTUNE, *args], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
 
     r = run("tune", "--workload", tiny_ref, "--budget", "4", "--storage", db, "--pruner", "none")
     assert r.returncode == 0, r.stderr
-    assert "tuning lr — budget 4" in r.stdout
-    r = run("show", "--storage", db, "--json")
+    assert "tuning lr — budget 4" in r.stdout and "Traceback" not in r.stderr
+    r = run("tune", "--set", "beta1=1.5", "--storage", db)
+    assert r.returncode == 2 and r.stderr.strip() == "adamtune: error: --set: beta1 must be in [0, 1), got 1.5"
+
+    r = runner.invoke(app, ["show", "--storage", db, "--json"])
     data = json.loads(r.stdout)
     assert data["study"] == "tiny" and len(data["trials"]) == 4
     assert all(t["state"] == "complete" for t in data["trials"])
-    r = run("best", "--storage", db)
-    assert r.returncode == 0 and r.stdout.count("torch.optim.AdamW(") == 1
+    r = runner.invoke(app, ["best", "--storage", db])
+    assert r.exit_code == 0 and r.stdout.count("torch.optim.AdamW(") == 1
     ns = {}
     import torch
     ns.update(torch=torch, model=torch.nn.Linear(2, 2))
     exec(r.stdout, ns)  # the printed snippet is valid, runnable Python
-    r = run("studies", "--storage", db)
+    r = runner.invoke(app, ["studies", "--storage", db])
     assert "tiny" in r.stdout and "4 complete" in r.stdout
-    r = run("tune", "--storage", db, "--study", "tiny", "--budget", "5", "--no-report")  # continue from stored settings
-    assert r.returncode == 0 and "5/5" not in r.stdout and "1/1" in r.stdout
-    r = run("tune", "--set", "beta1=1.5", "--storage", db)
-    assert r.returncode == 2 and r.stderr.strip() == "adamtune: error: --set: beta1 must be in [0, 1), got 1.5"
+    r = runner.invoke(app, ["tune", "--storage", db, "--study", "tiny", "--budget", "5", "--no-report"])  # continue
+    assert r.exit_code == 0 and "5/5" not in r.stdout and "1/1" in r.stdout
 
 
 @pytest.fixture

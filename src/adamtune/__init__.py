@@ -1,13 +1,28 @@
-"""adamtune: tune Adam, AdamW and Adadelta for PyTorch models, the Tuning Playbook's way."""
+"""adamtune: tune Adam, AdamW and Adadelta for PyTorch models, the Tuning Playbook's way.
 
-from adamtune.config import Config, clip_gradients, make_optimizer, make_scheduler, python_snippet
-from adamtune.errors import AdamtuneError, ConfigError, SpaceError, StorageError, StudyError, WorkloadError
-from adamtune.space import Dimension, SearchSpace, preset
-from adamtune.study import Trial, TrialPruned, TuneResult, list_studies, load, tune
-from adamtune.trials import TrialRecord, TrialState
-from adamtune.workloads import Workload, accuracy, cross_entropy
+The public names below are imported on first use (PEP 562), so that `import adamtune.cli` and
+commands that never train (`adamtune dashboard`, `adamtune --help`) do not pay for importing
+torch; `from adamtune import tune` works as before.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
+
+_HOME = {
+    "Config": "config", "clip_gradients": "config", "make_optimizer": "config", "make_scheduler": "config",
+    "python_snippet": "config",
+    "AdamtuneError": "errors", "ConfigError": "errors", "SpaceError": "errors", "StorageError": "errors",
+    "StudyError": "errors", "WorkloadError": "errors",
+    "Dimension": "space", "SearchSpace": "space", "preset": "space",
+    "Trial": "study", "TrialPruned": "study", "TuneResult": "study", "list_studies": "study", "load": "study",
+    "tune": "study",
+    "TrialRecord": "trials", "TrialState": "trials",
+    "Workload": "workloads", "accuracy": "workloads", "cross_entropy": "workloads",
+}
 
 __all__ = [
     "AdamtuneError", "Config", "ConfigError", "Dimension", "SearchSpace", "SpaceError", "StorageError",
@@ -15,3 +30,24 @@ __all__ = [
     "WorkloadError", "accuracy", "clip_gradients", "cross_entropy", "list_studies", "load",
     "make_optimizer", "make_scheduler", "preset", "python_snippet", "tune",
 ]
+
+
+def __getattr__(name: str):
+    if name not in _HOME:
+        raise AttributeError(f"module 'adamtune' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"adamtune.{_HOME[name]}"), name)
+    globals()[name] = value  # later lookups find it without coming here
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_HOME))
+
+
+if TYPE_CHECKING:  # what type checkers and IDEs read
+    from adamtune.config import Config, clip_gradients, make_optimizer, make_scheduler, python_snippet
+    from adamtune.errors import AdamtuneError, ConfigError, SpaceError, StorageError, StudyError, WorkloadError
+    from adamtune.space import Dimension, SearchSpace, preset
+    from adamtune.study import Trial, TrialPruned, TuneResult, list_studies, load, tune
+    from adamtune.trials import TrialRecord, TrialState
+    from adamtune.workloads import Workload, accuracy, cross_entropy
