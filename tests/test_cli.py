@@ -118,9 +118,10 @@ def test_cli_end_to_end_in_real_processes(tmp_path, tiny_ref):
     assert r.returncode == 0, r.stderr
     assert "tuning lr — budget 4" in r.stdout and "Traceback" not in r.stderr
     # a command that fails before it would import torch: the error path of the entry point, cheaply
-    r = run("dashboard", "--storage", f"sqlite:///{tmp_path / 'missing.db'}")
-    assert r.returncode == 2 and r.stderr.strip().startswith("adamtune: error: no study database at")
-    assert len(r.stderr.strip().splitlines()) == 1
+    missing = tmp_path / "missing.db"
+    r = run("dashboard", "--storage", f"sqlite:///{missing}")
+    assert r.returncode == 2 and r.stderr.strip() == (
+        f"adamtune: error: no study database at '{missing}': run `adamtune tune` first or pass --storage")
 
     r = runner.invoke(app, ["show", "--storage", db, "--json"])
     data = json.loads(r.stdout)
@@ -136,6 +137,8 @@ def test_cli_end_to_end_in_real_processes(tmp_path, tiny_ref):
     assert "tiny" in r.stdout and "4 complete" in r.stdout
     r = runner.invoke(app, ["tune", "--storage", db, "--study", "tiny", "--budget", "5", "--no-report"])  # continue
     assert r.exit_code == 0 and "5/5" not in r.stdout and "1/1" in r.stdout
+    r = runner.invoke(app, ["tune", "--set", "beta1=1.5", "--storage", db])
+    assert r.exit_code == 2 and r.stderr.strip() == "adamtune: error: --set: beta1 must be in [0, 1), got 1.5"
 
 
 @pytest.fixture

@@ -81,8 +81,11 @@ def test_two_workers_share_one_study(postgres_url, tiny_ref, tmp_path):
     worker = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
     try:
         adamtune.tune(tiny_ref, storage=postgres_url, study="shared", budget=10, batch=2, pruner="none")
-    finally:
-        out, err = worker.communicate(timeout=600)
+    except BaseException:
+        worker.kill()  # this worker's error is the one to see, not a wait for the other
+        worker.communicate()
+        raise
+    out, err = worker.communicate(timeout=600)
     assert worker.returncode == 0, err
     trials = adamtune.load("shared", postgres_url).trials
     numbers = [t.number for t in trials]
