@@ -1,7 +1,7 @@
 import optuna
 import pytest
 
-from adamtune.storage import open_storage, report_many, set_user_attrs
+from adamtune.storage import open_storage, report_many, set_user_attrs, should_prune_many
 
 
 def _study(url):
@@ -56,3 +56,83 @@ def test_reopened_sqlite_study_holds_the_values(tmp_path):
     set_user_attrs(t, {"k": 1})
     again = optuna.load_study(study_name="s", storage=open_storage(url)).get_trials()[0]
     assert (again.intermediate_values, again.user_attrs) == ({1: 0.5}, {"k": 1})
+
+
+# Pruners asked about a whole batch at once must answer as one-by-one should_prune calls do,
+# leaving the same rung records behind: two identical studies, one asked each way.
+PRUNERS = {
+    "asha": lambda: optuna.pruners.SuccessiveHalvingPruner(min_resource=2, reduction_factor=3),
+    "asha-auto": lambda: optuna.pruners.SuccessiveHalvingPruner(),
+    "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=2, n_warmup_steps=2),
+    "percentile": lambda: optuna.pruners.PercentilePruner(25.0, n_startup_trials=1),
+    "threshold": lambda: optuna.pruners.ThresholdPruner(upper=2.5),  # not snapshot-able: asked one by one
+}
+
+
+def _curve(member: int, step: int) -> float:
+    # members cross each other, so rankings change between steps
+    return (1.0 + 0.37 * ((member * 7) % 5)) / (1.0 + step * (0.05 + 0.04 * ((member * 3) % 4)))
+
+
+@pytest.mark.parametrize(("where", "pruner"), [
+    # The bulk write of rung records needs a database; what the pruners read does not.
+    ("sqlite", "asha"), ("sqlite", "asha-auto"), *(("in-memory", p) for p in sorted(PRUNERS)),
+])
+def test_should_prune_many_answers_and_records_as_one_by_one_calls(tmp_path, pruner, where):
+    def make(name):
+        storage = optuna.storages.InMemoryStorage() if where == "in-memory" else open_storage(f"sqlite:///{tmp_path / name}")
+        study = optuna.create_study(storage=storage, pruner=PRUNERS[pruner]())
+        for n in range(4):  # finished trials, with rung records of their own where the pruner writes them
+            t = study.ask()
+            for step in range(1, 13):
+                t.report(_curve(n, step), step)
+                t.should_prune()
+            study.tell(t, _curve(n, 12))
+        return study, [study.ask() for _ in range(7)]
+
+    (one, one_trials), (many, many_trials) = make("one.db"), make("many.db")
+    alive = list(range(7))
+    for step in range(1, 13):
+        for study_trials in (one_trials, many_trials):
+            report_many([(study_trials[m], _curve(m + 4, step)) for m in alive], step)
+        expected = [one_trials[m].should_prune() for m in alive]
+        assert should_prune_many([many_trials[m] for m in alive]) == expected, f"step {step}"
+        for m, pruned in zip(list(alive), expected):
+            if pruned:
+                alive.remove(m)
+                one.tell(one_trials[m], state=optuna.trial.TrialState.PRUNED)
+                many.tell(many_trials[m], state=optuna.trial.TrialState.PRUNED)
+    assert [t.system_attrs for t in many.get_trials()] == [t.system_attrs for t in one.get_trials()]
+    assert [t.state for t in many.get_trials()] == [t.state for t in one.get_trials()]
+    if pruner != "threshold":
+        assert 0 < len(alive) < 7, "the case should prune some members and keep others"
+
+
+def test_should_prune_many_writes_each_record_when_the_transaction_fails(tmp_path):
+    study = optuna.create_study(storage=open_storage(f"sqlite:///{tmp_path / 's.db'}"),
+                                pruner=optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=2))
+    done = study.ask()
+    done.report(0.1, 1)
+    assert not done.should_prune()  # its rung record: 0.1
+    study.tell(done, 0.1)
+    a, b = study.ask(), study.ask()
+    report_many([(a, 0.5), (b, 0.05)], step=1)
+    backend = study._storage._backend
+    real = backend._set_trial_attr_without_commit
+
+    calls = []
+
+    def fail_first(*args, **kwargs):  # the bulk write's first record fails: it all rolls back
+        calls.append(args[2:4])
+        if len(calls) == 1:
+            raise RuntimeError("disk full")
+        return real(*args, **kwargs)
+
+    backend._set_trial_attr_without_commit = fail_first
+    try:
+        assert should_prune_many([a, b]) == [True, False]
+    finally:
+        backend._set_trial_attr_without_commit = real
+    # then each record was written on its own
+    assert calls == [(a._trial_id, "completed_rung_0"), (a._trial_id, "completed_rung_0"), (b._trial_id, "completed_rung_0")]
+    assert {t.number: t.system_attrs.get("completed_rung_0") for t in study.get_trials()} == {0: 0.1, 1: 0.5, 2: 0.05}

@@ -1,9 +1,11 @@
 """Opening an Optuna storage from a URL, with one clear error for every way that can fail;
-writing many of a study's records in one transaction."""
+writing many of a study's records in one transaction, and asking the pruner about many trials
+from one read of the study."""
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import re
 import time
@@ -172,6 +174,83 @@ def set_user_attrs(trial: optuna.trial.Trial, attrs: Mapping[str, Any]) -> None:
         return
     for key, value in attrs.items():
         trial.set_user_attr(key, value)
+
+
+# Pruners whose prune() reads the study only through get_trials() and direction, and writes
+# only trial system attributes through study._storage.set_trial_system_attr (Optuna 4-5's
+# sources); exact types, since a subclass may read or write more.
+_SNAPSHOT_PRUNERS = (
+    optuna.pruners.SuccessiveHalvingPruner, optuna.pruners.MedianPruner,
+    optuna.pruners.PercentilePruner, optuna.pruners.NopPruner,
+)
+
+
+def should_prune_many(trials: Sequence[optuna.trial.Trial]) -> list[bool]:
+    """``[t.should_prune() for t in trials]``: the same answers, from one read of the study.
+
+    Asking the pruner about K members one by one reads the study K times and writes each
+    rung record in a commit of its own (digits-mlp, 32 trials, ASHA, SQLite: 300 commits and
+    1,700 statements, more time than the members' training). For ASHA, median and percentile
+    pruning the study is read once; each answer sees the rung records of the answers before
+    it, exactly as consecutive ``should_prune`` calls would; the records are then written in
+    one transaction (one commit each if that fails, so none is lost). Any other pruner is
+    asked trial by trial.
+    """
+    if not trials:
+        return []
+    study = trials[0].study
+    if (type(study.pruner) not in _SNAPSHOT_PRUNERS or len(study.directions) > 1
+            or any(t.study is not study or not hasattr(t, "_trial_id") for t in trials)):
+        return [t.should_prune() for t in trials]
+    snapshot = _PrunerView(study)
+    verdicts = [bool(study.pruner.prune(snapshot, snapshot.trial(t._trial_id))) for t in trials]
+    snapshot.write(trials)
+    return verdicts
+
+
+class _PrunerView:
+    """A study as the pruners in ``_SNAPSHOT_PRUNERS`` see it, read once; their writes are
+    applied to the copy at once and kept to be written together."""
+
+    def __init__(self, study: optuna.Study) -> None:
+        self._study = study
+        self.direction = study.direction
+        self.directions = study.directions
+        self._storage = self  # the pruner writes through study._storage
+        self._trials = []
+        for t in study.get_trials(deepcopy=False):
+            t = copy.copy(t)
+            t.system_attrs = dict(t.system_attrs)  # own dict: the writes below change it
+            self._trials.append(t)
+        self._by_id = {t._trial_id: t for t in self._trials}
+        self._writes: list[tuple[int, str, Any]] = []
+
+    def trial(self, trial_id: int) -> optuna.trial.FrozenTrial:
+        return self._by_id[trial_id]
+
+    def get_trials(self, deepcopy: bool = True, states: Sequence[Any] | None = None) -> list[optuna.trial.FrozenTrial]:
+        trials = [t for t in self._trials if states is None or t.state in states]
+        return copy.deepcopy(trials) if deepcopy else trials
+
+    def set_trial_system_attr(self, trial_id: int, key: str, value: Any) -> None:
+        self._by_id[trial_id].system_attrs[key] = value
+        self._writes.append((trial_id, key, value))
+
+    def write(self, trials: Sequence[optuna.trial.Trial]) -> None:
+        """Store the pruner's records: one transaction where the storage allows, else one by one."""
+        if not self._writes:
+            return
+
+        def write(backend: optuna.storages.RDBStorage, session: Any) -> None:
+            from optuna.storages._rdb import models
+
+            for trial_id, key, value in self._writes:
+                backend._set_trial_attr_without_commit(session, models.TrialSystemAttributeModel, trial_id, key, value)
+
+        if _write_together(list(trials), write):
+            return
+        for trial_id, key, value in self._writes:
+            self._study._storage.set_trial_system_attr(trial_id, key, value)
 
 
 def _write_together(trials: Sequence[optuna.trial.Trial], write: Callable[[Any, Any], None]) -> bool:

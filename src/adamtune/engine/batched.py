@@ -29,7 +29,7 @@ from adamtune.engine.outcome import Outcome
 from adamtune.engine.sequential import better, infeasible, prunes
 from adamtune.engine.stacked import member_losses, stacked_forward
 from adamtune.optim import BatchedAdadelta, BatchedAdam, BatchedAdamW, matrix_decay_mask
-from adamtune.storage import report_many
+from adamtune.storage import report_many, should_prune_many
 from adamtune.workloads import Workload, batch_stream
 
 
@@ -270,10 +270,11 @@ def train_members(
         if prunes(trials[0] if trials else None):
             # Ask every pruner only after every member has reported: members of one batch
             # compete on equal terms at each rung.
-            for row in range(len(members)):
-                i = members[row]
-                if outcomes[i] is None and trials[i].should_prune():
-                    finish(row, "pruned", best[i], step)
+            rows = [row for row in range(len(members)) if outcomes[members[row]] is None]
+            verdicts = should_prune_many([trials[members[row]] for row in rows])
+            for row, pruned in zip(rows, verdicts, strict=True):
+                if pruned:
+                    finish(row, "pruned", best[members[row]], step)
         keep = [row for row in range(len(members)) if outcomes[members[row]] is None]
         if not keep:
             break
