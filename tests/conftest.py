@@ -1,4 +1,6 @@
 import os
+import socket
+import sys
 import warnings
 
 import optuna
@@ -25,3 +27,19 @@ def tiny_ref():
 @pytest.fixture
 def tiny_file():
     return TINY
+
+
+@pytest.fixture(scope="session")
+def adamtune_command():
+    """The installed ``adamtune`` entry point of this environment, for tests that run it as a user does."""
+    return os.path.join(os.path.dirname(sys.executable), "adamtune")
+
+
+@pytest.fixture(scope="session")
+def free_port():
+    """A function returning a TCP port on the loopback interface that nothing listens on."""
+    def pick() -> int:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+    return pick

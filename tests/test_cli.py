@@ -1,7 +1,6 @@
 import json
 import os
 import subprocess
-import sys
 
 import pytest
 from typer.testing import CliRunner
@@ -9,7 +8,6 @@ from typer.testing import CliRunner
 from adamtune.cli import app
 
 runner = CliRunner()
-ADAMTUNE = os.path.join(os.path.dirname(sys.executable), "adamtune")
 
 
 @pytest.fixture
@@ -101,7 +99,7 @@ def test_tune_prints_plan_progress_table_and_snippet(storage, tiny_ref):
     assert "torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=" in out
 
 
-def test_cli_end_to_end_in_real_processes(tmp_path, tiny_ref):
+def test_cli_end_to_end_in_real_processes(tmp_path, tiny_ref, adamtune_command):
     """The installed entry point, as a user runs it: a study, then a bad input (one line, status 2).
 
     Only these two run as processes of their own (a process that trains imports torch, which
@@ -112,7 +110,7 @@ def test_cli_end_to_end_in_real_processes(tmp_path, tiny_ref):
     env = dict(os.environ, OMP_NUM_THREADS="1", COLUMNS="120")
 
     def run(*args):
-        return subprocess.run([ADAMTUNE, *args], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
+        return subprocess.run([adamtune_command, *args], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600)
 
     r = run("tune", "--workload", tiny_ref, "--budget", "4", "--storage", db, "--pruner", "none")
     assert r.returncode == 0, r.stderr

@@ -1,7 +1,6 @@
 """The report and dashboard commands, and what `tune` prints and writes at the end of a study."""
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -14,25 +13,18 @@ from typer.testing import CliRunner
 from adamtune.cli import app
 
 runner = CliRunner()
-ADAMTUNE = os.path.join(os.path.dirname(sys.executable), "adamtune")
 SHORT_DIGITS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "report", "digits_short.py") + ":short_digits"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module", autouse=True)
-def dashboard(tmp_path_factory):
+def dashboard(tmp_path_factory, adamtune_command, free_port):
     """`adamtune dashboard` on a free loopback port, started first so it starts beside the other tests."""
     import optuna
 
     storage = f"sqlite:///{tmp_path_factory.mktemp('dashboard') / 'd.db'}"
     optuna.create_study(study_name="s", storage=storage).optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
-    port = _free_port()
-    proc = subprocess.Popen([ADAMTUNE, "dashboard", "--storage", storage, "--port", str(port)],
+    port = free_port()
+    proc = subprocess.Popen([adamtune_command, "dashboard", "--storage", storage, "--port", str(port)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     yield proc, port
     proc.terminate()

@@ -4,9 +4,7 @@ import glob
 import os
 import pathlib
 import shutil
-import socket
 import subprocess
-import sys
 import tempfile
 
 import pytest
@@ -14,7 +12,6 @@ import pytest
 import adamtune
 from adamtune import StorageError
 
-ADAMTUNE = os.path.join(os.path.dirname(sys.executable), "adamtune")
 
 
 def _pg_bin(name):
@@ -30,14 +27,8 @@ def _install_postgres():
     return _pg_bin("initdb")
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def postgres_url():
+def postgres_url(free_port):
     initdb = _install_postgres()
     if initdb is None:
         if os.environ.get("CI"):
@@ -48,7 +39,7 @@ def postgres_url():
     # root, so it runs as the postgres user in a directory of its own.
     home = tempfile.mkdtemp(prefix="adamtune-pg-")
     data = pathlib.Path(home) / "data"
-    port = _free_port()
+    port = free_port()
     as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
     if as_user:
         shutil.chown(home, "postgres")
@@ -68,7 +59,7 @@ def test_study_in_postgres(postgres_url, tiny_ref):
     assert [t.params for t in again.trials] == [t.params for t in r.trials]
 
 
-def test_two_workers_share_one_study(postgres_url, tiny_ref, tmp_path):
+def test_two_workers_share_one_study(postgres_url, tiny_ref, tmp_path, adamtune_command):
     """Two workers on one study: `adamtune tune` in a process of its own and the API in this one.
 
     The second worker is this test's process, not another subprocess: each new process pays for
@@ -76,7 +67,7 @@ def test_two_workers_share_one_study(postgres_url, tiny_ref, tmp_path):
     sharing through the server, which two processes show as well as three.
     """
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    args = [ADAMTUNE, "tune", "--workload", tiny_ref, "--storage", postgres_url, "--study", "shared",
+    args = [adamtune_command, "tune", "--workload", tiny_ref, "--storage", postgres_url, "--study", "shared",
             "--budget", "10", "--batch", "2", "--pruner", "none", "--no-report"]
     worker = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
     try:
@@ -97,14 +88,14 @@ def test_two_workers_share_one_study(postgres_url, tiny_ref, tmp_path):
     assert len({t.params["lr"] for t in trials}) == len(numbers)
 
 
-def test_unreachable_server_is_one_clear_error():
-    port = _free_port()
+def test_unreachable_server_is_one_clear_error(free_port):
+    port = free_port()
     with pytest.raises(StorageError, match=r"cannot open storage postgresql\+psycopg2://postgres@127.0.0.1"):
         adamtune.tune("digits-mlp", budget=1, storage=f"postgresql+psycopg2://postgres@127.0.0.1:{port}/postgres")
 
 
-def test_password_is_not_printed():
-    port = _free_port()
+def test_password_is_not_printed(free_port):
+    port = free_port()
     with pytest.raises(StorageError) as e:
         adamtune.load("x", f"postgresql+psycopg2://me:secret@127.0.0.1:{port}/db")
     assert "secret" not in str(e.value) and "me:***@" in str(e.value)
