@@ -33,6 +33,20 @@ def test_real_study_in_sqlite_records_everything(storage, tiny_ref):
         assert db.execute("select count(*) from trials").fetchone()[0] == 6
 
 
+def test_on_trial_sees_each_finished_trial_once_with_the_study_so_far(storage, tiny_ref):
+    seen = []
+    r = adamtune.tune(tiny_ref, budget=6, batch=3, storage=storage, pruner="none",
+                      on_trial=lambda record, so_far: seen.append((record, so_far)))
+    final = {t.number: t for t in r.trials}
+    assert sorted(record.number for record, _ in seen) == sorted(final)
+    for i, (record, so_far) in enumerate(seen):
+        assert (record.state, record.value, record.params) == (final[record.number].state, final[record.number].value,
+                                                               final[record.number].params)
+        assert so_far.finished == i + 1  # this trial and every one before it
+        assert record.number in {t.number for t in so_far.trials if t.finished}
+        assert so_far.best_value == min(rec.value for rec, _ in seen[: i + 1])
+
+
 def test_rerun_continues_and_stored_settings_suffice(storage, tiny_ref):
     adamtune.tune(tiny_ref, budget=3, storage=storage, seed=4, pruner="none")
     # nothing but storage + study: continues with the stored workload, seed and space

@@ -650,9 +650,8 @@ class _Runner:
     def _notify(self, trial: optuna.trial.Trial) -> None:
         if self.on_trial is None:
             return
-        ft = self.study._storage.get_trial(trial._trial_id)
-        self.on_trial(record_from_optuna(ft, self.settings.space.params_from_optuna(ft.params)),
-                      result_of(self.study, self.settings))
+        so_far = result_of(self.study, self.settings)  # reads every trial, this one too
+        self.on_trial(next(r for r in so_far.trials if r.number == trial.number), so_far)
 
 
 # RUNNING counts too: when several workers share a study (PostgreSQL), a trial another worker
