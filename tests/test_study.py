@@ -12,7 +12,9 @@ from adamtune.report.terminal import to_json
 
 
 def test_real_study_in_sqlite_records_everything(storage, tiny_ref):
-    r = adamtune.tune(tiny_ref, budget=6, storage=storage, pruner="none")
+    seen = []
+    r = adamtune.tune(tiny_ref, budget=6, storage=storage, pruner="none",
+                      on_trial=lambda record, so_far: seen.append((record, so_far)))
     assert len(r.trials) == 6 and r.count(TrialState.COMPLETE) == 6
     assert r.settings.space.tuned == ("lr", "weight_decay")
     best = min(r.trials, key=lambda t: t.value)
@@ -31,18 +33,13 @@ def test_real_study_in_sqlite_records_everything(storage, tiny_ref):
     path = storage[len("sqlite:///"):]
     with sqlite3.connect(path) as db:
         assert db.execute("select count(*) from trials").fetchone()[0] == 6
-
-
-def test_on_trial_sees_each_finished_trial_once_with_the_study_so_far(storage, tiny_ref):
-    seen = []
-    r = adamtune.tune(tiny_ref, budget=6, batch=3, storage=storage, pruner="none",
-                      on_trial=lambda record, so_far: seen.append((record, so_far)))
+    # on_trial saw each trial once, as stored, with every trial finished before it in so_far
     final = {t.number: t for t in r.trials}
     assert sorted(record.number for record, _ in seen) == sorted(final)
     for i, (record, so_far) in enumerate(seen):
-        assert (record.state, record.value, record.params) == (final[record.number].state, final[record.number].value,
-                                                               final[record.number].params)
-        assert so_far.finished == i + 1  # this trial and every one before it
+        stored = final[record.number]
+        assert (record.state, record.value, record.params) == (stored.state, stored.value, stored.params)
+        assert so_far.finished == i + 1
         assert record.number in {t.number for t in so_far.trials if t.finished}
         assert so_far.best_value == min(rec.value for rec, _ in seen[: i + 1])
 
