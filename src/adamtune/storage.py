@@ -163,13 +163,8 @@ def report_many(reports: Sequence[tuple[optuna.trial.Trial, float]], step: int) 
 
 def set_user_attrs(trial: optuna.trial.Trial, attrs: Mapping[str, Any]) -> None:
     """``trial.set_user_attr(key, value)`` for every item, in one transaction where the storage allows."""
-    def write(backend: optuna.storages.RDBStorage, session: Any) -> None:
-        from optuna.storages._rdb import models
-
-        for key, value in attrs.items():
-            backend._set_trial_attr_without_commit(session, models.TrialUserAttributeModel, trial._trial_id, key, value)
-
-    if _write_together([trial], write):
+    items = [(trial._trial_id, key, value) for key, value in attrs.items()]
+    if _write_attrs_together([trial], "TrialUserAttributeModel", items):
         trial._cached_frozen_trial.user_attrs.update(attrs)
         return
     for key, value in attrs.items():
@@ -238,19 +233,23 @@ class _PrunerView:
 
     def write(self, trials: Sequence[optuna.trial.Trial]) -> None:
         """Store the pruner's records: one transaction where the storage allows, else one by one."""
-        if not self._writes:
-            return
-
-        def write(backend: optuna.storages.RDBStorage, session: Any) -> None:
-            from optuna.storages._rdb import models
-
-            for trial_id, key, value in self._writes:
-                backend._set_trial_attr_without_commit(session, models.TrialSystemAttributeModel, trial_id, key, value)
-
-        if _write_together(list(trials), write):
+        if not self._writes or _write_attrs_together(trials, "TrialSystemAttributeModel", self._writes):
             return
         for trial_id, key, value in self._writes:
             self._study._storage.set_trial_system_attr(trial_id, key, value)
+
+
+def _write_attrs_together(trials: Sequence[optuna.trial.Trial], model: str,
+                          items: Sequence[tuple[int, str, Any]]) -> bool:
+    """Set ``(trial_id, key, value)`` attributes of Optuna's ``model`` (its user or system
+    attribute table) in one transaction, as :func:`_write_together` (False: nothing written)."""
+    def write(backend: optuna.storages.RDBStorage, session: Any) -> None:
+        from optuna.storages._rdb import models
+
+        for trial_id, key, value in items:
+            backend._set_trial_attr_without_commit(session, getattr(models, model), trial_id, key, value)
+
+    return _write_together(trials, write)
 
 
 def _write_together(trials: Sequence[optuna.trial.Trial], write: Callable[[Any, Any], None]) -> bool:
