@@ -31,6 +31,35 @@ def test_report_many_writes_every_value_where_report_would(study):
     assert trials[2].should_prune()  # 100 at step 20 is worse than the finished trial's 0.25
 
 
+def test_report_many_stores_what_trial_report_stores_in_two_statements(tmp_path):
+    import math
+
+    import sqlalchemy
+
+    values = [0.5, -1e300, float("nan"), float("inf"), float("-inf"), 7]
+    one, many = (_study(f"sqlite:///{tmp_path / f'{name}.db'}") for name in ("one", "many"))
+    by_one, by_many = [one.ask() for _ in values], [many.ask() for _ in values]
+    for step in (3, 9):
+        for t, v in zip(by_one, values):
+            t.report(v, step)
+        statements = []
+        engine = many._storage._backend.engine
+        listen = lambda *a: statements.append(a[2])  # noqa: E731
+        sqlalchemy.event.listen(engine, "before_cursor_execute", listen)
+        report_many(list(zip(by_many, values)), step)
+        sqlalchemy.event.remove(engine, "before_cursor_execute", listen)
+        assert len(statements) == 2, statements  # the trials' states, one multi-row insert
+    with pytest.warns(UserWarning, match="already reported"):  # as trial.report: ignored
+        report_many([(by_many[0], 123.0)], step=9)
+
+    def stored(study):
+        return [{s: "nan" if math.isnan(v) else v for s, v in t.intermediate_values.items()} for t in study.get_trials()]
+
+    assert stored(many) == stored(one)
+    assert stored(many)[2] == {3: "nan", 9: "nan"} and stored(many)[0] == {3: 0.5, 9: 0.5}
+    assert [t._cached_frozen_trial.intermediate_values for t in by_many][5] == {3: 7.0, 9: 7.0}
+
+
 def test_a_finished_trial_is_refused_and_the_others_still_get_their_values(tmp_path):
     study = _study(f"sqlite:///{tmp_path / 's.db'}")
     a, b = study.ask(), study.ask()
