@@ -1,7 +1,7 @@
 import optuna
 import pytest
 
-from adamtune.storage import open_storage, report_many, set_user_attrs, should_prune_many
+from adamtune.storage import ask_many, open_storage, report_many, set_user_attrs, should_prune_many, writes_held
 
 
 def _study(url):
@@ -85,6 +85,95 @@ def test_reopened_sqlite_study_holds_the_values(tmp_path):
     set_user_attrs(t, {"k": 1})
     again = optuna.load_study(study_name="s", storage=open_storage(url)).get_trials()[0]
     assert (again.intermediate_values, again.user_attrs) == ({1: 0.5}, {"k": 1})
+
+
+def _suggest(trial):
+    return {"lr": trial.suggest_float("lr", 1e-5, 1e-1, log=True), "layers": trial.suggest_int("layers", 1, 4),
+            "act": trial.suggest_categorical("act", ["relu", "gelu"])}
+
+
+def _sampled(trial):
+    return trial.number, trial.params, trial.distributions, trial.state, trial.user_attrs, trial.system_attrs
+
+
+@pytest.mark.parametrize("sampler", ["qmc", "tpe"])
+def test_ask_many_gives_the_trials_study_ask_gives(tmp_path, sampler):
+    """Two identical studies (two finished trials, one enqueued): asked one by one, and
+    through ask_many with params and attributes written together."""
+    def make(name):
+        make_sampler = {"qmc": lambda: optuna.samplers.QMCSampler(seed=3),
+                        "tpe": lambda: optuna.samplers.TPESampler(seed=3, n_startup_trials=2)}[sampler]
+        s = optuna.create_study(storage=open_storage(f"sqlite:///{tmp_path / name}"), sampler=make_sampler())
+        for v in (0.3, 0.1):
+            t = s.ask()
+            _suggest(t)
+            s.tell(t, v)
+        s.enqueue_trial({"lr": 0.01, "layers": 2, "act": "gelu"})
+        return s
+
+    one, many = make("one.db"), make("many.db")
+    for _ in range(4):
+        t = one.ask()
+        _suggest(t)
+        t.set_user_attr("engine", "x")
+    for t in ask_many(many, 4):
+        with writes_held(t) as held:
+            _suggest(t)
+            held.set_user_attrs({"engine": "x"})
+        assert t.user_attrs == {"engine": "x"} and t.params  # the Trial object sees them too
+    got, expected = [_sampled(t) for t in many.get_trials()], [_sampled(t) for t in one.get_trials()]
+    assert [(g[0], g[3]) for g in got] == [(e[0], e[3]) for e in expected]
+    assert got == expected
+    assert got[2][1] == {"lr": 0.01, "layers": 2, "act": "gelu"}  # the enqueued trial came first
+    assert len(got) == 6
+
+
+def test_writes_held_stores_params_and_attrs_in_one_commit(tmp_path):
+    import sqlalchemy
+
+    study = optuna.create_study(storage=open_storage(f"sqlite:///{tmp_path / 's.db'}"))
+    t = study.ask()
+    statements, writes = [], []  # writes: the statements of each transaction that wrote
+
+    def commit(*_):
+        if any(not q.startswith("SELECT") for q in statements):
+            writes.append(list(statements))
+        statements.clear()
+
+    engine = study._storage._backend.engine
+    sqlalchemy.event.listen(engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    sqlalchemy.event.listen(engine, "commit", commit)
+    with writes_held(t) as held:
+        values = _suggest(t)  # the sampler's reads of the study commit too: not counted
+        held.set_user_attrs({"engine": "batched (K=4)", "config": {"lr": values["lr"]}})
+    assert len(writes) == 1 and sum(q.startswith("INSERT INTO trial_params") for q in writes[0]) == 1, writes
+    again = optuna.load_study(study_name=study.study_name, storage=open_storage(f"sqlite:///{tmp_path / 's.db'}"))
+    stored = again.get_trials()[0]
+    assert stored.params == values and stored.user_attrs == {"engine": "batched (K=4)", "config": {"lr": values["lr"]}}
+    assert stored.distributions == t.distributions
+
+
+def test_writes_held_refuses_an_incompatible_distribution_as_optuna_does(study):
+    t = study.ask()
+    t.suggest_float("x", 0, 1)
+    study.tell(t, 1.0)
+    t = study.ask()
+    with pytest.raises(ValueError, match="[Cc]annot set different distribution kind"):
+        with writes_held(t):
+            t.suggest_categorical("x", ["a", "b"])
+    assert study.get_trials()[1].params == {} and t.params == {}  # as when Optuna refuses it
+
+
+def test_writes_held_keeps_what_was_suggested_before_an_error(study):
+    t = study.ask()
+    with pytest.raises(ZeroDivisionError):
+        with writes_held(t) as held:
+            t.suggest_float("x", 0, 1)
+            held.set_user_attrs({"never": True})
+            1 / 0
+    stored = study.get_trials()[0]
+    assert list(stored.params) == ["x"] and stored.user_attrs == {}
+    assert t.storage is study._storage  # the trial writes straight through again
 
 
 # Pruners asked about a whole batch at once must answer as one-by-one should_prune calls do,

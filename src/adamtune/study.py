@@ -25,7 +25,9 @@ from adamtune.engine.batched import NotBatchable, members_per_chunk, train_membe
 from adamtune.engine.monitor import summarize_norms
 from adamtune.errors import SpaceError, StudyError
 from adamtune.space import SearchSpace, preset, with_overrides
-from adamtune.storage import DEFAULT_STORAGE, check_url, is_new_file, open_storage, set_user_attrs, settle, study_names
+from adamtune.storage import (
+    DEFAULT_STORAGE, ask_many, check_url, is_new_file, open_storage, set_user_attrs, settle, study_names, writes_held,
+)
 from adamtune.trials import (
     ATTR_CONFIG, ATTR_CURVE, ATTR_ENGINE, ATTR_INTERRUPTED, ATTR_DIVERGED_AT, ATTR_GRAD_NORMS, ATTR_STATE, ATTR_STEPS, ATTR_TRACEBACK,
     TrialRecord, TrialState, ranked, record_from_optuna,
@@ -551,15 +553,18 @@ class _Runner:
     def remaining(self, budget: int) -> int:
         return max(0, budget - counted_trials(self.study))
 
-    def _ask(self, engine: str) -> tuple[optuna.trial.Trial, Config | None]:
-        trial = self.study.ask()
+    def _ask(self, engine: str, trial: optuna.trial.Trial | None = None) -> tuple[optuna.trial.Trial, Config | None]:
+        """A new trial (or ``trial``, fresh from :func:`ask_many`), its Config, and its
+        parameters and adamtune's attributes stored in one write; Config None if that failed."""
+        trial = trial if trial is not None else self.study.ask()
         try:
-            config = self.settings.space.suggest(trial)
+            with writes_held(trial) as held:
+                config = self.settings.space.suggest(trial)
+                held.set_user_attrs({ATTR_ENGINE: engine, ATTR_CONFIG: dataclasses.asdict(config)})
         except Exception:
             trial.set_user_attr(ATTR_ENGINE, engine)
             self._fail(trial, traceback.format_exc())
             return trial, None
-        set_user_attrs(trial, {ATTR_ENGINE: engine, ATTR_CONFIG: dataclasses.asdict(config)})
         return trial, config
 
     def run_one(self) -> None:
@@ -591,7 +596,7 @@ class _Runner:
     def run_batch(self, n: int) -> bool:
         """Run ``n`` trials as one stack. False if the model turned out not to be vmappable
         (its trials are then run sequentially here, so none is lost)."""
-        asked = [self._ask(f"batched (K={n})") for _ in range(n)]
+        asked = [self._ask(f"batched (K={n})", trial) for trial in ask_many(self.study, n)]
         runnable = [(t, c) for t, c in asked if c is not None]
         if not runnable:
             return True
