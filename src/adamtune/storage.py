@@ -153,22 +153,17 @@ def report_many(reports: Sequence[tuple[optuna.trial.Trial, float]], step: int) 
         import sqlalchemy
         from optuna.storages._rdb import models
 
-        trial_model, value_model = models.TrialModel, models.TrialIntermediateValueModel
+        value_model = models.TrialIntermediateValueModel
         ids = [t._trial_id for t, _ in pairs]
-        states = dict(session.execute(
-            sqlalchemy.select(trial_model.trial_id, trial_model.state).where(trial_model.trial_id.in_(ids))
-        ).all())
+        _updatable_studies(backend, session, ids)
         rows = []
         for trial_id, (_, value) in zip(ids, pairs, strict=True):
-            if trial_id not in states:
-                raise KeyError(f"trial {trial_id} not found")
-            backend.check_trial_is_updatable(trial_id, states[trial_id])
             stored, kind = value_model.intermediate_value_to_stored_repr(value)
             rows.append({"trial_id": trial_id, "step": step, "intermediate_value": stored,
                          "intermediate_value_type": kind})
         session.execute(sqlalchemy.insert(value_model.__table__), rows)  # Core: one executemany
 
-    if pairs and _write_together([t for t, _ in pairs], write):
+    if _write_together([t for t, _ in pairs], write):
         for trial, value in pairs:
             trial._cached_frozen_trial.intermediate_values[step] = value
         return
@@ -218,13 +213,16 @@ def ask_many(study: optuna.Study, n: int) -> Iterator[optuna.trial.Trial]:
 class HeldWrites:
     """A trial's storage, holding back its parameter writes; see :func:`writes_held`."""
 
-    def __init__(self, storage: optuna.storages.BaseStorage) -> None:
-        self._storage = storage
-        self.params: list[tuple[int, str, float, Any]] = []
+    def __init__(self, storage: optuna.storages.BaseStorage, trial_id: int) -> None:
+        self._storage, self._trial_id = storage, trial_id
+        self.params: list[tuple[str, float, Any]] = []
         self.attrs: dict[str, Any] = {}
 
     def set_trial_param(self, trial_id: int, name: str, value: float, distribution: Any) -> None:
-        self.params.append((trial_id, name, value, distribution))
+        if trial_id != self._trial_id:  # not the trial held back: written at once
+            self._storage.set_trial_param(trial_id, name, value, distribution)
+            return
+        self.params.append((name, value, distribution))
 
     def set_user_attrs(self, attrs: Mapping[str, Any]) -> None:
         """User attributes to write with the parameters."""
@@ -234,12 +232,12 @@ class HeldWrites:
         return getattr(self._storage, name)
 
     def write_one_by_one(self, trial: optuna.trial.Trial) -> None:
-        for i, (trial_id, name, value, distribution) in enumerate(self.params):
+        for i, (name, value, distribution) in enumerate(self.params):
             try:
-                self._storage.set_trial_param(trial_id, name, value, distribution)
+                self._storage.set_trial_param(self._trial_id, name, value, distribution)
             except BaseException:
                 # As when Optuna's own write fails: the trial does not hold what was not stored.
-                for _, unstored, _, _ in self.params[i:]:
+                for unstored, _, _ in self.params[i:]:
                     trial._cached_frozen_trial.params.pop(unstored, None)
                     trial._cached_frozen_trial.distributions.pop(unstored, None)
                 raise
@@ -261,7 +259,7 @@ def writes_held(trial: optuna.trial.Trial) -> Iterator[HeldWrites]:
     wrong. If the block raises, the parameters suggested so far are written one by one (as
     they would have been) and the error goes on.
     """
-    held = HeldWrites(trial.storage)
+    held = HeldWrites(trial.storage, trial._trial_id)
     trial.storage = held
     try:
         yield held
@@ -274,19 +272,33 @@ def writes_held(trial: optuna.trial.Trial) -> Iterator[HeldWrites]:
     trial.storage = held._storage
     if not held.params and not held.attrs:
         return
-    if held.params and any(trial_id != trial._trial_id for trial_id, *_ in held.params):
-        held.write_one_by_one(trial)
-        return
     items = [(trial._trial_id, key, value) for key, value in held.attrs.items()]
 
     def write(backend: optuna.storages.RDBStorage, session: Any) -> None:
-        _write_params(backend, session, trial._trial_id, [(n, v, d) for _, n, v, d in held.params])
+        _write_params(backend, session, trial._trial_id, held.params)
         _write_attrs(backend, session, "TrialUserAttributeModel", items)
 
     if _write_together([trial], write):
         trial._cached_frozen_trial.user_attrs.update(held.attrs)
         return
     held.write_one_by_one(trial)
+
+
+def _updatable_studies(backend: optuna.storages.RDBStorage, session: Any, trial_ids: Sequence[int]) -> dict[int, int]:
+    """The study of each trial, from one read; raises as Optuna does for a trial that is
+    missing or already finished."""
+    import sqlalchemy
+    from optuna.storages._rdb import models
+
+    t = models.TrialModel
+    found = {row.trial_id: row for row in session.execute(
+        sqlalchemy.select(t.trial_id, t.state, t.study_id).where(t.trial_id.in_(list(trial_ids)))
+    )}
+    for trial_id in trial_ids:
+        if trial_id not in found:
+            raise KeyError(f"trial {trial_id} not found")
+        backend.check_trial_is_updatable(trial_id, found[trial_id].state)
+    return {trial_id: row.study_id for trial_id, row in found.items()}
 
 
 def _write_params(backend: optuna.storages.RDBStorage, session: Any, trial_id: int,
@@ -299,18 +311,13 @@ def _write_params(backend: optuna.storages.RDBStorage, session: Any, trial_id: i
     from optuna.storages._rdb import models
 
     trial_model, param_model = models.TrialModel, models.TrialParamModel
-    row = session.execute(
-        sqlalchemy.select(trial_model.state, trial_model.study_id).where(trial_model.trial_id == trial_id)
-    ).one_or_none()
-    if row is None:
-        raise KeyError(f"trial {trial_id} not found")
-    backend.check_trial_is_updatable(trial_id, row.state)
+    study_id = _updatable_studies(backend, session, [trial_id])[trial_id]
     if not params:
         return
     first_of_each = (
         sqlalchemy.select(sqlalchemy.func.min(param_model.param_id))
         .join(trial_model, trial_model.trial_id == param_model.trial_id)
-        .where(trial_model.study_id == row.study_id, param_model.param_name.in_([n for n, _, _ in params]))
+        .where(trial_model.study_id == study_id, param_model.param_name.in_([n for n, _, _ in params]))
         .group_by(param_model.param_name)
     )
     earlier = dict(session.execute(
