@@ -1,3 +1,4 @@
+import contextlib
 import os
 import socket
 import sys
@@ -43,3 +44,28 @@ def free_port():
             s.bind(("127.0.0.1", 0))
             return s.getsockname()[1]
     return pick
+
+
+@pytest.fixture
+def sql_log():
+    """``with sql_log(study) as log:`` every SQL statement the study's database runs in the
+    block, in order, with ``"<commit>"`` and ``"<rollback>"`` where transactions end."""
+    @contextlib.contextmanager
+    def record(study):
+        import sqlalchemy
+
+        engine = study._storage._backend.engine
+        log = []
+        handlers = {
+            "before_cursor_execute": lambda *a: log.append(a[2]),
+            "commit": lambda *a: log.append("<commit>"),
+            "rollback": lambda *a: log.append("<rollback>"),
+        }
+        for event, handler in handlers.items():
+            sqlalchemy.event.listen(engine, event, handler)
+        try:
+            yield log
+        finally:
+            for event, handler in handlers.items():
+                sqlalchemy.event.remove(engine, event, handler)
+    return record

@@ -31,10 +31,8 @@ def test_report_many_writes_every_value_where_report_would(study):
     assert trials[2].should_prune()  # 100 at step 20 is worse than the finished trial's 0.25
 
 
-def test_report_many_stores_what_trial_report_stores_in_two_statements(tmp_path):
+def test_report_many_stores_what_trial_report_stores_in_two_statements(tmp_path, sql_log):
     import math
-
-    import sqlalchemy
 
     values = [0.5, -1e300, float("nan"), float("inf"), float("-inf"), 7]
     one, many = (_study(f"sqlite:///{tmp_path / f'{name}.db'}") for name in ("one", "many"))
@@ -42,12 +40,9 @@ def test_report_many_stores_what_trial_report_stores_in_two_statements(tmp_path)
     for step in (3, 9):
         for t, v in zip(by_one, values):
             t.report(v, step)
-        statements = []
-        engine = many._storage._backend.engine
-        listen = lambda *a: statements.append(a[2])  # noqa: E731
-        sqlalchemy.event.listen(engine, "before_cursor_execute", listen)
-        report_many(list(zip(by_many, values)), step)
-        sqlalchemy.event.remove(engine, "before_cursor_execute", listen)
+        with sql_log(many) as log:
+            report_many(list(zip(by_many, values)), step)
+        statements = [q for q in log if q not in ("<commit>", "<rollback>")]
         assert len(statements) == 2, statements  # the trials' states, one multi-row insert
     with pytest.warns(UserWarning, match="already reported"):  # as trial.report: ignored
         report_many([(by_many[0], 123.0)], step=9)
@@ -128,24 +123,20 @@ def test_ask_many_gives_the_trials_study_ask_gives(tmp_path, sampler):
     assert len(got) == 6
 
 
-def test_writes_held_stores_params_and_attrs_in_one_commit(tmp_path):
-    import sqlalchemy
-
+def test_writes_held_stores_params_and_attrs_in_one_commit(tmp_path, sql_log):
     study = optuna.create_study(storage=open_storage(f"sqlite:///{tmp_path / 's.db'}"))
     t = study.ask()
-    statements, writes = [], []  # writes: the statements of each transaction that wrote
-
-    def commit(*_):
-        if any(not q.startswith("SELECT") for q in statements):
-            writes.append(list(statements))
-        statements.clear()
-
-    engine = study._storage._backend.engine
-    sqlalchemy.event.listen(engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
-    sqlalchemy.event.listen(engine, "commit", commit)
-    with writes_held(t) as held:
+    with sql_log(study) as log, writes_held(t) as held:
         values = _suggest(t)  # the sampler's reads of the study commit too: not counted
         held.set_user_attrs({"engine": "batched (K=4)", "config": {"lr": values["lr"]}})
+    writes, transaction = [], []  # writes: the statements of each committed transaction that wrote
+    for q in log:
+        if q != "<commit>":
+            transaction.append(q)
+            continue
+        if any(not s.startswith("SELECT") for s in transaction):
+            writes.append(transaction)
+        transaction = []
     assert len(writes) == 1 and sum(q.startswith("INSERT INTO trial_params") for q in writes[0]) == 1, writes
     again = optuna.load_study(study_name=study.study_name, storage=open_storage(f"sqlite:///{tmp_path / 's.db'}"))
     stored = again.get_trials()[0]
