@@ -101,10 +101,12 @@ def test_dropout_draws_a_mask_per_member_and_stops_in_eval():
     torch.testing.assert_close(out[kept], 2 * plain[kept])  # the kept units are scaled by 1/(1-p)
 
 
+# 10 classes take the classes-on-dimension-1 form (narrower than a SIMD vector), 20 the flat one.
+@pytest.mark.parametrize("classes", [10, 20])
 @pytest.mark.parametrize("target_shape", [(5,), (5, 7)])
-def test_member_cross_entropy_equals_each_members_own(target_shape):
-    out = torch.randn(K, *target_shape, 10, dtype=torch.float64)
-    y = torch.randint(0, 10, target_shape)
+def test_member_cross_entropy_equals_each_members_own(target_shape, classes):
+    out = torch.randn(K, *target_shape, classes, dtype=torch.float64)
+    y = torch.randint(0, classes, target_shape)
     y.view(-1)[:3] = -100  # ignored targets leave the mean as F.cross_entropy takes it
     got = member_losses(cross_entropy)(out, y)
     want = torch.stack([cross_entropy(out[k], y) for k in range(K)])
@@ -113,9 +115,10 @@ def test_member_cross_entropy_equals_each_members_own(target_shape):
     torch.testing.assert_close(acc, torch.stack([accuracy(out[k], y) for k in range(K)]))
 
 
-def test_member_losses_keep_the_gradient_of_each_member_to_itself():
-    out = torch.randn(K, 5, 10, dtype=torch.float64, requires_grad=True)
-    y = torch.randint(0, 10, (5,))
+@pytest.mark.parametrize("classes", [10, 20])
+def test_member_losses_keep_the_gradient_of_each_member_to_itself(classes):
+    out = torch.randn(K, 5, classes, dtype=torch.float64, requires_grad=True)
+    y = torch.randint(0, classes, (5,))
     (g,) = torch.autograd.grad(member_losses(cross_entropy)(out, y)[1], out)
     assert g[[0, 2, 3]].abs().max() == 0
     (want,) = torch.autograd.grad(F.cross_entropy(out[1], y), out)
@@ -126,3 +129,22 @@ def test_the_builtin_mlp_is_written_out_and_the_others_use_vmap():
     from adamtune.workloads import load_workload
     assert stacked_forward(load_workload("digits-mlp").model()) is not None
     assert stacked_forward(load_workload("digits-cnn").model()) is None
+
+
+def test_few_classes_give_the_flat_forms_values_bit_for_bit(monkeypatch):
+    import adamtune.engine.stacked as stacked
+    out = torch.randn(K, 64, 10, requires_grad=True)
+    y = torch.randint(0, 10, (64,))
+    shapes = []
+    real = F.cross_entropy
+    monkeypatch.setattr(F, "cross_entropy", lambda x, *a, **kw: shapes.append(tuple(x.shape)) or real(x, *a, **kw))
+    narrow = member_losses(cross_entropy)(out, y)
+    assert shapes == [(K, 10, 64)]  # classes on dimension 1
+    (g_narrow,) = torch.autograd.grad(narrow.sum(), out)
+    old, stacked._NARROW_CLASSES = stacked._NARROW_CLASSES, 0
+    try:
+        flat = member_losses(cross_entropy)(out, y)
+        (g_flat,) = torch.autograd.grad(flat.sum(), out)
+    finally:
+        stacked._NARROW_CLASSES = old
+    assert torch.equal(narrow, flat) and torch.equal(g_narrow, g_flat)

@@ -30,7 +30,7 @@ from adamtune.engine.sequential import better, infeasible, prunes
 from adamtune.engine.stacked import member_losses, stacked_forward
 from adamtune.optim import BatchedAdadelta, BatchedAdam, BatchedAdamW, matrix_decay_mask
 from adamtune.storage import report_many, should_prune_many
-from adamtune.workloads import Workload, batch_stream
+from adamtune.workloads import Workload, batch_stream, cross_entropy
 
 
 class NotBatchable(Exception):
@@ -66,9 +66,13 @@ def _batched_functions(base: nn.Module, workload: Workload):
     def member_loss(p: dict, b: dict, x: Tensor, y: Tensor) -> Tensor:
         return workload.loss(member_forward(p, b, x), y)
 
-    return (torch.vmap(member_forward, in_dims=(0, 0, None), randomness="different"),
-            torch.vmap(member_loss, in_dims=(0, 0, None, None), randomness="different"),
-            "torch.func.vmap")
+    forward = torch.vmap(member_forward, in_dims=(0, 0, None), randomness="different")
+    if workload.loss is cross_entropy:
+        # The built-in loss over all members' outputs at once, outside vmap: member_losses
+        # sidesteps torch's slow CPU path for few classes, which vmap's batching rule takes.
+        losses = member_losses(cross_entropy)
+        return forward, (lambda p, b, x, y: losses(forward(p, b, x), y)), "torch.func.vmap"
+    return forward, torch.vmap(member_loss, in_dims=(0, 0, None, None), randomness="different"), "torch.func.vmap"
 
 
 def _optimizer(params: list[Tensor], configs: Sequence[Config]):

@@ -138,20 +138,33 @@ def stacked_forward(model: nn.Module) -> StackedForward | None:
     return forward
 
 
+# CPU log_softmax over the last dimension falls to a slow path when that dimension is narrower
+# than one SIMD vector (16 floats with AVX-512): digits' 10 classes over [1024, 10] logits took
+# 150 us forward against 7 us with the classes on dimension 1 of a [K, C, N] tensor. Classes
+# fewer than this go through cross_entropy's class-on-dimension-1 form (same values, bit for bit).
+_NARROW_CLASSES = 16
+
+
 def member_losses(loss: Callable[[Tensor, Tensor], Tensor]) -> Callable[[Tensor, Tensor], Tensor]:
     """``losses(output, target)``: ``loss`` of each member's [K, ...] output against the shared target, [K].
 
     The built-in cross-entropy is computed over all members in one call (the mean over each
-    member's targets that ``ignore_index`` keeps, as ``F.cross_entropy`` takes it); any other
-    loss runs under ``torch.vmap``.
+    member's targets that ``ignore_index`` keeps, as ``F.cross_entropy`` takes it); with few
+    classes on a CPU the classes are moved to dimension 1, where torch's kernel is fast. Any
+    other loss runs under ``torch.vmap``.
     """
     if loss is not cross_entropy:
         return torch.vmap(loss, in_dims=(0, None))
 
     def losses(output: Tensor, target: Tensor) -> Tensor:
         k, c = output.shape[0], output.shape[-1]
-        t = target.reshape(1, -1).expand(k, -1)
-        per = F.cross_entropy(output.reshape(-1, c), t.reshape(-1), reduction="none").view(k, -1)
+        if c < _NARROW_CLASSES and output.device.type == "cpu":
+            # [K, *lead, C] -> [K, C, *lead] (a view) against [K, *lead] targets.
+            t = target.reshape(output.shape[1:-1]).unsqueeze(0).expand(k, *output.shape[1:-1])
+            per = F.cross_entropy(output.movedim(-1, 1), t, reduction="none").reshape(k, -1)
+        else:
+            t = target.reshape(1, -1).expand(k, -1)
+            per = F.cross_entropy(output.reshape(-1, c), t.reshape(-1), reduction="none").view(k, -1)
         counted = (target != -100).sum()  # F.cross_entropy's default ignore_index
         return per.sum(1) / counted
 
