@@ -78,7 +78,7 @@ def main() -> None:
     runner._ask = _in_phase(runner._ask, "asking for the trials")
     if hasattr(study_module, "ask_many"):  # the batch's trials are created outside _ask
         study_module.ask_many = _counted_generator(study_module.ask_many, "asking for the trials")
-    runner._done = _in_phase(runner._done, "telling the results")
+    runner._done_many = _in_phase(runner._done_many, "telling the results")
     batched.report_many = _in_phase(batched.report_many, "reporting the evaluations")
     w = dataclasses.replace(load_workload(args.workload), steps=args.steps)
     with tempfile.TemporaryDirectory() as d:

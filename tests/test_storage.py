@@ -1,7 +1,11 @@
+import contextlib
+
 import optuna
 import pytest
 
-from adamtune.storage import ask_many, open_storage, report_many, set_user_attrs, should_prune_many, writes_held
+from adamtune.storage import (
+    ask_many, open_storage, report_many, set_user_attrs, should_prune_many, tell_many, writes_held,
+)
 
 
 def _study(url):
@@ -217,6 +221,26 @@ def test_should_prune_many_answers_and_records_as_one_by_one_calls(tmp_path, pru
         assert 0 < len(alive) < 7, "the case should prune some members and keep others"
 
 
+@contextlib.contextmanager
+def first_check_failing(study):
+    """The storage's first check of a trial's state fails (a one-transaction write then rolls
+    back as a whole); the later checks pass. Yields the ids of the trials checked."""
+    backend = study._storage._backend
+    real, calls = backend.check_trial_is_updatable, []
+
+    def fail_first(trial_id, state):
+        calls.append(trial_id)
+        if len(calls) == 1:
+            raise RuntimeError("disk full")
+        return real(trial_id, state)
+
+    backend.check_trial_is_updatable = fail_first
+    try:
+        yield calls
+    finally:
+        backend.check_trial_is_updatable = real
+
+
 def test_should_prune_many_writes_each_record_when_the_transaction_fails(tmp_path):
     study = optuna.create_study(storage=open_storage(f"sqlite:///{tmp_path / 's.db'}"),
                                 pruner=optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=2))
@@ -226,22 +250,107 @@ def test_should_prune_many_writes_each_record_when_the_transaction_fails(tmp_pat
     study.tell(done, 0.1)
     a, b = study.ask(), study.ask()
     report_many([(a, 0.5), (b, 0.05)], step=1)
-    backend = study._storage._backend
-    real = backend._set_trial_attr_without_commit
-
-    calls = []
-
-    def fail_first(*args, **kwargs):  # the bulk write's first record fails: it all rolls back
-        calls.append(args[2:4])
-        if len(calls) == 1:
-            raise RuntimeError("disk full")
-        return real(*args, **kwargs)
-
-    backend._set_trial_attr_without_commit = fail_first
-    try:
+    with first_check_failing(study) as calls:
         assert should_prune_many([a, b]) == [True, False]
-    finally:
-        backend._set_trial_attr_without_commit = real
     # then each record was written on its own
-    assert calls == [(a._trial_id, "completed_rung_0"), (a._trial_id, "completed_rung_0"), (b._trial_id, "completed_rung_0")]
+    assert calls == [a._trial_id, a._trial_id, b._trial_id]
     assert {t.number: t.system_attrs.get("completed_rung_0") for t in study.get_trials()} == {0: 0.1, 1: 0.5, 2: 0.05}
+
+
+# tell_many must store what set_user_attrs + study.tell store, and call the sampler as they do:
+# two identical studies, told each way.
+class _Recording(optuna.samplers.TPESampler):
+    """TPE (which reads the told values back when it samples), noting every after_trial call."""
+
+    def __init__(self):
+        super().__init__(seed=5, n_startup_trials=3)
+        self.calls = []
+
+    def after_trial(self, study, trial, state, values):
+        self.calls.append((trial.number, state, values, dict(trial.user_attrs), dict(trial.intermediate_values)))
+        super().after_trial(study, trial, state, values)
+
+
+S = optuna.trial.TrialState
+TOLD = [  # (value, state, attrs, reported values)
+    (0.5, None, {"steps": 40, "curve": {"step": [10, 20]}}, {10: 0.9, 20: 0.5}),
+    (float("inf"), None, {"state": "diverged", "diverged_at": 7}, {}),  # a diverged trial: inf is a value
+    (None, S.PRUNED, {"steps": 20}, {10: 0.8, 20: 0.7}),  # pruned: its last report is its value
+    (None, S.PRUNED, {}, {}),  # pruned before any report: no value
+    (float("nan"), None, {"steps": 3}, {}),  # not a number: FAIL, with Optuna's warning
+    (None, None, {}, {}),  # no value at all: FAIL, with Optuna's warning
+    (0.25, S.COMPLETE, {"engine": "x"}, {5: 0.25}),
+    (None, S.FAIL, {"traceback": "boom"}, {}),
+]
+
+
+def _told(study):
+    return [(t.number, t.state, t.values, t.user_attrs, t.intermediate_values, t.datetime_complete is not None)
+            for t in study.get_trials()]
+
+
+@pytest.mark.parametrize("where", ["sqlite", "in-memory"])
+def test_tell_many_stores_and_samples_what_study_tell_does(tmp_path, where):
+    def make(name):
+        storage = optuna.storages.InMemoryStorage() if where == "in-memory" else open_storage(f"sqlite:///{tmp_path / name}")
+        study = optuna.create_study(storage=storage, sampler=_Recording())
+        trials = [study.ask() for _ in TOLD]
+        for t, (_, _, _, reported) in zip(trials, TOLD):
+            t.suggest_float("x", 0.0, 1.0)
+            for step, v in reported.items():
+                t.report(v, step)
+        return study, trials
+
+    (one, one_trials), (many, many_trials) = make("one.db"), make("many.db")
+    with pytest.warns(UserWarning) as by_one:
+        for t, (value, state, attrs, _) in zip(one_trials, TOLD):
+            set_user_attrs(t, attrs)
+            one.tell(t, value, state=state)
+    with pytest.warns(UserWarning) as by_many:
+        tell_many(many, [(t, value, state, attrs) for t, (value, state, attrs, _) in zip(many_trials, TOLD)])
+    assert [str(w.message) for w in by_many] == [str(w.message) for w in by_one]  # the two FAILs
+    assert _told(many) == _told(one)
+    assert [s for _, s, *_ in _told(many)] == [S.COMPLETE, S.COMPLETE, S.PRUNED, S.PRUNED, S.FAIL, S.FAIL,
+                                               S.COMPLETE, S.FAIL]
+    assert many.sampler.calls == one.sampler.calls and len(many.sampler.calls) == len(TOLD)
+    assert [t.user_attrs for t in many_trials] == [t.user_attrs for t in one_trials]  # Trial objects see them
+    # TPE, past its start-up trials, proposes the same next point from what was told
+    nxt = [s.ask().suggest_float("x", 0.0, 1.0) for s in (one, many)]
+    assert nxt[0] == nxt[1]
+
+
+def test_tell_many_writes_a_batch_in_one_commit(tmp_path, sql_log):
+    study = optuna.create_study(storage=open_storage(f"sqlite:///{tmp_path / 's.db'}"))
+    trials = [study.ask() for _ in range(16)]
+    report_many([(t, 0.1 * i) for i, t in enumerate(trials)], step=1)
+    with sql_log(study) as log:
+        tell_many(study, [(t, 0.1 * i, None, {"steps": 1, "curve": {"step": [1]}}) for i, t in enumerate(trials)])
+    assert log.count("<commit>") == 2, log  # the read of the trials, then every write together
+    # (study.tell + set_user_attrs: 64 commits and 300 statements for these 16)
+    written = log[log.index("<commit>") + 1:-1]
+    # states; attributes there; new attributes; values; states (multi-row inserts, one executemany)
+    assert [q.split()[0] for q in written] == ["SELECT", "SELECT", "INSERT", "DELETE", "INSERT", "UPDATE"], written
+    assert [(t.state, t.value, t.user_attrs["steps"]) for t in study.get_trials()] == [
+        (S.COMPLETE, 0.1 * i, 1) for i in range(16)]
+
+
+def test_tell_many_tells_the_others_when_one_cannot_be_told(tmp_path):
+    study = optuna.create_study(storage=open_storage(f"sqlite:///{tmp_path / 's.db'}"))
+    a, b, c = study.ask(), study.ask(), study.ask()
+    study.tell(b, 1.0)  # already finished: refused, as study.tell refuses it
+    with pytest.raises(ValueError, match="Cannot tell a COMPLETE trial"):
+        tell_many(study, [(a, 0.5, None, {"k": 1}), (b, 0.7, None, {"k": 2}), (c, None, S.PRUNED, {})])
+    assert [(t.state, t.value, t.user_attrs) for t in study.get_trials()] == [
+        (S.COMPLETE, 0.5, {"k": 1}), (S.COMPLETE, 1.0, {}), (S.PRUNED, None, {})]
+
+
+def test_tell_many_writes_each_trial_when_the_transaction_fails(tmp_path):
+    study = optuna.create_study(storage=open_storage(f"sqlite:///{tmp_path / 's.db'}"))
+    a, b = study.ask(), study.ask()
+    with first_check_failing(study) as calls:
+        tell_many(study, [(a, 0.5, None, {"k": 1}), (b, None, S.PRUNED, {"k": 2})])
+    # then each trial's writes went through the storage's own calls
+    assert calls[0] == a._trial_id and {a._trial_id, b._trial_id} <= set(calls[1:])
+    assert [(t.state, t.value, t.user_attrs) for t in study.get_trials()] == [
+        (S.COMPLETE, 0.5, {"k": 1}), (S.PRUNED, None, {"k": 2})]
+

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 import os
 import re
 import time
@@ -189,6 +190,151 @@ def set_user_attrs(trial: optuna.trial.Trial, attrs: Mapping[str, Any]) -> None:
         return
     for key, value in attrs.items():
         trial.set_user_attr(key, value)
+
+
+Told = tuple[optuna.trial.Trial, "float | None", "optuna.trial.TrialState | None", Mapping[str, Any]]
+"""``(trial, value, state, user attributes)``: what :func:`tell_many` tells of one trial."""
+
+
+def tell_many(study: optuna.Study, told: Sequence[Told]) -> None:
+    """For every ``(trial, value, state, attrs)``: ``set_user_attrs(trial, attrs)``, then
+    ``study.tell(trial, value, state=state)``, with the same states, values and sampler calls.
+
+    ``study.tell`` reads the trial back from storage twice (once to check it, once to return
+    it), each read five queries for a running trial, and commits its state and values on
+    their own after the attributes' commit: a batch of 16 members finishing together took 32
+    reads and 32 commits, more time than asking for them. On Optuna's RDBStorage the trials
+    are read once (the study's unfinished trials, as ``study.get_trials()`` reads them), the
+    sampler's ``after_trial`` is called for each in turn, and every attribute, state and value
+    is written in one transaction. Elsewhere each trial is told through Optuna's own path. If
+    that transaction fails, each trial's writes go through the storage's public calls, so no
+    trial is left running because another failed; the first error is raised after the others
+    are written, as is an error of the sampler's ``after_trial`` (as with ``study.tell``, the
+    trial is stored all the same).
+    """
+    items = list(told)
+    if not items:
+        return
+    trials = [t for t, _, _, _ in items]
+    filter_study = getattr(optuna.pruners, "_filter_study", None)
+    if (filter_study is None or not hasattr(getattr(study, "_thread_local", None), "cached_all_trials")
+            or any(t.study is not study for t in trials) or _shared_backend(trials) is None):
+        for trial, value, state, attrs in items:
+            if attrs:
+                set_user_attrs(trial, attrs)
+            study.tell(trial, value, state=state)
+        return
+    study._thread_local.cached_all_trials = None  # as study.tell: samplers see the study anew
+    current = {t._trial_id: t for t in study.get_trials(deepcopy=False)}
+    writes: list[tuple[int, optuna.trial.TrialState, list[float] | None, Mapping[str, Any]]] = []
+    error: Exception | None = None
+    for trial, value, state, attrs in items:
+        frozen = copy.deepcopy(current.get(trial._trial_id))
+        try:
+            if frozen is None or frozen.state != optuna.trial.TrialState.RUNNING:
+                raise ValueError(f"Cannot tell a {frozen.state.name if frozen else 'missing'} trial.")
+            frozen.user_attrs.update(attrs)  # written before the tell, as set_user_attrs would
+            final_state, values = _state_and_values(study, frozen, value, state)
+        except Exception as e:  # this trial cannot be told; the others are
+            error = error or e
+            continue
+        try:
+            study.sampler.after_trial(filter_study(study, frozen), frozen, final_state, values)
+        except Exception as e:  # study.tell stores the trial all the same, then raises
+            error = error or e
+        writes.append((trial._trial_id, final_state, values, attrs))
+
+    def write(backend: optuna.storages.RDBStorage, session: Any) -> None:
+        _write_states(backend, session, writes)
+
+    if writes and not _write_together(trials, write):
+        for trial_id, state, values, attrs in writes:
+            try:
+                for key, v in attrs.items():
+                    study._storage.set_trial_user_attr(trial_id, key, v)
+                study._storage.set_trial_state_values(trial_id, state, values)
+            except Exception as e:  # the others are still written; the first error is raised
+                error = error or e
+    by_id = {t._trial_id: t for t in trials}
+    for trial_id, _, _, attrs in writes:
+        by_id[trial_id]._cached_frozen_trial.user_attrs.update(attrs)
+    if error is not None:
+        raise error
+
+
+def _state_and_values(study: optuna.Study, frozen: optuna.trial.FrozenTrial, value: float | None,
+                      state: optuna.trial.TrialState | None) -> tuple[optuna.trial.TrialState, list[float] | None]:
+    """The state and values ``study.tell(trial, value, state=state)`` stores (Optuna's rules):
+    COMPLETE needs a number; PRUNED takes the last reported value; no state means COMPLETE,
+    or FAIL with Optuna's warning when the value is not a number."""
+    import warnings
+
+    S = optuna.trial.TrialState
+
+    def unusable(v: Any) -> str | None:
+        try:
+            f = float(v)
+        except (TypeError, ValueError):
+            return f"The value {v!r} could not be cast to float"
+        return f"The value {f} is not acceptable" if math.isnan(f) else None
+
+    if len(study.directions) != 1:
+        raise ValueError("tell_many tells single-objective studies only")
+    if state == S.COMPLETE:
+        if value is None:
+            raise ValueError("No values were told. Values are required when state is TrialState.COMPLETE.")
+        if (why := unusable(value)) is not None:
+            raise ValueError(why)
+        return state, [float(value)]
+    if state in (S.PRUNED, S.FAIL):
+        if value is not None:
+            raise ValueError("Values were told. Values cannot be specified when state is "
+                             "TrialState.PRUNED or TrialState.FAIL.")
+        last = frozen.last_step
+        if state == S.PRUNED and last is not None and unusable(frozen.intermediate_values[last]) is None:
+            return state, [float(frozen.intermediate_values[last])]
+        return state, None
+    if state is not None:
+        raise ValueError(f"Cannot tell with state {state}.")
+    why = "The value None could not be cast to float." if value is None else unusable(value)
+    if why is None:
+        return S.COMPLETE, [float(value)]
+    warnings.warn(why, UserWarning, stacklevel=4)
+    return S.FAIL, None
+
+
+def _write_states(backend: optuna.storages.RDBStorage, session: Any,
+                  writes: Sequence[tuple[int, optuna.trial.TrialState, list[float] | None, Mapping[str, Any]]]) -> None:
+    """Optuna's ``set_trial_user_attr`` and ``set_trial_state_values`` for every trial, in
+    ``session``: one read of the trials' states (a finished trial is refused, as Optuna
+    refuses it), the attributes (:func:`_upsert_attrs`), one replacement of the values and
+    one update of the states."""
+    import datetime
+
+    import sqlalchemy
+    from optuna.storages._rdb import models
+
+    ids = [trial_id for trial_id, _, _, _ in writes]
+    _updatable_studies(backend, session, ids)
+    _upsert_attrs(session, "TrialUserAttributeModel",
+                  [(trial_id, key, v) for trial_id, _, _, attrs in writes for key, v in attrs.items()])
+    value_model, trial_table = models.TrialValueModel, models.TrialModel.__table__
+    valued = [(trial_id, values) for trial_id, _, values, _ in writes if values is not None]
+    if valued:
+        session.execute(sqlalchemy.delete(value_model.__table__).where(
+            value_model.__table__.c.trial_id.in_([trial_id for trial_id, _ in valued])))
+        rows = []
+        for trial_id, values in valued:
+            for objective, v in enumerate(values):
+                stored, kind = value_model.value_to_stored_repr(v)
+                rows.append({"trial_id": trial_id, "objective": objective, "value": stored, "value_type": kind})
+        session.execute(sqlalchemy.insert(value_model.__table__), rows)
+    now = datetime.datetime.now()
+    session.execute(
+        sqlalchemy.update(trial_table).where(trial_table.c.trial_id == sqlalchemy.bindparam("b_trial_id"))
+        .values(state=sqlalchemy.bindparam("b_state"), datetime_complete=sqlalchemy.bindparam("b_complete")),
+        [{"b_trial_id": trial_id, "b_state": state, "b_complete": now} for trial_id, state, _, _ in writes],
+    )
 
 
 def ask_many(study: optuna.Study, n: int) -> Iterator[optuna.trial.Trial]:
@@ -411,10 +557,39 @@ def _write_attrs_together(trials: Sequence[optuna.trial.Trial], model: str,
 
 def _write_attrs(backend: optuna.storages.RDBStorage, session: Any, model: str,
                  items: Sequence[tuple[int, str, Any]]) -> None:
+    """Optuna's ``_set_trial_attr_without_commit`` for every ``(trial_id, key, value)``, in
+    ``session``: one read of the trials' states (a finished trial is refused, as Optuna
+    refuses it), then :func:`_upsert_attrs`."""
+    if items:
+        _updatable_studies(backend, session, sorted({trial_id for trial_id, _, _ in items}))
+        _upsert_attrs(session, model, items)
+
+
+def _upsert_attrs(session: Any, model: str, items: Sequence[tuple[int, str, Any]]) -> None:
+    """Set the attributes in Optuna's ``model`` table (user or system attributes), the trials'
+    states already checked: one read of those already there, one update of them and one
+    multi-row insert of the rest (Optuna: a read of the trial and an upsert for each)."""
+    import json
+
+    import sqlalchemy
     from optuna.storages._rdb import models
 
-    for trial_id, key, value in items:
-        backend._set_trial_attr_without_commit(session, getattr(models, model), trial_id, key, value)
+    latest = {(trial_id, key): value for trial_id, key, value in items}  # a key set twice: the last wins
+    if not latest:
+        return
+    table = getattr(models, model).__table__
+    (pk,) = table.primary_key.columns
+    there = {(row.trial_id, row.key): row[2] for row in session.execute(
+        sqlalchemy.select(table.c.trial_id, table.c.key, pk).where(
+            table.c.trial_id.in_(sorted({t for t, _ in latest})), table.c.key.in_(sorted({k for _, k in latest}))))}
+    updates = [{"b_id": there[k], "b_value": json.dumps(v)} for k, v in latest.items() if k in there]
+    inserts = [{"trial_id": t, "key": key, "value_json": json.dumps(v)}
+               for (t, key), v in latest.items() if (t, key) not in there]
+    if updates:
+        session.execute(sqlalchemy.update(table).where(pk == sqlalchemy.bindparam("b_id"))
+                        .values(value_json=sqlalchemy.bindparam("b_value")), updates)
+    if inserts:
+        session.execute(sqlalchemy.insert(table), inserts)
 
 
 def _write_together(trials: Sequence[optuna.trial.Trial], write: Callable[[Any, Any], None]) -> bool:
@@ -424,12 +599,8 @@ def _write_together(trials: Sequence[optuna.trial.Trial], write: Callable[[Any, 
     internals used here are not as expected, or the write fails: the caller then writes
     through Optuna's public API, which says what is wrong.
     """
-    backend = _backend_of(trials[0]) if trials else None
-    needed = ("check_trial_is_updatable", "_set_trial_attr_without_commit", "scoped_session")
-    if not isinstance(backend, optuna.storages.RDBStorage) or not all(hasattr(backend, n) for n in needed):
-        return False
-    if any(_backend_of(t) is not backend or not (hasattr(t, "_trial_id") and hasattr(t, "_cached_frozen_trial"))
-           for t in trials):
+    backend = _shared_backend(trials)
+    if backend is None:
         return False
     try:
         with _one_transaction(backend) as session:
@@ -437,6 +608,18 @@ def _write_together(trials: Sequence[optuna.trial.Trial], write: Callable[[Any, 
     except Exception:  # noqa: BLE001 - rolled back; the public path says what is wrong
         return False
     return True
+
+
+def _shared_backend(trials: Sequence[optuna.trial.Trial]) -> optuna.storages.RDBStorage | None:
+    """The RDBStorage all ``trials`` use, if it and they have the internals written to here."""
+    backend = _backend_of(trials[0]) if trials else None
+    needed = ("check_trial_is_updatable", "scoped_session")
+    if not isinstance(backend, optuna.storages.RDBStorage) or not all(hasattr(backend, n) for n in needed):
+        return None
+    if any(_backend_of(t) is not backend or not (hasattr(t, "_trial_id") and hasattr(t, "_cached_frozen_trial"))
+           for t in trials):
+        return None
+    return backend
 
 
 def _backend_of(trial: optuna.trial.Trial) -> Any:

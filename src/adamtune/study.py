@@ -12,7 +12,7 @@ import json
 import math
 import traceback
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Union
 
 import optuna
@@ -26,7 +26,7 @@ from adamtune.engine.monitor import summarize_norms
 from adamtune.errors import SpaceError, StudyError
 from adamtune.space import SearchSpace, preset, with_overrides
 from adamtune.storage import (
-    DEFAULT_STORAGE, ask_many, check_url, is_new_file, open_storage, set_user_attrs, settle, study_names, writes_held,
+    DEFAULT_STORAGE, ask_many, check_url, is_new_file, open_storage, settle, study_names, tell_many, writes_held,
 )
 from adamtune.trials import (
     ATTR_CONFIG, ATTR_CURVE, ATTR_ENGINE, ATTR_INTERRUPTED, ATTR_DIVERGED_AT, ATTR_GRAD_NORMS, ATTR_STATE, ATTR_STEPS, ATTR_TRACEBACK,
@@ -443,19 +443,23 @@ def tune(
         settle(store)
 
 
-def _tell(study: optuna.Study, trial: optuna.trial.Trial, outcome: Outcome) -> None:
-    attrs: dict[str, Any] = {ATTR_STEPS: outcome.steps, ATTR_CURVE: outcome.curve}
-    if outcome.grad_norms is not None:
-        attrs[ATTR_GRAD_NORMS] = outcome.grad_norms.to_dict()
-    if outcome.status == "diverged":
-        attrs[ATTR_STATE] = TrialState.DIVERGED.value
-        if outcome.diverged_at is not None:
-            attrs[ATTR_DIVERGED_AT] = outcome.diverged_at
-    set_user_attrs(trial, attrs)
-    if outcome.status == "pruned":
-        study.tell(trial, state=optuna.trial.TrialState.PRUNED)
-    else:
-        study.tell(trial, outcome.value)
+def _tell_many(study: optuna.Study, done: Sequence[tuple[optuna.trial.Trial, Outcome]]) -> None:
+    """Store each trial's outcome: its curve, gradient norms and adamtune state as user
+    attributes, and its state and value in Optuna (pruned, or complete with its value)."""
+    told = []
+    for trial, outcome in done:
+        attrs: dict[str, Any] = {ATTR_STEPS: outcome.steps, ATTR_CURVE: outcome.curve}
+        if outcome.grad_norms is not None:
+            attrs[ATTR_GRAD_NORMS] = outcome.grad_norms.to_dict()
+        if outcome.status == "diverged":
+            attrs[ATTR_STATE] = TrialState.DIVERGED.value
+            if outcome.diverged_at is not None:
+                attrs[ATTR_DIVERGED_AT] = outcome.diverged_at
+        if outcome.status == "pruned":
+            told.append((trial, None, optuna.trial.TrialState.PRUNED, attrs))
+        else:
+            told.append((trial, outcome.value, None, attrs))
+    tell_many(study, told)
 
 
 def tuned_description(settings: StudySettings) -> str:
@@ -603,9 +607,9 @@ class _Runner:
         trials = [t for t, _ in runnable]
         told: set[int] = set()
 
-        def on_done(i: int, outcome: Outcome) -> None:
-            told.add(i)
-            self._done(trials[i], outcome)
+        def on_done(finished: Sequence[tuple[int, Outcome]]) -> None:
+            told.update(i for i, _ in finished)
+            self._done_many([(trials[i], outcome) for i, outcome in finished])
 
         s = self.settings
         try:
@@ -632,9 +636,12 @@ class _Runner:
         return True
 
     def _done(self, trial: optuna.trial.Trial, outcome: Outcome) -> None:
-        _tell(self.study, trial, outcome)
+        self._done_many([(trial, outcome)])
+
+    def _done_many(self, done: Sequence[tuple[optuna.trial.Trial, Outcome]]) -> None:
+        _tell_many(self.study, done)
         self.failures = 0
-        self._notify(trial)
+        self._notify([trial for trial, _ in done])
 
     def _fail(self, trial: optuna.trial.Trial, tb: str, count: bool = True) -> None:
         trial.set_user_attr(ATTR_TRACEBACK, tb)
@@ -644,7 +651,7 @@ class _Runner:
         if not count:
             return
         self.failures += 1
-        self._notify(trial)
+        self._notify([trial])
         if self.failures >= self.max_failures:
             last = tb.strip().splitlines()
             raise StudyError(
@@ -652,11 +659,24 @@ class _Runner:
                 f"(full tracebacks: adamtune show --study {self.study.study_name})"
             )
 
-    def _notify(self, trial: optuna.trial.Trial) -> None:
+    def _notify(self, trials: Sequence[optuna.trial.Trial]) -> None:
         if self.on_trial is None:
             return
-        so_far = result_of(self.study, self.settings)  # reads every trial, this one too
-        self.on_trial(next(r for r in so_far.trials if r.number == trial.number), so_far)
+        # One read of every trial, these too; each is shown the study as it stood when it was
+        # told: the trials told after it (in the same batch) still running.
+        now = result_of(self.study, self.settings)
+        by_number = {r.number: r for r in now.trials}
+        for j, trial in enumerate(trials):
+            later = {t.number for t in trials[j + 1:]}
+            self.on_trial(by_number[trial.number], _with_running(now, later) if later else now)
+
+
+def _with_running(result: TuneResult, numbers: set[int]) -> TuneResult:
+    """``result`` with the trials ``numbers`` shown as still running (no value)."""
+    trials = tuple(dataclasses.replace(t, state=TrialState.RUNNING, value=None) if t.number in numbers else t
+                   for t in result.trials)
+    order = ranked(trials, result.settings.direction)
+    return dataclasses.replace(result, trials=trials, best=order[0] if order else None)
 
 
 # RUNNING counts too: when several workers share a study (PostgreSQL), a trial another worker

@@ -171,7 +171,7 @@ def train_members(
     data_seed: int,
     trials: Sequence[optuna.trial.Trial] | None = None,
     device: torch.device | str = "cpu",
-    on_done: Callable[[int, Outcome], None] | None = None,
+    on_done: Callable[[Sequence[tuple[int, Outcome]]], None] | None = None,
 ) -> list[Outcome]:
     """Train ``len(configs)`` trials as one stacked model; returns one Outcome per member.
 
@@ -179,8 +179,9 @@ def train_members(
         configs: one Config per member, all with the same optimizer.
         init_seeds: the seed each member's model is built under (as the sequential engine does).
         trials: the Optuna trial of each member, to report to and to ask its pruner.
-        on_done: called with (member index, outcome) as soon as a member finishes, so the
-            caller can record it before the others end.
+        on_done: called with the ``(member index, outcome)`` of the members that finished
+            at an evaluation, as soon as that evaluation is done, so the caller can record
+            them (together) before the others end.
 
     Raises:
         NotBatchable: the model cannot be vmapped (checked before any training step).
@@ -222,13 +223,19 @@ def train_members(
     outcomes: list[Outcome | None] = [None] * k
     batches = batch_stream(workload.train_data, workload.batch_size, data_seed)
 
+    finished: list[tuple[int, Outcome]] = []  # since the last hand-over to on_done
+
     def finish(row: int, status: str, value: float, steps: int, diverged_at: int | None = None) -> None:
         i = members[row]
         out = Outcome(status, value, steps, curve.member(row),
                       norms.summary(row, configs[i].max_grad_norm), diverged_at)
         outcomes[i] = out
-        if on_done is not None:
-            on_done(i, out)
+        finished.append((i, out))
+
+    def hand_over() -> None:
+        if on_done is not None and finished:
+            on_done(list(finished))
+        finished.clear()
 
     for step in range(1, workload.steps + 1):
         x, y = next(batches)
@@ -279,6 +286,7 @@ def train_members(
             for row, pruned in zip(rows, verdicts, strict=True):
                 if pruned:
                     finish(row, "pruned", best[members[row]], step)
+        hand_over()
         keep = [row for row in range(len(members)) if outcomes[members[row]] is None]
         if not keep:
             break
@@ -295,4 +303,5 @@ def train_members(
     for row, i in enumerate(members):
         if outcomes[i] is None:
             finish(row, "complete", best[i], workload.steps)
+    hand_over()
     return [o for o in outcomes if o is not None]
