@@ -3,6 +3,7 @@ import contextlib
 import optuna
 import pytest
 
+from adamtune.errors import StorageError
 from adamtune.storage import (
     ask_many, open_storage, report_many, set_user_attrs, should_prune_many, tell_many, writes_held,
 )
@@ -354,3 +355,24 @@ def test_tell_many_writes_each_trial_when_the_transaction_fails(tmp_path):
     assert [(t.state, t.value, t.user_attrs) for t in study.get_trials()] == [
         (S.COMPLETE, 0.5, {"k": 1}), (S.PRUNED, None, {"k": 2})]
 
+
+def test_optunas_schema_scripts_are_read_once_and_still_checked(tmp_path, monkeypatch):
+    import sqlite3
+
+    from alembic.script import ScriptDirectory
+
+    made = []
+    real = ScriptDirectory.from_config.__func__
+    monkeypatch.setattr(ScriptDirectory, "from_config", classmethod(lambda cls, *a, **k: made.append(1) or real(cls, *a, **k)))
+    for name in ("a.db", "b.db"):  # two new studies, each opened again
+        url = f"sqlite:///{tmp_path / name}"
+        optuna.create_study(study_name="s", storage=open_storage(url))
+        assert [t.number for t in optuna.load_study(study_name="s", storage=open_storage(url)).get_trials()] == []
+    assert len(made) <= 1  # Optuna alone: 3 per new study, 1 per opening (8 here)
+    # the schema's revision is still stamped on a new file and checked when one is opened
+    with sqlite3.connect(tmp_path / "a.db") as db:
+        head = db.execute("select version_num from alembic_version").fetchone()[0]
+        db.execute("update alembic_version set version_num = 'v0.0.0.from-the-future'")
+    assert head
+    with pytest.raises(StorageError, match="no longer compatible"):
+        open_storage(f"sqlite:///{tmp_path / 'a.db'}")
