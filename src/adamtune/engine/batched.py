@@ -255,7 +255,8 @@ def train_members(
         train_loss, diverged = monitor.end_interval()
         bad_step = monitor.first_bad_step.tolist()
         base.eval()
-        metrics = evaluate(lambda xx: batched_forward(params, buffers, xx), workload, device, batched=True)
+        metrics = evaluate(lambda xx: batched_forward(params, buffers, xx), workload, device, batched=True,
+                           members=len(members))
         base.train()
         values = metrics[workload.objective].tolist()
         # Members whose loss went non-finite mid-interval end without this evaluation, exactly
