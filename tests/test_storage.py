@@ -335,6 +335,15 @@ def test_tell_many_writes_a_batch_in_one_commit(tmp_path, sql_log):
         (S.COMPLETE, 0.1 * i, 1) for i in range(16)]
 
 
+def test_tell_many_tells_a_multi_objective_study_through_optunas_path(tmp_path):
+    study = optuna.create_study(directions=["minimize", "maximize"],
+                                storage=open_storage(f"sqlite:///{tmp_path / 's.db'}"))
+    a, b = study.ask(), study.ask()
+    tell_many(study, [(a, [1.0, 2.0], None, {"k": 1}), (b, None, S.FAIL, {})])
+    assert [(t.state, t.values, t.user_attrs) for t in study.get_trials()] == [
+        (S.COMPLETE, [1.0, 2.0], {"k": 1}), (S.FAIL, None, {})]
+
+
 def test_tell_many_tells_the_others_when_one_cannot_be_told(tmp_path):
     study = optuna.create_study(storage=open_storage(f"sqlite:///{tmp_path / 's.db'}"))
     a, b, c = study.ask(), study.ask(), study.ask()

@@ -238,7 +238,7 @@ def tell_many(study: optuna.Study, told: Sequence[Told]) -> None:
     that transaction fails, each trial's writes go through the storage's public calls, so no
     trial is left running because another failed; the first error is raised after the others
     are written, as is an error of the sampler's ``after_trial`` (as with ``study.tell``, the
-    trial is stored all the same).
+    trial is stored all the same). A multi-objective study is told through Optuna's own path.
     """
     items = list(told)
     if not items:
@@ -246,7 +246,8 @@ def tell_many(study: optuna.Study, told: Sequence[Told]) -> None:
     trials = [t for t, _, _, _ in items]
     filter_study = getattr(optuna.pruners, "_filter_study", None)
     if (filter_study is None or not hasattr(getattr(study, "_thread_local", None), "cached_all_trials")
-            or any(t.study is not study for t in trials) or _shared_backend(trials) is None):
+            or len(study.directions) != 1 or any(t.study is not study for t in trials)
+            or _shared_backend(trials) is None):
         for trial, value, state, attrs in items:
             if attrs:
                 set_user_attrs(trial, attrs)
@@ -306,8 +307,6 @@ def _state_and_values(study: optuna.Study, frozen: optuna.trial.FrozenTrial, val
             return f"The value {v!r} could not be cast to float"
         return f"The value {f} is not acceptable" if math.isnan(f) else None
 
-    if len(study.directions) != 1:
-        raise ValueError("tell_many tells single-objective studies only")
     if state == S.COMPLETE:
         if value is None:
             raise ValueError("No values were told. Values are required when state is TrialState.COMPLETE.")
