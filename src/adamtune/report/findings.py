@@ -56,14 +56,15 @@ def finish_study(
     The report goes next to the storage (``default_report_path``). A report that cannot be written
     does not undo a finished study: it gets a one-line warning on ``errors`` and None is returned.
     """
-    from adamtune.report.html import ReportError, default_report_path
-    from adamtune.report.html import write_report as write
-
     analysis = analyze(result, storage=storage)
     console.print()
     print_findings(console, analysis)
     if not write_report:
         return None
+    # Only now: the report's plots import matplotlib (seconds on a busy laptop).
+    from adamtune.report.html import ReportError, default_report_path
+    from adamtune.report.html import write_report as write
+
     path = default_report_path(storage, result.study_name)
     try:
         written = write(analysis, path)
