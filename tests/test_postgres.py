@@ -102,11 +102,11 @@ def test_password_is_not_printed(free_port):
 
 
 def test_batch_writes_take_one_transaction_on_postgres(postgres_url, sql_log):
-    """ask_many, writes_held and report_many write PostgreSQL through their one-transaction
-    path (a failure there would roll back and fall back to Optuna's slower writes)."""
+    """ask_many, writes_held, report_many and tell_many write PostgreSQL through their
+    one-transaction path (a failure there would roll back and fall back to Optuna's slower writes)."""
     import optuna
 
-    from adamtune.storage import ask_many, open_storage, report_many, writes_held
+    from adamtune.storage import ask_many, open_storage, report_many, tell_many, writes_held
 
     study = optuna.create_study(storage=open_storage(postgres_url), study_name="pg-writes")
     trials = []
@@ -127,3 +127,14 @@ def test_batch_writes_take_one_transaction_on_postgres(postgres_url, sql_log):
     assert [t.intermediate_values for t in stored] == [{1: 0.5}, {1: 1.5}, {1: 2.5}]
     assert [t.params for t in stored] == [t.params for t in trials] and all(set(t.params) == {"lr", "act"} for t in stored)
     assert all(t.user_attrs == {"engine": "batched (K=3)"} for t in stored)
+    with sql_log(study) as telling:
+        tell_many(study, [(trials[0], 0.25, None, {"engine": "told"}), (trials[1], None, optuna.trial.TrialState.PRUNED, {}),
+                          (trials[2], float("inf"), None, {"state": "diverged"})])
+    assert "<rollback>" not in telling and telling.count("<commit>") == 2, telling  # the read, then the writes
+    assert any(q.startswith("SELECT") and "FOR UPDATE" in q for q in telling)  # the trials locked as Optuna locks them
+    stored = study.get_trials()
+    assert [(t.state, t.values) for t in stored] == [(optuna.trial.TrialState.COMPLETE, [0.25]),
+                                                     (optuna.trial.TrialState.PRUNED, [1.5]),
+                                                     (optuna.trial.TrialState.COMPLETE, [float("inf")])]
+    assert [t.user_attrs for t in stored] == [{"engine": "told"}, {"engine": "batched (K=3)"},
+                                              {"engine": "batched (K=3)", "state": "diverged"}]

@@ -354,6 +354,18 @@ def test_tell_many_tells_the_others_when_one_cannot_be_told(tmp_path):
         (S.COMPLETE, 0.5, {"k": 1}), (S.COMPLETE, 1.0, {}), (S.PRUNED, None, {})]
 
 
+@pytest.mark.parametrize("where", ["in-memory", "multi-objective"])
+def test_optunas_path_tells_the_others_when_one_cannot_be_told(tmp_path, where):
+    storage = optuna.storages.InMemoryStorage() if where == "in-memory" else open_storage(f"sqlite:///{tmp_path / 's.db'}")
+    study = optuna.create_study(storage=storage, directions=["minimize"] * (2 if where == "multi-objective" else 1))
+    a, b = study.ask(), study.ask()
+    value = [1.0, 2.0] if where == "multi-objective" else 1.0
+    study.tell(a, value)
+    with pytest.raises(ValueError, match="Cannot tell a COMPLETE trial"):
+        tell_many(study, [(a, value, None, {}), (b, value, None, {"k": 2})])
+    assert [(t.state, t.user_attrs) for t in study.get_trials()] == [(S.COMPLETE, {}), (S.COMPLETE, {"k": 2})]
+
+
 def test_tell_many_writes_each_trial_when_the_transaction_fails(tmp_path):
     study = optuna.create_study(storage=open_storage(f"sqlite:///{tmp_path / 's.db'}"))
     a, b = study.ask(), study.ask()

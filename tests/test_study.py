@@ -194,3 +194,29 @@ def test_quasi_random_point_i_is_trial_i_of_a_scrambled_sobol_sequence(storage, 
     dist = d.distribution()
     expected = np.exp(np.log(dist.low) + points * (np.log(dist.high) - np.log(dist.low)))
     assert [t.params["lr"] for t in r.trials] == pytest.approx(list(expected), rel=1e-9)
+
+
+@pytest.mark.parametrize("where", ["before any is stored", "after the first is stored"])
+def test_a_batch_whose_telling_is_interrupted_leaves_no_trial_running(storage, tiny_ref, monkeypatch, where):
+    """Ctrl-C while the finished members are told (e.g. while SQLite waits for a lock): every
+    trial ends stored or failed as interrupted, none stays running, and a rerun goes on."""
+    import adamtune.study as study_module
+    from adamtune.storage import tell_many
+
+    def interrupted(study, told):
+        if where == "after the first is stored":
+            tell_many(study, told[:1])
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(study_module, "tell_many", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        adamtune.tune(tiny_ref, budget=4, batch=4, storage=storage, pruner="none")
+    monkeypatch.undo()
+    stored = optuna.load_study(study_name="tiny", storage=storage).get_trials()
+    states = [t.state for t in stored]
+    assert optuna.trial.TrialState.RUNNING not in states and len(states) == 4
+    done = 1 if where == "after the first is stored" else 0
+    assert states.count(optuna.trial.TrialState.COMPLETE) == done
+    assert all(t.user_attrs.get("interrupted") for t in stored if t.state == optuna.trial.TrialState.FAIL)
+    r = adamtune.tune(storage=storage, study="tiny", budget=4)  # interrupted trials do not use up the budget
+    assert r.count(TrialState.COMPLETE) == 4  # the stored ones and as many new

@@ -248,10 +248,16 @@ def tell_many(study: optuna.Study, told: Sequence[Told]) -> None:
     if (filter_study is None or not hasattr(getattr(study, "_thread_local", None), "cached_all_trials")
             or len(study.directions) != 1 or any(t.study is not study for t in trials)
             or _shared_backend(trials) is None):
+        first_error: Exception | None = None
         for trial, value, state, attrs in items:
-            if attrs:
-                set_user_attrs(trial, attrs)
-            study.tell(trial, value, state=state)
+            try:
+                if attrs:
+                    set_user_attrs(trial, attrs)
+                study.tell(trial, value, state=state)
+            except Exception as e:  # the others are still told; the first error is raised
+                first_error = first_error or e
+        if first_error is not None:
+            raise first_error
         return
     study._thread_local.cached_all_trials = None  # as study.tell: samplers see the study anew
     current = {t._trial_id: t for t in study.get_trials(deepcopy=False)}
@@ -459,13 +465,15 @@ def writes_held(trial: optuna.trial.Trial) -> Iterator[HeldWrites]:
 
 def _updatable_studies(backend: optuna.storages.RDBStorage, session: Any, trial_ids: Sequence[int]) -> dict[int, int]:
     """The study of each trial, from one read; raises as Optuna does for a trial that is
-    missing or already finished."""
+    missing or already finished. The rows are locked until the transaction ends (``FOR
+    UPDATE``, as Optuna reads a trial it finishes; SQLite locks the whole file anyway), so no
+    other process finishes a trial between this check and the writes after it."""
     import sqlalchemy
     from optuna.storages._rdb import models
 
     t = models.TrialModel
     found = {row.trial_id: row for row in session.execute(
-        sqlalchemy.select(t.trial_id, t.state, t.study_id).where(t.trial_id.in_(list(trial_ids)))
+        sqlalchemy.select(t.trial_id, t.state, t.study_id).where(t.trial_id.in_(list(trial_ids))).with_for_update()
     )}
     for trial_id in trial_ids:
         if trial_id not in found:

@@ -7,6 +7,7 @@ can describe it without being told anything.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -608,8 +609,15 @@ class _Runner:
         told: set[int] = set()
 
         def on_done(finished: Sequence[tuple[int, Outcome]]) -> None:
+            try:
+                self._done_many([(trials[i], outcome) for i, outcome in finished])
+            except BaseException:
+                # Telling was cut short (Ctrl-C while the database was locked, say): the ones
+                # not stored are still running, and the handlers below end them as failed.
+                stored = _finished_numbers(self.study)
+                told.update(i for i, _ in finished if trials[i].number in stored)
+                raise
             told.update(i for i, _ in finished)
-            self._done_many([(trials[i], outcome) for i, outcome in finished])
 
         s = self.settings
         try:
@@ -624,24 +632,38 @@ class _Runner:
                     self._run_sequential(t, c)
             return False
         except KeyboardInterrupt:
-            for i, t in enumerate(trials):
-                if i not in told:
-                    self._fail(t, "interrupted by the user (KeyboardInterrupt)", count=False)
+            self._fail_untold(trials, told, "interrupted by the user (KeyboardInterrupt)", count=False)
             raise
         except Exception:
-            tb = traceback.format_exc()
-            for i, t in enumerate(trials):
-                if i not in told:
-                    self._fail(t, tb)
+            self._fail_untold(trials, told, traceback.format_exc())
         return True
+
+    def _fail_untold(self, trials: Sequence[optuna.trial.Trial], told: set[int], tb: str, count: bool = True) -> None:
+        """End as failed each of ``trials`` not told; one that cannot be (already finished by a
+        tell cut short, or the database unreachable) does not keep the others running."""
+        for i, t in enumerate(trials):
+            if i in told:
+                continue
+            try:
+                self._fail(t, tb, count=count)
+            except StudyError:
+                raise
+            except Exception:  # noqa: BLE001 - the next trial is still ended
+                continue
 
     def _done(self, trial: optuna.trial.Trial, outcome: Outcome) -> None:
         self._done_many([(trial, outcome)])
 
     def _done_many(self, done: Sequence[tuple[optuna.trial.Trial, Outcome]]) -> None:
-        _tell_many(self.study, done)
+        trials = [trial for trial, _ in done]
+        try:
+            _tell_many(self.study, done)
+        except BaseException:
+            with contextlib.suppress(Exception):  # those stored before the error are still shown
+                self._notify(trials, only_finished=True)
+            raise
         self.failures = 0
-        self._notify([trial for trial, _ in done])
+        self._notify(trials)
 
     def _fail(self, trial: optuna.trial.Trial, tb: str, count: bool = True) -> None:
         trial.set_user_attr(ATTR_TRACEBACK, tb)
@@ -659,16 +681,26 @@ class _Runner:
                 f"(full tracebacks: adamtune show --study {self.study.study_name})"
             )
 
-    def _notify(self, trials: Sequence[optuna.trial.Trial]) -> None:
+    def _notify(self, trials: Sequence[optuna.trial.Trial], only_finished: bool = False) -> None:
         if self.on_trial is None:
             return
         # One read of every trial, these too; each is shown the study as it stood when it was
         # told: the trials told after it (in the same batch) still running.
         now = result_of(self.study, self.settings)
         by_number = {r.number: r for r in now.trials}
+        if only_finished:
+            trials = [t for t in trials if by_number[t.number].finished]
         for j, trial in enumerate(trials):
             later = {t.number for t in trials[j + 1:]}
             self.on_trial(by_number[trial.number], _with_running(now, later) if later else now)
+
+
+def _finished_numbers(study: optuna.Study) -> set[int]:
+    """The numbers of the study's finished trials, as stored now (empty if it cannot be read)."""
+    try:
+        return {t.number for t in study.get_trials(deepcopy=False) if t.state.is_finished()}
+    except Exception:  # noqa: BLE001 - unreadable: none counts as stored, so none is left running unseen
+        return set()
 
 
 def _with_running(result: TuneResult, numbers: set[int]) -> TuneResult:

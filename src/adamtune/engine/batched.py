@@ -278,6 +278,7 @@ def train_members(
                 best[i] = values[row]
             if trials is not None:
                 reports.append((trials[i], values[row]))
+        hand_over()  # the diverged first, as the sequential engine tells them: before the others report
         report_many(reports, step)
         if prunes(trials[0] if trials else None):
             # Ask every pruner only after every member has reported: members of one batch
