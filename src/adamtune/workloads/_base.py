@@ -40,10 +40,14 @@ class Workload:
             returning ``(input, target)`` pairs.
         loss: ``loss(output, target) -> scalar`` with mean reduction.
         metrics: extra metrics evaluated on the validation data, e.g. ``{"accuracy": accuracy}``;
-            recorded as ``val_<name>`` at every evaluation.
+            recorded as ``val_<name>`` at every evaluation. Like ``loss``, a mean over the
+            examples: the validation data is evaluated in chunks and the chunks' values are
+            averaged by their sizes.
         objective: the metric the study optimises: ``"val_loss"`` or ``"val_<name>"``.
         direction: ``"minimize"`` or ``"maximize"``.
         steps, batch_size, eval_every: training length, minibatch size, evaluation interval.
+        eval_batch_size: validation examples per evaluation call of one model; K batched
+            members share a call, each seeing ``eval_batch_size / K``.
         task: the kind of model, choosing the preset windows: generic, cnn, transformer, llm.
         divergence_factor: a trial is stopped as diverged when its mean training loss over an
             evaluation interval exceeds this multiple of its first loss (or is NaN/inf).
