@@ -455,7 +455,7 @@ def writes_held(trial: optuna.trial.Trial) -> Iterator[HeldWrites]:
 
     def write(backend: optuna.storages.RDBStorage, session: Any) -> None:
         _write_params(backend, session, trial._trial_id, held.params)
-        _write_attrs(backend, session, "TrialUserAttributeModel", items)
+        _upsert_attrs(session, "TrialUserAttributeModel", items)  # the trial checked (and locked) just above
 
     if _write_together([trial], write):
         trial._cached_frozen_trial.user_attrs.update(held.attrs)
