@@ -42,6 +42,8 @@ def test_real_study_in_sqlite_records_everything(storage, tiny_ref):
         assert so_far.finished == i + 1
         assert record.number in {t.number for t in so_far.trials if t.finished}
         assert so_far.best_value == min(rec.value for rec, _ in seen[: i + 1])
+        # the trials told after it (same batch) read as running trials do: nothing recorded yet
+        assert all(t.value is None and t.steps == 0 and t.curve.steps == () for t in so_far.trials if not t.finished)
 
 
 def test_rerun_continues_and_stored_settings_suffice(storage, tiny_ref):

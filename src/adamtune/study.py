@@ -31,7 +31,7 @@ from adamtune.storage import (
 )
 from adamtune.trials import (
     ATTR_CONFIG, ATTR_CURVE, ATTR_ENGINE, ATTR_INTERRUPTED, ATTR_DIVERGED_AT, ATTR_GRAD_NORMS, ATTR_STATE, ATTR_STEPS, ATTR_TRACEBACK,
-    TrialRecord, TrialState, ranked, record_from_optuna,
+    Curve, TrialRecord, TrialState, ranked, record_from_optuna,
 )
 from adamtune.workloads import Workload, describe, load_workload
 
@@ -704,8 +704,10 @@ def _finished_numbers(study: optuna.Study) -> set[int]:
 
 
 def _with_running(result: TuneResult, numbers: set[int]) -> TuneResult:
-    """``result`` with the trials ``numbers`` shown as still running (no value)."""
-    trials = tuple(dataclasses.replace(t, state=TrialState.RUNNING, value=None) if t.number in numbers else t
+    """``result`` with the trials ``numbers`` shown as a running trial reads back: no value,
+    steps, curve, gradient norms or duration yet."""
+    trials = tuple(dataclasses.replace(t, state=TrialState.RUNNING, value=None, steps=0, curve=Curve(),
+                                       grad_norms=None, duration_s=None) if t.number in numbers else t
                    for t in result.trials)
     order = ranked(trials, result.settings.direction)
     return dataclasses.replace(result, trials=trials, best=order[0] if order else None)
