@@ -11,7 +11,7 @@ import os
 import re
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import optuna
@@ -200,14 +200,21 @@ def report_many(reports: Sequence[tuple[optuna.trial.Trial, float]], step: int) 
 
 
 def _report_one_by_one(pairs: Sequence[tuple[optuna.trial.Trial, float]], step: int) -> None:
-    error = None
-    for trial, value in pairs:
-        try:
-            trial.report(value, step)
-        except Exception as e:  # the others still get their values; the first error is raised
-            error = error or e
+    error = _first_error(pairs, lambda pair: pair[0].report(pair[1], step))
     if error is not None:
         raise error
+
+
+def _first_error(items: Iterable[Any], act: Callable[[Any], None]) -> Exception | None:
+    """``act(item)`` for every item, whatever the others raised (one trial's error must not
+    cost another trial its write); the first error, or None."""
+    first = None
+    for item in items:
+        try:
+            act(item)
+        except Exception as e:  # noqa: BLE001 - kept, and raised by the caller after the rest
+            first = first or e
+    return first
 
 
 def set_user_attrs(trial: optuna.trial.Trial, attrs: Mapping[str, Any]) -> None:
@@ -248,16 +255,15 @@ def tell_many(study: optuna.Study, told: Sequence[Told]) -> None:
     if (filter_study is None or not hasattr(getattr(study, "_thread_local", None), "cached_all_trials")
             or len(study.directions) != 1 or any(t.study is not study for t in trials)
             or _shared_backend(trials) is None):
-        first_error: Exception | None = None
-        for trial, value, state, attrs in items:
-            try:
-                if attrs:
-                    set_user_attrs(trial, attrs)
-                study.tell(trial, value, state=state)
-            except Exception as e:  # the others are still told; the first error is raised
-                first_error = first_error or e
-        if first_error is not None:
-            raise first_error
+        def tell_one(item: Told) -> None:
+            trial, value, state, attrs = item
+            if attrs:
+                set_user_attrs(trial, attrs)
+            study.tell(trial, value, state=state)
+
+        first = _first_error(items, tell_one)
+        if first is not None:
+            raise first
         return
     study._thread_local.cached_all_trials = None  # as study.tell: samplers see the study anew
     current = {t._trial_id: t for t in study.get_trials(deepcopy=False)}
@@ -282,14 +288,14 @@ def tell_many(study: optuna.Study, told: Sequence[Told]) -> None:
     def write(backend: optuna.storages.RDBStorage, session: Any) -> None:
         _write_states(backend, session, writes)
 
+    def write_one(w: tuple[int, optuna.trial.TrialState, list[float] | None, Mapping[str, Any]]) -> None:
+        trial_id, state, values, attrs = w
+        for key, v in attrs.items():
+            study._storage.set_trial_user_attr(trial_id, key, v)
+        study._storage.set_trial_state_values(trial_id, state, values)
+
     if writes and not _write_together(trials, write):
-        for trial_id, state, values, attrs in writes:
-            try:
-                for key, v in attrs.items():
-                    study._storage.set_trial_user_attr(trial_id, key, v)
-                study._storage.set_trial_state_values(trial_id, state, values)
-            except Exception as e:  # the others are still written; the first error is raised
-                error = error or e
+        error = error or _first_error(writes, write_one)
     by_id = {t._trial_id: t for t in trials}
     for trial_id, _, _, attrs in writes:
         by_id[trial_id]._cached_frozen_trial.user_attrs.update(attrs)
