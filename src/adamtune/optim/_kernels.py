@@ -13,9 +13,9 @@ bias corrections use ``torch.pow`` where torch.optim uses Python's ``**``; the t
 one ulp now and then.
 
 The stacked kernels loop over parameter tensors, never over members, and update in place.
-:func:`adam_fused_` is the other way round: it hands each member's rows to torch's fused Adam
-kernel (what ``torch.optim.Adam(fused=True)`` runs), one call per member, so every element is
-read and written once per step instead of once per operation.
+:func:`adam_fused_rows_` is the other way round: it hands each member's slices to torch's fused
+Adam kernel (what ``torch.optim.Adam(fused=True)`` runs), one call per member and decay group,
+so every element is read and written once per step instead of once per operation.
 """
 
 from __future__ import annotations
@@ -29,12 +29,11 @@ from torch import Tensor
 __all__ = [
     "adadelta_",
     "adam_",
-    "adam_fused_",
     "adam_fused_rows_",
     "adamw_",
     "clip_grads_per_member_",
     "member_grad_norms",
-    "member_rows",
+    "member_calls",
     "restore_members_",
     "snapshot_members",
 ]
@@ -171,48 +170,39 @@ adamw_ = functools.partial(adam_, decoupled_weight_decay=True)
 adamw_.__doc__ = "One AdamW step for every member: :func:`adam_` with decoupled weight decay."
 
 
-def member_rows(
+def member_calls(
     params: Sequence[Tensor],
     grads: Sequence[Tensor],
     exp_avgs: Sequence[Tensor],
     exp_avg_sqs: Sequence[Tensor],
     steps: Tensor,
-) -> list[tuple[list[Tensor], list[Tensor], list[Tensor], list[Tensor], Tensor]]:
-    """Member k's slice of every tensor, as :func:`adam_fused_rows_` takes them: one
-    ``(params, grads, exp_avgs, exp_avg_sqs, step)`` per member (views, made once, reusable
-    while the tensors stay the same)."""
+    decays: Sequence[bool],
+) -> list[list[tuple[list[Tensor], list[Tensor], list[Tensor], list[Tensor], list[Tensor], bool]]]:
+    """The fused kernel's calls for each member, as :func:`adam_fused_rows_` makes them.
+
+    Member k gets one call per decay group (its decayed tensors, then the others):
+    ``(params, grads, exp_avgs, exp_avg_sqs, steps, decayed)``, the first five lists of member
+    k's slices (views, made once, reusable while the tensors stay the same).
+
+    Args:
+        params, grads, exp_avgs, exp_avg_sqs: stacked tensors [K, ...], aligned by position.
+        steps: [K] step counts; member k's calls read ``steps[k]``.
+        decays: one bool per tensor: whether it takes weight decay.
+    """
+    n = len(params)
+    groups = [(idx, d) for d in (True, False) if (idx := [i for i in range(n) if bool(decays[i]) == d])]
     rows = [[t.unbind(0) for t in tensors] for tensors in (params, grads, exp_avgs, exp_avg_sqs)]
     return [
-        (*([r[k] for r in tensor_rows] for tensor_rows in rows), step)
+        [
+            (*([r[i][k] for i in idx] for r in rows), [step] * len(idx), decayed)
+            for idx, decayed in groups
+        ]
         for k, step in enumerate(steps.unbind(0))
     ]
 
 
-def adam_fused_(
-    params: Sequence[Tensor],
-    grads: Sequence[Tensor],
-    exp_avgs: Sequence[Tensor],
-    exp_avg_sqs: Sequence[Tensor],
-    steps: Tensor,
-    **kwargs,
-) -> None:
-    """One Adam (or AdamW) step for ``members``, in place, with torch's fused kernel.
-
-    Member k gets exactly what ``torch.optim.Adam(..., fused=True)`` computes for model k
-    alone: the same kernel, called on member k's rows with member k's hyperparameters.
-
-    Args:
-        params, grads, exp_avgs, exp_avg_sqs: stacked tensors [K, ...], aligned by position,
-            each member's slice one dense block (the kernel walks memory linearly), laid
-            out alike in all four.
-        steps: [K] float32 step counts; those of ``members`` are incremented in place.
-        kwargs: as :func:`adam_fused_rows_`.
-    """
-    adam_fused_rows_(member_rows(params, grads, exp_avgs, exp_avg_sqs, steps), steps, **kwargs)
-
-
 def adam_fused_rows_(
-    rows: Sequence[tuple[list[Tensor], list[Tensor], list[Tensor], list[Tensor], Tensor]],
+    calls: Sequence[Sequence[tuple[list[Tensor], list[Tensor], list[Tensor], list[Tensor], list[Tensor], bool]]],
     steps: Tensor,
     *,
     members: Sequence[int],
@@ -221,19 +211,20 @@ def adam_fused_rows_(
     beta2: Sequence[float],
     eps: Sequence[float],
     weight_decay: Sequence[float] | None,
-    decay_mask: Sequence[bool] | None = None,
     decoupled_weight_decay: bool = False,
 ) -> None:
-    """:func:`adam_fused_` on rows made by :func:`member_rows` from those tensors.
+    """One Adam (or AdamW) step for ``members``, in place, with torch's fused kernel.
+
+    Member k gets exactly what ``torch.optim.Adam(..., fused=True)`` computes for model k
+    alone: the same kernel, called on member k's slices with member k's hyperparameters.
 
     Args:
-        rows: per member, its slices of the parameters, gradients and states, and its step.
-        steps: the [K] float32 step counts the rows' steps are views of.
-        members: the rows to update; the others are left exactly as they are.
+        calls: per member, its fused-kernel calls (slices, step, whether decayed).
+        steps: the [K] float32 step counts the calls' steps are views of.
+        members: the members to update; the others are left exactly as they are.
         lr, beta1, beta2, eps: K host floats each (a Python float per member, as torch.optim
             passes them to the kernel).
-        weight_decay: K host floats, or None for no decay at all.
-        decay_mask: one bool per tensor of a row; False exempts that tensor from decay.
+        weight_decay: K host floats for the decayed calls, or None (no call is decayed).
         decoupled_weight_decay: False for Adam's L2, True for AdamW's decoupled decay.
     """
     if not members:
@@ -244,20 +235,14 @@ def adam_fused_rows_(
     else:
         index = torch.tensor(members, device=steps.device)
         steps.index_add_(0, index, torch.ones_like(index, dtype=steps.dtype))
-    n = len(rows[0][0])
-    decays = [weight_decay is not None and (decay_mask is None or decay_mask[i]) for i in range(n)]
-    groups = [(idx, d) for d in (True, False) if (idx := [i for i in range(n) if decays[i] == d])]
     for k in members:
-        p, g, m, v, step = rows[k]
-        for tensors, decayed in groups:
-            if len(tensors) == n:
-                pk, gk, mk, vk = p, g, m, v
-            else:
-                pk, gk, mk, vk = ([t[i] for i in tensors] for t in (p, g, m, v))
+        lr_k, beta1_k, beta2_k, eps_k = lr[k], beta1[k], beta2[k], eps[k]
+        decay_k = 0.0 if weight_decay is None else weight_decay[k]
+        for p, g, m, v, step, decayed in calls[k]:
             kernel(
-                pk, gk, mk, vk, [], [step] * len(tensors),
-                lr=lr[k], beta1=beta1[k], beta2=beta2[k], eps=eps[k],
-                weight_decay=weight_decay[k] if decayed else 0.0,
+                p, g, m, v, [], step,
+                lr=lr_k, beta1=beta1_k, beta2=beta2_k, eps=eps_k,
+                weight_decay=decay_k if decayed else 0.0,
                 amsgrad=False, maximize=False,
             )
 

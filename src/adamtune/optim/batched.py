@@ -194,7 +194,7 @@ class _BatchedOptimizer:
             name: self._layout.views(self._flat[name]) for name in self._STATE
         }
         self._grad_views = self._layout.views(self._flat["grad"])
-        self._rows = None  # per-member rows for the fused kernel, made on first use
+        self._fused_calls = None  # the fused kernel's per-member calls, made on first use
 
     def _member_index(self, indices: Sequence[int] | Tensor) -> Tensor:
         k = self.num_members
@@ -325,10 +325,16 @@ class _BatchedOptimizer:
         positions = self._gradients()
         if not positions:
             return
-        grads = [self._grad_views[i] for i in positions]
-        norms = _kernels.member_grad_norms(grads)
-        self.last_grad_norms = norms
         whole = len(positions) == len(self.params)
+        grads = [self._grad_views[i] for i in positions]
+        if whole and self._max_grad_norm is None:
+            # Only reported, never used to clip: one pass over the flat buffer instead of one
+            # call per tensor. It sums in another order than clip_grad_norm_'s norm of the
+            # per-tensor norms, so the two may differ in the last bits.
+            norms = torch.linalg.vector_norm(self._flat["grad"], dim=1)
+        else:
+            norms = _kernels.member_grad_norms(grads)
+        self.last_grad_norms = norms
         if whole:
             # Every tensor has a gradient: work on the flat buffers' column groups, a couple of
             # tensors instead of one per parameter tensor.
@@ -405,7 +411,7 @@ class _BatchedOptimizer:
     def _hyperparameters_changed(self) -> None:
         """Drop what was derived from the old hyperparameters: the host copies and the decay."""
         self._hp_host = None
-        self._rows = None  # the fused rows follow the decay groups, which may change here
+        self._fused_calls = None  # the fused calls follow the decay groups, which may change here
         # None lets the kernel skip the decay work entirely when no member decays; decided
         # here, not in step(), because the test reads the tensor (a device sync).
         wd = self._hp["weight_decay"]
@@ -526,15 +532,20 @@ class BatchedAdam(_BatchedOptimizer):
         elif lr_scale is not None:
             lr = [a * lr_scale for a in lr]
         tensors = (params, grads, state["exp_avg"], state["exp_avg_sq"])
+        def calls() -> list:
+            decays = [self._decay is not None and (decay_mask is None or decay_mask[i]) for i in range(len(params))]
+            return _kernels.member_calls(*tensors, self.steps, decays)
+
         if whole:
-            # The flat buffers only change in keep(): their member rows are made once.
-            if self._rows is None:
-                self._rows = _kernels.member_rows(*tensors, self.steps)
-            rows = self._rows
+            # The flat buffers only change in keep(), the decay groups with the
+            # hyperparameters: the member slices are made once.
+            if self._fused_calls is None:
+                self._fused_calls = calls()
+            member_calls = self._fused_calls
         else:
-            rows = _kernels.member_rows(*tensors, self.steps)
+            member_calls = calls()
         _kernels.adam_fused_rows_(
-            rows,
+            member_calls,
             self.steps,
             members=self._active_rows,
             lr=lr,
@@ -542,7 +553,6 @@ class BatchedAdam(_BatchedOptimizer):
             beta2=hp["beta2"],
             eps=hp["eps"],
             weight_decay=None if self._decay is None else hp["weight_decay"],
-            decay_mask=decay_mask,
             decoupled_weight_decay=self._decoupled,
         )
 
