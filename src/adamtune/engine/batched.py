@@ -248,7 +248,7 @@ def train_members(
             scale = torch.tensor([multipliers[i](step - 1) for i in members], dtype=torch.float64, device=device)
         opt.step(lr_scale=scale)
         norms.append(opt.last_grad_norms)
-        monitor.update(step, losses.detach())
+        monitor.update(step, losses)
         if step not in evals:
             continue
 

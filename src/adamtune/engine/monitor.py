@@ -19,36 +19,48 @@ _MAX_SAMPLES = 200
 class DivergenceMonitor:
     """Flags members whose loss became NaN/inf or grew past ``factor`` x their first loss.
 
-    ``update`` runs every step; ``end_interval`` runs at each evaluation and returns the
-    mean training loss of the interval and which members diverged.
+    ``update`` runs every step and only keeps the step's [K] losses; ``end_interval`` runs
+    at each evaluation, checks the interval's losses in a few whole-interval operations, and
+    returns the mean training loss of the interval and which members diverged. Until then
+    ``first_loss`` and ``first_bad_step`` describe the steps before the interval.
     """
 
     def __init__(self, k: int, factor: float, device: torch.device | str = "cpu") -> None:
         self.factor = factor
         self.first_loss = torch.full((k,), float("nan"), dtype=torch.float64, device=device)
         self.first_bad_step = torch.full((k,), -1, dtype=torch.long, device=device)
-        self._sum = torch.zeros(k, dtype=torch.float64, device=device)
-        self._count = 0
+        self._losses: list[Tensor] = []  # this interval's [K] losses, as the engine made them
+        self._steps: list[int] = []
 
     def update(self, step: int, loss: Tensor) -> None:
-        loss = loss.detach().to(torch.float64)
-        self.first_loss = torch.where(torch.isnan(self.first_loss), loss, self.first_loss)
-        bad = ~torch.isfinite(loss) & (self.first_bad_step < 0)
-        self.first_bad_step = torch.where(bad, torch.full_like(self.first_bad_step, step), self.first_bad_step)
-        self._sum += loss
-        self._count += 1
+        """Keep ``loss`` ([K], not changed in place afterwards) of ``step``."""
+        self._losses.append(loss.detach())
+        self._steps.append(step)
 
     def end_interval(self) -> tuple[Tensor, Tensor]:
-        mean = self._sum / max(1, self._count)
+        if self._losses:
+            losses = torch.stack(self._losses).to(torch.float64)  # [steps, K]
+            # A member's first loss is its first one that is not NaN.
+            seen = ~torch.isnan(losses)
+            first = losses.gather(0, seen.to(torch.uint8).argmax(0, keepdim=True))[0]
+            self.first_loss = torch.where(torch.isnan(self.first_loss) & seen.any(0), first, self.first_loss)
+            bad = ~torch.isfinite(losses)
+            steps = torch.tensor(self._steps, device=losses.device)
+            first_bad = steps[bad.to(torch.uint8).argmax(0)]
+            new_bad = (self.first_bad_step < 0) & bad.any(0)
+            self.first_bad_step = torch.where(new_bad, first_bad, self.first_bad_step)
+            mean = losses.sum(0) / len(self._losses)
+        else:
+            mean = torch.zeros_like(self.first_loss)
         diverged = (self.first_bad_step >= 0) | ~torch.isfinite(mean) | (mean > self.factor * self.first_loss.abs())
-        self._sum.zero_()
-        self._count = 0
+        self._losses.clear()
+        self._steps.clear()
         return mean, diverged
 
     def keep(self, index: Tensor) -> None:
         self.first_loss = self.first_loss[index]
         self.first_bad_step = self.first_bad_step[index]
-        self._sum = self._sum[index]
+        self._losses = [t[index] for t in self._losses]
 
 
 class GradNormLog:
@@ -56,23 +68,28 @@ class GradNormLog:
 
     def __init__(self) -> None:
         self._norms: list[Tensor] = []
-        self._stacked: Tensor | None = None  # [steps, K] on the host, built once when asked
+        self._stacked: Tensor | None = None  # [steps, K] float64 on the host, built once when asked
 
     def append(self, norms: Tensor) -> None:
-        self._norms.append(norms.detach().to(torch.float64).reshape(-1))
+        """Keep ``norms`` ([K], not changed in place afterwards)."""
+        self._norms.append(norms)
         self._stacked = None
 
     def keep(self, index: Tensor) -> None:
         if self._norms:
-            self._norms = list(torch.stack(self._norms).index_select(1, index.to(self._norms[0].device)))
+            self._norms = [self._rows().index_select(1, index.to(self._norms[0].device))]
         self._stacked = None
 
     def summary(self, member: int, max_grad_norm: float | None) -> GradNorms | None:
         if not self._norms:
             return None
         if self._stacked is None:
-            self._stacked = torch.stack(self._norms).cpu()
+            self._stacked = self._rows().to(torch.float64).cpu()
         return summarize_norms(self._stacked[:, member], max_grad_norm)
+
+    def _rows(self) -> Tensor:
+        """Every step's norms as one [steps, K] tensor (what keep() left is already 2-D)."""
+        return torch.cat([n.detach().reshape(-1, n.shape[-1]) for n in self._norms])
 
 
 def summarize_norms(norms: Tensor, max_grad_norm: float | None) -> GradNorms | None:
