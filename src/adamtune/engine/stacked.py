@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from adamtune.workloads import cross_entropy
+from adamtune.workloads import accuracy, cross_entropy
 
 # Modules whose forward acts on each element alone (dropout draws one mask element per
 # element, so each member gets its own mask) and that hold no parameters.
@@ -150,9 +150,15 @@ def member_losses(loss: Callable[[Tensor, Tensor], Tensor]) -> Callable[[Tensor,
 
     The built-in cross-entropy is computed over all members in one call (the mean over each
     member's targets that ``ignore_index`` keeps, as ``F.cross_entropy`` takes it); with few
-    classes on a CPU the classes are moved to dimension 1, where torch's kernel is fast. Any
-    other loss runs under ``torch.vmap``.
+    classes on a CPU the classes are moved to dimension 1, where torch's kernel is fast. The
+    built-in accuracy is one comparison of all members' predictions. Any other function runs
+    under ``torch.vmap``.
     """
+    if loss is accuracy:
+        def accuracies(output: Tensor, target: Tensor) -> Tensor:
+            # [K, *lead] predictions against the shared [*lead] targets; no vmap per call.
+            return (output.argmax(dim=-1) == target).flatten(1).float().mean(1)
+        return accuracies
     if loss is not cross_entropy:
         return torch.vmap(loss, in_dims=(0, None))
 
