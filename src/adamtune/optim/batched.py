@@ -194,6 +194,8 @@ class _BatchedOptimizer:
             name: self._layout.views(self._flat[name]) for name in self._STATE
         }
         self._grad_views = self._layout.views(self._flat["grad"])
+        # The flat buffers' column groups, by whether decayed and other columns are apart.
+        self._columns: dict[bool, tuple] = {}
         self._fused_calls = None  # the fused kernel's per-member calls, made on first use
 
     def _member_index(self, indices: Sequence[int] | Tensor) -> Tensor:
@@ -339,10 +341,14 @@ class _BatchedOptimizer:
             # Every tensor has a gradient: work on the flat buffers' column groups, a couple of
             # tensors instead of one per parameter tensor.
             grouped = self.decay_mask is not None and self._decay is not None
-            params = self._layout.columns(self._flat["param"], grouped)
-            grads = self._layout.columns(self._flat["grad"], grouped)
-            state = {name: self._layout.columns(self._flat[name], grouped) for name in self._STATE}
-            decay_mask = self._layout.column_groups(grouped)
+            if grouped not in self._columns:
+                self._columns[grouped] = (
+                    self._layout.columns(self._flat["param"], grouped),
+                    self._layout.columns(self._flat["grad"], grouped),
+                    {name: self._layout.columns(self._flat[name], grouped) for name in self._STATE},
+                    self._layout.column_groups(grouped),
+                )
+            params, grads, state, decay_mask = self._columns[grouped]
         else:
             params = [self.params[i] for i in positions]
             state = {name: [tensors[i] for i in positions] for name, tensors in self.state.items()}
