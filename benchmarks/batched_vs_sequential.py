@@ -4,6 +4,7 @@
     python benchmarks/batched_vs_sequential.py --quick    # digits-mlp K=16 only
     python benchmarks/batched_vs_sequential.py --case digits-mlp:64 --rounds 2
     python benchmarks/batched_vs_sequential.py --rounds 5 --device cuda
+    python benchmarks/batched_vs_sequential.py --quick --way "adamtune batched" --rounds 5
 
 Every way trains the same K configurations (lr, weight_decay, beta1 from the same scrambled
 Sobol points) for the workload's full number of steps with no pruning, and evaluates at the
@@ -134,8 +135,12 @@ def main() -> None:
     ap.add_argument("--case", action="append", metavar="WORKLOAD:K", default=[],
                     help="run only these cases, e.g. --case digits-mlp:64 --case charlm:8")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved timed runs of every way (default 3)")
+    ap.add_argument("--way", action="append", choices=list(WAYS), default=[],
+                    help="time only these ways (repeatable), e.g. to compare two commits' batched engine; "
+                         "speedups need the plain loop")
     ap.add_argument("--device", default="cpu")
     args = ap.parse_args()
+    ways = [way for way in WAYS if way in args.way] if args.way else list(WAYS)
     cases = [("digits-mlp", 16)] if args.quick else [("digits-mlp", 16), ("digits-mlp", 64), ("charlm", 8)]
     if args.case:
         try:
@@ -159,18 +164,19 @@ def main() -> None:
     for name, k in cases:
         w = load_workload(name)
         flops = flops_per_trial(w) * k
-        times: dict[str, list[float]] = {way: [] for way in WAYS}
-        order = list(WAYS)
+        times: dict[str, list[float]] = {way: [] for way in ways}
         for r in range(args.rounds):
-            for way in order[r % len(order):] + order[:r % len(order)]:
+            for way in ways[r % len(ways):] + ways[:r % len(ways)]:
                 times[way].append(WAYS[way](w, k, args.device))
         best = {way: min(t) for way, t in times.items()}
         median = {way: statistics.median(t) for way, t in times.items()}
-        for way in WAYS:
+        plain = "plain Optuna loop"
+        for way in ways:
             g = flops / best[way] / 1e9
-            print(f"{name:<11} {k:>3} | {way:<20} {best[way]:>7.1f} {median[way]:>8.1f} {k / best[way] * 60:>10.1f} "
-                  f"{g:>8.2f} {100 * g / peak:>5.1f}% {best['plain Optuna loop'] / best[way]:>7.1f}x "
-                  f"{median['plain Optuna loop'] / median[way]:>7.1f}x", flush=True)
+            speedups = (f"{best[plain] / best[way]:>7.1f}x {median[plain] / median[way]:>7.1f}x" if plain in times
+                        else f"{'-':>8} {'-':>8}")
+            print(f"{name:<11} {k:>3} | {way:<20} {best[way]:>7.2f} {median[way]:>8.2f} {k / best[way] * 60:>10.1f} "
+                  f"{g:>8.2f} {100 * g / peak:>5.1f}% {speedups}", flush=True)
 
 
 if __name__ == "__main__":
