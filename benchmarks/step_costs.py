@@ -38,27 +38,9 @@ def best_ms(fn, n: int = 10, rounds: int = 15) -> float:
     return best
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--k", type=int, default=16)
-    ap.add_argument("--threads", type=int, default=1)
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    k = args.k
-    w = load_workload("digits-mlp")
-    x, y = w.train_data[0][: w.batch_size], w.train_data[1][: w.batch_size]
-
-    model = w.model()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-
-    def plain_fb() -> None:
-        model.zero_grad()
-        w.loss(model(x), y).backward()
-
-    def plain_step() -> None:
-        plain_fb()
-        opt.step()
-
+def stacked_steps(w, k: int, x: torch.Tensor, y: torch.Tensor) -> dict:
+    """``{way: (forward+backward, whole step, fused)}`` for K stacked members of ``w``'s model,
+    under vmap and written out, as the engine sets them up (gradient layout, BatchedAdamW)."""
     models = [w.model() for _ in range(k)]
     base = copy.deepcopy(models[0]).to("meta")
     stacked_params, buffers = stack_module_state(models)
@@ -84,8 +66,32 @@ def main() -> None:
             bopt.step()
 
         steps[name] = (stacked_fb, stacked_step, bopt.fused)
+    return steps
 
-    flops = 3 * 2 * w.batch_size * sum(p[0].numel() for p in stacked_params.values() if p.ndim == 3)
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--k", type=int, default=16)
+    ap.add_argument("--threads", type=int, default=1)
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    k = args.k
+    w = load_workload("digits-mlp")
+    x, y = w.train_data[0][: w.batch_size], w.train_data[1][: w.batch_size]
+
+    model = w.model()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+
+    def plain_fb() -> None:
+        model.zero_grad()
+        w.loss(model(x), y).backward()
+
+    def plain_step() -> None:
+        plain_fb()
+        opt.step()
+
+    steps = stacked_steps(w, k, x, y)
+    flops = 3 * 2 * w.batch_size * sum(p.numel() for p in model.parameters() if p.ndim == 2)
     a, b = torch.randn(k, w.batch_size, 128), torch.randn(k, 128, 128)
     m1, m2 = torch.randn(1024, 1024), torch.randn(1024, 1024)
     pf, ps = best_ms(plain_fb), best_ms(plain_step)
