@@ -117,6 +117,24 @@ def test_member_cross_entropy_equals_each_members_own(target_shape, classes):
     assert torch.equal(mine(out, y), want_acc)
 
 
+@pytest.mark.parametrize("k", [1, 3, 8])
+@pytest.mark.parametrize(("out_shape", "target_shape"), [((8, 10), (8, 1)), ((10,), ()), ((8, 5, 10), (5,)), ((8, 10), (4, 1))])
+def test_member_accuracy_broadcasts_the_target_as_each_member_alone(k, out_shape, target_shape):
+    # Targets shaped unlike the predictions broadcast as accuracy(out[k], y) broadcasts them,
+    # whatever K is (K equal to a target dimension must not line up with it).
+    out = torch.randn(k, *out_shape)
+    y = torch.randint(0, 10, target_shape)
+    want = torch.stack([accuracy(out[m], y) for m in range(k)])
+    assert torch.equal(member_losses(accuracy)(out, y), want)
+
+
+def test_accuracy_compares_a_column_of_targets_prediction_by_prediction():
+    out = torch.eye(4)[[0, 1, 2, 3]]  # predicts 0, 1, 2, 3
+    y = torch.tensor([[0], [1], [0], [3]])  # [B, 1]: 3 of 4 right, not 16 pairs compared
+    assert accuracy(out, y).item() == 0.75
+    assert member_losses(accuracy)(out.expand(2, 4, 4), y).tolist() == [0.75, 0.75]
+
+
 @pytest.mark.parametrize("classes", [10, 20])
 def test_member_losses_keep_the_gradient_of_each_member_to_itself(classes):
     out = torch.randn(K, 5, classes, dtype=torch.float64, requires_grad=True)

@@ -156,8 +156,15 @@ def member_losses(loss: Callable[[Tensor, Tensor], Tensor]) -> Callable[[Tensor,
     """
     if loss is accuracy:
         def accuracies(output: Tensor, target: Tensor) -> Tensor:
-            # [K, *lead] predictions against the shared [*lead] targets; no vmap per call.
-            return (output.argmax(dim=-1) == target).flatten(1).float().mean(1)
+            # accuracy(output[k], target) for every k in one comparison, no vmap per call:
+            # member k's [*lead] predictions broadcast against the target exactly as they do
+            # alone (singleton dims keep K apart from a target with more dims).
+            pred = output.argmax(dim=-1)
+            k, lead = pred.shape[0], pred.shape[1:]
+            if target.shape != lead and target.numel() == lead.numel():
+                target = target.reshape(lead)  # as accuracy() reshapes it for one member
+            pred = pred.reshape(k, *([1] * max(0, target.ndim - len(lead))), *lead)
+            return (pred == target).reshape(k, -1).float().mean(1)
         return accuracies
     if loss is not cross_entropy:
         return torch.vmap(loss, in_dims=(0, None))

@@ -19,8 +19,15 @@ MetricFn = Callable[[Tensor, Tensor], Tensor]
 
 
 def accuracy(output: Tensor, target: Tensor) -> Tensor:
-    """Mean top-1 accuracy; works for [B, C] logits and [B, T, C] sequence logits."""
-    return (output.argmax(dim=-1) == target).float().mean()
+    """Mean top-1 accuracy; works for [B, C] logits and [B, T, C] sequence logits.
+
+    Targets holding one class per prediction in another shape (e.g. [B, 1], as
+    :func:`cross_entropy` takes them too) are compared prediction by prediction.
+    """
+    pred = output.argmax(dim=-1)
+    if target.shape != pred.shape and target.numel() == pred.numel():
+        target = target.reshape(pred.shape)
+    return (pred == target).float().mean()
 
 
 def cross_entropy(output: Tensor, target: Tensor) -> Tensor:
