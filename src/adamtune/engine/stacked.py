@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from adamtune.workloads import accuracy, cross_entropy
+from adamtune.workloads import accuracy, cross_entropy, targets_per_prediction
 
 # Modules whose forward acts on each element alone (dropout draws one mask element per
 # element, so each member gets its own mask) and that hold no parameters.
@@ -161,8 +161,7 @@ def member_losses(loss: Callable[[Tensor, Tensor], Tensor]) -> Callable[[Tensor,
             # alone (singleton dims keep K apart from a target with more dims).
             pred = output.argmax(dim=-1)
             k, lead = pred.shape[0], pred.shape[1:]
-            if target.shape != lead and target.numel() == lead.numel():
-                target = target.reshape(lead)  # as accuracy() reshapes it for one member
+            target = targets_per_prediction(target, lead)  # as accuracy() takes it for one member
             pred = pred.reshape(k, *([1] * max(0, target.ndim - len(lead))), *lead)
             return (pred == target).reshape(k, -1).float().mean(1)
         return accuracies

@@ -18,16 +18,22 @@ Data = Union[tuple[Tensor, Tensor], Dataset]
 MetricFn = Callable[[Tensor, Tensor], Tensor]
 
 
+def targets_per_prediction(target: Tensor, shape: torch.Size) -> Tensor:
+    """``target`` in the predictions' ``shape`` when it holds one class per prediction in another
+    shape (e.g. [B, 1] for [B], as :func:`cross_entropy` takes it too); otherwise as it is."""
+    if target.shape != shape and target.numel() == shape.numel():
+        return target.reshape(shape)
+    return target
+
+
 def accuracy(output: Tensor, target: Tensor) -> Tensor:
     """Mean top-1 accuracy; works for [B, C] logits and [B, T, C] sequence logits.
 
-    Targets holding one class per prediction in another shape (e.g. [B, 1], as
-    :func:`cross_entropy` takes them too) are compared prediction by prediction.
+    Targets holding one class per prediction in another shape (e.g. [B, 1]) are compared
+    prediction by prediction (:func:`targets_per_prediction`).
     """
     pred = output.argmax(dim=-1)
-    if target.shape != pred.shape and target.numel() == pred.numel():
-        target = target.reshape(pred.shape)
-    return (pred == target).float().mean()
+    return (pred == targets_per_prediction(target, pred.shape)).float().mean()
 
 
 def cross_entropy(output: Tensor, target: Tensor) -> Tensor:
