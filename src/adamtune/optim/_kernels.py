@@ -178,7 +178,7 @@ def member_calls(
     steps: Tensor,
     decays: Sequence[bool],
 ) -> list[list[tuple[list[Tensor], list[Tensor], list[Tensor], list[Tensor], list[Tensor], bool]]]:
-    """The fused kernel's calls for each member, as :func:`adam_fused_rows_` makes them.
+    """The fused kernel's calls for each member, as :func:`adam_fused_rows_` takes them.
 
     Member k gets one call per decay group (its decayed tensors, then the others):
     ``(params, grads, exp_avgs, exp_avg_sqs, steps, decayed)``, the first five lists of member

@@ -327,13 +327,13 @@ class _BatchedOptimizer:
         positions = self._gradients()
         if not positions:
             return
-        whole = len(positions) == len(self.params)
         grads = [self._grad_views[i] for i in positions]
         # Per tensor, then the norm of those, as clip_grad_norm_ takes it. One norm over a
         # member's whole flat row would be one call instead of one per tensor, but on the CPU
         # its float32 error grows with the row: 1e-4 relative at 16M parameters.
         norms = _kernels.member_grad_norms(grads)
         self.last_grad_norms = norms
+        whole = len(positions) == len(self.params)
         if whole:
             # Every tensor has a gradient: work on the flat buffers' column groups, a couple of
             # tensors instead of one per parameter tensor.
