@@ -28,3 +28,9 @@ class StorageError(AdamtuneError):
 
 class StudyError(AdamtuneError):
     """A study is missing, inconsistent with the request, or cannot go on."""
+
+
+def first_line(e: BaseException) -> str:
+    """The first line of an exception's message (its type name if it has none)."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__

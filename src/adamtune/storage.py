@@ -16,7 +16,7 @@ from typing import Any
 
 import optuna
 
-from adamtune.errors import StorageError
+from adamtune.errors import StorageError, first_line
 
 DEFAULT_STORAGE = "sqlite:///adamtune.db"
 _URL = re.compile(r"^(sqlite|postgresql|postgresql\+\w+|mysql|mysql\+\w+)://")
@@ -58,7 +58,7 @@ def open_storage(url: str, *, must_exist: bool = False) -> optuna.storages.BaseS
             if _is_creation_race(e) and attempt + 1 < _ATTEMPTS:
                 time.sleep(0.5 * (attempt + 1))
                 continue
-            reason = _first_line(e)
+            reason = first_line(e)
             if path is not None and "unable to open database file" in reason:
                 if must_exist:
                     return _open_read_only(url, path)
@@ -109,13 +109,7 @@ def _open_read_only(url: str, path: str) -> optuna.storages.RDBStorage:
     try:
         return optuna.storages.RDBStorage(ro, engine_kwargs={"connect_args": {"timeout": 60}})
     except Exception as e:
-        raise StorageError(f"cannot open storage {_redact(url)} (read-only): {_first_line(e)}") from None
-
-
-def _first_line(e: Exception) -> str:
-    """The first line of an exception's message (its type name if it has none)."""
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
+        raise StorageError(f"cannot open storage {_redact(url)} (read-only): {first_line(e)}") from None
 
 
 def _write_ahead_log(storage: optuna.storages.RDBStorage) -> None:

@@ -428,7 +428,8 @@ def tune(
     remaining = max(0, settings.budget - counted_trials(the_study))
     if on_start is not None:
         on_start(settings, remaining)
-    runner = _Runner(the_study, settings, workload, objective_fn, dev, on_trial, max_consecutive_failures)
+    runner = _Runner(the_study, settings, workload, objective_fn, dev, on_trial, max_consecutive_failures,
+                     notice or _warn)
     k = resolve_batch(wanted_batch, workload, the_sampler, remaining, dev, max_memory, notice or _warn)
     try:
         while runner.remaining(settings.budget) > 0:
@@ -436,7 +437,6 @@ def tune(
             if n > 1:
                 if not runner.run_batch(n):
                     k = 1  # the model could not be vmapped: the rest of the study runs sequentially
-                    (notice or _warn)(runner.fallback_reason)
             else:
                 runner.run_one()
         return result_of(the_study, settings)
@@ -548,12 +548,12 @@ def resolve_batch(wanted: int | None, workload: Workload | None, sampler: str, r
 class _Runner:
     """Asks Optuna for trials, runs them on an engine, and tells Optuna how each ended."""
 
-    def __init__(self, study, settings, workload, objective_fn, device, on_trial, max_failures) -> None:
+    def __init__(self, study, settings, workload, objective_fn, device, on_trial, max_failures, notice) -> None:
         self.study, self.settings, self.workload = study, settings, workload
         self.objective_fn, self.device, self.on_trial = objective_fn, device, on_trial
         self.max_failures = max_failures
+        self.notice = notice
         self.failures = 0
-        self.fallback_reason = ""
 
     def remaining(self, budget: int) -> int:
         return max(0, budget - counted_trials(self.study))
@@ -625,11 +625,21 @@ class _Runner:
                           init_seeds=[init_seed(s.seed, t.number) for t in trials], data_seed=data_seed(s.seed),
                           trials=trials, device=self.device, on_done=on_done)
         except NotBatchable as e:
-            self.fallback_reason = f"training trials one at a time: {e}"
-            for i, (t, c) in enumerate(runnable):
-                if i not in told:
+            self.notice(f"training trials one at a time: {e}")
+            rest = [i for i in range(len(runnable)) if i not in told]
+            for j, i in enumerate(rest):
+                t, c = runnable[i]
+                try:
                     t.set_user_attr(ATTR_ENGINE, "sequential")
                     self._run_sequential(t, c)
+                except KeyboardInterrupt:
+                    self._end_unrun(trials, rest[j + 1:], "interrupted by the user (KeyboardInterrupt)")
+                    raise
+                except BaseException:
+                    # The study stops (repeated failures, the database gone): the batch's
+                    # trials not run yet end as not run, and a rerun makes up for them.
+                    self._end_unrun(trials, rest[j + 1:], "not run: the study stopped before this trial")
+                    raise
             return False
         except KeyboardInterrupt:
             self._fail_untold(trials, told, "interrupted by the user (KeyboardInterrupt)", count=False)
@@ -640,16 +650,26 @@ class _Runner:
 
     def _fail_untold(self, trials: Sequence[optuna.trial.Trial], told: set[int], tb: str, count: bool = True) -> None:
         """End as failed each of ``trials`` not told; one that cannot be (already finished by a
-        tell cut short, or the database unreachable) does not keep the others running."""
+        tell cut short, or the database unreachable) does not keep the others running. The
+        study's stop after repeated failures is raised once every one of them is ended."""
+        stop: StudyError | None = None
         for i, t in enumerate(trials):
             if i in told:
                 continue
             try:
                 self._fail(t, tb, count=count)
-            except StudyError:
-                raise
+            except StudyError as e:
+                stop = stop or e
             except Exception:  # noqa: BLE001 - the next trial is still ended
                 continue
+        if stop is not None:
+            raise stop
+
+    def _end_unrun(self, trials: Sequence[optuna.trial.Trial], rows: Sequence[int], why: str) -> None:
+        """End the trials ``rows`` of a batch that were never trained: failed, marked as cut
+        short (they do not use up the budget), each as far as the storage still allows."""
+        with contextlib.suppress(Exception):
+            self._fail_untold([trials[i] for i in rows], set(), why, count=False)
 
     def _done(self, trial: optuna.trial.Trial, outcome: Outcome) -> None:
         self._done_many([(trial, outcome)])

@@ -107,10 +107,14 @@ def test_batchnorm_and_non_vmappable_models_are_refused_by_the_engine():
 
 @pytest.mark.parametrize("model, why", [(WithBatchNorm, "BatchNorm1d"), (NotVmappable, "vmap cannot run this model")])
 def test_study_falls_back_to_sequential_with_one_notice(storage, model, why):
-    notices = []
+    notices, events = [], []
     w = dataclasses.replace(_digits(steps=20, eval_every=10), model=model)
-    r = adamtune.tune(w, budget=3, storage=storage, notice=notices.append, pruner="none")
+    r = adamtune.tune(w, budget=3, storage=storage, pruner="none",
+                      notice=lambda m: (notices.append(m), events.append("notice")),
+                      on_trial=lambda record, so_far: events.append("trial"))
     assert len(notices) == 1 and why in notices[0] and notices[0].startswith("training trials one at a time")
+    assert "\n" not in notices[0]  # one line, not torch's whole error message
+    assert events == ["notice"] + ["trial"] * 3  # said before the trials run one at a time, not after
     assert [t.state for t in r.trials] == [TrialState.COMPLETE] * 3  # no trial lost to the fallback
     assert all(ft.user_attrs["engine"] == "sequential" for ft in r.study.trials)
 
@@ -190,3 +194,57 @@ def test_bad_batch_values(storage, tiny_ref):
         return 1.0
     with pytest.raises(StudyError, match="batching needs a managed workload"):
         adamtune.tune(objective, budget=2, storage=storage, batch=4)
+
+
+def _exploding_metric(output, target):
+    raise RuntimeError("metric exploded")
+
+
+def _stored_states(storage, name):
+    import optuna
+
+    trials = optuna.load_study(study_name=name, storage=storage).get_trials()
+    return [t.state.name for t in trials], [bool(t.user_attrs.get("interrupted")) for t in trials]
+
+
+def test_a_failing_batch_ends_every_member_before_the_study_stops(storage):
+    w = dataclasses.replace(_digits(steps=20, eval_every=10), metrics={"boom": _exploding_metric})
+    with pytest.raises(adamtune.StudyError, match="trials in a row failed; stopping. Last error: RuntimeError: metric exploded"):
+        adamtune.tune(w, budget=6, batch=6, storage=storage, pruner="none")
+    states, _ = _stored_states(storage, w.name)
+    assert states == ["FAIL"] * 6  # every member of the batch failed with it; none left running
+
+
+@pytest.mark.parametrize("stop", ["ctrl-c", "repeated failures"])
+def test_a_fallback_cut_short_leaves_no_trial_running(storage, monkeypatch, stop):
+    """The batch's trials not run yet when the sequential fallback stops end as cut short:
+    none stays running, and they do not use up the budget."""
+    import adamtune.study as study_module
+
+    w = dataclasses.replace(_digits(steps=20, eval_every=10), model=NotVmappable)
+    if stop == "ctrl-c":
+        real, calls = study_module.train_trial, []
+
+        def train_trial(*args, **kwargs):
+            calls.append(1)
+            if len(calls) == 2:
+                raise KeyboardInterrupt
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(study_module, "train_trial", train_trial)
+        expected = pytest.raises(KeyboardInterrupt)
+    else:
+        w = dataclasses.replace(w, metrics={"boom": _exploding_metric})
+        expected = pytest.raises(adamtune.StudyError, match="3 trials in a row failed")
+    with expected:
+        adamtune.tune(w, budget=5, storage=storage, pruner="none", notice=lambda m: None)
+    monkeypatch.undo()
+    states, interrupted = _stored_states(storage, w.name)
+    if stop == "ctrl-c":
+        # trial 0 trained, trial 1 interrupted, trials 2-4 never run
+        assert states == ["COMPLETE"] + ["FAIL"] * 4 and interrupted == [False] + [True] * 4
+        r = adamtune.tune(dataclasses.replace(w, model=NotVmappable), budget=5, storage=storage, pruner="none",
+                          notice=lambda m: None)
+        assert r.count(TrialState.COMPLETE) == 5  # the cut-short trials did not use up the budget
+    else:
+        assert states == ["FAIL"] * 5 and interrupted == [False] * 3 + [True] * 2

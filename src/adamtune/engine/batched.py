@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state
 
 from adamtune.config import Config, lr_multiplier
+from adamtune.errors import first_line
 from adamtune.engine.evaluate import evaluate
 from adamtune.engine.monitor import CurveLog, DivergenceMonitor, GradNormLog
 from adamtune.engine.outcome import Outcome
@@ -210,7 +211,7 @@ def train_members(
     try:
         params = adopt_grad_layout(params, lambda: batched_loss(params, buffers, x, y).sum())
     except Exception as e:  # e.g. vmap has no batching rule for something in the user's model
-        raise NotBatchable(f"{runner} cannot run this model: {type(e).__name__}: {e}") from e
+        raise NotBatchable(f"{runner} cannot run this model: {type(e).__name__}: {first_line(e)}") from e
     opt = _optimizer(list(params.values()), configs)
     multipliers = [lr_multiplier(c, workload.steps) for c in configs]
     scheduled = any(c.warmup > 0 or c.schedule != "constant" for c in configs)
