@@ -59,6 +59,9 @@ class StudySettings:
     metric: str
     direction: str
     workload_info: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    # The budget when the study began, whose rule chose the preset space (None: a study
+    # stored before this was kept); a larger budget later keeps the space.
+    space_budget: int | None = None
 
     def to_json(self) -> str:
         d = dataclasses.asdict(self)
@@ -412,6 +415,7 @@ def tune(
         optimizer=opt, task=the_task, space=the_space, budget=n_budget,
         seed=the_seed, sampler=the_sampler, pruner=the_pruner, metric=metric, direction=the_direction,
         workload_info=describe(workload) if workload is not None else {},
+        space_budget=stored.space_budget if stored is not None else n_budget,
     )
     n_existing = len(existing.trials) if existing is not None else 0
     if store is None:
@@ -466,8 +470,12 @@ def _tell_many(study: optuna.Study, done: Sequence[tuple[optuna.trial.Trial, Out
 def tuned_description(settings: StudySettings) -> str:
     """``"tuning lr, weight_decay, beta1 — budget 16"``, as the CLI prints it."""
     tuned = ", ".join(settings.space.tuned) or "nothing (every value fixed)"
-    rule = guide.tuned_for_budget(settings.optimizer, settings.budget)
-    note = "" if tuple(settings.space.tuned) == rule else " (set by hand)"
+    began = settings.space_budget or settings.budget
+    note = ""
+    if tuple(settings.space.tuned) != guide.tuned_for_budget(settings.optimizer, began):
+        note = " (set by hand)"
+    elif began != settings.budget:
+        note = f" (the space chosen for budget {began} when the study began)"
     return f"tuning {tuned} — budget {settings.budget}{note}"
 
 
