@@ -5,7 +5,7 @@ import subprocess
 import pytest
 from typer.testing import CliRunner
 
-from adamtune.cli import app
+from adamtune.cli import app, parse_size
 
 runner = CliRunner()
 
@@ -45,6 +45,8 @@ BAD_INPUT = [
     (["tune", "--device", "tpu"], "device must be cpu, cuda or cuda:N, got 'tpu'"),
     (["tune", "--batch", "0"], "batch must be a whole number >= 1 or 'auto', got '0'"),
     (["tune", "--max-memory", "lots"], "--max-memory must be a size like 2GB or 512MB, got 'lots'"),
+    *((["tune", "--max-memory", size], f"--max-memory must be a finite size of at least 1 byte, like 2GB or 512MB, got '{size}'")
+      for size in ("nan", "inf", "1e400", "0.5B", "0", "-5G")),
 ]
 
 
@@ -186,3 +188,9 @@ def test_read_only_study_can_be_read_not_tuned(read_only_copy, storage):
     assert r.exit_code == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "needs the file and its directory writable" in lines[0], r.stderr
+
+
+@pytest.mark.parametrize("text, size", [("512MB", 512 << 20), ("5G", 5 << 30), ("5GB", 5 << 30), ("5gib", 5 << 30),
+                                        ("1.5K", 1536), ("300KB", 300 << 10), ("2048", 2048), ("1B", 1)])
+def test_memory_sizes_read_as_bytes(text, size):
+    assert parse_size(text) == size

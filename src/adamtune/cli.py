@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import warnings
 from typing import Iterator, List, Optional
 
@@ -211,16 +212,17 @@ def parse_size(text: Optional[str]) -> Optional[int]:
 
     if text is None:
         return None
-    units = {"": 1, "B": 1, "KB": 1 << 10, "MB": 1 << 20, "GB": 1 << 30, "TB": 1 << 40}
+    units = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
     t = text.strip().upper().replace("IB", "B")
     num = t.rstrip("KMGTB")
     unit = t[len(num):]
+    unit = unit[0] if len(unit) == 2 and unit[0] in "KMGT" and unit[1] == "B" else unit  # 2GB, 2GiB, 2G
     try:
         value = float(num) * units[unit]
     except (ValueError, KeyError):
         raise StudyError(f"--max-memory must be a size like 2GB or 512MB, got {text!r}") from None
-    if value <= 0:
-        raise StudyError(f"--max-memory must be > 0, got {text!r}")
+    if not math.isfinite(value) or value < 1:
+        raise StudyError(f"--max-memory must be a finite size of at least 1 byte, like 2GB or 512MB, got {text!r}")
     return int(value)
 
 
