@@ -26,3 +26,11 @@ def test_markup_in_user_text_is_printed_as_it_is(hostile_analysis):
     out = console.export_text()
     assert "unstable: 1 of 11 trials diverged" in out
     assert "clipping: max_grad_norm" in out
+
+
+def test_too_few_completed_trials_are_counted_in_plain_words(normal_analysis):
+    import dataclasses
+
+    for n, words in ((0, "only 0 trials completed"), (1, "only 1 trial completed:")):
+        text = plain(dataclasses.replace(normal_analysis, completed=n))
+        assert words in text and "trial(s)" not in text

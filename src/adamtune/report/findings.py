@@ -25,8 +25,9 @@ def findings_lines(analysis: StudyAnalysis) -> list[Text]:
     """
     lines = [Text("Findings", style="bold")]
     if analysis.too_few_to_judge:
-        lines.append(Text.assemble(("  · ", "cyan"), f"only {analysis.completed} trial(s) completed: too few to check "
-                                   "the search windows (a larger --budget, or --pruner none, gives more)"))
+        n = analysis.completed
+        lines.append(Text.assemble(("  · ", "cyan"), f"only {n} trial{'' if n == 1 else 's'} completed: too few to "
+                                   "check the search windows (a larger --budget, or --pruner none, gives more)"))
     elif not analysis.warnings:
         lines.append(Text.assemble(("  ✓ ", "bold green"), "no warnings: the best trials sit inside every window, "
                                    "and nothing limits them"))

@@ -186,7 +186,7 @@ def _findings(a: StudyAnalysis) -> str:
     if a.too_few_to_judge:
         body = f"""
 <div class="finding"><div class="icon">i</div><div><h3>Too few completed trials to judge the search windows</h3>
-<p>Only {a.completed} trial(s) trained to the end; the boundary check needs at least 2. A larger
+<p>Only {a.completed} trial{'' if a.completed == 1 else 's'} trained to the end; the boundary check needs at least 2. A larger
 <code>--budget</code>, or <code>--pruner none</code>, gives more.</p></div></div>""" + body
     elif not a.warnings:
         body = """
