@@ -14,8 +14,10 @@ storage. adamtune's two ways keep every trial in a real SQLite file, as the prod
 
 Shared and virtual machines change speed from second to second, so the three ways run in
 ``--rounds`` interleaved rounds (the order rotates each round) after one warm-up run of each
-(imports, first-call costs); the table gives each way's best and median wall time, and the
-speedups of both. The matmul peak is the best of several timed 1024x1024 fp32 products.
+(imports, first-call costs); the table gives each way's best and median wall time, the
+speedups of both, and the speedup within each round (the plain loop's time that round over this
+way's), which a slow spell of the machine shifts less when it spans the round. The matmul peak
+is the best of several timed 1024x1024 fp32 products.
 """
 
 from __future__ import annotations
@@ -158,7 +160,7 @@ def main() -> None:
           f"{torch.get_num_threads()} threads, device {args.device}; best fp32 matmul {peak:.1f} GFLOP/s; "
           f"{args.rounds} rounds")
     header = (f"{'workload':<11} {'K':>3} | {'way':<20} {'best s':>7} {'median s':>8} {'trials/min':>10} "
-              f"{'GFLOP/s':>8} {'% peak':>6} {'speedup':>8} {'(median)':>8}")
+              f"{'GFLOP/s':>8} {'% peak':>6} {'speedup':>8} {'(median)':>8}  per round")
     print(header)
     print("-" * len(header))
     for name, k in cases:
@@ -173,8 +175,11 @@ def main() -> None:
         plain = "plain Optuna loop"
         for way in ways:
             g = flops / best[way] / 1e9
-            speedups = (f"{best[plain] / best[way]:>7.1f}x {median[plain] / median[way]:>7.1f}x" if plain in times
-                        else f"{'-':>8} {'-':>8}")
+            if plain in times:
+                rounds = " ".join(f"{p / t:.1f}x" for p, t in zip(times[plain], times[way], strict=True))
+                speedups = f"{best[plain] / best[way]:>7.1f}x {median[plain] / median[way]:>7.1f}x  {rounds}"
+            else:
+                speedups = f"{'-':>8} {'-':>8}"
             print(f"{name:<11} {k:>3} | {way:<20} {best[way]:>7.2f} {median[way]:>8.2f} {k / best[way] * 60:>10.1f} "
                   f"{g:>8.2f} {100 * g / peak:>5.1f}% {speedups}", flush=True)
 
