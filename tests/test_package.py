@@ -1,4 +1,5 @@
-"""The package's face: every public name resolves, and the CLI starts without importing torch."""
+"""The package's face: every public name resolves, and the CLI starts without importing torch
+(reading a study does not need it either)."""
 
 import importlib
 import subprocess
@@ -33,3 +34,21 @@ def test_the_cli_starts_without_torch():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("command", [["show"], ["show", "--json"], ["best"], ["studies"], ["report", "--out", "r.html"]],
+                         ids=lambda c: " ".join(c[:2]))
+def test_commands_that_only_read_a_study_do_not_import_torch(command, tmp_path, tiny_ref):
+    # Importing torch takes seconds (6 s on the development VM without bytecode caches); a
+    # command that only reads the study has no use for it.
+    url = f"sqlite:///{tmp_path / 'study.db'}"
+    adamtune.tune(tiny_ref, budget=2, storage=url, pruner="none")
+    code = (
+        "import sys\n"
+        "from adamtune.cli import app\n"
+        f"sys.argv = ['adamtune', *{command!r}, '--storage', {url!r}]\n"
+        "try:\n    app()\nexcept SystemExit as e:\n    status = e.code\n"
+        "print('exit', status, 'torch', 'torch' in sys.modules, file=sys.stderr)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert r.stderr.strip().splitlines()[-1] == "exit 0 torch False", r.stderr

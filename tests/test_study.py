@@ -222,18 +222,3 @@ def test_a_batch_whose_telling_is_interrupted_leaves_no_trial_running(storage, t
     assert all(t.user_attrs.get("interrupted") for t in stored if t.state == optuna.trial.TrialState.FAIL)
     r = adamtune.tune(storage=storage, study="tiny", budget=4)  # interrupted trials do not use up the budget
     assert r.count(TrialState.COMPLETE) == 4  # the stored ones and as many new
-
-
-def test_a_larger_budget_keeps_the_space_and_says_so(storage, tiny_ref):
-    from adamtune.study import StudySettings, tuned_description
-
-    first = adamtune.tune(tiny_ref, budget=2, storage=storage, pruner="none")
-    assert tuned_description(first.settings) == "tuning lr — budget 2"
-    more = adamtune.tune(storage=storage, study="tiny", budget=6)
-    assert more.settings.space.tuned == ("lr",) and more.settings.space_budget == 2
-    # not "set by hand": the budget rule chose it, for the budget the study began with
-    assert tuned_description(more.settings) == "tuning lr — budget 6 (the space chosen for budget 2 when the study began)"
-    # settings stored before space_budget existed read back as before
-    old = json.loads(more.settings.to_json())
-    del old["space_budget"]
-    assert tuned_description(StudySettings.from_json(json.dumps(old))) == "tuning lr — budget 6 (set by hand)"

@@ -18,7 +18,7 @@ _HOME = {
     "AdamtuneError": "errors", "ConfigError": "errors", "SpaceError": "errors", "StorageError": "errors",
     "StudyError": "errors", "WorkloadError": "errors",
     "Dimension": "space", "SearchSpace": "space", "preset": "space",
-    "Trial": "study", "TrialPruned": "study", "TuneResult": "study", "list_studies": "study", "load": "study",
+    "Trial": "study", "TrialPruned": "study", "TuneResult": "results", "list_studies": "results", "load": "results",
     "tune": "study",
     "TrialRecord": "trials", "TrialState": "trials",
     "Workload": "workloads", "accuracy": "workloads", "cross_entropy": "workloads",
@@ -48,6 +48,7 @@ if TYPE_CHECKING:  # what type checkers and IDEs read
     from adamtune.config import Config, clip_gradients, make_optimizer, make_scheduler, python_snippet
     from adamtune.errors import AdamtuneError, ConfigError, SpaceError, StorageError, StudyError, WorkloadError
     from adamtune.space import Dimension, SearchSpace, preset
-    from adamtune.study import Trial, TrialPruned, TuneResult, list_studies, load, tune
+    from adamtune.results import TuneResult, list_studies, load
+    from adamtune.study import Trial, TrialPruned, tune
     from adamtune.trials import TrialRecord, TrialState
     from adamtune.workloads import Workload, accuracy, cross_entropy

@@ -72,7 +72,8 @@ def tune(
 ) -> None:
     """Run (or continue) a study and print the best configuration as ready-to-paste PyTorch code."""
     from adamtune.report.terminal import best_snippet, best_trials, counts_line, fmt, trial_value_text, trials_table
-    from adamtune.study import tune as run_tune, tuned_description
+    from adamtune.results import tuned_description
+    from adamtune.study import tune as run_tune
 
     with _user_errors():
         progress = Progress(
@@ -137,7 +138,7 @@ def show(
 ) -> None:
     """Every trial of a study: number, state, hyperparameters, objective, steps."""
     from adamtune.report.terminal import counts_line, trials_table, to_json
-    from adamtune.study import load, tuned_description
+    from adamtune.results import load, tuned_description
 
     with _user_errors():
         result = load(study, storage)
@@ -164,7 +165,7 @@ def best(
     """Print the best configuration as ready-to-paste PyTorch code."""
     from adamtune.errors import StudyError
     from adamtune.report.terminal import best_snippet
-    from adamtune.study import load
+    from adamtune.results import load
 
     with _user_errors():
         result = load(study, storage)
@@ -180,7 +181,7 @@ def studies(storage: str = typer.Option(DEFAULT_STORAGE, help=STORAGE_HELP)) -> 
     from rich.table import Table
 
     from adamtune.report.terminal import counts_line, fmt
-    from adamtune.study import list_studies
+    from adamtune.results import list_studies
 
     with _user_errors():
         table = Table(header_style="bold")
@@ -237,7 +238,7 @@ def report(
     from adamtune.analysis import analyze
     from adamtune.report.findings import print_findings
     from adamtune.report.html import check_report_path, default_report_path, write_report
-    from adamtune.study import load
+    from adamtune.results import load
 
     with _user_errors():
         result = load(study, storage)

@@ -10,12 +10,15 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Iterable, Mapping
-from typing import Literal, Union
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Literal, Union
 
 from adamtune.errors import ConfigError
+
+# torch is imported where it is used: a Config, its checks and its snippet need none, so
+# commands that only read a study (`adamtune show`, `best`) do not wait for torch's import.
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 OptimizerName = Literal["adamw", "adam", "adadelta"]
 ScheduleName = Literal["constant", "cosine"]
@@ -140,10 +143,12 @@ def _check(ok: bool, message: str) -> None:
         raise ConfigError(message)
 
 
-NamedParams = Iterable[tuple[str, nn.Parameter]]
+NamedParams = Iterable[tuple[str, "nn.Parameter"]]
 
 
 def _named(model_or_named_params: Union[nn.Module, NamedParams]) -> list[tuple[str, nn.Parameter]]:
+    from torch import nn
+
     if isinstance(model_or_named_params, nn.Module):
         items = list(model_or_named_params.named_parameters())
     else:
@@ -173,16 +178,15 @@ def param_groups(model_or_named_params: Union[nn.Module, NamedParams], weight_de
     return groups
 
 
-_FUSED_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
-
-
 def fused_adam_unavailable(device: torch.device, dtype: torch.dtype) -> str | None:
     """Why torch's fused Adam kernel (``Adam(fused=True)``) cannot run here (None if it can)."""
+    import torch
+
     if device.type not in ("cpu", "cuda"):
         return f"torch has no fused Adam kernel for {device.type} tensors"
     if device.type == "cpu" and torch.__version__ < (2, 4):  # a TorchVersion compares with tuples
         return f"torch {torch.__version__} has no fused Adam kernel for CPU (needs torch >= 2.4)"
-    if dtype not in _FUSED_DTYPES:
+    if dtype not in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
         return f"torch's fused Adam kernel does not take {dtype}"
     return None
 
@@ -198,6 +202,8 @@ def make_optimizer(model_or_named_params: Union[nn.Module, NamedParams], config:
     Raises:
         ConfigError: no trainable parameters, or a malformed parameter iterable.
     """
+    import torch
+
     groups = param_groups(model_or_named_params, config.weight_decay)
     if config.optimizer == "adadelta":
         return torch.optim.Adadelta(groups, lr=config.lr, rho=config.rho, eps=config.eps)
@@ -234,6 +240,8 @@ def make_scheduler(optimizer: torch.optim.Optimizer, config: Config, total_steps
 
     Call ``scheduler.step()`` once after every ``optimizer.step()``.
     """
+    import torch
+
     if total_steps < 1:
         raise ConfigError(f"total_steps must be >= 1, got {total_steps}")
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_multiplier(config, total_steps))
@@ -245,6 +253,9 @@ def clip_gradients(model_or_params: Union[nn.Module, Iterable[torch.Tensor]], co
     The norm is one L2 norm over all gradients, as ``torch.nn.utils.clip_grad_norm_`` computes
     it; the engines log it so the report can recommend a clipping threshold.
     """
+    import torch
+    from torch import nn
+
     params = model_or_params.parameters() if isinstance(model_or_params, nn.Module) else model_or_params
     grads_params = [p for p in params if p.grad is not None]
     if config.max_grad_norm is None:

@@ -9,97 +9,36 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import json
 import math
 import traceback
 import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Union
 
 import optuna
 import torch
 
-from adamtune import guide
 from adamtune.config import Config
 from adamtune.engine import Outcome, data_seed, infeasible, init_seed, train_trial
 from adamtune.engine.batched import NotBatchable, members_per_chunk, train_members, why_not_batchable
 from adamtune.engine.monitor import summarize_norms
 from adamtune.errors import SpaceError, StudyError
+from adamtune.results import SETTINGS_ATTR, StudySettings, TuneResult, load_existing, read_settings, result_of
 from adamtune.space import SearchSpace, preset, with_overrides
 from adamtune.storage import (
-    DEFAULT_STORAGE, ask_many, check_url, is_new_file, open_storage, settle, study_names, tell_many, writes_held,
+    DEFAULT_STORAGE, ask_many, check_url, is_new_file, open_storage, settle, tell_many, writes_held,
 )
 from adamtune.trials import (
     ATTR_CONFIG, ATTR_CURVE, ATTR_ENGINE, ATTR_INTERRUPTED, ATTR_DIVERGED_AT, ATTR_GRAD_NORMS, ATTR_STATE, ATTR_STEPS, ATTR_TRACEBACK,
-    Curve, TrialRecord, TrialState, ranked, record_from_optuna,
+    Curve, TrialRecord, TrialState, ranked,
 )
 from adamtune.workloads import Workload, describe, load_workload
 
 SAMPLERS: tuple[str, ...] = ("quasi-random", "tpe", "gp", "random")
 PRUNERS: tuple[str, ...] = ("asha", "median", "none")
-SETTINGS_ATTR = "adamtune"
 DEFAULT_BUDGET = 16
 TrialPruned = optuna.TrialPruned
 Objective = Callable[[Config, "Trial"], float]
-
-
-@dataclasses.dataclass(frozen=True)
-class StudySettings:
-    """What a study was created with; stored as the study attribute ``adamtune``."""
-
-    workload: str | None  # a reference that reloads it; None for objective mode or a Python object
-    workload_name: str
-    optimizer: str
-    task: str
-    space: SearchSpace
-    budget: int
-    seed: int
-    sampler: str
-    pruner: str
-    metric: str
-    direction: str
-    workload_info: Mapping[str, Any] = dataclasses.field(default_factory=dict)
-    # The budget when the study began, whose rule chose the preset space (None: a study
-    # stored before this was kept); a larger budget later keeps the space.
-    space_budget: int | None = None
-
-    def to_json(self) -> str:
-        d = dataclasses.asdict(self)
-        d["space"] = self.space.to_dict()
-        d["workload_info"] = dict(self.workload_info)
-        return json.dumps(d)
-
-    @classmethod
-    def from_json(cls, text: str) -> StudySettings:
-        d = json.loads(text)
-        d["space"] = SearchSpace.from_dict(d["space"])
-        return cls(**d)
-
-
-@dataclasses.dataclass(frozen=True)
-class TuneResult:
-    """A study read back from storage: its settings, every trial, and the best one."""
-
-    study_name: str
-    settings: StudySettings
-    trials: tuple[TrialRecord, ...]
-    best: TrialRecord | None
-    study: optuna.Study
-
-    @property
-    def best_config(self) -> Config | None:
-        return Config(**self.best.config) if self.best is not None and self.best.config else None
-
-    @property
-    def best_value(self) -> float | None:
-        return self.best.value if self.best is not None else None
-
-    def count(self, state: TrialState) -> int:
-        return sum(1 for t in self.trials if t.state == state)
-
-    @property
-    def finished(self) -> int:
-        return sum(1 for t in self.trials if t.finished)
 
 
 class Trial:
@@ -217,59 +156,6 @@ def make_pruner(name: str, workload: Workload | None) -> optuna.pruners.BasePrun
     raise StudyError(f"pruner must be one of {', '.join(PRUNERS)}, got {name!r}")
 
 
-def read_settings(study: optuna.Study) -> StudySettings:
-    text = study.user_attrs.get(SETTINGS_ATTR)
-    if text is None:
-        raise StudyError(f"study {study.study_name!r} was not created by adamtune (it has no adamtune settings)")
-    return StudySettings.from_json(text)
-
-
-def _load_existing(storage, name: str) -> optuna.Study | None:
-    if name not in study_names(storage):
-        return None
-    return optuna.load_study(study_name=name, storage=storage)
-
-
-def result_of(study: optuna.Study, settings: StudySettings | None = None) -> TuneResult:
-    """Read every trial of ``study`` into records and pick the best completed one."""
-    settings = settings or read_settings(study)
-    records = tuple(
-        record_from_optuna(t, settings.space.params_from_optuna(t.params)) for t in study.get_trials(deepcopy=False)
-    )
-    order = ranked(records, settings.direction)
-    return TuneResult(study.study_name, settings, records, order[0] if order else None, study)
-
-
-def load(study: str | None = None, storage: str | None = None) -> TuneResult:
-    """Read a study back. ``study`` may be omitted when the storage holds exactly one.
-
-    Raises:
-        StorageError: the storage cannot be opened or does not exist.
-        StudyError: no such study, or several and none named.
-    """
-    store = open_storage(storage or DEFAULT_STORAGE, must_exist=True)
-    names = study_names(store)
-    if study is None:
-        if len(names) != 1:
-            listing = ", ".join(names) if names else "none"
-            raise StudyError(f"name a study with --study; this storage holds {len(names)}: {listing}")
-        study = names[0]
-    existing = _load_existing(store, study)
-    if existing is None:
-        raise StudyError(f"no study {study!r} in this storage; it holds: {', '.join(names) or 'none'}")
-    return result_of(existing)
-
-
-def list_studies(storage: str | None = None) -> list[TuneResult]:
-    store = open_storage(storage or DEFAULT_STORAGE, must_exist=True)
-    out = []
-    for name in study_names(store):
-        s = optuna.load_study(study_name=name, storage=store)
-        if SETTINGS_ATTR in s.user_attrs:
-            out.append(result_of(s))
-    return out
-
-
 def _pick(name: str, explicit: Any, stored: Any, default: Any, study: str) -> Any:
     if explicit is not None and stored is not None and explicit != stored:
         raise StudyError(
@@ -358,7 +244,7 @@ def tune(
             name = getattr(objective_fn, "__name__", "objective")
         else:
             name = "digits-mlp"
-    existing = _load_existing(store, name) if store is not None else None
+    existing = load_existing(store, name) if store is not None else None
     stored = read_settings(existing) if existing is not None else None
 
     if workload is None and objective_fn is None:
@@ -465,18 +351,6 @@ def _tell_many(study: optuna.Study, done: Sequence[tuple[optuna.trial.Trial, Out
         else:
             told.append((trial, outcome.value, None, attrs))
     tell_many(study, told)
-
-
-def tuned_description(settings: StudySettings) -> str:
-    """``"tuning lr, weight_decay, beta1 — budget 16"``, as the CLI prints it."""
-    tuned = ", ".join(settings.space.tuned) or "nothing (every value fixed)"
-    began = settings.space_budget or settings.budget
-    note = ""
-    if tuple(settings.space.tuned) != guide.tuned_for_budget(settings.optimizer, began):
-        note = " (set by hand)"
-    elif began != settings.budget:
-        note = f" (the space chosen for budget {began} when the study began)"
-    return f"tuning {tuned} — budget {settings.budget}{note}"
 
 
 class AdamtuneWarning(UserWarning):

@@ -3,7 +3,7 @@
 import pytest
 
 from adamtune.space import Dimension, SearchSpace
-from adamtune.study import StudySettings
+from adamtune.results import StudySettings
 from adamtune.trials import Curve, GradNorms, TrialRecord, TrialState
 
 

@@ -112,7 +112,7 @@ def test_a_study_without_a_result_still_gets_a_report(states):
     from adamtune.analysis import analyze
     from adamtune.report.html import render_html
     from adamtune.space import Dimension, SearchSpace
-    from adamtune.study import StudySettings, TuneResult
+    from adamtune.results import StudySettings, TuneResult
     from adamtune.trials import Curve, TrialRecord, TrialState
 
     settings = StudySettings(

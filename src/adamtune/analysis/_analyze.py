@@ -17,7 +17,7 @@ from adamtune.analysis._plots import (
     isolation_info, sorted_for_table,
 )
 from adamtune.analysis._select import top_trials
-from adamtune.study import TuneResult
+from adamtune.results import TuneResult
 from adamtune.trials import TrialRecord, completed
 
 

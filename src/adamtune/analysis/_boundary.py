@@ -31,7 +31,7 @@ from adamtune.analysis._format import set_argument, window_text
 from adamtune.analysis._select import Study, top_trials, unit, unpack
 from adamtune.errors import AdamtuneError
 from adamtune.space import Dimension, SearchSpace
-from adamtune.study import StudySettings
+from adamtune.results import StudySettings
 from adamtune.trials import TrialState
 
 EDGE_BAND = 0.1

@@ -14,7 +14,7 @@ import numpy as np
 from adamtune import guide
 from adamtune.analysis._finding import INFO, WARNING, Finding, fmt
 from adamtune.analysis._select import Study, top_trials, unpack
-from adamtune.study import StudySettings
+from adamtune.results import StudySettings
 
 
 @dataclasses.dataclass(frozen=True)

@@ -33,7 +33,7 @@ from collections.abc import Sequence
 
 from adamtune.analysis._finding import INFO, WARNING, Finding, fmt, trial_list
 from adamtune.analysis._select import Study, unpack
-from adamtune.study import StudySettings
+from adamtune.results import StudySettings
 from adamtune.trials import Curve, TrialRecord, TrialState, oriented, ranked
 
 MIN_EVALUATIONS = 4

@@ -8,7 +8,7 @@ import warnings
 import optuna
 
 from adamtune.analysis._select import Study, unpack
-from adamtune.study import StudySettings
+from adamtune.results import StudySettings
 from adamtune.trials import completed
 
 # fANOVA fits a random forest to the completed trials; with fewer it fits noise.

@@ -24,7 +24,7 @@ from adamtune.analysis._select import Study, top_trials, unit, unpack
 from adamtune.config import TORCH_DEFAULTS, Config
 from adamtune.errors import AdamtuneError
 from adamtune.space import Dimension, preset
-from adamtune.study import StudySettings
+from adamtune.results import StudySettings
 from adamtune.trials import completed
 
 NARROW_MIN_COMPLETED = 5

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from adamtune.analysis._select import Study, top_trials, unit, unpack
 from adamtune.space import Dimension
-from adamtune.study import StudySettings
+from adamtune.results import StudySettings
 from adamtune.trials import TrialRecord, TrialState, oriented, ranked
 
 PLOTTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.DIVERGED)

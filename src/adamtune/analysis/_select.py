@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from typing import Union
 
 from adamtune.space import Dimension
-from adamtune.study import StudySettings, TuneResult
+from adamtune.results import StudySettings, TuneResult
 from adamtune.trials import TrialRecord, ranked
 
 # The playbook's "best trials": the top 10% of the completed trials, but never fewer than 3.

@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.text import Text
 
 from adamtune.analysis import StudyAnalysis, analyze
-from adamtune.study import TuneResult
+from adamtune.results import TuneResult
 
 _MARK = {"warning": ("!", "bold yellow"), "info": ("·", "cyan")}
 

@@ -17,7 +17,7 @@ from adamtune.errors import AdamtuneError
 from adamtune.report import plots
 from adamtune.report.terminal import fmt
 from adamtune.storage import sqlite_path
-from adamtune.study import TuneResult
+from adamtune.results import TuneResult
 from adamtune.trials import TrialRecord, TrialState
 
 

@@ -9,7 +9,7 @@ from typing import Any
 from rich.table import Table
 
 from adamtune.config import Config, python_snippet
-from adamtune.study import TuneResult
+from adamtune.results import TuneResult
 from adamtune.trials import TrialRecord, TrialState, ranked
 
 _STATE_STYLE = {

@@ -1,0 +1,148 @@
+"""A study as stored: the settings adamtune keeps with it, and its trials read back.
+
+Reading needs neither torch nor an engine, so the commands that only read a study (``adamtune
+show``, ``best``, ``report``) start without importing them; ``study.py`` composes the studies
+that train.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import optuna
+
+from adamtune import guide
+from adamtune.config import Config
+from adamtune.errors import StudyError
+from adamtune.space import SearchSpace
+from adamtune.storage import DEFAULT_STORAGE, open_storage, study_names
+from adamtune.trials import TrialRecord, TrialState, ranked, record_from_optuna
+
+SETTINGS_ATTR = "adamtune"
+
+
+@dataclasses.dataclass(frozen=True)
+class StudySettings:
+    """What a study was created with; stored as the study attribute ``adamtune``."""
+
+    workload: str | None  # a reference that reloads it; None for objective mode or a Python object
+    workload_name: str
+    optimizer: str
+    task: str
+    space: SearchSpace
+    budget: int
+    seed: int
+    sampler: str
+    pruner: str
+    metric: str
+    direction: str
+    workload_info: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    # The budget when the study began, whose rule chose the preset space (None: a study
+    # stored before this was kept); a larger budget later keeps the space.
+    space_budget: int | None = None
+
+    def to_json(self) -> str:
+        d = dataclasses.asdict(self)
+        d["space"] = self.space.to_dict()
+        d["workload_info"] = dict(self.workload_info)
+        return json.dumps(d)
+
+    @classmethod
+    def from_json(cls, text: str) -> StudySettings:
+        d = json.loads(text)
+        d["space"] = SearchSpace.from_dict(d["space"])
+        return cls(**d)
+
+
+@dataclasses.dataclass(frozen=True)
+class TuneResult:
+    """A study read back from storage: its settings, every trial, and the best one."""
+
+    study_name: str
+    settings: StudySettings
+    trials: tuple[TrialRecord, ...]
+    best: TrialRecord | None
+    study: optuna.Study
+
+    @property
+    def best_config(self) -> Config | None:
+        return Config(**self.best.config) if self.best is not None and self.best.config else None
+
+    @property
+    def best_value(self) -> float | None:
+        return self.best.value if self.best is not None else None
+
+    def count(self, state: TrialState) -> int:
+        return sum(1 for t in self.trials if t.state == state)
+
+    @property
+    def finished(self) -> int:
+        return sum(1 for t in self.trials if t.finished)
+
+
+def read_settings(study: optuna.Study) -> StudySettings:
+    text = study.user_attrs.get(SETTINGS_ATTR)
+    if text is None:
+        raise StudyError(f"study {study.study_name!r} was not created by adamtune (it has no adamtune settings)")
+    return StudySettings.from_json(text)
+
+
+def load_existing(storage, name: str) -> optuna.Study | None:
+    if name not in study_names(storage):
+        return None
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def result_of(study: optuna.Study, settings: StudySettings | None = None) -> TuneResult:
+    """Read every trial of ``study`` into records and pick the best completed one."""
+    settings = settings or read_settings(study)
+    records = tuple(
+        record_from_optuna(t, settings.space.params_from_optuna(t.params)) for t in study.get_trials(deepcopy=False)
+    )
+    order = ranked(records, settings.direction)
+    return TuneResult(study.study_name, settings, records, order[0] if order else None, study)
+
+
+def load(study: str | None = None, storage: str | None = None) -> TuneResult:
+    """Read a study back. ``study`` may be omitted when the storage holds exactly one.
+
+    Raises:
+        StorageError: the storage cannot be opened or does not exist.
+        StudyError: no such study, or several and none named.
+    """
+    store = open_storage(storage or DEFAULT_STORAGE, must_exist=True)
+    names = study_names(store)
+    if study is None:
+        if len(names) != 1:
+            listing = ", ".join(names) if names else "none"
+            raise StudyError(f"name a study with --study; this storage holds {len(names)}: {listing}")
+        study = names[0]
+    existing = load_existing(store, study)
+    if existing is None:
+        raise StudyError(f"no study {study!r} in this storage; it holds: {', '.join(names) or 'none'}")
+    return result_of(existing)
+
+
+def list_studies(storage: str | None = None) -> list[TuneResult]:
+    store = open_storage(storage or DEFAULT_STORAGE, must_exist=True)
+    out = []
+    for name in study_names(store):
+        s = optuna.load_study(study_name=name, storage=store)
+        if SETTINGS_ATTR in s.user_attrs:
+            out.append(result_of(s))
+    return out
+
+
+def tuned_description(settings: StudySettings) -> str:
+    """``"tuning lr, weight_decay, beta1 — budget 16"``, as the CLI prints it."""
+    tuned = ", ".join(settings.space.tuned) or "nothing (every value fixed)"
+    began = settings.space_budget or settings.budget
+    note = ""
+    if tuple(settings.space.tuned) != guide.tuned_for_budget(settings.optimizer, began):
+        note = " (set by hand)"
+    elif began != settings.budget:
+        note = f" (the space chosen for budget {began} when the study began)"
+    return f"tuning {tuned} — budget {settings.budget}{note}"
