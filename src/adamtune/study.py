@@ -22,7 +22,7 @@ from adamtune.config import Config
 from adamtune.engine import Outcome, data_seed, infeasible, init_seed, train_trial
 from adamtune.engine.batched import NotBatchable, members_per_chunk, train_members, why_not_batchable
 from adamtune.engine.monitor import summarize_norms
-from adamtune.errors import SpaceError, StudyError
+from adamtune.errors import SpaceError, StudyError, first_line
 from adamtune.results import SETTINGS_ATTR, StudySettings, TuneResult, load_existing, read_settings, result_of
 from adamtune.space import SearchSpace, preset, with_overrides
 from adamtune.storage import (
@@ -414,7 +414,7 @@ def resolve_batch(wanted: int | None, workload: Workload | None, sampler: str, r
         reason = why_not_batchable(workload.model())
         fits = members_per_chunk(workload, device, max_memory)
     except Exception as e:  # the user's model or loss is broken: each trial records it as failed
-        notice(f"training trials one at a time: building the model to plan a batch failed ({type(e).__name__}: {e})")
+        notice(f"training trials one at a time: building the model to plan a batch failed ({type(e).__name__}: {first_line(e)})")
         return 1
     if reason is not None:
         notice(f"training trials one at a time: {reason}")
@@ -483,7 +483,18 @@ class _Runner:
     def run_batch(self, n: int) -> bool:
         """Run ``n`` trials as one stack. False if the model turned out not to be vmappable
         (its trials are then run sequentially here, so none is lost)."""
-        asked = [self._ask(f"batched (K={n})", trial) for trial in ask_many(self.study, n)]
+        created: list[optuna.trial.Trial] = []
+        asked = []
+        try:
+            for trial in ask_many(self.study, n):
+                created.append(trial)
+                asked.append(self._ask(f"batched (K={n})", trial))
+        except BaseException as e:
+            # Ctrl-C or the stop while asking: the trials made so far end instead of running on.
+            why = "interrupted by the user (KeyboardInterrupt)" if isinstance(e, KeyboardInterrupt) else \
+                "not run: the study stopped before this trial"
+            self._end_unrun(created, why)
+            raise
         runnable = [(t, c) for t, c in asked if c is not None]
         if not runnable:
             return True
@@ -507,21 +518,20 @@ class _Runner:
                           init_seeds=[init_seed(s.seed, t.number) for t in trials], data_seed=data_seed(s.seed),
                           trials=trials, device=self.device, on_done=on_done)
         except NotBatchable as e:
-            self.notice(f"training trials one at a time: {e}")
-            rest = [i for i in range(len(runnable)) if i not in told]
-            for j, i in enumerate(rest):
-                t, c = runnable[i]
-                try:
+            rest = [(t, c) for i, (t, c) in enumerate(runnable) if i not in told]
+            j = 0
+            try:
+                self.notice(f"training trials one at a time: {e}")
+                for j, (t, c) in enumerate(rest):
                     t.set_user_attr(ATTR_ENGINE, "sequential")
                     self._run_sequential(t, c)
-                except KeyboardInterrupt:
-                    self._end_unrun(trials, rest[j + 1:], "interrupted by the user (KeyboardInterrupt)")
-                    raise
-                except BaseException:
-                    # The study stops (repeated failures, the database gone): the batch's
-                    # trials not run yet end as not run, and a rerun makes up for them.
-                    self._end_unrun(trials, rest[j + 1:], "not run: the study stopped before this trial")
-                    raise
+            except BaseException as stop:
+                # Ctrl-C or the study's stop (repeated failures, the database gone): the batch's
+                # trials not finished end as cut short, and a rerun makes up for them.
+                why = "interrupted by the user (KeyboardInterrupt)" if isinstance(stop, KeyboardInterrupt) else \
+                    "not run: the study stopped before this trial"
+                self._end_unrun([t for t, _ in rest[j:]], why)
+                raise
             return False
         except KeyboardInterrupt:
             self._fail_untold(trials, told, "interrupted by the user (KeyboardInterrupt)", count=False)
@@ -534,24 +544,26 @@ class _Runner:
         """End as failed each of ``trials`` not told; one that cannot be (already finished by a
         tell cut short, or the database unreachable) does not keep the others running. The
         study's stop after repeated failures is raised once every one of them is ended."""
-        stop: StudyError | None = None
+        stop: BaseException | None = None
         for i, t in enumerate(trials):
             if i in told:
                 continue
             try:
                 self._fail(t, tb, count=count)
-            except StudyError as e:
-                stop = stop or e
+            except (StudyError, KeyboardInterrupt) as e:
+                # The last stop counts every failure; a Ctrl-C waits until the others are ended.
+                stop = e if stop is None or isinstance(stop, StudyError) else stop
             except Exception:  # noqa: BLE001 - the next trial is still ended
                 continue
         if stop is not None:
             raise stop
 
-    def _end_unrun(self, trials: Sequence[optuna.trial.Trial], rows: Sequence[int], why: str) -> None:
-        """End the trials ``rows`` of a batch that were never trained: failed, marked as cut
-        short (they do not use up the budget), each as far as the storage still allows."""
+    def _end_unrun(self, trials: Sequence[optuna.trial.Trial], why: str) -> None:
+        """End those of ``trials`` not stored as finished: failed and marked cut short (they
+        do not use up the budget), each as far as the storage still allows."""
+        stored = _finished_numbers(self.study)
         with contextlib.suppress(Exception):
-            self._fail_untold([trials[i] for i in rows], set(), why, count=False)
+            self._fail_untold(trials, {i for i, t in enumerate(trials) if t.number in stored}, why, count=False)
 
     def _done(self, trial: optuna.trial.Trial, outcome: Outcome) -> None:
         self._done_many([(trial, outcome)])

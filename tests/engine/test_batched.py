@@ -215,36 +215,81 @@ def test_a_failing_batch_ends_every_member_before_the_study_stops(storage):
     assert states == ["FAIL"] * 6  # every member of the batch failed with it; none left running
 
 
-@pytest.mark.parametrize("stop", ["ctrl-c", "repeated failures"])
+def _raise_on_call(n, real, error=KeyboardInterrupt):
+    """``real``, except that its ``n``-th call raises ``error`` instead."""
+    calls = []
+
+    def wrapped(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == n:
+            raise error
+        return real(*args, **kwargs)
+
+    return wrapped
+
+
+# (what stops the study, where, the stored states and interrupted marks of the 5 trials)
+CUT_SHORT = {
+    "ctrl-c in the 2nd trial's training": (KeyboardInterrupt, ["COMPLETE"] + ["FAIL"] * 4, [False] + [True] * 4),
+    "ctrl-c while the 1st trial is told": (KeyboardInterrupt, ["FAIL"] * 5, [True] * 5),
+    # trial 2's own end is interrupted, so it stays RUNNING (marked: it does not use up the
+    # budget); the trials after it are still ended
+    "ctrl-c again while the cut-short trials end": (KeyboardInterrupt, ["COMPLETE", "FAIL", "RUNNING", "FAIL", "FAIL"],
+                                                    [False] + [True] * 4),
+    "repeated failures": (adamtune.StudyError, ["FAIL"] * 5, [False] * 3 + [True] * 2),
+    "the notice raises": (RuntimeError, ["FAIL"] * 5, [True] * 5),
+}
+
+
+@pytest.mark.parametrize("stop", list(CUT_SHORT))
 def test_a_fallback_cut_short_leaves_no_trial_running(storage, monkeypatch, stop):
-    """The batch's trials not run yet when the sequential fallback stops end as cut short:
+    """The batch's trials not finished when the sequential fallback stops end as cut short:
     none stays running, and they do not use up the budget."""
+    import optuna
+
     import adamtune.study as study_module
 
     w = dataclasses.replace(_digits(steps=20, eval_every=10), model=NotVmappable)
-    if stop == "ctrl-c":
-        real, calls = study_module.train_trial, []
+    def notice(message):
+        if stop == "the notice raises":
+            raise RuntimeError("a notice handler that raises")
 
-        def train_trial(*args, **kwargs):
-            calls.append(1)
-            if len(calls) == 2:
-                raise KeyboardInterrupt
-            return real(*args, **kwargs)
+    if stop == "ctrl-c in the 2nd trial's training":
+        monkeypatch.setattr(study_module, "train_trial", _raise_on_call(2, study_module.train_trial))
+    elif stop == "ctrl-c while the 1st trial is told":
+        monkeypatch.setattr(study_module, "_tell_many", _raise_on_call(1, study_module._tell_many))
+    elif stop == "ctrl-c again while the cut-short trials end":
+        monkeypatch.setattr(study_module, "train_trial", _raise_on_call(2, study_module.train_trial))
+        # the first tell of a failed trial is trial 1's; the second, trial 2's, is interrupted too
+        real_tell, tells = optuna.Study.tell, []
 
-        monkeypatch.setattr(study_module, "train_trial", train_trial)
-        expected = pytest.raises(KeyboardInterrupt)
-    else:
+        def tell(self, trial, *args, **kwargs):
+            if kwargs.get("state") == optuna.trial.TrialState.FAIL:
+                tells.append(1)
+                if len(tells) == 2:
+                    raise KeyboardInterrupt
+            return real_tell(self, trial, *args, **kwargs)
+
+        monkeypatch.setattr(optuna.Study, "tell", tell)
+    elif stop == "repeated failures":
         w = dataclasses.replace(w, metrics={"boom": _exploding_metric})
-        expected = pytest.raises(adamtune.StudyError, match="3 trials in a row failed")
-    with expected:
-        adamtune.tune(w, budget=5, storage=storage, pruner="none", notice=lambda m: None)
+    error, states, interrupted = CUT_SHORT[stop]
+    with pytest.raises(error):
+        adamtune.tune(w, budget=5, storage=storage, pruner="none", notice=notice)
     monkeypatch.undo()
-    states, interrupted = _stored_states(storage, w.name)
-    if stop == "ctrl-c":
-        # trial 0 trained, trial 1 interrupted, trials 2-4 never run
-        assert states == ["COMPLETE"] + ["FAIL"] * 4 and interrupted == [False] + [True] * 4
+    assert _stored_states(storage, w.name) == (states, interrupted)
+    if error is KeyboardInterrupt:
         r = adamtune.tune(dataclasses.replace(w, model=NotVmappable), budget=5, storage=storage, pruner="none",
                           notice=lambda m: None)
         assert r.count(TrialState.COMPLETE) == 5  # the cut-short trials did not use up the budget
-    else:
-        assert states == ["FAIL"] * 5 and interrupted == [False] * 3 + [True] * 2
+
+
+def test_ctrl_c_while_a_batch_is_asked_ends_the_trials_made_so_far(storage, monkeypatch):
+    import adamtune.study as study_module
+
+    monkeypatch.setattr(study_module._Runner, "_ask", _raise_on_call(3, study_module._Runner._ask))
+    with pytest.raises(KeyboardInterrupt):
+        adamtune.tune(_digits(steps=20, eval_every=10), budget=5, storage=storage, pruner="none")
+    monkeypatch.undo()
+    states, interrupted = _stored_states(storage, "digits-mlp")
+    assert states == ["FAIL"] * 3 and interrupted == [True] * 3
