@@ -22,6 +22,9 @@ from adamtune.storage import DEFAULT_STORAGE, open_storage, study_names
 from adamtune.trials import TrialRecord, TrialState, ranked, record_from_optuna
 
 SETTINGS_ATTR = "adamtune"
+# StudySettings.space_budget, kept in an attribute of its own: adamtune versions that predate
+# it read the settings attribute with exactly the fields they know.
+SPACE_BUDGET_ATTR = "adamtune_space_budget"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,14 +48,19 @@ class StudySettings:
     space_budget: int | None = None
 
     def to_json(self) -> str:
+        """The settings as stored in the study attribute ``adamtune`` (without ``space_budget``,
+        which :data:`SPACE_BUDGET_ATTR` holds)."""
         d = dataclasses.asdict(self)
+        del d["space_budget"]
         d["space"] = self.space.to_dict()
         d["workload_info"] = dict(self.workload_info)
         return json.dumps(d)
 
     @classmethod
     def from_json(cls, text: str) -> StudySettings:
-        d = json.loads(text)
+        """Read :meth:`to_json`'s text; fields a later adamtune added are left out."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        d = {k: v for k, v in json.loads(text).items() if k in known}
         d["space"] = SearchSpace.from_dict(d["space"])
         return cls(**d)
 
@@ -87,7 +95,9 @@ def read_settings(study: optuna.Study) -> StudySettings:
     text = study.user_attrs.get(SETTINGS_ATTR)
     if text is None:
         raise StudyError(f"study {study.study_name!r} was not created by adamtune (it has no adamtune settings)")
-    return StudySettings.from_json(text)
+    settings = StudySettings.from_json(text)
+    began = study.user_attrs.get(SPACE_BUDGET_ATTR)
+    return settings if began is None else dataclasses.replace(settings, space_budget=began)
 
 
 def load_existing(storage, name: str) -> optuna.Study | None:

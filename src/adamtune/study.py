@@ -18,12 +18,16 @@ from typing import Any, Union
 import optuna
 import torch
 
+from adamtune import guide
 from adamtune.config import Config
 from adamtune.engine import Outcome, data_seed, infeasible, init_seed, train_trial
 from adamtune.engine.batched import NotBatchable, members_per_chunk, train_members, why_not_batchable
 from adamtune.engine.monitor import summarize_norms
 from adamtune.errors import SpaceError, StudyError, first_line
-from adamtune.results import SETTINGS_ATTR, StudySettings, TuneResult, load_existing, read_settings, result_of
+from adamtune.results import (
+    SETTINGS_ATTR, SPACE_BUDGET_ATTR, StudySettings, TuneResult, list_studies, load, load_existing, read_settings,
+    result_of, tuned_description,
+)
 from adamtune.space import SearchSpace, preset, with_overrides
 from adamtune.storage import (
     DEFAULT_STORAGE, ask_many, check_url, is_new_file, open_storage, settle, tell_many, writes_held,
@@ -33,6 +37,9 @@ from adamtune.trials import (
     Curve, TrialRecord, TrialState, ranked,
 )
 from adamtune.workloads import Workload, describe, load_workload
+
+# Reading a study moved to results.py; these names are still found here, where they were.
+__all__ = ["StudySettings", "Trial", "TrialPruned", "TuneResult", "list_studies", "load", "tune", "tuned_description"]
 
 SAMPLERS: tuple[str, ...] = ("quasi-random", "tpe", "gp", "random")
 PRUNERS: tuple[str, ...] = ("asha", "median", "none")
@@ -154,6 +161,16 @@ def make_pruner(name: str, workload: Workload | None) -> optuna.pruners.BasePrun
         warm = workload.steps // 4 if workload is not None else 0
         return optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=warm)
     raise StudyError(f"pruner must be one of {', '.join(PRUNERS)}, got {name!r}")
+
+
+def _began_with(stored: StudySettings) -> int | None:
+    """The budget whose rule chose a stored study's space. A study stored before adamtune kept
+    it is taken to have begun with its stored budget when that budget's rule gives its space."""
+    if stored.space_budget is not None:
+        return stored.space_budget
+    if tuple(stored.space.tuned) == guide.tuned_for_budget(stored.optimizer, stored.budget):
+        return stored.budget
+    return None
 
 
 def _pick(name: str, explicit: Any, stored: Any, default: Any, study: str) -> Any:
@@ -301,7 +318,7 @@ def tune(
         optimizer=opt, task=the_task, space=the_space, budget=n_budget,
         seed=the_seed, sampler=the_sampler, pruner=the_pruner, metric=metric, direction=the_direction,
         workload_info=describe(workload) if workload is not None else {},
-        space_budget=stored.space_budget if stored is not None else n_budget,
+        space_budget=n_budget if stored is None else _began_with(stored),
     )
     n_existing = len(existing.trials) if existing is not None else 0
     if store is None:
@@ -312,6 +329,8 @@ def tune(
         pruner=make_pruner(the_pruner, workload),
     )
     the_study.set_user_attr(SETTINGS_ATTR, settings.to_json())
+    if settings.space_budget is not None:
+        the_study.set_user_attr(SPACE_BUDGET_ATTR, settings.space_budget)
     if existing is None:
         the_study.set_metric_names([metric])
 
