@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import re
 import warnings
 from typing import Iterator, List, Optional
 
@@ -213,15 +214,11 @@ def parse_size(text: Optional[str]) -> Optional[int]:
 
     if text is None:
         return None
-    units = {"": 1, "B": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-    t = text.strip().upper().replace("IB", "B")
-    num = t.rstrip("KMGTB")
-    unit = t[len(num):]
-    unit = unit[0] if len(unit) == 2 and unit[0] in "KMGT" and unit[1] == "B" else unit  # 2GB, 2GiB, 2G
-    try:
-        value = float(num) * units[unit]
-    except (ValueError, KeyError):
-        raise StudyError(f"--max-memory must be a size like 2GB or 512MB, got {text!r}") from None
+    # 2GB, 2GiB, 2G, 2 gb, 1.5e3MB, 4096 (bytes); ASCII digits only
+    m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]*)?(?:[eE][+-]?[0-9]+)?)\s*(?:([KMGTkmgt])(?:[iI]?[bB])?|[bB])?\s*", text)
+    if m is None:
+        raise StudyError(f"--max-memory must be a size like 2GB or 512MB, got {text!r}")
+    value = float(m.group(1)) * (1 << (10 * (" KMGT".index(m.group(2).upper())))) if m.group(2) else float(m.group(1))
     if not math.isfinite(value) or value < 1:
         raise StudyError(f"--max-memory must be a finite size of at least 1 byte, like 2GB or 512MB, got {text!r}")
     return int(value)
