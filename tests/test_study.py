@@ -8,7 +8,7 @@ import pytest
 
 import adamtune
 from adamtune import StudyError, TrialState
-from adamtune.report.terminal import to_json
+from adamtune.report.terminal import counts_line, to_json
 
 
 def test_real_study_in_sqlite_records_everything(storage, tiny_ref):
@@ -220,5 +220,9 @@ def test_a_batch_whose_telling_is_interrupted_leaves_no_trial_running(storage, t
     done = 1 if where == "after the first is stored" else 0
     assert states.count(optuna.trial.TrialState.COMPLETE) == done
     assert all(t.user_attrs.get("interrupted") for t in stored if t.state == optuna.trial.TrialState.FAIL)
+    # show says so: they are failed trials that do not use up the budget
+    shown = adamtune.load("tiny", storage)
+    assert f"{4 - done} failed ({4 - done} cut short, not counted in the budget)" in counts_line(shown)
+    assert [row.get("interrupted", False) for row in to_json(shown)["trials"]] == [False] * done + [True] * (4 - done)
     r = adamtune.tune(storage=storage, study="tiny", budget=4)  # interrupted trials do not use up the budget
     assert r.count(TrialState.COMPLETE) == 4  # the stored ones and as many new

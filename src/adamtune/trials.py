@@ -101,6 +101,8 @@ class TrialRecord:
         curve: metrics per evaluation.
         grad_norms: summary of unclipped gradient norms (None if the trial ran no step).
         error: the traceback of a failed trial.
+        interrupted: a failed trial cut short by Ctrl-C, or never run because the study
+            stopped; it does not use up the budget (a rerun makes up for it).
     """
 
     number: int
@@ -114,6 +116,7 @@ class TrialRecord:
     error: str | None = None
     duration_s: float | None = None
     engine: str | None = None
+    interrupted: bool = False
 
     @property
     def finished(self) -> bool:
@@ -158,6 +161,7 @@ def record_from_optuna(trial: optuna.trial.FrozenTrial, params: Mapping[str, flo
         error=trial.user_attrs.get(ATTR_TRACEBACK),
         duration_s=duration,
         engine=trial.user_attrs.get(ATTR_ENGINE),
+        interrupted=bool(trial.user_attrs.get(ATTR_INTERRUPTED)),
     )
 
 

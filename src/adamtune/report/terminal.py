@@ -65,7 +65,12 @@ def state_counts(result: TuneResult) -> dict[str, int]:
 
 
 def counts_line(result: TuneResult) -> str:
-    return ", ".join(f"{n} {s}" for s, n in state_counts(result).items()) or "no trials yet"
+    """``"3 complete, 13 pruned"``; failed trials cut short are said to be (they do not use
+    up the budget)."""
+    cut = sum(1 for t in result.trials if t.interrupted and t.state == TrialState.FAILED)
+    parts = [f"{n} {s}" + (f" ({cut} cut short, not counted in the budget)" if s == TrialState.FAILED.value and cut else "")
+             for s, n in state_counts(result).items()]
+    return ", ".join(parts) or "no trials yet"
 
 
 def best_snippet(result: TuneResult) -> str | None:
@@ -96,6 +101,8 @@ def to_json(result: TuneResult) -> dict[str, Any]:
             row["grad_norms"] = {k: v for k, v in dataclasses.asdict(t.grad_norms).items() if k != "samples"}
         if t.error:
             row["error"] = t.error
+        if t.interrupted:
+            row["interrupted"] = True
         trials.append(row)
     best = None
     if result.best is not None:
