@@ -44,6 +44,7 @@ __all__ = ["StudySettings", "Trial", "TrialPruned", "TuneResult", "list_studies"
 SAMPLERS: tuple[str, ...] = ("quasi-random", "tpe", "gp", "random")
 PRUNERS: tuple[str, ...] = ("asha", "median", "none")
 DEFAULT_BUDGET = 16
+_INTERRUPTED = "interrupted by the user (KeyboardInterrupt)"  # a cut-short trial's traceback
 TrialPruned = optuna.TrialPruned
 Objective = Callable[[Config, "Trial"], float]
 
@@ -492,7 +493,7 @@ class _Runner:
                 except optuna.TrialPruned:
                     outcome = dataclasses.replace(user_trial._outcome(0.0, s.direction), status="pruned")
         except KeyboardInterrupt:
-            self._fail(trial, "interrupted by the user (KeyboardInterrupt)", count=False)
+            self._fail(trial, _INTERRUPTED, count=False)
             raise
         except Exception:
             self._fail(trial, traceback.format_exc())
@@ -510,9 +511,7 @@ class _Runner:
                 asked.append(self._ask(f"batched (K={n})", trial))
         except BaseException as e:
             # Ctrl-C or the stop while asking: the trials made so far end instead of running on.
-            why = "interrupted by the user (KeyboardInterrupt)" if isinstance(e, KeyboardInterrupt) else \
-                "not run: the study stopped before this trial"
-            self._end_unrun(created, why)
+            self._end_unrun(created, e)
             raise
         runnable = [(t, c) for t, c in asked if c is not None]
         if not runnable:
@@ -547,13 +546,11 @@ class _Runner:
             except BaseException as stop:
                 # Ctrl-C or the study's stop (repeated failures, the database gone): the batch's
                 # trials not finished end as cut short, and a rerun makes up for them.
-                why = "interrupted by the user (KeyboardInterrupt)" if isinstance(stop, KeyboardInterrupt) else \
-                    "not run: the study stopped before this trial"
-                self._end_unrun([t for t, _ in rest[j:]], why)
+                self._end_unrun([t for t, _ in rest[j:]], stop)
                 raise
             return False
         except KeyboardInterrupt:
-            self._fail_untold(trials, told, "interrupted by the user (KeyboardInterrupt)", count=False)
+            self._fail_untold(trials, told, _INTERRUPTED, count=False)
             raise
         except Exception:
             self._fail_untold(trials, told, traceback.format_exc())
@@ -577,9 +574,11 @@ class _Runner:
         if stop is not None:
             raise stop
 
-    def _end_unrun(self, trials: Sequence[optuna.trial.Trial], why: str) -> None:
-        """End those of ``trials`` not stored as finished: failed and marked cut short (they
-        do not use up the budget), each as far as the storage still allows."""
+    def _end_unrun(self, trials: Sequence[optuna.trial.Trial], cause: BaseException) -> None:
+        """End those of ``trials`` not stored as finished, because ``cause`` stops the study:
+        failed and marked cut short (they do not use up the budget), each as far as the
+        storage still allows."""
+        why = _INTERRUPTED if isinstance(cause, KeyboardInterrupt) else "not run: the study stopped before this trial"
         stored = _finished_numbers(self.study)
         with contextlib.suppress(Exception):
             self._fail_untold(trials, {i for i, t in enumerate(trials) if t.number in stored}, why, count=False)
