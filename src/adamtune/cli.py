@@ -218,7 +218,8 @@ def parse_size(text: Optional[str]) -> Optional[int]:
     m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]*)?(?:[eE][+-]?[0-9]+)?)\s*(?:([KMGTkmgt])(?:[iI]?[bB])?|[bB])?\s*", text)
     if m is None:
         raise StudyError(f"--max-memory must be a size like 2GB or 512MB, got {text!r}")
-    value = float(m.group(1)) * (1 << (10 * (" KMGT".index(m.group(2).upper())))) if m.group(2) else float(m.group(1))
+    number, unit = m.group(1), m.group(2)
+    value = float(number) * (1 << (10 * " KMGT".index(unit.upper())) if unit else 1)
     if not math.isfinite(value) or value < 1:
         raise StudyError(f"--max-memory must be a finite size of at least 1 byte, like 2GB or 512MB, got {text!r}")
     return int(value)

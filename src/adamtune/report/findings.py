@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.text import Text
 
 from adamtune.analysis import StudyAnalysis, analyze
+from adamtune.report.terminal import trials_text
 from adamtune.results import TuneResult
 
 _MARK = {"warning": ("!", "bold yellow"), "info": ("·", "cyan")}
@@ -25,8 +26,7 @@ def findings_lines(analysis: StudyAnalysis) -> list[Text]:
     """
     lines = [Text("Findings", style="bold")]
     if analysis.too_few_to_judge:
-        n = analysis.completed
-        lines.append(Text.assemble(("  · ", "cyan"), f"only {n} trial{'' if n == 1 else 's'} completed: too few to "
+        lines.append(Text.assemble(("  · ", "cyan"), f"only {trials_text(analysis.completed)} completed: too few to "
                                    "check the search windows (a larger --budget, or --pruner none, gives more)"))
     elif not analysis.warnings:
         lines.append(Text.assemble(("  ✓ ", "bold green"), "no warnings: the best trials sit inside every window, "

@@ -15,7 +15,7 @@ from adamtune.analysis import Finding, StudyAnalysis, analyze, window_text
 from adamtune.config import Config, python_snippet
 from adamtune.errors import AdamtuneError
 from adamtune.report import plots
-from adamtune.report.terminal import fmt
+from adamtune.report.terminal import fmt, trials_text
 from adamtune.storage import sqlite_path
 from adamtune.results import TuneResult
 from adamtune.trials import TrialRecord, TrialState
@@ -186,7 +186,7 @@ def _findings(a: StudyAnalysis) -> str:
     if a.too_few_to_judge:
         body = f"""
 <div class="finding"><div class="icon">i</div><div><h3>Too few completed trials to judge the search windows</h3>
-<p>Only {a.completed} trial{'' if a.completed == 1 else 's'} trained to the end; the boundary check needs at least 2. A larger
+<p>Only {trials_text(a.completed)} trained to the end; the boundary check needs at least 2. A larger
 <code>--budget</code>, or <code>--pruner none</code>, gives more.</p></div></div>""" + body
     elif not a.warnings:
         body = """

@@ -26,6 +26,11 @@ def fmt(x: float | None) -> str:
     return f"{x:.4g}"
 
 
+def trials_text(n: int) -> str:
+    """``"1 trial"``, ``"3 trials"``."""
+    return f"{n} trial{'' if n == 1 else 's'}"
+
+
 def trial_value_text(t: TrialRecord) -> str:
     if t.state == TrialState.DIVERGED:
         return "diverged" + (f" @{t.steps}" if t.steps else "")
@@ -68,8 +73,10 @@ def counts_line(result: TuneResult) -> str:
     """``"3 complete, 13 pruned"``; failed trials cut short are said to be (they do not use
     up the budget)."""
     cut = sum(1 for t in result.trials if t.interrupted and t.state == TrialState.FAILED)
-    parts = [f"{n} {s}" + (f" ({cut} cut short, not counted in the budget)" if s == TrialState.FAILED.value and cut else "")
-             for s, n in state_counts(result).items()]
+    parts = []
+    for state, n in state_counts(result).items():
+        note = f" ({cut} cut short, not counted in the budget)" if state == TrialState.FAILED.value and cut else ""
+        parts.append(f"{n} {state}{note}")
     return ", ".join(parts) or "no trials yet"
 
 
