@@ -5,7 +5,8 @@ import pytest
 
 from adamtune.errors import StorageError
 from adamtune.storage import (
-    ask_many, open_storage, report_many, set_user_attrs, should_prune_many, tell_many, writes_held,
+    ask_many, open_storage, report_many, set_user_attrs, should_prune_many, tell_many, write_kept, writes_held,
+    writes_kept,
 )
 
 
@@ -96,12 +97,18 @@ def _sampled(trial):
     return trial.number, trial.params, trial.distributions, trial.state, trial.user_attrs, trial.system_attrs
 
 
-@pytest.mark.parametrize("sampler", ["qmc", "tpe"])
-def test_ask_many_gives_the_trials_study_ask_gives(tmp_path, sampler):
+# TPE (a constant liar by default) reads the running trials' parameters when it draws: each
+# trial's must be stored before the next is drawn. QMC and random sampling read none.
+@pytest.mark.parametrize("sampler, writes", [
+    ("qmc", "each trial's together"), ("qmc", "all trials' together"), ("random", "all trials' together"),
+    ("tpe", "each trial's together"),
+])
+def test_ask_many_gives_the_trials_study_ask_gives(tmp_path, sampler, writes):
     """Two identical studies (two finished trials, one enqueued): asked one by one, and
-    through ask_many with params and attributes written together."""
+    through ask_many with params and attributes written together, per trial or for all."""
     def make(name):
         make_sampler = {"qmc": lambda: optuna.samplers.QMCSampler(seed=3),
+                        "random": lambda: optuna.samplers.RandomSampler(seed=3),
                         "tpe": lambda: optuna.samplers.TPESampler(seed=3, n_startup_trials=2)}[sampler]
         s = optuna.create_study(storage=open_storage(f"sqlite:///{tmp_path / name}"), sampler=make_sampler())
         for v in (0.3, 0.1):
@@ -116,16 +123,80 @@ def test_ask_many_gives_the_trials_study_ask_gives(tmp_path, sampler):
         t = one.ask()
         _suggest(t)
         t.set_user_attr("engine", "x")
+    asked, kept = [], []
     for t in ask_many(many, 4):
-        with writes_held(t) as held:
-            _suggest(t)
-            held.set_user_attrs({"engine": "x"})
+        asked.append(t)
+        if writes == "each trial's together":
+            with writes_held(t) as held:
+                _suggest(t)
+                held.set_user_attrs({"engine": "x"})
+        else:
+            with writes_kept(t) as held:
+                _suggest(t)
+                held.set_user_attrs({"engine": "x"})
+            kept.append((t, held))
+    assert write_kept(kept) == [None] * len(kept)
+    for t, stored in zip(asked, many.get_trials()[2:], strict=True):
         assert t.user_attrs == {"engine": "x"} and t.params  # the Trial object sees them too
+        assert t.storage is many._storage and t.number == stored.number
+        assert t.datetime_start == stored.datetime_start and t.datetime_start is not None
     got, expected = [_sampled(t) for t in many.get_trials()], [_sampled(t) for t in one.get_trials()]
     assert [(g[0], g[3]) for g in got] == [(e[0], e[3]) for e in expected]
     assert got == expected
     assert got[2][1] == {"lr": 0.01, "layers": 2, "act": "gelu"}  # the enqueued trial came first
     assert len(got) == 6
+
+
+def test_ask_many_makes_each_trial_in_one_commit_and_reads_none_back(tmp_path, sql_log):
+    study = optuna.create_study(storage=open_storage(f"sqlite:///{tmp_path / 's.db'}"))
+    study.ask()
+    with sql_log(study) as log:
+        trials = list(ask_many(study, 3))
+    first = log.index("<commit>")  # the one look for enqueued trials
+    made = log[first + 1:]
+    assert made.count("<commit>") == 3 and sum(q.startswith("INSERT INTO trials ") for q in made) == 3, made
+    assert not [q for q in made if "FROM trial_params" in q or "FROM trial_user_attributes" in q], made
+    assert [t.number for t in trials] == [1, 2, 3]
+    trials[0].suggest_float("x", 0, 1)  # the Trial writes through the study's storage as usual
+    assert study.get_trials()[1].params == trials[0].params and study.get_trials()[2].params == {}
+
+
+def test_write_kept_stores_many_trials_in_one_commit(tmp_path, sql_log):
+    study = optuna.create_study(storage=open_storage(f"sqlite:///{tmp_path / 's.db'}"))
+    kept = []
+    for t in ask_many(study, 3):
+        with writes_kept(t) as held:
+            _suggest(t)
+            held.set_user_attrs({"member": t.number})
+        kept.append((t, held))
+    assert study.get_trials()[0].params == {}  # kept back until write_kept
+    with sql_log(study) as log:
+        assert write_kept(kept) == [None, None, None]
+    assert log.count("<commit>") == 1 and sum(q.startswith("INSERT INTO trial_params") for q in log) == 3, log
+    stored = study.get_trials()
+    assert [s.params for s in stored] == [t.params for t, _ in kept] and all(s.params for s in stored)
+    assert [s.user_attrs for s in stored] == [{"member": i} for i in range(3)]
+
+
+def test_write_kept_stores_the_others_when_one_trial_cannot_be(study):
+    t = study.ask()
+    t.suggest_float("x", 0, 1)
+    study.tell(t, 1.0)
+    kept = []
+    for i, t in enumerate([study.ask() for _ in range(3)]):
+        with writes_kept(t) as held:
+            if i == 1:  # an incompatible distribution: Optuna refuses it
+                t.suggest_categorical("x", ["a", "b"])
+            else:
+                t.suggest_float("x", 0, 1)
+            held.set_user_attrs({"i": i})
+        kept.append((t, held))
+    errors = write_kept(kept)
+    assert errors[0] is None and errors[2] is None
+    assert isinstance(errors[1], ValueError) and "distribution" in str(errors[1])
+    stored = study.get_trials()[1:]
+    assert [sorted(s.params) for s in stored] == [["x"], [], ["x"]]
+    assert stored[0].user_attrs == {"i": 0} and stored[2].user_attrs == {"i": 2}
 
 
 def test_writes_held_stores_params_and_attrs_in_one_commit(tmp_path, sql_log):

@@ -226,3 +226,13 @@ def test_a_batch_whose_telling_is_interrupted_leaves_no_trial_running(storage, t
     assert [row.get("interrupted", False) for row in to_json(shown)["trials"]] == [False] * done + [True] * (4 - done)
     r = adamtune.tune(storage=storage, study="tiny", budget=4)  # interrupted trials do not use up the budget
     assert r.count(TrialState.COMPLETE) == 4  # the stored ones and as many new
+
+
+def test_only_samplers_that_read_no_other_trial_have_a_batch_stored_in_one_write():
+    from adamtune.space import preset
+    from adamtune.study import draws_alone, make_sampler
+
+    space = preset("adamw", "generic", 16)
+    alone = {name: draws_alone(make_sampler(name, 0, space)) for name in adamtune.study.SAMPLERS}
+    # TPE is a constant liar (it reads the running trials' parameters), GP reads the study
+    assert alone == {"quasi-random": True, "random": True, "tpe": False, "gp": False}

@@ -30,7 +30,8 @@ from adamtune.results import (
 )
 from adamtune.space import SearchSpace, preset, with_overrides
 from adamtune.storage import (
-    DEFAULT_STORAGE, ask_many, check_url, is_new_file, open_storage, settle, tell_many, writes_held,
+    DEFAULT_STORAGE, HeldWrites, ask_many, check_url, is_new_file, open_storage, settle, tell_many, write_kept,
+    writes_kept,
 )
 from adamtune.trials import (
     ATTR_CONFIG, ATTR_CURVE, ATTR_ENGINE, ATTR_INTERRUPTED, ATTR_DIVERGED_AT, ATTR_GRAD_NORMS, ATTR_STATE, ATTR_STEPS, ATTR_TRACEBACK,
@@ -144,6 +145,15 @@ def make_sampler(name: str, seed: int, space: SearchSpace, n_existing: int = 0) 
     if name == "random":
         return optuna.samplers.RandomSampler(seed=s)
     raise StudyError(f"sampler must be one of {', '.join(SAMPLERS)}, got {name!r}")
+
+
+def draws_alone(sampler: optuna.samplers.BaseSampler) -> bool:
+    """Whether ``sampler`` draws a trial's parameters without reading other trials': the
+    quasi-random points (point i is trial i) and random sampling. A batch's parameters are then
+    stored in one write after all are drawn. TPE (a constant liar: it counts the running
+    trials' parameters as bad, which keeps a batch spread out) and GP read the study, so each
+    trial's parameters are stored before the next trial is drawn."""
+    return type(sampler) in (_KnownSpaceQMC, optuna.samplers.RandomSampler)
 
 
 def make_pruner(name: str, workload: Workload | None) -> optuna.pruners.BasePruner:
@@ -342,13 +352,14 @@ def tune(
                      notice or _warn)
     k = resolve_batch(wanted_batch, workload, the_sampler, remaining, dev, max_memory, notice or _warn)
     try:
-        while runner.remaining(settings.budget) > 0:
-            n = min(k, runner.remaining(settings.budget))
+        while remaining > 0:
+            n = min(k, remaining)
             if n > 1:
                 if not runner.run_batch(n):
                     k = 1  # the model could not be vmapped: the rest of the study runs sequentially
             else:
                 runner.run_one()
+            remaining = runner.remaining(settings.budget)  # other workers sharing the study count too
         return result_of(the_study, settings)
     finally:
         settle(store)
@@ -460,22 +471,54 @@ class _Runner:
     def remaining(self, budget: int) -> int:
         return max(0, budget - counted_trials(self.study))
 
-    def _ask(self, engine: str, trial: optuna.trial.Trial | None = None) -> tuple[optuna.trial.Trial, Config | None]:
-        """A new trial (or ``trial``, fresh from :func:`ask_many`), its Config, and its
-        parameters and adamtune's attributes stored in one write; Config None if that failed."""
-        trial = trial if trial is not None else self.study.ask()
+    def _ask(self, engine: str, n: int = 1) -> list[tuple[optuna.trial.Trial, Config | None]]:
+        """``n`` new trials, each with its Config; their parameters and adamtune's attributes
+        are stored in one write for them all. A trial whose Config could not be made or stored
+        ends failed, with Config None. Ctrl-C or the study's stop while asking ends the trials
+        made so far as cut short, instead of leaving them running."""
+        created: list[optuna.trial.Trial] = []
+        asked: list[tuple[optuna.trial.Trial, Config | None]] = []
+        together = draws_alone(self.study.sampler)
+        kept: list[tuple[optuna.trial.Trial, HeldWrites]] = []
         try:
-            with writes_held(trial) as held:
-                config = self.settings.space.suggest(trial)
-                held.set_user_attrs({ATTR_ENGINE: engine, ATTR_CONFIG: dataclasses.asdict(config)})
-        except Exception:
-            trial.set_user_attr(ATTR_ENGINE, engine)
-            self._fail(trial, traceback.format_exc())
-            return trial, None
-        return trial, config
+            for trial in ask_many(self.study, n):
+                created.append(trial)
+                try:
+                    with writes_kept(trial) as held:
+                        config = self.settings.space.suggest(trial)
+                        held.set_user_attrs({ATTR_ENGINE: engine, ATTR_CONFIG: dataclasses.asdict(config)})
+                except Exception:
+                    self._fail_asked(trial, engine, traceback.format_exc())
+                    asked.append((trial, None))
+                    continue
+                kept.append((trial, held))
+                asked.append((trial, config))
+                if not together:  # the sampler draws the next trial from this one's stored parameters
+                    self._write_kept(kept, asked, engine)
+                    kept = []
+            self._write_kept(kept, asked, engine)
+        except BaseException as e:
+            self._end_unrun(created, e)
+            raise
+        return asked
+
+    def _write_kept(self, kept: Sequence[tuple[optuna.trial.Trial, HeldWrites]],
+                    asked: list[tuple[optuna.trial.Trial, Config | None]], engine: str) -> None:
+        """Store the kept writes of the trials in ``asked``; one that could not be stored ends
+        failed and its Config becomes None."""
+        errors = dict(zip((t.number for t, _ in kept), write_kept(kept), strict=True))
+        for j, (trial, _) in enumerate(asked):
+            error = errors.get(trial.number)
+            if error is not None:
+                self._fail_asked(trial, engine, "".join(traceback.format_exception(error)))
+                asked[j] = (trial, None)
+
+    def _fail_asked(self, trial: optuna.trial.Trial, engine: str, tb: str) -> None:
+        trial.set_user_attr(ATTR_ENGINE, engine)
+        self._fail(trial, tb)
 
     def run_one(self) -> None:
-        trial, config = self._ask("sequential")
+        ((trial, config),) = self._ask("sequential")
         if config is not None:
             self._run_sequential(trial, config)
 
@@ -503,16 +546,7 @@ class _Runner:
     def run_batch(self, n: int) -> bool:
         """Run ``n`` trials as one stack. False if the model turned out not to be vmappable
         (its trials are then run sequentially here, so none is lost)."""
-        created: list[optuna.trial.Trial] = []
-        asked = []
-        try:
-            for trial in ask_many(self.study, n):
-                created.append(trial)
-                asked.append(self._ask(f"batched (K={n})", trial))
-        except BaseException as e:
-            # Ctrl-C or the stop while asking: the trials made so far end instead of running on.
-            self._end_unrun(created, e)
-            raise
+        asked = self._ask(f"batched (K={n})", n)
         runnable = [(t, c) for t, c in asked if c is not None]
         if not runnable:
             return True

@@ -284,12 +284,13 @@ def test_a_fallback_cut_short_leaves_no_trial_running(storage, monkeypatch, stop
         assert r.count(TrialState.COMPLETE) == 5  # the cut-short trials did not use up the budget
 
 
-def test_ctrl_c_while_a_batch_is_asked_ends_the_trials_made_so_far(storage, monkeypatch):
+@pytest.mark.parametrize("batch, states", [("auto", ["FAIL"] * 3), (1, ["COMPLETE", "COMPLETE", "FAIL"])])
+def test_ctrl_c_while_a_trial_is_asked_ends_the_trials_made_so_far(storage, monkeypatch, batch, states):
     import adamtune.study as study_module
 
-    monkeypatch.setattr(study_module._Runner, "_ask", _raise_on_call(3, study_module._Runner._ask))
+    # the 3rd trial is made, then Ctrl-C comes before its hyperparameters are drawn
+    monkeypatch.setattr(study_module, "writes_kept", _raise_on_call(3, study_module.writes_kept))
     with pytest.raises(KeyboardInterrupt):
-        adamtune.tune(_digits(steps=20, eval_every=10), budget=5, storage=storage, pruner="none")
+        adamtune.tune(_digits(steps=20, eval_every=10), budget=5, batch=batch, storage=storage, pruner="none")
     monkeypatch.undo()
-    states, interrupted = _stored_states(storage, "digits-mlp")
-    assert states == ["FAIL"] * 3 and interrupted == [True] * 3
+    assert _stored_states(storage, "digits-mlp") == (states, [s == "FAIL" for s in states])
