@@ -140,6 +140,10 @@ def test_clip_gradients_returns_unclipped_norm_and_clips_like_torch():
     Config(lr=3.2e-4, beta1=0.85, weight_decay=0.02, max_grad_norm=1.0),
     Config(optimizer="adam", lr=1e-3, eps=1e-7),
     Config(optimizer="adadelta", lr=0.5, rho=0.95),
+    # near 1 the window 1/(1 - beta) is what matters: 0.99951 must not print as 1 (torch refuses
+    # it) nor 0.9997 as 0.999
+    Config(lr=0.0035623487, beta1=0.99951, beta2=0.9997, eps=3.3333e-9, weight_decay=0.123456),
+    Config(optimizer="adadelta", lr=0.7777777, rho=0.99987654),
 ])
 def test_snippet_is_runnable_and_builds_the_same_optimizer(cfg):
     model = Net()
@@ -152,10 +156,15 @@ def test_snippet_is_runnable_and_builds_the_same_optimizer(cfg):
         for key in ("lr", "weight_decay", "eps", "betas", "rho"):
             if key in g2:
                 v1, v2 = g1[key], g2[key]
-                assert v1 == pytest.approx(v2, rel=5e-3), key
+                if key == "betas":
+                    v1, v2 = [1 - b for b in v1], [1 - b for b in v2]
+                elif key == "rho":
+                    v1, v2 = 1 - v1, 1 - v2
+                assert v1 == pytest.approx(v2, rel=1e-4), key
         assert [id(p) for p in g1["params"]] == [id(p) for p in g2["params"]]
     if cfg.max_grad_norm is not None:
         assert "clip_grad_norm_(model.parameters(), max_norm=1)" in python_snippet(cfg)
+    assert "betas=(1," not in python_snippet(cfg) and ", 1)" not in python_snippet(cfg)
 
 
 @pytest.mark.parametrize("optimizer", ["adam", "adamw"])

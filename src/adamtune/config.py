@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Literal, Union
 
 from adamtune.errors import ConfigError
@@ -265,12 +265,34 @@ def clip_gradients(model_or_params: Union[nn.Module, Iterable[torch.Tensor]], co
     return float(torch.nn.utils.clip_grad_norm_(grads_params, config.max_grad_norm))
 
 
+def _shortest(x: float, close: Callable[[float], bool]) -> str:
+    """The shortest ``%g`` text of ``x`` whose value is ``close``."""
+    for digits in range(1, 18):
+        text = f"{x:.{digits}g}"
+        if close(float(text)):
+            return text
+    return repr(x)
+
+
 def _fmt(x: float) -> str:
-    return f"{x:.3g}"
+    """``x`` to 4 significant figures, no longer than that needs (0.001, 0.0003562)."""
+    return _shortest(x, lambda y: abs(y - x) <= 5e-5 * abs(x))
+
+
+def _fmt_beta(x: float) -> str:
+    """A beta or rho with ``1 - x`` to 4 significant figures: what sets its averaging window
+    (0.9997, not 1: 1 would be refused by torch, 0.999 is a 43% shorter window)."""
+    if x >= 1:
+        return repr(x)
+    return _shortest(x, lambda y: y < 1 and abs((1 - y) - (1 - x)) <= 5e-5 * (1 - x))
 
 
 def python_snippet(config: Config, model_name: str = "model") -> str:
-    """Ready-to-paste PyTorch code that reproduces ``config`` exactly as adamtune trained it."""
+    """Ready-to-paste PyTorch code that builds the optimizer adamtune trained ``config`` with.
+
+    Numbers are printed to 4 significant figures (betas and rho: ``1 - beta`` to 4), so the
+    line reads well and trains as the trial did to within a part in ten thousand.
+    """
     cls = _TORCH_CLASS[config.optimizer]
     m = model_name
     lines = [
@@ -283,10 +305,10 @@ def python_snippet(config: Config, model_name: str = "model") -> str:
         f'{{"params": no_decay, "weight_decay": 0.0}}]'
     )
     if config.optimizer == "adadelta":
-        args = f"lr={_fmt(config.lr)}, rho={_fmt(config.rho)}, eps={_fmt(config.eps)}"
+        args = f"lr={_fmt(config.lr)}, rho={_fmt_beta(config.rho)}, eps={_fmt(config.eps)}"
     else:
         args = (
-            f"lr={_fmt(config.lr)}, betas=({_fmt(config.beta1)}, {_fmt(config.beta2)}), "
+            f"lr={_fmt(config.lr)}, betas=({_fmt_beta(config.beta1)}, {_fmt_beta(config.beta2)}), "
             f"eps={_fmt(config.eps)}"
         )
     lines.append(f"optimizer = torch.optim.{cls}({groups}, {args})")
