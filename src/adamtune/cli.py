@@ -73,6 +73,7 @@ def tune(
 ) -> None:
     """Run (or continue) a study and print the best configuration as ready-to-paste PyTorch code."""
     from adamtune.report.terminal import best_snippet, best_trials, counts_line, fmt, trial_value_text, trials_table
+    from adamtune.trials import trials_text
     from adamtune.results import tuned_description
     from adamtune.study import tune as run_tune
 
@@ -117,8 +118,9 @@ def tune(
         finally:
             progress.stop()
         console.print()
-        console.print(trials_table(result, best_trials(result), title="Best trials"))
-        console.print(f"{len(result.trials)} trials: {counts_line(result)}", highlight=False)
+        if best_trials(result):
+            console.print(trials_table(result, best_trials(result), title="Best trials"))
+        console.print(f"{trials_text(len(result.trials))}: {counts_line(result)}", highlight=False)
         snippet = best_snippet(result)
         if snippet is None:
             console.print("no trial completed, so there is no best configuration yet")
@@ -139,6 +141,7 @@ def show(
 ) -> None:
     """Every trial of a study: number, state, hyperparameters, objective, steps."""
     from adamtune.report.terminal import counts_line, trials_table, to_json
+    from adamtune.trials import trials_text
     from adamtune.results import load, tuned_description
 
     with _user_errors():
@@ -151,7 +154,7 @@ def show(
                       f"optimizer {s.optimizer} · {s.direction} {s.metric}", highlight=False)
         console.print(tuned_description(s), highlight=False)
         console.print(trials_table(result))
-        console.print(f"{len(result.trials)} trials: {counts_line(result)}", highlight=False)
+        console.print(f"{trials_text(len(result.trials))}: {counts_line(result)}", highlight=False)
         failed = [t for t in result.trials if t.error]
         for t in failed[-3:]:
             last = t.error.strip().splitlines()[-1]

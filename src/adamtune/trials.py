@@ -178,3 +178,8 @@ def oriented(value: float, direction: str) -> float:
 def ranked(trials: Sequence[TrialRecord], direction: str) -> list[TrialRecord]:
     """Completed trials, best first (ties: the earlier trial first)."""
     return sorted(completed(trials), key=lambda t: (oriented(t.value, direction), t.number))
+
+
+def trials_text(n: int) -> str:
+    """``"1 trial"``, ``"3 trials"``."""
+    return f"{n} trial{'' if n == 1 else 's'}"

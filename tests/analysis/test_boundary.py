@@ -77,6 +77,45 @@ def test_diverged_trials_beyond_the_best_make_the_edge_a_stability_limit(syn):
     assert lr.edge is None and lr.proposal is None and lr.stability_limit == (8,)
 
 
+def test_the_stability_limit_is_said_not_dropped(syn):
+    positions = POSITIONS + (0.99,)
+    trials, settings = study(syn, lambda u: 1 - u, positions=positions, states={8: syn.S.DIVERGED})
+    findings = boundary_findings(boundary_check(trials, settings))
+    (f,) = [f for f in findings if "lr" in f.title]
+    assert f.severity == "info" and f.kind == "unstable" and f.trials == (8,) and not f.suggestion
+    assert "upper edge" in f.title and "trial 8 diverged at or above it" in f.detail
+
+
+def _decay_study(syn, diverged_lr_position):
+    """The best weight_decay at the top edge of its window; trial 8 diverged with an even larger
+    weight_decay and an lr at ``diverged_lr_position`` (the completed trials' lrs span 0.1-0.5)."""
+    wd = (0.05, 0.2, 0.35, 0.5, 0.6, 0.7, 0.8, 0.97)
+    trials = [syn.trial(i, 1 - u, lr=syn.lr_at(0.1 + 0.05 * i), weight_decay=syn.WD.from_unit(u))
+              for i, u in enumerate(wd)]
+    trials.append(syn.trial(8, None, syn.S.DIVERGED, lr=syn.lr_at(diverged_lr_position),
+                            weight_decay=syn.WD.from_unit(0.99)))
+    return trials, syn.settings(syn.LR, syn.WD)
+
+
+def test_a_trial_that_diverged_for_its_lr_does_not_hide_another_dimensions_edge(syn):
+    # trial 8's lr is above every lr that trained to the end: its lr, not its decay, explains it
+    trials, settings = _decay_study(syn, 0.9)
+    wd = check_of(boundary_check(trials, settings), "weight_decay")
+    assert wd.edge == "upper" and wd.stability_limit == () and wd.proposal is not None
+    (f,) = [f for f in boundary_findings(boundary_check(trials, settings)) if "weight_decay" in f.title]
+    assert f.severity == "warning" and f.suggestion == (f"--set {wd.set_argument}",)
+    # with an lr among those that trained, the decay may be what made it diverge: the edge stands
+    trials, settings = _decay_study(syn, 0.2)
+    wd = check_of(boundary_check(trials, settings), "weight_decay")
+    assert wd.edge is None and wd.stability_limit == (8,)
+
+
+def test_two_best_trials_are_both(syn):
+    trials = [syn.trial(0, 0.1, lr=syn.lr_at(0.97)), syn.trial(1, 0.2, lr=syn.lr_at(0.8))]
+    (f,) = boundary_findings(boundary_check(trials, syn.settings(syn.LR)))
+    assert "both best trials (trials 0 and 1) lie" in f.detail
+
+
 def test_too_few_completed_trials_say_nothing(syn):
     states = {i: syn.S.PRUNED for i in range(7)}
     trials, settings = study(syn, lambda u: 1 - u, states=states)

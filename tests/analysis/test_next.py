@@ -79,3 +79,21 @@ def test_a_python_workload_has_no_command_and_names_are_quoted(syn):
     settings = dataclasses.replace(syn.settings(syn.LR), workload="my dir/w.py:make")
     cmd = next_space([syn.trial(0, 0.1, lr=1e-3)], settings, study_name="a b", storage="sqlite:///x y.db").command
     assert "--workload 'my dir/w.py:make'" in cmd and "--storage 'sqlite:///x y.db'" in cmd and "--study 'a b-next'" in cmd
+
+
+def test_every_trial_diverged_moves_the_lr_window_below_the_smallest_that_did(syn):
+    settings = syn.settings(Dimension("lr", 5.0, 10.0, "log"), syn.WD, budget=8)
+    trials = [syn.trial(i, None, syn.S.DIVERGED, lr=lr, weight_decay=0.01)
+              for i, lr in enumerate((5.05, 6.0, 7.5, 9.9))]
+    ns = next_space(trials, settings, study_name="s")
+    lr, wd = ns.dimensions
+    assert lr.change == "lower" and ns.lowered and ns.changed
+    assert lr.window.high == pytest.approx(0.5) and lr.window.low == pytest.approx(0.5e-3)
+    assert "every trial diverged, from lr 5.05" in lr.reason
+    assert wd.change == "keep"
+    assert "--set lr=0.0005:0.5" in ns.command
+    rebuilt = with_overrides(preset(settings.optimizer, settings.task, settings.budget), ns.set_arguments)
+    assert rebuilt.dimension("lr").high == pytest.approx(0.5)
+    # one trial that trained without diverging: the window is judged as usual, not moved
+    trials.append(syn.trial(4, 0.5, syn.S.PRUNED, lr=5.2, weight_decay=0.01))
+    assert next_space(trials, settings).dimensions[0].change == "keep"

@@ -31,6 +31,20 @@ def test_markup_in_user_text_is_printed_as_it_is(hostile_analysis):
 def test_too_few_completed_trials_are_counted_in_plain_words(normal_analysis):
     import dataclasses
 
-    for n, words in ((0, "only 0 trials completed"), (1, "only 1 trial completed:")):
+    for n, words in ((0, "no trial completed"), (1, "only 1 trial completed")):
         text = plain(dataclasses.replace(normal_analysis, completed=n))
         assert words in text and "trial(s)" not in text
+
+
+def test_a_study_whose_trials_failed_says_so_not_budget(normal_analysis):
+    import dataclasses
+
+    from adamtune.trials import TrialState
+
+    r = normal_analysis.result
+    failed = tuple(dataclasses.replace(t, state=TrialState.FAILED, value=None, error="Traceback\nRuntimeError: x")
+                   for t in r.trials[:3])
+    result = dataclasses.replace(r, trials=failed, best=None, settings=dataclasses.replace(r.settings, budget=6))
+    text = dataclasses.replace(normal_analysis, result=result, completed=0).too_few_text
+    assert text == ("no trial completed (3 failed): the boundary check needs at least 2. The study stopped after "
+                    f"3 trials of its budget of 6; the errors: adamtune show --study {r.study_name}")

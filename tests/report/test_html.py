@@ -128,11 +128,21 @@ def test_a_study_without_a_result_still_gets_a_report(states):
     page = render_html(analyze(TuneResult("s", settings, trials, None, None)))
     assert "No trial completed, so there is no configuration to recommend yet." in page
     assert "Too few completed trials to judge the search windows" in page
+    assert "adamtune.tune(objective, study=&#x27;s-next&#x27;" in page  # made from Python with an objective
     if trials:
         assert "unstable: 2 of 2 trials diverged, from lr ≈ 0.001" in page
-        assert figures(page) == 2  # the lr axis plot and its buckets, with the diverged trials
+        assert "no trial completed (1 failed, 2 diverged): the boundary check needs at least 2" in page
+        assert "the diverging trials call for smaller learning rates first" in page
+        # every trial that trained diverged: the next lr window lies below the smallest that did
+        assert "Every trial diverged: search smaller learning rates" in page and "1e-07..0.0001" in page
+        assert figures(page) == 1  # the lr axis plot with the diverged trials; no empty bucket plot
     else:
         assert figures(page) == 0
+    import re
+
+    ids = set(re.findall(r'id="([^"]+)"', page))
+    links = re.findall(r'<a href="#([^"]+)"', page)
+    assert links and set(links) <= ids, (links, ids)  # no link to a section that is not there
 
 
 def _ensure_chromium() -> str | None:

@@ -18,7 +18,7 @@ from adamtune.analysis._plots import (
 )
 from adamtune.analysis._select import top_trials
 from adamtune.results import TuneResult
-from adamtune.trials import TrialRecord, completed
+from adamtune.trials import TrialRecord, TrialState, completed, trials_text
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,6 +67,25 @@ class StudyAnalysis:
     def too_few_to_judge(self) -> bool:
         """Fewer completed trials than the boundary check needs: silence then means little."""
         return bool(self.result.settings.space.dimensions) and self.completed < MIN_COMPLETED
+
+    @property
+    def too_few_text(self) -> str:
+        """Why there are too few completed trials to judge, and what to do, in a sentence."""
+        r = self.result
+        done = "no trial" if self.completed == 0 else f"only {trials_text(self.completed)}"
+        failed = sum(1 for t in r.trials if t.state == TrialState.FAILED and not t.interrupted)
+        diverged, pruned = r.count(TrialState.DIVERGED), r.count(TrialState.PRUNED)
+        parts = [f"{n} {word}" for n, word in ((failed, "failed"), (diverged, "diverged"), (pruned, "pruned")) if n]
+        text = f"{done} completed" + (f" ({', '.join(parts)})" if parts else "")
+        text += f": the boundary check needs at least {MIN_COMPLETED}"
+        counted = sum(1 for t in r.trials if not t.interrupted)
+        if counted < r.settings.budget and failed:
+            text += f". The study stopped after {trials_text(counted)} of its budget of {r.settings.budget}"
+        if failed and failed >= max(diverged, pruned):
+            return text + f"; the errors: adamtune show --study {r.study_name}"
+        if diverged and diverged >= pruned:
+            return text + "; the diverging trials call for smaller learning rates first"
+        return text + "; a larger --budget, or --pruner none, gives more"
 
 
 def analyze(result: TuneResult, storage: str | None = None) -> StudyAnalysis:

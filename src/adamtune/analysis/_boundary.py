@@ -14,8 +14,10 @@ The rule, per dimension and edge (positions are ``Dimension.to_unit``: 0 at ``lo
   fire it.
 
 It needs ``MIN_COMPLETED`` (2) completed trials: one trial is not "the best trials". It does
-not fire when a trial at or beyond the best trial's position towards that edge
-diverged: then the edge is the stability limit and there is nothing to gain beyond it.
+not fire when a trial at or beyond the best trial's position towards that edge diverged: then
+the edge is the stability limit and there is nothing to gain beyond it (an info finding says
+so). For a dimension other than ``lr``, a diverged trial whose lr is above every lr that
+trained to the end is not counted: its lr explains its divergence.
 When it fires, the proposal extends the window on that side by ``WIDEN`` (half its width) on
 its own scale, within what the hyperparameter allows (``lr > 0``, betas below 1, ...); an edge
 that already is such a hard limit is noted (``edge`` set) but proposes nothing.
@@ -26,13 +28,13 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
-from adamtune.analysis._finding import WARNING, Finding, fmt, trial_list
+from adamtune.analysis._finding import INFO, WARNING, Finding, fmt, trial_list
 from adamtune.analysis._format import set_argument, window_text
-from adamtune.analysis._select import Study, top_trials, unit, unpack
+from adamtune.analysis._select import Study, lr_of, top_trials, unit, unpack
 from adamtune.errors import AdamtuneError
 from adamtune.space import Dimension, SearchSpace
 from adamtune.results import StudySettings
-from adamtune.trials import TrialState
+from adamtune.trials import TrialRecord, TrialState
 
 EDGE_BAND = 0.1
 WIDEN = 0.5
@@ -86,6 +88,8 @@ def boundary_check(study: Study, settings: StudySettings | None = None) -> tuple
     top = top_trials(trials, settings.direction)
     if len(top) < MIN_COMPLETED:
         top = []
+    stable_lrs = [lr for lr in (lr_of(t) for t in trials if t.state == TrialState.COMPLETE) if lr is not None]
+    stable_lr = max(stable_lrs) if stable_lrs else None
     out = []
     for dim in settings.space.dimensions:
         sampled = [t for t in trials if unit(dim, t) is not None and t.state != TrialState.FAILED]
@@ -106,12 +110,19 @@ def boundary_check(study: Study, settings: StudySettings | None = None) -> tuple
             beyond = [
                 t.number for t in trials if t.state == TrialState.DIVERGED and unit(dim, t) is not None
                 and (unit(dim, t) >= best if edge == UPPER else unit(dim, t) <= best)
+                and (dim.name == "lr" or not _lr_explains(t, stable_lr))
             ]
             if beyond:
                 edge, limit = None, tuple(beyond)
         proposal = widen(dim, edge, settings.space) if edge is not None else None
         out.append(BoundaryCheck(dim.name, dim, band, best, positions, edge, limit, proposal))
     return tuple(out)
+
+
+def _lr_explains(trial: TrialRecord, stable_lr: float | None) -> bool:
+    """Whether a diverged trial's lr is above every lr that trained to the end."""
+    lr = lr_of(trial)
+    return stable_lr is not None and lr is not None and lr > stable_lr
 
 
 def widen(dim: Dimension, edge: str, space: SearchSpace | None = None, by: float = WIDEN) -> Dimension | None:
@@ -146,6 +157,9 @@ def boundary_findings(checks: Sequence[BoundaryCheck]) -> tuple[Finding, ...]:
     """A warning for each dimension whose best trials sit at an edge, with the widened window."""
     out = []
     for c in checks:
+        if c.stability_limit:
+            out.append(_limit_finding(c))
+            continue
         if c.edge is None or c.proposal is None:
             continue
         numbers = tuple(n for n, _ in c.top_positions)
@@ -154,7 +168,9 @@ def boundary_findings(checks: Sequence[BoundaryCheck]) -> tuple[Finding, ...]:
         where = "top" if c.edge == UPPER else "bottom"
         distance = (1 - c.best_position) if c.edge == UPPER else c.best_position
         n = len(numbers)
-        every = f"all {n} best trials ({trial_list(numbers)}) lie" if n > 1 else "it is the only completed trial and lies"
+        every = ("it is the only completed trial and lies" if n == 1 else
+                 f"both best trials ({trial_list(numbers)}) lie" if n == 2 else
+                 f"all {n} best trials ({trial_list(numbers)}) lie")
         scale = {"log": "on a log scale", "log1m": "on a log scale of 1-x", "linear": "on a linear scale"}[c.window.scale]
         out.append(Finding(
             kind="boundary", severity=WARNING,
@@ -171,4 +187,15 @@ def boundary_findings(checks: Sequence[BoundaryCheck]) -> tuple[Finding, ...]:
     return tuple(out)
 
 
-
+def _limit_finding(c: BoundaryCheck) -> Finding:
+    """The best trials sit at an edge, but trials beyond them diverged: not widened."""
+    edge = UPPER if c.best_position is not None and c.best_position >= 0.5 else LOWER
+    beyond = "above" if edge == UPPER else "below"
+    return Finding(
+        kind="unstable", severity=INFO,
+        title=f"{c.name}: the best trials sit at the {edge} edge of {window_text(c.window)}, where training turns unstable",
+        detail=(f"The best trial has {c.name}={fmt(c.window.from_unit(c.best_position))}; "
+                f"{trial_list(list(c.stability_limit))} diverged at or {beyond} it, so the window is not "
+                "widened there: the edge is the stability limit, not a missed optimum."),
+        trials=c.stability_limit,
+    )

@@ -32,9 +32,9 @@ import math
 from collections.abc import Sequence
 
 from adamtune.analysis._finding import INFO, WARNING, Finding, fmt, trial_list
-from adamtune.analysis._select import Study, unpack
+from adamtune.analysis._select import Study, lr_of, unpack
 from adamtune.results import StudySettings
-from adamtune.trials import Curve, TrialRecord, TrialState, oriented, ranked
+from adamtune.trials import Curve, TrialState, oriented, ranked
 
 MIN_EVALUATIONS = 4
 MIN_IMPROVEMENT = 0.01
@@ -266,26 +266,20 @@ class Stability:
         return self.smallest_diverged_lr <= UNSTABLE_NEAR * self.best_lr
 
 
-def _lr(t: TrialRecord) -> float | None:
-    if "lr" in t.params:
-        return t.params["lr"]
-    return (t.config or {}).get("lr")
-
-
 def stability(study: Study, settings: StudySettings | None = None) -> Stability:
     """Where training became unstable: diverged trials and the lrs bounding them."""
     trials, settings = unpack(study, settings)
     diverged = [t for t in trials if t.state == TrialState.DIVERGED]
     stable = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED)]
-    d_lrs = [x for x in (_lr(t) for t in diverged) if x is not None]
-    s_lrs = [x for x in (_lr(t) for t in stable if t.state == TrialState.COMPLETE) if x is not None]
+    d_lrs = [x for x in (lr_of(t) for t in diverged) if x is not None]
+    s_lrs = [x for x in (lr_of(t) for t in stable if t.state == TrialState.COMPLETE) if x is not None]
     best = ranked(trials, settings.direction)
     return Stability(
         diverged=tuple(t.number for t in diverged), trained=len(stable),
         lr_tuned="lr" in settings.space.tuned,
         largest_stable_lr=max(s_lrs) if s_lrs else None,
         smallest_diverged_lr=min(d_lrs) if d_lrs else None,
-        best_lr=_lr(best[0]) if best else None,
+        best_lr=lr_of(best[0]) if best else None,
     )
 
 

@@ -6,6 +6,9 @@ Per tuned dimension, on the window's own scale (0 = low, 1 = high):
 - **narrow** to the span of the best trials, padded by ``NARROW_PAD`` on each side and at
   least ``NARROW_MIN_WIDTH`` wide, when the study has ``NARROW_MIN_COMPLETED`` completed
   trials and the result is at most ``KEEP_ABOVE`` of the old width.
+- **lower** the lr window when every trial that trained diverged: to ``LOWER_DECADES`` decades
+  ending ``LOWER_BELOW`` times below the smallest lr that diverged (rounded down to one figure) (the playbook's first step:
+  a diverging model needs a smaller learning rate).
 - **keep** otherwise.
 
 The result is printed as ``--set`` arguments; applied by ``adamtune tune`` to the preset of
@@ -14,25 +17,30 @@ the same optimizer, task and budget they give exactly this space (a test holds i
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import math
 import shlex
 from collections.abc import Sequence
 
 from adamtune.analysis._boundary import BoundaryCheck, boundary_check
 from adamtune.analysis._format import set_argument
-from adamtune.analysis._select import Study, top_trials, unit, unpack
+from adamtune.analysis._select import Study, lr_of, top_trials, unit, unpack
 from adamtune.config import TORCH_DEFAULTS, Config
 from adamtune.errors import AdamtuneError
 from adamtune.space import Dimension, preset
 from adamtune.results import StudySettings
-from adamtune.trials import completed
+from adamtune.trials import TrialRecord, TrialState, completed
 
 NARROW_MIN_COMPLETED = 5
 NARROW_PAD = 0.15
 NARROW_MIN_WIDTH = 0.3
 KEEP_ABOVE = 0.85
 
-NARROW, WIDEN, KEEP = "narrow", "widen", "keep"
+LOWER_BELOW = 10.0
+LOWER_DECADES = 3.0
+
+NARROW, WIDEN, KEEP, LOWER = "narrow", "widen", "keep", "lower"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,7 +49,7 @@ class NextDimension:
 
     Attributes:
         name: the hyperparameter.
-        change: ``"narrow"``, ``"widen"`` or ``"keep"``.
+        change: ``"narrow"``, ``"widen"``, ``"lower"`` or ``"keep"``.
         window: the proposed window.
         previous: the study's window.
         reason: why, in a few words.
@@ -78,6 +86,11 @@ class NextSpace:
     def changed(self) -> bool:
         return any(d.change != KEEP for d in self.dimensions)
 
+    @property
+    def lowered(self) -> bool:
+        """Whether the lr window moves down because every trial diverged."""
+        return any(d.change == LOWER for d in self.dimensions)
+
 
 def _fixed_text(name: str, value: object) -> str:
     if value is None:
@@ -105,12 +118,20 @@ def next_space(
     checks = {c.name: c for c in (checks if checks is not None else boundary_check(trials, settings))}
     top = top_trials(trials, settings.direction)
     enough = len(completed(trials)) >= NARROW_MIN_COMPLETED
+    diverged_lr = _only_diverged(trials)
     dims = []
     for dim in settings.space.dimensions:
         check = checks.get(dim.name)
         if check is not None and check.proposal is not None:
             dims.append(NextDimension(dim.name, WIDEN, check.proposal, dim, f"the best trials sit at its {check.edge} edge"))
             continue
+        if dim.name == "lr" and diverged_lr is not None:
+            high = _round_down(min(dim.high, diverged_lr / LOWER_BELOW))
+            with contextlib.suppress(AdamtuneError):
+                window = Dimension(dim.name, high / 10 ** LOWER_DECADES, high, dim.scale)
+                dims.append(NextDimension(dim.name, LOWER, window, dim,
+                                          f"every trial diverged, from lr {diverged_lr:.3g}: a smaller lr"))
+                continue
         positions = [u for u in (unit(dim, t) for t in top) if u is not None]
         if not enough or not positions:
             why = f"fewer than {NARROW_MIN_COMPLETED} completed trials" if not enough else "no completed trial"
@@ -148,6 +169,22 @@ def _window(dim: Dimension, lo: float, hi: float) -> Dimension:
         return Dimension(dim.name, dim.from_unit(lo), dim.from_unit(hi), dim.scale)
     except AdamtuneError:
         return dim
+
+
+def _round_down(x: float) -> float:
+    """``x`` rounded down to one significant figure (0.505 -> 0.5), a window edge that reads well."""
+    scale = 10 ** math.floor(math.log10(x))
+    return math.floor(x / scale * (1 + 1e-12)) * scale
+
+
+def _only_diverged(trials: Sequence[TrialRecord]) -> float | None:
+    """The smallest lr that diverged, when every trial that trained diverged (none completed
+    or was pruned); else None."""
+    trained = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.DIVERGED)]
+    if not trained or any(t.state != TrialState.DIVERGED for t in trained):
+        return None
+    lrs = [lr for lr in (lr_of(t) for t in trained) if lr is not None and lr > 0]
+    return min(lrs) if lrs else None
 
 
 def _command(settings: StudySettings, study_name: str | None, storage: str | None, args: Sequence[str]) -> str | None:

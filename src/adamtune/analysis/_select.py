@@ -47,3 +47,10 @@ def unit(dim: Dimension, trial: TrialRecord) -> float | None:
     if v is None or not math.isfinite(v):
         return None
     return dim.to_unit(v)
+
+
+def lr_of(trial: TrialRecord) -> float | None:
+    """The trial's learning rate: tuned, or fixed in its config."""
+    if "lr" in trial.params:
+        return trial.params["lr"]
+    return (trial.config or {}).get("lr")

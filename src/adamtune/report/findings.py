@@ -13,7 +13,6 @@ from rich.console import Console
 from rich.text import Text
 
 from adamtune.analysis import StudyAnalysis, analyze
-from adamtune.report.terminal import trials_text
 from adamtune.results import TuneResult
 
 _MARK = {"warning": ("!", "bold yellow"), "info": ("·", "cyan")}
@@ -26,8 +25,7 @@ def findings_lines(analysis: StudyAnalysis) -> list[Text]:
     """
     lines = [Text("Findings", style="bold")]
     if analysis.too_few_to_judge:
-        lines.append(Text.assemble(("  · ", "cyan"), f"only {trials_text(analysis.completed)} completed: too few to "
-                                   "check the search windows (a larger --budget, or --pruner none, gives more)"))
+        lines.append(Text.assemble(("  · ", "cyan"), analysis.too_few_text))
     elif not analysis.warnings:
         lines.append(Text.assemble(("  ✓ ", "bold green"), "no warnings: the best trials sit inside every window, "
                                    "and nothing limits them"))

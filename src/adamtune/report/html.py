@@ -11,14 +11,14 @@ import os
 import re
 from pathlib import Path
 
-from adamtune.analysis import Finding, StudyAnalysis, analyze, window_text
+from adamtune.analysis import Finding, NextSpace, StudyAnalysis, analyze, window_text
 from adamtune.config import Config, python_snippet
 from adamtune.errors import AdamtuneError
 from adamtune.report import plots
-from adamtune.report.terminal import fmt, trials_text
+from adamtune.report.terminal import fmt
 from adamtune.storage import sqlite_path
 from adamtune.results import TuneResult
-from adamtune.trials import TrialRecord, TrialState
+from adamtune.trials import TrialRecord, TrialState, trials_text
 
 
 class ReportError(AdamtuneError):
@@ -94,7 +94,13 @@ def _badge(state: TrialState) -> str:
     return f'<span class="badge {_STATE_CLASS[state]}">{e(state.value)}</span>'
 
 
-def _header(a: StudyAnalysis) -> str:
+def _header(a: StudyAnalysis, sections: str) -> str:
+    """The title, the study's facts and counts, and links to those of ``sections`` rendered."""
+    plots = [x for x in ("axes", "isolation", "heatmaps", "gradnorms") if f'id="{x}"' in sections]
+    links = [(x, label) for x, label in (("best", "Best configuration"), ("findings", "Findings"),
+                                         ("next", "Next search"), (plots[0] if plots else "", "Plots"),
+                                         ("curves", "Training curves"), ("trials", "All trials"))
+             if x and f'id="{x}"' in sections]
     r, s = a.result, a.result.settings
     counts = " ".join(
         f'{_badge(st)} <span class="count">{r.count(st)}</span>' for st in TrialState if r.count(st)
@@ -112,12 +118,9 @@ def _header(a: StudyAnalysis) -> str:
     <div class="kicker">adamtune study report</div>
     <h1>{e(r.study_name)}</h1>
     <div class="facts">{fact_html}</div>
-    <div class="counts">{len(r.trials)} trials: {counts}</div>
+    <div class="counts">{trials_text(len(r.trials))}: {counts}</div>
   </div>
-  <nav class="wrap">
-    <a href="#best">Best configuration</a><a href="#findings">Findings</a><a href="#next">Next search</a>
-    <a href="#axes">Plots</a><a href="#curves">Training curves</a><a href="#trials">All trials</a>
-  </nav>
+  <nav class="wrap">{"".join(f'<a href="#{anchor}">{e(label)}</a>' for anchor, label in links)}</nav>
 </header>"""
 
 
@@ -186,8 +189,7 @@ def _findings(a: StudyAnalysis) -> str:
     if a.too_few_to_judge:
         body = f"""
 <div class="finding"><div class="icon">i</div><div><h3>Too few completed trials to judge the search windows</h3>
-<p>Only {trials_text(a.completed)} trained to the end; the boundary check needs at least 2. A larger
-<code>--budget</code>, or <code>--pruner none</code>, gives more.</p></div></div>""" + body
+<p>{e(a.too_few_text)}</p></div></div>""" + body
     elif not a.warnings:
         body = """
 <div class="finding ok"><div class="icon">✓</div><div><h3>Nothing to fix</h3>
@@ -210,15 +212,24 @@ def _next(a: StudyAnalysis) -> str:
         command = ns.command
     else:  # the workload was a Python object: show the Python call
         name = f"{a.result.study_name}-next"
-        command = (f"adamtune.tune(workload, study={name!r}, budget={a.result.settings.budget},\n"
+        first = "workload" if a.result.settings.workload_info else "objective"
+        command = (f"adamtune.tune({first}, study={name!r}, budget={a.result.settings.budget},\n"
                    f"              space={list(ns.set_arguments)!r})")
     return f"""
 <section id="next" class="card">
   <h2>Next search space</h2>
-  <p class="lead">{"Coarse to fine: narrow around the best trials, widen where they hit an edge." if ns.changed else "Keep the windows: the study gives no reason to move them yet."}</p>
+  <p class="lead">{e(_next_lead(ns))}</p>
   <table class="next">{rows}</table>
   <pre><code>{e(command)}</code></pre>
 </section>"""
+
+
+def _next_lead(ns: NextSpace) -> str:
+    if ns.lowered:
+        return "Every trial diverged: search smaller learning rates before anything else."
+    if ns.changed:
+        return "Coarse to fine: narrow around the best trials, widen where they hit an edge."
+    return "Keep the windows: the study gives no reason to move them yet."
 
 
 def _importance(a: StudyAnalysis) -> str:
@@ -255,12 +266,12 @@ def _plots(a: StudyAnalysis) -> str:
         _figures(
             "Best trial per bucket", "isolation",
             "Each window cut into equal buckets on its own scale; the line is the best completed trial in each.",
-            [plots.isolation_plot(i) for i in a.isolation if any(b.trials for b in i.buckets)],
+            [plots.isolation_plot(i) for i in a.isolation if any(b.best is not None for b in i.buckets)],
         ),
         _figures(
             "Heatmaps", "heatmaps",
             "The best objective in each cell of two hyperparameters; dots are trials, hatched cells only diverged.",
-            [plots.heatmap(i) for i in a.heatmaps],
+            [plots.heatmap(i) for i in a.heatmaps if any(c.best is not None for row in i.cells for c in row)],
         ),
         _figures(
             "Training curves", "curves",
@@ -303,6 +314,11 @@ def _table(a: StudyAnalysis) -> str:
 def render_html(analysis: StudyAnalysis) -> str:
     """The whole report as one HTML document."""
     a = analysis
+    main = f"""{_best(a)}
+{_findings(a)}
+<div class="two">{_next(a)}{_importance(a)}</div>
+{_plots(a)}
+{_table(a)}"""
     return f"""<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -312,13 +328,9 @@ def render_html(analysis: StudyAnalysis) -> str:
 <style>{_CSS}</style>
 </head>
 <body>
-{_header(a)}
+{_header(a, main)}
 <main class="wrap">
-{_best(a)}
-{_findings(a)}
-<div class="two">{_next(a)}{_importance(a)}</div>
-{_plots(a)}
-{_table(a)}
+{main}
 </main>
 <footer class="wrap">Made by adamtune. This file is self-contained: it loads nothing from the network.</footer>
 </body>
@@ -390,6 +402,7 @@ pre { background:#0f172a; color:#e2e8f0; padding:14px 16px; border-radius:10px; 
 .change { font-size:11.5px; font-weight:600; padding:2px 8px; border-radius:99px; background:#e5e7eb; }
 .change.widen { background:#fde68a; color:#92400e; }
 .change.narrow { background:#dbeafe; color:#1e40af; }
+.change.lower { background:#fee2e2; color:#991b1b; }
 .bar { display:grid; grid-template-columns:120px 1fr 48px; align-items:center; gap:10px; margin:8px 0; }
 .bar .name { font-weight:600; }
 .bar .track { background:#eef2ff; border-radius:99px; height:14px; overflow:hidden; }

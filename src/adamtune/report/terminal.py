@@ -26,11 +26,6 @@ def fmt(x: float | None) -> str:
     return f"{x:.4g}"
 
 
-def trials_text(n: int) -> str:
-    """``"1 trial"``, ``"3 trials"``."""
-    return f"{n} trial{'' if n == 1 else 's'}"
-
-
 def trial_value_text(t: TrialRecord) -> str:
     if t.state == TrialState.DIVERGED:
         return "diverged" + (f" @{t.steps}" if t.steps else "")
