@@ -118,8 +118,9 @@ def tune(
         finally:
             progress.stop()
         console.print()
-        if best_trials(result):
-            console.print(trials_table(result, best_trials(result), title="Best trials"))
+        best = best_trials(result)
+        if best:
+            console.print(trials_table(result, best, title="Best trials"))
         console.print(f"{trials_text(len(result.trials))}: {counts_line(result)}", highlight=False)
         snippet = best_snippet(result)
         if snippet is None:

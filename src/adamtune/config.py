@@ -265,9 +265,10 @@ def clip_gradients(model_or_params: Union[nn.Module, Iterable[torch.Tensor]], co
     return float(torch.nn.utils.clip_grad_norm_(grads_params, config.max_grad_norm))
 
 
-def _shortest(x: float, close: Callable[[float], bool]) -> str:
-    """The shortest ``%g`` text of ``x`` whose value is ``close``."""
-    for digits in range(1, 18):
+def shortest_g(x: float, close: Callable[[float], bool], first: int = 1) -> str:
+    """The shortest ``%g`` text of ``x`` (from ``first`` significant digits) whose value is
+    ``close``; ``repr(x)`` if none is."""
+    for digits in range(first, 18):
         text = f"{x:.{digits}g}"
         if close(float(text)):
             return text
@@ -276,7 +277,7 @@ def _shortest(x: float, close: Callable[[float], bool]) -> str:
 
 def _fmt(x: float) -> str:
     """``x`` to 4 significant figures, no longer than that needs (0.001, 0.0003562)."""
-    return _shortest(x, lambda y: abs(y - x) <= 5e-5 * abs(x))
+    return shortest_g(x, lambda y: abs(y - x) <= 5e-5 * abs(x))
 
 
 def _fmt_beta(x: float) -> str:
@@ -284,7 +285,7 @@ def _fmt_beta(x: float) -> str:
     (0.9997, not 1: 1 would be refused by torch, 0.999 is a 43% shorter window)."""
     if x >= 1:
         return repr(x)
-    return _shortest(x, lambda y: y < 1 and abs((1 - y) - (1 - x)) <= 5e-5 * (1 - x))
+    return shortest_g(x, lambda y: y < 1 and abs((1 - y) - (1 - x)) <= 5e-5 * (1 - x))
 
 
 def python_snippet(config: Config, model_name: str = "model") -> str:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
+from adamtune.analysis._curves import stability
 from adamtune.analysis._finding import INFO, WARNING, Finding, fmt, trial_list
 from adamtune.analysis._format import set_argument, window_text
 from adamtune.analysis._select import Study, lr_of, top_trials, unit, unpack
@@ -88,8 +89,7 @@ def boundary_check(study: Study, settings: StudySettings | None = None) -> tuple
     top = top_trials(trials, settings.direction)
     if len(top) < MIN_COMPLETED:
         top = []
-    stable_lrs = [lr for lr in (lr_of(t) for t in trials if t.state == TrialState.COMPLETE) if lr is not None]
-    stable_lr = max(stable_lrs) if stable_lrs else None
+    stable_lr = stability(trials, settings).largest_stable_lr
     out = []
     for dim in settings.space.dimensions:
         sampled = [t for t in trials if unit(dim, t) is not None and t.state != TrialState.FAILED]

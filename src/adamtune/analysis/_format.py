@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-
+from adamtune.config import shortest_g
 from adamtune.space import Dimension, parse_override
 
 # A printed bound may move by at most this much of its window's width on the window's own scale.
@@ -14,16 +14,12 @@ def short_number(dim: Dimension, x: float) -> str:
 
     Betas need more digits near 1 (0.99993, not 1), a log-scale lr fewer (0.001).
     """
-    for digits in range(2, 17):
-        text = f"{x:.{digits}g}"
-        y = float(text)
-        if dim.scale == "log1m" and y >= 1:
-            continue
-        if dim.scale == "log" and y <= 0:
-            continue
-        if abs(dim.to_unit(y) - dim.to_unit(x)) <= _TOLERANCE:
-            return text
-    return repr(x)
+    def close(y: float) -> bool:
+        if dim.scale == "log1m" and y >= 1 or dim.scale == "log" and y <= 0:
+            return False
+        return abs(dim.to_unit(y) - dim.to_unit(x)) <= _TOLERANCE
+
+    return shortest_g(x, close, first=2)
 
 
 def set_argument(dim: Dimension) -> str:

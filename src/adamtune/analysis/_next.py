@@ -7,8 +7,8 @@ Per tuned dimension, on the window's own scale (0 = low, 1 = high):
   least ``NARROW_MIN_WIDTH`` wide, when the study has ``NARROW_MIN_COMPLETED`` completed
   trials and the result is at most ``KEEP_ABOVE`` of the old width.
 - **lower** the lr window when every trial that trained diverged: to ``LOWER_DECADES`` decades
-  ending ``LOWER_BELOW`` times below the smallest lr that diverged (rounded down to one figure) (the playbook's first step:
-  a diverging model needs a smaller learning rate).
+  ending ``LOWER_BELOW`` times below the smallest lr that diverged, rounded down to one
+  figure (the playbook's first step: a diverging model needs a smaller learning rate).
 - **keep** otherwise.
 
 The result is printed as ``--set`` arguments; applied by ``adamtune tune`` to the preset of
@@ -25,12 +25,13 @@ from collections.abc import Sequence
 
 from adamtune.analysis._boundary import BoundaryCheck, boundary_check
 from adamtune.analysis._format import set_argument
-from adamtune.analysis._select import Study, lr_of, top_trials, unit, unpack
+from adamtune.analysis._curves import stability
+from adamtune.analysis._select import Study, top_trials, unit, unpack
 from adamtune.config import TORCH_DEFAULTS, Config
 from adamtune.errors import AdamtuneError
 from adamtune.space import Dimension, preset
 from adamtune.results import StudySettings
-from adamtune.trials import TrialRecord, TrialState, completed
+from adamtune.trials import completed
 
 NARROW_MIN_COMPLETED = 5
 NARROW_PAD = 0.15
@@ -118,7 +119,8 @@ def next_space(
     checks = {c.name: c for c in (checks if checks is not None else boundary_check(trials, settings))}
     top = top_trials(trials, settings.direction)
     enough = len(completed(trials)) >= NARROW_MIN_COMPLETED
-    diverged_lr = _only_diverged(trials)
+    stab = stability(trials, settings)  # every trial that trained diverged: the lr window moves down
+    diverged_lr = stab.smallest_diverged_lr if stab.diverged and not stab.trained else None
     dims = []
     for dim in settings.space.dimensions:
         check = checks.get(dim.name)
@@ -175,16 +177,6 @@ def _round_down(x: float) -> float:
     """``x`` rounded down to one significant figure (0.505 -> 0.5), a window edge that reads well."""
     scale = 10 ** math.floor(math.log10(x))
     return math.floor(x / scale * (1 + 1e-12)) * scale
-
-
-def _only_diverged(trials: Sequence[TrialRecord]) -> float | None:
-    """The smallest lr that diverged, when every trial that trained diverged (none completed
-    or was pruned); else None."""
-    trained = [t for t in trials if t.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.DIVERGED)]
-    if not trained or any(t.state != TrialState.DIVERGED for t in trained):
-        return None
-    lrs = [lr for lr in (lr_of(t) for t in trained) if lr is not None and lr > 0]
-    return min(lrs) if lrs else None
 
 
 def _command(settings: StudySettings, study_name: str | None, storage: str | None, args: Sequence[str]) -> str | None:
