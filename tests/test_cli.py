@@ -35,7 +35,23 @@ BAD_INPUT = [
     (["tune", "--task", "rnn"], "task must be one of generic, cnn, transformer, llm, got 'rnn'"),
     (["tune", "--sampler", "grid"], "sampler must be one of quasi-random, tpe, gp, random, got 'grid'"),
     (["tune", "--pruner", "hyperband"], "pruner must be one of asha, median, none, got 'hyperband'"),
-    (["tune", "--seed", "-1"], "seed must be an integer >= 0, got -1"),
+    (["tune", "--seed", "-1"], "seed must be an integer in [0, 2**32), got -1"),
+    (["tune", "--seed", str(2**32)], f"seed must be an integer in [0, 2**32), got {2**32}"),
+    (["tune", "--budget", "3", "--set", "lr=nan"], "--set: lr must be finite, got nan"),
+    (["tune", "--budget", "3", "--set", "lr=0"], "--set: lr must be > 0, got 0.0"),
+    (["tune", "--set", "lr=1e-4:1e-2", "--set", "lr=3e-3"], "--set lr is given twice"),
+    (["tune", "--workload", "json:loads"], "'json:loads' must be a Workload or a function that takes no argument"),
+    (["tune", "--study", ""], "study name must be a non-empty string, got ''"),
+    (["tune", "--study", "  "], "study name must be a non-empty string, got '  '"),
+    (["tune", "--sampler", ""], "sampler must be one of quasi-random, tpe, gp, random, got ''"),
+    (["tune", "--pruner", ""], "pruner must be one of asha, median, none, got ''"),
+    (["tune", "--storage", ""], "storage must be a URL like sqlite:///adamtune.db"),
+    (["tune", "--storage", "sqlite:///:memory:"], "is in memory and would lose every trial when the command ends"),
+    (["tune", "--storage", "sqlite:///"], "is in memory and would lose every trial when the command ends"),
+    (["show", "--storage", "sqlite:///:memory:"], "is in memory and would lose every trial when the command ends"),
+    (["studies", "--storage", ""], "storage must be a URL like sqlite:///adamtune.db"),
+    (["dashboard", "--port", "99999"], "--port must be a TCP port in 1..65535, got 99999"),
+    (["dashboard", "--port", "-1"], "--port must be a TCP port in 1..65535, got -1"),
     (["tune", "--storage", "adamtune.db"], "storage must be a URL like sqlite:///adamtune.db"),
     (["tune", "--storage", "sqlite://x.db"], "a SQLite storage URL needs three slashes"),
     (["tune", "--storage", "sqlite:////no/such/dir/x.db"], "cannot create '/no/such/dir/x.db': directory '/no/such/dir' does not exist"),
@@ -143,6 +159,38 @@ def test_cli_end_to_end_in_real_processes(tmp_path, tiny_ref, adamtune_command):
     assert r.exit_code == 2 and r.stderr.strip() == "adamtune: error: --set: beta1 must be in [0, 1), got 1.5"
 
 
+def test_sigterm_ends_the_trials_in_training_as_cut_short(tmp_path, tiny_ref, adamtune_command):
+    """`kill`, `timeout` or a scheduler's time limit: like Ctrl-C, no trial is left running forever."""
+    import signal
+    import time
+
+    import adamtune
+
+    db = f"sqlite:///{tmp_path / 'term.db'}"
+    env = dict(os.environ, OMP_NUM_THREADS="1", COLUMNS="120")
+    p = subprocess.Popen([adamtune_command, "tune", "--workload", tiny_ref, "--budget", "400", "--batch", "4", "--storage", db,
+                          "--pruner", "none", "--no-report"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, env=env, cwd=tmp_path)
+    deadline = time.monotonic() + 300
+    for line in p.stdout:  # the first finished trial: the study is training its next ones now
+        if line.lstrip().startswith("trial ") or time.monotonic() > deadline:
+            break
+    p.send_signal(signal.SIGTERM)
+    _, stderr = p.communicate(timeout=300)
+    assert p.returncode == 143, stderr
+    assert stderr.strip().splitlines()[-1] == "adamtune: terminated (SIGTERM); every finished trial is kept in the storage"
+    assert "Traceback" not in stderr
+    r = adamtune.load("tiny", db)
+    assert 0 < len(r.trials) < 400
+    assert not [t.number for t in r.trials if t.state == adamtune.TrialState.RUNNING]
+    cut = [t for t in r.trials if t.interrupted]
+    assert all(t.state == adamtune.TrialState.FAILED and t.error == "terminated by SIGTERM" for t in cut)
+    # the cut-short trials do not use up the budget: a rerun makes up for them
+    kept = len(r.trials) - len(cut)
+    r = adamtune.tune(storage=db, study="tiny", budget=kept + 2)
+    assert len(r.trials) == kept + len(cut) + 2 and r.count(adamtune.TrialState.RUNNING) == 0
+
+
 @pytest.fixture
 def read_only_copy(finished, tmp_path):
     """The finished study's file on read-only media: a read-only tmpfs as root, else a 0555 directory."""
@@ -190,6 +238,49 @@ def test_read_only_study_can_be_read_not_tuned(read_only_copy, storage):
     assert r.exit_code == 2
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "needs the file and its directory writable" in lines[0], r.stderr
+
+
+@pytest.fixture
+def read_only_file(finished, tmp_path):
+    """The finished study's file made read-only in a directory that stays writable: a read-only
+    bind mount of the file as root (root writes through permission bits), else mode 0444."""
+    import shutil
+
+    path = tmp_path / "rw" / "study.db"
+    path.parent.mkdir()
+    shutil.copy(finished[len("sqlite:///"):], path)
+    if os.geteuid() == 0:
+        if subprocess.run(["mount", "--bind", str(path), str(path)], capture_output=True).returncode != 0:
+            pytest.skip("cannot bind-mount here to make a read-only file")
+        subprocess.run(["mount", "-o", "remount,ro,bind", str(path)], check=True)
+        yield f"sqlite:///{path}"
+        subprocess.run(["umount", "--lazy", str(path)], check=True)
+    else:
+        os.chmod(path, 0o444)
+        yield f"sqlite:///{path}"
+
+
+def test_a_read_only_file_is_read_but_not_tuned(read_only_file):
+    path = read_only_file[len("sqlite:///"):]
+    before = open(path, "rb").read()
+    r = runner.invoke(app, ["tune", "--budget", "5", "--storage", read_only_file, "--no-report"])
+    assert r.exit_code == 2 and "Traceback" not in r.output
+    assert r.stderr.strip().splitlines() == [
+        f"adamtune: error: cannot write to storage {read_only_file}: a study being tuned needs the file and its "
+        "directory writable"]
+    r = runner.invoke(app, ["show", "--json", "--storage", read_only_file])
+    assert r.exit_code == 0 and len(json.loads(r.stdout)["trials"]) == 3
+    assert open(path, "rb").read() == before
+
+
+def test_reading_an_empty_file_leaves_it_empty(tmp_path):
+    path = tmp_path / "empty.db"
+    path.touch()
+    for command in ("studies", "show", "best", "report"):
+        r = runner.invoke(app, [command, "--storage", f"sqlite:///{path}"])
+        assert r.exit_code == 2 and r.stderr.strip() == (
+            f"adamtune: error: no study database at '{path}': the file is empty; run `adamtune tune` first")
+    assert path.stat().st_size == 0
 
 
 @pytest.mark.parametrize("text, size", [("512MB", 512 << 20), ("5G", 5 << 30), ("5GB", 5 << 30), ("5gib", 5 << 30),

@@ -87,13 +87,27 @@ def test_overrides_window_fix_and_clipping():
     ("rho=0.9", "rho is not a hyperparameter of adamw; choose from lr, beta1, beta2, eps, weight_decay, max_grad_norm, warmup, schedule"),
     ("momentum=0.9", "--set momentum: unknown hyperparameter"),
     ("lr=fast", "--set lr: 'fast' is not a number"),
-    ("lr", "--set needs NAME=LOW:HIGH[:log|:linear] or NAME=VALUE, got 'lr'"),
+    ("lr", "--set needs NAME=LOW:HIGH[:log|:linear|:log1m] or NAME=VALUE, got 'lr'"),
     ("lr=1e-4:1e-2:cubic", "--set lr: scale must be log, linear or log1m, got 'cubic'"),
-    ("eps=1e-8:1e-6:log:x", "--set eps: expected LOW:HIGH[:log|:linear]"),
+    ("eps=1e-8:1e-6:log:x", "--set eps: expected LOW:HIGH[:log|:linear|:log1m]"),
 ])
 def test_bad_overrides(override, message):
     with pytest.raises(SpaceError, match=re.escape(message)):
         with_overrides(preset("adamw", "generic", 16), [override])
+
+
+@pytest.mark.parametrize("value, message", [("nan", "lr must be finite, got nan"), ("inf", "lr must be finite, got inf"),
+                                            ("1e400", "lr must be finite, got inf"), ("0", "lr must be > 0, got 0.0"),
+                                            ("-1", "lr must be > 0, got -1.0")])
+def test_a_fixed_value_is_checked_when_nothing_is_tuned(value, message):
+    # budget 3 tunes lr only: fixing it leaves no window whose ends would check the fixed values
+    with pytest.raises(SpaceError, match=re.escape(message)):
+        with_overrides(preset("adamw", "generic", 3), [f"lr={value}"])
+
+
+def test_a_hyperparameter_set_twice_is_refused():
+    with pytest.raises(SpaceError, match=re.escape("--set lr is given twice; give each hyperparameter once")):
+        with_overrides(preset("adamw", "generic", 16), ["lr=1e-4:1e-2", "lr=3e-3"])
 
 
 def test_bad_preset_arguments():
@@ -106,3 +120,9 @@ def test_bad_preset_arguments():
 def test_space_round_trips_through_dict():
     s = with_overrides(preset("adamw", "llm", 60), ["warmup=0.02", "max_grad_norm=1.0"])
     assert SearchSpace.from_dict(s.to_dict()) == s
+
+
+def test_describe_keeps_betas_below_one():
+    text = preset("adamw", "generic", 64).describe()
+    assert "beta2 0.95..0.9999 (log of 1-x)" in text and "beta1 0.8..0.999 (log of 1-x)" in text
+    assert "lr 1e-05..0.01 (log)" in text

@@ -55,6 +55,11 @@ def test_rerun_continues_and_stored_settings_suffice(storage, tiny_ref):
     assert len(adamtune.tune(storage=storage, study="tiny").trials) == 5
     # the continued points are new points of the sequence, not repeats
     assert len({t.params["lr"] for t in r.trials}) == 5
+    # a budget below what the study has runs nothing and does not shrink the study's budget
+    starts = []
+    r = adamtune.tune(storage=storage, study="tiny", budget=2, on_start=lambda s, n: starts.append((s.budget, n)))
+    assert len(r.trials) == 5 and r.settings.budget == 5 and starts == [(5, 0)]
+    assert adamtune.load("tiny", storage).settings.budget == 5
 
 
 def test_continuing_with_other_optimizer_or_space_is_refused(storage, tiny_ref):

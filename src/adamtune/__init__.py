@@ -16,7 +16,7 @@ _HOME = {
     "Config": "config", "clip_gradients": "config", "make_optimizer": "config", "make_scheduler": "config",
     "python_snippet": "config",
     "AdamtuneError": "errors", "ConfigError": "errors", "SpaceError": "errors", "StorageError": "errors",
-    "StudyError": "errors", "WorkloadError": "errors",
+    "StudyError": "errors", "Terminated": "errors", "WorkloadError": "errors",
     "Dimension": "space", "SearchSpace": "space", "preset": "space",
     "Trial": "study", "TrialPruned": "study", "TuneResult": "results", "list_studies": "results", "load": "results",
     "tune": "study",
@@ -26,7 +26,7 @@ _HOME = {
 
 __all__ = [
     "AdamtuneError", "Config", "ConfigError", "Dimension", "SearchSpace", "SpaceError", "StorageError",
-    "StudyError", "Trial", "TrialPruned", "TrialRecord", "TrialState", "TuneResult", "Workload",
+    "StudyError", "Terminated", "Trial", "TrialPruned", "TrialRecord", "TrialState", "TuneResult", "Workload",
     "WorkloadError", "accuracy", "clip_gradients", "cross_entropy", "list_studies", "load",
     "make_optimizer", "make_scheduler", "preset", "python_snippet", "tune",
 ]
@@ -46,7 +46,7 @@ def __dir__():
 
 if TYPE_CHECKING:  # what type checkers and IDEs read
     from adamtune.config import Config, clip_gradients, make_optimizer, make_scheduler, python_snippet
-    from adamtune.errors import AdamtuneError, ConfigError, SpaceError, StorageError, StudyError, WorkloadError
+    from adamtune.errors import AdamtuneError, ConfigError, SpaceError, StorageError, StudyError, Terminated, WorkloadError
     from adamtune.space import Dimension, SearchSpace, preset
     from adamtune.results import TuneResult, list_studies, load
     from adamtune.study import Trial, TrialPruned, tune

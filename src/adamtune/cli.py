@@ -28,8 +28,12 @@ STORAGE_HELP = "Optuna storage URL: sqlite:///file.db (default sqlite:///adamtun
 
 @contextlib.contextmanager
 def _user_errors() -> Iterator[None]:
-    """Bad input -> one line on stderr and exit status 2; Ctrl-C -> status 130, trials kept."""
+    """Bad input or a failing database -> one line on stderr and exit status 2; Ctrl-C ->
+    status 130 and SIGTERM -> 143, trials kept."""
     import optuna
+    import sqlalchemy.exc
+
+    from adamtune.errors import Terminated, first_line
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -38,9 +42,27 @@ def _user_errors() -> Iterator[None]:
     except AdamtuneError as e:
         err.print(f"adamtune: error: {e}", markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
-    except KeyboardInterrupt:
-        err.print("adamtune: interrupted; every finished trial is kept in the storage", highlight=False)
-        raise typer.Exit(130) from None
+    except (optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError) as e:
+        # the database failed mid-run (disk full, file made read-only, server gone)
+        cause = e.__cause__ or e.__context__ or e
+        err.print(f"adamtune: error: the study storage failed: {first_line(cause)}; every trial stored before "
+                  "is kept", markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    except KeyboardInterrupt as e:
+        terminated = isinstance(e, Terminated)
+        err.print(f"adamtune: {'terminated (SIGTERM)' if terminated else 'interrupted'}; every finished trial "
+                  "is kept in the storage", highlight=False)
+        raise typer.Exit(143 if terminated else 130) from None
+
+
+def _on_disk(storage: str) -> str:
+    """``storage``, refused if it is in-memory SQLite: a command's study would end with it."""
+    from adamtune.errors import StorageError
+
+    if storage.startswith("sqlite:///") and storage[len("sqlite:///"):].split("?")[0] in ("", ":memory:"):
+        raise StorageError(f"storage {storage!r} is in memory and would lose every trial when the command ends; "
+                           "name a file, e.g. sqlite:///adamtune.db")
+    return storage
 
 
 @app.command()
@@ -55,7 +77,8 @@ def tune(
         None, help="Total trials of the study (default 16). It also picks what is tuned: <10 lr (+weight_decay "
                    "from 6 for AdamW); 10-24 +beta1; 25-49 +eps; 50+ +beta2. Re-running continues the study."),
     set_: Optional[List[str]] = typer.Option(
-        None, "--set", help="NAME=LOW:HIGH[:log|:linear] tunes NAME over a window; NAME=VALUE fixes it. Repeatable."),
+        None, "--set", help="NAME=LOW:HIGH[:log|:linear|:log1m] tunes NAME over a window (log1m: log of 1-x, for beta1, beta2, "
+             "rho); NAME=VALUE fixes it. Repeatable; a NAME given twice is refused."),
     sampler: Optional[str] = typer.Option(None, help="quasi-random (scrambled Sobol, default), tpe, gp or random."),
     pruner: Optional[str] = typer.Option(None, help="asha (default), median or none."),
     storage: str = typer.Option(DEFAULT_STORAGE, help=STORAGE_HELP),
@@ -111,7 +134,7 @@ def tune(
         try:
             result = run_tune(
                 workload, optimizer=optimizer, task=task, budget=budget, space=set_ or None, sampler=sampler,
-                pruner=pruner, storage=storage, study=study, seed=seed, device=device,
+                pruner=pruner, storage=_on_disk(storage), study=study, seed=seed, device=device,
                 on_trial=on_trial, on_start=on_start, batch=batch, max_memory=parse_size(max_memory),
                 notice=lambda msg: progress.console.print(f"[yellow]note:[/] {msg}", highlight=False),
             )
@@ -146,7 +169,7 @@ def show(
     from adamtune.results import load, tuned_description
 
     with _user_errors():
-        result = load(study, storage)
+        result = load(study, _on_disk(storage))
         if as_json:
             print(json.dumps(to_json(result), indent=2))
             return
@@ -173,7 +196,7 @@ def best(
     from adamtune.results import load
 
     with _user_errors():
-        result = load(study, storage)
+        result = load(study, _on_disk(storage))
         snippet = best_snippet(result)
         if snippet is None:
             raise StudyError(f"study {result.study_name!r} has no completed trial yet")
@@ -192,7 +215,7 @@ def studies(storage: str = typer.Option(DEFAULT_STORAGE, help=STORAGE_HELP)) -> 
         table = Table(header_style="bold")
         for col in ("study", "workload", "optimizer", "trials", "best"):
             table.add_column(col)
-        for r in list_studies(storage):
+        for r in list_studies(_on_disk(storage)):
             s = r.settings
             table.add_row(r.study_name, s.workload or s.workload_name, s.optimizer, counts_line(r),
                           f"{s.metric} {fmt(r.best_value)}")
@@ -243,7 +266,7 @@ def report(
     from adamtune.results import load
 
     with _user_errors():
-        result = load(study, storage)
+        result = load(study, _on_disk(storage))
         path = check_report_path(out or default_report_path(storage, result.study_name))
         analysis = analyze(result, storage=storage)
         path = write_report(analysis, path)
@@ -266,7 +289,9 @@ def dashboard(
         except ImportError:
             raise AdamtuneError(
                 "the dashboard needs optuna-dashboard: pip install -c constraints.txt optuna-dashboard") from None
-        open_storage(storage, must_exist=True)  # bad URL or missing file: one line, not a server error
+        if not 1 <= port <= 65535:
+            raise AdamtuneError(f"--port must be a TCP port in 1..65535, got {port}")
+        open_storage(_on_disk(storage), must_exist=True)  # bad URL or missing file: one line, not a server error
         console.print(f"optuna-dashboard on http://{host}:{port}/ (Ctrl-C stops it)", highlight=False, markup=False)
         try:
             optuna_dashboard.run_server(storage, host=host, port=port)

@@ -30,6 +30,11 @@ class StudyError(AdamtuneError):
     """A study is missing, inconsistent with the request, or cannot go on."""
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM while tuning (``kill``, ``timeout``, a batch scheduler's time limit): handled
+    like Ctrl-C, so the trials being trained end as cut short instead of staying running."""
+
+
 def first_line(e: BaseException) -> str:
     """The first line of an exception's message (its type name if it has none)."""
     text = str(e).strip()

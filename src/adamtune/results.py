@@ -123,7 +123,7 @@ def load(study: str | None = None, storage: str | None = None) -> TuneResult:
         StorageError: the storage cannot be opened or does not exist.
         StudyError: no such study, or several and none named.
     """
-    store = open_storage(storage or DEFAULT_STORAGE, must_exist=True)
+    store = open_storage(DEFAULT_STORAGE if storage is None else storage, must_exist=True)
     names = study_names(store)
     if study is None:
         if len(names) != 1:
@@ -137,7 +137,7 @@ def load(study: str | None = None, storage: str | None = None) -> TuneResult:
 
 
 def list_studies(storage: str | None = None) -> list[TuneResult]:
-    store = open_storage(storage or DEFAULT_STORAGE, must_exist=True)
+    store = open_storage(DEFAULT_STORAGE if storage is None else storage, must_exist=True)
     out = []
     for name in study_names(store):
         s = optuna.load_study(study_name=name, storage=store)

@@ -17,7 +17,7 @@ from typing import Any
 import optuna
 
 from adamtune import guide
-from adamtune.config import ALL_PARAMS, OPTIMIZER_PARAMS, OPTIMIZERS, SCHEDULES, TRAINING_PARAMS, Config
+from adamtune.config import ALL_PARAMS, OPTIMIZER_PARAMS, OPTIMIZERS, SCHEDULES, TRAINING_PARAMS, Config, shortest_g
 from adamtune.errors import ConfigError, SpaceError
 
 SCALES: tuple[str, ...] = ("log", "linear", "log1m")
@@ -81,7 +81,13 @@ class Dimension:
 
     def describe(self) -> str:
         scale = {"log": "log", "linear": "linear", "log1m": "log of 1-x"}[self.scale]
-        return f"{self.name} {self.low:.3g}..{self.high:.3g} ({scale})"
+        return f"{self.name} {self._text(self.low)}..{self._text(self.high)} ({scale})"
+
+    def _text(self, x: float) -> str:
+        """``x`` to 3 significant figures; on a log(1-x) scale ``1 - x`` to 3 (0.9999, never 1)."""
+        if self.scale == "log1m":
+            return shortest_g(x, lambda y: y < 1 and abs((1 - y) - (1 - x)) <= 5e-4 * (1 - x))
+        return f"{x:.3g}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,6 +113,8 @@ class SearchSpace:
         for d in self.dimensions:
             for v in (d.low, d.high):
                 self.config_with({d.name: v})
+        if not self.dimensions:
+            self.config_with({})  # the fixed values alone
 
     @property
     def tuned(self) -> tuple[str, ...]:
@@ -202,7 +210,7 @@ def parse_override(text: str) -> tuple[str, Any]:
         ``(name, Dimension)`` for a window, ``(name, value)`` for a fixed value.
     """
     if "=" not in text:
-        raise SpaceError(f"--set needs NAME=LOW:HIGH[:log|:linear] or NAME=VALUE, got {text!r}")
+        raise SpaceError(f"--set needs NAME=LOW:HIGH[:log|:linear|:log1m] or NAME=VALUE, got {text!r}")
     name, _, rhs = (s.strip() for s in text.partition("="))
     if name not in ALL_PARAMS and name != "schedule":
         raise SpaceError(f"--set {name}: unknown hyperparameter; choose from {', '.join(ALL_PARAMS + ('schedule',))}")
@@ -216,13 +224,17 @@ def parse_override(text: str) -> tuple[str, Any]:
             return name, None
         return name, _number(name, rhs)
     if len(parts) not in (2, 3):
-        raise SpaceError(f"--set {name}: expected LOW:HIGH[:log|:linear], got {rhs!r}")
+        raise SpaceError(f"--set {name}: expected LOW:HIGH[:log|:linear|:log1m], got {rhs!r}")
     low, high = _number(name, parts[0]), _number(name, parts[1])
-    default_scale = "log1m" if name in _BETA_LIKE else ("linear" if name == "warmup" else "log")
-    scale = parts[2] if len(parts) == 3 else default_scale
+    scale = parts[2] if len(parts) == 3 else default_scale(name)
     if scale not in SCALES:
         raise SpaceError(f"--set {name}: scale must be log, linear or log1m, got {scale!r}")
     return name, Dimension(name, low, high, scale)
+
+
+def default_scale(name: str) -> str:
+    """The scale ``--set NAME=LOW:HIGH`` uses when none is given."""
+    return "log1m" if name in _BETA_LIKE else ("linear" if name == "warmup" else "log")
 
 
 def _number(name: str, text: str) -> float:
@@ -241,8 +253,12 @@ def with_overrides(space: SearchSpace, overrides: Iterable[str | tuple[str, Any]
     """
     dims = {d.name: d for d in space.dimensions}
     fixed = dict(space.fixed)
+    seen: set[str] = set()
     for item in overrides:
         name, value = parse_override(item) if isinstance(item, str) else item
+        if name in seen:
+            raise SpaceError(f"--set {name} is given twice; give each hyperparameter once")
+        seen.add(name)
         _check_name(space.optimizer, name)
         if isinstance(value, Dimension):
             fixed.pop(name, None)

@@ -43,6 +43,11 @@ def open_storage(url: str, *, must_exist: bool = False) -> optuna.storages.BaseS
     check_url(url, must_exist=must_exist)
     _read_schema_scripts_once()
     path = sqlite_path(url)
+    if path is not None and os.path.exists(path) and not _writable(path):
+        if must_exist:  # read-only media, or a file and directory the user may only read
+            return _open_read_only(url, path)
+        raise StorageError(f"cannot write to storage {_redact(url)}: a study being tuned needs the file "
+                           f"and its directory writable")
     engine_kwargs = {"connect_args": {"timeout": 60}} if path is not None else {"pool_pre_ping": True}
     for attempt in range(_ATTEMPTS):
         try:
@@ -59,7 +64,7 @@ def open_storage(url: str, *, must_exist: bool = False) -> optuna.storages.BaseS
                 time.sleep(0.5 * (attempt + 1))
                 continue
             reason = first_line(e)
-            if path is not None and "unable to open database file" in reason:
+            if path is not None and ("unable to open database file" in reason or "readonly database" in reason):
                 if must_exist:
                     return _open_read_only(url, path)
                 reason += " (a study being written needs the file and its directory writable)"
@@ -95,6 +100,12 @@ def _read_schema_scripts_once() -> None:
 
     once._adamtune_once = True  # type: ignore[attr-defined]
     manager._create_alembic_script = once
+
+
+def _writable(path: str) -> bool:
+    """Whether SQLite can write ``path``: the file, and its directory for the ``-wal`` and
+    ``-shm`` files beside it (``os.access`` also sees a read-only mount)."""
+    return os.access(path, os.W_OK) and os.access(os.path.dirname(os.path.abspath(path)), os.W_OK)
 
 
 def _open_read_only(url: str, path: str) -> optuna.storages.RDBStorage:
@@ -775,6 +786,8 @@ def check_url(url: str, *, must_exist: bool = False) -> None:
                 head = f.read(len(_SQLITE_MAGIC))
             if head and head != _SQLITE_MAGIC:
                 raise StorageError(f"{path!r} is not a SQLite database (corrupt, or another kind of file)")
+            if not head and must_exist:  # reading must not write Optuna's tables into it
+                raise StorageError(f"no study database at {path!r}: the file is empty; run `adamtune tune` first")
         elif must_exist:
             raise StorageError(f"no study database at {path!r}: run `adamtune tune` first or pass --storage")
         else:

@@ -10,6 +10,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import signal
+import threading
 import traceback
 import warnings
 from collections.abc import Callable, Iterable, Sequence
@@ -23,7 +25,7 @@ from adamtune.config import Config
 from adamtune.engine import Outcome, data_seed, infeasible, init_seed, train_trial
 from adamtune.engine.batched import NotBatchable, members_per_chunk, train_members, why_not_batchable
 from adamtune.engine.monitor import summarize_norms
-from adamtune.errors import SpaceError, StudyError, first_line
+from adamtune.errors import SpaceError, StudyError, Terminated, first_line
 from adamtune.results import (
     SETTINGS_ATTR, SPACE_BUDGET_ATTR, StudySettings, TuneResult, list_studies, load, load_existing, read_settings,
     result_of, tuned_description,
@@ -45,7 +47,31 @@ __all__ = ["StudySettings", "Trial", "TrialPruned", "TuneResult", "list_studies"
 SAMPLERS: tuple[str, ...] = ("quasi-random", "tpe", "gp", "random")
 PRUNERS: tuple[str, ...] = ("asha", "median", "none")
 DEFAULT_BUDGET = 16
-_INTERRUPTED = "interrupted by the user (KeyboardInterrupt)"  # a cut-short trial's traceback
+def _cut_short(e: BaseException) -> str:
+    """The traceback text of a trial cut short by ``e`` (Ctrl-C or SIGTERM)."""
+    return "terminated by SIGTERM" if isinstance(e, Terminated) else "interrupted by the user (KeyboardInterrupt)"
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Any:
+    """While tuning, SIGTERM raises Terminated (a KeyboardInterrupt), so the trials being
+    trained end as cut short and a rerun makes up for them; by default SIGTERM would end the
+    process at once and leave them running forever. Only where Python's default handling is
+    in place and only in the main thread (signal handlers can be set nowhere else); a second
+    SIGTERM while the trials are being ended is ignored."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise Terminated("terminated by SIGTERM")
+
+    signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 TrialPruned = optuna.TrialPruned
 Objective = Callable[[Config, "Trial"], float]
 
@@ -244,10 +270,15 @@ def tune(
         notice: called with one-line notices (e.g. why batching fell back to sequential);
             default: ``warnings.warn``.
 
+    Ctrl-C (KeyboardInterrupt) or SIGTERM (``kill``, ``timeout``, a scheduler's time limit;
+    raised as ``adamtune.Terminated``, a KeyboardInterrupt, where SIGTERM has Python's default
+    handling) ends the trials in training as failed and cut short; they do not use up the
+    budget, so running ``tune`` again makes up for them. Every finished trial is kept.
+
     Raises:
         AdamtuneError: any bad input, with a message naming what must hold.
     """
-    url = storage or DEFAULT_STORAGE
+    url = DEFAULT_STORAGE if storage is None else storage
     check_url(url)
     wanted_batch = parse_batch(batch, max_memory)
     dev = check_device(device)
@@ -265,6 +296,8 @@ def tune(
         objective_fn = workload_or_objective
 
     name = study
+    if name is not None and (not isinstance(name, str) or not name.strip()):
+        raise StudyError(f"study name must be a non-empty string, got {name!r}")
     if name is None:
         if workload is not None:
             name = workload.name
@@ -291,10 +324,10 @@ def tune(
     if isinstance(n_budget, bool) or not isinstance(n_budget, int) or n_budget < 1:
         raise SpaceError(f"budget must be a whole number of trials >= 1, got {n_budget!r}")
     the_seed = _pick("seed", seed, stored and stored.seed, 0, name)
-    if isinstance(the_seed, bool) or not isinstance(the_seed, int) or the_seed < 0:
-        raise StudyError(f"seed must be an integer >= 0, got {the_seed!r}")
-    the_sampler = sampler or (stored.sampler if stored is not None else "quasi-random")
-    the_pruner = pruner or (stored.pruner if stored is not None else "asha")
+    if isinstance(the_seed, bool) or not isinstance(the_seed, int) or not 0 <= the_seed < 2**32:
+        raise StudyError(f"seed must be an integer in [0, 2**32), got {the_seed!r}")
+    the_sampler = sampler if sampler is not None else (stored.sampler if stored is not None else "quasi-random")
+    the_pruner = pruner if pruner is not None else (stored.pruner if stored is not None else "asha")
     if the_sampler not in SAMPLERS:
         raise StudyError(f"sampler must be one of {', '.join(SAMPLERS)}, got {the_sampler!r}")
     if the_pruner not in PRUNERS:
@@ -326,7 +359,9 @@ def tune(
     settings = StudySettings(
         workload=workload_ref if stored is None else stored.workload,
         workload_name=workload.name if workload else name,
-        optimizer=opt, task=the_task, space=the_space, budget=n_budget,
+        # A budget below the trials the study already has is the study's size: it is used up.
+        optimizer=opt, task=the_task, space=the_space,
+        budget=max(n_budget, counted_trials(existing)) if existing is not None else n_budget,
         seed=the_seed, sampler=the_sampler, pruner=the_pruner, metric=metric, direction=the_direction,
         workload_info=describe(workload) if workload is not None else {},
         space_budget=n_budget if stored is None else _began_with(stored),
@@ -352,14 +387,15 @@ def tune(
                      notice or _warn)
     k = resolve_batch(wanted_batch, workload, the_sampler, remaining, dev, max_memory, notice or _warn)
     try:
-        while remaining > 0:
-            n = min(k, remaining)
-            if n > 1:
-                if not runner.run_batch(n):
-                    k = 1  # the model could not be vmapped: the rest of the study runs sequentially
-            else:
-                runner.run_one()
-            remaining = runner.remaining(settings.budget)  # other workers sharing the study count too
+        with _sigterm_as_interrupt():
+            while remaining > 0:
+                n = min(k, remaining)
+                if n > 1:
+                    if not runner.run_batch(n):
+                        k = 1  # the model could not be vmapped: the rest of the study runs sequentially
+                else:
+                    runner.run_one()
+                remaining = runner.remaining(settings.budget)  # other workers sharing the study count too
         return result_of(the_study, settings)
     finally:
         settle(store)
@@ -535,8 +571,8 @@ class _Runner:
                     outcome = user_trial._outcome(float(value), s.direction)
                 except optuna.TrialPruned:
                     outcome = dataclasses.replace(user_trial._outcome(0.0, s.direction), status="pruned")
-        except KeyboardInterrupt:
-            self._fail(trial, _INTERRUPTED, count=False)
+        except KeyboardInterrupt as e:
+            self._fail(trial, _cut_short(e), count=False)
             raise
         except Exception:
             self._fail(trial, traceback.format_exc())
@@ -583,8 +619,8 @@ class _Runner:
                 self._end_unrun([t for t, _ in rest[j:]], stop)
                 raise
             return False
-        except KeyboardInterrupt:
-            self._fail_untold(trials, told, _INTERRUPTED, count=False)
+        except KeyboardInterrupt as e:
+            self._fail_untold(trials, told, _cut_short(e), count=False)
             raise
         except Exception:
             self._fail_untold(trials, told, traceback.format_exc())
@@ -612,7 +648,7 @@ class _Runner:
         """End those of ``trials`` not stored as finished, because ``cause`` stops the study:
         failed and marked cut short (they do not use up the budget), each as far as the
         storage still allows."""
-        why = _INTERRUPTED if isinstance(cause, KeyboardInterrupt) else "not run: the study stopped before this trial"
+        why = _cut_short(cause) if isinstance(cause, KeyboardInterrupt) else "not run: the study stopped before this trial"
         stored = _finished_numbers(self.study)
         with contextlib.suppress(Exception):
             self._fail_untold(trials, {i for i, t in enumerate(trials) if t.number in stored}, why, count=False)

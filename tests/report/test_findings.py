@@ -48,3 +48,26 @@ def test_a_study_whose_trials_failed_says_so_not_budget(normal_analysis):
     text = dataclasses.replace(normal_analysis, result=result, completed=0).too_few_text
     assert text == ("no trial completed (3 failed): the boundary check needs at least 2. The study stopped after "
                     f"3 trials of its budget of 6; the errors: adamtune show --study {r.study_name}")
+
+
+def test_nothing_tuned_and_nothing_completed_is_no_all_clear(normal_analysis):
+    """Every value fixed (no window to check) and every trial failed: no ✓, the failures instead."""
+    import dataclasses
+
+    from adamtune.space import SearchSpace
+    from adamtune.trials import TrialState
+
+    r = normal_analysis.result
+    failed = tuple(dataclasses.replace(t, state=TrialState.FAILED, value=None, error="Traceback\nRuntimeError: x")
+                   for t in r.trials[:3])
+    fixed = SearchSpace(r.settings.optimizer, (), (("lr", 1.0),))
+    settings = dataclasses.replace(r.settings, space=fixed, budget=3)
+    analysis = dataclasses.replace(normal_analysis, completed=0,
+                                   result=dataclasses.replace(r, trials=failed, best=None, settings=settings))
+    text = plain(analysis)
+    assert "✓" not in text and "no warnings" not in text
+    assert f"no trial completed (3 failed); the errors: adamtune show --study {r.study_name}" in text
+    from adamtune.report.html import render_html
+
+    page = render_html(analysis)
+    assert "Nothing to fix" not in page and "<h3>No trial completed</h3>" in page

@@ -65,8 +65,8 @@ class StudyAnalysis:
 
     @property
     def too_few_to_judge(self) -> bool:
-        """Fewer completed trials than the boundary check needs: silence then means little."""
-        return bool(self.result.settings.space.dimensions) and self.completed < MIN_COMPLETED
+        """No completed trial, or fewer than the boundary check needs: silence then means little."""
+        return self.completed == 0 or bool(self.result.settings.space.dimensions) and self.completed < MIN_COMPLETED
 
     @property
     def too_few_text(self) -> str:
@@ -77,7 +77,8 @@ class StudyAnalysis:
         diverged, pruned = r.count(TrialState.DIVERGED), r.count(TrialState.PRUNED)
         parts = [f"{n} {word}" for n, word in ((failed, "failed"), (diverged, "diverged"), (pruned, "pruned")) if n]
         text = f"{done} completed" + (f" ({', '.join(parts)})" if parts else "")
-        text += f": the boundary check needs at least {MIN_COMPLETED}"
+        if r.settings.space.dimensions:
+            text += f": the boundary check needs at least {MIN_COMPLETED}"
         counted = sum(1 for t in r.trials if not t.interrupted)
         if counted < r.settings.budget and failed:
             text += f". The study stopped after {trials_text(counted)} of its budget of {r.settings.budget}"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from adamtune.config import shortest_g
-from adamtune.space import Dimension, parse_override
+from adamtune.space import Dimension, default_scale, parse_override
 
 # A printed bound may move by at most this much of its window's width on the window's own scale.
 _TOLERANCE = 0.01
@@ -30,10 +30,9 @@ def set_argument(dim: Dimension) -> str:
     """
     low, high = short_number(dim, dim.low), short_number(dim, dim.high)
     text = f"{dim.name}={low}:{high}"
-    _, parsed = parse_override(text)
-    if parsed.scale != dim.scale:
+    if dim.scale != default_scale(dim.name):
         text = f"{text}:{dim.scale}"
-        parse_override(text)
+    parse_override(text)
     return text
 
 

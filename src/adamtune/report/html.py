@@ -187,8 +187,9 @@ def _finding(f: Finding) -> str:
 def _findings(a: StudyAnalysis) -> str:
     body = "".join(_finding(f) for f in a.findings)
     if a.too_few_to_judge:
+        title = "No trial completed" if a.completed == 0 else "Too few completed trials to judge the search windows"
         body = f"""
-<div class="finding"><div class="icon">i</div><div><h3>Too few completed trials to judge the search windows</h3>
+<div class="finding"><div class="icon">i</div><div><h3>{title}</h3>
 <p>{e(a.too_few_text)}</p></div></div>""" + body
     elif not a.warnings:
         body = """

@@ -47,11 +47,17 @@ def load_workload(ref: str | Workload) -> Workload:
             module = importlib.import_module(where)
         except ImportError as e:
             raise WorkloadError(f"cannot import workload module {where!r}: {e}") from None
+        except Exception as e:  # a user's module: report, don't crash
+            raise WorkloadError(f"importing workload module {where!r} failed: {type(e).__name__}: {e}") from None
     if not hasattr(module, attr):
         raise WorkloadError(f"{where!r} has no attribute {attr!r}")
     obj = getattr(module, attr)
     if callable(obj) and not isinstance(obj, Workload):
-        obj = obj()
+        try:
+            obj = obj()
+        except Exception as e:  # noqa: BLE001 - a user's factory (or not a factory at all): one line
+            raise WorkloadError(f"{ref!r} must be a Workload or a function that takes no argument and returns one; "
+                                f"calling {attr}() failed: {type(e).__name__}: {e}") from None
     if not isinstance(obj, Workload):
         raise WorkloadError(f"{ref!r} must be an adamtune.Workload or return one, got {type(obj).__name__}")
     return obj
