@@ -83,7 +83,7 @@ def tune(
     pruner: Optional[str] = typer.Option(None, help="asha (default), median or none."),
     storage: str = typer.Option(DEFAULT_STORAGE, help=STORAGE_HELP),
     study: Optional[str] = typer.Option(None, help="Study name. Default: the workload's name. An existing study is continued."),
-    seed: Optional[int] = typer.Option(None, help="Seed of the sampler, the initial weights and the data order. Default 0."),
+    seed: Optional[int] = typer.Option(None, help="Seed of the sampler, the initial weights and the data order: 0 to 2**32-1. Default 0."),
     device: Optional[str] = typer.Option(None, help="cpu or cuda. Default: cuda when available."),
     batch: str = typer.Option(
         "auto", help="Trials trained at once as one vmapped model: auto (default: batched whenever the model "
@@ -94,7 +94,11 @@ def tune(
     no_report: bool = typer.Option(
         False, "--no-report", help="Do not write the HTML report (default: next to the storage, e.g. adamtune-report-STUDY.html)."),
 ) -> None:
-    """Run (or continue) a study and print the best configuration as ready-to-paste PyTorch code."""
+    """Run (or continue) a study and print the best configuration as ready-to-paste PyTorch code.
+
+    Ctrl-C (exit 130) or SIGTERM (exit 143) stops it: every finished trial is kept, and running
+    it again makes up for the trials cut short.
+    """
     from adamtune.report.terminal import best_snippet, best_trials, counts_line, fmt, trial_value_text, trials_table
     from adamtune.trials import trials_text
     from adamtune.results import tuned_description
