@@ -273,6 +273,29 @@ def test_a_read_only_file_is_read_but_not_tuned(read_only_file):
     assert open(path, "rb").read() == before
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small file system needs root")
+def test_a_disk_that_fills_up_mid_study_is_one_line_and_keeps_the_trials(tmp_path, tiny_ref):
+    disk = tmp_path / "small"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=400k", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        db = f"sqlite:///{disk / 'study.db'}"
+        r = runner.invoke(app, ["tune", "--workload", tiny_ref, "--budget", "200", "--batch", "4", "--pruner", "none",
+                                "--storage", db, "--no-report"])
+        assert r.exit_code == 2 and "Traceback" not in r.output
+        assert r.stderr.strip().splitlines() == [
+            "adamtune: error: the study storage failed: (sqlite3.OperationalError) database or disk is full; "
+            "every trial stored before is kept"]
+        told = r.stdout.count("  trial ")
+        assert told > 0  # the disk filled up after some trials were stored, not while the study was made
+        r = runner.invoke(app, ["show", "--json", "--storage", db])
+        assert r.exit_code == 0
+        assert sum(t["state"] == "complete" for t in json.loads(r.stdout)["trials"]) == told
+    finally:
+        subprocess.run(["umount", "--lazy", str(disk)], check=True)
+
+
 def test_reading_an_empty_file_leaves_it_empty(tmp_path):
     path = tmp_path / "empty.db"
     path.touch()
