@@ -138,3 +138,30 @@ def test_batch_writes_take_one_transaction_on_postgres(postgres_url, sql_log):
                                                      (optuna.trial.TrialState.COMPLETE, [float("inf")])]
     assert [t.user_attrs for t in stored] == [{"engine": "told"}, {"engine": "batched (K=3)"},
                                               {"engine": "batched (K=3)", "state": "diverged"}]
+
+
+def test_heartbeats_on_postgres_end_a_lost_trial_only(postgres_url):
+    """The server's clock carries a time zone; a trial stamped now is kept, one stamped an hour ago is lost."""
+    import time
+
+    import optuna
+    import sqlalchemy
+
+    from adamtune.heartbeat import Heartbeat, end_lost, lost_trials
+
+    study = optuna.create_study(study_name="pg-heartbeat", storage=postgres_url)
+    alive, gone = study.ask(), study.ask()
+    with Heartbeat(study, interval_s=0.1) as heartbeat:
+        heartbeat.watch([alive, gone])
+        time.sleep(1.0)
+    assert lost_trials(study) == []
+    engine = sqlalchemy.create_engine(postgres_url)
+    with engine.begin() as con:
+        con.execute(sqlalchemy.text("update trial_heartbeats set heartbeat = heartbeat - interval '1 hour' "
+                                    "where trial_id = :id"), {"id": gone._trial_id})
+    engine.dispose()
+    assert lost_trials(study) == [gone._trial_id]
+    assert end_lost(study) == 1 and end_lost(study) == 0
+    states = {t.number: t.state for t in study.get_trials()}
+    assert states == {alive.number: optuna.trial.TrialState.RUNNING, gone.number: optuna.trial.TrialState.FAIL}
+    assert study.get_trials()[gone.number].user_attrs["interrupted"] is True

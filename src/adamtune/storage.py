@@ -726,7 +726,7 @@ def _write_together(trials: Sequence[optuna.trial.Trial], write: Callable[[Any, 
     if backend is None:
         return False
     try:
-        with _one_transaction(backend) as session:
+        with one_transaction(backend) as session:
             write(backend, session)
     except Exception:  # noqa: BLE001 - rolled back; the public path says what is wrong
         return False
@@ -751,7 +751,7 @@ def _backend_of(trial: optuna.trial.Trial) -> Any:
 
 
 @contextlib.contextmanager
-def _one_transaction(storage: optuna.storages.RDBStorage) -> Iterator[Any]:
+def one_transaction(storage: optuna.storages.RDBStorage) -> Iterator[Any]:
     session = storage.scoped_session()
     try:
         yield session

@@ -26,6 +26,7 @@ from adamtune.engine import Outcome, data_seed, infeasible, init_seed, train_tri
 from adamtune.engine.batched import NotBatchable, members_per_chunk, train_members, why_not_batchable
 from adamtune.engine.monitor import summarize_norms
 from adamtune.errors import SpaceError, StudyError, Terminated, first_line
+from adamtune.heartbeat import GRACE_S, Heartbeat, end_lost
 from adamtune.results import (
     SETTINGS_ATTR, SPACE_BUDGET_ATTR, StudySettings, TuneResult, list_studies, load, load_existing, read_settings,
     result_of, tuned_description,
@@ -37,7 +38,7 @@ from adamtune.storage import (
 )
 from adamtune.trials import (
     ATTR_CONFIG, ATTR_CURVE, ATTR_ENGINE, ATTR_INTERRUPTED, ATTR_DIVERGED_AT, ATTR_GRAD_NORMS, ATTR_STATE, ATTR_STEPS, ATTR_TRACEBACK,
-    Curve, TrialRecord, TrialState, ranked,
+    Curve, TrialRecord, TrialState, ranked, trials_text,
 )
 from adamtune.workloads import Workload, describe, load_workload
 
@@ -356,6 +357,12 @@ def tune(
         if the_direction not in ("minimize", "maximize"):
             raise StudyError(f"direction must be minimize or maximize, got {the_direction!r}")
 
+    # Trials whose worker was killed outright end as cut short, so they no longer use up the budget.
+    lost = end_lost(existing) if existing is not None else 0
+    if lost:
+        (notice or _warn)(f"{trials_text(lost)} of study {name!r} had no heartbeat for over {GRACE_S / 60:g} "
+                          "minutes (the worker was killed or its machine stopped); ended as cut short, this run "
+                          "makes up for them")
     settings = StudySettings(
         workload=workload_ref if stored is None else stored.workload,
         workload_name=workload.name if workload else name,
@@ -387,7 +394,8 @@ def tune(
                      notice or _warn)
     k = resolve_batch(wanted_batch, workload, the_sampler, remaining, dev, max_memory, notice or _warn)
     try:
-        with _sigterm_as_interrupt():
+        with _sigterm_as_interrupt(), Heartbeat(the_study) as heartbeat:
+            runner.heartbeat = heartbeat
             while remaining > 0:
                 n = min(k, remaining)
                 if n > 1:
@@ -503,6 +511,7 @@ class _Runner:
         self.max_failures = max_failures
         self.notice = notice
         self.failures = 0
+        self.heartbeat: Heartbeat | None = None  # stamps the trials made, while tune() trains
 
     def remaining(self, budget: int) -> int:
         return max(0, budget - counted_trials(self.study))
@@ -536,6 +545,8 @@ class _Runner:
         except BaseException as e:
             self._end_unrun(created, e)
             raise
+        if self.heartbeat is not None:
+            self.heartbeat.watch([t for t, c in asked if c is not None])
         return asked
 
     def _write_kept(self, kept: Sequence[tuple[optuna.trial.Trial, HeldWrites]],
@@ -716,8 +727,8 @@ def _with_running(result: TuneResult, numbers: set[int]) -> TuneResult:
 
 
 # RUNNING counts too: when several workers share a study (PostgreSQL), a trial another worker
-# is training already uses up the budget. A worker killed outright leaves its trial RUNNING;
-# `adamtune show` lists it, and a larger --budget makes up for it.
+# is training already uses up the budget. A worker killed outright leaves its trials RUNNING
+# until a later tune() finds their heartbeat stale and ends them as cut short (heartbeat.py).
 _COUNTED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.FAIL,
             optuna.trial.TrialState.RUNNING)
 

@@ -1,0 +1,151 @@
+"""Heartbeats of the trials a worker trains, and the end of trials whose worker is gone.
+
+Ctrl-C and SIGTERM end the trials in training as cut short. A worker killed outright (``kill
+-9``, the out-of-memory killer, a machine that stops) ends nothing: its trials would stay
+``running`` forever and use up the study's budget. So while ``tune`` trains, a thread of the
+worker stamps each of its running trials in Optuna's ``trial_heartbeats`` table every
+``INTERVAL_S`` seconds, in one transaction for them all, and ``tune`` begins by ending the
+study's running trials whose stamp is older than ``GRACE_S``: failed and cut short, like a
+Ctrl-C, so the run makes up for them. Times are the database's own clock, so workers on other
+machines agree. A trial with no stamp at all (made by Optuna directly, or by an older adamtune)
+is left alone. Only SQL storages in files or servers (SQLite, PostgreSQL, MySQL) have heartbeats.
+"""
+
+from __future__ import annotations
+
+import datetime
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import optuna
+
+from adamtune.storage import one_transaction
+from adamtune.trials import ATTR_INTERRUPTED, ATTR_TRACEBACK
+
+INTERVAL_S = 30.0
+GRACE_S = 600.0  # 20 missed stamps: a worker alive but stalled (the database locked) is not ended
+LOST = (f"lost: its worker sent no heartbeat for over {GRACE_S / 60:g} minutes (killed with SIGKILL, out of memory, "
+        "or its machine stopped)")
+
+
+def _sql_backend(study: optuna.Study) -> optuna.storages.RDBStorage | None:
+    storage = study._storage
+    backend = getattr(storage, "_backend", storage)  # Optuna wraps an RDBStorage in _CachedStorage
+    if not isinstance(backend, optuna.storages.RDBStorage) or not hasattr(backend, "scoped_session"):
+        return None
+    url = backend.engine.url
+    if url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"):
+        return None  # in memory: no other worker, and each thread would see a database of its own
+    return backend
+
+
+def _now(session: Any) -> datetime.datetime:
+    import sqlalchemy
+
+    # naive, as the heartbeat column is read back (PostgreSQL's now() carries a time zone)
+    return session.execute(sqlalchemy.func.now()).scalar().replace(tzinfo=None)
+
+
+def beat(backend: optuna.storages.RDBStorage, trial_ids: Sequence[int]) -> set[int]:
+    """Stamp those of ``trial_ids`` still running, in one transaction; returns their ids."""
+    from optuna.storages._rdb import models
+
+    with one_transaction(backend) as session:
+        now = _now(session)
+        running = {tid for (tid,) in session.query(models.TrialModel.trial_id).filter(
+            models.TrialModel.trial_id.in_(trial_ids), models.TrialModel.state == optuna.trial.TrialState.RUNNING)}
+        stamped = {hb.trial_id: hb for hb in session.query(models.TrialHeartbeatModel).filter(
+            models.TrialHeartbeatModel.trial_id.in_(running))}
+        for tid in running:
+            if tid in stamped:
+                stamped[tid].heartbeat = now
+            else:
+                session.add(models.TrialHeartbeatModel(trial_id=tid, heartbeat=now))
+    return running
+
+
+def lost_trials(study: optuna.Study, grace_s: float | None = None) -> list[int]:
+    """The trial ids of ``study``'s running trials last stamped over ``grace_s`` seconds ago."""
+    from optuna.storages._rdb import models
+
+    backend = _sql_backend(study)
+    if backend is None:
+        return []
+    limit = datetime.timedelta(seconds=GRACE_S if grace_s is None else grace_s)
+    with one_transaction(backend) as session:
+        now = _now(session)
+        rows = session.query(models.TrialModel.trial_id, models.TrialHeartbeatModel.heartbeat).join(
+            models.TrialHeartbeatModel, models.TrialHeartbeatModel.trial_id == models.TrialModel.trial_id).filter(
+            models.TrialModel.study_id == study._study_id,
+            models.TrialModel.state == optuna.trial.TrialState.RUNNING).all()
+    return sorted(tid for tid, stamp in rows if now - stamp.replace(tzinfo=None) > limit)
+
+
+def end_lost(study: optuna.Study, grace_s: float | None = None) -> int:
+    """End ``study``'s lost trials as failed and cut short (they no longer use up the budget).
+    Returns how many this call ended; one another worker ends first, or that finishes after
+    all, is left as it is."""
+    ended = 0
+    for tid in lost_trials(study, grace_s):
+        try:
+            study._storage.set_trial_user_attr(tid, ATTR_TRACEBACK, LOST)
+            study._storage.set_trial_user_attr(tid, ATTR_INTERRUPTED, True)
+            ended += bool(study._storage.set_trial_state_values(tid, optuna.trial.TrialState.FAIL))
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue
+    return ended
+
+
+class Heartbeat:
+    """A thread stamping the watched trials while they run (a no-op for other storages).
+
+    Use as a context manager around training; ``watch(trials)`` as trials are made. The first
+    stamp follows at once, then one every ``interval_s``; a trial stops being stamped once it
+    is no longer running. A stamp that fails (the database busy) is simply followed by the next.
+    """
+
+    def __init__(self, study: optuna.Study, interval_s: float | None = None) -> None:
+        self._backend = _sql_backend(study)
+        self._interval = INTERVAL_S if interval_s is None else interval_s
+        self._ids: set[int] = set()
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> Heartbeat:
+        if self._backend is not None:
+            self._thread = threading.Thread(target=self._run, name="adamtune-heartbeat", daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._thread is not None:
+            self._stop.set()
+            self._wake.set()
+            self._thread.join(timeout=10)
+
+    def watch(self, trials: Sequence[optuna.trial.Trial]) -> None:
+        if self._thread is None or not trials:
+            return
+        with self._lock:
+            self._ids.update(t._trial_id for t in trials)
+        self._wake.set()
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(self._interval)
+            self._wake.clear()
+            if self._stop.is_set():
+                return
+            with self._lock:
+                ids = sorted(self._ids)
+            if not ids:
+                continue
+            try:
+                running = beat(self._backend, ids)
+            except Exception:  # noqa: BLE001 - a missed stamp; the next one follows
+                continue
+            with self._lock:
+                self._ids -= set(ids) - running

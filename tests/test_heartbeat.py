@@ -1,0 +1,91 @@
+import os
+import signal
+import sqlite3
+import subprocess
+import time
+
+import optuna
+import pytest
+
+import adamtune
+from adamtune.heartbeat import LOST, Heartbeat, end_lost, lost_trials
+
+
+def _stamps(path):
+    with sqlite3.connect(path) as db:
+        return dict(db.execute("select trial_id, heartbeat from trial_heartbeats"))
+
+
+def _stamped_running(path, after):
+    try:
+        with sqlite3.connect(path, timeout=60) as db:
+            return db.execute("select count(*) from trials join trial_heartbeats using (trial_id) "
+                              "where state = 'RUNNING' and number >= ?", (after,)).fetchone()[0]
+    except sqlite3.OperationalError:  # the tables are not made yet
+        return 0
+
+
+def test_the_thread_stamps_running_trials_until_they_finish(storage):
+    path = storage[len("sqlite:///"):]
+    study = optuna.create_study(storage=storage)
+    a, b = study.ask(), study.ask()
+    with Heartbeat(study, interval_s=0.2) as heartbeat:
+        heartbeat.watch([a, b])
+        deadline = time.monotonic() + 30
+        while len(_stamps(path)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        first = _stamps(path)
+        assert set(first) == {a._trial_id, b._trial_id}  # stamped at once, not after the interval
+        study.tell(a, 1.0)
+        time.sleep(2.5)  # SQLite's clock has whole seconds
+        later = _stamps(path)
+    assert later[b._trial_id] > first[b._trial_id]  # still running: stamped again
+    assert later[a._trial_id] == first[a._trial_id]  # finished: no longer stamped
+    assert lost_trials(study) == []  # stamped just now: not lost
+
+
+def test_a_worker_killed_outright_leaves_trials_the_next_run_ends_and_makes_up(tmp_path, tiny_ref, adamtune_command):
+    db = tmp_path / "killed.db"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    p = subprocess.Popen([adamtune_command, "tune", "--workload", tiny_ref, "--budget", "400", "--batch", "4",
+                          "--pruner", "none", "--storage", f"sqlite:///{db}", "--no-report"],
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, cwd=tmp_path)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and p.poll() is None:  # a batch after the first is training, stamped
+        time.sleep(0.1)
+        if os.path.exists(db) and _stamped_running(db, after=4):
+            break
+    p.send_signal(signal.SIGKILL)
+    p.wait(timeout=60)
+    r = adamtune.load("tiny", f"sqlite:///{db}")
+    running = [t.number for t in r.trials if t.state == adamtune.TrialState.RUNNING]
+    assert running  # SIGKILL ends nothing: these would use up the budget forever
+    study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{db}")
+    assert lost_trials(study) == []  # stamped moments ago: its worker may be alive
+    assert end_lost(study) == 0
+    with sqlite3.connect(db) as con:  # an hour passes
+        con.execute("update trial_heartbeats set heartbeat = datetime(heartbeat, '-1 hour')")
+    kept = len(r.trials) - len(running)
+    notes = []
+    r = adamtune.tune(storage=f"sqlite:///{db}", study="tiny", budget=kept + 2, notice=notes.append)
+    assert notes[0].startswith(f"{len(running)} trial") and "had no heartbeat for over 10 minutes" in notes[0]
+    lost = [t for t in r.trials if t.number in running]
+    assert all(t.state == adamtune.TrialState.FAILED and t.interrupted and t.error == LOST for t in lost)
+    assert r.count(adamtune.TrialState.RUNNING) == 0
+    assert len(r.trials) == kept + len(running) + 2  # the lost trials did not use up the budget
+
+
+def test_trials_without_a_stamp_are_left_alone(storage):
+    study = optuna.create_study(storage=storage)
+    study.ask()  # made by Optuna itself, as another tool would: no heartbeat
+    assert lost_trials(study, grace_s=0) == [] and end_lost(study, grace_s=0) == 0
+    assert study.trials[0].state == optuna.trial.TrialState.RUNNING
+
+
+@pytest.mark.parametrize("url", [None, "sqlite:///:memory:"], ids=["optuna in-memory", "sqlite in-memory"])
+def test_in_memory_storage_has_no_heartbeat(url):
+    study = optuna.create_study(storage=url)
+    with Heartbeat(study, interval_s=0.01) as heartbeat:
+        assert heartbeat._thread is None
+        heartbeat.watch([study.ask()])
+    assert lost_trials(study, grace_s=0) == []
