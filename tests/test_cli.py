@@ -29,8 +29,15 @@ BAD_INPUT = [
     (["tune", "--set", "lr=1e-2:1e-5"], "`low < high` must hold for lr, got low=0.01, high=1e-05"),
     (["tune", "--set", "beta1=1.5"], "beta1 must be in [0, 1), got 1.5"),
     (["tune", "--set", "rho=0.9"], "rho is not a hyperparameter of adamw"),
-    (["tune", "--budget", "-3"], "budget must be a whole number of trials >= 1, got -3"),
-    (["tune", "--budget", "0"], "budget must be a whole number of trials >= 1, got 0"),
+    (["tune", "--budget", "-3"], "budget must be a whole number of trials in 1..1000000, got -3"),
+    (["tune", "--budget", "0"], "budget must be a whole number of trials in 1..1000000, got 0"),
+    (["tune", "--budget", "99999999999999999999999"], "budget must be a whole number of trials in 1..1000000"),
+    *((["tune", "--budget", text], f"--budget must be a whole number, got '{text}'")
+      for text in ("1e999", "0x10", "\u0661", "1_000", "many")),
+    (["tune", "--seed", "1.5"], "--seed must be a whole number, got '1.5'"),
+    (["dashboard", "--port", "abc"], "--port must be a whole number, got 'abc'"),
+    (["tune", "--max-memory", "1KB"], "--max-memory of 1 KB is less than one trial of digits-mlp takes (about 845 KB)"),
+    (["tune", "--study", "a\nb"], "study name must be printable (no newline, tab or other control character)"),
     (["tune", "--optimizer", "sgd"], "optimizer must be one of adamw, adam, adadelta, got 'sgd'"),
     (["tune", "--task", "rnn"], "task must be one of generic, cnn, transformer, llm, got 'rnn'"),
     (["tune", "--sampler", "grid"], "sampler must be one of quasi-random, tpe, gp, random, got 'grid'"),
@@ -90,6 +97,21 @@ def test_corrupt_database_is_refused(command, not_a_db):
     assert open(not_a_db[len("sqlite:///"):]).read().startswith("these are my notes")
 
 
+@pytest.mark.parametrize("command", ["tune", "show", "best", "studies", "report", "dashboard"])
+def test_another_programs_sqlite_database_is_refused_untouched(command, tmp_path):
+    import sqlite3
+
+    path = tmp_path / "app.db"
+    with sqlite3.connect(path) as con:
+        con.execute("create table users (name text)")
+    before = path.read_bytes()
+    r = runner.invoke(app, [command, "--storage", f"sqlite:///{path}"])
+    assert r.exit_code == 2 and r.stderr.strip() == (
+        f"adamtune: error: '{path}' is a SQLite database of something else (tables users), not a study storage; "
+        "name another file")
+    assert path.read_bytes() == before
+
+
 def test_workload_attribute_errors(tiny_file):
     r = runner.invoke(app, ["tune", "--workload", f"{tiny_file}:not_a_workload"])
     assert r.exit_code == 2 and "must be an adamtune.Workload or return one, got int" in r.stderr
@@ -106,6 +128,17 @@ def test_unknown_study_and_empty_best(finished, storage, tiny_file):
     assert r.exit_code == 2 and "has no completed trial yet" in r.stderr
     r = runner.invoke(app, ["show", "--storage", storage])
     assert r.exit_code == 2 and "name a study with --study; this storage holds 2: tiny, bad" in r.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--seed", "-1"], "seed must be an integer in [0, 2**32), got -1"),
+    (["--optimizer", "sgd"], "optimizer must be one of adamw, adam, adadelta, got 'sgd'"),
+    (["--task", "rnn"], "task must be one of generic, cnn, transformer, llm, got 'rnn'"),
+    (["--seed", "5"], "study 'tiny' was created with seed 0, not 5; use a new --study name to change it"),
+])
+def test_continuing_a_study_says_what_is_wrong_before_what_differs(finished, args, message):
+    r = runner.invoke(app, ["tune", "--storage", finished, "--study", "tiny", *args])
+    assert r.exit_code == 2 and r.stderr.strip() == f"adamtune: error: {message}"
 
 
 def test_tune_prints_plan_progress_table_and_snippet(storage, tiny_ref):

@@ -65,6 +65,7 @@ def test_tune_tells_that_the_lr_window_is_too_low_and_writes_the_report(tmp_path
         (["report", "--storage", storage, "--study", "nope"], "no study 'nope' in this storage; it holds: low"),
         (["report", "--storage", storage, "--out", str(tmp_path / "no" / "r.html")], "cannot write the report to"),
         (["report", "--storage", storage, "--out", str(tmp_path)], "is a directory"),
+        (["report", "--storage", storage, "--out", ""], "the report must go to a file, e.g. report.html, got ''"),
     ]:
         r = runner.invoke(app, args)
         assert r.exit_code == 2, (args, r.output)

@@ -87,6 +87,10 @@ def test_overrides_window_fix_and_clipping():
     ("rho=0.9", "rho is not a hyperparameter of adamw; choose from lr, beta1, beta2, eps, weight_decay, max_grad_norm, warmup, schedule"),
     ("momentum=0.9", "--set momentum: unknown hyperparameter"),
     ("lr=fast", "--set lr: 'fast' is not a number"),
+    ("lr=1_0e-3", "--set lr: '1_0e-3' is not a number"),  # float() would take these
+    ("lr=\u0661", "--set lr: '\u0661' is not a number"),
+    ("lr=1e-4:0x10", "--set lr: '0x10' is not a number"),
+    ("eps=1e-8:1e-6:log1m", "--set eps: the log1m scale (log of 1-x) is for beta1, beta2, rho; use log or linear"),
     ("lr", "--set needs NAME=LOW:HIGH[:log|:linear|:log1m] or NAME=VALUE, got 'lr'"),
     ("lr=1e-4:1e-2:cubic", "--set lr: scale must be log, linear or log1m, got 'cubic'"),
     ("eps=1e-8:1e-6:log:x", "--set eps: expected LOW:HIGH[:log|:linear|:log1m]"),

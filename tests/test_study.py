@@ -241,3 +241,19 @@ def test_only_samplers_that_read_no_other_trial_have_a_batch_stored_in_one_write
     alone = {name: draws_alone(make_sampler(name, 0, space)) for name in adamtune.study.SAMPLERS}
     # TPE is a constant liar (it reads the running trials' parameters), GP reads the study
     assert alone == {"quasi-random": True, "random": True, "tpe": False, "gp": False}
+
+
+@pytest.mark.parametrize("sampler, remaining, wanted, k", [
+    ("quasi-random", 1000, None, 64),  # auto asks for at most 64 at once on a CPU
+    ("quasi-random", 20, None, 20),
+    ("tpe", 1000, None, 8),  # TPE learns from finished trials: fewer at once
+    ("quasi-random", 1000, 200, 200),  # asked for by hand: as asked (memory allowing)
+    ("quasi-random", 1000, 1, 1),
+])
+def test_batch_size_for_a_budget(tiny_file, sampler, remaining, wanted, k):
+    from adamtune.study import resolve_batch
+    from adamtune.workloads import load_workload
+
+    notes = []
+    assert resolve_batch(wanted, load_workload(f"{tiny_file}:tiny"), sampler, remaining, "cpu", None, notes.append) == k
+    assert notes == []

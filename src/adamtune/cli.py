@@ -55,6 +55,15 @@ def _user_errors() -> Iterator[None]:
         raise typer.Exit(143 if terminated else 130) from None
 
 
+def _whole(option: str, text: Optional[str]) -> Optional[int]:
+    """An integer option's text as an int (ASCII digits, an optional sign), or one line naming it."""
+    if text is None:
+        return None
+    if re.fullmatch(r"\s*[+-]?[0-9]+\s*", text) is None:
+        raise AdamtuneError(f"{option} must be a whole number, got {text!r}")
+    return int(text)
+
+
 def _on_disk(storage: str) -> str:
     """``storage``, refused if it is in-memory SQLite: a command's study would end with it."""
     from adamtune.errors import StorageError
@@ -73,17 +82,20 @@ def tune(
              "Default: the study's own, else digits-mlp."),
     optimizer: Optional[str] = typer.Option(None, help="adamw, adam or adadelta. Default: adamw."),
     task: Optional[str] = typer.Option(None, help="Preset windows: generic, cnn, transformer, llm. Default: the workload's."),
-    budget: Optional[int] = typer.Option(
-        None, help="Total trials of the study (default 16). It also picks what is tuned: <10 lr (+weight_decay "
+    budget: Optional[str] = typer.Option(
+        None, metavar="N", help="Total trials of the study (default 16). It also picks what is tuned: <10 lr (+weight_decay "
                    "from 6 for AdamW); 10-24 +beta1; 25-49 +eps; 50+ +beta2. Re-running continues the study."),
     set_: Optional[List[str]] = typer.Option(
         None, "--set", help="NAME=LOW:HIGH[:log|:linear|:log1m] tunes NAME over a window (log1m: log of 1-x, for beta1, beta2, "
              "rho); NAME=VALUE fixes it. Repeatable; a NAME given twice is refused."),
-    sampler: Optional[str] = typer.Option(None, help="quasi-random (scrambled Sobol, default), tpe, gp or random."),
-    pruner: Optional[str] = typer.Option(None, help="asha (default), median or none."),
+    sampler: Optional[str] = typer.Option(
+        None, help="quasi-random (scrambled Sobol), tpe, gp or random. Default: the study's last, else quasi-random; "
+                   "it may change between runs of a study."),
+    pruner: Optional[str] = typer.Option(
+        None, help="asha, median or none. Default: the study's last, else asha; it may change between runs."),
     storage: str = typer.Option(DEFAULT_STORAGE, help=STORAGE_HELP),
     study: Optional[str] = typer.Option(None, help="Study name. Default: the workload's name. An existing study is continued."),
-    seed: Optional[int] = typer.Option(None, help="Seed of the sampler, the initial weights and the data order: 0 to 2**32-1. Default 0."),
+    seed: Optional[str] = typer.Option(None, metavar="N", help="Seed of the sampler, the initial weights and the data order: 0 to 2**32-1. Default 0."),
     device: Optional[str] = typer.Option(None, help="cpu or cuda. Default: cuda when available."),
     batch: str = typer.Option(
         "auto", help="Trials trained at once as one vmapped model: auto (default: batched whenever the model "
@@ -125,6 +137,7 @@ def tune(
                 console.print("fixed: " + ", ".join(f"{k}={v}" for k, v in settings.space.fixed), highlight=False)
             if remaining == 0:
                 console.print(f"the study already has its {settings.budget} trials; pass a larger --budget to run more")
+                return  # no progress bar for no trials
             state["task"] = progress.add_task("tuning", total=remaining, best="—")
             progress.start()
 
@@ -137,8 +150,9 @@ def tune(
 
         try:
             result = run_tune(
-                workload, optimizer=optimizer, task=task, budget=budget, space=set_ or None, sampler=sampler,
-                pruner=pruner, storage=_on_disk(storage), study=study, seed=seed, device=device,
+                workload, optimizer=optimizer, task=task, budget=_whole("--budget", budget), space=set_ or None,
+                sampler=sampler, pruner=pruner, storage=_on_disk(storage), study=study, seed=_whole("--seed", seed),
+                device=device,
                 on_trial=on_trial, on_start=on_start, batch=batch, max_memory=parse_size(max_memory),
                 notice=lambda msg: progress.console.print(f"[yellow]note:[/] {msg}", highlight=False),
             )
@@ -271,7 +285,7 @@ def report(
 
     with _user_errors():
         result = load(study, _on_disk(storage))
-        path = check_report_path(out or default_report_path(storage, result.study_name))
+        path = check_report_path(out if out is not None else default_report_path(storage, result.study_name))
         analysis = analyze(result, storage=storage)
         path = write_report(analysis, path)
         print_findings(console, analysis)
@@ -282,7 +296,7 @@ def report(
 def dashboard(
     storage: str = typer.Option(DEFAULT_STORAGE, help=STORAGE_HELP),
     host: str = typer.Option("127.0.0.1", help="Address to listen on. The default serves this machine only."),
-    port: int = typer.Option(8080, help="Port to listen on."),
+    port: str = typer.Option("8080", metavar="PORT", help="Port to listen on (1-65535)."),
 ) -> None:
     """Open the study storage in optuna-dashboard (interactive plots of every study in it)."""
     from adamtune.storage import open_storage
@@ -293,12 +307,13 @@ def dashboard(
         except ImportError:
             raise AdamtuneError(
                 "the dashboard needs optuna-dashboard: pip install -c constraints.txt optuna-dashboard") from None
-        if not 1 <= port <= 65535:
+        port_number = _whole("--port", port)
+        if not 1 <= port_number <= 65535:
             raise AdamtuneError(f"--port must be a TCP port in 1..65535, got {port}")
         open_storage(_on_disk(storage), must_exist=True)  # bad URL or missing file: one line, not a server error
         console.print(f"optuna-dashboard on http://{host}:{port}/ (Ctrl-C stops it)", highlight=False, markup=False)
         try:
-            optuna_dashboard.run_server(storage, host=host, port=port)
+            optuna_dashboard.run_server(storage, host=host, port=port_number)
         except OSError as e:
             raise AdamtuneError(f"cannot serve on {host}:{port}: {e.strerror or e}") from None
         except KeyboardInterrupt:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -229,6 +230,9 @@ def parse_override(text: str) -> tuple[str, Any]:
     scale = parts[2] if len(parts) == 3 else default_scale(name)
     if scale not in SCALES:
         raise SpaceError(f"--set {name}: scale must be log, linear or log1m, got {scale!r}")
+    if scale == "log1m" and name not in _BETA_LIKE:
+        raise SpaceError(f"--set {name}: the log1m scale (log of 1-x) is for {', '.join(_BETA_LIKE)}; "
+                         f"use log or linear")
     return name, Dimension(name, low, high, scale)
 
 
@@ -237,11 +241,15 @@ def default_scale(name: str) -> str:
     return "log1m" if name in _BETA_LIKE else ("linear" if name == "warmup" else "log")
 
 
+# A number as written in ASCII: 3e-4, .5, 1e400 (infinite: refused by the range checks), nan;
+# not what float() also takes (1_000, Unicode digits, surrounding Unicode spaces).
+_NUMBER = re.compile(r"[+-]?(?:(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|inf|infinity|nan)", re.IGNORECASE)
+
+
 def _number(name: str, text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise SpaceError(f"--set {name}: {text!r} is not a number") from None
+    if _NUMBER.fullmatch(text.strip(" \t")) is None:
+        raise SpaceError(f"--set {name}: {text!r} is not a number")
+    return float(text)
 
 
 def with_overrides(space: SearchSpace, overrides: Iterable[str | tuple[str, Any]]) -> SearchSpace:

@@ -788,12 +788,33 @@ def check_url(url: str, *, must_exist: bool = False) -> None:
                 raise StorageError(f"{path!r} is not a SQLite database (corrupt, or another kind of file)")
             if not head and must_exist:  # reading must not write Optuna's tables into it
                 raise StorageError(f"no study database at {path!r}: the file is empty; run `adamtune tune` first")
+            tables = _sqlite_tables(path) if head else None
+            if tables is not None and tables and "studies" not in tables:
+                raise StorageError(f"{path!r} is a SQLite database of something else (tables {', '.join(sorted(tables)[:3])}"
+                                   f"{', ...' if len(tables) > 3 else ''}), not a study storage; name another file")
+            if tables is not None and not tables and must_exist:
+                raise StorageError(f"no study database at {path!r}: the file holds no table; run `adamtune tune` first")
         elif must_exist:
             raise StorageError(f"no study database at {path!r}: run `adamtune tune` first or pass --storage")
         else:
             parent = os.path.dirname(os.path.abspath(path))
             if not os.path.isdir(parent):
                 raise StorageError(f"cannot create {path!r}: directory {parent!r} does not exist")
+
+
+def _sqlite_tables(path: str) -> set[str] | None:
+    """The tables of the SQLite file ``path``, read without writing; None if it cannot be read
+    here (left to Optuna to open, or to say why it cannot)."""
+    import sqlite3
+
+    try:
+        con = sqlite3.connect(f"file:{urllib.parse.quote(os.path.abspath(path))}?mode=ro", uri=True, timeout=60)
+        try:
+            return {name for (name,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return None
 
 
 def is_new_file(url: str) -> bool:

@@ -21,9 +21,9 @@ import optuna
 import torch
 
 from adamtune import guide
-from adamtune.config import Config
+from adamtune.config import OPTIMIZERS, Config
 from adamtune.engine import Outcome, data_seed, infeasible, init_seed, train_trial
-from adamtune.engine.batched import NotBatchable, members_per_chunk, train_members, why_not_batchable
+from adamtune.engine.batched import NotBatchable, member_bytes, members_per_chunk, train_members, why_not_batchable
 from adamtune.engine.monitor import summarize_norms
 from adamtune.errors import SpaceError, StudyError, Terminated, first_line
 from adamtune.heartbeat import GRACE_S, Heartbeat, end_lost
@@ -58,14 +58,14 @@ def _sigterm_as_interrupt() -> Any:
     """While tuning, SIGTERM raises Terminated (a KeyboardInterrupt), so the trials being
     trained end as cut short and a rerun makes up for them; by default SIGTERM would end the
     process at once and leave them running forever. Only where Python's default handling is
-    in place and only in the main thread (signal handlers can be set nowhere else); a second
-    SIGTERM while the trials are being ended is ignored."""
+    in place and only in the main thread (signal handlers can be set nowhere else). A second
+    SIGTERM while the trials are being ended ends the process at once, as it would have."""
     if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
         yield
         return
 
     def handler(signum: int, frame: Any) -> None:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
         raise Terminated("terminated by SIGTERM")
 
     signal.signal(signal.SIGTERM, handler)
@@ -211,6 +211,12 @@ def _began_with(stored: StudySettings) -> int | None:
     return None
 
 
+def _check_seed(seed: Any) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+        raise StudyError(f"seed must be an integer in [0, 2**32), got {seed!r}")
+    return seed
+
+
 def _pick(name: str, explicit: Any, stored: Any, default: Any, study: str) -> Any:
     if explicit is not None and stored is not None and explicit != stored:
         raise StudyError(
@@ -299,6 +305,8 @@ def tune(
     name = study
     if name is not None and (not isinstance(name, str) or not name.strip()):
         raise StudyError(f"study name must be a non-empty string, got {name!r}")
+    if name is not None and not name.isprintable():
+        raise StudyError(f"study name must be printable (no newline, tab or other control character), got {name!r}")
     if name is None:
         if workload is not None:
             name = workload.name
@@ -318,15 +326,21 @@ def tune(
         workload, workload_ref = load_workload(ref), ref
     if stored is not None and workload_ref is not None and stored.workload not in (None, workload_ref):
         raise StudyError(f"study {name!r} tunes workload {stored.workload!r}, not {workload_ref!r}; use a new --study name")
+    check_max_memory(max_memory, wanted_batch, workload, dev)
 
+    # What is wrong in itself is said before what differs from the stored study.
+    if optimizer is not None and optimizer not in OPTIMIZERS:
+        raise SpaceError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {optimizer!r}")
+    if task is not None and task not in guide.TASKS:
+        raise SpaceError(f"task must be one of {', '.join(guide.TASKS)}, got {task!r}")
+    if seed is not None:
+        _check_seed(seed)
     opt = _pick("optimizer", optimizer, stored and stored.optimizer, "adamw", name)
     the_task = _pick("task", task, stored and stored.task, workload.task if workload else "generic", name)
     n_budget = budget if budget is not None else (stored.budget if stored is not None else DEFAULT_BUDGET)
-    if isinstance(n_budget, bool) or not isinstance(n_budget, int) or n_budget < 1:
-        raise SpaceError(f"budget must be a whole number of trials >= 1, got {n_budget!r}")
-    the_seed = _pick("seed", seed, stored and stored.seed, 0, name)
-    if isinstance(the_seed, bool) or not isinstance(the_seed, int) or not 0 <= the_seed < 2**32:
-        raise StudyError(f"seed must be an integer in [0, 2**32), got {the_seed!r}")
+    if isinstance(n_budget, bool) or not isinstance(n_budget, int) or not 1 <= n_budget <= MAX_BUDGET:
+        raise SpaceError(f"budget must be a whole number of trials in 1..{MAX_BUDGET}, got {n_budget!r}")
+    the_seed = _check_seed(_pick("seed", seed, stored and stored.seed, 0, name))
     the_sampler = sampler if sampler is not None else (stored.sampler if stored is not None else "quasi-random")
     the_pruner = pruner if pruner is not None else (stored.pruner if stored is not None else "asha")
     if the_sampler not in SAMPLERS:
@@ -437,6 +451,11 @@ def _warn(message: str) -> None:
 
 
 AUTO_BATCH_BAYES = 8  # TPE/GP learn from finished trials: ask fewer at once
+# --batch auto asks for at most this many trials at once. On the development CPU the speedup over a
+# plain loop is the same at K=64 as at K=16 (BENCHMARKS.md); a larger stack only delays every result
+# and makes a Ctrl-C end more trials. GPUs gain from larger stacks; memory caps them anyway.
+AUTO_BATCH_MAX = {"cpu": 64, "cuda": 1024}
+MAX_BUDGET = 1_000_000
 
 
 def check_device(device: str | None) -> str:
@@ -472,6 +491,23 @@ def parse_batch(batch: int | str, max_memory: int | None = None) -> int | None:
     return wanted
 
 
+def check_max_memory(max_memory: int | None, wanted: int | None, workload: Workload | None, device: str) -> None:
+    """Refuse a --max-memory that not even one member of a stack fits in (before the study is made).
+
+    Raises:
+        StudyError: ``max_memory`` is below what one member of the workload takes.
+    """
+    if max_memory is None or wanted == 1 or workload is None:
+        return
+    try:
+        one = member_bytes(workload, device)
+    except Exception:  # noqa: BLE001 - a broken model is each trial's failure to record, not bad input
+        return
+    if one > max_memory:
+        raise StudyError(f"--max-memory of {_size(max_memory)} is less than one trial of {workload.name} takes "
+                         f"(about {_size(one)}); give at least that, or --batch 1")
+
+
 def resolve_batch(wanted: int | None, workload: Workload | None, sampler: str, remaining: int,
                   device: str, max_memory: int | None, notice: Callable[[str], None]) -> int:
     """The number of members per batch (``wanted`` None = auto), capped by what fits in memory.
@@ -494,12 +530,22 @@ def resolve_batch(wanted: int | None, workload: Workload | None, sampler: str, r
     if reason is not None:
         notice(f"training trials one at a time: {reason}")
         return 1
-    k = wanted if wanted is not None else (remaining if sampler in ("quasi-random", "random") else AUTO_BATCH_BAYES)
+    most = AUTO_BATCH_MAX["cuda" if str(device).startswith("cuda") else "cpu"]
+    k = wanted if wanted is not None else (min(remaining, most) if sampler in ("quasi-random", "random")
+                                           else AUTO_BATCH_BAYES)
     if fits < k:
         if wanted is not None or fits < remaining:
             notice(f"{k} members do not fit the memory budget; training in chunks of {fits}")
         k = fits
     return max(1, min(k, remaining))
+
+
+def _size(n: int) -> str:
+    """``2.1 MB``: bytes in units of 1024, as --max-memory reads them."""
+    for unit, shift in (("GB", 30), ("MB", 20), ("KB", 10)):
+        if n >= 1 << shift:
+            return f"{n / (1 << shift):.3g} {unit}"
+    return f"{n} B"
 
 
 class _Runner:

@@ -157,11 +157,15 @@ def default_memory_budget(device: torch.device | str) -> int:
 
 def members_per_chunk(workload: Workload, device: torch.device | str, budget_bytes: int | None = None) -> int:
     """How many members fit the memory budget: params, grads, two optimizer states, activations."""
+    budget = budget_bytes if budget_bytes is not None else default_memory_budget(device)
+    return max(1, int(budget // member_bytes(workload, device)))
+
+
+def member_bytes(workload: Workload, device: torch.device | str) -> int:
+    """The memory one member of a stack takes: params, grads, two optimizer states, activations."""
     model = workload.model().to(device)
     param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
-    per_member = 4 * param_bytes + 2 * activation_bytes(workload, model, device)  # x2: eval and headroom
-    budget = budget_bytes if budget_bytes is not None else default_memory_budget(device)
-    return max(1, int(budget // max(1, per_member)))
+    return max(1, 4 * param_bytes + 2 * activation_bytes(workload, model, device))  # x2: eval and headroom
 
 
 def train_members(

@@ -51,6 +51,8 @@ def check_report_path(path: str | os.PathLike) -> Path:
     Raises:
         ReportError: ``path`` is a directory, or its directory does not exist.
     """
+    if not str(path).strip():
+        raise ReportError(f"the report must go to a file, e.g. report.html, got {str(path)!r}")
     out = Path(path)
     if out.is_dir():
         raise ReportError(f"the report must go to a file, but {str(out)!r} is a directory")
