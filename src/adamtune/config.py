@@ -276,13 +276,13 @@ def shortest_g(x: float, close: Callable[[float], bool], first: int = 1) -> str:
 
 
 def _fmt(x: float) -> str:
-    """``x`` to 4 significant figures, no longer than that needs (0.001, 0.0003562)."""
+    """``x`` in the fewest significant figures within 0.005% of it (0.001, 0.0003562, 0.0035625)."""
     return shortest_g(x, lambda y: abs(y - x) <= 5e-5 * abs(x))
 
 
 def _fmt_beta(x: float) -> str:
-    """A beta or rho with ``1 - x`` to 4 significant figures: what sets its averaging window
-    (0.9997, not 1: 1 would be refused by torch, 0.999 is a 43% shorter window)."""
+    """A beta or rho with ``1 - x`` within 0.005% (4-5 significant figures): what sets its
+    averaging window (0.9997, not 1: 1 would be refused by torch, 0.999 is a 43% shorter window)."""
     if x >= 1:
         return repr(x)
     return shortest_g(x, lambda y: y < 1 and abs((1 - y) - (1 - x)) <= 5e-5 * (1 - x))
@@ -291,8 +291,8 @@ def _fmt_beta(x: float) -> str:
 def python_snippet(config: Config, model_name: str = "model") -> str:
     """Ready-to-paste PyTorch code that builds the optimizer adamtune trained ``config`` with.
 
-    Numbers are printed to 4 significant figures (betas and rho: ``1 - beta`` to 4), so the
-    line reads well and trains as the trial did to within a part in ten thousand.
+    Numbers are printed in the fewest significant figures within 0.005% of the trial's values
+    (betas and rho: ``1 - beta`` within 0.005%), so the line reads well and trains as the trial did.
     """
     cls = _TORCH_CLASS[config.optimizer]
     m = model_name
