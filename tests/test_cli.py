@@ -344,3 +344,22 @@ def test_reading_an_empty_file_leaves_it_empty(tmp_path):
                                         (" 2 gb ", 2 << 30), ("1e3MB", 1000 << 20), ("1KiB", 1024)])
 def test_memory_sizes_read_as_bytes(text, size):
     assert parse_size(text) == size
+
+
+@pytest.mark.parametrize("args, line", [
+    (["tune", "--bugdet", "3"], "No such option: --bugdet (Possible options: --budget, --set) (see adamtune tune --help)"),
+    (["nosuchcmd"], "No such command 'nosuchcmd'. (see adamtune --help)"),
+    (["explain", "lr", "eps"], "Got unexpected extra argument(s) (eps) (see adamtune explain --help)"),
+    (["show", "--storage"], "Option '--storage' requires an argument. (see adamtune --help)"),
+])
+def test_the_entry_point_gives_usage_errors_in_one_line(args, line, adamtune_command, tmp_path):
+    r = subprocess.run([adamtune_command, *args], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr.strip() == f"adamtune: error: {line}"
+
+
+def test_the_entry_point_prints_help_and_exits_as_typer_does(adamtune_command, tmp_path):
+    r = subprocess.run([adamtune_command, "explain", "--help"], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert r.returncode == 0 and "Usage: adamtune explain" in r.stdout and r.stderr == ""
+    r = subprocess.run([adamtune_command], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert r.returncode == 2 and "Usage: adamtune" in r.stdout and "tune" in r.stdout and r.stderr == ""

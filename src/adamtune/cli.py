@@ -321,7 +321,23 @@ def dashboard(
 
 
 def main() -> None:
-    app()
+    """The ``adamtune`` entry point: typer's own usage errors (an unknown option or command, a
+    missing value) are one line and exit status 2 too, like every other bad input."""
+    import sys
+
+    try:
+        code = app(standalone_mode=False)
+    except typer.TyperException as e:
+        if type(e).__name__ != "NoArgsIsHelpError":  # no arguments: the help is printed already
+            ctx = getattr(e, "ctx", None)
+            where = ctx.command_path if ctx is not None else "adamtune"
+            err.print(f"adamtune: error: {e.format_message()} (see {where} --help)", markup=False,
+                      highlight=False, soft_wrap=True)
+        sys.exit(getattr(e, "exit_code", 2))
+    except typer.Abort:
+        err.print("adamtune: aborted", highlight=False)
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":
