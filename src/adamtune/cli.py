@@ -83,8 +83,10 @@ def tune(
     optimizer: Optional[str] = typer.Option(None, help="adamw, adam or adadelta. Default: adamw."),
     task: Optional[str] = typer.Option(None, help="Preset windows: generic, cnn, transformer, llm. Default: the workload's."),
     budget: Optional[str] = typer.Option(
-        None, metavar="N", help="Total trials of the study (default 16). It also picks what is tuned: <10 lr (+weight_decay "
-                   "from 6 for AdamW); 10-24 +beta1; 25-49 +eps; 50+ +beta2. Re-running continues the study."),
+        None, metavar="N",
+        help="Total trials of the study, 1 to 1000000 (default 16). It also picks what is tuned: <10 lr (+weight_decay "
+                   "from 6 for AdamW); 10-24 +beta1; 25-49 +eps; 50+ +beta2. Re-running continues the study; "
+                   "a budget it has reached runs nothing."),
     set_: Optional[List[str]] = typer.Option(
         None, "--set", help="NAME=LOW:HIGH[:log|:linear|:log1m] tunes NAME over a window (log1m: log of 1-x, for beta1, beta2, "
              "rho); NAME=VALUE fixes it. Repeatable; a NAME given twice is refused."),
@@ -95,7 +97,8 @@ def tune(
         None, help="asha, median or none. Default: the study's last, else asha; it may change between runs."),
     storage: str = typer.Option(DEFAULT_STORAGE, help=STORAGE_HELP),
     study: Optional[str] = typer.Option(None, help="Study name. Default: the workload's name. An existing study is continued."),
-    seed: Optional[str] = typer.Option(None, metavar="N", help="Seed of the sampler, the initial weights and the data order: 0 to 2**32-1. Default 0."),
+    seed: Optional[str] = typer.Option(
+        None, metavar="N", help="Seed of the sampler, the initial weights and the data order: 0 to 2**32-1. Default 0."),
     device: Optional[str] = typer.Option(None, help="cpu or cuda. Default: cuda when available."),
     batch: str = typer.Option(
         "auto", help="Trials trained at once as one vmapped model: auto (default: batched whenever the model "
