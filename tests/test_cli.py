@@ -218,6 +218,9 @@ def test_sigterm_ends_the_trials_in_training_as_cut_short(tmp_path, tiny_ref, ad
     assert not [t.number for t in r.trials if t.state == adamtune.TrialState.RUNNING]
     cut = [t for t in r.trials if t.interrupted]
     assert all(t.state == adamtune.TrialState.FAILED and t.error == "terminated by SIGTERM" for t in cut)
+    shown = runner.invoke(app, ["show", "--storage", db]).stdout
+    assert "failed: terminated" not in shown  # no error to read: the counts say how many were cut short
+    assert (f"{len(cut)} cut short" in shown) == bool(cut)
     # the cut-short trials do not use up the budget: a rerun makes up for them
     kept = len(r.trials) - len(cut)
     r = adamtune.tune(storage=db, study="tiny", budget=kept + 2)

@@ -200,7 +200,7 @@ def show(
         console.print(tuned_description(s), highlight=False)
         console.print(trials_table(result))
         console.print(f"{trials_text(len(result.trials))}: {counts_line(result)}", highlight=False)
-        failed = [t for t in result.trials if t.error]
+        failed = [t for t in result.trials if t.error and not t.interrupted]  # cut short: counted above
         for t in failed[-3:]:
             last = t.error.strip().splitlines()[-1]
             console.print(f"trial {t.number} failed: {last}", highlight=False, markup=False)
