@@ -65,6 +65,13 @@ def test_a_worker_killed_outright_leaves_trials_the_next_run_ends_and_makes_up(t
     assert end_lost(study) == 0
     with sqlite3.connect(db) as con:  # an hour passes
         con.execute("update trial_heartbeats set heartbeat = datetime(heartbeat, '-1 hour')")
+    from typer.testing import CliRunner
+
+    from adamtune.cli import app
+
+    shown = CliRunner().invoke(app, ["show", "--storage", f"sqlite:///{db}"]).stdout
+    assert (f"({', '.join(map(str, running))}) running with no heartbeat for over 10 minutes: their worker is gone; "
+            "the next `adamtune tune` on the study ends them as cut short and makes up for them") in shown
     kept = len(r.trials) - len(running)
     notes = []
     r = adamtune.tune(storage=f"sqlite:///{db}", study="tiny", budget=kept + 2, notice=notes.append)

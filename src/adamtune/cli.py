@@ -185,6 +185,7 @@ def show(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
 ) -> None:
     """Every trial of a study: number, state, hyperparameters, objective, steps."""
+    from adamtune.heartbeat import GRACE_S, lost_numbers
     from adamtune.report.terminal import counts_line, trials_table, to_json
     from adamtune.trials import trials_text
     from adamtune.results import load, tuned_description
@@ -204,6 +205,11 @@ def show(
         for t in failed[-3:]:
             last = t.error.strip().splitlines()[-1]
             console.print(f"trial {t.number} failed: {last}", highlight=False, markup=False)
+        lost = lost_numbers(result.study)
+        if lost:
+            console.print(f"{trials_text(len(lost))} ({', '.join(map(str, lost))}) running with no heartbeat for over "
+                          f"{GRACE_S / 60:g} minutes: their worker is gone; the next `adamtune tune` on the study ends "
+                          "them as cut short and makes up for them", highlight=False, markup=False, soft_wrap=True)
 
 
 @app.command()

@@ -82,6 +82,12 @@ def lost_trials(study: optuna.Study, grace_s: float | None = None) -> list[int]:
     return sorted(tid for tid, stamp in rows if now - stamp.replace(tzinfo=None) > limit)
 
 
+def lost_numbers(study: optuna.Study) -> list[int]:
+    """The numbers of ``study``'s lost trials (as ``adamtune show`` names them); reads only."""
+    ids = set(lost_trials(study))
+    return sorted(t.number for t in study.get_trials(deepcopy=False) if t._trial_id in ids) if ids else []
+
+
 def end_lost(study: optuna.Study, grace_s: float | None = None) -> int:
     """End ``study``'s lost trials as failed and cut short (they no longer use up the budget).
     Returns how many this call ended; one another worker ends first, or that finishes after
