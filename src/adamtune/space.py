@@ -100,8 +100,7 @@ class SearchSpace:
     fixed: tuple[tuple[str, Any], ...] = ()
 
     def __post_init__(self) -> None:
-        if self.optimizer not in OPTIMIZERS:
-            raise SpaceError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+        check_optimizer(self.optimizer)
         names = [d.name for d in self.dimensions]
         if len(set(names)) != len(names):
             raise SpaceError(f"a dimension is listed twice: {names}")
@@ -182,16 +181,24 @@ def _check_name(optimizer: str, name: str) -> None:
         raise SpaceError(f"{name} {where}; choose from {', '.join(known)}")
 
 
+def check_optimizer(optimizer: Any) -> None:
+    if optimizer not in OPTIMIZERS:
+        raise SpaceError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {optimizer!r}")
+
+
+def check_task(task: Any) -> None:
+    if task not in guide.TASKS:
+        raise SpaceError(f"task must be one of {', '.join(guide.TASKS)}, got {task!r}")
+
+
 def preset(optimizer: str = "adamw", task: str = "generic", budget: int = 16) -> SearchSpace:
     """The playbook preset: windows for ``optimizer`` x ``task``, dimensions by ``budget``.
 
     Raises:
         SpaceError: unknown optimizer or task, or budget < 1.
     """
-    if optimizer not in OPTIMIZERS:
-        raise SpaceError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {optimizer!r}")
-    if task not in guide.TASKS:
-        raise SpaceError(f"task must be one of {', '.join(guide.TASKS)}, got {task!r}")
+    check_optimizer(optimizer)
+    check_task(task)
     if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
         raise SpaceError(f"budget must be a whole number of trials >= 1, got {budget!r}")
     dims = tuple(

@@ -21,7 +21,7 @@ import optuna
 import torch
 
 from adamtune import guide
-from adamtune.config import OPTIMIZERS, Config
+from adamtune.config import Config
 from adamtune.engine import Outcome, data_seed, infeasible, init_seed, train_trial
 from adamtune.engine.batched import NotBatchable, member_bytes, members_per_chunk, train_members, why_not_batchable
 from adamtune.engine.monitor import summarize_norms
@@ -31,7 +31,7 @@ from adamtune.results import (
     SETTINGS_ATTR, SPACE_BUDGET_ATTR, StudySettings, TuneResult, list_studies, load, load_existing, read_settings,
     result_of, tuned_description,
 )
-from adamtune.space import SearchSpace, preset, with_overrides
+from adamtune.space import SearchSpace, check_optimizer, check_task, preset, with_overrides
 from adamtune.storage import (
     DEFAULT_STORAGE, HeldWrites, ask_many, check_url, is_new_file, open_storage, settle, tell_many, write_kept,
     writes_kept,
@@ -48,6 +48,10 @@ __all__ = ["StudySettings", "Trial", "TrialPruned", "TuneResult", "list_studies"
 SAMPLERS: tuple[str, ...] = ("quasi-random", "tpe", "gp", "random")
 PRUNERS: tuple[str, ...] = ("asha", "median", "none")
 DEFAULT_BUDGET = 16
+TrialPruned = optuna.TrialPruned
+Objective = Callable[[Config, "Trial"], float]
+
+
 def _cut_short(e: BaseException) -> str:
     """The traceback text of a trial cut short by ``e`` (Ctrl-C or SIGTERM)."""
     return "terminated by SIGTERM" if isinstance(e, Terminated) else "interrupted by the user (KeyboardInterrupt)"
@@ -73,8 +77,6 @@ def _sigterm_as_interrupt() -> Any:
         yield
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
-TrialPruned = optuna.TrialPruned
-Objective = Callable[[Config, "Trial"], float]
 
 
 class Trial:
@@ -329,10 +331,10 @@ def tune(
     check_max_memory(max_memory, wanted_batch, workload, dev)
 
     # What is wrong in itself is said before what differs from the stored study.
-    if optimizer is not None and optimizer not in OPTIMIZERS:
-        raise SpaceError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got {optimizer!r}")
-    if task is not None and task not in guide.TASKS:
-        raise SpaceError(f"task must be one of {', '.join(guide.TASKS)}, got {task!r}")
+    if optimizer is not None:
+        check_optimizer(optimizer)
+    if task is not None:
+        check_task(task)
     if seed is not None:
         _check_seed(seed)
     opt = _pick("optimizer", optimizer, stored and stored.optimizer, "adamw", name)
