@@ -67,8 +67,9 @@ def _whole(option: str, text: Optional[str]) -> Optional[int]:
 def _on_disk(storage: str) -> str:
     """``storage``, refused if it is in-memory SQLite: a command's study would end with it."""
     from adamtune.errors import StorageError
+    from adamtune.storage import in_memory
 
-    if storage.startswith("sqlite:///") and storage[len("sqlite:///"):].split("?")[0] in ("", ":memory:"):
+    if in_memory(storage):
         raise StorageError(f"storage {storage!r} is in memory and would lose every trial when the command ends; "
                            "name a file, e.g. sqlite:///adamtune.db")
     return storage

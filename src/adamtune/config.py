@@ -283,9 +283,15 @@ def _fmt(x: float) -> str:
 def _fmt_beta(x: float) -> str:
     """A beta or rho with ``1 - x`` within 0.005% (4-5 significant figures): what sets its
     averaging window (0.9997, not 1: 1 would be refused by torch, 0.999 is a 43% shorter window)."""
+    return short_beta(x, 5e-5)
+
+
+def short_beta(x: float, rel: float) -> str:
+    """The shortest text of a beta-like ``x`` < 1 whose ``1 - x`` is within ``rel`` of its own
+    (never 1: that is a different averaging window); ``repr(x)`` for ``x >= 1``."""
     if x >= 1:
         return repr(x)
-    return shortest_g(x, lambda y: y < 1 and abs((1 - y) - (1 - x)) <= 5e-5 * (1 - x))
+    return shortest_g(x, lambda y: y < 1 and abs((1 - y) - (1 - x)) <= rel * (1 - x))
 
 
 def python_snippet(config: Config, model_name: str = "model") -> str:

@@ -67,6 +67,16 @@ def beat(backend: optuna.storages.RDBStorage, trial_ids: Sequence[int]) -> set[i
 
 def lost_trials(study: optuna.Study, grace_s: float | None = None) -> list[int]:
     """The trial ids of ``study``'s running trials last stamped over ``grace_s`` seconds ago."""
+    return [tid for tid, _ in _lost(study, grace_s)]
+
+
+def lost_numbers(study: optuna.Study) -> list[int]:
+    """The numbers of ``study``'s lost trials (as ``adamtune show`` names them); reads only."""
+    return sorted(number for _, number in _lost(study, None))
+
+
+def _lost(study: optuna.Study, grace_s: float | None) -> list[tuple[int, int]]:
+    """``(trial id, number)`` of ``study``'s lost trials, by trial id."""
     from optuna.storages._rdb import models
 
     backend = _sql_backend(study)
@@ -75,17 +85,12 @@ def lost_trials(study: optuna.Study, grace_s: float | None = None) -> list[int]:
     limit = datetime.timedelta(seconds=GRACE_S if grace_s is None else grace_s)
     with one_transaction(backend) as session:
         now = _now(session)
-        rows = session.query(models.TrialModel.trial_id, models.TrialHeartbeatModel.heartbeat).join(
+        rows = session.query(models.TrialModel.trial_id, models.TrialModel.number,
+                             models.TrialHeartbeatModel.heartbeat).join(
             models.TrialHeartbeatModel, models.TrialHeartbeatModel.trial_id == models.TrialModel.trial_id).filter(
             models.TrialModel.study_id == study._study_id,
             models.TrialModel.state == optuna.trial.TrialState.RUNNING).all()
-    return sorted(tid for tid, stamp in rows if now - stamp.replace(tzinfo=None) > limit)
-
-
-def lost_numbers(study: optuna.Study) -> list[int]:
-    """The numbers of ``study``'s lost trials (as ``adamtune show`` names them); reads only."""
-    ids = set(lost_trials(study))
-    return sorted(t.number for t in study.get_trials(deepcopy=False) if t._trial_id in ids) if ids else []
+    return sorted((tid, number) for tid, number, stamp in rows if now - stamp.replace(tzinfo=None) > limit)
 
 
 def end_lost(study: optuna.Study, grace_s: float | None = None) -> int:

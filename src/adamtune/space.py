@@ -18,7 +18,7 @@ from typing import Any
 import optuna
 
 from adamtune import guide
-from adamtune.config import ALL_PARAMS, OPTIMIZER_PARAMS, OPTIMIZERS, SCHEDULES, TRAINING_PARAMS, Config, shortest_g
+from adamtune.config import ALL_PARAMS, OPTIMIZER_PARAMS, OPTIMIZERS, SCHEDULES, TRAINING_PARAMS, Config, short_beta
 from adamtune.errors import ConfigError, SpaceError
 
 SCALES: tuple[str, ...] = ("log", "linear", "log1m")
@@ -87,7 +87,7 @@ class Dimension:
     def _text(self, x: float) -> str:
         """``x`` to 3 significant figures; on a log(1-x) scale ``1 - x`` to 3 (0.9999, never 1)."""
         if self.scale == "log1m":
-            return shortest_g(x, lambda y: y < 1 and abs((1 - y) - (1 - x)) <= 5e-4 * (1 - x))
+            return short_beta(x, 5e-4)
         return f"{x:.3g}"
 
 

@@ -25,10 +25,14 @@ _SQLITE_MAGIC = b"SQLite format 3\x00"
 
 def sqlite_path(url: str) -> str | None:
     """The file of a ``sqlite:///`` URL (None for other URLs or in-memory SQLite)."""
-    if not url.startswith("sqlite:///"):
+    if not url.startswith("sqlite:///") or in_memory(url):
         return None
-    path = url[len("sqlite:///"):]
-    return None if path in ("", ":memory:") else path
+    return url[len("sqlite:///"):]
+
+
+def in_memory(url: str) -> bool:
+    """Whether ``url`` is in-memory SQLite (``sqlite:///:memory:``, ``sqlite:///``): gone with the process."""
+    return url.startswith("sqlite:///") and url[len("sqlite:///"):].split("?")[0] in ("", ":memory:")
 
 
 def open_storage(url: str, *, must_exist: bool = False) -> optuna.storages.BaseStorage:
