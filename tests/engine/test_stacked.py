@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, stack_module_state
 
-from adamtune.engine.stacked import member_losses, stacked_forward
+from adamtune.engine.stacked import _NarrowLinear, member_losses, stacked_forward
 from adamtune.workloads import accuracy, cross_entropy
 
 K = 4
@@ -56,6 +56,19 @@ def test_written_out_forward_and_gradients_equal_vmap(name, factory, shape):
     g_out = torch.autograd.grad((out * weights).sum(), list(params.values()))
     for n, a, b in zip(params, g_out, g_ref):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12, msg=n)
+
+
+def test_a_narrow_layer_hands_dense_gradients_down():
+    # Autograd's own backward of (W @ h^T)^T hands the layer below a transposed gradient, on
+    # which torch's elementwise backward ops (ReLU's) run several times slower.
+    torch.manual_seed(0)
+    h = torch.randn(K, 5, 6, requires_grad=True)
+    w = torch.randn(K, 3, 6, requires_grad=True)
+    b = torch.randn(K, 3, requires_grad=True)
+    out = _NarrowLinear.apply(h, w, b)
+    torch.testing.assert_close(out, h @ w.transpose(1, 2) + b.unsqueeze(1))
+    (out * torch.randn_like(out)).sum().backward()
+    assert h.grad.is_contiguous() and w.grad.is_contiguous()
 
 
 class Custom(nn.Module):

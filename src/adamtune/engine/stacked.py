@@ -33,12 +33,38 @@ _ELEMENTWISE = (
 
 StackedForward = Callable[[dict[str, Tensor], Tensor], Tensor]
 
-# A Linear layer with fewer outputs than this (a classifier's head) is run as W @ h^T. MKL's
-# batched matmul is slow for products with a narrow result: [16, 64, 128] @ [16, 128, 10] and the
-# [16, 128, 64] @ [16, 64, 10] weight gradient of its backward took 3-4x as long as the same
-# products computed transposed (195 against 55 us, 216 against 48 us, one thread, AMD EPYC);
-# from 32 outputs on, the two ways were within 10% of each other, the usual way ahead.
+# A Linear layer with fewer outputs than this (a classifier's head) runs as ``_NarrowLinear``.
+# MKL's batched matmul is slow for products with a narrow result: [16, 64, 128] @ [16, 128, 10]
+# and the [16, 128, 64] @ [16, 64, 10] weight gradient of its backward took 3-4x as long as the
+# same products computed transposed (195 against 55 us, 216 against 48 us, one thread, AMD
+# EPYC); from 32 outputs on, the two ways were within 10% of each other, the usual way ahead.
 _NARROW = 16
+
+
+class _NarrowLinear(torch.autograd.Function):
+    """``h @ w^T + b`` for stacked ``h`` [K, N, in] and ``w`` [K, out, in] with a narrow ``out``.
+
+    Computed as ``(w @ h^T)^T``; autograd's own backward of that would hand the layer below a
+    transposed [K, N, in] gradient, and torch's elementwise backward ops (ReLU's, for one) run
+    several times slower on that layout (251 against 10 us for a [16, 64, 128] ReLU, Xeon, two
+    threads) than the matmuls gain. The backward here makes every gradient in its dense layout.
+    """
+
+    @staticmethod
+    def forward(ctx, h: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
+        ctx.save_for_backward(h, w)
+        ctx.has_bias = b is not None
+        out = torch.bmm(w, h.transpose(1, 2)).transpose(1, 2)  # [K, N, out], laid out [K, out, N]
+        return out if b is None else out + b.unsqueeze(1)
+
+    @staticmethod
+    def backward(ctx, g: Tensor):
+        h, w = ctx.saved_tensors
+        need_h, need_w, need_b = ctx.needs_input_grad
+        gh = torch.bmm(g, w) if need_h else None  # [K, N, in], dense
+        gw = torch.bmm(g.transpose(1, 2), h) if need_w else None  # [K, out, in], dense
+        gb = g.sum(1) if need_b and ctx.has_bias else None
+        return gh, gw, gb
 
 
 def _leaves(module: nn.Module, prefix: str = "") -> Iterator[tuple[str, nn.Module]]:
@@ -68,10 +94,7 @@ def _linear(m: nn.Linear, prefix: str):
         h3 = h.reshape(k, -1, m.in_features) if stacked else h.reshape(1, -1, m.in_features).expand(k, -1, -1)
         b = p.get(prefix + "bias")
         if narrow:
-            # [K, out, in] @ [K, in, N], read transposed: the same product, and its backward
-            # makes [K, out, in] weight gradients instead of [K, in, out] ones.
-            out = torch.bmm(w, h3.transpose(1, 2)).transpose(1, 2)
-            out = out if b is None else out + b.unsqueeze(1)
+            out = _NarrowLinear.apply(h3, w, b)
         else:
             wt = w.transpose(1, 2)
             out = torch.bmm(h3, wt) if b is None else torch.baddbmm(b.unsqueeze(1), h3, wt)
