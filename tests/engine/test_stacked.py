@@ -134,6 +134,17 @@ def test_member_cross_entropy_equals_each_members_own(target_shape, classes):
     assert torch.equal(mine(out, y), want_acc)
 
 
+@pytest.mark.parametrize("transposed", [False, True])
+def test_member_accuracy_breaks_ties_and_nans_as_argmax_does(transposed):
+    torch.manual_seed(0)
+    out = torch.randint(0, 3, (K, 10, 50)).double()  # many ties
+    out[torch.rand_like(out) < 0.05] = float("nan")
+    out = out.transpose(1, 2) if transposed else out.transpose(1, 2).contiguous()  # [K, 50, 10]
+    y = torch.randint(0, 10, (50,))
+    want = torch.stack([accuracy(out[k].contiguous(), y) for k in range(K)])
+    assert torch.equal(member_losses(accuracy)(out, y), want)
+
+
 @pytest.mark.parametrize("k", [1, 3, 8])
 @pytest.mark.parametrize(("out_shape", "target_shape"), [((8, 10), (8, 1)), ((10,), ()), ((8, 5, 10), (5,)), ((8, 10), (4, 1))])
 def test_member_accuracy_broadcasts_the_target_as_each_member_alone(k, out_shape, target_shape):
