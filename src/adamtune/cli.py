@@ -113,7 +113,8 @@ def tune(
     """Run (or continue) a study and print the best configuration as ready-to-paste PyTorch code.
 
     Ctrl-C (exit 130) or SIGTERM (exit 143) stops it: every finished trial is kept, and running
-    it again makes up for the trials cut short.
+    it again first runs the trials cut short again, with the same hyperparameters and initial
+    weights.
     """
     from adamtune.report.terminal import best_snippet, best_trials, counts_line, fmt, trial_value_text, trials_table
     from adamtune.trials import trials_text
@@ -187,7 +188,7 @@ def show(
 ) -> None:
     """Every trial of a study: number, state, hyperparameters, objective, steps."""
     from adamtune.heartbeat import GRACE_S, lost_numbers
-    from adamtune.report.terminal import counts_line, trials_table, to_json
+    from adamtune.report.terminal import counts_line, retries_line, trials_table, to_json
     from adamtune.trials import trials_text
     from adamtune.results import load, tuned_description
 
@@ -202,6 +203,9 @@ def show(
         console.print(tuned_description(s), highlight=False)
         console.print(trials_table(result))
         console.print(f"{trials_text(len(result.trials))}: {counts_line(result)}", highlight=False)
+        again = retries_line(result)
+        if again:
+            console.print(again, highlight=False, markup=False, soft_wrap=True)
         failed = [t for t in result.trials if t.error and not t.interrupted]  # cut short: counted above
         for t in failed[-3:]:
             last = t.error.strip().splitlines()[-1]

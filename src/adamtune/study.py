@@ -31,13 +31,15 @@ from adamtune.results import (
     SETTINGS_ATTR, SPACE_BUDGET_ATTR, StudySettings, TuneResult, list_studies, load, load_existing, read_settings,
     result_of, tuned_description,
 )
+from adamtune.retries import point_of, retry_cut_short, retry_numbers
 from adamtune.space import SearchSpace, check_optimizer, check_task, preset, with_overrides
 from adamtune.storage import (
     DEFAULT_STORAGE, HeldWrites, ask_many, check_url, is_new_file, open_storage, settle, tell_many, write_kept,
     writes_kept,
 )
 from adamtune.trials import (
-    ATTR_CONFIG, ATTR_CURVE, ATTR_ENGINE, ATTR_INTERRUPTED, ATTR_DIVERGED_AT, ATTR_GRAD_NORMS, ATTR_STATE, ATTR_STEPS, ATTR_TRACEBACK,
+    ATTR_CONFIG, ATTR_CURVE, ATTR_ENGINE, ATTR_INTERRUPTED, ATTR_DIVERGED_AT, ATTR_GRAD_NORMS, ATTR_RETRY_OF, ATTR_STATE,
+    ATTR_STEPS, ATTR_TRACEBACK,
     Curve, TrialRecord, TrialState, ranked, trials_text,
 )
 from adamtune.workloads import Workload, describe, load_workload
@@ -131,30 +133,34 @@ class Trial:
 
 
 class _KnownSpaceQMC(optuna.samplers.QMCSampler):
-    """Optuna's scrambled QMC sampler, told the search space up front, indexed by trial number.
+    """Optuna's scrambled QMC sampler, told the search space up front, indexed by the trial's point.
 
     The stock sampler infers the space from the first trial and samples that trial with its
     independent (random) sampler; adamtune knows the space, so every trial -- the first one
     too -- is a point of the scrambled Sobol sequence. The stock sampler also keeps its place
     in the sequence in a study attribute with a read-then-write that is not atomic (Optuna's
     own TODO), so two workers sharing a study can draw the same point; here point i is trial
-    number i, which the storage hands out atomically. On one worker the sequence is the same.
+    number i (less the retries of trials cut short before it: ``retries.py``), which the storage
+    hands out atomically. On one worker the sequence is the same.
     """
 
     def __init__(self, search_space: dict[str, optuna.distributions.BaseDistribution], **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._known_space = dict(search_space)
-        self._trial_number = 0
+        self._point = 0
+        # The study's retries of trials cut short, by number: a retry stands for the point of
+        # the trial it retries, and the trials after it for the points after (retries.py).
+        self.retries: list[int] = []
 
     def infer_relative_search_space(self, study, trial):  # noqa: D102 - Optuna's contract
         return dict(self._known_space)
 
     def sample_relative(self, study, trial, search_space):  # noqa: D102
-        self._trial_number = trial.number
+        self._point = point_of(trial.number, trial.user_attrs.get(ATTR_RETRY_OF), self.retries)
         return super().sample_relative(study, trial, search_space)
 
     def _find_sample_id(self, study, search_space) -> int:  # Optuna's hook (optuna>=4,<6)
-        return self._trial_number
+        return self._point
 
 
 def make_sampler(name: str, seed: int, space: SearchSpace, n_existing: int = 0) -> optuna.samplers.BaseSampler:
@@ -404,6 +410,10 @@ def tune(
         the_study.set_metric_names([metric])
 
     remaining = max(0, settings.budget - counted_trials(the_study))
+    retried = retry_cut_short(the_study, remaining) if existing is not None else []
+    if retried:
+        (notice or _warn)(f"{trials_text(len(retried))} cut short earlier: run again first, with the same "
+                          "hyperparameters and initial weights")
     if on_start is not None:
         on_start(settings, remaining)
     runner = _Runner(the_study, settings, workload, objective_fn, dev, on_trial, max_consecutive_failures,
@@ -560,6 +570,11 @@ class _Runner:
         self.notice = notice
         self.failures = 0
         self.heartbeat: Heartbeat | None = None  # stamps the trials made, while tune() trains
+        self.retries: list[int] = []  # the study's retries of trials cut short, as of the last ask
+
+    def _point(self, trial: optuna.trial.Trial) -> int:
+        """The point of the search ``trial`` stands for: its initial weights' seed (retries.py)."""
+        return point_of(trial.number, trial.user_attrs.get(ATTR_RETRY_OF), self.retries)
 
     def remaining(self, budget: int) -> int:
         return max(0, budget - counted_trials(self.study))
@@ -573,6 +588,10 @@ class _Runner:
         asked: list[tuple[optuna.trial.Trial, Config | None]] = []
         together = draws_alone(self.study.sampler)
         kept: list[tuple[optuna.trial.Trial, HeldWrites]] = []
+        # Read before the trials are made: a new trial's point follows the retries made so far.
+        self.retries = retry_numbers(self.study.get_trials(deepcopy=False))
+        if isinstance(self.study.sampler, _KnownSpaceQMC):
+            self.study.sampler.retries = self.retries
         try:
             for trial in ask_many(self.study, n):
                 created.append(trial)
@@ -621,7 +640,7 @@ class _Runner:
         s = self.settings
         try:
             if self.workload is not None:
-                outcome = train_trial(self.workload, config, init_seed=init_seed(s.seed, trial.number),
+                outcome = train_trial(self.workload, config, init_seed=init_seed(s.seed, self._point(trial)),
                                       data_seed=data_seed(s.seed), trial=trial, device=self.device)
             else:
                 user_trial = Trial(trial, config, s.metric)
@@ -662,7 +681,7 @@ class _Runner:
         s = self.settings
         try:
             train_members(self.workload, [c for _, c in runnable],
-                          init_seeds=[init_seed(s.seed, t.number) for t in trials], data_seed=data_seed(s.seed),
+                          init_seeds=[init_seed(s.seed, self._point(t)) for t in trials], data_seed=data_seed(s.seed),
                           trials=trials, device=self.device, on_done=on_done)
         except NotBatchable as e:
             rest = [(t, c) for i, (t, c) in enumerate(runnable) if i not in told]

@@ -26,6 +26,7 @@ ATTR_CONFIG = "config"
 ATTR_DIVERGED_AT = "diverged_at_step"
 ATTR_ENGINE = "engine"
 ATTR_INTERRUPTED = "interrupted"
+ATTR_RETRY_OF = "retry_of"
 
 
 class TrialState(str, enum.Enum):
@@ -103,6 +104,8 @@ class TrialRecord:
         error: the traceback of a failed trial.
         interrupted: a failed trial cut short by Ctrl-C, or never run because the study
             stopped; it does not use up the budget (a rerun makes up for it).
+        retry_of: for a trial run again in place of trials cut short, the point of the
+            search they stood for (``retries.py``; trial i is point i until a retry is made).
     """
 
     number: int
@@ -117,6 +120,7 @@ class TrialRecord:
     duration_s: float | None = None
     engine: str | None = None
     interrupted: bool = False
+    retry_of: int | None = None
 
     @property
     def finished(self) -> bool:
@@ -162,6 +166,7 @@ def record_from_optuna(trial: optuna.trial.FrozenTrial, params: Mapping[str, flo
         duration_s=duration,
         engine=trial.user_attrs.get(ATTR_ENGINE),
         interrupted=bool(trial.user_attrs.get(ATTR_INTERRUPTED)),
+        retry_of=trial.user_attrs.get(ATTR_RETRY_OF),
     )
 
 

@@ -10,7 +10,8 @@ from rich.table import Table
 
 from adamtune.config import Config, python_snippet
 from adamtune.results import TuneResult
-from adamtune.trials import TrialRecord, TrialState, ranked
+from adamtune.retries import first_trials
+from adamtune.trials import TrialRecord, TrialState, ranked, trials_text
 
 _STATE_STYLE = {
     TrialState.COMPLETE: "green", TrialState.PRUNED: "yellow", TrialState.DIVERGED: "red",
@@ -75,6 +76,16 @@ def counts_line(result: TuneResult) -> str:
     return ", ".join(parts) or "no trials yet"
 
 
+def retries_line(result: TuneResult) -> str | None:
+    """``"2 trials ran again trials cut short, with the same hyperparameters and initial
+    weights: 8 for 4, 9 for 5"``, or None if no trial did."""
+    first = first_trials((t.number, t.retry_of) for t in result.trials)
+    if not first:
+        return None
+    pairs = ", ".join(f"{n} for {o}" for n, o in first.items())
+    return f"{trials_text(len(first))} ran again trials cut short, with the same hyperparameters and initial weights: {pairs}"
+
+
 def best_snippet(result: TuneResult) -> str | None:
     cfg = result.best_config
     return None if cfg is None else python_snippet(cfg)
@@ -92,6 +103,7 @@ def to_json(result: TuneResult) -> dict[str, Any]:
     """The study as one JSON-ready object (``adamtune show --json``)."""
     s = result.settings
     trials = []
+    first = first_trials((t.number, t.retry_of) for t in result.trials)
     for t in result.trials:
         row: dict[str, Any] = {
             "number": t.number, "state": t.state.value, "params": dict(t.params),
@@ -105,6 +117,8 @@ def to_json(result: TuneResult) -> dict[str, Any]:
             row["error"] = t.error
         if t.interrupted:
             row["interrupted"] = True
+        if t.number in first:
+            row["retry_of_trial"] = first[t.number]
         trials.append(row)
     best = None
     if result.best is not None:

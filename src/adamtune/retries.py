@@ -1,0 +1,79 @@
+"""Trials cut short are run again: the same point of the search, the same initial weights.
+
+A trial cut short (Ctrl-C, SIGTERM, a worker lost) does not use up the study's budget, and
+the next ``tune`` of the study makes up for it by running it again: an Optuna enqueued
+trial with the cut-short trial's hyperparameters fixed, built from the same initial weights.
+A study stopped and continued then holds the trials of one run without a stop; with the
+quasi-random sampler, the Sobol sequence has no hole where a batch was stopped.
+
+Each trial stands for one *point* of the search. A retry stands for the point of the trial
+it retries (its ``retry_of`` attribute); any other trial stands for the next new point: its
+number less the retries numbered below it. With no retry in a study, trial i is point i. The
+quasi-random sampler draws point i of the sequence for it, and the engines seed its model
+from i.
+
+Two workers that start ``tune`` on one study at the same moment can both enqueue a retry of
+the same point; both run, and the study holds that point twice.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable, Sequence
+
+import optuna
+
+from adamtune.trials import ATTR_INTERRUPTED, ATTR_RETRY_OF
+
+
+def retry_numbers(trials: Iterable[optuna.trial.FrozenTrial]) -> list[int]:
+    """The numbers of the trials that are retries, in order."""
+    return sorted(t.number for t in trials if ATTR_RETRY_OF in t.user_attrs)
+
+
+def point_of(number: int, retry_of: int | None, retries: Sequence[int]) -> int:
+    """The point of the search that trial ``number`` stands for.
+
+    Args:
+        retry_of: the point the trial retries (its ``retry_of`` attribute), or None.
+        retries: :func:`retry_numbers` of the study.
+    """
+    if retry_of is not None:
+        return int(retry_of)
+    return number - bisect.bisect_left(retries, number)
+
+
+def _cut_short(trial: optuna.trial.FrozenTrial) -> bool:
+    return trial.state == optuna.trial.TrialState.FAIL and bool(trial.user_attrs.get(ATTR_INTERRUPTED))
+
+
+def retry_cut_short(study: optuna.Study, limit: int) -> list[int]:
+    """Enqueue a retry of each point whose every trial was cut short, lowest first, at most ``limit``.
+
+    A retry has the hyperparameters of the point's last trial fixed (those it had drawn; a
+    trial cut short before drawing any leaves them to the sampler, which for the quasi-random
+    sequence draws the same point again). Returns the points retried.
+    """
+    if limit <= 0:
+        return []
+    trials = study.get_trials(deepcopy=False)
+    retries = retry_numbers(trials)
+    attempts: dict[int, list[optuna.trial.FrozenTrial]] = {}
+    for t in trials:
+        attempts.setdefault(point_of(t.number, t.user_attrs.get(ATTR_RETRY_OF), retries), []).append(t)
+    todo = sorted(p for p, ts in attempts.items() if all(_cut_short(t) for t in ts))[:limit]
+    for p in todo:
+        last = max(attempts[p], key=lambda t: t.number)
+        study.enqueue_trial(dict(last.params), user_attrs={ATTR_RETRY_OF: p})
+    return todo
+
+
+def first_trials(trials: Iterable[tuple[int, int | None]]) -> dict[int, int]:
+    """``{retry's number: number of the trial first run at its point}``, from ``(number, retry_of)`` pairs."""
+    trials = sorted(trials)
+    retries = [n for n, r in trials if r is not None]
+    first: dict[int, int] = {}
+    for n, r in trials:
+        if r is None:
+            first.setdefault(point_of(n, None, retries), n)
+    return {n: first[r] for n, r in trials if r is not None and r in first}

@@ -1,0 +1,93 @@
+import optuna
+import pytest
+from typer.testing import CliRunner
+
+import adamtune
+import adamtune.study as study_module
+from adamtune import TrialState
+from adamtune.cli import app
+from adamtune.report.terminal import to_json
+from adamtune.retries import point_of, retry_cut_short
+from adamtune.storage import tell_many
+
+
+def _by_point(result):
+    """{point: (params, value)} of the trials that trained to the end, and the retries' points."""
+    done = {}
+    retries = sorted(t.number for t in result.trials if t.retry_of is not None)
+    for t in result.trials:
+        if t.state == TrialState.COMPLETE:
+            done[point_of(t.number, t.retry_of, retries)] = (t.params, t.value)
+    return done
+
+
+def _stop_at_telling(monkeypatch, batch_number):
+    """Ctrl-C when the ``batch_number``-th batch (from 1) has trained, before it is stored."""
+    calls = []
+
+    def told(study, finished):
+        calls.append(1)
+        if len(calls) == batch_number:
+            raise KeyboardInterrupt
+        tell_many(study, finished)
+
+    monkeypatch.setattr(study_module, "tell_many", told)
+
+
+@pytest.mark.parametrize("sampler", ["quasi-random", "random"])
+def test_a_study_stopped_and_continued_holds_the_trials_of_one_run_without_a_stop(storage, tmp_path, tiny_ref,
+                                                                                 monkeypatch, sampler):
+    whole = adamtune.tune(tiny_ref, budget=10, batch=4, pruner="none", sampler=sampler, seed=5,
+                          storage=f"sqlite:///{tmp_path / 'whole.db'}")
+    _stop_at_telling(monkeypatch, 2)  # trials 4-7 are cut short
+    with pytest.raises(KeyboardInterrupt):
+        adamtune.tune(tiny_ref, budget=10, batch=4, pruner="none", sampler=sampler, seed=5, storage=storage)
+    monkeypatch.undo()
+    notes = []
+    resumed = adamtune.tune(storage=storage, study="tiny", notice=notes.append)
+    assert "4 trials cut short earlier: run again first, with the same hyperparameters and initial weights" in notes
+    # 0-3 trained, 4-7 cut short, 8-11 retry their points, 12-13 are points 8 and 9
+    assert [t.number for t in resumed.trials if t.interrupted] == [4, 5, 6, 7]
+    assert [t.retry_of for t in resumed.trials] == [None] * 8 + [4, 5, 6, 7] + [None] * 2
+    assert resumed.count(TrialState.COMPLETE) == whole.count(TrialState.COMPLETE) == 10
+    # the same points, the same initial weights: the same values as the run without a stop
+    got, want = _by_point(resumed), _by_point(whole)
+    assert sorted(got) == sorted(want) == list(range(10))
+    # show says which trial ran again which
+    shown = CliRunner().invoke(app, ["show", "--storage", storage]).stdout
+    assert ("4 trials ran again trials cut short, with the same hyperparameters and initial weights: "
+            "8 for 4, 9 for 5, 10 for 6, 11 for 7") in " ".join(shown.split())
+    rows = to_json(adamtune.load("tiny", storage))["trials"]
+    assert [row.get("retry_of_trial") for row in rows] == [None] * 8 + [4, 5, 6, 7] + [None] * 2
+    # random draws the new points from a generator seeded anew on each run; the Sobol sequence
+    # goes on where it was
+    for p in range(10 if sampler == "quasi-random" else 8):
+        assert got[p][0] == pytest.approx(want[p][0], rel=1e-12), p
+        assert got[p][1] == pytest.approx(want[p][1], rel=1e-6), p
+
+
+def test_a_retry_cut_short_again_is_retried_once_more_and_a_retry_waiting_is_not_doubled(storage, tiny_ref,
+                                                                                        monkeypatch):
+    _stop_at_telling(monkeypatch, 1)
+    with pytest.raises(KeyboardInterrupt):
+        adamtune.tune(tiny_ref, budget=2, batch=2, pruner="none", storage=storage)
+    study = optuna.load_study(study_name="tiny", storage=storage)
+    first = [t.params for t in study.get_trials()]
+    assert retry_cut_short(study, limit=1) == [0]  # no more than the budget has room for
+    assert retry_cut_short(study, limit=5) == [1]  # point 0 has a retry waiting
+    assert retry_cut_short(study, limit=5) == []
+    _stop_at_telling(monkeypatch, 1)  # the retries are cut short in turn
+    with pytest.raises(KeyboardInterrupt):
+        adamtune.tune(storage=storage, study="tiny")
+    monkeypatch.undo()
+    r = adamtune.tune(storage=storage, study="tiny")
+    assert [t.retry_of for t in r.trials] == [None, None, 0, 1, 0, 1]
+    assert [t.state for t in r.trials[4:]] == [TrialState.COMPLETE] * 2
+    assert [t.params for t in study.get_trials()[4:]] == first  # point by point
+    assert r.count(TrialState.FAILED) == 4 and r.count(TrialState.COMPLETE) == 2
+
+
+def test_trials_never_cut_short_are_not_retried(storage, tiny_ref):
+    adamtune.tune(tiny_ref, budget=3, batch=3, pruner="none", storage=storage)
+    r = adamtune.tune(storage=storage, study="tiny", budget=4)
+    assert [t.retry_of for t in r.trials] == [None] * 4
