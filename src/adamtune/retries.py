@@ -9,8 +9,8 @@ quasi-random sampler, the Sobol sequence has no hole where a batch was stopped.
 Each trial stands for one *point* of the search. A retry stands for the point of the trial
 it retries (its ``retry_of`` attribute); any other trial stands for the next new point: its
 number less the retries numbered below it. With no retry in a study, trial i is point i. The
-quasi-random sampler draws point i of the sequence for it, and the engines seed its model
-from i.
+quasi-random sampler draws point i of the Sobol sequence for it, the random sampler draws
+its values from a generator seeded with (seed, i), and the engines seed its model from i.
 
 Two workers that start ``tune`` on one study at the same moment can both enqueue a retry of
 the same point; both run, and the study holds that point twice.

@@ -17,6 +17,7 @@ import warnings
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Union
 
+import numpy
 import optuna
 import torch
 
@@ -163,12 +164,42 @@ class _KnownSpaceQMC(optuna.samplers.QMCSampler):
         return self._point
 
 
+class _PointRandom(optuna.samplers.RandomSampler):
+    """Optuna's random sampler, drawing the values of point i from a generator seeded with (seed, i).
+
+    The stock sampler draws every trial from one generator seeded once: a continued study had
+    to be seeded anew, and two workers starting on one study at once drew the same values. Here
+    a trial's values depend on the seed and its point alone (``retries.py``), as the quasi-random
+    points do: a study stopped and continued, or shared by workers, draws what one run draws.
+    """
+
+    def __init__(self, seed: int) -> None:
+        super().__init__(seed)
+        self._seed = seed
+        self.retries: list[int] = []  # as _KnownSpaceQMC's
+        self._drawing: int | None = None  # the trial the generator is for
+
+    def sample_independent(self, study, trial, param_name, param_distribution):  # noqa: D102
+        if self._drawing != trial.number:
+            point = point_of(trial.number, trial.user_attrs.get(ATTR_RETRY_OF), self.retries)
+            self._rng = _Generator(numpy.random.RandomState([self._seed, point]))
+            self._drawing = trial.number
+        return super().sample_independent(study, trial, param_name, param_distribution)
+
+
+@dataclasses.dataclass
+class _Generator:
+    """What RandomSampler reads its generator from (``self._rng.rng``)."""
+
+    rng: numpy.random.RandomState
+
+
 def make_sampler(name: str, seed: int, space: SearchSpace, n_existing: int = 0) -> optuna.samplers.BaseSampler:
     """The Optuna sampler for ``name``; seeded so a fresh study is reproducible.
 
-    Stateless samplers are seeded with ``seed + n_existing`` so that continuing a study does
-    not replay the points it already tried; the QMC sampler keeps its place in the sequence
-    through the study itself.
+    The quasi-random and random samplers draw each trial's values from the seed and the
+    trial's point (``retries.py``). TPE and GP learn from the study; they are seeded with
+    ``seed + n_existing`` so that continuing a study does not replay their random start.
     """
     if name == "quasi-random":
         return _KnownSpaceQMC(space.distributions(), qmc_type="sobol", scramble=True, seed=seed)
@@ -178,7 +209,7 @@ def make_sampler(name: str, seed: int, space: SearchSpace, n_existing: int = 0) 
     if name == "gp":
         return optuna.samplers.GPSampler(seed=s, n_startup_trials=min(10, max(4, len(space.tuned) * 3)))
     if name == "random":
-        return optuna.samplers.RandomSampler(seed=s)
+        return _PointRandom(seed)
     raise StudyError(f"sampler must be one of {', '.join(SAMPLERS)}, got {name!r}")
 
 
@@ -188,7 +219,7 @@ def draws_alone(sampler: optuna.samplers.BaseSampler) -> bool:
     stored in one write after all are drawn. TPE (a constant liar: it counts the running
     trials' parameters as bad, which keeps a batch spread out) and GP read the study, so each
     trial's parameters are stored before the next trial is drawn."""
-    return type(sampler) in (_KnownSpaceQMC, optuna.samplers.RandomSampler)
+    return type(sampler) in (_KnownSpaceQMC, _PointRandom)
 
 
 def make_pruner(name: str, workload: Workload | None) -> optuna.pruners.BasePruner:
@@ -590,7 +621,7 @@ class _Runner:
         kept: list[tuple[optuna.trial.Trial, HeldWrites]] = []
         # Read before the trials are made: a new trial's point follows the retries made so far.
         self.retries = retry_numbers(self.study.get_trials(deepcopy=False))
-        if isinstance(self.study.sampler, _KnownSpaceQMC):
+        if isinstance(self.study.sampler, (_KnownSpaceQMC, _PointRandom)):
             self.study.sampler.retries = self.retries
         try:
             for trial in ask_many(self.study, n):
