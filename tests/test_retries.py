@@ -8,7 +8,7 @@ from adamtune import TrialState
 from adamtune.cli import app
 from adamtune.report.terminal import to_json
 from adamtune.retries import point_of, retry_cut_short
-from adamtune.storage import tell_many
+from adamtune.storage import ask_many as storage_ask_many, tell_many
 
 
 def _by_point(result):
@@ -71,9 +71,11 @@ def test_a_retry_cut_short_again_is_retried_once_more_and_a_retry_waiting_is_not
         adamtune.tune(tiny_ref, budget=2, batch=2, pruner="none", storage=storage)
     study = optuna.load_study(study_name="tiny", storage=storage)
     first = [t.params for t in study.get_trials()]
-    assert retry_cut_short(study, limit=1) == [0]  # no more than the budget has room for
-    assert retry_cut_short(study, limit=5) == [1]  # point 0 has a retry waiting
-    assert retry_cut_short(study, limit=5) == []
+    names = first[0].keys()
+    assert retry_cut_short(study, 1, names) == [0]  # no more than the budget has room for
+    assert retry_cut_short(study, 1, names) == []  # the retry waiting takes that room
+    assert retry_cut_short(study, 5, names) == [1]  # point 0 has a retry waiting
+    assert retry_cut_short(study, 5, names) == []
     _stop_at_telling(monkeypatch, 1)  # the retries are cut short in turn
     with pytest.raises(KeyboardInterrupt):
         adamtune.tune(storage=storage, study="tiny")
@@ -89,3 +91,39 @@ def test_trials_never_cut_short_are_not_retried(storage, tiny_ref):
     adamtune.tune(tiny_ref, budget=3, batch=3, pruner="none", storage=storage)
     r = adamtune.tune(storage=storage, study="tiny", budget=4)
     assert [t.retry_of for t in r.trials] == [None] * 4
+
+
+def test_a_trial_cut_short_while_drawing_is_retried_with_nothing_fixed():
+    study = optuna.create_study()
+    trial = study.ask()
+    trial.suggest_float("lr", 1e-5, 1e-1, log=True)  # weight_decay not drawn yet
+    trial.set_user_attr("interrupted", True)
+    study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    assert retry_cut_short(study, 5, ["lr", "weight_decay"]) == [0]
+    waiting = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
+    assert [t.system_attrs["fixed_params"] for t in waiting] == [{}]  # the point's sampler draws them all again
+    assert [t.user_attrs["retry_of"] for t in waiting] == [0]
+
+
+def test_a_retry_another_worker_makes_while_this_one_asks_gives_no_two_trials_one_point(storage, tiny_ref, monkeypatch):
+    adamtune.tune(tiny_ref, budget=2, batch=1, pruner="none", sampler="random", storage=storage)
+    calls = []
+
+    def ask_many(study, n):
+        calls.append(n)
+        if len(calls) == 1:  # another worker: a trial cut short, its retry made and taken
+            other = optuna.load_study(study_name="tiny", storage=storage)
+            t = other.ask()
+            t.set_user_attr("interrupted", True)
+            other.tell(t, state=optuna.trial.TrialState.FAIL)
+            assert retry_cut_short(other, 1, []) == [2]
+            other.ask()
+        return storage_ask_many(study, n)
+
+    monkeypatch.setattr(study_module, "ask_many", ask_many)
+    r = adamtune.tune(storage=storage, study="tiny", budget=6, batch=1)
+    retries = sorted(t.number for t in r.trials if t.retry_of is not None)
+    points = [point_of(t.number, t.retry_of, retries) for t in r.trials]
+    assert points == [0, 1, 2, 2, 3, 4, 5]  # trial 3 is the other worker's retry of point 2
+    done = [tuple(t.params.values()) for t in r.trials if t.state == TrialState.COMPLETE]
+    assert len(done) == len(set(done)) == 5

@@ -13,7 +13,8 @@ quasi-random sampler draws point i of the Sobol sequence for it, the random samp
 its values from a generator seeded with (seed, i), and the engines seed its model from i.
 
 Two workers that start ``tune`` on one study at the same moment can both enqueue a retry of
-the same point; both run, and the study holds that point twice.
+the same point; both run, and the study holds that point twice (nothing in Optuna's storage
+makes the look and the enqueue one step).
 """
 
 from __future__ import annotations
@@ -47,16 +48,20 @@ def _cut_short(trial: optuna.trial.FrozenTrial) -> bool:
     return trial.state == optuna.trial.TrialState.FAIL and bool(trial.user_attrs.get(ATTR_INTERRUPTED))
 
 
-def retry_cut_short(study: optuna.Study, limit: int) -> list[int]:
-    """Enqueue a retry of each point whose every trial was cut short, lowest first, at most ``limit``.
+def retry_cut_short(study: optuna.Study, limit: int, names: Iterable[str]) -> list[int]:
+    """Enqueue a retry of each point whose every trial was cut short, lowest first.
 
-    A retry has the hyperparameters of the point's last trial fixed (those it had drawn; a
-    trial cut short before drawing any leaves them to the sampler, which for the quasi-random
-    sequence draws the same point again). Returns the points retried.
+    At most ``limit`` less the trials already waiting (the next asks take those first). A
+    retry has the hyperparameters of the point's last trial fixed when that trial had drawn
+    all of ``names`` (the search space's); one cut short while drawing leaves them to the
+    sampler, and the quasi-random and random samplers draw the point's values again from the
+    point. Returns the points retried.
     """
+    trials = study.get_trials(deepcopy=False)
+    limit -= sum(1 for t in trials if t.state == optuna.trial.TrialState.WAITING)
     if limit <= 0:
         return []
-    trials = study.get_trials(deepcopy=False)
+    names = set(names)
     retries = retry_numbers(trials)
     attempts: dict[int, list[optuna.trial.FrozenTrial]] = {}
     for t in trials:
@@ -64,7 +69,7 @@ def retry_cut_short(study: optuna.Study, limit: int) -> list[int]:
     todo = sorted(p for p, ts in attempts.items() if all(_cut_short(t) for t in ts))[:limit]
     for p in todo:
         last = max(attempts[p], key=lambda t: t.number)
-        study.enqueue_trial(dict(last.params), user_attrs={ATTR_RETRY_OF: p})
+        study.enqueue_trial(dict(last.params) if names <= set(last.params) else {}, user_attrs={ATTR_RETRY_OF: p})
     return todo
 
 

@@ -441,7 +441,7 @@ def tune(
         the_study.set_metric_names([metric])
 
     remaining = max(0, settings.budget - counted_trials(the_study))
-    retried = retry_cut_short(the_study, remaining) if existing is not None else []
+    retried = retry_cut_short(the_study, remaining, settings.space.distributions()) if existing is not None else []
     if retried:
         (notice or _warn)(f"{trials_text(len(retried))} cut short earlier: run again first, with the same "
                           "hyperparameters and initial weights")
@@ -601,7 +601,13 @@ class _Runner:
         self.notice = notice
         self.failures = 0
         self.heartbeat: Heartbeat | None = None  # stamps the trials made, while tune() trains
-        self.retries: list[int] = []  # the study's retries of trials cut short, as of the last ask
+        self.retries: list[int] = []  # the study's retries of trials cut short, read at each ask
+
+    def _read_retries(self) -> None:
+        """Read the study's retries (after the trials asked for are made), for the points."""
+        self.retries = retry_numbers(self.study.get_trials(deepcopy=False))
+        if isinstance(self.study.sampler, (_KnownSpaceQMC, _PointRandom)):
+            self.study.sampler.retries = self.retries
 
     def _point(self, trial: optuna.trial.Trial) -> int:
         """The point of the search ``trial`` stands for: its initial weights' seed (retries.py)."""
@@ -619,13 +625,17 @@ class _Runner:
         asked: list[tuple[optuna.trial.Trial, Config | None]] = []
         together = draws_alone(self.study.sampler)
         kept: list[tuple[optuna.trial.Trial, HeldWrites]] = []
-        # Read before the trials are made: a new trial's point follows the retries made so far.
-        self.retries = retry_numbers(self.study.get_trials(deepcopy=False))
-        if isinstance(self.study.sampler, (_KnownSpaceQMC, _PointRandom)):
-            self.study.sampler.retries = self.retries
         try:
-            for trial in ask_many(self.study, n):
-                created.append(trial)
+            if together:
+                # Every trial is made before any draws from its point: the point counts the
+                # retries numbered below the trial, all of them stored once the trial exists
+                # (another worker's too), and read here in one go.
+                for trial in ask_many(self.study, n):
+                    created.append(trial)
+                self._read_retries()
+            for trial in list(created) if together else ask_many(self.study, n):
+                if not together:
+                    created.append(trial)
                 try:
                     with writes_kept(trial) as held:
                         config = self.settings.space.suggest(trial)
@@ -640,6 +650,8 @@ class _Runner:
                     self._write_kept(kept, asked, engine)
                     kept = []
             self._write_kept(kept, asked, engine)
+            if not together:
+                self._read_retries()  # for the initial weights' seeds
         except BaseException as e:
             self._end_unrun(created, e)
             raise
@@ -686,7 +698,11 @@ class _Runner:
         except Exception:
             self._fail(trial, traceback.format_exc())
             return
-        self._done(trial, outcome)
+        try:
+            self._done(trial, outcome)
+        except KeyboardInterrupt as e:  # while storing it: cut short, unless it was stored
+            self._end_unrun([trial], e)
+            raise
 
     def run_batch(self, n: int) -> bool:
         """Run ``n`` trials as one stack. False if the model turned out not to be vmappable
