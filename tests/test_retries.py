@@ -127,3 +127,25 @@ def test_a_retry_another_worker_makes_while_this_one_asks_gives_no_two_trials_on
     assert points == [0, 1, 2, 2, 3, 4, 5]  # trial 3 is the other worker's retry of point 2
     done = [tuple(t.params.values()) for t in r.trials if t.state == TrialState.COMPLETE]
     assert len(done) == len(set(done)) == 5
+
+
+@pytest.mark.parametrize("sampler, batch", [("quasi-random", 4), ("tpe", 1)])
+def test_a_point_retried_by_two_workers_at_once_runs_once(storage, tiny_ref, monkeypatch, sampler, batch):
+    _stop_at_telling(monkeypatch, 1)  # trials 0-1 cut short
+    with pytest.raises(KeyboardInterrupt):
+        adamtune.tune(tiny_ref, budget=4, batch=2, pruner="none", sampler=sampler, storage=storage)
+    monkeypatch.undo()
+    study = optuna.load_study(study_name="tiny", storage=storage)
+    names = study.get_trials()[0].params.keys()
+    # two workers started at once: each looked before the other enqueued
+    looked = study.get_trials
+    monkeypatch.setattr(optuna.Study, "get_trials", lambda self, *a, **k: looked(*a, **k)[:2])
+    assert retry_cut_short(study, 4, names) == [0, 1]
+    assert retry_cut_short(study, 4, names) == [0, 1]
+    monkeypatch.undo()
+    r = adamtune.tune(storage=storage, study="tiny", batch=batch)
+    assert [t.retry_of for t in r.trials] == [None, None, 0, 1, 0, 1, None, None]
+    twins = {t.number: t for t in r.trials if t.number in (4, 5)}
+    assert all(t.state == TrialState.FAILED and t.interrupted for t in twins.values())
+    assert twins[4].error == "not run: trial 2 runs this point again already (two workers retried it at once)"
+    assert [t.state for t in r.trials if t.number in (2, 3, 6, 7)] == [TrialState.COMPLETE] * 4

@@ -13,8 +13,9 @@ quasi-random sampler draws point i of the Sobol sequence for it, the random samp
 its values from a generator seeded with (seed, i), and the engines seed its model from i.
 
 Two workers that start ``tune`` on one study at the same moment can both enqueue a retry of
-the same point; both run, and the study holds that point twice (nothing in Optuna's storage
-makes the look and the enqueue one step).
+the same point (nothing in Optuna's storage makes the look and the enqueue one step); the
+worker that takes the later of the two ends it unrun (:func:`duplicates`), cut short and not
+counted, and the point runs once.
 """
 
 from __future__ import annotations
@@ -48,6 +49,15 @@ def _cut_short(trial: optuna.trial.FrozenTrial) -> bool:
     return trial.state == optuna.trial.TrialState.FAIL and bool(trial.user_attrs.get(ATTR_INTERRUPTED))
 
 
+def _attempts(trials: Sequence[optuna.trial.FrozenTrial]) -> dict[int, list[optuna.trial.FrozenTrial]]:
+    """The trials of each point."""
+    retries = retry_numbers(trials)
+    attempts: dict[int, list[optuna.trial.FrozenTrial]] = {}
+    for t in trials:
+        attempts.setdefault(point_of(t.number, t.user_attrs.get(ATTR_RETRY_OF), retries), []).append(t)
+    return attempts
+
+
 def retry_cut_short(study: optuna.Study, limit: int, names: Iterable[str]) -> list[int]:
     """Enqueue a retry of each point whose every trial was cut short, lowest first.
 
@@ -62,15 +72,32 @@ def retry_cut_short(study: optuna.Study, limit: int, names: Iterable[str]) -> li
     if limit <= 0:
         return []
     names = set(names)
-    retries = retry_numbers(trials)
-    attempts: dict[int, list[optuna.trial.FrozenTrial]] = {}
-    for t in trials:
-        attempts.setdefault(point_of(t.number, t.user_attrs.get(ATTR_RETRY_OF), retries), []).append(t)
+    attempts = _attempts(trials)
     todo = sorted(p for p, ts in attempts.items() if all(_cut_short(t) for t in ts))[:limit]
     for p in todo:
         last = max(attempts[p], key=lambda t: t.number)
         study.enqueue_trial(dict(last.params) if names <= set(last.params) else {}, user_attrs={ATTR_RETRY_OF: p})
     return todo
+
+
+def duplicates(trials: Sequence[optuna.trial.FrozenTrial], numbers: Iterable[int]) -> dict[int, int]:
+    """``{number: earlier trial's number}`` for those of ``numbers`` that retry a point an
+    earlier trial, not cut short, already stands for (``trials``: all of the study's).
+
+    Two workers that start at once can both enqueue a retry of a point; whichever takes the
+    later one ends it unrun, and the point runs once.
+    """
+    attempts = _attempts(trials)
+    by_number = {t.number: t for t in trials}
+    found = {}
+    for n in numbers:
+        retry_of = by_number[n].user_attrs.get(ATTR_RETRY_OF) if n in by_number else None
+        if retry_of is None:
+            continue
+        earlier = [t.number for t in attempts[int(retry_of)] if t.number < n and not _cut_short(t)]
+        if earlier:
+            found[n] = min(earlier)
+    return found
 
 
 def first_trials(trials: Iterable[tuple[int, int | None]]) -> dict[int, int]:

@@ -32,7 +32,7 @@ from adamtune.results import (
     SETTINGS_ATTR, SPACE_BUDGET_ATTR, StudySettings, TuneResult, list_studies, load, load_existing, read_settings,
     result_of, tuned_description,
 )
-from adamtune.retries import point_of, retry_cut_short, retry_numbers
+from adamtune.retries import duplicates, point_of, retry_cut_short, retry_numbers
 from adamtune.space import SearchSpace, check_optimizer, check_task, preset, with_overrides
 from adamtune.storage import (
     DEFAULT_STORAGE, HeldWrites, ask_many, check_url, is_new_file, open_storage, settle, tell_many, write_kept,
@@ -603,11 +603,24 @@ class _Runner:
         self.heartbeat: Heartbeat | None = None  # stamps the trials made, while tune() trains
         self.retries: list[int] = []  # the study's retries of trials cut short, read at each ask
 
-    def _read_retries(self) -> None:
-        """Read the study's retries (after the trials asked for are made), for the points."""
-        self.retries = retry_numbers(self.study.get_trials(deepcopy=False))
+    def _read_retries(self, created: Sequence[optuna.trial.Trial], engine: str,
+                      asked: list[tuple[optuna.trial.Trial, Config | None]] | None = None) -> set[int]:
+        """Read the study's retries once ``created`` (the trials asked for) are made, for their
+        points. Those of ``created`` that retry a point another worker's retry already stands
+        for end unrun, cut short (appended to ``asked`` without a Config); returns their numbers."""
+        trials = self.study.get_trials(deepcopy=False)
+        self.retries = retry_numbers(trials)
         if isinstance(self.study.sampler, (_KnownSpaceQMC, _PointRandom)):
             self.study.sampler.retries = self.retries
+        twins = duplicates(trials, [t.number for t in created])
+        for trial in created:
+            if trial.number in twins:
+                trial.set_user_attr(ATTR_ENGINE, engine)
+                self._fail(trial, f"not run: trial {twins[trial.number]} runs this point again already (two "
+                                  "workers retried it at once)", count=False)
+                if asked is not None:
+                    asked.append((trial, None))
+        return set(twins)
 
     def _point(self, trial: optuna.trial.Trial) -> int:
         """The point of the search ``trial`` stands for: its initial weights' seed (retries.py)."""
@@ -632,8 +645,8 @@ class _Runner:
                 # (another worker's too), and read here in one go.
                 for trial in ask_many(self.study, n):
                     created.append(trial)
-                self._read_retries()
-            for trial in list(created) if together else ask_many(self.study, n):
+                dropped = self._read_retries(created, engine, asked)
+            for trial in [t for t in created if t.number not in dropped] if together else ask_many(self.study, n):
                 if not together:
                     created.append(trial)
                 try:
@@ -650,8 +663,9 @@ class _Runner:
                     self._write_kept(kept, asked, engine)
                     kept = []
             self._write_kept(kept, asked, engine)
-            if not together:
-                self._read_retries()  # for the initial weights' seeds
+            if not together:  # for the initial weights' seeds
+                dropped = self._read_retries(created, engine)
+                asked = [(t, None if t.number in dropped else c) for t, c in asked]
         except BaseException as e:
             self._end_unrun(created, e)
             raise
