@@ -14,7 +14,7 @@ X_VAL, Y_VAL = torch.randn(200, 10), torch.randn(200, 1)
 
 
 def objective(config: adamtune.Config, trial: adamtune.Trial) -> float:
-    torch.manual_seed(trial.number)
+    torch.manual_seed(trial.seed)  # the same initial weights when a trial cut short runs again
     model = nn.Sequential(nn.Linear(10, 32), nn.Tanh(), nn.Linear(32, 1))
     optimizer = adamtune.make_optimizer(model, config)         # the real torch.optim class
     scheduler = adamtune.make_scheduler(optimizer, config, total_steps=200)

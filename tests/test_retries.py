@@ -149,3 +149,21 @@ def test_a_point_retried_by_two_workers_at_once_runs_once(storage, tiny_ref, mon
     assert all(t.state == TrialState.FAILED and t.interrupted for t in twins.values())
     assert twins[4].error == "not run: trial 2 runs this point again already (two workers retried it at once)"
     assert [t.state for t in r.trials if t.number in (2, 3, 6, 7)] == [TrialState.COMPLETE] * 4
+
+
+def test_in_objective_mode_a_trial_run_again_gets_the_same_seed_and_config(storage):
+    seen = []
+
+    def objective(config, trial):
+        seen.append((trial.number, trial.seed, config.lr))
+        if len(seen) == 2:
+            raise KeyboardInterrupt  # trial 1 cut short
+        return config.lr
+
+    with pytest.raises(KeyboardInterrupt):
+        adamtune.tune(objective, budget=3, storage=storage, study="own")
+    adamtune.tune(objective, budget=3, storage=storage, study="own", notice=lambda m: None)
+    by_number = {n: (seed, lr) for n, seed, lr in seen}
+    assert [n for n, _, _ in seen] == [0, 1, 2, 3]
+    assert by_number[2] == by_number[1]  # trial 2 runs trial 1 again
+    assert len({seed for seed, _ in by_number.values()}) == 3  # points 0, 1 and 2

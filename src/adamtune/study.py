@@ -89,11 +89,15 @@ class Trial:
     ``train_loss=...``), ``should_prune()`` to ask the pruner -- then ``raise
     adamtune.TrialPruned()`` -- and optionally ``log_grad_norm(norm)`` every step so the report
     can recommend a clipping threshold (``adamtune.clip_gradients`` returns that norm).
+    ``seed`` is for the trial's own randomness (``torch.manual_seed(trial.seed)`` before building
+    the model): from the study's seed and the trial's point, as the built-in engines seed a
+    model, so a trial run again after being cut short gets the same initial weights.
     """
 
-    def __init__(self, trial: optuna.trial.Trial, config: Config, metric: str) -> None:
+    def __init__(self, trial: optuna.trial.Trial, config: Config, metric: str, seed: int = 0) -> None:
         self._trial = trial
         self.config = config
+        self.seed = seed
         self._metric = metric
         self._curve: dict[str, list] = {"step": []}
         self._norms: list[float] = []
@@ -700,7 +704,7 @@ class _Runner:
                 outcome = train_trial(self.workload, config, init_seed=init_seed(s.seed, self._point(trial)),
                                       data_seed=data_seed(s.seed), trial=trial, device=self.device)
             else:
-                user_trial = Trial(trial, config, s.metric)
+                user_trial = Trial(trial, config, s.metric, seed=init_seed(s.seed, self._point(trial)))
                 try:
                     value = self.objective_fn(config, user_trial)
                     outcome = user_trial._outcome(float(value), s.direction)
