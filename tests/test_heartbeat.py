@@ -96,3 +96,54 @@ def test_in_memory_storage_has_no_heartbeat(url):
         assert heartbeat._thread is None
         heartbeat.watch([study.ask()])
     assert lost_trials(study, grace_s=0) == []
+
+
+def _end_as_lost(storage, study_name, number):
+    """What another worker's `tune` does to a trial whose heartbeat stopped: failed, cut short."""
+    other = optuna.load_study(study_name=study_name, storage=storage)
+    trial_id = other.get_trials()[number]._trial_id
+    other._storage.set_trial_user_attr(trial_id, "interrupted", True)
+    other._storage.set_trial_state_values(trial_id, optuna.trial.TrialState.FAIL)
+
+
+@pytest.mark.parametrize("outcome", ["returns", "raises"])
+def test_a_stalled_worker_whose_trial_was_ended_elsewhere_goes_on(storage, outcome):
+    """A worker alive but stalled past the grace time: another worker ended its trial as lost.
+    Its result is dropped with a notice, no traceback, and the study goes on."""
+    def objective(config, trial):
+        if trial.number == 1:
+            _end_as_lost(storage, "own", 1)
+            if outcome == "raises":
+                raise RuntimeError("boom")
+        return config.lr
+
+    notes = []
+    r = adamtune.tune(objective, budget=3, storage=storage, study="own", notice=notes.append)
+    assert [(t.state, t.interrupted) for t in r.trials] == [
+        (adamtune.TrialState.COMPLETE, False), (adamtune.TrialState.FAILED, True),
+        (adamtune.TrialState.COMPLETE, False), (adamtune.TrialState.COMPLETE, False)]
+    assert notes == ["1 trial (1) had been ended by another worker while this one trained it (no heartbeat for over "
+                     "10 minutes); its result is not stored: cut short, run again by the study"]
+
+
+def test_a_stalled_batch_whose_trials_were_ended_elsewhere_stores_the_others(storage, tiny_ref, monkeypatch):
+    import adamtune.study as study_module
+
+    real = study_module.train_members
+
+    calls = []
+
+    def stalled(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            _end_as_lost(storage, "tiny", 1)
+            _end_as_lost(storage, "tiny", 2)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(study_module, "train_members", stalled)
+    notes = []
+    r = adamtune.tune(tiny_ref, budget=4, batch=4, pruner="none", storage=storage, notice=notes.append)
+    assert [t.state for t in r.trials[:4]] == [adamtune.TrialState.COMPLETE, adamtune.TrialState.FAILED,
+                                              adamtune.TrialState.FAILED, adamtune.TrialState.COMPLETE]
+    assert "2 trials (1, 2) had been ended by another worker while this one trained them" in notes[0]
+    assert r.count(adamtune.TrialState.COMPLETE) == 4  # the study made up for them

@@ -61,13 +61,14 @@ def test_report_many_stores_what_trial_report_stores_in_two_statements(tmp_path,
     assert [t._cached_frozen_trial.intermediate_values for t in by_many][5] == {3: 7.0, 9: 7.0}
 
 
-def test_a_finished_trial_is_refused_and_the_others_still_get_their_values(tmp_path):
-    study = _study(f"sqlite:///{tmp_path / 's.db'}")
+@pytest.mark.parametrize("where", ["one transaction", "one by one"])
+def test_a_trial_finished_elsewhere_is_skipped_and_named_and_the_others_get_their_values(tmp_path, where):
+    # another worker ended it (as lost, this worker's heartbeat having stopped)
+    study = _study(f"sqlite:///{tmp_path / 's.db'}") if where == "one transaction" else _study(None)
     a, b = study.ask(), study.ask()
     study.tell(a, 1.0)
-    with pytest.raises(RuntimeError, match="has already finished"):
-        report_many([(a, 0.1), (b, 0.2)], step=5)
-    assert study.get_trials()[1].intermediate_values == {5: 0.2}
+    assert report_many([(a, 0.1), (b, 0.2)], step=5) == [a.number]
+    assert [t.intermediate_values for t in study.get_trials()] == [{}, {5: 0.2}]
 
 
 def test_set_user_attrs_writes_them_all(study):
@@ -418,9 +419,8 @@ def test_tell_many_tells_a_multi_objective_study_through_optunas_path(tmp_path):
 def test_tell_many_tells_the_others_when_one_cannot_be_told(tmp_path):
     study = optuna.create_study(storage=open_storage(f"sqlite:///{tmp_path / 's.db'}"))
     a, b, c = study.ask(), study.ask(), study.ask()
-    study.tell(b, 1.0)  # already finished: refused, as study.tell refuses it
-    with pytest.raises(ValueError, match="Cannot tell a COMPLETE trial"):
-        tell_many(study, [(a, 0.5, None, {"k": 1}), (b, 0.7, None, {"k": 2}), (c, None, S.PRUNED, {})])
+    study.tell(b, 1.0)  # finished elsewhere: skipped and named
+    assert tell_many(study, [(a, 0.5, None, {"k": 1}), (b, 0.7, None, {"k": 2}), (c, None, S.PRUNED, {})]) == [1]
     assert [(t.state, t.value, t.user_attrs) for t in study.get_trials()] == [
         (S.COMPLETE, 0.5, {"k": 1}), (S.COMPLETE, 1.0, {}), (S.PRUNED, None, {})]
 
@@ -432,8 +432,7 @@ def test_optunas_path_tells_the_others_when_one_cannot_be_told(tmp_path, where):
     a, b = study.ask(), study.ask()
     value = [1.0, 2.0] if where == "multi-objective" else 1.0
     study.tell(a, value)
-    with pytest.raises(ValueError, match="Cannot tell a COMPLETE trial"):
-        tell_many(study, [(a, value, None, {}), (b, value, None, {"k": 2})])
+    assert tell_many(study, [(a, value, None, {}), (b, value, None, {"k": 2})]) == [0]
     assert [(t.state, t.user_attrs) for t in study.get_trials()] == [(S.COMPLETE, {}), (S.COMPLETE, {"k": 2})]
 
 

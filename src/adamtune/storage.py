@@ -169,7 +169,7 @@ def settle(storage: optuna.storages.BaseStorage) -> None:
     storage.engine.dispose()
 
 
-def report_many(reports: Sequence[tuple[optuna.trial.Trial, float]], step: int) -> None:
+def report_many(reports: Sequence[tuple[optuna.trial.Trial, float]], step: int) -> list[int]:
     """``trial.report(value, step)`` for every pair, in one transaction where the storage allows.
 
     A batch of K members reports K values at each evaluation; one commit each made those
@@ -181,11 +181,14 @@ def report_many(reports: Sequence[tuple[optuna.trial.Trial, float]], step: int) 
     its own, so no value is lost to another trial's error (the first error is raised after
     the others are written). A step a trial already reported is ignored with Optuna's warning,
     as ``trial.report`` does.
+
+    Returns the numbers of the trials not reported to because they were already finished:
+    another worker ended them (as lost, when this worker's heartbeat had stopped for too long).
     """
     pairs = [(t, float(v)) for t, v in reports]
     if any(hasattr(t, "_cached_frozen_trial") and step in t._cached_frozen_trial.intermediate_values for t, _ in pairs):
-        _report_one_by_one(pairs, step)
-        return
+        return _report_one_by_one(pairs, step)
+    finished: set[int] = set()
 
     def write(backend: optuna.storages.RDBStorage, session: Any) -> None:
         import sqlalchemy
@@ -193,25 +196,39 @@ def report_many(reports: Sequence[tuple[optuna.trial.Trial, float]], step: int) 
 
         value_model = models.TrialIntermediateValueModel
         ids = [t._trial_id for t, _ in pairs]
-        _updatable_studies(backend, session, ids)
+        finished.clear()
+        _updatable_studies(backend, session, ids, finished)
         rows = []
         for trial_id, (_, value) in zip(ids, pairs, strict=True):
+            if trial_id in finished:
+                continue
             stored, kind = value_model.intermediate_value_to_stored_repr(value)
             rows.append({"trial_id": trial_id, "step": step, "intermediate_value": stored,
                          "intermediate_value_type": kind})
-        session.execute(sqlalchemy.insert(value_model.__table__), rows)  # Core: one executemany
+        if rows:
+            session.execute(sqlalchemy.insert(value_model.__table__), rows)  # Core: one executemany
 
     if _write_together([t for t, _ in pairs], write):
         for trial, value in pairs:
-            trial._cached_frozen_trial.intermediate_values[step] = value
-        return
-    _report_one_by_one(pairs, step)
+            if trial._trial_id not in finished:
+                trial._cached_frozen_trial.intermediate_values[step] = value
+        return [t.number for t, _ in pairs if t._trial_id in finished]
+    return _report_one_by_one(pairs, step)
 
 
-def _report_one_by_one(pairs: Sequence[tuple[optuna.trial.Trial, float]], step: int) -> None:
-    error = _first_error(pairs, lambda pair: pair[0].report(pair[1], step))
+def _report_one_by_one(pairs: Sequence[tuple[optuna.trial.Trial, float]], step: int) -> list[int]:
+    gone: list[int] = []
+
+    def report(pair: tuple[optuna.trial.Trial, float]) -> None:
+        try:
+            pair[0].report(pair[1], step)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            gone.append(pair[0].number)
+
+    error = _first_error(pairs, report)
     if error is not None:
         raise error
+    return gone
 
 
 def _first_error(items: Iterable[Any], act: Callable[[Any], None]) -> Exception | None:
@@ -240,7 +257,7 @@ Told = tuple[optuna.trial.Trial, "float | None", "optuna.trial.TrialState | None
 """``(trial, value, state, user attributes)``: what :func:`tell_many` tells of one trial."""
 
 
-def tell_many(study: optuna.Study, told: Sequence[Told]) -> None:
+def tell_many(study: optuna.Study, told: Sequence[Told]) -> list[int]:
     """For every ``(trial, value, state, attrs)``: ``set_user_attrs(trial, attrs)``, then
     ``study.tell(trial, value, state=state)``, with the same states, values and sampler calls.
 
@@ -255,10 +272,14 @@ def tell_many(study: optuna.Study, told: Sequence[Told]) -> None:
     trial is left running because another failed; the first error is raised after the others
     are written, as is an error of the sampler's ``after_trial`` (as with ``study.tell``, the
     trial is stored all the same). A multi-objective study is told through Optuna's own path.
+
+    Returns the numbers of the trials not told because they were already finished: another
+    worker ended them (as lost, when this worker's heartbeat had stopped for too long).
     """
     items = list(told)
+    gone: list[int] = []
     if not items:
-        return
+        return gone
     trials = [t for t, _, _, _ in items]
     filter_study = getattr(optuna.pruners, "_filter_study", None)
     if (filter_study is None or not hasattr(getattr(study, "_thread_local", None), "cached_all_trials")
@@ -266,6 +287,9 @@ def tell_many(study: optuna.Study, told: Sequence[Told]) -> None:
             or _shared_backend(trials) is None):
         def tell_one(item: Told) -> None:
             trial, value, state, attrs = item
+            if study._storage.get_trial(trial._trial_id).state.is_finished():
+                gone.append(trial.number)
+                return
             if attrs:
                 set_user_attrs(trial, attrs)
             study.tell(trial, value, state=state)
@@ -273,13 +297,16 @@ def tell_many(study: optuna.Study, told: Sequence[Told]) -> None:
         first = _first_error(items, tell_one)
         if first is not None:
             raise first
-        return
+        return gone
     study._thread_local.cached_all_trials = None  # as study.tell: samplers see the study anew
     current = {t._trial_id: t for t in study.get_trials(deepcopy=False)}
     writes: list[tuple[int, optuna.trial.TrialState, list[float] | None, Mapping[str, Any]]] = []
     error: Exception | None = None
     for trial, value, state, attrs in items:
         frozen = copy.deepcopy(current.get(trial._trial_id))
+        if frozen is not None and frozen.state.is_finished():
+            gone.append(trial.number)
+            continue
         try:
             if frozen is None or frozen.state != optuna.trial.TrialState.RUNNING:
                 raise ValueError(f"Cannot tell a {frozen.state.name if frozen else 'missing'} trial.")
@@ -310,6 +337,7 @@ def tell_many(study: optuna.Study, told: Sequence[Told]) -> None:
         by_id[trial_id]._cached_frozen_trial.user_attrs.update(attrs)
     if error is not None:
         raise error
+    return gone
 
 
 def _state_and_values(study: optuna.Study, frozen: optuna.trial.FrozenTrial, value: float | None,
@@ -555,11 +583,13 @@ def write_kept(kept: Sequence[tuple[optuna.trial.Trial, HeldWrites]]) -> list[Ex
     return errors
 
 
-def _updatable_studies(backend: optuna.storages.RDBStorage, session: Any, trial_ids: Sequence[int]) -> dict[int, int]:
+def _updatable_studies(backend: optuna.storages.RDBStorage, session: Any, trial_ids: Sequence[int],
+                       finished: set[int] | None = None) -> dict[int, int]:
     """The study of each trial, from one read; raises as Optuna does for a trial that is
-    missing or already finished. The rows are locked until the transaction ends (``FOR
-    UPDATE``, as Optuna reads a trial it finishes; SQLite locks the whole file anyway), so no
-    other process finishes a trial between this check and the writes after it."""
+    missing or already finished (a finished one goes into ``finished`` instead, if given).
+    The rows are locked until the transaction ends (``FOR UPDATE``, as Optuna reads a trial
+    it finishes; SQLite locks the whole file anyway), so no other process finishes a trial
+    between this check and the writes after it."""
     import sqlalchemy
     from optuna.storages._rdb import models
 
@@ -570,6 +600,9 @@ def _updatable_studies(backend: optuna.storages.RDBStorage, session: Any, trial_
     for trial_id in trial_ids:
         if trial_id not in found:
             raise KeyError(f"trial {trial_id} not found")
+        if finished is not None and found[trial_id].state.is_finished():
+            finished.add(trial_id)
+            continue
         backend.check_trial_is_updatable(trial_id, found[trial_id].state)
     return {trial_id: row.study_id for trial_id, row in found.items()}
 

@@ -470,9 +470,10 @@ def tune(
         settle(store)
 
 
-def _tell_many(study: optuna.Study, done: Sequence[tuple[optuna.trial.Trial, Outcome]]) -> None:
+def _tell_many(study: optuna.Study, done: Sequence[tuple[optuna.trial.Trial, Outcome]]) -> list[int]:
     """Store each trial's outcome: its curve, gradient norms and adamtune state as user
-    attributes, and its state and value in Optuna (pruned, or complete with its value)."""
+    attributes, and its state and value in Optuna (pruned, or complete with its value).
+    Returns the numbers of those another worker had ended meanwhile (not stored)."""
     told = []
     for trial, outcome in done:
         attrs: dict[str, Any] = {ATTR_STEPS: outcome.steps, ATTR_CURVE: outcome.curve}
@@ -486,7 +487,7 @@ def _tell_many(study: optuna.Study, done: Sequence[tuple[optuna.trial.Trial, Out
             told.append((trial, None, optuna.trial.TrialState.PRUNED, attrs))
         else:
             told.append((trial, outcome.value, None, attrs))
-    tell_many(study, told)
+    return tell_many(study, told)
 
 
 class AdamtuneWarning(UserWarning):
@@ -802,15 +803,26 @@ class _Runner:
     def _done_many(self, done: Sequence[tuple[optuna.trial.Trial, Outcome]]) -> None:
         trials = [trial for trial, _ in done]
         try:
-            _tell_many(self.study, done)
+            gone = _tell_many(self.study, done)
         except BaseException:
             with contextlib.suppress(Exception):  # those stored before the error are still shown
                 self._notify(trials, only_finished=True)
             raise
         self.failures = 0
-        self._notify(trials)
+        self._ended_elsewhere(gone)
+        self._notify([t for t in trials if t.number not in gone])
+
+    def _ended_elsewhere(self, numbers: Sequence[int]) -> None:
+        if numbers:
+            self.notice(f"{trials_text(len(numbers))} ({', '.join(map(str, numbers))}) had been ended by another "
+                        f"worker while this one trained {'them' if len(numbers) > 1 else 'it'} (no heartbeat for over "
+                        f"{GRACE_S / 60:g} minutes); {'their results are' if len(numbers) > 1 else 'its result is'} "
+                        "not stored: cut short, run again by the study")
 
     def _fail(self, trial: optuna.trial.Trial, tb: str, count: bool = True) -> None:
+        if self.study._storage.get_trial(trial._trial_id).state.is_finished():
+            self._ended_elsewhere([trial.number])
+            return
         trial.set_user_attr(ATTR_TRACEBACK, tb)
         if not count:
             trial.set_user_attr(ATTR_INTERRUPTED, True)

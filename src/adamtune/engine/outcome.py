@@ -13,7 +13,8 @@ class Outcome:
     """The end of one trial's training.
 
     Attributes:
-        status: ``"complete"``, ``"pruned"`` or ``"diverged"``.
+        status: ``"complete"``, ``"pruned"`` or ``"diverged"``; ``"ended"`` when another
+            worker ended the trial meanwhile (as lost), so there is nothing to tell.
         value: the objective: the best evaluation of the run (retrospective checkpoint
             selection, as the playbook recommends); +-inf when diverged.
         steps: training steps run.
