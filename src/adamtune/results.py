@@ -17,6 +17,7 @@ import optuna
 from adamtune import guide
 from adamtune.config import Config
 from adamtune.errors import StudyError
+from adamtune.retries import first_trials
 from adamtune.space import SearchSpace
 from adamtune.storage import DEFAULT_STORAGE, open_storage, study_names
 from adamtune.trials import TrialRecord, TrialState, ranked, record_from_optuna
@@ -82,6 +83,13 @@ class TuneResult:
     @property
     def best_value(self) -> float | None:
         return self.best.value if self.best is not None else None
+
+    @property
+    def reruns(self) -> dict[int, int]:
+        """``{number: number of the trial it ran again}`` of the trials that ran again a trial
+        cut short (finished ones; a rerun still waiting or running is not in it)."""
+        first = first_trials((t.number, t.retry_of) for t in self.trials)
+        return {t.number: first[t.number] for t in self.trials if t.number in first and t.finished}
 
     def count(self, state: TrialState) -> int:
         return sum(1 for t in self.trials if t.state == state)

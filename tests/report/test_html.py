@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+import adamtune
 from adamtune.report.html import ReportError, default_report_path, write_report
 
 CHROMIUM = "/usr/bin/chromium"
@@ -192,3 +193,25 @@ def test_the_report_renders_in_a_real_browser(browser):
         os.makedirs(keep, exist_ok=True)
         shutil.copy(shot, os.path.join(keep, "report.png"))
         shutil.copy(page, os.path.join(keep, "report.html"))
+
+
+def test_a_trial_that_ran_again_a_trial_cut_short_says_which(tmp_path):
+    from adamtune.analysis import analyze
+    from adamtune.report.html import render_html
+
+    calls = []
+
+    def objective(config, trial):
+        calls.append(trial.number)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # trial 1 cut short
+        return config.lr
+
+    storage = f"sqlite:///{tmp_path / 'cut.db'}"
+    with pytest.raises(KeyboardInterrupt):
+        adamtune.tune(objective, budget=4, storage=storage, study="cut")
+    result = adamtune.tune(objective, budget=4, storage=storage, study="cut", notice=lambda m: None)
+    assert result.reruns == {2: 1}
+    page = render_html(analyze(result))
+    rows = page[page.index('id="trials"'):]
+    assert rows.count("reruns trial") == 1 and "reruns trial 1 (cut short)" in rows

@@ -291,8 +291,9 @@ def _plots(a: StudyAnalysis) -> str:
     return "".join(out)
 
 
-def _trial_row(a: StudyAnalysis, t: TrialRecord, tuned: tuple[str, ...]) -> str:
+def _trial_row(a: StudyAnalysis, t: TrialRecord, tuned: tuple[str, ...], reruns: dict[int, int]) -> str:
     best = a.result.best is not None and a.result.best.number == t.number
+    rerun = f'<div class="note">reruns trial {e(reruns[t.number])} (cut short)</div>' if t.number in reruns else ""
     value = "diverged" + (f" @ step {t.steps}" if t.steps else "") if t.state == TrialState.DIVERGED else fmt(t.value)
     error = ""
     if t.error:
@@ -301,7 +302,7 @@ def _trial_row(a: StudyAnalysis, t: TrialRecord, tuned: tuple[str, ...]) -> str:
     cells = "".join(f"<td>{e(fmt(t.params.get(n)))}</td>" for n in tuned)
     duration = f"{t.duration_s:.1f} s" if t.duration_s is not None else "—"
     return (
-        f'<tr class="{"best" if best else ""}"><td>{e(t.number)}{" ★" if best else ""}</td><td>{_badge(t.state)}{error}</td>'
+        f'<tr class="{"best" if best else ""}"><td>{e(t.number)}{" ★" if best else ""}{rerun}</td><td>{_badge(t.state)}{error}</td>'
         f"{cells}<td><b>{e(value)}</b></td><td>{e(t.steps)}</td><td>{e(duration)}</td></tr>"
     )
 
@@ -310,7 +311,8 @@ def _table(a: StudyAnalysis) -> str:
     s = a.result.settings
     tuned = s.space.tuned
     head = "".join(f"<th>{e(n)}</th>" for n in ("trial", "state", *tuned, s.metric, "steps", "time"))
-    rows = "".join(_trial_row(a, t, tuned) for t in a.table)
+    reruns = a.result.reruns
+    rows = "".join(_trial_row(a, t, tuned, reruns) for t in a.table)
     return f'<section id="trials" class="card"><h2>All trials</h2><div class="scroll"><table class="trials"><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table></div></section>'
 
 

@@ -10,7 +10,6 @@ from rich.table import Table
 
 from adamtune.config import Config, python_snippet
 from adamtune.results import TuneResult
-from adamtune.retries import first_trials
 from adamtune.trials import TrialRecord, TrialState, ranked, trials_text
 
 _STATE_STYLE = {
@@ -76,16 +75,10 @@ def counts_line(result: TuneResult) -> str:
     return ", ".join(parts) or "no trials yet"
 
 
-def _ran_again(result: TuneResult) -> dict[int, int]:
-    """``{number: first trial's number}`` of the retries that ran (not those waiting or running)."""
-    first = first_trials((t.number, t.retry_of) for t in result.trials)
-    return {t.number: first[t.number] for t in result.trials if t.number in first and t.finished}
-
-
 def retries_line(result: TuneResult) -> str | None:
     """``"2 trials ran again trials cut short, with the same hyperparameters and initial
     weights: 8 for 4, 9 for 5"``, or None if no trial did."""
-    first = _ran_again(result)
+    first = result.reruns
     if not first:
         return None
     pairs = ", ".join(f"{n} for {o}" for n, o in first.items())
@@ -109,7 +102,7 @@ def to_json(result: TuneResult) -> dict[str, Any]:
     """The study as one JSON-ready object (``adamtune show --json``)."""
     s = result.settings
     trials = []
-    first = _ran_again(result)
+    first = result.reruns
     for t in result.trials:
         row: dict[str, Any] = {
             "number": t.number, "state": t.state.value, "params": dict(t.params),
