@@ -147,3 +147,15 @@ def test_a_stalled_batch_whose_trials_were_ended_elsewhere_stores_the_others(sto
                                               adamtune.TrialState.FAILED, adamtune.TrialState.COMPLETE]
     assert "2 trials (1, 2) had been ended by another worker while this one trained them" in notes[0]
     assert r.count(adamtune.TrialState.COMPLETE) == 4  # the study made up for them
+
+
+def test_a_lost_trial_that_finishes_before_it_is_ended_keeps_its_result(storage, monkeypatch):
+    import adamtune.heartbeat as heartbeat
+
+    study = optuna.create_study(storage=storage)
+    trial = study.ask()
+    monkeypatch.setattr(heartbeat, "lost_trials", lambda s, g=None: [trial._trial_id])  # seen lost...
+    study.tell(trial, 1.0)  # ...then its stalled worker finished it
+    assert end_lost(study) == 0
+    (t,) = optuna.load_study(study_name=study.study_name, storage=storage).get_trials()
+    assert t.state == optuna.trial.TrialState.COMPLETE and t.user_attrs == {}

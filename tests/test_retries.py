@@ -167,3 +167,37 @@ def test_in_objective_mode_a_trial_run_again_gets_the_same_seed_and_config(stora
     assert [n for n, _, _ in seen] == [0, 1, 2, 3]
     assert by_number[2] == by_number[1]  # trial 2 runs trial 1 again
     assert len({seed for seed, _ in by_number.values()}) == 3  # points 0, 1 and 2
+
+
+def test_a_twin_retry_whose_parameters_could_not_be_drawn_just_fails(storage, monkeypatch):
+    import adamtune.space as space_module
+
+    def objective(config, trial):
+        if trial.number == 1 and len(calls) == 1:
+            calls.append(1)
+            raise KeyboardInterrupt
+        calls.append(1)
+        return config.lr
+
+    calls = []
+    with pytest.raises(KeyboardInterrupt):
+        adamtune.tune(objective, budget=3, storage=storage, study="own", sampler="tpe")
+    study = optuna.load_study(study_name="own", storage=storage)
+    looked = study.get_trials
+    monkeypatch.setattr(optuna.Study, "get_trials", lambda self, *a, **k: looked(*a, **k)[:2])
+    assert retry_cut_short(study, 3, []) == retry_cut_short(study, 3, []) == [1]  # two workers at once
+    monkeypatch.undo()
+    real = space_module.SearchSpace.suggest
+
+    def suggest(self, trial):
+        if trial.number == 3:
+            raise RuntimeError("no parameters for trial 3")
+        return real(self, trial)
+
+    monkeypatch.setattr(space_module.SearchSpace, "suggest", suggest)
+    notes = []
+    r = adamtune.tune(objective, storage=storage, study="own", notice=notes.append)
+    assert notes == []
+    assert r.trials[3].state == TrialState.FAILED and not r.trials[3].interrupted
+    assert "no parameters for trial 3" in r.trials[3].error
+    assert r.trials[2].state == TrialState.COMPLETE and r.trials[2].retry_of == 1

@@ -467,3 +467,43 @@ def test_optunas_schema_scripts_are_read_once_and_still_checked(tmp_path, monkey
     assert head
     with pytest.raises(StorageError, match="no longer compatible"):
         open_storage(f"sqlite:///{tmp_path / 'a.db'}")
+
+
+def _finish_elsewhere(study, trial):
+    """What another worker's end of a lost trial does: failed, cut short (its own commits)."""
+    other = optuna.load_study(study_name=study.study_name, storage=study._storage._backend.url)
+    other._storage.set_trial_user_attr(trial._trial_id, "interrupted", True)
+    other._storage.set_trial_state_values(trial._trial_id, S.FAIL)
+
+
+def test_a_trial_finished_elsewhere_between_the_read_and_the_write_is_named_not_raised(tmp_path):
+    study = optuna.create_study(storage=open_storage(f"sqlite:///{tmp_path / 's.db'}"))
+    a, b = study.ask(), study.ask()
+    real = study.sampler.after_trial
+
+    def after_trial(s, trial, state, values):  # runs between tell_many's read and its write
+        if trial.number == a.number:
+            _finish_elsewhere(study, a)
+        return real(s, trial, state, values)
+
+    study.sampler.after_trial = after_trial
+    assert tell_many(study, [(a, 0.5, None, {"k": 1}), (b, 0.7, None, {"k": 2})]) == [a.number]
+    assert [(t.state, t.value, t.user_attrs) for t in study.get_trials()] == [
+        (S.FAIL, None, {"interrupted": True}), (S.COMPLETE, 0.7, {"k": 2})]
+
+
+def test_the_pruners_records_skip_a_trial_finished_elsewhere_meanwhile(tmp_path):
+    study = optuna.create_study(storage=open_storage(f"sqlite:///{tmp_path / 's.db'}"),
+                                pruner=optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=2))
+    a, b = study.ask(), study.ask()
+    report_many([(a, 0.1), (b, 0.2)], step=1)
+    real = study.pruner.prune
+
+    def prune(s, trial):  # runs before the records are written
+        _finish_elsewhere(study, a)
+        study.pruner.prune = real
+        return real(s, trial)
+
+    study.pruner.prune = prune
+    assert len(should_prune_many([a, b])) == 2
+    assert [t.state for t in study.get_trials()] == [S.FAIL, S.RUNNING]

@@ -20,7 +20,7 @@ from typing import Any
 
 import optuna
 
-from adamtune.storage import one_transaction
+from adamtune.storage import fail_if_running, one_transaction
 from adamtune.trials import ATTR_INTERRUPTED, ATTR_TRACEBACK
 
 INTERVAL_S = 30.0
@@ -97,15 +97,12 @@ def end_lost(study: optuna.Study, grace_s: float | None = None) -> int:
     """End ``study``'s lost trials as failed and cut short (they no longer use up the budget).
     Returns how many this call ended; one another worker ends first, or that finishes after
     all, is left as it is."""
-    ended = 0
-    for tid in lost_trials(study, grace_s):
-        try:
-            study._storage.set_trial_user_attr(tid, ATTR_TRACEBACK, LOST)
-            study._storage.set_trial_user_attr(tid, ATTR_INTERRUPTED, True)
-            ended += bool(study._storage.set_trial_state_values(tid, optuna.trial.TrialState.FAIL))
-        except optuna.exceptions.UpdateFinishedTrialError:
-            continue
-    return ended
+    lost = lost_trials(study, grace_s)
+    if not lost:
+        return 0
+    # In one transaction: a stalled worker finishing one of them meanwhile keeps its result,
+    # not marked cut short (which would leave it out of the budget).
+    return len(fail_if_running(_sql_backend(study), lost, {ATTR_TRACEBACK: LOST, ATTR_INTERRUPTED: True}))
 
 
 class Heartbeat:

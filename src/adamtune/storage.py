@@ -287,12 +287,14 @@ def tell_many(study: optuna.Study, told: Sequence[Told]) -> list[int]:
             or _shared_backend(trials) is None):
         def tell_one(item: Told) -> None:
             trial, value, state, attrs = item
-            if study._storage.get_trial(trial._trial_id).state.is_finished():
+            try:
+                if study._storage.get_trial(trial._trial_id).state.is_finished():
+                    raise optuna.exceptions.UpdateFinishedTrialError(f"trial {trial.number} is finished")
+                if attrs:
+                    set_user_attrs(trial, attrs)
+                study.tell(trial, value, state=state)
+            except optuna.exceptions.UpdateFinishedTrialError:  # finished by another worker meanwhile
                 gone.append(trial.number)
-                return
-            if attrs:
-                set_user_attrs(trial, attrs)
-            study.tell(trial, value, state=state)
 
         first = _first_error(items, tell_one)
         if first is not None:
@@ -321,20 +323,29 @@ def tell_many(study: optuna.Study, told: Sequence[Told]) -> list[int]:
             error = error or e
         writes.append((trial._trial_id, final_state, values, attrs))
 
+    finished: set[int] = set()  # by another worker, between the read above and the write
+
     def write(backend: optuna.storages.RDBStorage, session: Any) -> None:
-        _write_states(backend, session, writes)
+        finished.clear()
+        _write_states(backend, session, writes, finished)
 
     def write_one(w: tuple[int, optuna.trial.TrialState, list[float] | None, Mapping[str, Any]]) -> None:
         trial_id, state, values, attrs = w
-        for key, v in attrs.items():
-            study._storage.set_trial_user_attr(trial_id, key, v)
-        study._storage.set_trial_state_values(trial_id, state, values)
+        try:
+            for key, v in attrs.items():
+                study._storage.set_trial_user_attr(trial_id, key, v)
+            study._storage.set_trial_state_values(trial_id, state, values)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            finished.add(trial_id)
 
     if writes and not _write_together(trials, write):
+        finished.clear()
         error = error or _first_error(writes, write_one)
     by_id = {t._trial_id: t for t in trials}
+    gone.extend(by_id[trial_id].number for trial_id in sorted(finished))
     for trial_id, _, _, attrs in writes:
-        by_id[trial_id]._cached_frozen_trial.user_attrs.update(attrs)
+        if trial_id not in finished:
+            by_id[trial_id]._cached_frozen_trial.user_attrs.update(attrs)
     if error is not None:
         raise error
     return gone
@@ -379,19 +390,33 @@ def _state_and_values(study: optuna.Study, frozen: optuna.trial.FrozenTrial, val
     return S.FAIL, None
 
 
+def fail_if_running(backend: optuna.storages.RDBStorage, trial_ids: Sequence[int], attrs: Mapping[str, Any]) -> list[int]:
+    """End as failed, with the user attributes ``attrs``, those of ``trial_ids`` still running,
+    in one transaction: a trial another worker finishes meanwhile is left exactly as it is
+    (never finished with these attributes). Returns the ids ended."""
+    finished: set[int] = set()
+    with one_transaction(backend) as session:
+        _write_states(backend, session, [(tid, optuna.trial.TrialState.FAIL, None, attrs) for tid in trial_ids], finished)
+    return [tid for tid in trial_ids if tid not in finished]
+
+
 def _write_states(backend: optuna.storages.RDBStorage, session: Any,
-                  writes: Sequence[tuple[int, optuna.trial.TrialState, list[float] | None, Mapping[str, Any]]]) -> None:
+                  writes: Sequence[tuple[int, optuna.trial.TrialState, list[float] | None, Mapping[str, Any]]],
+                  finished: set[int]) -> None:
     """Optuna's ``set_trial_user_attr`` and ``set_trial_state_values`` for every trial, in
-    ``session``: one read of the trials' states (a finished trial is refused, as Optuna
-    refuses it), the attributes (:func:`_upsert_attrs`), one replacement of the values and
-    one update of the states."""
+    ``session``: one read of the trials' states (a trial finished meanwhile goes into
+    ``finished`` and is left as it is), the attributes (:func:`_upsert_attrs`), one
+    replacement of the values and one update of the states."""
     import datetime
 
     import sqlalchemy
     from optuna.storages._rdb import models
 
     ids = [trial_id for trial_id, _, _, _ in writes]
-    _updatable_studies(backend, session, ids)
+    _updatable_studies(backend, session, ids, finished)
+    writes = [w for w in writes if w[0] not in finished]
+    if not writes:
+        return
     _upsert_attrs(session, "TrialUserAttributeModel",
                   [(trial_id, key, v) for trial_id, _, _, attrs in writes for key, v in attrs.items()])
     value_model, trial_table = models.TrialValueModel, models.TrialModel.__table__
@@ -702,27 +727,30 @@ class _PrunerView:
 
     def write(self, trials: Sequence[optuna.trial.Trial]) -> None:
         """Store the pruner's records: one transaction where the storage allows, else one by one."""
-        if not self._writes or _write_attrs_together(trials, "TrialSystemAttributeModel", self._writes):
+        # A trial another worker finished meanwhile keeps its records as they are.
+        if not self._writes or _write_attrs_together(trials, "TrialSystemAttributeModel", self._writes, set()):
             return
         for trial_id, key, value in self._writes:
-            self._study._storage.set_trial_system_attr(trial_id, key, value)
+            with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+                self._study._storage.set_trial_system_attr(trial_id, key, value)
 
 
 def _write_attrs_together(trials: Sequence[optuna.trial.Trial], model: str,
-                          items: Sequence[tuple[int, str, Any]]) -> bool:
+                          items: Sequence[tuple[int, str, Any]], finished: set[int] | None = None) -> bool:
     """Set ``(trial_id, key, value)`` attributes of Optuna's ``model`` (its user or system
-    attribute table) in one transaction, as :func:`_write_together` (False: nothing written)."""
-    return _write_together(trials, lambda backend, session: _write_attrs(backend, session, model, items))
+    attribute table) in one transaction, as :func:`_write_together` (False: nothing written).
+    With ``finished``, a finished trial's items are left out (its id added) instead of refused."""
+    return _write_together(trials, lambda backend, session: _write_attrs(backend, session, model, items, finished))
 
 
 def _write_attrs(backend: optuna.storages.RDBStorage, session: Any, model: str,
-                 items: Sequence[tuple[int, str, Any]]) -> None:
+                 items: Sequence[tuple[int, str, Any]], finished: set[int] | None = None) -> None:
     """Optuna's ``_set_trial_attr_without_commit`` for every ``(trial_id, key, value)``, in
     ``session``: one read of the trials' states (a finished trial is refused, as Optuna
-    refuses it), then :func:`_upsert_attrs`."""
+    refuses it, or, with ``finished``, left out), then :func:`_upsert_attrs`."""
     if items:
-        _updatable_studies(backend, session, sorted({trial_id for trial_id, _, _ in items}))
-        _upsert_attrs(session, model, items)
+        _updatable_studies(backend, session, sorted({trial_id for trial_id, _, _ in items}), finished)
+        _upsert_attrs(session, model, [i for i in items if not finished or i[0] not in finished])
 
 
 def _upsert_attrs(session: Any, model: str, items: Sequence[tuple[int, str, Any]]) -> None:

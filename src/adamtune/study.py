@@ -617,7 +617,8 @@ class _Runner:
         self.retries = retry_numbers(trials)
         if isinstance(self.study.sampler, (_KnownSpaceQMC, _PointRandom)):
             self.study.sampler.retries = self.retries
-        twins = duplicates(trials, [t.number for t in created])
+        running = {t.number for t in trials if t.state == optuna.trial.TrialState.RUNNING}
+        twins = duplicates(trials, [t.number for t in created if t.number in running])  # not those failed asking
         for trial in created:
             if trial.number in twins:
                 trial.set_user_attr(ATTR_ENGINE, engine)
@@ -712,7 +713,7 @@ class _Runner:
                 except optuna.TrialPruned:
                     outcome = dataclasses.replace(user_trial._outcome(0.0, s.direction), status="pruned")
         except KeyboardInterrupt as e:
-            self._fail(trial, _cut_short(e), count=False)
+            self._end_unrun([trial], e)  # a storage error while ending it must not hide the Ctrl-C
             raise
         except Exception:
             self._fail(trial, traceback.format_exc())
