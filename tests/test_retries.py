@@ -80,7 +80,7 @@ def test_a_retry_cut_short_again_is_retried_once_more_and_a_retry_waiting_is_not
     with pytest.raises(KeyboardInterrupt):
         adamtune.tune(storage=storage, study="tiny")
     monkeypatch.undo()
-    r = adamtune.tune(storage=storage, study="tiny")
+    r = adamtune.tune(storage=storage, study="tiny", notice=lambda m: None)
     assert [t.retry_of for t in r.trials] == [None, None, 0, 1, 0, 1]
     assert [t.state for t in r.trials[4:]] == [TrialState.COMPLETE] * 2
     assert [t.params for t in study.get_trials()[4:]] == first  # point by point

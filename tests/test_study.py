@@ -9,6 +9,7 @@ import pytest
 import adamtune
 from adamtune import StudyError, TrialState
 from adamtune.report.terminal import counts_line, to_json
+from adamtune.trials import trials_text
 
 
 def test_real_study_in_sqlite_records_everything(storage, tiny_ref):
@@ -229,8 +230,11 @@ def test_a_batch_whose_telling_is_interrupted_leaves_no_trial_running(storage, t
     shown = adamtune.load("tiny", storage)
     assert f"{4 - done} failed ({4 - done} cut short, not counted in the budget)" in counts_line(shown)
     assert [row.get("interrupted", False) for row in to_json(shown)["trials"]] == [False] * done + [True] * (4 - done)
-    r = adamtune.tune(storage=storage, study="tiny", budget=4)  # interrupted trials do not use up the budget
-    assert r.count(TrialState.COMPLETE) == 4  # the stored ones and as many new
+    notes = []
+    r = adamtune.tune(storage=storage, study="tiny", budget=4, notice=notes.append)
+    assert r.count(TrialState.COMPLETE) == 4  # interrupted trials do not use up the budget: they run again
+    assert notes == [f"{trials_text(4 - done)} cut short earlier: run again first, with the same hyperparameters "
+                     "and initial weights"]
 
 
 def test_only_samplers_that_read_no_other_trial_have_a_batch_stored_in_one_write():
