@@ -261,3 +261,18 @@ def test_batch_size_for_a_budget(tiny_file, sampler, remaining, wanted, k):
     notes = []
     assert resolve_batch(wanted, load_workload(f"{tiny_file}:tiny"), sampler, remaining, "cpu", None, notes.append) == k
     assert notes == []
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "gp", "random", "quasi-random"])
+def test_two_workers_starting_on_one_study_at_once_draw_apart(storage, sampler):
+    from adamtune.space import preset
+    from adamtune.study import make_sampler
+
+    space = preset("adamw", "generic", 16)
+    optuna.create_study(study_name="s", storage=storage)
+    workers = [optuna.load_study(study_name="s", storage=storage, sampler=make_sampler(sampler, 0, space))
+               for _ in range(2)]  # the same seed, the same (empty) study
+    drawn = [space.suggest(w.ask()).lr for w in workers]
+    assert drawn[0] != drawn[1]
+    if sampler in ("random", "quasi-random"):  # the seed and the point alone: trial 0 of any study
+        assert space.suggest(optuna.create_study(sampler=make_sampler(sampler, 0, space)).ask()).lr == drawn[0]

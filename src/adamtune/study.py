@@ -198,20 +198,52 @@ class _Generator:
     rng: numpy.random.RandomState
 
 
-def make_sampler(name: str, seed: int, space: SearchSpace, n_existing: int = 0) -> optuna.samplers.BaseSampler:
+class _SeededPerTrial:
+    """For TPE and GP: the random numbers of trial n come from a generator seeded with (seed, n).
+
+    Stock, each draws from one generator seeded once, so a continued study had to be seeded
+    anew, and two workers starting on one study at once made the same first trials. Seeded per
+    trial, trials of different numbers draw apart wherever and whenever they run; what a trial
+    draws still depends on the study it sees, as these samplers learn from it.
+    """
+
+    _inner: str  # the attribute holding the sampler's random (startup) sampler
+    _trial_seed: int
+
+    def before_trial(self, study, trial):  # noqa: D102 - Optuna's hook, called as a trial is made
+        self._rng = _Generator(numpy.random.RandomState([self._trial_seed, trial.number]))
+        getattr(self, self._inner)._rng = _Generator(numpy.random.RandomState([self._trial_seed, trial.number, 1]))
+        super().before_trial(study, trial)
+
+
+class _TPE(_SeededPerTrial, optuna.samplers.TPESampler):
+    _inner = "_random_sampler"
+
+    def __init__(self, seed: int, **kwargs: Any) -> None:
+        super().__init__(seed=seed, **kwargs)
+        self._trial_seed = seed
+
+
+class _GP(_SeededPerTrial, optuna.samplers.GPSampler):
+    _inner = "_independent_sampler"
+
+    def __init__(self, seed: int, **kwargs: Any) -> None:
+        super().__init__(seed=seed, **kwargs)
+        self._trial_seed = seed
+
+
+def make_sampler(name: str, seed: int, space: SearchSpace) -> optuna.samplers.BaseSampler:
     """The Optuna sampler for ``name``; seeded so a fresh study is reproducible.
 
     The quasi-random and random samplers draw each trial's values from the seed and the
-    trial's point (``retries.py``). TPE and GP learn from the study; they are seeded with
-    ``seed + n_existing`` so that continuing a study does not replay their random start.
+    trial's point (``retries.py``); TPE and GP draw trial n's random numbers from (seed, n).
     """
     if name == "quasi-random":
         return _KnownSpaceQMC(space.distributions(), qmc_type="sobol", scramble=True, seed=seed)
-    s = seed + n_existing
     if name == "tpe":
-        return optuna.samplers.TPESampler(seed=s, n_startup_trials=min(10, max(4, len(space.tuned) * 3)))
+        return _TPE(seed, n_startup_trials=min(10, max(4, len(space.tuned) * 3)))
     if name == "gp":
-        return optuna.samplers.GPSampler(seed=s, n_startup_trials=min(10, max(4, len(space.tuned) * 3)))
+        return _GP(seed, n_startup_trials=min(10, max(4, len(space.tuned) * 3)))
     if name == "random":
         return _PointRandom(seed)
     raise StudyError(f"sampler must be one of {', '.join(SAMPLERS)}, got {name!r}")
@@ -430,12 +462,11 @@ def tune(
         workload_info=describe(workload) if workload is not None else {},
         space_budget=n_budget if stored is None else _began_with(stored),
     )
-    n_existing = len(existing.trials) if existing is not None else 0
     if store is None:
         store = open_storage(url)
     the_study = optuna.create_study(
         study_name=name, storage=store, direction=the_direction, load_if_exists=True,
-        sampler=make_sampler(the_sampler, the_seed, the_space, n_existing),
+        sampler=make_sampler(the_sampler, the_seed, the_space),
         pruner=make_pruner(the_pruner, workload),
     )
     the_study.set_user_attr(SETTINGS_ATTR, settings.to_json())
