@@ -85,6 +85,11 @@ class TuneResult:
         return self.best.value if self.best is not None else None
 
     @property
+    def cut_short(self) -> int:
+        """Failed trials cut short (Ctrl-C, SIGTERM, a lost worker): not counted in the budget."""
+        return sum(1 for t in self.trials if t.interrupted and t.state == TrialState.FAILED)
+
+    @property
     def reruns(self) -> dict[int, int]:
         """``{number: number of the trial it ran again}`` of the trials that ran again a trial
         cut short (finished ones; a rerun still waiting or running is not in it)."""

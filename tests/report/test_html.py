@@ -215,3 +215,5 @@ def test_a_trial_that_ran_again_a_trial_cut_short_says_which(tmp_path):
     page = render_html(analyze(result))
     rows = page[page.index('id="trials"'):]
     assert rows.count("reruns trial") == 1 and "reruns trial 1 (cut short)" in rows
+    header = page[:page.index("<nav")]
+    assert '<span class="note">(1 cut short, not counted in the budget)</span>' in header

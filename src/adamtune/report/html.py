@@ -104,8 +104,12 @@ def _header(a: StudyAnalysis, sections: str) -> str:
                                          ("curves", "Training curves"), ("trials", "All trials"))
              if x and f'id="{x}"' in sections]
     r, s = a.result, a.result.settings
+    cut = r.cut_short
     counts = " ".join(
-        f'{_badge(st)} <span class="count">{r.count(st)}</span>' for st in TrialState if r.count(st)
+        f'{_badge(st)} <span class="count">{r.count(st)}</span>'
+        + (f' <span class="note">({cut} cut short, not counted in the budget)</span>'
+           if st == TrialState.FAILED and cut else "")
+        for st in TrialState if r.count(st)
     )
     direction = "lower is better" if s.direction == "minimize" else "higher is better"
     facts = [

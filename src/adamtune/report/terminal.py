@@ -67,7 +67,7 @@ def state_counts(result: TuneResult) -> dict[str, int]:
 def counts_line(result: TuneResult) -> str:
     """``"3 complete, 13 pruned"``; failed trials cut short are said to be (they do not use
     up the budget)."""
-    cut = sum(1 for t in result.trials if t.interrupted and t.state == TrialState.FAILED)
+    cut = result.cut_short
     parts = []
     for state, n in state_counts(result).items():
         note = f" ({cut} cut short, not counted in the budget)" if state == TrialState.FAILED.value and cut else ""
