@@ -55,7 +55,7 @@ def test_a_study_stopped_and_continued_holds_the_trials_of_one_run_without_a_sto
     assert sorted(got) == sorted(want) == list(range(10))
     # show says which trial ran again which
     shown = CliRunner().invoke(app, ["show", "--storage", storage]).stdout
-    assert ("4 trials ran again trials cut short, with the same hyperparameters and initial weights: "
+    assert ("4 trials reran trials cut short, with the same hyperparameters and initial weights: "
             "8 for 4, 9 for 5, 10 for 6, 11 for 7") in " ".join(shown.split())
     rows = to_json(adamtune.load("tiny", storage))["trials"]
     assert [row.get("retry_of_trial") for row in rows] == [None] * 8 + [4, 5, 6, 7] + [None] * 2

@@ -530,9 +530,10 @@ def _warn(message: str) -> None:
 
 
 AUTO_BATCH_BAYES = 8  # TPE/GP learn from finished trials: ask fewer at once
-# --batch auto asks for at most this many trials at once. On the development CPU the speedup over a
-# plain loop is the same at K=64 as at K=16 (BENCHMARKS.md); a larger stack only delays every result
-# and makes a Ctrl-C end more trials. GPUs gain from larger stacks; memory caps them anyway.
+# --batch auto asks for at most this many trials at once. On some development CPUs the speedup over
+# a plain loop was the same at K=64 as at K=16, on others 8.0x against 6.1x (BENCHMARKS.md); a larger
+# stack delays every result and makes a Ctrl-C cut short more trials. GPUs gain from larger stacks;
+# memory caps them anyway.
 AUTO_BATCH_MAX = {"cpu": 64, "cuda": 1024}
 MAX_BUDGET = 1_000_000
 

@@ -76,13 +76,13 @@ def counts_line(result: TuneResult) -> str:
 
 
 def retries_line(result: TuneResult) -> str | None:
-    """``"2 trials ran again trials cut short, with the same hyperparameters and initial
-    weights: 8 for 4, 9 for 5"``, or None if no trial did."""
+    """``"2 trials reran trials cut short, with the same hyperparameters and initial weights:
+    8 for 4, 9 for 5"``, or None if no trial did."""
     first = result.reruns
     if not first:
         return None
     pairs = ", ".join(f"{n} for {o}" for n, o in first.items())
-    return f"{trials_text(len(first))} ran again trials cut short, with the same hyperparameters and initial weights: {pairs}"
+    return f"{trials_text(len(first))} reran trials cut short, with the same hyperparameters and initial weights: {pairs}"
 
 
 def best_snippet(result: TuneResult) -> str | None:
