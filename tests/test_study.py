@@ -276,3 +276,21 @@ def test_two_workers_starting_on_one_study_at_once_draw_apart(storage, sampler):
     assert drawn[0] != drawn[1]
     if sampler in ("random", "quasi-random"):  # the seed and the point alone: trial 0 of any study
         assert space.suggest(optuna.create_study(sampler=make_sampler(sampler, 0, space)).ask()).lr == drawn[0]
+
+
+def test_optunas_notes_on_adamtunes_own_doings_stay_out_of_the_users_way(storage, capsys):
+    """Used from Python, tune() shows no ExperimentalWarning (adamtune's QMC sampler and metric
+    names) and no "A new study created" line; the user's Optuna verbosity is left as it was."""
+    import warnings
+
+    before = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.INFO)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            adamtune.tune(lambda config, trial: config.lr, budget=2, storage=storage, study="quiet")
+        assert optuna.logging.get_verbosity() == optuna.logging.INFO
+    finally:
+        optuna.logging.set_verbosity(before)
+    assert not [w for w in caught if issubclass(w.category, optuna.exceptions.ExperimentalWarning)]
+    assert "A new study created" not in capsys.readouterr().err

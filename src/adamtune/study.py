@@ -28,6 +28,7 @@ from adamtune.engine.batched import NotBatchable, member_bytes, members_per_chun
 from adamtune.engine.monitor import summarize_norms
 from adamtune.errors import SpaceError, StudyError, Terminated, first_line
 from adamtune.heartbeat import GRACE_S, Heartbeat, end_lost
+from adamtune.quiet import quiet_optuna
 from adamtune.results import (
     SETTINGS_ATTR, SPACE_BUDGET_ATTR, StudySettings, TuneResult, list_studies, load, load_existing, read_settings,
     result_of, tuned_description,
@@ -464,16 +465,17 @@ def tune(
     )
     if store is None:
         store = open_storage(url)
-    the_study = optuna.create_study(
-        study_name=name, storage=store, direction=the_direction, load_if_exists=True,
-        sampler=make_sampler(the_sampler, the_seed, the_space),
-        pruner=make_pruner(the_pruner, workload),
-    )
+    with quiet_optuna():  # the QMC sampler and metric names are experimental in Optuna
+        the_study = optuna.create_study(
+            study_name=name, storage=store, direction=the_direction, load_if_exists=True,
+            sampler=make_sampler(the_sampler, the_seed, the_space),
+            pruner=make_pruner(the_pruner, workload),
+        )
+        if existing is None:
+            the_study.set_metric_names([metric])
     the_study.set_user_attr(SETTINGS_ATTR, settings.to_json())
     if settings.space_budget is not None:
         the_study.set_user_attr(SPACE_BUDGET_ATTR, settings.space_budget)
-    if existing is None:
-        the_study.set_metric_names([metric])
 
     remaining = max(0, settings.budget - counted_trials(the_study))
     retried = retry_cut_short(the_study, remaining, settings.space.distributions()) if existing is not None else []

@@ -8,6 +8,7 @@ import warnings
 import optuna
 
 from adamtune.analysis._select import Study, unpack
+from adamtune.quiet import quiet_optuna
 from adamtune.results import StudySettings
 from adamtune.trials import completed
 
@@ -52,12 +53,8 @@ def importance(study: Study, settings: StudySettings | None = None) -> Importanc
     if len({t.value for t in done}) < 2:
         return Importance((), method, len(done), "every completed trial has the same objective")
     # A study of our own, in memory: only the trials that count, under Optuna's parameter names.
-    verbosity = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created in memory" line
-    try:
+    with quiet_optuna():  # no "A new study created in memory" line
         study_ = optuna.create_study(direction=settings.direction)
-    finally:
-        optuna.logging.set_verbosity(verbosity)
     dists = {d.optuna_name: d.distribution() for d in dims}
     for t in done:
         params = {}
