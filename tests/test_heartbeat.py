@@ -159,3 +159,22 @@ def test_a_lost_trial_that_finishes_before_it_is_ended_keeps_its_result(storage,
     assert end_lost(study) == 0
     (t,) = optuna.load_study(study_name=study.study_name, storage=storage).get_trials()
     assert t.state == optuna.trial.TrialState.COMPLETE and t.user_attrs == {}
+
+
+def test_ctrl_c_after_trials_were_ended_elsewhere_names_them_in_one_line(storage, tiny_ref, monkeypatch):
+    import adamtune.study as study_module
+
+    def stalled_then_stopped(*args, **kwargs):
+        _end_as_lost(storage, "tiny", 1)
+        _end_as_lost(storage, "tiny", 2)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(study_module, "train_members", stalled_then_stopped)
+    notes = []
+    with pytest.raises(KeyboardInterrupt):
+        adamtune.tune(tiny_ref, budget=4, batch=4, pruner="none", storage=storage, notice=notes.append)
+    assert [n for n in notes if "ended by another worker" in n] == [
+        "2 trials (1, 2) had been ended by another worker while this one trained them (no heartbeat for over 10 "
+        "minutes); their results are not stored: cut short, run again by the study"]
+    states = [t.state for t in optuna.load_study(study_name="tiny", storage=storage).get_trials()]
+    assert states == [optuna.trial.TrialState.FAIL] * 4  # the other two cut short here

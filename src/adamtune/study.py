@@ -810,16 +810,18 @@ class _Runner:
         tell cut short, or the database unreachable) does not keep the others running. The
         study's stop after repeated failures is raised once every one of them is ended."""
         stop: BaseException | None = None
+        gone: list[int] = []  # ended by another worker meanwhile: one notice for them all
         for i, t in enumerate(trials):
             if i in told:
                 continue
             try:
-                self._fail(t, tb, count=count)
+                self._fail(t, tb, count=count, gone=gone)
             except (StudyError, KeyboardInterrupt) as e:
                 # The last stop counts every failure; a Ctrl-C waits until the others are ended.
                 stop = e if stop is None or isinstance(stop, StudyError) else stop
             except Exception:  # noqa: BLE001 - the next trial is still ended
                 continue
+        self._ended_elsewhere(gone)
         if stop is not None:
             raise stop
 
@@ -854,9 +856,14 @@ class _Runner:
                         f"{GRACE_S / 60:g} minutes); {'their results are' if len(numbers) > 1 else 'its result is'} "
                         "not stored: cut short, run again by the study")
 
-    def _fail(self, trial: optuna.trial.Trial, tb: str, count: bool = True) -> None:
+    def _fail(self, trial: optuna.trial.Trial, tb: str, count: bool = True, gone: list[int] | None = None) -> None:
+        """End ``trial`` as failed with ``tb`` (cut short, not counted, unless ``count``). A trial
+        another worker ended meanwhile is left as it is: noticed, or added to ``gone``."""
         if self.study._storage.get_trial(trial._trial_id).state.is_finished():
-            self._ended_elsewhere([trial.number])
+            if gone is None:
+                self._ended_elsewhere([trial.number])
+            else:
+                gone.append(trial.number)
             return
         trial.set_user_attr(ATTR_TRACEBACK, tb)
         if not count:
