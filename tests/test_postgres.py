@@ -165,3 +165,42 @@ def test_heartbeats_on_postgres_end_a_lost_trial_only(postgres_url):
     states = {t.number: t.state for t in study.get_trials()}
     assert states == {alive.number: optuna.trial.TrialState.RUNNING, gone.number: optuna.trial.TrialState.FAIL}
     assert study.get_trials()[gone.number].user_attrs["interrupted"] is True
+
+
+def test_two_workers_continue_a_stopped_study_each_point_once(postgres_url, tiny_ref, tmp_path, adamtune_command,
+                                                              monkeypatch):
+    """A study stopped by a Ctrl-C (a batch cut short), continued by two workers at once: the
+    cut-short trials are rerun, and no point of the Sobol sequence runs twice."""
+    import adamtune.study as study_module
+    from adamtune.storage import tell_many
+
+    calls = []
+
+    def told(study, finished):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # the second batch (trials 2-3) is cut short
+        return tell_many(study, finished)
+
+    monkeypatch.setattr(study_module, "tell_many", told)
+    with pytest.raises(KeyboardInterrupt):
+        adamtune.tune(tiny_ref, storage=postgres_url, study="stopped", budget=8, batch=2, pruner="none")
+    monkeypatch.undo()
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    args = [adamtune_command, "tune", "--workload", tiny_ref, "--storage", postgres_url, "--study", "stopped",
+            "--budget", "8", "--batch", "2", "--no-report"]
+    worker = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=tmp_path)
+    try:
+        adamtune.tune(storage=postgres_url, study="stopped", notice=lambda m: None)
+    except BaseException:
+        worker.kill()
+        worker.communicate()
+        raise
+    out, err = worker.communicate(timeout=600)
+    assert worker.returncode == 0, err
+    trials = adamtune.load("stopped", postgres_url).trials
+    done = [t for t in trials if t.state == adamtune.TrialState.COMPLETE]
+    assert [t.number for t in trials if t.interrupted][:2] == [2, 3]
+    assert {t.retry_of for t in trials if t.retry_of is not None} == {2, 3}
+    assert 8 <= len(done) <= 10  # both workers drew on one budget; a race between asks may add a batch
+    assert len({t.params["lr"] for t in done}) == len(done)  # no point ran twice
