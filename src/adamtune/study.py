@@ -821,7 +821,8 @@ class _Runner:
                 stop = e if stop is None or isinstance(stop, StudyError) else stop
             except Exception:  # noqa: BLE001 - the next trial is still ended
                 continue
-        self._ended_elsewhere(gone)
+        with contextlib.suppress(Exception):  # a failing notice must not replace the stop
+            self._ended_elsewhere(gone)
         if stop is not None:
             raise stop
 

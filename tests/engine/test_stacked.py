@@ -25,6 +25,9 @@ MODELS = [
                            nn.Linear(8, 8), nn.LayerNorm(8, bias=False), nn.Linear(8, 2)), (5, 6)),
     ("one example, no batch dimension", lambda: nn.Sequential(nn.Linear(6, 3), nn.Hardtanh()), (6,)),
     # from 16 outputs a Linear runs as h @ W^T, below as (W @ h^T)^T: both ways, with and without bias
+    ("in-place activations after narrow layers",
+     lambda: nn.Sequential(nn.Linear(6, 8, bias=False), nn.ReLU(inplace=True), nn.Linear(8, 5), nn.ReLU(inplace=True),
+                           nn.Linear(5, 3)), (5, 6)),
     ("wide and narrow layers",
      lambda: nn.Sequential(nn.Linear(6, 20), nn.ReLU(), nn.Linear(20, 16, bias=False), nn.Tanh(),
                            nn.Linear(16, 15), nn.ReLU(), nn.Linear(15, 2, bias=False)), (5, 7, 6)),

@@ -54,8 +54,15 @@ class _NarrowLinear(torch.autograd.Function):
     def forward(ctx, h: Tensor, w: Tensor, b: Tensor | None) -> Tensor:
         ctx.save_for_backward(h, w)
         ctx.has_bias = b is not None
-        out = torch.bmm(w, h.transpose(1, 2)).transpose(1, 2)  # [K, N, out], laid out [K, out, N]
-        return out if b is None else out + b.unsqueeze(1)
+        k, n, o = w.shape[0], h.shape[1], w.shape[1]
+        # [K, N, out] laid out [K, out, N], written in place: a tensor of its own, not a view
+        # (autograd forbids changing in place a view a Function returns, as ReLU(inplace=True) does)
+        out = torch.empty_strided((k, n, o), (o * n, 1, n), dtype=w.dtype, device=w.device)
+        if b is None:
+            torch.bmm(w, h.transpose(1, 2), out=out.transpose(1, 2))
+        else:
+            torch.baddbmm(b.unsqueeze(2), w, h.transpose(1, 2), out=out.transpose(1, 2))
+        return out
 
     @staticmethod
     def backward(ctx, g: Tensor):
