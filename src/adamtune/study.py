@@ -250,13 +250,17 @@ def make_sampler(name: str, seed: int, space: SearchSpace) -> optuna.samplers.Ba
     raise StudyError(f"sampler must be one of {', '.join(SAMPLERS)}, got {name!r}")
 
 
+# The samplers that draw a trial's values from its point (retries.py): told the study's retries.
+_POINT_SAMPLERS = (_KnownSpaceQMC, _PointRandom)
+
+
 def draws_alone(sampler: optuna.samplers.BaseSampler) -> bool:
     """Whether ``sampler`` draws a trial's parameters without reading other trials': the
     quasi-random points (point i is trial i) and random sampling. A batch's parameters are then
     stored in one write after all are drawn. TPE (a constant liar: it counts the running
     trials' parameters as bad, which keeps a batch spread out) and GP read the study, so each
     trial's parameters are stored before the next trial is drawn."""
-    return type(sampler) in (_KnownSpaceQMC, _PointRandom)
+    return type(sampler) in _POINT_SAMPLERS
 
 
 def make_pruner(name: str, workload: Workload | None) -> optuna.pruners.BasePruner:
@@ -649,7 +653,7 @@ class _Runner:
         for end unrun, cut short (appended to ``asked`` without a Config); returns their numbers."""
         trials = self.study.get_trials(deepcopy=False)
         self.retries = retry_numbers(trials)
-        if isinstance(self.study.sampler, (_KnownSpaceQMC, _PointRandom)):
+        if type(self.study.sampler) in _POINT_SAMPLERS:
             self.study.sampler.retries = self.retries
         running = {t.number for t in trials if t.state == optuna.trial.TrialState.RUNNING}
         twins = duplicates(trials, [t.number for t in created if t.number in running])  # not those failed asking
@@ -662,9 +666,9 @@ class _Runner:
                     asked.append((trial, None))
         return set(twins)
 
-    def _point(self, trial: optuna.trial.Trial) -> int:
-        """The point of the search ``trial`` stands for: its initial weights' seed (retries.py)."""
-        return point_of(trial.number, trial.user_attrs.get(ATTR_RETRY_OF), self.retries)
+    def _init_seed(self, trial: optuna.trial.Trial) -> int:
+        """The seed of ``trial``'s initial weights: the study's seed and the trial's point (retries.py)."""
+        return init_seed(self.settings.seed, point_of(trial.number, trial.user_attrs.get(ATTR_RETRY_OF), self.retries))
 
     def remaining(self, budget: int) -> int:
         return max(0, budget - counted_trials(self.study))
@@ -737,10 +741,10 @@ class _Runner:
         s = self.settings
         try:
             if self.workload is not None:
-                outcome = train_trial(self.workload, config, init_seed=init_seed(s.seed, self._point(trial)),
+                outcome = train_trial(self.workload, config, init_seed=self._init_seed(trial),
                                       data_seed=data_seed(s.seed), trial=trial, device=self.device)
             else:
-                user_trial = Trial(trial, config, s.metric, seed=init_seed(s.seed, self._point(trial)))
+                user_trial = Trial(trial, config, s.metric, seed=self._init_seed(trial))
                 try:
                     value = self.objective_fn(config, user_trial)
                     outcome = user_trial._outcome(float(value), s.direction)
@@ -782,7 +786,7 @@ class _Runner:
         s = self.settings
         try:
             train_members(self.workload, [c for _, c in runnable],
-                          init_seeds=[init_seed(s.seed, self._point(t)) for t in trials], data_seed=data_seed(s.seed),
+                          init_seeds=[self._init_seed(t) for t in trials], data_seed=data_seed(s.seed),
                           trials=trials, device=self.device, on_done=on_done)
         except NotBatchable as e:
             rest = [(t, c) for i, (t, c) in enumerate(runnable) if i not in told]

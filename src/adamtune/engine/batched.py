@@ -284,11 +284,10 @@ def train_members(
             if trials is not None:
                 reports.append((trials[i], values[row]))
         hand_over()  # the diverged first, as the sequential engine tells them: before the others report
-        gone = set(report_many(reports, step))
-        for row in range(len(members)):
-            if trials is not None and outcomes[members[row]] is None and trials[members[row]].number in gone:
-                # another worker ended the trial (this worker's heartbeat had stopped): stop training it
-                finish(row, "ended", best[members[row]], step)
+        gone = set(report_many(reports, step))  # another worker ended these (this one's heartbeat had stopped)
+        for row in range(len(members) if gone else 0):  # none without trials
+            if outcomes[members[row]] is None and trials[members[row]].number in gone:
+                finish(row, "ended", best[members[row]], step)  # stop training it
         if prunes(trials[0] if trials else None):
             # Ask every pruner only after every member has reported: members of one batch
             # compete on equal terms at each rung.
