@@ -82,9 +82,10 @@ def main() -> None:
     with recorder:
         step()
     alone: dict[tuple, float] = defaultdict(float)
-    for func, a, kw in recorder.calls:
-        shapes = [t.shape for t in a if isinstance(t, torch.Tensor)]
-        alone[_key(func._schema.name, shapes)] += _alone_us(func, a, kw)
+    with torch.no_grad():  # replayed as plain calls: an out= product (the narrow head) refuses autograd
+        for func, a, kw in recorder.calls:
+            shapes = [t.shape for t in a if isinstance(t, torch.Tensor)]
+            alone[_key(func._schema.name, shapes)] += _alone_us(func, a, kw)
 
     print(f"digits-mlp, K={args.k}, {torch.get_num_threads()} thread(s), torch {torch.__version__}; "
           f"step {wall * 1e3:.0f} us (best, no profiler); {len(recorder.calls)} aten calls a step")

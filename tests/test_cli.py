@@ -366,3 +366,19 @@ def test_the_entry_point_prints_help_and_exits_as_typer_does(adamtune_command, t
     assert r.returncode == 0 and "Usage: adamtune explain" in r.stdout and r.stderr == ""
     r = subprocess.run([adamtune_command], capture_output=True, text=True, cwd=tmp_path, timeout=120)
     assert r.returncode == 2 and "Usage: adamtune" in r.stdout and "tune" in r.stdout and r.stderr == ""
+
+
+def test_help_names_what_each_option_takes_and_flows_its_paragraphs(adamtune_command, tmp_path):
+    env = {**os.environ, "COLUMNS": "100"}
+    r = subprocess.run([adamtune_command, "tune", "--help"], capture_output=True, text=True, cwd=tmp_path,
+                       timeout=120, env=env)
+    assert r.returncode == 0
+    rows = {line.split()[1]: line for line in r.stdout.splitlines() if line.startswith("│ --")}
+    takes = {name: row.split()[2] for name, row in rows.items()}  # the column after the option's name
+    assert takes["--storage"] == "URL" and takes["--batch"] == "auto|K" and takes["--max-memory"] == "SIZE"
+    assert takes["--set"] == "NAME=WINDOW" and takes["--seed"] == "N"
+    assert takes["--no-report"] == "Do"  # a flag takes no value: its help text follows its name
+    assert "[default:" not in r.stdout.replace("\n", " ")  # the help texts say their defaults
+    # The second paragraph is reflowed to the width, not broken where the docstring's lines end.
+    text = " ".join(line.strip() for line in r.stdout.splitlines()[:12])
+    assert "every finished trial is kept, and running it again first runs the trials cut short again" in text

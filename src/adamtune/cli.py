@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import math
 import re
@@ -78,37 +79,37 @@ def _on_disk(storage: str) -> str:
 @app.command()
 def tune(
     workload: Optional[str] = typer.Option(
-        None, "--workload", "-w",
+        None, "--workload", "-w", metavar="WORKLOAD",
         help="Built-in (digits-mlp, digits-cnn, charlm), path/file.py:ATTR or module:ATTR. "
              "Default: the study's own, else digits-mlp."),
-    optimizer: Optional[str] = typer.Option(None, help="adamw, adam or adadelta. Default: adamw."),
-    task: Optional[str] = typer.Option(None, help="Preset windows: generic, cnn, transformer, llm. Default: the workload's."),
+    optimizer: Optional[str] = typer.Option(None, metavar="NAME", help="adamw, adam or adadelta. Default: adamw."),
+    task: Optional[str] = typer.Option(None, metavar="TASK", help="Preset windows: generic, cnn, transformer, llm. Default: the workload's."),
     budget: Optional[str] = typer.Option(
         None, metavar="N",
         help="Total trials of the study, 1 to 1000000 (default 16). It also picks what is tuned: <10 lr (+weight_decay "
                    "from 6 for AdamW); 10-24 +beta1; 25-49 +eps; 50+ +beta2. Re-running continues the study; "
                    "a budget it has reached runs nothing."),
     set_: Optional[List[str]] = typer.Option(
-        None, "--set", help="NAME=LOW:HIGH[:log|:linear|:log1m] tunes NAME over a window (log1m: log of 1-x, for beta1, beta2, "
+        None, "--set", metavar="NAME=WINDOW", help="NAME=LOW:HIGH[:log|:linear|:log1m] tunes NAME over a window (log1m: log of 1-x, for beta1, beta2, "
              "rho); NAME=VALUE fixes it. Repeatable; a NAME given twice is refused."),
     sampler: Optional[str] = typer.Option(
-        None, help="quasi-random (scrambled Sobol), tpe, gp or random. Default: the study's last, else quasi-random; "
+        None, metavar="NAME", help="quasi-random (scrambled Sobol), tpe, gp or random. Default: the study's last, else quasi-random; "
                    "it may change between runs of a study."),
     pruner: Optional[str] = typer.Option(
-        None, help="asha, median or none. Default: the study's last, else asha; it may change between runs."),
-    storage: str = typer.Option(DEFAULT_STORAGE, help=STORAGE_HELP),
-    study: Optional[str] = typer.Option(None, help="Study name. Default: the workload's name. An existing study is continued."),
+        None, metavar="NAME", help="asha, median or none. Default: the study's last, else asha; it may change between runs."),
+    storage: str = typer.Option(DEFAULT_STORAGE, metavar="URL", show_default=False, help=STORAGE_HELP),
+    study: Optional[str] = typer.Option(None, metavar="NAME", help="Study name. Default: the workload's name. An existing study is continued."),
     seed: Optional[str] = typer.Option(
         None, metavar="N", help="Seed of the sampler, the initial weights and the data order: 0 to 2**32-1. Default 0."),
-    device: Optional[str] = typer.Option(None, help="cpu or cuda. Default: cuda when available."),
+    device: Optional[str] = typer.Option(None, metavar="DEVICE", help="cpu or cuda. Default: cuda when available."),
     batch: str = typer.Option(
-        "auto", help="Trials trained at once as one vmapped model: auto (default: batched whenever the model "
+        "auto", metavar="auto|K", show_default=False, help="Trials trained at once as one vmapped model: auto (default: batched whenever the model "
                      "allows it), or a number; 1 = one at a time."),
     max_memory: Optional[str] = typer.Option(
-        None, help="Memory the stacked trials may use, e.g. 2GB or 512MB. Default: 80% of free GPU memory, "
+        None, metavar="SIZE", help="Memory the stacked trials may use, e.g. 2GB or 512MB. Default: 80% of free GPU memory, "
                    "or a quarter of free RAM. Larger batches run in chunks that fit."),
     no_report: bool = typer.Option(
-        False, "--no-report", help="Do not write the HTML report (default: next to the storage, e.g. adamtune-report-STUDY.html)."),
+        False, "--no-report", metavar="", help="Do not write the HTML report (default: next to the storage, e.g. adamtune-report-STUDY.html)."),
 ) -> None:
     """Run (or continue) a study and print the best configuration as ready-to-paste PyTorch code.
 
@@ -182,9 +183,9 @@ def tune(
 
 @app.command()
 def show(
-    storage: str = typer.Option(DEFAULT_STORAGE, help=STORAGE_HELP),
-    study: Optional[str] = typer.Option(None, help="Study name (may be omitted when the storage holds one)."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of a table."),
+    storage: str = typer.Option(DEFAULT_STORAGE, metavar="URL", show_default=False, help=STORAGE_HELP),
+    study: Optional[str] = typer.Option(None, metavar="NAME", help="Study name (may be omitted when the storage holds one)."),
+    as_json: bool = typer.Option(False, "--json", metavar="", help="Print one JSON object instead of a table."),
 ) -> None:
     """Every trial of a study: number, state, hyperparameters, objective, steps."""
     from adamtune.heartbeat import GRACE_S, lost_numbers
@@ -219,8 +220,8 @@ def show(
 
 @app.command()
 def best(
-    storage: str = typer.Option(DEFAULT_STORAGE, help=STORAGE_HELP),
-    study: Optional[str] = typer.Option(None, help="Study name (may be omitted when the storage holds one)."),
+    storage: str = typer.Option(DEFAULT_STORAGE, metavar="URL", show_default=False, help=STORAGE_HELP),
+    study: Optional[str] = typer.Option(None, metavar="NAME", help="Study name (may be omitted when the storage holds one)."),
 ) -> None:
     """Print the best configuration as ready-to-paste PyTorch code."""
     from adamtune.errors import StudyError
@@ -236,7 +237,7 @@ def best(
 
 
 @app.command()
-def studies(storage: str = typer.Option(DEFAULT_STORAGE, help=STORAGE_HELP)) -> None:
+def studies(storage: str = typer.Option(DEFAULT_STORAGE, metavar="URL", show_default=False, help=STORAGE_HELP)) -> None:
     """List the studies in a storage."""
     from rich.table import Table
 
@@ -256,9 +257,9 @@ def studies(storage: str = typer.Option(DEFAULT_STORAGE, help=STORAGE_HELP)) -> 
 
 @app.command()
 def explain(
-    param: Optional[str] = typer.Argument(None, help="lr, beta1, beta2, eps, weight_decay, rho, max_grad_norm or warmup. Omit for all."),
-    optimizer: str = typer.Option("adamw", help="adamw, adam or adadelta."),
-    task: Optional[str] = typer.Option(None, help="Show typical values for one task: generic, cnn, transformer, llm."),
+    param: Optional[str] = typer.Argument(None, metavar="PARAM", help="lr, beta1, beta2, eps, weight_decay, rho, max_grad_norm or warmup. Omit for all."),
+    optimizer: str = typer.Option("adamw", metavar="NAME", help="adamw, adam or adadelta."),
+    task: Optional[str] = typer.Option(None, metavar="TASK", help="Show typical values for one task: generic, cnn, transformer, llm."),
 ) -> None:
     """What each hyperparameter does, typical values, PyTorch's exact update rule, weight-decay conventions."""
     from adamtune.report.explain import render_explain
@@ -286,10 +287,10 @@ def parse_size(text: Optional[str]) -> Optional[int]:
 
 @app.command()
 def report(
-    storage: str = typer.Option(DEFAULT_STORAGE, help=STORAGE_HELP),
-    study: Optional[str] = typer.Option(None, help="Study name (may be omitted when the storage holds one)."),
+    storage: str = typer.Option(DEFAULT_STORAGE, metavar="URL", show_default=False, help=STORAGE_HELP),
+    study: Optional[str] = typer.Option(None, metavar="NAME", help="Study name (may be omitted when the storage holds one)."),
     out: Optional[str] = typer.Option(
-        None, "--out", "-o", help="HTML file to write. Default: next to the storage, e.g. adamtune-report-STUDY.html."),
+        None, "--out", "-o", metavar="FILE", help="HTML file to write. Default: next to the storage, e.g. adamtune-report-STUDY.html."),
 ) -> None:
     """Write a self-contained HTML report: best configuration, findings with actions, plots, every trial."""
     from adamtune.analysis import analyze
@@ -308,8 +309,8 @@ def report(
 
 @app.command()
 def dashboard(
-    storage: str = typer.Option(DEFAULT_STORAGE, help=STORAGE_HELP),
-    host: str = typer.Option("127.0.0.1", help="Address to listen on. The default serves this machine only."),
+    storage: str = typer.Option(DEFAULT_STORAGE, metavar="URL", show_default=False, help=STORAGE_HELP),
+    host: str = typer.Option("127.0.0.1", metavar="ADDRESS", help="Address to listen on. The default serves this machine only."),
     port: str = typer.Option("8080", metavar="PORT", help="Port to listen on (1-65535)."),
 ) -> None:
     """Open the study storage in optuna-dashboard (interactive plots of every study in it)."""
@@ -332,6 +333,12 @@ def dashboard(
             raise AdamtuneError(f"cannot serve on {host}:{port_number}: {e.strerror or e}") from None
         except KeyboardInterrupt:
             return
+
+
+# typer keeps the single line breaks of a docstring's later paragraphs, which then wrap mid-line
+# on the terminal: each command's help is its docstring with every paragraph on one line.
+for _command in app.registered_commands:
+    _command.help = "\n\n".join(" ".join(p.split()) for p in inspect.cleandoc(_command.callback.__doc__).split("\n\n"))
 
 
 def main() -> None:
