@@ -586,6 +586,8 @@ def check_max_memory(max_memory: int | None, wanted: int | None, workload: Workl
     if max_memory is None or wanted == 1 or workload is None:
         return
     try:
+        if why_not_batchable(workload.model()):  # trained one at a time anyway: no stack to fit
+            return
         one = member_bytes(workload, device)
     except Exception:  # noqa: BLE001 - a broken model is each trial's failure to record, not bad input
         return

@@ -1,15 +1,24 @@
-import copy
-
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, stack_module_state
 
+from adamtune.engine.batched import meta_copy
 from adamtune.engine.stacked import _NarrowLinear, member_losses, stacked_forward
 from adamtune.workloads import accuracy, cross_entropy
 
 K = 4
+
+def _twice(middle):
+    return nn.Sequential(nn.Linear(6, 8), middle, nn.Linear(8, 8), nn.Tanh(), middle, nn.Linear(8, 3))
+
+
+def _tied():
+    first, second = nn.Linear(8, 8), nn.Linear(8, 8)
+    second.weight = first.weight
+    return nn.Sequential(nn.Linear(6, 8), first, nn.ReLU(), second, nn.Linear(8, 3))
+
 
 # (name, model factory, one member's input shape): every layer the written-out path covers
 MODELS = [
@@ -28,6 +37,11 @@ MODELS = [
     ("in-place activations after narrow layers",
      lambda: nn.Sequential(nn.Linear(6, 8, bias=False), nn.ReLU(inplace=True), nn.Linear(8, 5), nn.ReLU(inplace=True),
                            nn.Linear(5, 3)), (5, 6)),
+    # a module used twice is run twice (named_children lists it once); a weight used twice,
+    # by one module or tied to another's, is one stacked tensor with both uses' gradients
+    ("one activation used twice", lambda: _twice(nn.ReLU()), (5, 6)),
+    ("one layer used twice", lambda: _twice(nn.Linear(8, 8)), (5, 6)),
+    ("tied weights", _tied, (5, 6)),
     ("wide and narrow layers",
      lambda: nn.Sequential(nn.Linear(6, 20), nn.ReLU(), nn.Linear(20, 16, bias=False), nn.Tanh(),
                            nn.Linear(16, 15), nn.ReLU(), nn.Linear(15, 2, bias=False)), (5, 7, 6)),
@@ -41,7 +55,7 @@ def _stack(factory):
         for p in m.parameters():
             p.data.add_(torch.randn_like(p) * 0.1)
     params, buffers = stack_module_state(models)
-    return copy.deepcopy(models[0]).to("meta"), params, buffers
+    return meta_copy(models[0]), params, buffers
 
 
 @pytest.mark.parametrize("name, factory, shape", MODELS, ids=[m[0] for m in MODELS])
@@ -104,6 +118,25 @@ def _hooked():
 ], ids=["custom module", "Sequential subclass", "batchnorm", "prelu", "conv", "softmax without dim", "forward hook"])
 def test_anything_else_is_left_to_vmap(factory):
     assert stacked_forward(factory()) is None
+
+
+@pytest.mark.parametrize("inplace", [False, True])
+def test_dropout_on_the_input_draws_a_mask_per_member(inplace):
+    # The input is shared by all members until the first layer with parameters; dropout on it
+    # must still drop different inputs in different members, as each model alone would.
+    base, params, _ = _stack(lambda: nn.Sequential(nn.Dropout(0.5, inplace=inplace), nn.Linear(6, 20)))
+    forward = stacked_forward(base)
+    x = torch.randn(200, 6, dtype=torch.float64)
+    out = forward(params, x)
+    w, b = params["1.weight"], params["1.bias"]
+    kept = [(out[i] - b[i]) @ torch.linalg.pinv(w[i]).T for i in range(K)]  # each member's dropped input
+    for i in range(K):
+        dropped = kept[i].abs() < 1e-9
+        assert 0.4 < dropped.double().mean() < 0.6
+        torch.testing.assert_close(kept[i][~dropped], 2 * x[~dropped])
+    assert ((kept[0].abs() < 1e-9) != (kept[1].abs() < 1e-9)).any()
+    base.eval()
+    torch.testing.assert_close(forward(params, x), x @ w.transpose(1, 2) + b.unsqueeze(1))
 
 
 def test_dropout_draws_a_mask_per_member_and_stops_in_eval():

@@ -6,8 +6,8 @@ A plain ``nn.Sequential`` of known layers runs written out as batched matmuls
 Member k starts from exactly the weights the sequential engine would build for its trial
 (same seed), sees the same minibatches, and is updated by a batched optimizer whose member k
 matches ``torch.optim`` step for step. Members are evaluated together; a pruned or diverged
-member is told to its Optuna trial at once and dropped from the stack, so it costs nothing
-afterwards.
+member is told to its Optuna trial at that evaluation and dropped from the stack, so it costs
+nothing afterwards.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from adamtune.engine.evaluate import evaluate
 from adamtune.engine.monitor import CurveLog, DivergenceMonitor, GradNormLog
 from adamtune.engine.outcome import Outcome
 from adamtune.engine.sequential import better, infeasible, prunes
-from adamtune.engine.stacked import member_losses, stacked_forward
+from adamtune.engine.stacked import member_losses, one_per_member, stacked_forward
 from adamtune.optim import BatchedAdadelta, BatchedAdam, BatchedAdamW, matrix_decay_mask
 from adamtune.storage import report_many, should_prune_many
 from adamtune.workloads import Workload, batch_stream, cross_entropy
@@ -47,6 +47,60 @@ def why_not_batchable(model: nn.Module) -> str | None:
     if any(not p.requires_grad for p in model.parameters()):
         return "the model has frozen parameters (requires_grad=False)"
     return None
+
+
+def meta_copy(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` whose parameters and buffers live on the meta device (no memory).
+
+    ``Module.to("meta")`` makes a new tensor per module, so a weight two modules share (a
+    tied embedding and output layer) would become two; here it stays one tensor, which
+    ``named_parameters()`` names once, as ``stack_module_state`` and ``functional_call`` expect.
+    """
+    first: dict[int, tuple[str, str]] = {}
+    ties = []  # (module path, attribute, the path and attribute of its first use)
+    for path, module in model.named_modules(remove_duplicate=False):
+        for store in (module._parameters, module._buffers):
+            for name, t in store.items():
+                if t is None:
+                    continue
+                if id(t) not in first:
+                    first[id(t)] = (path, name)
+                elif first[id(t)] != (path, name):
+                    ties.append((path, name, first[id(t)]))
+    base = copy.deepcopy(model).to("meta")
+    for path, name, (first_path, first_name) in ties:
+        setattr(base.get_submodule(path), name, getattr(base.get_submodule(first_path), first_name))
+    return base
+
+
+def evaluates_per_call(model: nn.Module) -> bool:
+    """Whether the model's output for one example depends on the others evaluated with it.
+
+    BatchNorm without running statistics normalises with the statistics of the batch in
+    evaluation too; its members are then evaluated on the sequential engine's chunks, not on
+    a K-th of them, or their values would change with K.
+    """
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) and not m.track_running_stats for m in model.modules())
+
+
+def _not_batchable_or_raise(error: Exception, what: str, workload: Workload, device: torch.device | str,
+                            evaluation: bool) -> None:
+    """Raise NotBatchable for ``error`` of the stacked model, or ``error`` itself if one model
+    alone fails the same way (a bug in the user's model, loss or metric: each trial's failure
+    to record, not a reason to train one at a time)."""
+    devices = [torch.device(device)] if torch.device(device).type == "cuda" else []
+    try:
+        with torch.random.fork_rng(devices=devices):
+            model = workload.model().to(device)
+            if evaluation:
+                model.eval()
+                evaluate(model, workload, device, batches=1)
+            else:
+                x, y = next(batch_stream(workload.train_data, workload.batch_size, 0))
+                workload.loss(model(x.to(device)), y.to(device)).backward()
+    except Exception:
+        raise error from None
+    raise NotBatchable(f"{what}: {type(error).__name__}: {first_line(error)}") from error
 
 
 def _batched_functions(base: nn.Module, workload: Workload):
@@ -73,7 +127,8 @@ def _batched_functions(base: nn.Module, workload: Workload):
         # sidesteps torch's slow CPU path for few classes, which vmap's batching rule takes.
         losses = member_losses(cross_entropy)
         return forward, (lambda p, b, x, y: losses(forward(p, b, x), y)), "torch.func.vmap"
-    return forward, torch.vmap(member_loss, in_dims=(0, 0, None, None), randomness="different"), "torch.func.vmap"
+    vmapped = torch.vmap(member_loss, in_dims=(0, 0, None, None), randomness="different")
+    return forward, one_per_member(vmapped), "torch.func.vmap"
 
 
 def _optimizer(params: list[Tensor], configs: Sequence[Config]):
@@ -203,7 +258,7 @@ def train_members(
     reason = why_not_batchable(models[0])
     if reason:
         raise NotBatchable(reason)
-    base = copy.deepcopy(models[0]).to("meta")
+    base = meta_copy(models[0])
     base.train()
     params, buffers = stack_module_state(models)
     del models
@@ -215,11 +270,26 @@ def train_members(
     try:
         params = adopt_grad_layout(params, lambda: batched_loss(params, buffers, x, y).sum())
     except Exception as e:  # e.g. vmap has no batching rule for something in the user's model
-        raise NotBatchable(f"{runner} cannot run this model: {type(e).__name__}: {first_line(e)}") from e
+        _not_batchable_or_raise(e, f"{runner} cannot run this model", workload, device, evaluation=False)
+    per_call = 1 if evaluates_per_call(base) else None
+
+    def evaluate_members(batches: int | None = None) -> dict[str, Tensor]:
+        base.eval()
+        try:
+            return evaluate(lambda xx: batched_forward(params, buffers, xx), workload, device, batched=True,
+                            members=per_call or len(members), batches=batches)
+        finally:
+            base.train()
+
+    members = list(range(k))  # original index of each row of the stack
+    try:  # the evaluation too, once on its first call: a model may take another path in eval mode
+        with torch.random.fork_rng(devices=[d for d in {p.device for p in params.values()} if d.type == "cuda"]):
+            evaluate_members(batches=1)
+    except Exception as e:
+        _not_batchable_or_raise(e, f"{runner} cannot evaluate this model", workload, device, evaluation=True)
     opt = _optimizer(list(params.values()), configs)
     multipliers = [lr_multiplier(c, workload.steps) for c in configs]
     scheduled = any(c.warmup > 0 or c.schedule != "constant" for c in configs)
-    members = list(range(k))  # original index of each row of the stack
     monitor = DivergenceMonitor(k, workload.divergence_factor, device)
     norms = GradNormLog()
     curve = CurveLog(k)
@@ -232,8 +302,9 @@ def train_members(
 
     def finish(row: int, status: str, value: float, steps: int, diverged_at: int | None = None) -> None:
         i = members[row]
+        # A member that diverged mid-interval stepped on with the others: its norms end at its step.
         out = Outcome(status, value, steps, curve.member(row),
-                      norms.summary(row, configs[i].max_grad_norm), diverged_at)
+                      norms.summary(row, configs[i].max_grad_norm, steps), diverged_at)
         outcomes[i] = out
         finished.append((i, out))
 
@@ -259,10 +330,7 @@ def train_members(
 
         train_loss, diverged = monitor.end_interval()
         bad_step = monitor.first_bad_step.tolist()
-        base.eval()
-        metrics = evaluate(lambda xx: batched_forward(params, buffers, xx), workload, device, batched=True,
-                           members=len(members))
-        base.train()
+        metrics = evaluate_members()
         values = metrics[workload.objective].tolist()
         # Members whose loss went non-finite mid-interval end without this evaluation, exactly
         # as the sequential engine stops at that step.

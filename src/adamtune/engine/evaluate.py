@@ -13,7 +13,7 @@ from adamtune.workloads import Workload, eval_batches
 
 @torch.no_grad()
 def evaluate(forward: Callable[[Tensor], Tensor], workload: Workload, device: torch.device | str,
-             batched: bool = False, members: int = 1) -> dict[str, Tensor]:
+             batched: bool = False, members: int = 1, batches: int | None = None) -> dict[str, Tensor]:
     """Validation metrics as tensors of shape [K] (K = 1 unless ``batched``).
 
     ``forward(x)`` returns ``[B, ...]`` outputs, or ``[K, B, ...]`` when ``batched``; the
@@ -23,7 +23,10 @@ def evaluate(forward: Callable[[Tensor], Tensor], workload: Workload, device: to
     holds as many activations as one model's evaluation does. Giving each member the whole
     ``eval_batch_size`` made the batched evaluation of the charlm Transformer (K=8, 256
     windows) 2.3x slower than evaluating the 8 models one after another: its attention
-    scores no longer fit the caches.
+    scores no longer fit the caches. (A model whose output for one example depends on the
+    others in its call, BatchNorm without running statistics, is given ``members=1``.)
+
+    ``batches``: stop after that many calls (a probe), or None for the whole validation set.
     """
     fns = {"val_loss": workload.loss, **{f"val_{n}": f for n, f in workload.metrics.items()}}
     if batched:
@@ -31,7 +34,9 @@ def evaluate(forward: Callable[[Tensor], Tensor], workload: Workload, device: to
     totals: dict[str, Tensor] = {}
     n_total = 0
     size = max(1, -(-workload.eval_batch_size // max(1, members)))
-    for n, (x, y) in eval_batches(workload.valid_data, size):
+    for call, (n, (x, y)) in enumerate(eval_batches(workload.valid_data, size)):
+        if batches is not None and call >= batches:
+            break
         x, y = x.to(device), y.to(device)
         out = forward(x)
         for name, fn in fns.items():

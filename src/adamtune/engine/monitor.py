@@ -80,12 +80,13 @@ class GradNormLog:
             self._norms = [self._rows().index_select(1, index.to(self._norms[0].device))]
         self._stacked = None
 
-    def summary(self, member: int, max_grad_norm: float | None) -> GradNorms | None:
+    def summary(self, member: int, max_grad_norm: float | None, steps: int | None = None) -> GradNorms | None:
+        """Member ``member``'s norms of the first ``steps`` steps (all if None)."""
         if not self._norms:
             return None
         if self._stacked is None:
             self._stacked = self._rows().to(torch.float64).cpu()
-        return summarize_norms(self._stacked[:, member], max_grad_norm)
+        return summarize_norms(self._stacked[:steps, member], max_grad_norm)
 
     def _rows(self) -> Tensor:
         """Every step's norms as one [steps, K] tensor (what keep() left is already 2-D)."""

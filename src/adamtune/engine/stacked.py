@@ -74,12 +74,15 @@ class _NarrowLinear(torch.autograd.Function):
         return gh, gw, gb
 
 
-def _leaves(module: nn.Module, prefix: str = "") -> Iterator[tuple[str, nn.Module]]:
+def _leaves(module: nn.Module) -> Iterator[nn.Module]:
+    """The modules a Sequential runs, in order: one used twice comes twice (``named_children``
+    would list it once)."""
     if type(module) is nn.Sequential:
-        for name, child in module.named_children():
-            yield from _leaves(child, f"{prefix}{name}.")
+        for child in module._modules.values():
+            if child is not None:
+                yield from _leaves(child)
     else:
-        yield prefix, module
+        yield module
 
 
 def _has_hooks(module: nn.Module) -> bool:
@@ -90,16 +93,18 @@ def _has_hooks(module: nn.Module) -> bool:
     )
 
 
-def _linear(m: nn.Linear, prefix: str):
+def _linear(m: nn.Linear, names: dict[int, str]):
     narrow = m.out_features < _NARROW
+    weight = names[id(m.weight)]
+    bias = names[id(m.bias)] if m.bias is not None else None
 
     def run(p: dict[str, Tensor], h: Tensor, stacked: bool) -> Tensor:
-        w = p[prefix + "weight"]  # [K, out, in]
+        w = p[weight]  # [K, out, in]
         k = w.shape[0]
         lead = h.shape[1:-1] if stacked else h.shape[:-1]
         # An unstacked input (the minibatch itself) is shared: expand is a view, not K copies.
         h3 = h.reshape(k, -1, m.in_features) if stacked else h.reshape(1, -1, m.in_features).expand(k, -1, -1)
-        b = p.get(prefix + "bias")
+        b = p[bias] if bias is not None else None
         if narrow:
             out = _NarrowLinear.apply(h3, w, b)
         else:
@@ -109,14 +114,17 @@ def _linear(m: nn.Linear, prefix: str):
     return run
 
 
-def _layer_norm(m: nn.LayerNorm, prefix: str):
+def _layer_norm(m: nn.LayerNorm, names: dict[int, str]):
     shape = tuple(m.normalized_shape)
+    weight = names[id(m.weight)] if m.weight is not None else None
+    bias = names[id(m.bias)] if m.bias is not None else None
 
     def run(p: dict[str, Tensor], h: Tensor, stacked: bool) -> Tensor:
         # [K, *shape] -> [K, 1, ..., 1, *shape], broadcasting over the member's other dims
         ones = (1,) * (h.ndim - (1 if stacked else 0) - len(shape))
         h = F.layer_norm(h, shape, None, None, m.eps)
-        w, b = p.get(prefix + "weight"), p.get(prefix + "bias")
+        w = p[weight] if weight is not None else None
+        b = p[bias] if bias is not None else None
         if w is not None:
             h = h * w.reshape(w.shape[0], *ones, *shape)
         if b is not None:
@@ -155,28 +163,36 @@ def stacked_forward(model: nn.Module) -> StackedForward | None:
     """
     if type(model) is not nn.Sequential or next(model.buffers(), None) is not None or _has_hooks(model):
         return None
-    steps = []
-    for prefix, m in _leaves(model):
+    # Each parameter under the name ``params`` has for it: a module used twice, or a weight tied
+    # to another module's, is one stacked tensor under the first name, as named_parameters gives.
+    names = {id(p): n for n, p in model.named_parameters()}
+    steps = []  # (run, whether its output is stacked, the Dropout module it is or None)
+    for m in _leaves(model):
         if type(m) is nn.Linear:
-            steps.append((_linear(m, prefix), True))
+            steps.append((_linear(m, names), True, None))
         elif type(m) is nn.LayerNorm:
-            steps.append((_layer_norm(m, prefix), m.elementwise_affine))
+            steps.append((_layer_norm(m, names), m.elementwise_affine, None))
         elif type(m) is nn.Flatten:
-            steps.append((_flatten(m), False))
+            steps.append((_flatten(m), False, None))
         elif type(m) in (nn.Softmax, nn.LogSoftmax) and m.dim is not None:
-            steps.append((_softmax(m), False))
+            steps.append((_softmax(m), False, None))
         elif type(m) in _ELEMENTWISE and next(m.parameters(), None) is None:
-            steps.append((lambda p, h, stacked, m=m: m(h), False))
+            steps.append((lambda p, h, stacked, m=m: m(h), False, m if type(m) is nn.Dropout else None))
         else:
             return None
 
     def forward(params: dict[str, Tensor], x: Tensor) -> Tensor:
         h, stacked = x, False
-        for run, makes_stacked in steps:
+        k = next(iter(params.values())).shape[0]
+        for run, makes_stacked, draws in steps:
+            if draws is not None and draws.training and not stacked:
+                # Dropout on the shared input: each member draws its own mask on its own copy.
+                h, stacked = h.unsqueeze(0).expand(k, *h.shape), True
+                if draws.inplace:
+                    h = h.contiguous()
             h = run(params, h, stacked)
             stacked = stacked or makes_stacked
         if not stacked:  # no layer with parameters: every member computes the same thing
-            k = next(iter(params.values())).shape[0]
             h = h.unsqueeze(0).expand(k, *h.shape)
         return h
 
@@ -188,6 +204,15 @@ def stacked_forward(model: nn.Module) -> StackedForward | None:
 # 150 us forward against 7 us with the classes on dimension 1 of a [K, C, N] tensor. Classes
 # fewer than this go through cross_entropy's class-on-dimension-1 form (same values, bit for bit).
 _NARROW_CLASSES = 16
+
+
+def one_per_member(fn: Callable[..., Tensor]) -> Callable[..., Tensor]:
+    """``fn`` (vmapped over members) with its [K, 1, ...] result as [K]: a loss or metric that
+    returns a one-element tensor such as ``[1]`` instead of a scalar counts, as it does alone."""
+    def flat(*args: Tensor) -> Tensor:
+        v = fn(*args)
+        return v.reshape(v.shape[0])
+    return flat
 
 
 def member_losses(loss: Callable[[Tensor, Tensor], Tensor]) -> Callable[[Tensor, Tensor], Tensor]:
@@ -214,7 +239,7 @@ def member_losses(loss: Callable[[Tensor, Tensor], Tensor]) -> Callable[[Tensor,
             return (pred == target).reshape(k, -1).float().mean(1)
         return accuracies
     if loss is not cross_entropy:
-        return torch.vmap(loss, in_dims=(0, None))
+        return one_per_member(torch.vmap(loss, in_dims=(0, None)))
 
     def losses(output: Tensor, target: Tensor) -> Tensor:
         k, c = output.shape[0], output.shape[-1]
