@@ -10,6 +10,7 @@ import adamtune
 from adamtune import StudyError, TrialState
 from adamtune.report.terminal import counts_line, to_json
 from adamtune.trials import trials_text
+from adamtune.workloads import load_workload
 
 
 def test_real_study_in_sqlite_records_everything(storage, tiny_ref):
@@ -119,6 +120,21 @@ def test_failures_are_kept_with_traceback_and_the_study_goes_on(storage):
     assert failed and done and len(r.trials) == 6
     assert all("ValueError: user code broke" in t.error for t in failed)
     assert all(t.curve.steps == (1, 2) for t in done)
+
+
+def _exiting_loss(output, target):
+    raise SystemExit(4)  # a workload's code calling sys.exit()
+
+
+@pytest.mark.parametrize("batch", [1, 4], ids=["sequential", "batched"])
+def test_a_trial_whose_code_calls_sys_exit_fails_and_is_not_left_running(storage, batch):
+    w = dataclasses.replace(load_workload("digits-mlp"), steps=20, eval_every=10, loss=_exiting_loss)
+    r = adamtune.tune(w, budget=4, batch=batch, storage=storage, max_consecutive_failures=10, notice=lambda m: None)
+    assert [t.state for t in r.trials] == [TrialState.FAILED] * 4
+    assert all("SystemExit: 4" in t.error for t in r.trials)
+    objective_mode = adamtune.tune(lambda config, trial: exit(3), budget=2, storage=storage, study="exits",
+                                   max_consecutive_failures=10)
+    assert [t.state for t in objective_mode.trials] == [TrialState.FAILED] * 2
 
 
 def test_consecutive_failures_stop_with_clear_message(storage, tiny_file):

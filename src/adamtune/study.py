@@ -589,7 +589,7 @@ def check_max_memory(max_memory: int | None, wanted: int | None, workload: Workl
         if why_not_batchable(workload.model()):  # trained one at a time anyway: no stack to fit
             return
         one = member_bytes(workload, device)
-    except Exception:  # noqa: BLE001 - a broken model is each trial's failure to record, not bad input
+    except (Exception, SystemExit):  # noqa: BLE001 - a broken model is each trial's failure to record, not bad input
         return
     if one > max_memory:
         raise StudyError(f"--max-memory of {_size(max_memory)} is less than one trial of {workload.name} takes "
@@ -612,7 +612,7 @@ def resolve_batch(wanted: int | None, workload: Workload | None, sampler: str, r
     try:
         reason = why_not_batchable(workload.model())
         fits = members_per_chunk(workload, device, max_memory)
-    except Exception as e:  # the user's model or loss is broken: each trial records it as failed
+    except (Exception, SystemExit) as e:  # the user's model or loss is broken: each trial records it as failed
         notice(f"training trials one at a time: building the model to plan a batch failed ({type(e).__name__}: {first_line(e)})")
         return 1
     if reason is not None:
@@ -755,7 +755,7 @@ class _Runner:
         except KeyboardInterrupt as e:
             self._end_unrun([trial], e)  # a storage error while ending it must not hide the Ctrl-C
             raise
-        except Exception:
+        except (Exception, SystemExit):  # the user's code failed, or called sys.exit(): the trial failed
             self._fail(trial, traceback.format_exc())
             return
         try:
@@ -807,7 +807,7 @@ class _Runner:
         except KeyboardInterrupt as e:
             self._fail_untold(trials, told, _cut_short(e), count=False)
             raise
-        except Exception:
+        except (Exception, SystemExit):  # the user's code failed, or called sys.exit()
             self._fail_untold(trials, told, traceback.format_exc())
         return True
 

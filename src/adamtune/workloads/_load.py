@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
+import io
 import os
 import sys
 from collections.abc import Callable
@@ -44,20 +46,20 @@ def load_workload(ref: str | Workload) -> Workload:
         module = _import_file(where)
     else:
         try:
-            module = importlib.import_module(where)
+            module = _users_code(importlib.import_module, where)
         except ImportError as e:
             raise WorkloadError(f"cannot import workload module {where!r}: {e}") from None
-        except Exception as e:  # a user's module: report, don't crash
-            raise WorkloadError(f"importing workload module {where!r} failed: {type(e).__name__}: {e}") from None
+        except (Exception, SystemExit) as e:  # a user's module: report, don't crash
+            raise WorkloadError(f"importing workload module {where!r} failed: {_what_failed(e)}") from None
     if not hasattr(module, attr):
         raise WorkloadError(f"{where!r} has no attribute {attr!r}")
     obj = getattr(module, attr)
     if callable(obj) and not isinstance(obj, Workload):
         try:
-            obj = obj()
-        except Exception as e:  # noqa: BLE001 - a user's factory (or not a factory at all): one line
+            obj = _users_code(obj)
+        except (Exception, SystemExit) as e:  # noqa: BLE001 - a user's factory (or not a factory at all): one line
             raise WorkloadError(f"{ref!r} must be a Workload or a function that takes no argument and returns one; "
-                                f"calling {attr}() failed: {type(e).__name__}: {e}") from None
+                                f"calling {attr}() failed: {_what_failed(e)}") from None
     if not isinstance(obj, Workload):
         raise WorkloadError(f"{ref!r} must be an adamtune.Workload or return one, got {type(obj).__name__}")
     return obj
@@ -71,8 +73,35 @@ def _import_file(path: str):
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     try:
-        spec.loader.exec_module(module)
-    except Exception as e:  # a user's file: report, don't crash
+        _users_code(spec.loader.exec_module, module)
+    except (Exception, SystemExit) as e:  # a user's file: report, don't crash
         del sys.modules[name]
-        raise WorkloadError(f"importing {path!r} failed: {type(e).__name__}: {e}") from None
+        raise WorkloadError(f"importing {path!r} failed: {_what_failed(e)}") from None
     return module
+
+
+def _users_code(fn: Callable, *args):
+    """``fn(*args)``; what it writes to stderr is passed on, unless it exits (argparse refusing
+    adamtune's own arguments prints two lines first): then its last line goes into the error."""
+    held = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(held):
+            return fn(*args)
+    except SystemExit as e:
+        said = [line.strip() for line in held.getvalue().splitlines() if line.strip()]
+        e.last_words = said[-1] if said else None
+        held = None
+        raise
+    finally:
+        if held is not None and held.getvalue():
+            sys.stderr.write(held.getvalue())
+
+
+def _what_failed(e: BaseException) -> str:
+    """What a user's code raised, in words; a sys.exit() (a script's command-line code run at
+    import, argparse refusing adamtune's own arguments) says where such code belongs."""
+    if isinstance(e, SystemExit):
+        said = getattr(e, "last_words", None)
+        return (f"it called sys.exit({e.code!r}){f' after printing {said!r}' if said else ''}; code that parses "
+                "the command line or exits belongs under if __name__ == '__main__':")
+    return f"{type(e).__name__}: {e}"
