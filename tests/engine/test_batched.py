@@ -220,6 +220,18 @@ def test_a_small_memory_budget_does_not_refuse_a_model_trained_one_at_a_time(sto
     assert len(notices) == 1 and "BatchNorm1d" in notices[0]
 
 
+@pytest.mark.parametrize("batch", [1, 8])
+def test_a_trial_trained_to_the_end_is_complete_not_pruned(storage, batch):
+    # ASHA's top rung here is the last evaluation (60 steps): a trial that reaches it has cost
+    # all it will cost, and its last value is a full trial's (batched, trial 4 was pruned there).
+    w = _digits(steps=60, eval_every=20)
+    r = adamtune.tune(w, budget=8, batch=batch, storage=storage, pruner="asha", notice=lambda m: None)
+    states = [(t.state, t.steps) for t in r.trials]
+    assert all(steps < 60 for state, steps in states if state == TrialState.PRUNED)
+    assert all(steps == 60 for state, steps in states if state == TrialState.COMPLETE)
+    assert sum(state == TrialState.PRUNED for state, _ in states) >= 5
+
+
 def test_memory_budget_splits_into_chunks(storage):
     w = _digits(steps=20, eval_every=10)
     one = members_per_chunk(w, "cpu", 10**12)

@@ -356,7 +356,7 @@ def train_members(
         for row in range(len(members) if gone else 0):  # none without trials
             if outcomes[members[row]] is None and trials[members[row]].number in gone:
                 finish(row, "ended", best[members[row]], step)  # stop training it
-        if prunes(trials[0] if trials else None):
+        if step < workload.steps and prunes(trials[0] if trials else None):  # the last step: complete
             # Ask every pruner only after every member has reported: members of one batch
             # compete on equal terms at each rung.
             rows = [row for row in range(len(members)) if outcomes[members[row]] is None]

@@ -86,6 +86,7 @@ def train_trial(
             best = value
         if trial is not None:
             trial.report(value, step)
-            if prunes(trial) and trial.should_prune():
+            # Not at the last step: a trial trained to the end is complete, whatever its rung says.
+            if step < workload.steps and prunes(trial) and trial.should_prune():
                 return finish("pruned", best, step)
     return finish("complete", best, workload.steps)
