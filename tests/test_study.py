@@ -64,6 +64,19 @@ def test_rerun_continues_and_stored_settings_suffice(storage, tiny_ref):
     assert adamtune.load("tiny", storage).settings.budget == 5
 
 
+def test_continuing_elsewhere_says_whose_workload_reference_fails(tmp_path, tiny_file, monkeypatch):
+    (tmp_path / "made").mkdir()
+    (tmp_path / "made" / "wl.py").write_text(open(tiny_file).read())
+    storage = f"sqlite:///{tmp_path / 'made' / 's.db'}"
+    monkeypatch.chdir(tmp_path / "made")
+    adamtune.tune("wl.py:tiny", budget=1, storage=storage, study="rel")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(adamtune.WorkloadError) as e:
+        adamtune.tune(storage=storage, study="rel", budget=2)
+    assert str(e.value) == ("study 'rel' tunes workload 'wl.py:tiny', which cannot be loaded from here: workload file "
+                            "'wl.py' does not exist; run adamtune from the directory the study was made in")
+
+
 def test_continuing_with_other_optimizer_or_space_is_refused(storage, tiny_ref):
     adamtune.tune(tiny_ref, budget=2, storage=storage)
     with pytest.raises(StudyError, match="was created with optimizer 'adamw', not 'adam'"):

@@ -26,7 +26,7 @@ from adamtune.config import Config
 from adamtune.engine import Outcome, data_seed, infeasible, init_seed, train_trial
 from adamtune.engine.batched import NotBatchable, member_bytes, members_per_chunk, train_members, why_not_batchable
 from adamtune.engine.monitor import summarize_norms
-from adamtune.errors import SpaceError, StudyError, Terminated, first_line
+from adamtune.errors import SpaceError, StudyError, Terminated, WorkloadError, first_line
 from adamtune.heartbeat import GRACE_S, Heartbeat, end_lost
 from adamtune.quiet import quiet_optuna
 from adamtune.results import (
@@ -403,7 +403,15 @@ def tune(
             raise StudyError(
                 f"study {name!r} was created from Python (objective mode or a Workload object); continue it from Python"
             )
-        workload, workload_ref = load_workload(ref), ref
+        try:
+            workload, workload_ref = load_workload(ref), ref
+        except WorkloadError as e:
+            if stored is None:
+                raise
+            # The user did not type this reference: say whose it is (a relative path is relative
+            # to where the study was made).
+            raise WorkloadError(f"study {name!r} tunes workload {ref!r}, which cannot be loaded from here: {e}; "
+                                "run adamtune from the directory the study was made in") from None
     if stored is not None and workload_ref is not None and stored.workload not in (None, workload_ref):
         raise StudyError(f"study {name!r} tunes workload {stored.workload!r}, not {workload_ref!r}; use a new --study name")
     check_max_memory(max_memory, wanted_batch, workload, dev)
