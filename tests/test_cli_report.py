@@ -66,11 +66,14 @@ def test_tune_tells_that_the_lr_window_is_too_low_and_writes_the_report(tmp_path
         (["report", "--storage", storage, "--out", str(tmp_path / "no" / "r.html")], "cannot write the report to"),
         (["report", "--storage", storage, "--out", str(tmp_path)], "is a directory"),
         (["report", "--storage", storage, "--out", ""], "the report must go to a file, e.g. report.html, got ''"),
+        (["report", "--storage", storage, "--out", str(tmp_path / "cli.db")],
+         f"the report must not overwrite the study's storage '{tmp_path / 'cli.db'}'"),
     ]:
         r = runner.invoke(app, args)
         assert r.exit_code == 2, (args, r.output)
         lines = r.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("adamtune: error: ") and message in lines[0], r.stderr
+    assert runner.invoke(app, ["show", "--storage", storage]).exit_code == 0  # the study is still there
 
 
 def test_a_report_that_cannot_be_written_does_not_fail_a_finished_study(tmp_path, tiny_ref, monkeypatch):

@@ -300,9 +300,9 @@ def report(
 
     with _user_errors():
         result = load(study, _on_disk(storage))
-        path = check_report_path(out if out is not None else default_report_path(storage, result.study_name))
+        path = check_report_path(out if out is not None else default_report_path(storage, result.study_name), storage)
         analysis = analyze(result, storage=storage)
-        path = write_report(analysis, path)
+        path = write_report(analysis, path, storage)
         print_findings(console, analysis)
         console.print(f"Report: {path}", highlight=False, markup=False, soft_wrap=True)
 

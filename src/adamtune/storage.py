@@ -20,7 +20,8 @@ from adamtune.errors import StorageError, first_line
 
 DEFAULT_STORAGE = "sqlite:///adamtune.db"
 _URL = re.compile(r"^(sqlite|postgresql|postgresql\+\w+|mysql|mysql\+\w+)://")
-_SQLITE_MAGIC = b"SQLite format 3\x00"
+SQLITE_MAGIC = b"SQLite format 3\x00"
+"""The first 16 bytes of every SQLite database file."""
 
 
 def sqlite_path(url: str) -> str | None:
@@ -848,8 +849,8 @@ def check_url(url: str, *, must_exist: bool = False) -> None:
             raise StorageError(f"storage {path!r} is a directory, not a database file")
         if os.path.exists(path):
             with open(path, "rb") as f:
-                head = f.read(len(_SQLITE_MAGIC))
-            if head and head != _SQLITE_MAGIC:
+                head = f.read(len(SQLITE_MAGIC))
+            if head and head != SQLITE_MAGIC:
                 raise StorageError(f"{path!r} is not a SQLite database (corrupt, or another kind of file)")
             if not head and must_exist:  # reading must not write Optuna's tables into it
                 raise StorageError(f"no study database at {path!r}: the file is empty; run `adamtune tune` first")

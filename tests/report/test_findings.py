@@ -71,3 +71,24 @@ def test_nothing_tuned_and_nothing_completed_is_no_all_clear(normal_analysis):
 
     page = render_html(analysis)
     assert "Nothing to fix" not in page and "<h3>No trial completed</h3>" in page
+
+
+def test_the_report_at_the_end_of_a_study_never_overwrites_a_database(normal_analysis, tmp_path):
+    """A SQLite file where the report would go (another study's storage): a warning, the file kept."""
+    import sqlite3
+
+    from adamtune.report.findings import finish_study
+    from adamtune.report.html import default_report_path
+
+    storage = f"sqlite:///{tmp_path / 'runs.db'}"
+    result = normal_analysis.result
+    target = default_report_path(storage, result.study_name)
+    with sqlite3.connect(target) as con:
+        con.execute("create table studies (name text)")
+    before = target.read_bytes()
+    out, errors = Console(record=True, width=300), Console(record=True, width=300)
+    assert finish_study(out, result, storage, errors=errors) is None
+    assert errors.export_text().strip() == (
+        f"adamtune: warning: '{target}' is a SQLite database, which the report must not overwrite; name another "
+        "file, e.g. report.html")
+    assert "Findings" in out.export_text() and target.read_bytes() == before

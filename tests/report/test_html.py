@@ -106,6 +106,27 @@ def test_write_report_refuses_paths_it_cannot_write(hostile_analysis, tmp_path):
         write_report(hostile_analysis, tmp_path)
 
 
+def test_the_report_never_overwrites_the_storage_or_another_database(hostile_analysis, tmp_path, monkeypatch):
+    import sqlite3
+
+    monkeypatch.chdir(tmp_path)
+    db, other = tmp_path / "study.db", tmp_path / "other.html"
+    for path in (db, other):
+        with sqlite3.connect(path) as con:
+            con.execute("create table studies (name text)")
+    (tmp_path / "sub").mkdir()
+    os.symlink(db, tmp_path / "link.html")
+    os.link(db, tmp_path / "hard.html")
+    before = {p: p.read_bytes() for p in (db, other)}
+    storage = f"sqlite:///{db}"
+    for out in (db, "study.db", "sub/../study.db", tmp_path / "link.html", tmp_path / "hard.html", f"{db}-wal"):
+        with pytest.raises(ReportError, match=f"^the report must not overwrite the study's storage '{db}"):
+            write_report(hostile_analysis, out, storage)
+    with pytest.raises(ReportError, match=f"^'{other}' is a SQLite database, which the report must not overwrite"):
+        write_report(hostile_analysis, other, storage)
+    assert {p: p.read_bytes() for p in (db, other)} == before
+
+
 @pytest.mark.parametrize("states", [(), ("diverged", "diverged", "failed")], ids=["no trials", "no result"])
 def test_a_study_without_a_result_still_gets_a_report(states):
     import math

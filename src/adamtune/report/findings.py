@@ -66,7 +66,7 @@ def finish_study(
 
     path = default_report_path(storage, result.study_name)
     try:
-        written = write(analysis, path)
+        written = write(analysis, path, storage)
     except ReportError as e:
         (errors or console).print(Text(f"adamtune: warning: {e}"), soft_wrap=True)
         return None

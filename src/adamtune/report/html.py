@@ -16,7 +16,7 @@ from adamtune.config import Config, python_snippet
 from adamtune.errors import AdamtuneError
 from adamtune.report import plots
 from adamtune.report.terminal import fmt
-from adamtune.storage import sqlite_path
+from adamtune.storage import SQLITE_MAGIC, sqlite_path
 from adamtune.results import TuneResult
 from adamtune.trials import TrialRecord, TrialState, trials_text
 
@@ -45,11 +45,16 @@ def default_report_path(storage: str | None, study: str) -> Path:
     return Path.cwd() / f"adamtune-report-{slug}.html"
 
 
-def check_report_path(path: str | os.PathLike) -> Path:
+def check_report_path(path: str | os.PathLike, storage: str | None = None) -> Path:
     """``path`` as a Path, if a report can be written there (checked before any work is done).
 
+    Args:
+        storage: the study's storage URL: its SQLite file (and the journal files beside it) is
+            never overwritten.
+
     Raises:
-        ReportError: ``path`` is a directory, or its directory does not exist.
+        ReportError: ``path`` is a directory, its directory does not exist, it is the storage's
+            file or another SQLite database, or the file system refuses the name.
     """
     if not str(path).strip():
         raise ReportError(f"the report must go to a file, e.g. report.html, got {str(path)!r}")
@@ -59,7 +64,29 @@ def check_report_path(path: str | os.PathLike) -> Path:
     parent = out.parent if str(out.parent) else Path(".")
     if not parent.is_dir():
         raise ReportError(f"cannot write the report to {str(out)!r}: directory {str(parent)!r} does not exist")
+    _refuse_a_database(out, storage)
     return out
+
+
+def _refuse_a_database(out: Path, storage: str | None) -> None:
+    """Refuse to write the report over the study's storage (whatever the path that names it:
+    relative, through a symlink, a hard link) or over any other SQLite database."""
+    db = sqlite_path(storage) if storage else None
+    for own in (db, f"{db}-wal", f"{db}-shm", f"{db}-journal") if db is not None else ():
+        if _same_file(out, own):
+            raise ReportError(f"the report must not overwrite the study's storage {own!r}; name another file, "
+                              "e.g. report.html")
+    if out.is_file():
+        with open(out, "rb") as f:
+            if f.read(len(SQLITE_MAGIC)) == SQLITE_MAGIC:
+                raise ReportError(f"{str(out)!r} is a SQLite database, which the report must not overwrite; "
+                                  "name another file, e.g. report.html")
+
+
+def _same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    if os.path.exists(a) and os.path.exists(b):
+        return os.path.samefile(a, b)
+    return os.path.realpath(a) == os.path.realpath(b)
 
 
 def write_report(study: TuneResult | StudyAnalysis, path: str | os.PathLike, storage: str | None = None) -> Path:
@@ -74,9 +101,10 @@ def write_report(study: TuneResult | StudyAnalysis, path: str | os.PathLike, sto
         The path written.
 
     Raises:
-        ReportError: ``path`` is a directory, its directory does not exist, or it cannot be written.
+        ReportError: ``path`` is a directory, its directory does not exist, it is the storage's
+            file or another SQLite database, or it cannot be written.
     """
-    out = check_report_path(path)
+    out = check_report_path(path, storage)
     analysis = study if isinstance(study, StudyAnalysis) else analyze(study, storage=storage)
     page = render_html(analysis)
     try:
