@@ -90,6 +90,25 @@ def test_a_report_that_cannot_be_written_does_not_fail_a_finished_study(tmp_path
     assert "Findings" in r.stdout
 
 
+def test_a_name_too_long_for_the_file_system_is_one_line_and_keeps_the_trials(tmp_path, tiny_ref):
+    long = "a" * 300
+    storage = f"sqlite:///{tmp_path / 't.db'}"
+    r = runner.invoke(app, ["tune", "--workload", tiny_ref, "--budget", "2", "--storage", storage, "--pruner", "none",
+                            "--study", long])
+    assert r.exit_code == 0, r.output
+    report = tmp_path / f"t-report-{long}.html"
+    assert r.stderr.strip().splitlines() == [
+        f"adamtune: warning: cannot write the report to '{report}': File name too long"]
+    assert "Findings" in r.stdout
+    assert runner.invoke(app, ["show", "--json", "--storage", storage]).stdout.count('"state": "complete"') == 2
+    for args, where in ((["report", "--storage", storage], report),
+                        (["report", "--storage", storage, "--out", str(tmp_path / f"{long}.html")],
+                         tmp_path / f"{long}.html")):
+        r = runner.invoke(app, args)
+        assert r.exit_code == 2 and r.stderr.strip().splitlines() == [
+            f"adamtune: error: cannot write the report to '{where}': File name too long"]
+
+
 def test_dashboard_bad_input_and_missing_package(tmp_path, monkeypatch):
     r = runner.invoke(app, ["dashboard", "--storage", f"sqlite:///{tmp_path / 'missing.db'}"])
     assert r.exit_code == 2 and "no study database at" in r.stderr and len(r.stderr.strip().splitlines()) == 1

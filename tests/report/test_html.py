@@ -104,6 +104,8 @@ def test_write_report_refuses_paths_it_cannot_write(hostile_analysis, tmp_path):
         write_report(hostile_analysis, tmp_path / "missing" / "r.html")
     with pytest.raises(ReportError, match="is a directory"):
         write_report(hostile_analysis, tmp_path)
+    with pytest.raises(ReportError, match=r"^cannot write the report to '.*a{300}\.html': File name too long$"):
+        write_report(hostile_analysis, tmp_path / ("a" * 300 + ".html"))
 
 
 def test_the_report_never_overwrites_the_storage_or_another_database(hostile_analysis, tmp_path, monkeypatch):

@@ -59,12 +59,15 @@ def check_report_path(path: str | os.PathLike, storage: str | None = None) -> Pa
     if not str(path).strip():
         raise ReportError(f"the report must go to a file, e.g. report.html, got {str(path)!r}")
     out = Path(path)
-    if out.is_dir():
-        raise ReportError(f"the report must go to a file, but {str(out)!r} is a directory")
-    parent = out.parent if str(out.parent) else Path(".")
-    if not parent.is_dir():
-        raise ReportError(f"cannot write the report to {str(out)!r}: directory {str(parent)!r} does not exist")
-    _refuse_a_database(out, storage)
+    try:
+        if out.is_dir():
+            raise ReportError(f"the report must go to a file, but {str(out)!r} is a directory")
+        parent = out.parent if str(out.parent) else Path(".")
+        if not parent.is_dir():
+            raise ReportError(f"cannot write the report to {str(out)!r}: directory {str(parent)!r} does not exist")
+        _refuse_a_database(out, storage)
+    except OSError as err:  # a name too long, a directory that may not be searched
+        raise ReportError(f"cannot write the report to {str(out)!r}: {err.strerror or err}") from None
     return out
 
 
