@@ -112,6 +112,35 @@ def test_another_programs_sqlite_database_is_refused_untouched(command, tmp_path
     assert path.read_bytes() == before
 
 
+CHANGED_OUTSIDE = [
+    ("study_user_attributes", "adamtune", "{bad json", "study 'tiny' has malformed adamtune settings (not JSON: "
+     "Expecting property name enclosed in double quotes: line 1 column 2 (char 1))"),
+    ("study_user_attributes", "adamtune", '{"workload": null}', "study 'tiny' has malformed adamtune settings "
+     "(missing: workload_name, optimizer, task, space, budget, seed, sampler, pruner, metric, direction)"),
+    ("trial_user_attributes", "steps", "abc", "study 'tiny', trial 1 has a malformed 'steps' attribute "
+     "(a whole number >= 0 must be stored, got 'abc')"),
+]
+
+
+@pytest.mark.parametrize("table, key, value, message", CHANGED_OUTSIDE, ids=["not JSON", "fields missing", "steps"])
+def test_a_study_changed_outside_adamtune_is_one_line_and_status_2(finished, tiny_ref, table, key, value, message):
+    import sqlite3
+
+    r = runner.invoke(app, ["tune", "--workload", tiny_ref, "--budget", "1", "--storage", finished, "--study", "other",
+                            "--no-report"])
+    assert r.exit_code == 0, r.output
+    with sqlite3.connect(finished[len("sqlite:///"):]) as con:  # as another program would
+        where = "trial_id = 2" if table.startswith("trial") else "study_id = 1"
+        con.execute(f"update {table} set value_json = ? where key = ? and {where}", (json.dumps(value), key))
+    for command in (["show", "--study", "tiny"], ["best", "--study", "tiny"], ["report", "--study", "tiny"],
+                    ["tune", "--study", "tiny", "--no-report"], ["studies"]):
+        r = runner.invoke(app, [*command, "--storage", finished])
+        assert r.exit_code == 2 and "Traceback" not in r.output
+        assert r.stderr.strip() == f"adamtune: error: {message}: the database was changed outside adamtune"
+    rows = [[cell.strip() for cell in line.split("│")[1:-1]] for line in r.stdout.splitlines() if line.startswith("│ ")]
+    assert [(row[0], row[3]) for row in rows] == [("other", "1 complete"), ("tiny", "malformed")]  # others listed still
+
+
 def test_workload_attribute_errors(tiny_file):
     r = runner.invoke(app, ["tune", "--workload", f"{tiny_file}:not_a_workload"])
     assert r.exit_code == 2 and "must be an adamtune.Workload or return one, got int" in r.stderr

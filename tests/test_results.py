@@ -42,3 +42,58 @@ def test_a_study_stored_before_space_budget_is_read_and_continued(storage, tiny_
     # a space no budget rule gives stays "set by hand"
     hand = dataclasses.replace(more.settings, space_budget=None, budget=6)
     assert tuned_description(hand) == "tuning lr — budget 6 (set by hand)"
+
+
+def test_settings_and_trials_changed_outside_adamtune_name_the_study_and_what_is_malformed(storage, tiny_ref):
+    import pytest
+
+    r = adamtune.tune(tiny_ref, budget=2, storage=storage, pruner="none")
+    adamtune.tune(tiny_ref, budget=1, storage=storage, pruner="none", study="other")
+    stored = json.loads(r.study.user_attrs[SETTINGS_ATTR])
+    study = optuna.load_study(study_name="tiny", storage=storage)
+    changed = "the database was changed outside adamtune"
+    for value, reason in [
+        ("{bad json", "not JSON: Expecting property name enclosed in double quotes: line 1 column 2 (char 1)"),
+        ("[1, 2]", "a JSON object must be stored, got list"),
+        (json.dumps({**stored, "budget": "16"}), "budget must be a whole number, got '16'"),
+        (json.dumps({**stored, "direction": "up"}), "direction must be minimize or maximize, got 'up'"),
+        (json.dumps({**stored, "space": {"optimizer": "adamw"}}), "space: no 'dimensions'"),
+    ]:
+        study.set_user_attr(SETTINGS_ATTR, value)
+        message = f"study 'tiny' has malformed adamtune settings ({reason}): {changed}"
+        with pytest.raises(adamtune.StudyError) as e:
+            adamtune.load("tiny", storage)
+        assert str(e.value) == message
+        malformed = {}
+        assert [s.study_name for s in adamtune.list_studies(storage, malformed=malformed)] == ["other"]
+        assert list(malformed) == ["tiny"] and str(malformed["tiny"]) == message
+    study.set_user_attr(SETTINGS_ATTR, json.dumps(stored))
+    trial_id = study.trials[1]._trial_id
+
+    def set_attr(key, value):  # a finished trial: only raw SQL changes it, as another program would
+        import sqlite3
+
+        with sqlite3.connect(storage[len("sqlite:///"):]) as con:
+            con.execute("update trial_user_attributes set value_json = ? where trial_id = ? and key = ?",
+                        (json.dumps(value), trial_id, key))
+
+    for key, value, reason in [
+        ("steps", "abc", "a whole number >= 0 must be stored, got 'abc'"),
+        ("curve", {"step": ["x"], "val_loss": [1.0]}, "invalid literal for int() with base 10: 'x', got {'step': ['x'], 'val_loss': [1.0]}"),
+        ("config", [1], "a JSON object must be stored, got [1]"),
+        ("engine", 5, "a string must be stored, got 5"),
+    ]:
+        good = study.trials[1].user_attrs[key]
+        set_attr(key, value)
+        with pytest.raises(adamtune.StudyError) as e:
+            adamtune.load("tiny", storage)
+        assert str(e.value) == f"study 'tiny', trial 1 has a malformed {key!r} attribute ({reason}): {changed}"
+        set_attr(key, good)
+    # an attribute not stored at all (a trial cut off before its values were written) is no error
+    import sqlite3
+
+    with sqlite3.connect(storage[len("sqlite:///"):]) as con:
+        con.execute("delete from trial_user_attributes where trial_id = ? and key in ('curve', 'grad_norms', 'steps')",
+                    (trial_id,))
+    bare = adamtune.load("tiny", storage).trials[1]
+    assert (bare.curve.steps, bare.grad_norms, bare.steps) == ((), None, 0)

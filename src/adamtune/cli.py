@@ -238,7 +238,11 @@ def best(
 
 @app.command()
 def studies(storage: str = typer.Option(DEFAULT_STORAGE, metavar="URL", show_default=False, help=STORAGE_HELP)) -> None:
-    """List the studies in a storage."""
+    """List the studies in a storage.
+
+    A study whose stored settings or trials were changed outside adamtune is listed as malformed,
+    with one line on stderr saying what is wrong, and the exit status is 2.
+    """
     from rich.table import Table
 
     from adamtune.report.terminal import counts_line, fmt
@@ -248,11 +252,18 @@ def studies(storage: str = typer.Option(DEFAULT_STORAGE, metavar="URL", show_def
         table = Table(header_style="bold")
         for col in ("study", "workload", "optimizer", "trials", "best"):
             table.add_column(col)
-        for r in list_studies(_on_disk(storage)):
+        malformed: dict = {}
+        for r in list_studies(_on_disk(storage), malformed=malformed):
             s = r.settings
             table.add_row(r.study_name, s.workload or s.workload_name, s.optimizer, counts_line(r),
                           f"{s.metric} {fmt(r.best_value)}")
+        for name in malformed:
+            table.add_row(name, "—", "—", "malformed", "—")
         console.print(table)
+        for e in malformed.values():
+            err.print(f"adamtune: error: {e}", markup=False, highlight=False, soft_wrap=True)
+        if malformed:
+            raise typer.Exit(2)
 
 
 @app.command()

@@ -16,7 +16,7 @@ import optuna
 
 from adamtune import guide
 from adamtune.config import Config
-from adamtune.errors import StudyError
+from adamtune.errors import AdamtuneError, StudyError, first_line
 from adamtune.retries import first_trials
 from adamtune.space import SearchSpace
 from adamtune.storage import DEFAULT_STORAGE, open_storage, study_names
@@ -59,11 +59,56 @@ class StudySettings:
 
     @classmethod
     def from_json(cls, text: str) -> StudySettings:
-        """Read :meth:`to_json`'s text; fields a later adamtune added are left out."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        d = {k: v for k, v in json.loads(text).items() if k in known}
-        d["space"] = SearchSpace.from_dict(d["space"])
+        """Read :meth:`to_json`'s text; fields a later adamtune added are left out.
+
+        Raises:
+            ValueError: ``text`` is not what :meth:`to_json` writes; the message says what is wrong.
+        """
+        if not isinstance(text, str):
+            raise ValueError(f"a JSON text must be stored, got {type(text).__name__}")
+        try:
+            data = json.loads(text)
+        except ValueError as e:
+            raise ValueError(f"not JSON: {e}") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"a JSON object must be stored, got {type(data).__name__}")
+        d = {k: v for k, v in data.items() if k in _STORED}
+        missing = [k for k in _STORED if k not in d and k != "workload_info"]
+        if missing:
+            raise ValueError(f"missing: {', '.join(missing)}")
+        for k, v in d.items():
+            kinds, what = _STORED[k]
+            if isinstance(v, bool) and bool not in kinds or not isinstance(v, kinds):
+                raise ValueError(f"{k} must be {what}, got {v!r}")
+        try:
+            d["space"] = SearchSpace.from_dict(d["space"])
+        except (AdamtuneError, TypeError, KeyError, ValueError, AttributeError) as e:
+            raise ValueError(f"space: {_reason(e)}") from None
+        if d["optimizer"] != d["space"].optimizer:
+            raise ValueError(f"optimizer {d['optimizer']!r} is not the search space's {d['space'].optimizer!r}")
+        if d["task"] not in guide.TASKS:
+            raise ValueError(f"task must be one of {', '.join(guide.TASKS)}, got {d['task']!r}")
+        if d["direction"] not in ("minimize", "maximize"):
+            raise ValueError(f"direction must be minimize or maximize, got {d['direction']!r}")
+        if d["budget"] < 1 or d["seed"] < 0:
+            raise ValueError(f"budget must be >= 1 and seed >= 0, got {d['budget']} and {d['seed']}")
         return cls(**d)
+
+
+# What from_json reads: each stored field's JSON types, and what they are in words.
+_STORED: dict[str, tuple[tuple[type, ...], str]] = {
+    "workload": ((str, type(None)), "a string or null"), "workload_name": ((str,), "a string"),
+    "optimizer": ((str,), "a string"), "task": ((str,), "a string"), "space": ((dict,), "a JSON object"),
+    "budget": ((int,), "a whole number"), "seed": ((int,), "a whole number"), "sampler": ((str,), "a string"),
+    "pruner": ((str,), "a string"), "metric": ((str,), "a string"), "direction": ((str,), "a string"),
+    "workload_info": ((dict,), "a JSON object"),
+}
+
+_CHANGED = "the database was changed outside adamtune"
+
+
+def _reason(e: BaseException) -> str:
+    return f"no {e.args[0]!r}" if isinstance(e, KeyError) and e.args else first_line(e)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,8 +153,14 @@ def read_settings(study: optuna.Study) -> StudySettings:
     text = study.user_attrs.get(SETTINGS_ATTR)
     if text is None:
         raise StudyError(f"study {study.study_name!r} was not created by adamtune (it has no adamtune settings)")
-    settings = StudySettings.from_json(text)
+    try:
+        settings = StudySettings.from_json(text)
+    except ValueError as e:
+        raise StudyError(f"study {study.study_name!r} has malformed adamtune settings ({e}): {_CHANGED}") from None
     began = study.user_attrs.get(SPACE_BUDGET_ATTR)
+    if began is not None and (isinstance(began, bool) or not isinstance(began, int) or began < 1):
+        raise StudyError(f"study {study.study_name!r} has a malformed {SPACE_BUDGET_ATTR!r} attribute (a whole number "
+                         f">= 1 must be stored, got {began!r}): {_CHANGED}")
     return settings if began is None else dataclasses.replace(settings, space_budget=began)
 
 
@@ -122,9 +173,12 @@ def load_existing(storage, name: str) -> optuna.Study | None:
 def result_of(study: optuna.Study, settings: StudySettings | None = None) -> TuneResult:
     """Read every trial of ``study`` into records and pick the best completed one."""
     settings = settings or read_settings(study)
-    records = tuple(
-        record_from_optuna(t, settings.space.params_from_optuna(t.params)) for t in study.get_trials(deepcopy=False)
-    )
+    try:
+        records = tuple(
+            record_from_optuna(t, settings.space.params_from_optuna(t.params)) for t in study.get_trials(deepcopy=False)
+        )
+    except StudyError as e:  # names the trial and the attribute
+        raise StudyError(f"study {study.study_name!r}, {e}: {_CHANGED}") from None
     order = ranked(records, settings.direction)
     return TuneResult(study.study_name, settings, records, order[0] if order else None, study)
 
@@ -149,13 +203,28 @@ def load(study: str | None = None, storage: str | None = None) -> TuneResult:
     return result_of(existing)
 
 
-def list_studies(storage: str | None = None) -> list[TuneResult]:
+def list_studies(storage: str | None = None, *, malformed: dict[str, StudyError] | None = None) -> list[TuneResult]:
+    """Every study adamtune made in ``storage``, read back (other Optuna studies are left out).
+
+    Args:
+        malformed: where given, a study whose stored settings or trials are malformed is left
+            out of the list and its error put here under its name, instead of raised.
+
+    Raises:
+        StorageError: the storage cannot be opened or does not exist.
+        StudyError: a study's stored settings or trials are malformed (without ``malformed``).
+    """
     store = open_storage(DEFAULT_STORAGE if storage is None else storage, must_exist=True)
     out = []
     for name in study_names(store):
         s = optuna.load_study(study_name=name, storage=store)
         if SETTINGS_ATTR in s.user_attrs:
-            out.append(result_of(s))
+            try:
+                out.append(result_of(s))
+            except StudyError as e:
+                if malformed is None:
+                    raise
+                malformed[name] = e
     return out
 
 

@@ -16,6 +16,8 @@ from typing import Any
 
 import optuna
 
+from adamtune.errors import StudyError
+
 # Trial user attributes written by the engines (the names are a storage format: keep them).
 ATTR_STATE = "adamtune_state"
 ATTR_CURVE = "curve"
@@ -85,7 +87,11 @@ class GradNorms:
             return None
         d = dict(data)
         d["samples"] = tuple(_float(x) for x in d.get("samples", ()))
-        return cls(**{k: d[k] for k in (f.name for f in dataclasses.fields(cls)) if k in d})
+        d = {k: d[k] for k in (f.name for f in dataclasses.fields(cls)) if k in d}
+        for k in ("mean", "p50", "p90", "p99", "max", "clipped_fraction"):  # a string here is not a number
+            if k in d:
+                d[k] = _float(d[k])
+        return cls(**d)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,7 +150,12 @@ def state_of(trial: optuna.trial.FrozenTrial) -> TrialState:
 
 
 def record_from_optuna(trial: optuna.trial.FrozenTrial, params: Mapping[str, float]) -> TrialRecord:
-    """Build a TrialRecord; ``params`` are the trial's tuned values under adamtune's names."""
+    """Build a TrialRecord; ``params`` are the trial's tuned values under adamtune's names.
+
+    Raises:
+        StudyError: an attribute adamtune stores is not what it writes (the database was
+            changed by something else); the message names the trial and the attribute.
+    """
     state = state_of(trial)
     value: float | None = None
     if state == TrialState.COMPLETE and trial.value is not None and math.isfinite(trial.value):
@@ -157,17 +168,56 @@ def record_from_optuna(trial: optuna.trial.FrozenTrial, params: Mapping[str, flo
         number=trial.number,
         state=state,
         params=dict(params),
-        config=trial.user_attrs.get(ATTR_CONFIG),
+        config=_stored(trial, ATTR_CONFIG, _mapping),
         value=value,
-        steps=int(trial.user_attrs.get(ATTR_STEPS, 0)),
-        curve=Curve.from_dict(trial.user_attrs.get(ATTR_CURVE)),
-        grad_norms=GradNorms.from_dict(trial.user_attrs.get(ATTR_GRAD_NORMS)),
-        error=trial.user_attrs.get(ATTR_TRACEBACK),
+        steps=_stored(trial, ATTR_STEPS, _count, 0),
+        curve=_stored(trial, ATTR_CURVE, lambda v: Curve.from_dict(_mapping(v))) or Curve(),
+        grad_norms=_stored(trial, ATTR_GRAD_NORMS, lambda v: GradNorms.from_dict(_mapping(v))),
+        error=_stored(trial, ATTR_TRACEBACK, _text),
         duration_s=duration,
-        engine=trial.user_attrs.get(ATTR_ENGINE),
+        engine=_stored(trial, ATTR_ENGINE, _text),
         interrupted=bool(trial.user_attrs.get(ATTR_INTERRUPTED)),
-        retry_of=trial.user_attrs.get(ATTR_RETRY_OF),
+        retry_of=_stored(trial, ATTR_RETRY_OF, _count),
     )
+
+
+def _stored(trial: optuna.trial.FrozenTrial, key: str, read: Any, default: Any = None) -> Any:
+    """``read(value)`` of the trial's attribute ``key`` (None stays None), or a StudyError naming
+    the trial and the attribute."""
+    value = trial.user_attrs.get(key, default)
+    if value is None:
+        return None
+    try:
+        return read(value)
+    except (TypeError, ValueError, KeyError, AttributeError) as e:
+        text = repr(value)
+        got = text if len(text) <= 60 else text[:57] + "..."
+        raise StudyError(f"trial {trial.number} has a malformed {key!r} attribute ({_reason(e)}, got {got})") from None
+
+
+def _reason(e: Exception) -> str:
+    if isinstance(e, KeyError):
+        return f"no {e.args[0]!r}" if e.args else "a key is missing"
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def _count(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError("a whole number >= 0 must be stored")
+    return value
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+        raise ValueError("a JSON object must be stored")
+    return value
+
+
+def _text(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError("a string must be stored")
+    return value
 
 
 def completed(trials: Sequence[TrialRecord]) -> list[TrialRecord]:
