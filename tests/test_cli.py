@@ -371,6 +371,41 @@ def test_reading_an_empty_file_leaves_it_empty(tmp_path):
     assert path.stat().st_size == 0
 
 
+def test_a_file_that_cannot_be_read_is_one_line(tmp_path):
+    import socket
+
+    path = tmp_path / "s.db"
+    with socket.socket(socket.AF_UNIX) as s:
+        s.bind(str(path))
+        for command in ("show", "studies", "tune"):
+            r = runner.invoke(app, [command, "--storage", f"sqlite:///{path}"])
+            assert r.exit_code == 2 and "Traceback" not in r.output
+            assert r.stderr.strip() == f"adamtune: error: cannot read '{path}': No such device or address"
+
+
+def test_a_file_the_user_may_not_read_is_one_line(finished, adamtune_command):
+    """Mode 000; as root (who reads it anyway) the command runs as nobody, without capabilities."""
+    import shutil
+    import tempfile
+
+    command = [adamtune_command, "show", "--storage"]
+    if os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            pytest.skip("setpriv is needed to run a command as nobody here")
+        command = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *command]
+    home = tempfile.mkdtemp(prefix="adamtune-perm-")  # not under tmp_path: private to its owner
+    try:
+        os.chmod(home, 0o755)
+        path = os.path.join(home, "locked.db")
+        shutil.copy(finished[len("sqlite:///"):], path)
+        os.chmod(path, 0)
+        r = subprocess.run([*command, f"sqlite:///{path}"], capture_output=True, text=True, cwd=home, timeout=300)
+        assert r.returncode == 2, r.stderr
+        assert r.stderr.strip() == f"adamtune: error: cannot read '{path}': Permission denied"
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
 @pytest.mark.parametrize("text, size", [("512MB", 512 << 20), ("5G", 5 << 30), ("5GB", 5 << 30), ("5gib", 5 << 30),
                                         ("1.5K", 1536), ("300KB", 300 << 10), ("2048", 2048), ("1B", 1),
                                         (" 2 gb ", 2 << 30), ("1e3MB", 1000 << 20), ("1KiB", 1024)])

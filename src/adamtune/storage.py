@@ -848,8 +848,11 @@ def check_url(url: str, *, must_exist: bool = False) -> None:
         if os.path.isdir(path):
             raise StorageError(f"storage {path!r} is a directory, not a database file")
         if os.path.exists(path):
-            with open(path, "rb") as f:
-                head = f.read(len(SQLITE_MAGIC))
+            try:
+                with open(path, "rb") as f:
+                    head = f.read(len(SQLITE_MAGIC))
+            except OSError as e:  # no permission to read, a socket or device, an I/O error
+                raise StorageError(f"cannot read {path!r}: {e.strerror or e}") from None
             if head and head != SQLITE_MAGIC:
                 raise StorageError(f"{path!r} is not a SQLite database (corrupt, or another kind of file)")
             if not head and must_exist:  # reading must not write Optuna's tables into it
