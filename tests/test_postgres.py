@@ -88,6 +88,24 @@ def test_two_workers_share_one_study(postgres_url, tiny_ref, tmp_path, adamtune_
     assert len({t.params["lr"] for t in trials}) == len(numbers)
 
 
+def test_the_bare_postgresql_scheme_works_with_the_driver_installed(postgres_url, tiny_ref):
+    """``postgresql://user@host/db``, as the README and --help write it (SQLAlchemy 2.1 maps the bare
+    scheme to psycopg 3; the ``postgres`` extra installs psycopg2); the URL shown is the one given."""
+    from typer.testing import CliRunner
+
+    from adamtune.analysis import analyze
+    from adamtune.cli import app
+
+    bare = "postgresql://" + postgres_url.split("://", 1)[1]
+    r = adamtune.tune(tiny_ref, budget=2, storage=bare, study="bare", pruner="none")
+    assert len(r.trials) == 2
+    assert f"--storage {bare} " in analyze(r, storage=bare).next_space.command
+    runner = CliRunner()
+    for command in (["show", "--study", "bare"], ["best", "--study", "bare"], ["studies"]):
+        shown = runner.invoke(app, [*command, "--storage", bare])
+        assert shown.exit_code == 0, shown.output
+
+
 def test_unreachable_server_is_one_clear_error(free_port):
     port = free_port()
     with pytest.raises(StorageError, match=r"cannot open storage postgresql\+psycopg2://postgres@127.0.0.1"):

@@ -336,10 +336,12 @@ def dashboard(
         port_number = _whole("--port", port)
         if not 1 <= port_number <= 65535:
             raise AdamtuneError(f"--port must be a TCP port in 1..65535, got {port}")
-        open_storage(_on_disk(storage), must_exist=True)  # bad URL or missing file: one line, not a server error
+        # bad URL or missing file: one line, not a server error; the dashboard reads through the
+        # storage opened here (a bare postgresql:// gets the driver that is installed)
+        store = open_storage(_on_disk(storage), must_exist=True)
         console.print(f"optuna-dashboard on http://{host}:{port_number}/ (Ctrl-C stops it)", highlight=False, markup=False)
         try:
-            optuna_dashboard.run_server(storage, host=host, port=port_number)
+            optuna_dashboard.run_server(store, host=host, port=port_number)
         except OSError as e:
             raise AdamtuneError(f"cannot serve on {host}:{port_number}: {e.strerror or e}") from None
         except KeyboardInterrupt:

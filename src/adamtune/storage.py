@@ -56,12 +56,14 @@ def open_storage(url: str, *, must_exist: bool = False) -> optuna.storages.BaseS
     engine_kwargs = {"connect_args": {"timeout": 60}} if path is not None else {"pool_pre_ping": True}
     for attempt in range(_ATTEMPTS):
         try:
-            storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+            storage = optuna.storages.RDBStorage(with_installed_driver(url), engine_kwargs=engine_kwargs)
             if path is not None:
                 _write_ahead_log(storage)
             return storage
         except ImportError as e:
-            raise StorageError(f"storage {url.split('://')[0]} needs a database driver that is not installed: {e}") from None
+            hint = " (pip install -c constraints.txt -e '.[postgres]')" if url.startswith("postgresql") else ""
+            raise StorageError(f"storage {url.split('://')[0]} needs a database driver that is not installed: "
+                               f"{e}{hint}") from None
         except Exception as e:  # sqlalchemy's errors: bad URL, refused connection, corrupt file
             # Workers starting together on a fresh server race to create Optuna's tables; the
             # loser's next attempt finds them made.
@@ -78,6 +80,29 @@ def open_storage(url: str, *, must_exist: bool = False) -> optuna.storages.BaseS
 
 
 _ATTEMPTS = 4
+
+
+def with_installed_driver(url: str) -> str:
+    """``url`` as SQLAlchemy is to get it: a bare ``postgresql://`` names a driver that is installed.
+
+    SQLAlchemy maps a bare ``postgresql://`` to one driver (psycopg 3 from SQLAlchemy 2.1,
+    psycopg2 before), whatever is installed; adamtune's ``postgres`` extra installs psycopg2.
+    The URL the user wrote is what messages and reports show; only the engine gets this one.
+    """
+    import importlib.util
+
+    if not url.startswith("postgresql://"):
+        return url
+    try:
+        import sqlalchemy.engine
+
+        default = sqlalchemy.engine.make_url(url).get_dialect().driver
+    except Exception:  # noqa: BLE001 - a malformed URL: SQLAlchemy says what is wrong when it opens it
+        return url
+    for driver in (default, "psycopg", "psycopg2"):
+        if driver in ("psycopg", "psycopg2") and importlib.util.find_spec(driver) is not None:
+            return url if driver == default else f"postgresql+{driver}://{url[len('postgresql://'):]}"
+    return url  # none installed: SQLAlchemy's error names the one it needs
 
 
 def _read_schema_scripts_once() -> None:
