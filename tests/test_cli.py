@@ -61,6 +61,9 @@ BAD_INPUT = [
     (["dashboard", "--port", "-1"], "--port must be a TCP port in 1..65535, got -1"),
     (["tune", "--storage", "adamtune.db"], "storage must be a URL like sqlite:///adamtune.db"),
     (["tune", "--storage", "sqlite://x.db"], "a SQLite storage URL needs three slashes"),
+    *(([command, "--storage", "sqlite:///x.db?timeout=5"], "a SQLite storage URL names the file alone, with no query "
+       "string (adamtune sets the connection's options itself): sqlite:///x.db, got 'sqlite:///x.db?timeout=5'")
+      for command in ("tune", "show", "report")),
     (["tune", "--storage", "sqlite:////no/such/dir/x.db"], "cannot create '/no/such/dir/x.db': directory '/no/such/dir' does not exist"),
     (["tune", "--workload", "missing.py:tiny"], "workload file 'missing.py' does not exist"),
     (["tune", "--workload", "no_such_module_xyz:tiny"], "cannot import workload module 'no_such_module_xyz'"),
@@ -109,6 +112,8 @@ def test_another_programs_sqlite_database_is_refused_untouched(command, tmp_path
     assert r.exit_code == 2 and r.stderr.strip() == (
         f"adamtune: error: '{path}' is a SQLite database of something else (tables users), not a study storage; "
         "name another file")
+    r = runner.invoke(app, [command, "--storage", f"sqlite:///{path}?x=1"])  # a query string does not get past
+    assert r.exit_code == 2 and r.stderr.strip().startswith("adamtune: error: a SQLite storage URL names the file alone")
     assert path.read_bytes() == before
 
 

@@ -869,6 +869,9 @@ def check_url(url: str, *, must_exist: bool = False) -> None:
     path = sqlite_path(url)
     if url.startswith("sqlite:") and not url.startswith("sqlite:///"):
         raise StorageError(f"a SQLite storage URL needs three slashes, sqlite:///path.db, got {url!r}")
+    if path is not None and "?" in path:
+        raise StorageError(f"a SQLite storage URL names the file alone, with no query string (adamtune sets the "
+                           f"connection's options itself): sqlite:///{path.split('?')[0]}, got {url!r}")
     if path is not None:
         if os.path.isdir(path):
             raise StorageError(f"storage {path!r} is a directory, not a database file")
