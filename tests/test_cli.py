@@ -60,6 +60,9 @@ BAD_INPUT = [
     (["dashboard", "--port", "99999"], "--port must be a TCP port in 1..65535, got 99999"),
     (["dashboard", "--port", "-1"], "--port must be a TCP port in 1..65535, got -1"),
     (["tune", "--storage", "adamtune.db"], "storage must be a URL like sqlite:///adamtune.db"),
+    (["tune", "--storage", "postgres://u:hunter2@h/db"], "storage must be a URL like sqlite:///adamtune.db or "
+     "postgresql://user@host/db, got 'postgres://u:***@h/db' (PostgreSQL's scheme is spelt postgresql://)"),
+    (["show", "--storage", "mssql://me:p@ss:w0rd@h/db?password=x"], "got 'mssql://me:***@h/db?password=***'"),
     (["tune", "--storage", "sqlite://x.db"], "a SQLite storage URL needs three slashes"),
     *(([command, "--storage", "sqlite:///x.db?timeout=5"], "a SQLite storage URL names the file alone, with no query "
        "string (adamtune sets the connection's options itself): sqlite:///x.db, got 'sqlite:///x.db?timeout=5'")

@@ -51,7 +51,7 @@ def open_storage(url: str, *, must_exist: bool = False) -> optuna.storages.BaseS
     if path is not None and os.path.exists(path) and not _writable(path):
         if must_exist:  # read-only media, or a file and directory the user may only read
             return _open_read_only(url, path)
-        raise StorageError(f"cannot write to storage {_redact(url)}: a study being tuned needs the file "
+        raise StorageError(f"cannot write to storage {redact(url)}: a study being tuned needs the file "
                            f"and its directory writable")
     engine_kwargs = {"connect_args": {"timeout": 60}} if path is not None else {"pool_pre_ping": True}
     for attempt in range(_ATTEMPTS):
@@ -75,7 +75,7 @@ def open_storage(url: str, *, must_exist: bool = False) -> optuna.storages.BaseS
                 if must_exist:
                     return _open_read_only(url, path)
                 reason += " (a study being written needs the file and its directory writable)"
-            raise StorageError(f"cannot open storage {_redact(url)}: {reason}") from None
+            raise StorageError(f"cannot open storage {redact(url)}: {reason}") from None
     raise AssertionError("unreachable")
 
 
@@ -150,7 +150,7 @@ def _open_read_only(url: str, path: str) -> optuna.storages.RDBStorage:
     try:
         return optuna.storages.RDBStorage(ro, engine_kwargs={"connect_args": {"timeout": 60}})
     except Exception as e:
-        raise StorageError(f"cannot open storage {_redact(url)} (read-only): {first_line(e)}") from None
+        raise StorageError(f"cannot open storage {redact(url)} (read-only): {first_line(e)}") from None
 
 
 def _write_ahead_log(storage: optuna.storages.RDBStorage) -> None:
@@ -863,15 +863,17 @@ def _is_creation_race(e: Exception) -> bool:
 def check_url(url: str, *, must_exist: bool = False) -> None:
     """Everything about ``url`` that can be checked without touching it. Raises StorageError."""
     if not isinstance(url, str) or not _URL.match(url):
+        shown = redact(url) if isinstance(url, str) else url
+        hint = " (PostgreSQL's scheme is spelt postgresql://)" if shown.startswith("postgres://") else ""
         raise StorageError(
-            f"storage must be a URL like sqlite:///adamtune.db or postgresql://user@host/db, got {url!r}"
+            f"storage must be a URL like sqlite:///adamtune.db or postgresql://user@host/db, got {shown!r}{hint}"
         )
     path = sqlite_path(url)
     if url.startswith("sqlite:") and not url.startswith("sqlite:///"):
-        raise StorageError(f"a SQLite storage URL needs three slashes, sqlite:///path.db, got {url!r}")
+        raise StorageError(f"a SQLite storage URL needs three slashes, sqlite:///path.db, got {redact(url)!r}")
     if path is not None and "?" in path:
         raise StorageError(f"a SQLite storage URL names the file alone, with no query string (adamtune sets the "
-                           f"connection's options itself): sqlite:///{path.split('?')[0]}, got {url!r}")
+                           f"connection's options itself): sqlite:///{path.split('?')[0]}, got {redact(url)!r}")
     if path is not None:
         if os.path.isdir(path):
             raise StorageError(f"storage {path!r} is a directory, not a database file")
@@ -920,8 +922,11 @@ def is_new_file(url: str) -> bool:
     return path is not None and not os.path.exists(path)
 
 
-def _redact(url: str) -> str:
-    return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", url)
+def redact(url: str) -> str:
+    """``url`` with its password masked (``postgresql://me:***@host/db``): for every message or
+    report that repeats a storage URL."""
+    url = re.sub(r"://([^:/?#@]*):.*@", r"://\1:***@", url)  # up to the last @: a password may hold one
+    return re.sub(r"([?&]password=)[^&]*", r"\1***", url)
 
 
 def study_names(storage: optuna.storages.BaseStorage) -> list[str]:

@@ -79,6 +79,8 @@ def test_a_python_workload_has_no_command_and_names_are_quoted(syn):
     settings = dataclasses.replace(syn.settings(syn.LR), workload="my dir/w.py:make")
     cmd = next_space([syn.trial(0, 0.1, lr=1e-3)], settings, study_name="a b", storage="sqlite:///x y.db").command
     assert "--workload 'my dir/w.py:make'" in cmd and "--storage 'sqlite:///x y.db'" in cmd and "--study 'a b-next'" in cmd
+    cmd = next_space([syn.trial(0, 0.1, lr=1e-3)], settings, storage="postgresql://me:hunter2@h/db").command
+    assert "hunter2" not in cmd and "--storage 'postgresql://me:***@h/db'" in cmd  # the report may be shared
 
 
 def test_every_trial_diverged_moves_the_lr_window_below_the_smallest_that_did(syn):

@@ -28,6 +28,7 @@ from adamtune.analysis._format import set_argument
 from adamtune.analysis._curves import stability
 from adamtune.analysis._select import Study, top_trials, unit, unpack
 from adamtune.config import TORCH_DEFAULTS, Config
+from adamtune.storage import redact
 from adamtune.errors import AdamtuneError
 from adamtune.space import Dimension, preset
 from adamtune.results import StudySettings
@@ -185,7 +186,7 @@ def _command(settings: StudySettings, study_name: str | None, storage: str | Non
     parts = ["adamtune", "tune", "--workload", settings.workload, "--optimizer", settings.optimizer,
              "--task", settings.task, "--budget", str(settings.budget)]
     if storage:
-        parts += ["--storage", storage]
+        parts += ["--storage", redact(storage)]  # the report may be shared: never a password
     if study_name:
         parts += ["--study", f"{study_name}-next"]
     for a in args:
