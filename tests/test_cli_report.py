@@ -119,6 +119,47 @@ def test_dashboard_bad_input_and_missing_package(tmp_path, monkeypatch):
                                 "pip install -c constraints.txt optuna-dashboard")
 
 
+def test_dashboard_on_an_address_it_cannot_bind_is_one_line(tmp_path, free_port):
+    import optuna
+    import socket
+
+    storage = f"sqlite:///{tmp_path / 'd.db'}"
+    optuna.create_study(study_name="s", storage=storage)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        r = runner.invoke(app, ["dashboard", "--storage", storage, "--port", str(port)])
+    assert r.exit_code == 2 and r.stderr.strip().splitlines() == [
+        f"adamtune: error: cannot serve on 127.0.0.1:{port}: Address already in use"]
+    r = runner.invoke(app, ["dashboard", "--storage", storage, "--host", "no-such-host.invalid"])
+    assert r.exit_code == 2 and len(r.stderr.strip().splitlines()) == 1
+    assert r.stderr.startswith("adamtune: error: cannot serve on no-such-host.invalid:8080: ")
+
+
+def test_ctrl_c_stops_the_dashboard_with_status_130(tmp_path, adamtune_command, free_port):
+    import signal
+
+    import optuna
+
+    storage = f"sqlite:///{tmp_path / 'd.db'}"
+    optuna.create_study(study_name="s", storage=storage)
+    proc = subprocess.Popen([adamtune_command, "dashboard", "--storage", storage, "--port", str(free_port())],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in proc.stderr:  # Bottle's banner: the server is about to serve
+            if "Hit Ctrl-C to quit" in line:
+                break
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines()[-1] == "adamtune: interrupted; the dashboard stopped"
+
+
 def test_dashboard_serves_the_storage_on_loopback(dashboard):
     proc, port = dashboard
     # It was started with this module and starts in seconds on an idle machine; on a busy 2-core

@@ -324,7 +324,10 @@ def dashboard(
     host: str = typer.Option("127.0.0.1", metavar="ADDRESS", help="Address to listen on. The default serves this machine only."),
     port: str = typer.Option("8080", metavar="PORT", help="Port to listen on (1-65535)."),
 ) -> None:
-    """Open the study storage in optuna-dashboard (interactive plots of every study in it)."""
+    """Open the study storage in optuna-dashboard (interactive plots of every study in it).
+
+    Ctrl-C stops it (exit status 130).
+    """
     from adamtune.storage import open_storage
 
     with _user_errors():
@@ -339,13 +342,28 @@ def dashboard(
         # bad URL or missing file: one line, not a server error; the dashboard reads through the
         # storage opened here (a bare postgresql:// gets the driver that is installed)
         store = open_storage(_on_disk(storage), must_exist=True)
+        _check_address(host, port_number)
         console.print(f"optuna-dashboard on http://{host}:{port_number}/ (Ctrl-C stops it)", highlight=False, markup=False)
         try:
             optuna_dashboard.run_server(store, host=host, port=port_number)
-        except OSError as e:
+        except OSError as e:  # taken in the moment since the check
             raise AdamtuneError(f"cannot serve on {host}:{port_number}: {e.strerror or e}") from None
-        except KeyboardInterrupt:
-            return
+        # The server runs until Ctrl-C, which Bottle catches: stopped by it, as tune is (status 130).
+        err.print("adamtune: interrupted; the dashboard stopped", highlight=False)
+        raise typer.Exit(130)
+
+
+def _check_address(host: str, port: int) -> None:
+    """Bind ``host:port`` as the dashboard's server will (and let go at once), so that an address
+    in use or a host that does not resolve is one line before the server prints anything."""
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as wsgiref's server binds
+            s.bind((host, port))
+    except (OSError, UnicodeError) as e:  # UnicodeError: a host name IDNA cannot encode
+        raise AdamtuneError(f"cannot serve on {host}:{port}: {getattr(e, 'strerror', None) or e}") from None
 
 
 # typer keeps the single line breaks of a docstring's later paragraphs, which then wrap mid-line
