@@ -167,6 +167,18 @@ def test_unknown_study_and_empty_best(finished, storage, tiny_file):
     assert r.exit_code == 2 and "name a study with --study; this storage holds 2: tiny, bad" in r.stderr
 
 
+def test_a_storage_with_no_study_says_how_to_make_one(tmp_path):
+    import optuna
+
+    path = tmp_path / "fresh db.db"
+    optuna.storages.RDBStorage(f"sqlite:///{path}")  # Optuna's tables, no study yet
+    for command in (["show"], ["best"], ["report"], ["show", "--study", "x"]):
+        r = runner.invoke(app, [*command, "--storage", f"sqlite:///{path}"])
+        missing = "no study 'x' in this storage, which holds none yet" if "x" in command else "this storage holds no study yet"
+        assert r.exit_code == 2 and r.stderr.strip() == (
+            f"adamtune: error: {missing}; `adamtune tune --storage 'sqlite:///{path}'` makes one")
+
+
 @pytest.mark.parametrize("args, message", [
     (["--seed", "-1"], "seed must be an integer in [0, 2**32), got -1"),
     (["--optimizer", "sgd"], "optimizer must be one of adamw, adam, adadelta, got 'sgd'"),

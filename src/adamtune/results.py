@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shlex
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,7 +20,7 @@ from adamtune.config import Config
 from adamtune.errors import AdamtuneError, StudyError, first_line
 from adamtune.retries import first_trials
 from adamtune.space import SearchSpace
-from adamtune.storage import DEFAULT_STORAGE, open_storage, study_names
+from adamtune.storage import DEFAULT_STORAGE, open_storage, redact, study_names
 from adamtune.trials import TrialRecord, TrialState, ranked, record_from_optuna
 
 SETTINGS_ATTR = "adamtune"
@@ -190,8 +191,13 @@ def load(study: str | None = None, storage: str | None = None) -> TuneResult:
         StorageError: the storage cannot be opened or does not exist.
         StudyError: no such study, or several and none named.
     """
-    store = open_storage(DEFAULT_STORAGE if storage is None else storage, must_exist=True)
+    url = DEFAULT_STORAGE if storage is None else storage
+    store = open_storage(url, must_exist=True)
     names = study_names(store)
+    if not names:
+        missing = ("this storage holds no study yet" if study is None
+                   else f"no study {study!r} in this storage, which holds none yet")
+        raise StudyError(f"{missing}; `adamtune tune --storage {shlex.quote(redact(url))}` makes one")
     if study is None:
         if len(names) != 1:
             listing = ", ".join(names) if names else "none"
