@@ -466,3 +466,10 @@ def test_help_names_what_each_option_takes_and_flows_its_paragraphs(adamtune_com
     # The second paragraph is reflowed to the width, not broken where the docstring's lines end.
     text = " ".join(line.strip() for line in r.stdout.splitlines()[:12])
     assert "every finished trial is kept, and running it again first runs the trials cut short again" in text
+    # Each option's help says what it takes: the names --set knows, each optimizer's budget rule, the
+    # default report's name.
+    flat = " ".join(r.stdout.replace("│", " ").split())
+    for words in ("NAME: lr, eps, weight_decay, beta1 and beta2 (Adam, AdamW), rho (Adadelta), max_grad_norm",
+                  "schedule (a value only: constant or cosine)", "Adadelta: lr; 10-24 +rho; 25+ +eps",
+                  "cpu, cuda or cuda:N.", "runs/x.db -> runs/x-report-STUDY.html"):
+        assert words in flat

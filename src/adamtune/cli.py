@@ -86,12 +86,16 @@ def tune(
     task: Optional[str] = typer.Option(None, metavar="TASK", help="Preset windows: generic, cnn, transformer, llm. Default: the workload's."),
     budget: Optional[str] = typer.Option(
         None, metavar="N",
-        help="Total trials of the study, 1 to 1000000 (default 16). It also picks what is tuned: <10 lr (+weight_decay "
-                   "from 6 for AdamW); 10-24 +beta1; 25-49 +eps; 50+ +beta2. Re-running continues the study; "
-                   "a budget it has reached runs nothing."),
+        help="Total trials of the study, 1 to 1000000 (default 16). It also picks what is tuned: AdamW: lr; 6-9 "
+             "+weight_decay; 10-24 +beta1; 25-49 +eps; 50+ +beta2. Adam: the same without weight_decay. Adadelta: lr; "
+             "10-24 +rho; 25+ +eps (it has no betas). Re-running continues the study; a budget it has reached runs "
+             "nothing."),
     set_: Optional[List[str]] = typer.Option(
-        None, "--set", metavar="NAME=WINDOW", help="NAME=LOW:HIGH[:log|:linear|:log1m] tunes NAME over a window (log1m: log of 1-x, for beta1, beta2, "
-             "rho); NAME=VALUE fixes it. Repeatable; a NAME given twice is refused."),
+        None, "--set", metavar="NAME=WINDOW",
+        help="NAME=LOW:HIGH[:log|:linear|:log1m] tunes NAME over a window (log1m: log of 1-x, for beta1, beta2, rho); "
+             "NAME=VALUE fixes it. NAME: lr, eps, weight_decay, beta1 and beta2 (Adam, AdamW), rho (Adadelta), "
+             "max_grad_norm (clipping; none or off: no clipping), warmup (a fraction of the steps, below 1), "
+             "schedule (a value only: constant or cosine). Repeatable; a NAME given twice is refused."),
     sampler: Optional[str] = typer.Option(
         None, metavar="NAME", help="quasi-random (scrambled Sobol), tpe, gp or random. Default: the study's last, else quasi-random; "
                    "it may change between runs of a study."),
@@ -101,7 +105,7 @@ def tune(
     study: Optional[str] = typer.Option(None, metavar="NAME", help="Study name. Default: the workload's name. An existing study is continued."),
     seed: Optional[str] = typer.Option(
         None, metavar="N", help="Seed of the sampler, the initial weights and the data order: 0 to 2**32-1. Default 0."),
-    device: Optional[str] = typer.Option(None, metavar="DEVICE", help="cpu or cuda. Default: cuda when available."),
+    device: Optional[str] = typer.Option(None, metavar="DEVICE", help="cpu, cuda or cuda:N. Default: cuda when available."),
     batch: str = typer.Option(
         "auto", metavar="auto|K", show_default=False, help="Trials trained at once as one vmapped model: auto (default: batched whenever the model "
                      "allows it), or a number; 1 = one at a time."),
@@ -109,7 +113,10 @@ def tune(
         None, metavar="SIZE", help="Memory the stacked trials may use, e.g. 2GB or 512MB. Default: 80% of free GPU memory, "
                    "or a quarter of free RAM. Larger batches run in chunks that fit."),
     no_report: bool = typer.Option(
-        False, "--no-report", metavar="", help="Do not write the HTML report (default: next to the storage, e.g. adamtune-report-STUDY.html)."),
+        False, "--no-report", metavar="",
+        help="Do not write the HTML report (default: it is written next to a SQLite storage and named after it, "
+             "runs/x.db -> runs/x-report-STUDY.html; for another storage, adamtune-report-STUDY.html in the "
+             "working directory)."),
 ) -> None:
     """Run (or continue) a study and print the best configuration as ready-to-paste PyTorch code.
 
@@ -301,7 +308,10 @@ def report(
     storage: str = typer.Option(DEFAULT_STORAGE, metavar="URL", show_default=False, help=STORAGE_HELP),
     study: Optional[str] = typer.Option(None, metavar="NAME", help="Study name (may be omitted when the storage holds one)."),
     out: Optional[str] = typer.Option(
-        None, "--out", "-o", metavar="FILE", help="HTML file to write. Default: next to the storage, e.g. adamtune-report-STUDY.html."),
+        None, "--out", "-o", metavar="FILE",
+        help="HTML file to write, never the storage or another SQLite database. Default: next to a SQLite storage and "
+             "named after it, runs/x.db -> runs/x-report-STUDY.html; for another storage, adamtune-report-STUDY.html "
+             "in the working directory."),
 ) -> None:
     """Write a self-contained HTML report: best configuration, findings with actions, plots, every trial."""
     from adamtune.analysis import analyze
