@@ -91,6 +91,7 @@ def test_bad_input_is_one_line_and_status_2(args, message, tmp_path, monkeypatch
     assert lines[0].startswith("adamtune: error: ")
     assert message in lines[0]
     assert "Traceback" not in r.output
+    assert r.stdout == ""  # not even an empty line
     assert not os.path.exists(tmp_path / "adamtune.db")  # bad input leaves no empty database behind
 
 

@@ -170,7 +170,8 @@ def tune(
                 notice=lambda msg: progress.console.print(f"[yellow]note:[/] {msg}", highlight=False),
             )
         finally:
-            progress.stop()
+            if progress.live.is_started:  # stopping a progress never started prints an empty line
+                progress.stop()
         console.print()
         best = best_trials(result)
         if best:
