@@ -167,6 +167,18 @@ def test_snippet_is_runnable_and_builds_the_same_optimizer(cfg):
     assert "betas=(1," not in python_snippet(cfg) and ", 1)" not in python_snippet(cfg)
 
 
+@pytest.mark.parametrize("cfg", [Config(lr=1e-3, warmup=0.1, schedule="cosine"), Config(optimizer="adam", lr=2e-3, warmup=0.05)])
+def test_a_snippet_with_a_schedule_runs_as_pasted_and_schedules_as_the_trial_did(cfg):
+    model = Net()
+    namespace = {"torch": torch, "model": model}  # what a training script has; nothing of adamtune
+    exec(python_snippet(cfg, total_steps=400), namespace)
+    assert namespace["total_steps"] == 400
+    want = make_scheduler(make_optimizer(Net(), cfg), cfg, total_steps=400)
+    got = namespace["scheduler"]
+    for step in (0, 19, 20, 39, 40, 200, 399):
+        assert got.lr_lambdas[0](step) == want.lr_lambdas[0](step)
+
+
 @pytest.mark.parametrize("optimizer", ["adam", "adamw"])
 def test_make_optimizer_runs_torchs_fused_kernel_and_matches_the_default(optimizer):
     torch.manual_seed(0)

@@ -124,7 +124,8 @@ def tune(
     it again first runs the trials cut short again, with the same hyperparameters and initial
     weights.
     """
-    from adamtune.report.terminal import best_snippet, best_trials, counts_line, fmt, trial_value_text, trials_table
+    from adamtune.report.terminal import (best_snippet, best_step_note, best_trials, counts_line, fmt, trial_value_text,
+                                         trials_table)
     from adamtune.trials import trials_text
     from adamtune.results import tuned_description
     from adamtune.study import tune as run_tune
@@ -181,7 +182,9 @@ def tune(
         if snippet is None:
             console.print("no trial completed, so there is no best configuration yet")
         else:
-            console.print(f"\nBest: trial {result.best.number}, {result.settings.metric} = {fmt(result.best_value)}. Paste:\n",
+            note = best_step_note(result)
+            console.print(f"\nBest: trial {result.best.number}, {result.settings.metric} = {fmt(result.best_value)}"
+                          f"{f' ({note})' if note else ''}. Paste:\n",
                           highlight=False)
             print(snippet)
         from adamtune.report.findings import finish_study

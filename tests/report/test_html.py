@@ -240,3 +240,47 @@ def test_a_trial_that_ran_again_a_trial_cut_short_says_which(tmp_path):
     assert rows.count("reruns trial") == 1 and "reruns trial 1 (cut short)" in rows
     header = page[:page.index("<nav")]
     assert '<span class="note">(1 cut short, not counted in the budget)</span>' in header
+
+
+def test_a_scheduled_best_trial_shows_its_schedule_and_a_snippet_that_defines_its_steps(tmp_path):
+    import dataclasses
+
+    from adamtune.analysis import analyze
+    from adamtune.report.html import render_html
+    from adamtune.report.terminal import best_snippet
+    from adamtune.workloads import load_workload
+
+    w = dataclasses.replace(load_workload("digits-mlp"), steps=30, eval_every=10)
+    result = adamtune.tune(w, budget=2, storage=f"sqlite:///{tmp_path / 's.db'}", pruner="none",
+                           space=["warmup=0.1", "schedule=cosine"], notice=lambda m: None)
+    snippet = best_snippet(result)
+    assert "import adamtune\ntotal_steps = 30  #" in snippet
+    card = render_html(analyze(result)).split('id="best"')[1].split("</section>")[0]
+    assert "<th>schedule</th><td>cosine</td>" in card and "<th>warmup</th><td>0.1</td>" in card
+    assert "total_steps = 30" in card
+
+
+def test_a_best_value_reached_before_the_end_says_at_which_step():
+    from adamtune.report.terminal import best_step_note
+
+    analysis = _study_ending_above_its_best()
+    note = best_step_note(analysis.result)
+    assert note == "its best evaluation, at step 20 of 30; it ended at 0.9: keep the checkpoint of step 20, or train 20 steps"
+    from adamtune.report.html import render_html
+    card = render_html(analysis).split('id="best"')[1].split("</section>")[0]
+    assert "Its best evaluation, at step 20 of 30" in card
+
+
+def _study_ending_above_its_best():
+    import tempfile
+
+    from adamtune.analysis import analyze
+
+    def objective(config, trial):
+        for step, v in ((10, 1.0), (20, 0.5), (30, 0.9)):
+            trial.report(step, v)
+        return 0.5
+
+    with tempfile.TemporaryDirectory() as d:
+        result = adamtune.tune(objective, budget=1, storage=f"sqlite:///{d}/s.db", study="early")
+        return analyze(result)

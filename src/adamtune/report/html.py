@@ -12,10 +12,10 @@ import re
 from pathlib import Path
 
 from adamtune.analysis import Finding, NextSpace, StudyAnalysis, analyze, window_text
-from adamtune.config import Config, python_snippet
+from adamtune.config import Config
 from adamtune.errors import AdamtuneError
 from adamtune.report import plots
-from adamtune.report.terminal import fmt
+from adamtune.report.terminal import best_snippet, best_step_note, fmt
 from adamtune.storage import SQLITE_MAGIC, sqlite_path
 from adamtune.results import TuneResult
 from adamtune.trials import TrialRecord, TrialState, trials_text
@@ -173,9 +173,11 @@ show what happened to the trials that ran.</p></section>"""
     rows = "".join(
         f'<tr class="{"tuned" if name in tuned else "fixed"}"><th>{e(name)}</th>'
         f'<td>{e(fmt(v) if isinstance(v, float) else ("off" if v is None else v))}</td></tr>'
-        for name, v in cfg.params().items()
+        for name, v in {**cfg.params(), **({"schedule": cfg.schedule} if cfg.schedule != "constant" else {})}.items()
     )
-    snippet = python_snippet(cfg)
+    snippet = best_snippet(r)
+    note = best_step_note(r)
+    at_step = f'\n    <p class="note">{e(note[0].upper() + note[1:])}.</p>' if note else ""
     runners = ""
     if len(a.top) > 1:
         head = "".join(f"<th>{e(n)}</th>" for n in ("trial", s.metric, *s.space.tuned))
@@ -192,7 +194,7 @@ show what happened to the trials that ran.</p></section>"""
     <h2>Recommended configuration</h2>
     <div class="bignum"><span class="value">{e(fmt(r.best.value))}</span>
       <span class="unit">{e(s.metric)}</span></div>
-    <div class="sub">trial {e(r.best.number)} · {e(cfg.optimizer)} · {e(r.best.steps)} steps</div>
+    <div class="sub">trial {e(r.best.number)} · {e(cfg.optimizer)} · {e(r.best.steps)} steps</div>{at_step}
     <table class="params">{rows}</table>
     <p class="note"><span class="legend-dot">●</span> tuned; the others are fixed or PyTorch's defaults.</p>
   </div>

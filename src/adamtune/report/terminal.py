@@ -87,7 +87,32 @@ def retries_line(result: TuneResult) -> str | None:
 
 def best_snippet(result: TuneResult) -> str | None:
     cfg = result.best_config
-    return None if cfg is None else python_snippet(cfg)
+    return None if cfg is None else python_snippet(cfg, total_steps=_planned_steps(result))
+
+
+def best_step_note(result: TuneResult) -> str | None:
+    """Where the best trial's value comes from when it is not its last evaluation (the objective
+    is a trial's best evaluation): the step to stop at, or None."""
+    best = result.best
+    if best is None:
+        return None
+    values = best.curve.metrics.get(result.settings.metric, ())
+    if not values or len(values) != len(best.curve.steps) or values[-1] == best.value:
+        return None
+    hits = [step for step, v in zip(best.curve.steps, values) if v == best.value]
+    if not hits:
+        return None
+    return (f"its best evaluation, at step {hits[0]} of {best.steps}; it ended at {fmt(values[-1])}: "
+            f"keep the checkpoint of step {hits[0]}, or train {hits[0]} steps")
+
+
+def _planned_steps(result: TuneResult) -> int | None:
+    """The steps a trial of the study trains when it runs to the end (the workload's)."""
+    steps = result.settings.workload_info.get("steps")
+    if isinstance(steps, int) and not isinstance(steps, bool) and steps >= 1:
+        return steps
+    done = [t.steps for t in result.trials if t.state == TrialState.COMPLETE and t.steps]
+    return max(done) if done else None
 
 
 def config_dict(config: Config) -> dict[str, Any]:
