@@ -46,6 +46,20 @@ def test_lower_edge_and_maximize(syn):
     assert check_of(boundary_check(trials, settings), "lr").edge == "upper"
 
 
+def test_widened_down_the_window_leaves_out_the_lrs_where_every_trial_diverged(syn):
+    # best at the lower edge; every trial from position 0.6 up diverged: the widened window
+    # stops below the first diverged lr instead of keeping the window's top
+    diverged = {4: syn.S.DIVERGED, 5: syn.S.DIVERGED, 6: syn.S.DIVERGED, 7: syn.S.DIVERGED}
+    trials, settings = study(syn, lambda u: u, states=diverged)
+    lr = check_of(boundary_check(trials, settings), "lr")
+    assert lr.edge == "lower" and lr.proposal.low == pytest.approx(10 ** -6.5)
+    first_diverged = syn.lr_at(0.6)  # 6.3e-4
+    assert lr.proposal.high == pytest.approx(6e-4) and lr.proposal.high <= first_diverged
+    # a diverged trial below a stable one (other hyperparameters at play): the top is kept
+    trials, settings = study(syn, lambda u: u, states={1: syn.S.DIVERGED, 6: syn.S.DIVERGED})
+    assert check_of(boundary_check(trials, settings), "lr").proposal.high == pytest.approx(1e-2)
+
+
 def test_a_best_trial_at_the_edge_with_the_others_elsewhere_does_not_fire(syn):
     # best at 0.95, the next best at 0.15 and 0.3: the dimension does not pull towards the edge
     values = {0.95: 0.1, 0.15: 0.2, 0.3: 0.25}

@@ -25,7 +25,9 @@ that already is such a hard limit is noted (``edge`` set) but proposes nothing.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import math
 from collections.abc import Sequence
 
 from adamtune.analysis._curves import stability
@@ -89,7 +91,8 @@ def boundary_check(study: Study, settings: StudySettings | None = None) -> tuple
     top = top_trials(trials, settings.direction)
     if len(top) < MIN_COMPLETED:
         top = []
-    stable_lr = stability(trials, settings).largest_stable_lr
+    stab = stability(trials, settings)
+    stable_lr = stab.largest_stable_lr
     out = []
     for dim in settings.space.dimensions:
         sampled = [t for t in trials if unit(dim, t) is not None and t.state != TrialState.FAILED]
@@ -115,8 +118,21 @@ def boundary_check(study: Study, settings: StudySettings | None = None) -> tuple
             if beyond:
                 edge, limit = None, tuple(beyond)
         proposal = widen(dim, edge, settings.space) if edge is not None else None
+        cut = stab.smallest_diverged_lr
+        if (proposal is not None and dim.name == "lr" and edge == LOWER and cut is not None and not stab.overlap
+                and stab.best_lr is not None and stab.best_lr < cut < proposal.high):
+            # Widened down, the top of the window is where every trial diverged: leave it out,
+            # so the next budget is not spent there again.
+            with contextlib.suppress(AdamtuneError):
+                proposal = Dimension(dim.name, proposal.low, round_down(cut), dim.scale)
         out.append(BoundaryCheck(dim.name, dim, band, best, positions, edge, limit, proposal))
     return tuple(out)
+
+
+def round_down(x: float) -> float:
+    """``x`` rounded down to one significant figure (0.505 -> 0.5), a window edge that reads well."""
+    scale = 10 ** math.floor(math.log10(x))
+    return math.floor(x / scale * (1 + 1e-12)) * scale
 
 
 def _lr_explains(trial: TrialRecord, stable_lr: float | None) -> bool:

@@ -19,11 +19,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import math
 import shlex
 from collections.abc import Sequence
 
-from adamtune.analysis._boundary import BoundaryCheck, boundary_check
+from adamtune.analysis._boundary import BoundaryCheck, boundary_check, round_down
 from adamtune.analysis._format import set_argument
 from adamtune.analysis._curves import stability
 from adamtune.analysis._select import Study, top_trials, unit, unpack
@@ -129,7 +128,7 @@ def next_space(
             dims.append(NextDimension(dim.name, WIDEN, check.proposal, dim, f"the best trials sit at its {check.edge} edge"))
             continue
         if dim.name == "lr" and diverged_lr is not None:
-            high = _round_down(min(dim.high, diverged_lr / LOWER_BELOW))
+            high = round_down(min(dim.high, diverged_lr / LOWER_BELOW))
             with contextlib.suppress(AdamtuneError):
                 window = Dimension(dim.name, high / 10 ** LOWER_DECADES, high, dim.scale)
                 dims.append(NextDimension(dim.name, LOWER, window, dim,
@@ -172,12 +171,6 @@ def _window(dim: Dimension, lo: float, hi: float) -> Dimension:
         return Dimension(dim.name, dim.from_unit(lo), dim.from_unit(hi), dim.scale)
     except AdamtuneError:
         return dim
-
-
-def _round_down(x: float) -> float:
-    """``x`` rounded down to one significant figure (0.505 -> 0.5), a window edge that reads well."""
-    scale = 10 ** math.floor(math.log10(x))
-    return math.floor(x / scale * (1 + 1e-12)) * scale
 
 
 def _command(settings: StudySettings, study_name: str | None, storage: str | None, args: Sequence[str]) -> str | None:
