@@ -17,11 +17,11 @@ import optuna
 
 from adamtune import guide
 from adamtune.config import Config
-from adamtune.errors import AdamtuneError, StudyError, first_line
+from adamtune.errors import AdamtuneError, StudyError
 from adamtune.retries import first_trials
 from adamtune.space import SearchSpace
 from adamtune.storage import DEFAULT_STORAGE, open_storage, redact, study_names
-from adamtune.trials import TrialRecord, TrialState, ranked, record_from_optuna
+from adamtune.trials import TrialRecord, TrialState, malformed_reason, ranked, record_from_optuna
 
 SETTINGS_ATTR = "adamtune"
 # StudySettings.space_budget, kept in an attribute of its own: adamtune versions that predate
@@ -84,7 +84,7 @@ class StudySettings:
         try:
             d["space"] = SearchSpace.from_dict(d["space"])
         except (AdamtuneError, TypeError, KeyError, ValueError, AttributeError) as e:
-            raise ValueError(f"space: {_reason(e)}") from None
+            raise ValueError(f"space: {malformed_reason(e)}") from None
         if d["optimizer"] != d["space"].optimizer:
             raise ValueError(f"optimizer {d['optimizer']!r} is not the search space's {d['space'].optimizer!r}")
         if d["task"] not in guide.TASKS:
@@ -106,10 +106,6 @@ _STORED: dict[str, tuple[tuple[type, ...], str]] = {
 }
 
 _CHANGED = "the database was changed outside adamtune"
-
-
-def _reason(e: BaseException) -> str:
-    return f"no {e.args[0]!r}" if isinstance(e, KeyError) and e.args else first_line(e)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -200,12 +196,11 @@ def load(study: str | None = None, storage: str | None = None) -> TuneResult:
         raise StudyError(f"{missing}; `adamtune tune --storage {shlex.quote(redact(url))}` makes one")
     if study is None:
         if len(names) != 1:
-            listing = ", ".join(names) if names else "none"
-            raise StudyError(f"name a study with --study; this storage holds {len(names)}: {listing}")
+            raise StudyError(f"name a study with --study; this storage holds {len(names)}: {', '.join(names)}")
         study = names[0]
     existing = load_existing(store, study)
     if existing is None:
-        raise StudyError(f"no study {study!r} in this storage; it holds: {', '.join(names) or 'none'}")
+        raise StudyError(f"no study {study!r} in this storage; it holds: {', '.join(names)}")
     return result_of(existing)
 
 

@@ -594,9 +594,10 @@ def check_max_memory(max_memory: int | None, wanted: int | None, workload: Workl
     if max_memory is None or wanted == 1 or workload is None:
         return
     try:
-        if why_not_batchable(workload.model()):  # trained one at a time anyway: no stack to fit
+        model = workload.model()
+        if why_not_batchable(model):  # trained one at a time anyway: no stack to fit
             return
-        one = member_bytes(workload, device)
+        one = member_bytes(workload, device, model)
     except (Exception, SystemExit):  # noqa: BLE001 - a broken model is each trial's failure to record, not bad input
         return
     if one > max_memory:
@@ -618,8 +619,9 @@ def resolve_batch(wanted: int | None, workload: Workload | None, sampler: str, r
     if wanted == 1 or remaining <= 1:
         return 1
     try:
-        reason = why_not_batchable(workload.model())
-        fits = members_per_chunk(workload, device, max_memory)
+        model = workload.model()
+        reason = why_not_batchable(model)
+        fits = members_per_chunk(workload, device, max_memory, model)
     except (Exception, SystemExit) as e:  # the user's model or loss is broken: each trial records it as failed
         notice(f"training trials one at a time: building the model to plan a batch failed ({type(e).__name__}: {first_line(e)})")
         return 1

@@ -16,7 +16,7 @@ from typing import Any
 
 import optuna
 
-from adamtune.errors import StudyError
+from adamtune.errors import StudyError, first_line
 
 # Trial user attributes written by the engines (the names are a storage format: keep them).
 ATTR_STATE = "adamtune_state"
@@ -192,14 +192,14 @@ def _stored(trial: optuna.trial.FrozenTrial, key: str, read: Any, default: Any =
     except (TypeError, ValueError, KeyError, AttributeError) as e:
         text = repr(value)
         got = text if len(text) <= 60 else text[:57] + "..."
-        raise StudyError(f"trial {trial.number} has a malformed {key!r} attribute ({_reason(e)}, got {got})") from None
+        raise StudyError(f"trial {trial.number} has a malformed {key!r} attribute ({malformed_reason(e)}, got {got})") from None
 
 
-def _reason(e: Exception) -> str:
+def malformed_reason(e: BaseException) -> str:
+    """What is wrong with a stored value, from the error reading it raised, in a few words."""
     if isinstance(e, KeyError):
         return f"no {e.args[0]!r}" if e.args else "a key is missing"
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
+    return first_line(e)
 
 
 def _count(value: Any) -> int:

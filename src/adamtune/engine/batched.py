@@ -210,15 +210,22 @@ def default_memory_budget(device: torch.device | str) -> int:
     return int(pages // 4)
 
 
-def members_per_chunk(workload: Workload, device: torch.device | str, budget_bytes: int | None = None) -> int:
-    """How many members fit the memory budget: params, grads, two optimizer states, activations."""
+def members_per_chunk(workload: Workload, device: torch.device | str, budget_bytes: int | None = None,
+                      model: nn.Module | None = None) -> int:
+    """How many members fit the memory budget: params, grads, two optimizer states, activations.
+
+    ``model``: one the caller already built from ``workload.model()`` (else one is built).
+    """
     budget = budget_bytes if budget_bytes is not None else default_memory_budget(device)
-    return max(1, int(budget // member_bytes(workload, device)))
+    return max(1, int(budget // member_bytes(workload, device, model)))
 
 
-def member_bytes(workload: Workload, device: torch.device | str) -> int:
-    """The memory one member of a stack takes: params, grads, two optimizer states, activations."""
-    model = workload.model().to(device)
+def member_bytes(workload: Workload, device: torch.device | str, model: nn.Module | None = None) -> int:
+    """The memory one member of a stack takes: params, grads, two optimizer states, activations.
+
+    ``model``: one the caller already built from ``workload.model()`` (else one is built).
+    """
+    model = (workload.model() if model is None else model).to(device)
     param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     return max(1, 4 * param_bytes + 2 * activation_bytes(workload, model, device))  # x2: eval and headroom
 
