@@ -139,19 +139,32 @@ def test_dashboard_on_an_address_it_cannot_bind_is_one_line(tmp_path, free_port)
 
 def test_ctrl_c_stops_the_dashboard_with_status_130(tmp_path, adamtune_command, free_port):
     import signal
+    import socket
 
     import optuna
 
     storage = f"sqlite:///{tmp_path / 'd.db'}"
     optuna.create_study(study_name="s", storage=storage)
-    proc = subprocess.Popen([adamtune_command, "dashboard", "--storage", storage, "--port", str(free_port())],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    port = free_port()
+    # PYTHONFAULTHANDLER: should it ever not stop, SIGABRT makes it print where every thread is.
+    proc = subprocess.Popen([adamtune_command, "dashboard", "--storage", storage, "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONFAULTHANDLER": "1"})
     try:
-        for line in proc.stderr:  # Bottle's banner: the server is about to serve
-            if "Hit Ctrl-C to quit" in line:
+        deadline = time.monotonic() + 300
+        while proc.poll() is None and time.monotonic() < deadline:  # Ctrl-C as a user would: once it serves
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=5).close()
                 break
+            except OSError:
+                time.sleep(0.2)
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=120)
+        try:
+            _, err = proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            proc.send_signal(signal.SIGABRT)
+            _, err = proc.communicate(timeout=60)
+            pytest.fail(f"the dashboard did not stop on SIGINT within 120 s; its threads:\n{err}")
     finally:
         if proc.poll() is None:
             proc.kill()
