@@ -163,3 +163,19 @@ def test_widening_respects_hard_limits(dim, edge, expect):
 
 def test_an_edge_at_a_hard_limit_proposes_nothing():
     assert widen(Dimension("weight_decay", 0.0, 0.1, "linear"), "lower", preset()) is None
+
+
+def test_best_trials_crowding_the_edge_fire_though_the_best_is_just_outside_the_band(syn):
+    # 20 trials, band 10%: the best at 0.88 with the next best at 0.99 and 0.93 crowd the top edge
+    positions = tuple(i / 20 for i in range(17)) + (0.88, 0.93, 0.99)
+    values = {0.88: 0.1, 0.99: 0.11, 0.93: 0.12}
+    trials, settings = study(syn, lambda u: values.get(u, 1.0), positions=positions)
+    lr = check_of(boundary_check(trials, settings), "lr")
+    assert lr.band == pytest.approx(0.1) and lr.edge == "upper"
+    (f,) = boundary_findings(boundary_check(trials, settings))
+    assert "is 12% of the window's width from its top" in f.detail
+    assert "(trial 19, lr=" in f.detail and "is 1%)" in f.detail
+    # the best outside the outer quarter: the others at the edge do not make it one
+    values = {0.7: 0.1, 0.99: 0.11, 0.93: 0.12}
+    trials, settings = study(syn, lambda u: values.get(u, 1.0), positions=positions[:14] + (0.7, 0.93, 0.99))
+    assert check_of(boundary_check(trials, settings), "lr").edge is None

@@ -8,7 +8,9 @@ The rule, per dimension and edge (positions are ``Dimension.to_unit``: 0 at ``lo
 
 - the best trial lies within ``EDGE_BAND`` (10%) of the edge -- or within ``1/n`` of it for a
   study of ``n`` trials, since a quasi-random search of n points leaves gaps of about 1/n and
-  cannot place a point any closer -- and
+  cannot place a point any closer -- or it lies in the outer ``NEAR`` (quarter) of the window
+  and another of the best trials lies within that band: best trials at 0.89, 0.95 and 0.99
+  crowd the edge as much as 0.91, 0.80 and 0.75 do, and
 - every one of the best trials (top 10% of the completed trials, at least 3) lies in the half
   of the window on that side, so one lucky trial in a dimension that does not matter does not
   fire it.
@@ -40,6 +42,7 @@ from adamtune.results import StudySettings
 from adamtune.trials import TrialRecord, TrialState
 
 EDGE_BAND = 0.1
+NEAR = 0.25
 WIDEN = 0.5
 MIN_COMPLETED = 2
 LOWER, UPPER = "lower", "upper"
@@ -104,9 +107,9 @@ def boundary_check(study: Study, settings: StudySettings | None = None) -> tuple
         best = positions[0][1]
         us = [u for _, u in positions]
         edge = None
-        if best <= band and all(u <= 0.5 for u in us):
+        if best <= NEAR and min(us) <= band and all(u <= 0.5 for u in us):
             edge = LOWER
-        elif best >= 1 - band and all(u >= 0.5 for u in us):
+        elif best >= 1 - NEAR and max(us) >= 1 - band and all(u >= 0.5 for u in us):
             edge = UPPER
         limit: tuple[int, ...] = ()
         if edge is not None:
@@ -182,7 +185,9 @@ def boundary_findings(checks: Sequence[BoundaryCheck]) -> tuple[Finding, ...]:
         side_value = c.window.high if c.edge == UPPER else c.window.low
         beyond = "above" if c.edge == UPPER else "below"
         where = "top" if c.edge == UPPER else "bottom"
-        distance = (1 - c.best_position) if c.edge == UPPER else c.best_position
+        nearest, u_nearest = min(c.top_positions, key=lambda p: _distance(p[1], c.edge))
+        closer = ("" if nearest == numbers[0] else f" (trial {nearest}, {c.name}={fmt(c.window.from_unit(u_nearest))}, "
+                  f"is {_distance(u_nearest, c.edge):.0%})")
         n = len(numbers)
         every = ("it is the only completed trial and lies" if n == 1 else
                  f"both best trials ({trial_list(numbers)}) lie" if n == 2 else
@@ -193,7 +198,8 @@ def boundary_findings(checks: Sequence[BoundaryCheck]) -> tuple[Finding, ...]:
             title=f"{c.name}: the best trials sit at the {c.edge} edge of its window {window_text(c.window)}",
             detail=(
                 f"The best trial ({numbers[0]}, {c.name}={fmt(c.window.from_unit(c.best_position))}) is "
-                f"{distance:.0%} of the window's width from its {where} ({scale}), and {every} in that half. "
+                f"{_distance(c.best_position, c.edge):.0%} of the window's width from its {where} ({scale}){closer}, "
+                f"and {every} in that half. "
                 f"The optimum may lie {beyond} {fmt(side_value)}: widen the window to "
                 f"{window_text(c.proposal)}."
             ),
@@ -201,6 +207,11 @@ def boundary_findings(checks: Sequence[BoundaryCheck]) -> tuple[Finding, ...]:
             suggestion=(f"--set {c.set_argument}",),
         ))
     return tuple(out)
+
+
+def _distance(u: float, edge: str) -> float:
+    """How far position ``u`` is from ``edge``, in units of the window's width."""
+    return 1 - u if edge == UPPER else u
 
 
 def _limit_finding(c: BoundaryCheck) -> Finding:
