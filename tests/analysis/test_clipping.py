@@ -60,6 +60,14 @@ def test_a_threshold_that_clipped_most_steps_is_too_aggressive(syn):
     assert f.severity == "warning" and "ran with max_grad_norm=1.2, which clipped 79% of its steps" in f.detail
 
 
+def test_a_threshold_that_clipped_some_steps_is_said_without_a_warning(syn):
+    norms = syn.norms(STEADY, max_grad_norm=1.8)  # clipped 19% of the steps (1.81 .. 1.99)
+    trials, settings = study(syn, syn.trial(0, 0.1, grad_norms=norms, config={"max_grad_norm": 1.8}, lr=1e-3))
+    (f,) = clip_findings(clip_advice(trials, settings))
+    assert f.severity == "info" and "Too aggressive" not in f.detail
+    assert "It ran with max_grad_norm=1.8, which clipped 19% of its steps." in f.detail
+
+
 def test_no_recorded_norms_no_advice(syn):
     trials, settings = study(syn, syn.trial(0, 0.1, lr=1e-3))
     assert clip_advice(trials, settings) is None and clip_findings(None) == ()

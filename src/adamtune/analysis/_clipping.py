@@ -102,8 +102,12 @@ def clip_findings(advice: ClipAdvice | None) -> tuple[Finding, ...]:
             detail += " (" + ", ".join(f"trial {n}: {f:.0%}" for n, f in others) + ")"
         detail += "."
     warn = []
-    if a.current is not None and a.current_clipped is not None and a.current_clipped > guide.CLIP_TOO_OFTEN:
-        warn.append(f"it ran with max_grad_norm={fmt(a.current)}, which clipped {a.current_clipped:.0%} of its steps")
+    if a.current is not None and a.current_clipped is not None:
+        ran = f"it ran with max_grad_norm={fmt(a.current)}, which clipped {a.current_clipped:.0%} of its steps"
+        if a.current_clipped > guide.CLIP_TOO_OFTEN:
+            warn.append(ran)
+        else:
+            detail += f" {ran[0].upper()}{ran[1:]}."
     if own is not None and own > guide.CLIP_TOO_OFTEN:
         warn.append(f"this threshold would clip {own:.0%} of its steps")
     if warn:
