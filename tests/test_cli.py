@@ -230,6 +230,7 @@ def test_cli_end_to_end_in_real_processes(tmp_path, tiny_ref, adamtune_command):
     assert all(t["state"] == "complete" for t in data["trials"])
     r = runner.invoke(app, ["best", "--storage", db])
     assert r.exit_code == 0 and r.stdout.count("torch.optim.AdamW(") == 1
+    assert r.stdout.startswith(f"# study tiny: best trial {data['best']['number']}, ")
     ns = {}
     import torch
     ns.update(torch=torch, model=torch.nn.Linear(2, 2))

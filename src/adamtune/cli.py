@@ -234,9 +234,13 @@ def best(
     storage: str = typer.Option(DEFAULT_STORAGE, metavar="URL", show_default=False, help=STORAGE_HELP),
     study: Optional[str] = typer.Option(None, metavar="NAME", help="Study name (may be omitted when the storage holds one)."),
 ) -> None:
-    """Print the best configuration as ready-to-paste PyTorch code."""
+    """Print the best configuration as ready-to-paste PyTorch code.
+
+    Its first lines are comments naming the study, the best trial and its value, and the step
+    to stop at when the trial's best evaluation was not its last.
+    """
     from adamtune.errors import StudyError
-    from adamtune.report.terminal import best_snippet
+    from adamtune.report.terminal import best_snippet, best_step_note, fmt
     from adamtune.results import load
 
     with _user_errors():
@@ -244,6 +248,11 @@ def best(
         snippet = best_snippet(result)
         if snippet is None:
             raise StudyError(f"study {result.study_name!r} has no completed trial yet")
+        print(f"# study {result.study_name}: best trial {result.best.number}, "
+              f"{result.settings.metric} = {fmt(result.best_value)}")
+        note = best_step_note(result)
+        if note:
+            print(f"# {note}")
         print(snippet)
 
 
