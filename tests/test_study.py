@@ -142,11 +142,11 @@ def _exiting_loss(output, target):
 @pytest.mark.parametrize("batch", [1, 4], ids=["sequential", "batched"])
 def test_a_trial_whose_code_calls_sys_exit_fails_and_is_not_left_running(storage, batch):
     w = dataclasses.replace(load_workload("digits-mlp"), steps=20, eval_every=10, loss=_exiting_loss)
-    r = adamtune.tune(w, budget=4, batch=batch, storage=storage, max_consecutive_failures=10, notice=lambda m: None)
+    r = adamtune.tune(w, budget=4, batch=batch, storage=storage, max_consecutive_failures=None, notice=lambda m: None)
     assert [t.state for t in r.trials] == [TrialState.FAILED] * 4
     assert all("SystemExit: 4" in t.error for t in r.trials)
     objective_mode = adamtune.tune(lambda config, trial: exit(3), budget=2, storage=storage, study="exits",
-                                   max_consecutive_failures=10)
+                                   max_consecutive_failures=None)
     assert [t.state for t in objective_mode.trials] == [TrialState.FAILED] * 2
 
 
@@ -156,6 +156,21 @@ def test_consecutive_failures_stop_with_clear_message(storage, tiny_file):
         adamtune.tune(f"{TINY}:broken", budget=10, storage=storage, notice=lambda m: None)
     r = adamtune.load("broken", storage)
     assert len(r.trials) == 3 and all(t.state == TrialState.FAILED for t in r.trials)
+
+
+def test_a_run_whose_every_trial_failed_stops_with_the_last_error(storage, tiny_file):
+    # fewer than max_consecutive_failures, but every one of them: a script must not read success
+    with pytest.raises(StudyError, match=r"every trial of this run failed \(2\)\. Last error: RuntimeError: model "
+                                         r"factory exploded \(full tracebacks: adamtune show --study broken\)"):
+        adamtune.tune(f"{tiny_file}:broken", budget=2, storage=storage, notice=lambda m: None)
+    assert [t.state for t in adamtune.load("broken", storage).trials] == [TrialState.FAILED] * 2
+
+    def flaky(config, trial):  # one failure among trials that train: the run goes on and returns
+        if trial.number == 0:
+            raise ValueError("first one broke")
+        return 1.0
+    r = adamtune.tune(flaky, budget=2, storage=storage, study="flaky")
+    assert [t.state for t in r.trials] == [TrialState.FAILED, TrialState.COMPLETE]
 
 
 def test_reproducible_on_fresh_storages(tmp_path, tiny_ref):

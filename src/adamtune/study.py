@@ -328,7 +328,7 @@ def tune(
     batch: int | str = "auto",
     max_memory: int | None = None,
     notice: Callable[[str], None] | None = None,
-    max_consecutive_failures: int = 3,
+    max_consecutive_failures: int | None = 3,
 ) -> TuneResult:
     """Tune an Adam-family optimizer and keep every trial in ``storage``.
 
@@ -348,6 +348,8 @@ def tune(
         study: the study name (default: the workload's name, or the objective's).
         seed: fixes the sampler, every trial's initial weights and the minibatch order.
         direction: objective mode only: ``minimize`` (default) or ``maximize``.
+        device: where managed trials train (``"cpu"``, ``"cuda"``, ``"cuda:1"``; default: CUDA
+            when available).
         batch: how many trials train at once as one vmapped model: ``"auto"`` (default:
             batched whenever the workload allows it), or a number (1 = sequential).
         max_memory: bytes the stacked members may use (default: 80% of free GPU memory, or a
@@ -356,6 +358,9 @@ def tune(
         on_start: called once with the settings and the number of trials to run.
         notice: called with one-line notices (e.g. why batching fell back to sequential);
             default: ``warnings.warn``.
+        max_consecutive_failures: stop with StudyError once this many trials in a row failed
+            (the user's code raised), and at the end of a run in which every trial failed; None
+            never stops for failures. Failed trials are kept, with their tracebacks, either way.
 
     Ctrl-C (KeyboardInterrupt) or SIGTERM (``kill``, ``timeout``, a scheduler's time limit;
     raised as ``adamtune.Terminated``, a KeyboardInterrupt, where SIGTERM has Python's default
@@ -364,6 +369,7 @@ def tune(
 
     Raises:
         AdamtuneError: any bad input, with a message naming what must hold.
+        StudyError: trials failed as ``max_consecutive_failures`` says.
     """
     url = DEFAULT_STORAGE if storage is None else storage
     check_url(url)
@@ -510,6 +516,8 @@ def tune(
                 else:
                     runner.run_one()
                 remaining = runner.remaining(settings.budget)  # other workers sharing the study count too
+        if runner.failures and not runner.ended and max_consecutive_failures is not None:
+            raise runner.failed(f"every trial of this run failed ({runner.failures})")
         return result_of(the_study, settings)
     finally:
         settle(store)
@@ -654,7 +662,9 @@ class _Runner:
         self.objective_fn, self.device, self.on_trial = objective_fn, device, on_trial
         self.max_failures = max_failures
         self.notice = notice
-        self.failures = 0
+        self.failures = 0  # in a row
+        self.ended = 0  # trials this run that trained and were stored (complete, pruned or diverged)
+        self.last_error = "unknown"  # the last line of the last failed trial's traceback
         self.heartbeat: Heartbeat | None = None  # stamps the trials made, while tune() trains
         self.retries: list[int] = []  # the study's retries of trials cut short, read at each ask
 
@@ -863,6 +873,7 @@ class _Runner:
                 self._notify(trials, only_finished=True)
             raise
         self.failures = 0
+        self.ended += len(trials) - len(gone)
         self._ended_elsewhere(gone)
         self._notify([t for t in trials if t.number not in gone])
 
@@ -889,13 +900,16 @@ class _Runner:
         if not count:
             return
         self.failures += 1
+        last = tb.strip().splitlines()
+        self.last_error = last[-1] if last else "unknown"
         self._notify([trial])
-        if self.failures >= self.max_failures:
-            last = tb.strip().splitlines()
-            raise StudyError(
-                f"{self.failures} trials in a row failed; stopping. Last error: {last[-1] if last else 'unknown'} "
-                f"(full tracebacks: adamtune show --study {self.study.study_name})"
-            )
+        if self.max_failures is not None and self.failures >= self.max_failures:
+            raise self.failed(f"{self.failures} trials in a row failed; stopping")
+
+    def failed(self, what: str) -> StudyError:
+        """The error that ends a run whose trials failed: ``what``, the last error, where to read more."""
+        return StudyError(f"{what}. Last error: {self.last_error} "
+                          f"(full tracebacks: adamtune show --study {self.study.study_name})")
 
     def _notify(self, trials: Sequence[optuna.trial.Trial], only_finished: bool = False) -> None:
         if self.on_trial is None:
