@@ -141,11 +141,18 @@ def test_a_study_changed_outside_adamtune_is_one_line_and_status_2(finished, tin
     with sqlite3.connect(finished[len("sqlite:///"):]) as con:  # as another program would
         where = "trial_id = 2" if table.startswith("trial") else "study_id = 1"
         con.execute(f"update {table} set value_json = ? where key = ? and {where}", (json.dumps(value), key))
+    def count_trials():
+        with sqlite3.connect(finished[len("sqlite:///"):]) as con:
+            return con.execute("select count(*) from trials").fetchone()[0]
+
+    before = count_trials()
     for command in (["show", "--study", "tiny"], ["best", "--study", "tiny"], ["report", "--study", "tiny"],
-                    ["tune", "--study", "tiny", "--no-report"], ["studies"]):
+                    ["tune", "--study", "tiny", "--no-report"], ["tune", "--study", "tiny", "--budget", "9"],
+                    ["studies"]):
         r = runner.invoke(app, [*command, "--storage", finished])
         assert r.exit_code == 2 and "Traceback" not in r.output
         assert r.stderr.strip() == f"adamtune: error: {message}: the database was changed outside adamtune"
+    assert count_trials() == before  # said before training, not after
     rows = [[cell.strip() for cell in line.split("│")[1:-1]] for line in r.stdout.splitlines() if line.startswith("│ ")]
     assert [(row[0], row[3]) for row in rows] == [("other", "1 complete"), ("tiny", "malformed")]  # others listed still
 

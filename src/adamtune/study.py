@@ -402,6 +402,8 @@ def tune(
             name = "digits-mlp"
     existing = load_existing(store, name) if store is not None else None
     stored = read_settings(existing) if existing is not None else None
+    if existing is not None:  # a stored trial changed outside adamtune: one line now, not after training
+        result_of(existing, stored)
 
     if workload is None and objective_fn is None:
         ref = stored.workload if stored is not None else "digits-mlp"
