@@ -65,14 +65,14 @@ def test_a_curve_that_never_learned_and_a_short_one_are_not_judged_for_progress(
 
 
 def test_findings_need_the_best_trial_or_half_of_the_best(syn):
-    yes = CurveDiagnosis(1, 10, True, 30, 100, 0.2, 0.2, saturated_early=True, saturated_at=30)
+    yes = CurveDiagnosis(1, 10, True, 30, 100, 0.2, 0.2, saturated_early=True, saturated_at=30, saturated_value=0.2)
     no = CurveDiagnosis(2, 10, True, 100, 100, 0.2, 0.2)
     assert curve_findings([no, yes, no], "val_loss") == ()
     (f,) = curve_findings([no, yes, yes], "val_loss")
     assert f.kind == "saturated_early" and f.trials == (1, 1)  # the trials it holds for
     (f,) = curve_findings([yes, no, no], "val_loss")
     assert f.title == "saturated early: train shorter" and f.severity == "info"
-    assert "within 2% of its best by step 30 of 100" in f.detail
+    assert "val_loss was 0.2 by step 30 of 100, within 2% of its best (0.2, at step 30)" in f.detail
 
 
 def test_diagnose_best_takes_the_best_completed_trials(syn):
@@ -128,3 +128,20 @@ def test_overlap_and_no_divergence(syn):
     assert s.overlap and "depends on the other hyperparameters" in stability_findings(s)[0].detail
     trials, settings = stab_study(syn, [(1e-3, C), (3e-3, C)])
     assert stability_findings(stability(trials, settings)) == ()
+
+
+def test_a_flat_curve_with_minibatch_noise_has_no_late_variance(syn):
+    # lr far too low: val and train loss stay at 2.30, jittering by 0.001 (the audit's case)
+    flat = tuple(2.30 + 0.001 * (-1) ** i for i in range(10))
+    d = judge(syn, flat, train=tuple(2.301 + 0.0015 * (-1) ** i for i in range(10)))
+    assert d.kinds == () and d.jitter > 0.1  # the jitter is large against no improvement: not judged
+
+
+def test_saturated_early_means_close_to_the_best_value_not_only_to_the_whole_drop(syn):
+    # from an evaluation at the start (2.303) the drop is large; at mid-training the loss (0.141)
+    # is within 2% of that drop of its best (0.098) but 44% above it: not saturated
+    falling = (2.303, 0.5, 0.2, 0.16, 0.141, 0.13, 0.12, 0.11, 0.104, 0.098)
+    d = judge(syn, falling)
+    assert not d.saturated_early and d.saturated_at == 100
+    d = judge(syn, EARLY)
+    assert d.saturated_early and d.saturated_at == 30 and d.saturated_value == 0.2

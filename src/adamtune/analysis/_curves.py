@@ -14,12 +14,14 @@ learned; the axis plots and the boundary check speak to that).
   evaluations) the curve goes both up and down by at least ``LATE_JITTER`` (10%) of its
   improvement: the smaller of the total rise and the total fall. A steady climb is
   overfitting, a steady descent is progress; back and forth is variance. Checked on the
-  validation objective and on the training loss.
+  validation objective and on the training loss, for a curve that moved (a flat one's jitter
+  is minibatch noise measured against no improvement at all).
 - **still_improving**: over the last quarter of training (``STILL_IMPROVING_FROM``; at least
   the last 2 evaluations) the objective improved by at least ``STILL_IMPROVING_GAIN`` (5%) of
   its improvement, and its last evaluation is its best.
-- **saturated_early**: the objective came within ``SATURATED_TOL`` (2%) of its improvement of
-  its best by ``SATURATED_BY`` (half) of training, and neither of the two above holds.
+- **saturated_early**: the objective came within ``SATURATED_TOL`` (2%) of its best by
+  ``SATURATED_BY`` (half) of training -- 2% of its improvement and 2% of its level, whichever is
+  smaller -- and neither of the two above holds.
 
 A finding is reported when it holds for the best trial or for most of the
 ``CURVE_TRIALS`` best trials.
@@ -71,6 +73,7 @@ class CurveDiagnosis:
             objective's and the training loss's).
         late_gain: improvement over the last quarter as a fraction of the whole improvement.
         saturated_at: the step by which it came within ``SATURATED_TOL`` of its best.
+        saturated_value: the objective at that step.
         train_drop: the training loss's fall after the best evaluation, relative to its value there.
     """
 
@@ -89,6 +92,7 @@ class CurveDiagnosis:
     jitter: float = 0.0
     late_gain: float = 0.0
     saturated_at: int | None = None
+    saturated_value: float | None = None
     train_drop: float | None = None
 
     @property
@@ -159,15 +163,17 @@ def diagnose_curve(curve: Curve, metric: str, direction: str = "minimize", numbe
     if len(t_vals) >= MIN_EVALUATIONS:
         t_late = _late(t_steps, LATE_START, 3)
         jitter = max(jitter, _jitter(t_vals[t_late:]) / _improvement(t_vals))
-    late_variance = jitter >= LATE_JITTER
+    late_variance = moved and jitter >= LATE_JITTER
 
     # still improving: a real gain in the last quarter, ending on the best evaluation.
     last_q = _late(steps, STILL_IMPROVING_FROM, 2)
     late_gain = (v[last_q] - v[-1]) / improvement
     still_improving = moved and b == n - 1 and late_gain >= STILL_IMPROVING_GAIN
 
-    # saturated early: close to the best by half of training, and nothing above holds.
-    sat_i = next(i for i in range(n) if v[i] <= vmin + SATURATED_TOL * (v[0] - vmin))
+    # saturated early: close to the best by half of training, and nothing above holds. Close
+    # means within SATURATED_TOL of the improvement and of the level: a loss that fell from 2.3
+    # to 0.14 by mid-training and then to 0.098 was not done at 0.14.
+    sat_i = next(i for i in range(n) if v[i] <= vmin + SATURATED_TOL * min(v[0] - vmin, level))
     saturated_at = steps[sat_i]
     saturated_early = (
         moved and saturated_at <= SATURATED_BY * steps[-1] and not overfitting and not still_improving
@@ -176,7 +182,7 @@ def diagnose_curve(curve: Curve, metric: str, direction: str = "minimize", numbe
         number=number, evaluations=n, judged=True, best_step=steps[b], final_step=steps[-1],
         best=raw[b], final=raw[-1], overfitting=overfitting, late_variance=late_variance,
         still_improving=still_improving, saturated_early=saturated_early, rise=rise, jitter=jitter,
-        late_gain=late_gain, saturated_at=saturated_at, train_drop=train_drop,
+        late_gain=late_gain, saturated_at=saturated_at, saturated_value=raw[sat_i], train_drop=train_drop,
     )
 
 
@@ -221,8 +227,8 @@ def curve_findings(diagnoses: Sequence[CurveDiagnosis], metric: str) -> tuple[Fi
         else:
             title = "saturated early: train shorter"
             detail = (
-                f"In {who}: {metric} was within {SATURATED_TOL:.0%} of its best by step {d.saturated_at} "
-                f"of {d.final_step}."
+                f"In {who}: {metric} was {fmt(d.saturated_value)} by step {d.saturated_at} of {d.final_step}, "
+                f"within {SATURATED_TOL:.0%} of its best ({fmt(d.best)}, at step {d.best_step})."
             )
         severity = INFO if kind == "saturated_early" else WARNING
         out.append(Finding(kind, severity, title, detail, tuple(h.number for h in hits if h.number is not None)))
