@@ -267,8 +267,10 @@ def test_procedure_order_follows_the_playbook():
 
 def test_actions_cover_every_finding_the_report_names():
     assert set(guide.ACTIONS) == {
-        "overfitting", "late_variance", "still_improving", "saturated_early", "unstable", "boundary", "clip",
+        "overfitting", "late_variance", "still_improving", "saturated_early", "no_learning", "unstable",
+        "lr_too_high", "boundary", "clip",
     }
+    assert "larger" in guide.ACTIONS["no_learning"] and "smaller" in guide.ACTIONS["lr_too_high"]
     assert "weight_decay" in guide.ACTIONS["overfitting"]
     assert "train longer" in guide.ACTIONS["still_improving"]
     assert "train shorter" in guide.ACTIONS["saturated_early"]

@@ -802,10 +802,21 @@ ACTIONS: dict[str, str] = {
     ),
     "still_improving": "Still improving at the end (compute-bound): train longer.",
     "saturated_early": "Saturated long before the end: train shorter.",
+    "no_learning": (
+        "Nothing was learned: the learning rates tried are too small to move this model in the "
+        "steps given, so search larger ones first -- or the model, data or loss is broken (a loss "
+        "stuck at its first value is also what a bug looks like: check that the model learns when "
+        "trained by hand with a typical lr)."
+    ),
     "unstable": (
         f"Unstable training (loss spikes or divergence): add warmup first (≤ "
         f"{MAX_WARMUP_FRACTION:.0%} of the steps), then gradient clipping; lower the learning "
         "rate only as a last resort."
+    ),
+    "lr_too_high": (
+        "Most trials diverged and almost none trained to the end: the lr window reaches far past "
+        "what this model tolerates. Search smaller learning rates first; warmup and clipping help "
+        "a model at the edge of stability, not one trained at many times its stable lr."
     ),
     "boundary": (
         "The best trials sit near an edge of the search window: widen the window on that side "

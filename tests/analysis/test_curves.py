@@ -145,3 +145,44 @@ def test_saturated_early_means_close_to_the_best_value_not_only_to_the_whole_dro
     assert not d.saturated_early and d.saturated_at == 100
     d = judge(syn, EARLY)
     assert d.saturated_early and d.saturated_at == 30 and d.saturated_value == 0.2
+
+
+def _flat_study(syn, values=(2.3009, 2.3012, 2.2995, 2.3004)):
+    """lr far too low: every trial's val_loss stays at 2.30, jittering by 0.001."""
+    settings = syn.settings(syn.LR)
+    trials = [syn.trial(i, v, curve=syn.curve(STEPS, val_loss=tuple(v + 0.001 * (-1) ** k for k in range(10))),
+                        lr=10 ** (-8 + i / 4)) for i, v in enumerate(values)]
+    return trials, settings
+
+
+def test_a_study_where_no_trial_moved_has_learned_nothing(syn):
+    from adamtune.analysis import progress, progress_findings
+
+    trials, settings = _flat_study(syn)
+    p = progress(trials, settings)
+    assert p.nothing_learned and p.trained == (0, 1, 2, 3) and p.moved == ()
+    assert p.largest_lr == pytest.approx(10 ** -7.25)
+    (f,) = progress_findings(p, "val_loss")
+    assert f.kind == "no_learning" and f.severity == "warning" and "larger" in f.action
+    assert f.title == "nothing learned: no trial moved val_loss by 1% from its first evaluation"
+    assert f.detail.startswith("All 4 trials that trained stayed at val_loss ≈ 2.30") and "lr up to 5.623e-08" in f.detail
+    # one trial that learned, or trials that ended far apart (they learned before their first
+    # evaluation), and something was learned
+    trials.append(syn.trial(4, 0.3, curve=syn.curve(STEPS, val_loss=HEALTHY), lr=1e-3))
+    assert not progress(trials, settings).nothing_learned
+    trials, settings = _flat_study(syn, values=(2.3, 1.1, 0.4, 0.2))
+    assert not progress(trials, settings).nothing_learned and progress_findings(progress(trials, settings), "x") == ()
+
+
+def test_nothing_learned_replaces_the_boundary_check_and_raises_the_lr_window(syn):
+    from adamtune.analysis import analyze, next_space
+    from adamtune.results import TuneResult
+
+    trials, settings = _flat_study(syn)
+    trials[3] = syn.trial(3, 2.2985, curve=trials[3].curve, lr=syn.lr_at(0.01))  # best by noise, at the bottom
+    a = analyze(TuneResult("s", settings, tuple(trials), None, None))
+    kinds = [f.kind for f in a.findings]
+    assert kinds[0] == "no_learning" and "boundary" not in kinds and "late_variance" not in kinds
+    lr = next_space(trials, settings).dimensions[0]
+    assert lr.change == "raise" and lr.window.low == pytest.approx(syn.LR.high)
+    assert lr.window.high == pytest.approx(syn.LR.high * 1000) and "no trial learned" in lr.reason

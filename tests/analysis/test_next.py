@@ -96,6 +96,35 @@ def test_every_trial_diverged_moves_the_lr_window_below_the_smallest_that_did(sy
     assert "--set lr=0.0005:0.5" in ns.command
     rebuilt = with_overrides(preset(settings.optimizer, settings.task, settings.budget), ns.set_arguments)
     assert rebuilt.dimension("lr").high == pytest.approx(0.5)
-    # one trial that trained without diverging: the window is judged as usual, not moved
+    # one pruned trial among them: most diverged, the window still moves down
     trials.append(syn.trial(4, 0.5, syn.S.PRUNED, lr=5.2, weight_decay=0.01))
+    lr = next_space(trials, settings).dimensions[0]
+    assert lr.change == "lower" and "most trials diverged, from lr 5.05" in lr.reason
+    # more trials trained than diverged: the window is judged as usual, not moved
+    trials += [syn.trial(5 + i, 0.5, syn.S.PRUNED, lr=lr, weight_decay=0.01) for i, lr in enumerate((5.3, 6.1, 8.0, 9.0))]
     assert next_space(trials, settings).dimensions[0].change == "keep"
+
+
+def test_most_trials_diverged_with_one_that_trained_below_them_lowers_the_window_to_keep_it(syn):
+    # the audit's study: lr=0.12:12, one trial completed at 0.128, seven diverged from 0.2 up
+    settings = syn.settings(Dimension("lr", 0.12, 12.0, "log"), syn.WD, budget=8)
+    trials = [syn.trial(0, 0.58, lr=0.128, weight_decay=0.01)]
+    trials += [syn.trial(1 + i, None, syn.S.DIVERGED, lr=lr, weight_decay=0.01)
+               for i, lr in enumerate((0.2, 0.5, 0.9, 1.7, 3.0, 6.0, 11.0))]
+    ns = next_space(trials, settings)
+    lr = ns.dimensions[0]
+    assert lr.change == "lower" and ns.lowered
+    assert lr.window.high == pytest.approx(0.2) and lr.window.low == pytest.approx(0.2e-3)  # 0.128 stays inside
+    assert "most trials diverged, from lr 0.2" in lr.reason
+
+
+def test_a_narrowed_lr_window_stops_below_the_lrs_where_every_trial_diverged(syn):
+    # the best trials sit at 1e-3..2e-3; everything from 3.4e-3 up diverged, nothing above it trained
+    settings = syn.settings(Dimension("lr", 1e-5, 1e-1, "log"), syn.WD, budget=16)
+    lrs = (1e-5, 3e-5, 1e-4, 3e-4, 6e-4, 1e-3, 1.5e-3, 2e-3, 2.5e-3)
+    values = (2.0, 1.5, 1.0, 0.6, 0.4, 0.2, 0.15, 0.1, 0.3)
+    trials = [syn.trial(i, v, lr=lr, weight_decay=0.01) for i, (lr, v) in enumerate(zip(lrs, values))]
+    trials += [syn.trial(9 + i, None, syn.S.DIVERGED, lr=lr, weight_decay=0.01)
+               for i, lr in enumerate((3.4e-3, 1e-2, 3e-2, 9e-2))]
+    lr = next_space(trials, settings).dimensions[0]
+    assert lr.change == "narrow" and lr.window.high == pytest.approx(3e-3) and lr.window.low < 1e-3

@@ -154,7 +154,7 @@ def test_a_study_without_a_result_still_gets_a_report(states):
     assert "<h3>No trial completed</h3>" in page and "Nothing to fix" not in page
     assert "adamtune.tune(objective, study=&#x27;s-next&#x27;" in page  # made from Python with an objective
     if trials:
-        assert "unstable: 2 of 2 trials diverged, from lr ≈ 0.001" in page
+        assert "lr window too high: 2 of 2 trials diverged, from lr ≈ 0.001" in page
         assert "no trial completed (1 failed, 2 diverged): the boundary check needs at least 2" in page
         assert "the diverging trials call for smaller learning rates first" in page
         # every trial that trained diverged: the next lr window lies below the smallest that did

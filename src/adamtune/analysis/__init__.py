@@ -9,7 +9,8 @@ from adamtune.analysis._analyze import StudyAnalysis, analyze
 from adamtune.analysis._boundary import BoundaryCheck, boundary_check, boundary_findings, widen
 from adamtune.analysis._clipping import ClipAdvice, clip_advice, clip_findings
 from adamtune.analysis._curves import (
-    CurveDiagnosis, Stability, curve_findings, diagnose_best, diagnose_curve, stability, stability_findings,
+    CurveDiagnosis, Progress, Stability, curve_findings, diagnose_best, diagnose_curve, progress, progress_findings,
+    stability, stability_findings,
 )
 from adamtune.analysis._finding import Finding
 from adamtune.analysis._format import set_argument, window_text
@@ -24,8 +25,8 @@ from adamtune.analysis._select import top_trials
 __all__ = [
     "AxisPlotInfo", "AxisPoint", "BoundaryCheck", "ClipAdvice", "CurveDiagnosis", "CurveSeries", "CurvesInfo",
     "Finding", "HeatmapCell", "HeatmapInfo", "Importance", "IsolationBucket", "IsolationInfo", "NextDimension",
-    "NextSpace", "Stability", "StudyAnalysis", "analyze", "axis_plot_info", "boundary_check", "boundary_findings",
+    "NextSpace", "Progress", "Stability", "StudyAnalysis", "analyze", "axis_plot_info", "boundary_check", "boundary_findings",
     "clip_advice", "clip_findings", "curve_findings", "curves_info", "diagnose_best", "diagnose_curve",
-    "heatmap_info", "importance", "isolation_info", "next_space", "set_argument", "stability",
+    "heatmap_info", "importance", "isolation_info", "next_space", "progress", "progress_findings", "set_argument", "stability",
     "stability_findings", "top_trials", "widen", "window_text",
 ]

@@ -7,7 +7,8 @@ import dataclasses
 from adamtune.analysis._boundary import MIN_COMPLETED, BoundaryCheck, boundary_check, boundary_findings
 from adamtune.analysis._clipping import ClipAdvice, clip_advice, clip_findings
 from adamtune.analysis._curves import (
-    CurveDiagnosis, Stability, curve_findings, diagnose_best, stability, stability_findings,
+    CurveDiagnosis, Progress, Stability, curve_findings, diagnose_best, progress, progress_findings, stability,
+    stability_findings,
 )
 from adamtune.analysis._finding import WARNING, Finding
 from adamtune.analysis._importance import Importance, importance
@@ -27,9 +28,12 @@ class StudyAnalysis:
 
     Attributes:
         result: the study analysed.
-        findings: every finding, warnings first (boundary, instability, curves, clipping).
+        findings: every finding, warnings first (nothing learned, boundary, instability, curves,
+            clipping). When nothing was learned, the boundary check's findings are left out: the
+            best trials are then best by noise, and where they sit says nothing.
         boundary: the boundary check of each tuned dimension.
         stability: diverged trials and the lrs around them.
+        progress: whether any trial learned anything.
         curves: the diagnosis of the best trials' curves, best first.
         clip: clipping advice (None when no best trial recorded gradient norms).
         next_space: the proposed next search space.
@@ -44,6 +48,7 @@ class StudyAnalysis:
     findings: tuple[Finding, ...]
     boundary: tuple[BoundaryCheck, ...]
     stability: Stability
+    progress: Progress
     curves: tuple[CurveDiagnosis, ...]
     clip: ClipAdvice | None
     next_space: NextSpace
@@ -99,13 +104,15 @@ def analyze(result: TuneResult, storage: str | None = None) -> StudyAnalysis:
     s = result.settings
     checks = boundary_check(result)
     stab = stability(result)
+    learned = progress(result)
     diagnoses = diagnose_best(result)
     clip = clip_advice(result)
-    findings = (*boundary_findings(checks), *stability_findings(stab), *curve_findings(diagnoses, s.metric),
-                *clip_findings(clip))
+    findings = (*progress_findings(learned, s.metric), *(() if learned.nothing_learned else boundary_findings(checks)),
+                *stability_findings(stab), *curve_findings(diagnoses, s.metric), *clip_findings(clip))
     findings = tuple(sorted(findings, key=lambda f: f.severity != WARNING))  # stable: keeps the order above
     return StudyAnalysis(
-        result=result, findings=findings, boundary=checks, stability=stab, curves=diagnoses, clip=clip,
+        result=result, findings=findings, boundary=checks, stability=stab, progress=learned, curves=diagnoses,
+        clip=clip,
         next_space=next_space(result, checks=checks, storage=storage), importance=importance(result),
         top=tuple(top_trials(result.trials, s.direction)), completed=len(completed(result.trials)),
         table=sorted_for_table(result),

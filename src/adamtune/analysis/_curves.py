@@ -25,6 +25,10 @@ learned; the axis plots and the boundary check speak to that).
 
 A finding is reported when it holds for the best trial or for most of the
 ``CURVE_TRIALS`` best trials.
+
+Over the whole study, **no_learning**: no trial that trained (complete or pruned) moved its
+objective by ``MIN_IMPROVEMENT`` of its level from its first evaluation, and their best values
+lie within that much of each other (so none learned before its first evaluation either).
 """
 
 from __future__ import annotations
@@ -236,6 +240,73 @@ def curve_findings(diagnoses: Sequence[CurveDiagnosis], metric: str) -> tuple[Fi
 
 
 @dataclasses.dataclass(frozen=True)
+class Progress:
+    """Whether any trial learned anything (the module docstring's **no_learning**).
+
+    Attributes:
+        trained: the trials judged: complete or pruned, with at least 2 finite evaluations.
+        moved: those whose objective moved by ``MIN_IMPROVEMENT`` of its level.
+        spread: how far apart the judged trials' best values lie, as a fraction of the best.
+        start: the median first evaluation of the judged trials (None without any).
+        best: the best value among them.
+        largest_lr: the largest lr among them.
+    """
+
+    trained: tuple[int, ...]
+    moved: tuple[int, ...]
+    spread: float
+    start: float | None
+    best: float | None
+    largest_lr: float | None
+
+    @property
+    def nothing_learned(self) -> bool:
+        return bool(self.trained) and not self.moved and self.spread < MIN_IMPROVEMENT
+
+
+def progress(study: Study, settings: StudySettings | None = None) -> Progress:
+    """Whether any trial that trained moved its objective (see ``Progress``)."""
+    trials, settings = unpack(study, settings)
+    judged, moved, starts, bests, lrs = [], [], [], [], []
+    for t in trials:
+        if t.state not in (TrialState.COMPLETE, TrialState.PRUNED):
+            continue
+        _, raw = _series(t.curve, settings.metric)
+        if len(raw) < 2:
+            continue
+        v = [oriented(x, settings.direction) for x in raw]
+        judged.append(t.number)
+        if v[0] - min(v) >= MIN_IMPROVEMENT * abs(min(v)):
+            moved.append(t.number)
+        starts.append(raw[0])
+        bests.append(min(v))
+        lrs.append(lr_of(t))
+    if not judged:
+        return Progress((), (), 0.0, None, None, None)
+    spread = (max(bests) - min(bests)) / max(abs(min(bests)), 1e-12)
+    best = oriented(min(bests), settings.direction)  # back in the objective's own direction
+    known = [x for x in lrs if x is not None]
+    return Progress(tuple(judged), tuple(moved), spread, sorted(starts)[len(starts) // 2], best,
+                    max(known) if known else None)
+
+
+def progress_findings(p: Progress, metric: str) -> tuple[Finding, ...]:
+    """A warning when no trial learned anything."""
+    if not p.nothing_learned:
+        return ()
+    n = len(p.trained)
+    who = "the only trial that trained" if n == 1 else f"all {n} trials that trained"
+    detail = f"{who[0].upper()}{who[1:]} stayed at {metric} ≈ {fmt(p.start)} (best {fmt(p.best)})"
+    if p.largest_lr is not None:
+        detail += f", with lr up to {fmt(p.largest_lr)}"
+    return (Finding(
+        "no_learning", WARNING,
+        f"nothing learned: no trial moved {metric} by {MIN_IMPROVEMENT:.0%} from its first evaluation",
+        detail + ".", p.trained,
+    ),)
+
+
+@dataclasses.dataclass(frozen=True)
 class Stability:
     """Which trials diverged, and the learning rates on either side of the unstable region.
 
@@ -247,6 +318,7 @@ class Stability:
             may have stopped before it would have diverged, so it proves nothing).
         smallest_diverged_lr: the smallest lr of a trial that diverged.
         best_lr: the best trial's lr.
+        completed: how many trials trained to the end.
     """
 
     diverged: tuple[int, ...]
@@ -255,6 +327,15 @@ class Stability:
     largest_stable_lr: float | None
     smallest_diverged_lr: float | None
     best_lr: float | None
+    completed: int = 0
+
+    @property
+    def window_too_high(self) -> bool:
+        """The lr window lies mostly past what the model tolerates: lr is tuned, at least half of
+        the trials that ran diverged, fewer than 2 trained to the end, and none of those at or
+        above an lr that diverged. Then the lr window moves down before anything else."""
+        return (self.lr_tuned and self.smallest_diverged_lr is not None and len(self.diverged) >= self.trained
+                and self.completed < 2 and not self.overlap)
 
     @property
     def overlap(self) -> bool:
@@ -286,11 +367,13 @@ def stability(study: Study, settings: StudySettings | None = None) -> Stability:
         largest_stable_lr=max(s_lrs) if s_lrs else None,
         smallest_diverged_lr=min(d_lrs) if d_lrs else None,
         best_lr=lr_of(best[0]) if best else None,
+        completed=sum(1 for t in stable if t.state == TrialState.COMPLETE),
     )
 
 
 def stability_findings(s: Stability) -> tuple[Finding, ...]:
-    """A finding when any trial diverged: a warning when it happened near the best lr."""
+    """A finding when any trial diverged: a warning when it happened near the best lr, and one
+    of kind ``lr_too_high`` when the lr window lies mostly where the model diverges."""
     if not s.diverged:
         return ()
     n = len(s.diverged)
@@ -312,4 +395,7 @@ def stability_findings(s: Stability) -> tuple[Finding, ...]:
     else:
         title = f"unstable: {n} of {total} trials diverged"
         detail = f"{trial_list(list(s.diverged))} diverged (loss NaN/inf or far above its start)."
+    if s.window_too_high:  # not instability near a good lr: the window is too high; its action says so
+        return (Finding("lr_too_high", WARNING, title.replace("unstable: ", "lr window too high: ", 1), detail,
+                        s.diverged),)
     return (Finding("unstable", WARNING if s.limits_best else INFO, title, detail, s.diverged),)

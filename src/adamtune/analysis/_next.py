@@ -6,9 +6,16 @@ Per tuned dimension, on the window's own scale (0 = low, 1 = high):
 - **narrow** to the span of the best trials, padded by ``NARROW_PAD`` on each side and at
   least ``NARROW_MIN_WIDTH`` wide, when the study has ``NARROW_MIN_COMPLETED`` completed
   trials and the result is at most ``KEEP_ABOVE`` of the old width.
-- **lower** the lr window when every trial that trained diverged: to ``LOWER_DECADES`` decades
-  ending ``LOWER_BELOW`` times below the smallest lr that diverged, rounded down to one
-  figure (the playbook's first step: a diverging model needs a smaller learning rate).
+- **lower** the lr window when it lies mostly where the model diverges
+  (``Stability.window_too_high``: at least half of the trials diverged, fewer than 2 trained to
+  the end): to ``LOWER_DECADES`` decades ending ``LOWER_BELOW`` times below the smallest lr
+  that diverged -- or, when one trial trained to the end below it, ending at that lr -- rounded
+  down to one figure (the playbook's first step: a diverging model needs a smaller learning rate).
+- a narrowed lr window also stops below the smallest lr that diverged when every trial that
+  trained to the end lies below it: the next budget is not spent where every trial diverged.
+- **raise** the lr window when no trial learned anything (``_curves.Progress``): to
+  ``RAISE_DECADES`` decades from the top of the old one; the other dimensions are kept, since
+  the best trials are then best by noise.
 - **keep** otherwise.
 
 The result is printed as ``--set`` arguments; applied by ``adamtune tune`` to the preset of
@@ -24,7 +31,7 @@ from collections.abc import Sequence
 
 from adamtune.analysis._boundary import BoundaryCheck, boundary_check, round_down
 from adamtune.analysis._format import set_argument
-from adamtune.analysis._curves import stability
+from adamtune.analysis._curves import progress, stability
 from adamtune.analysis._select import Study, top_trials, unit, unpack
 from adamtune.config import TORCH_DEFAULTS, Config
 from adamtune.storage import redact
@@ -40,8 +47,9 @@ KEEP_ABOVE = 0.85
 
 LOWER_BELOW = 10.0
 LOWER_DECADES = 3.0
+RAISE_DECADES = 3.0
 
-NARROW, WIDEN, KEEP, LOWER = "narrow", "widen", "keep", "lower"
+NARROW, WIDEN, KEEP, LOWER, RAISE = "narrow", "widen", "keep", "lower", "raise"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,7 +58,7 @@ class NextDimension:
 
     Attributes:
         name: the hyperparameter.
-        change: ``"narrow"``, ``"widen"``, ``"lower"`` or ``"keep"``.
+        change: ``"narrow"``, ``"widen"``, ``"lower"``, ``"raise"`` or ``"keep"``.
         window: the proposed window.
         previous: the study's window.
         reason: why, in a few words.
@@ -89,8 +97,13 @@ class NextSpace:
 
     @property
     def lowered(self) -> bool:
-        """Whether the lr window moves down because every trial diverged."""
+        """Whether the lr window moves down because most trials diverged."""
         return any(d.change == LOWER for d in self.dimensions)
+
+    @property
+    def raised(self) -> bool:
+        """Whether the lr window moves up because no trial learned anything."""
+        return any(d.change == RAISE for d in self.dimensions)
 
 
 def _fixed_text(name: str, value: object) -> str:
@@ -119,20 +132,25 @@ def next_space(
     checks = {c.name: c for c in (checks if checks is not None else boundary_check(trials, settings))}
     top = top_trials(trials, settings.direction)
     enough = len(completed(trials)) >= NARROW_MIN_COMPLETED
-    stab = stability(trials, settings)  # every trial that trained diverged: the lr window moves down
-    diverged_lr = stab.smallest_diverged_lr if stab.diverged and not stab.trained else None
+    stab = stability(trials, settings)  # most trials diverged: the lr window moves down
+    diverged_lr = stab.smallest_diverged_lr if stab.window_too_high else None
+    learned = progress(trials, settings)
     dims = []
     for dim in settings.space.dimensions:
+        if learned.nothing_learned:
+            dims.append(_raise(dim, learned.largest_lr))
+            continue
         check = checks.get(dim.name)
         if check is not None and check.proposal is not None:
             dims.append(NextDimension(dim.name, WIDEN, check.proposal, dim, f"the best trials sit at its {check.edge} edge"))
             continue
         if dim.name == "lr" and diverged_lr is not None:
-            high = round_down(min(dim.high, diverged_lr / LOWER_BELOW))
+            survivor = stab.largest_stable_lr is not None
+            high = round_down(min(dim.high, diverged_lr if survivor else diverged_lr / LOWER_BELOW))
+            why = ("most trials diverged" if survivor or stab.trained else "every trial diverged")
             with contextlib.suppress(AdamtuneError):
                 window = Dimension(dim.name, high / 10 ** LOWER_DECADES, high, dim.scale)
-                dims.append(NextDimension(dim.name, LOWER, window, dim,
-                                          f"every trial diverged, from lr {diverged_lr:.3g}: a smaller lr"))
+                dims.append(NextDimension(dim.name, LOWER, window, dim, f"{why}, from lr {diverged_lr:.3g}: a smaller lr"))
                 continue
         positions = [u for u in (unit(dim, t) for t in top) if u is not None]
         if not enough or not positions:
@@ -151,6 +169,11 @@ def next_space(
             dims.append(NextDimension(dim.name, KEEP, dim, dim, "the best trials spread over most of the window"))
             continue
         window = _window(dim, lo, hi)
+        cut = stab.smallest_diverged_lr
+        if (dim.name == "lr" and cut is not None and not stab.overlap and stab.largest_stable_lr is not None
+                and stab.largest_stable_lr < round_down(cut) < window.high):
+            with contextlib.suppress(AdamtuneError):
+                window = Dimension(dim.name, window.low, round_down(cut), dim.scale)
         dims.append(NextDimension(dim.name, NARROW, window, dim, f"around the {len(positions)} best trials"))
 
     args = [d.set_argument for d in dims]
@@ -163,6 +186,16 @@ def next_space(
             value = TORCH_DEFAULTS[settings.optimizer].get(name, getattr(defaults, name))
             args.append(_fixed_text(name, value))
     return NextSpace(tuple(dims), tuple(args), _command(settings, study_name, storage, args))
+
+
+def _raise(dim: Dimension, largest_lr: float | None) -> NextDimension:
+    """The next window of ``dim`` when no trial learned: lr moved up, anything else kept."""
+    if dim.name == "lr":
+        with contextlib.suppress(AdamtuneError):
+            window = Dimension(dim.name, dim.high, dim.high * 10 ** RAISE_DECADES, dim.scale)
+            tried = f"lr up to {largest_lr:.3g}" if largest_lr is not None else "the lrs tried"
+            return NextDimension(dim.name, RAISE, window, dim, f"no trial learned, with {tried}: a larger lr")
+    return NextDimension(dim.name, KEEP, dim, dim, "no trial learned: nothing to narrow around")
 
 
 def _window(dim: Dimension, lo: float, hi: float) -> Dimension:

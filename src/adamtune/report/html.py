@@ -265,8 +265,11 @@ def _next(a: StudyAnalysis) -> str:
 
 
 def _next_lead(ns: NextSpace) -> str:
-    if ns.lowered:
-        return "Every trial diverged: search smaller learning rates before anything else."
+    if ns.lowered:  # the reason says "every trial diverged, ..." or "most trials diverged, ..."
+        why = next(d.reason for d in ns.dimensions if d.change == "lower").split(",")[0]
+        return f"{why.capitalize()}: search smaller learning rates before anything else."
+    if ns.raised:
+        return "No trial learned anything: search larger learning rates before anything else."
     if ns.changed:
         return "Coarse to fine: narrow around the best trials, widen where they hit an edge."
     return "Keep the windows: the study gives no reason to move them yet."
