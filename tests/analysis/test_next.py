@@ -128,3 +128,15 @@ def test_a_narrowed_lr_window_stops_below_the_lrs_where_every_trial_diverged(syn
                for i, lr in enumerate((3.4e-3, 1e-2, 3e-2, 9e-2))]
     lr = next_space(trials, settings).dimensions[0]
     assert lr.change == "narrow" and lr.window.high == pytest.approx(3e-3) and lr.window.low < 1e-3
+
+
+def test_a_fixed_clipping_threshold_that_clipped_most_steps_is_replaced_by_the_advised_one(syn):
+    steady = [1.0 + 0.01 * i for i in range(100)]
+    settings = syn.settings(syn.LR, fixed=(("max_grad_norm", 0.05),))
+    trials = [syn.trial(0, 0.1, grad_norms=syn.norms(steady, max_grad_norm=0.05), config={"max_grad_norm": 0.05}, lr=1e-3)]
+    ns = next_space(trials, settings)
+    assert "max_grad_norm=1.89" in ns.set_arguments and "max_grad_norm=0.05" not in ns.set_arguments
+    # one that clipped a few steps is kept
+    settings = syn.settings(syn.LR, fixed=(("max_grad_norm", 1.8),))
+    trials = [syn.trial(0, 0.1, grad_norms=syn.norms(steady, max_grad_norm=1.8), config={"max_grad_norm": 1.8}, lr=1e-3)]
+    assert "max_grad_norm=1.8" in next_space(trials, settings).set_arguments

@@ -18,6 +18,9 @@ Per tuned dimension, on the window's own scale (0 = low, 1 = high):
   the best trials are then best by noise.
 - **keep** otherwise.
 
+The study's fixed values are carried over, but a fixed ``max_grad_norm`` that the clipping
+advice calls too aggressive (it clipped most steps) is replaced by the advised threshold.
+
 The result is printed as ``--set`` arguments; applied by ``adamtune tune`` to the preset of
 the same optimizer, task and budget they give exactly this space (a test holds it to that).
 """
@@ -31,6 +34,7 @@ from collections.abc import Sequence
 
 from adamtune.analysis._boundary import BoundaryCheck, boundary_check, round_down
 from adamtune.analysis._format import set_argument
+from adamtune.analysis._clipping import clip_advice
 from adamtune.analysis._curves import progress, stability
 from adamtune.analysis._select import Study, top_trials, unit, unpack
 from adamtune.config import TORCH_DEFAULTS, Config
@@ -179,6 +183,9 @@ def next_space(
     args = [d.set_argument for d in dims]
     tuned = {d.name for d in dims}
     fixed = dict(settings.space.fixed)
+    clip = clip_advice(trials, settings)
+    if fixed.get("max_grad_norm") is not None and clip is not None and clip.too_often:
+        fixed["max_grad_norm"] = float(f"{clip.threshold:.3g}")  # the clipping finding's, not one it condemns
     args += [_fixed_text(k, v) for k, v in sorted(fixed.items())]
     defaults = Config(optimizer=settings.optimizer)
     for name in preset(settings.optimizer, settings.task, settings.budget).tuned:
