@@ -146,7 +146,7 @@ def test_trials_need_their_settings(syn):
     (Dimension("beta1", 0.8, 0.999, "log1m"), "upper", lambda d: 0.999 < d.high < 1),
     (Dimension("beta1", 0.8, 0.999, "log1m"), "lower", lambda d: 0 < d.low < 0.8),
     (Dimension("lr", 1e-6, 1e-4, "log"), "lower", lambda d: d.low == pytest.approx(1e-7)),
-    (Dimension("warmup", 0.0, 0.8, "linear"), "upper", lambda d: 0.8 < d.high < 1),
+    (Dimension("warmup", 0.0, 0.05, "linear"), "upper", lambda d: 0.05 < d.high <= 0.1),
     (Dimension("weight_decay", 0.01, 0.1, "linear"), "lower", lambda d: 0 <= d.low < 0.01),
 ])
 def test_widening_respects_hard_limits(dim, edge, expect):
@@ -163,6 +163,15 @@ def test_widening_respects_hard_limits(dim, edge, expect):
 
 def test_an_edge_at_a_hard_limit_proposes_nothing():
     assert widen(Dimension("weight_decay", 0.0, 0.1, "linear"), "lower", preset()) is None
+
+
+def test_warmup_widens_no_further_than_the_playbooks_cap():
+    from adamtune import guide
+
+    assert widen(Dimension("warmup", 0.0, 0.1, "linear"), "upper", preset()) is None
+    assert widen(Dimension("warmup", 0.0, 0.8, "linear"), "upper", preset()) is None  # never narrowed instead
+    wider = widen(Dimension("warmup", 0.0, 0.08, "linear"), "upper", preset())
+    assert wider.high == pytest.approx(guide.MAX_WARMUP_FRACTION)
 
 
 def test_best_trials_crowding_the_edge_fire_though_the_best_is_just_outside_the_band(syn):

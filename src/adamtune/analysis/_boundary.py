@@ -32,6 +32,7 @@ import dataclasses
 import math
 from collections.abc import Sequence
 
+from adamtune import guide
 from adamtune.analysis._curves import stability
 from adamtune.analysis._finding import INFO, WARNING, Finding, fmt, trial_list
 from adamtune.analysis._format import set_argument, window_text
@@ -149,15 +150,20 @@ def widen(dim: Dimension, edge: str, space: SearchSpace | None = None, by: float
 
     The new bound is pulled back towards the old one (halving the extension) until it is a
     value the hyperparameter may take: ``Dimension``'s rules (log: > 0; log of 1-x: < 1) and,
-    given ``space``, ``Config``'s (``warmup < 1``, ``weight_decay >= 0``, ...).
+    given ``space``, ``Config``'s (``weight_decay >= 0``, ...); ``warmup`` stops at the
+    playbook's ``guide.MAX_WARMUP_FRACTION`` of the steps.
 
     Returns:
         The widened window, or None when the edge already is a hard limit (a linear
         ``weight_decay`` window starting at 0 cannot go lower).
     """
+    if dim.name == "warmup" and edge == UPPER and dim.high >= guide.MAX_WARMUP_FRACTION:
+        return None
     for _ in range(20):
         u = 1 + by if edge == UPPER else -by
         bound = dim.from_unit(u)
+        if dim.name == "warmup":  # the playbook's cap, which guide states too
+            bound = min(bound, guide.MAX_WARMUP_FRACTION)
         low, high = (dim.low, bound) if edge == UPPER else (bound, dim.high)
         try:
             candidate = Dimension(dim.name, low, high, dim.scale)
