@@ -285,7 +285,9 @@ def _importance(a: StudyAnalysis) -> str:
             f'style="width:{max(1.0, 100 * v):.1f}%"></span></span><span class="pct">{v:.0%}</span></div>'
             for n, v in imp.values
         )
-        body += f'<p class="muted">{e(imp.method)} over {imp.completed} completed trials: the share of the objective\'s variation each hyperparameter explains.</p>'
+        over = f"{imp.completed} completed trials" + (
+            f" and {imp.diverged} diverged ones (counted at the worst completed value)" if imp.diverged else "")
+        body += f'<p class="muted">{e(imp.method)} over {e(over)}: the share of the objective\'s variation each hyperparameter explains.</p>'
     return f'<section id="importance" class="card"><h2>Which hyperparameters mattered</h2>{body}</section>'
 
 
