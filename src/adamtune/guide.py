@@ -44,7 +44,6 @@ ADADELTA_WINDOWS: dict[str, Window] = {
     "lr": Window(1e-2, 10.0, "log"),
     "rho": Window(0.8, 0.99, "log1m"),
     "eps": Window(1e-8, 1e-4, "log"),
-    "weight_decay": Window(1e-5, 0.3, "log"),
     "max_grad_norm": Window(0.1, 10.0, "log"),
     "warmup": Window(0.0, 0.1, "linear"),
 }
@@ -74,8 +73,15 @@ BUDGET_RULE: dict[str, tuple[tuple[int, tuple[str, ...]], ...]] = {
 }
 
 
+# weight_decay of Adam and Adadelta is coupled L2 (added to the gradient, then scaled by the
+# adaptive denominator): AdamW's decoupled values do not carry over, and neither preset tunes it.
+COUPLED_L2_WINDOW = Window(1e-6, 1e-2, "log")
+
+
 def search_window(optimizer: str, task: str, name: str) -> Window:
     """The preset window of ``name`` for this optimizer and task."""
+    if name == "weight_decay" and optimizer in ("adam", "adadelta"):
+        return COUPLED_L2_WINDOW
     if optimizer == "adadelta":
         return ADADELTA_WINDOWS[name]
     return TASK_WINDOWS[task].get(name) or ADAM_WINDOWS[name]
