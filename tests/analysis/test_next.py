@@ -140,3 +140,17 @@ def test_a_fixed_clipping_threshold_that_clipped_most_steps_is_replaced_by_the_a
     settings = syn.settings(syn.LR, fixed=(("max_grad_norm", 1.8),))
     trials = [syn.trial(0, 0.1, grad_norms=syn.norms(steady, max_grad_norm=1.8), config={"max_grad_norm": 1.8}, lr=1e-3)]
     assert "max_grad_norm=1.8" in next_space(trials, settings).set_arguments
+
+
+def test_a_dimension_whose_best_trials_sit_as_chance_would_is_kept_not_narrowed(syn):
+    # the objective follows lr alone; the 3 best trials' weight_decay lies at 0.3, 0.5 and 0.7
+    # of its window (a span of 40%: 3 random points spread that little 35% of the time)
+    settings = syn.settings(syn.LR, syn.WD)
+    lr_u = (0.5, 0.52, 0.48, 0.1, 0.2, 0.3, 0.7, 0.8, 0.9, 0.95)
+    wd_u = (0.3, 0.5, 0.7, 0.2, 0.1, 0.45, 0.6, 0.8, 0.9, 0.0)
+    trials = [syn.trial(i, abs(u - 0.5), lr=syn.lr_at(u), weight_decay=syn.WD.from_unit(w))
+              for i, (u, w) in enumerate(zip(lr_u, wd_u))]
+    lr, wd = next_space(trials, settings).dimensions
+    assert lr.change == "narrow"  # 0.48..0.52: a 4% span, 0.5% likely by chance
+    assert wd.change == "keep" and wd.window == syn.WD
+    assert wd.reason == "the 3 best trials spread over 40% of the window, as trials in a dimension that does not matter would (35% of the time)"
