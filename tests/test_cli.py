@@ -482,3 +482,19 @@ def test_help_names_what_each_option_takes_and_flows_its_paragraphs(adamtune_com
                   "schedule (a value only: constant or cosine)", "Adadelta: lr; 10-24 +rho; 25+ +eps",
                   "cpu, cuda or cuda:N.", "runs/x.db -> runs/x-report-STUDY.html"):
         assert words in flat
+
+
+def test_tables_never_cut_a_number_at_80_columns(storage, tiny_ref):
+    # six tuned hyperparameters: the table is wider than 80 columns (a file, a pipe, a CI log)
+    sets = ["beta2=0.9:0.999", "eps=1e-10:1e-6", "beta1=0.8:0.99", "weight_decay=1e-5:0.1", "max_grad_norm=0.5:5"]
+    args = ["tune", "--workload", tiny_ref, "--budget", "3", "--storage", storage, "--study", "wide", "--no-report"]
+    r = runner.invoke(app, [*args, *(x for s in sets for x in ("--set", s))], env={"COLUMNS": "80"})
+    assert r.exit_code == 0, r.output
+    assert "…" not in r.stdout
+    r = runner.invoke(app, ["show", "--storage", storage], env={"COLUMNS": "80"})
+    assert r.exit_code == 0 and "…" not in r.stdout
+    data = json.loads(runner.invoke(app, ["show", "--storage", storage, "--json"]).stdout)
+    for t in data["trials"]:
+        for value in t["params"].values():
+            assert f"{value:.4g}" in r.stdout  # every number whole
+    assert "weight_" in r.stdout and "decay" in r.stdout  # headers break at "_" instead

@@ -124,8 +124,8 @@ def tune(
     it again first runs the trials cut short again, with the same hyperparameters and initial
     weights.
     """
-    from adamtune.report.terminal import (best_snippet, best_step_note, best_trials, counts_line, fmt, trial_value_text,
-                                         trials_table)
+    from adamtune.report.terminal import (best_snippet, best_step_note, best_trials, counts_line, fmt, print_table,
+                                         trial_value_text, trials_table)
     from adamtune.trials import trials_text
     from adamtune.results import tuned_description
     from adamtune.study import tune as run_tune
@@ -176,7 +176,7 @@ def tune(
         console.print()
         best = best_trials(result)
         if best:
-            console.print(trials_table(result, best, title="Best trials"))
+            print_table(console, lambda compact: trials_table(result, best, title="Best trials", compact=compact))
         console.print(f"{trials_text(len(result.trials))}: {counts_line(result)}", highlight=False)
         snippet = best_snippet(result)
         if snippet is None:
@@ -200,7 +200,7 @@ def show(
 ) -> None:
     """Every trial of a study: number, state, hyperparameters, objective, steps."""
     from adamtune.heartbeat import GRACE_S, lost_numbers
-    from adamtune.report.terminal import counts_line, retries_line, trials_table, to_json
+    from adamtune.report.terminal import counts_line, print_table, retries_line, trials_table, to_json
     from adamtune.trials import trials_text
     from adamtune.results import load, tuned_description
 
@@ -213,7 +213,7 @@ def show(
         console.print(f"study [bold]{result.study_name}[/] · workload {s.workload or s.workload_name} · "
                       f"optimizer {s.optimizer} · {s.direction} {s.metric}", highlight=False)
         console.print(tuned_description(s), highlight=False)
-        console.print(trials_table(result))
+        print_table(console, lambda compact: trials_table(result, compact=compact))
         console.print(f"{trials_text(len(result.trials))}: {counts_line(result)}", highlight=False)
         again = retries_line(result)
         if again:
@@ -265,7 +265,7 @@ def studies(storage: str = typer.Option(DEFAULT_STORAGE, metavar="URL", show_def
     """
     from rich.table import Table
 
-    from adamtune.report.terminal import counts_line, fmt
+    from adamtune.report.terminal import counts_line, fmt, print_table
     from adamtune.results import list_studies
 
     with _user_errors():
@@ -279,7 +279,7 @@ def studies(storage: str = typer.Option(DEFAULT_STORAGE, metavar="URL", show_def
                           f"{s.metric} {fmt(r.best_value)}")
         for name in malformed:
             table.add_row(name, "—", "—", "malformed", "—")
-        console.print(table)
+        print_table(console, lambda compact: table)  # a long study name is not cut
         for e in malformed.values():
             err.print(f"adamtune: error: {e}", markup=False, highlight=False, soft_wrap=True)
         if malformed:

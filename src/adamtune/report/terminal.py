@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from typing import Any
 
+from rich import box
+from rich.console import Console
+from rich.measure import Measurement
 from rich.table import Table
 
 from adamtune.config import Config, python_snippet
@@ -34,16 +38,53 @@ def trial_value_text(t: TrialRecord) -> str:
     return fmt(t.value)
 
 
-def trials_table(result: TuneResult, trials: list[TrialRecord] | None = None, title: str | None = None) -> Table:
-    """One row per trial: number, state, tuned hyperparameters, objective, steps."""
+def print_table(console: Console, make: Callable[[bool], Table]) -> None:
+    """Print the table ``make(compact)`` builds without cutting a cell short.
+
+    Rich fits a table to the console (80 columns when output goes to a file or a pipe) by
+    cutting cells to ``…``: a number cut to ``0.00…`` is worse than no number. So: the table as
+    it is when it fits; else ``make(True)``, whose headers may break at ``_``; and when even
+    that does not fit, printed as wide as it needs (a terminal wraps the lines; a file keeps them).
+    """
+    table = make(False)
+    if _least_width(console, table) > console.width:
+        table = make(True)
+    need = _least_width(console, table)
+    if need <= console.width:
+        console.print(table)
+        return
+    width = console.width
+    console.width = need
+    try:
+        console.print(table, crop=False)
+    finally:
+        console.width = width
+
+
+def _least_width(console: Console, table: Table) -> int:
+    """The narrowest ``table`` renders without cutting a word (a number is one word)."""
+    return Measurement.get(console, console.options.update(width=1 << 16), table).minimum
+
+
+def header(name: str, compact: bool) -> str:
+    """A column header; ``compact``: broken after each ``_`` (``weight_`` / ``decay``)."""
+    return name.replace("_", "_\n") if compact else name
+
+
+def trials_table(result: TuneResult, trials: list[TrialRecord] | None = None, title: str | None = None,
+                 compact: bool = False) -> Table:
+    """One row per trial: number, state, tuned hyperparameters, objective, steps (print it
+    with ``print_table``, which sets ``compact`` when the table is too wide)."""
     s = result.settings
     trials = list(result.trials) if trials is None else trials
-    table = Table(title=title, title_justify="left", header_style="bold")
+    # compact: no vertical rules and one space of padding: 3 characters fewer per column
+    table = Table(title=title, title_justify="left", header_style="bold",
+                  **({"box": box.SIMPLE_HEAD, "show_edge": False, "padding": (0, 1, 0, 0)} if compact else {}))
     table.add_column("trial", justify="right")
     table.add_column("state")
     for name in s.space.tuned:
-        table.add_column(name, justify="right")
-    table.add_column(s.metric, justify="right")
+        table.add_column(header(name, compact), justify="right")
+    table.add_column(header(s.metric, compact), justify="right")
     table.add_column("steps", justify="right")
     for t in trials:
         style = _STATE_STYLE[t.state]
