@@ -819,6 +819,13 @@ ACTIONS: dict[str, str] = {
         f"{MAX_WARMUP_FRACTION:.0%} of the steps), then gradient clipping; lower the learning "
         "rate only as a last resort."
     ),
+    "nonfinite_start": (
+        "The loss was NaN/inf from the first steps at every learning rate: the data or the loss is "
+        "broken, not the optimizer's settings. Look for NaN/inf in the inputs or targets, a log of 0 "
+        "or a division by 0 in the loss, or a model whose initial output overflows; "
+        "torch.autograd.set_detect_anomaly(True) names the operation that first made a NaN. "
+        "Fix that before tuning."
+    ),
     "lr_too_high": (
         "Most trials diverged and almost none trained to the end: the lr window reaches far past "
         "what this model tolerates. Search smaller learning rates first; warmup and clipping help "

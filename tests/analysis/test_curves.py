@@ -3,6 +3,7 @@ import math
 import pytest
 
 from adamtune.analysis import CurveDiagnosis, curve_findings, diagnose_best, diagnose_curve, stability, stability_findings
+from adamtune.space import Dimension
 
 STEPS = tuple(range(10, 101, 10))
 HEALTHY = tuple(0.1 + 2 * math.exp(-s / 20) for s in STEPS)  # converges, flat only near the end
@@ -186,3 +187,37 @@ def test_nothing_learned_replaces_the_boundary_check_and_raises_the_lr_window(sy
     lr = next_space(trials, settings).dimensions[0]
     assert lr.change == "raise" and lr.window.low == pytest.approx(syn.LR.high)
     assert lr.window.high == pytest.approx(syn.LR.high * 1000) and "no trial learned" in lr.reason
+
+
+def _diverged_early(syn, lrs, step):
+    settings = syn.settings(Dimension("lr", min(lrs), max(lrs), "log"), budget=len(lrs))
+    return [syn.trial(i, None, syn.S.DIVERGED, steps=step, lr=lr) for i, lr in enumerate(lrs)], settings
+
+
+def test_every_trial_diverged_in_its_first_steps_at_lrs_decades_apart_points_to_the_data(syn):
+    from adamtune.analysis import analyze, next_space
+    from adamtune.results import TuneResult
+
+    # the audit's case: NaN in the inputs, every trial "diverged @2" at lrs from 1.1e-5 to 3.6e-3
+    trials, settings = _diverged_early(syn, (1.1e-5, 4e-5, 1.5e-4, 6e-4, 1.2e-3, 3.6e-3), 2)
+    s = stability(trials, settings)
+    assert s.from_the_start and not s.window_too_high
+    (f,) = stability_findings(s)
+    assert f.kind == "nonfinite_start" and "data" in f.action and "set_detect_anomaly" in f.action
+    assert f.title == "every trial diverged in its first steps, at lrs from 1.1e-05 to 0.0036: look at the data and the loss, not the lr"
+    ns = next_space(trials, settings)
+    assert not ns.lowered and ns.dimensions[0].window == settings.space.dimensions[0]  # not sent 3 decades down
+    a = analyze(TuneResult("s", settings, tuple(trials), None, None))
+    assert a.too_few_text.endswith("every trial diverged in its first steps: look at the data and the loss first")
+    # a loss non-finite at step 1 (the initial weights' loss), even within one decade
+    trials, settings = _diverged_early(syn, (1e-3, 2e-3, 5e-3), 1)
+    (f,) = stability_findings(stability(trials, settings))
+    assert f.kind == "nonfinite_start" and "before any update" in f.detail
+
+
+def test_an_lr_window_far_too_high_diverging_early_is_still_the_lrs_doing(syn):
+    # AdamW at lr 5-50: every trial blows up at step 2 or 3, within one decade: lower the lr
+    trials, settings = _diverged_early(syn, (5.0, 9.0, 20.0, 50.0), 2)
+    s = stability(trials, settings)
+    assert not s.from_the_start and s.window_too_high
+    assert stability_findings(s)[0].kind == "lr_too_high"

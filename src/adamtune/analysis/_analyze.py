@@ -89,6 +89,8 @@ class StudyAnalysis:
             text += f". The study stopped after {trials_text(counted)} of its budget of {r.settings.budget}"
         if failed and failed >= max(diverged, pruned):
             return text + f"; the errors: adamtune show --study {r.study_name}"
+        if diverged and diverged >= pruned and self.stability.from_the_start:
+            return text + "; every trial diverged in its first steps: look at the data and the loss first"
         if diverged and diverged >= pruned:
             return text + "; the diverging trials call for smaller learning rates first"
         return text + "; a larger --budget, or --pruner none, gives more"

@@ -55,6 +55,10 @@ SATURATED_BY = 0.5
 CURVE_TRIALS = 3
 # lr at which a trial diverged, within this factor of the best trial's lr: instability limits the study.
 UNSTABLE_NEAR = 3.0
+# Every trial diverged by this step, and one at step 1 (its loss non-finite before any update) or
+# at lrs this far apart: not the learning rate's doing, but the data's or the loss's.
+EARLY_STEPS = 3
+NOT_THE_LR_SPAN = 100.0
 
 TRAIN_LOSS = "train_loss"
 # What a curve can show, as ``guide.ACTIONS`` keys and CurveDiagnosis flags, in report order.
@@ -319,6 +323,9 @@ class Stability:
         smallest_diverged_lr: the smallest lr of a trial that diverged.
         best_lr: the best trial's lr.
         completed: how many trials trained to the end.
+        diverged_steps: the step at which each diverged trial diverged (1 = the loss of the
+            initial weights on the first minibatch).
+        largest_diverged_lr: the largest lr of a trial that diverged.
     """
 
     diverged: tuple[int, ...]
@@ -328,6 +335,22 @@ class Stability:
     smallest_diverged_lr: float | None
     best_lr: float | None
     completed: int = 0
+    diverged_steps: tuple[int, ...] = ()
+    largest_diverged_lr: float | None = None
+
+    @property
+    def from_the_start(self) -> bool:
+        """Every trial diverged within ``EARLY_STEPS`` steps, one at its very first step or at lrs
+        ``NOT_THE_LR_SPAN`` apart, and none trained: NaN/inf from the data, the loss or the
+        model's initial output, which no learning rate explains or fixes."""
+        if not self.diverged or self.trained or len(self.diverged_steps) != len(self.diverged):
+            return False
+        if max(self.diverged_steps) > EARLY_STEPS:
+            return False
+        if min(self.diverged_steps) <= 1:
+            return True
+        lo, hi = self.smallest_diverged_lr, self.largest_diverged_lr
+        return lo is not None and hi is not None and hi >= NOT_THE_LR_SPAN * lo
 
     @property
     def window_too_high(self) -> bool:
@@ -335,7 +358,7 @@ class Stability:
         the trials that ran diverged, fewer than 2 trained to the end, and none of those at or
         above an lr that diverged. Then the lr window moves down before anything else."""
         return (self.lr_tuned and self.smallest_diverged_lr is not None and len(self.diverged) >= self.trained
-                and self.completed < 2 and not self.overlap)
+                and self.completed < 2 and not self.overlap and not self.from_the_start)
 
     @property
     def overlap(self) -> bool:
@@ -368,6 +391,8 @@ def stability(study: Study, settings: StudySettings | None = None) -> Stability:
         smallest_diverged_lr=min(d_lrs) if d_lrs else None,
         best_lr=lr_of(best[0]) if best else None,
         completed=sum(1 for t in stable if t.state == TrialState.COMPLETE),
+        diverged_steps=tuple(t.steps for t in diverged if t.steps),
+        largest_diverged_lr=max(d_lrs) if d_lrs else None,
     )
 
 
@@ -395,6 +420,19 @@ def stability_findings(s: Stability) -> tuple[Finding, ...]:
     else:
         title = f"unstable: {n} of {total} trials diverged"
         detail = f"{trial_list(list(s.diverged))} diverged (loss NaN/inf or far above its start)."
+    if s.from_the_start:
+        steps = sorted(set(s.diverged_steps))
+        at = f"step {steps[0]}" if len(steps) == 1 else f"steps {steps[0]}-{steps[-1]}"
+        lrs = (f", at lrs from {fmt(s.smallest_diverged_lr)} to {fmt(s.largest_diverged_lr)}"
+               if s.lr_tuned and s.smallest_diverged_lr is not None else "")
+        first = (" A loss non-finite at step 1 is the initial weights' on the first minibatch, before any update."
+                 if steps[0] <= 1 else "")
+        return (Finding(
+            "nonfinite_start", WARNING,
+            f"every trial diverged in its first steps{lrs}: look at the data and the loss, not the lr",
+            f"{trial_list(list(s.diverged))} diverged at {at}{lrs}.{first} A learning rate does not do that.",
+            s.diverged,
+        ),)
     if s.window_too_high:  # not instability near a good lr: the window is too high; its action says so
         return (Finding("lr_too_high", WARNING, title.replace("unstable: ", "lr window too high: ", 1), detail,
                         s.diverged),)
