@@ -498,3 +498,23 @@ def test_tables_never_cut_a_number_at_80_columns(storage, tiny_ref):
         for value in t["params"].values():
             assert f"{value:.4g}" in r.stdout  # every number whole
     assert "weight_" in r.stdout and "decay" in r.stdout  # headers break at "_" instead
+
+
+def test_the_next_study_is_named_so_its_command_runs_as_printed(storage, tiny_ref):
+    import shlex
+
+    import adamtune
+    from adamtune.analysis import analyze
+
+    base = ["--workload", tiny_ref, "--storage", storage, "--no-report"]
+    # a study named s-next with another search space is in the storage already
+    assert runner.invoke(app, ["tune", *base, "--study", "s-next", "--budget", "1", "--set", "lr=1:2"]).exit_code == 0
+    # nothing learned at these lrs: the next search raises the window
+    r = runner.invoke(app, ["tune", *base, "--study", "s", "--budget", "6", "--set", "lr=1e-9:1e-8"])
+    line = next(x for x in r.stdout.splitlines() if x.startswith("Next search: "))
+    command = shlex.split(line[len("Next search: "):])
+    assert command[command.index("--study") + 1] == "s-next-2"
+    r = runner.invoke(app, [*command[1:], "--no-report"])  # as printed, less the program's name
+    assert r.exit_code == 0, r.output
+    # the study it made has that very space: the proposal keeps naming it (run twice, it continues)
+    assert analyze(adamtune.load("s", storage), storage).next_space.study == "s-next-2"

@@ -161,6 +161,26 @@ def read_settings(study: optuna.Study) -> StudySettings:
     return settings if began is None else dataclasses.replace(settings, space_budget=began)
 
 
+def stored_spaces(study: optuna.Study) -> dict[str, SearchSpace | None]:
+    """The search space of every study in ``study``'s storage, by name (None: a study adamtune
+    did not make, or whose settings are malformed). One read of the studies, none of the trials.
+    Empty when the storage cannot be read again (an in-memory one, gone with its last connection)."""
+    import sqlalchemy.exc
+
+    out: dict[str, SearchSpace | None] = {}
+    try:
+        studies = study._storage.get_all_studies()
+    except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError):
+        return out
+    for s in studies:
+        text = s.user_attrs.get(SETTINGS_ATTR)
+        try:
+            out[s.study_name] = StudySettings.from_json(text).space if isinstance(text, str) else None
+        except ValueError:
+            out[s.study_name] = None
+    return out
+
+
 def load_existing(storage, name: str) -> optuna.Study | None:
     if name not in study_names(storage):
         return None

@@ -18,7 +18,8 @@ from adamtune.analysis._plots import (
     isolation_info, sorted_for_table,
 )
 from adamtune.analysis._select import top_trials
-from adamtune.results import TuneResult
+from adamtune.results import TuneResult, stored_spaces
+from adamtune.space import SearchSpace
 from adamtune.trials import TrialRecord, TrialState, completed, trials_text
 
 
@@ -115,9 +116,17 @@ def analyze(result: TuneResult, storage: str | None = None) -> StudyAnalysis:
     return StudyAnalysis(
         result=result, findings=findings, boundary=checks, stability=stab, progress=learned, curves=diagnoses,
         clip=clip,
-        next_space=next_space(result, checks=checks, storage=storage), importance=importance(result),
+        next_space=next_space(result, checks=checks, storage=storage, taken=_taken(result)),
+        importance=importance(result),
         top=tuple(top_trials(result.trials, s.direction)), completed=len(completed(result.trials)),
         table=sorted_for_table(result),
         axes=axis_plot_info(result), isolation=isolation_info(result), heatmaps=heatmap_info(result),
         curve_plots=curves_info(result),
     )
+
+
+def _taken(result: TuneResult) -> dict[str, SearchSpace | None]:
+    """The studies in ``result``'s storage, so the next study's name is not one of another space."""
+    if result.study is None:  # made by hand, not read from a storage
+        return {}
+    return stored_spaces(result.study)

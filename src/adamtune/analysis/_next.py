@@ -34,7 +34,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import shlex
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from adamtune.analysis._boundary import BoundaryCheck, boundary_check, round_down
 from adamtune.analysis._format import set_argument
@@ -44,7 +44,7 @@ from adamtune.analysis._select import Study, top_trials, unit, unpack
 from adamtune.config import TORCH_DEFAULTS, Config
 from adamtune.storage import redact
 from adamtune.errors import AdamtuneError
-from adamtune.space import Dimension, preset
+from adamtune.space import Dimension, SearchSpace, preset, with_overrides
 from adamtune.results import StudySettings
 from adamtune.trials import completed
 
@@ -94,11 +94,15 @@ class NextSpace:
             values, and the preset's dimensions this study did not tune, fixed at their defaults.
         command: a ready-to-run ``adamtune tune`` line (None when the study's workload cannot be
             named on the command line, e.g. it was passed as a Python object).
+        study: the new study's name (None without the study's name): ``NAME-next``, or
+            ``NAME-next-2``, ... when a study of that name with another search space is in the
+            storage already (one with this space is continued: the command can run twice).
     """
 
     dimensions: tuple[NextDimension, ...]
     set_arguments: tuple[str, ...]
     command: str | None
+    study: str | None = None
 
     @property
     def changed(self) -> bool:
@@ -125,7 +129,7 @@ def _fixed_text(name: str, value: object) -> str:
 
 def next_space(
     study: Study, settings: StudySettings | None = None, checks: Sequence[BoundaryCheck] | None = None,
-    study_name: str | None = None, storage: str | None = None,
+    study_name: str | None = None, storage: str | None = None, taken: Mapping[str, SearchSpace | None] | None = None,
 ) -> NextSpace:
     """Propose the next search space (see the module docstring for the rules).
 
@@ -134,6 +138,8 @@ def next_space(
         checks: the boundary checks, if already computed.
         study_name: the study's name, for the new study's name in the command.
         storage: the storage URL, for the command (omitted: the default storage).
+        taken: the studies in the storage already, each with its search space (None: not
+            adamtune's), so the new study's name is free or names a study of this space.
     """
     if study_name is None and hasattr(study, "study_name"):
         study_name = study.study_name
@@ -205,7 +211,20 @@ def next_space(
         if name not in tuned and name not in fixed:
             value = TORCH_DEFAULTS[settings.optimizer].get(name, getattr(defaults, name))
             args.append(_fixed_text(name, value))
-    return NextSpace(tuple(dims), tuple(args), _command(settings, study_name, storage, args))
+    name = _new_name(study_name, settings, args, taken or {}) if study_name else None
+    return NextSpace(tuple(dims), tuple(args), _command(settings, name, storage, args), name)
+
+
+def _new_name(study_name: str, settings: StudySettings, args: Sequence[str], taken: Mapping[str, SearchSpace | None]) -> str:
+    """``NAME-next``, or the first ``NAME-next-N`` that is free or holds this very search space."""
+    try:  # what `adamtune tune --set ...` makes of the arguments (a test holds it to that)
+        space: SearchSpace | None = with_overrides(preset(settings.optimizer, settings.task, settings.budget), args)
+    except AdamtuneError:
+        space = None
+    name, n = f"{study_name}-next", 2
+    while name in taken and (space is None or taken[name] != space):
+        name, n = f"{study_name}-next-{n}", n + 1
+    return name
 
 
 def _raise(dim: Dimension, largest_lr: float | None) -> NextDimension:
@@ -227,6 +246,7 @@ def _window(dim: Dimension, lo: float, hi: float) -> Dimension:
 
 
 def _command(settings: StudySettings, study_name: str | None, storage: str | None, args: Sequence[str]) -> str | None:
+    """The ``adamtune tune`` line of the next study, ``study_name`` its name."""
     if settings.workload is None:
         return None
     parts = ["adamtune", "tune", "--workload", settings.workload, "--optimizer", settings.optimizer,
@@ -234,7 +254,7 @@ def _command(settings: StudySettings, study_name: str | None, storage: str | Non
     if storage:
         parts += ["--storage", redact(storage)]  # the report may be shared: never a password
     if study_name:
-        parts += ["--study", f"{study_name}-next"]
+        parts += ["--study", study_name]
     for a in args:
         parts += ["--set", a]
     return " ".join(shlex.quote(p) for p in parts)

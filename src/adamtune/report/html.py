@@ -251,7 +251,7 @@ def _next(a: StudyAnalysis) -> str:
     if ns.command is not None:
         command = ns.command
     else:  # the workload was a Python object: show the Python call
-        name = f"{a.result.study_name}-next"
+        name = ns.study
         first = "workload" if a.result.settings.workload_info else "objective"
         command = (f"adamtune.tune({first}, study={name!r}, budget={a.result.settings.budget},\n"
                    f"              space={list(ns.set_arguments)!r})")
