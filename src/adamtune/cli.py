@@ -288,7 +288,7 @@ def studies(storage: str = typer.Option(DEFAULT_STORAGE, metavar="URL", show_def
 
 @app.command()
 def explain(
-    param: Optional[str] = typer.Argument(None, metavar="PARAM", help="lr, beta1, beta2, eps, weight_decay, rho, max_grad_norm or warmup. Omit for all."),
+    param: Optional[str] = typer.Argument(None, metavar="PARAM", help="lr, beta1, beta2, eps, weight_decay, rho, max_grad_norm, warmup or schedule. Omit for all."),
     optimizer: str = typer.Option("adamw", metavar="NAME", help="adamw, adam or adadelta."),
     task: Optional[str] = typer.Option(None, metavar="TASK", help="Show typical values for one task: generic, cnn, transformer, llm."),
 ) -> None:

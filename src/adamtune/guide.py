@@ -418,10 +418,29 @@ def param_guide(name: str) -> ParamGuide:
     """The guide entry of hyperparameter ``name``.
 
     Raises:
-        SpaceError: ``name`` is not one of ``PARAMS``.
+        SpaceError: ``name`` is not one of ``PARAMS`` (``schedule``, a choice, has ``SCHEDULE_GUIDE``).
     """
     _one_of("parameter", name, tuple(PARAMS))
     return PARAMS[name]
+
+
+# The learning-rate schedule: a choice, not a number (``--set schedule=NAME``); the rows of
+# ``adamtune explain schedule``. The formulas are those of config.lr_multiplier (tested there).
+SCHEDULE_GUIDE: tuple[tuple[str, str], ...] = (
+    ("what it does", "How the learning rate changes over training: after the warmup, lr stays or "
+                     "decays. lr is the peak value either way."),
+    ("constant", "lr at every step after the warmup (PyTorch without a scheduler). adamtune's default."),
+    ("cosine", "after the warmup, lr · ½(1 + cos(π·t/T)), t the steps since the warmup and T their "
+               "number: from lr down to nearly 0 at the last step (Loshchilov & Hutter's cosine, "
+               "without restarts)."),
+    ("warmup", "linear from lr/W to lr over the first W = warmup · steps steps, before either "
+               "schedule; no step runs with lr = 0."),
+    ("in PyTorch", "adamtune.make_scheduler(optimizer, config, total_steps) returns a "
+                   "torch.optim.lr_scheduler.LambdaLR; call scheduler.step() after every optimizer.step()."),
+    ("playbook", "A decaying schedule usually ends better than a constant one. Pick one and keep it "
+                 "fixed while tuning: the best lr depends on it (it is the peak), so a study compares "
+                 "trials under one schedule."),
+)
 
 
 def params_for(optimizer: str) -> tuple[ParamGuide, ...]:

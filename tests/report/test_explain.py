@@ -117,7 +117,7 @@ def test_clipping_parameter_shows_the_rule_and_threshold_advice():
     [
         (
             dict(param="momentum"),
-            r"^parameter must be one of lr, beta1, beta2, eps, weight_decay, rho, max_grad_norm, warmup, "
+            r"^parameter must be one of lr, beta1, beta2, eps, weight_decay, rho, max_grad_norm, warmup, schedule, "
             r"got 'momentum'$",
         ),
         (dict(optimizer="sgd"), r"^optimizer must be one of adamw, adam, adadelta, got 'sgd'$"),
@@ -137,3 +137,24 @@ def test_renders_on_a_narrow_terminal_and_in_colour():
     console.print(render_explain(optimizer="adam", task="cnn"))
     assert "Adam (torch.optim.Adam)" in console.export_text()
     assert "\x1b[" not in explain_text()
+
+
+def test_schedule_is_explained_with_the_formulas_make_scheduler_uses():
+    import math
+
+    import torch
+
+    from adamtune.config import Config, make_scheduler
+
+    text = explain_text("schedule")
+    assert "constant" in text and "cosine" in text and "½(1 + cos(π·t/T))" in text and "make_scheduler" in text
+    # what the text says of cosine with warmup holds for the scheduler it names
+    opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = make_scheduler(opt, Config(lr=1.0, warmup=0.1, schedule="cosine"), total_steps=100)
+    lrs = []
+    for _ in range(100):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] == 0.1 and lrs[9] == 1.0  # linear from lr/W to lr over W = 10 steps
+    assert lrs[10] == 1.0 and lrs[99] == 0.5 * (1 + math.cos(math.pi * 89 / 90))  # then cosine, nearly 0 at the end

@@ -15,6 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from adamtune import guide
+from adamtune.errors import SpaceError
 
 _OPTIMIZER_NAMES = {"adamw": "AdamW", "adam": "Adam", "adadelta": "Adadelta"}
 
@@ -35,6 +36,10 @@ def render_explain(param: str | None = None, optimizer: str = "adamw", task: str
     rule = guide.update_rule(optimizer)
     if task is not None:
         guide.task_label(task)
+    if param == "schedule":
+        return _schedule()
+    if param is not None and param not in guide.PARAMS:
+        raise SpaceError(f"parameter must be one of {', '.join((*guide.PARAMS, 'schedule'))}, got {param!r}")
     if param is not None:
         return _param_detail(guide.param_guide(param), optimizer, task)
     return Group(
@@ -213,6 +218,17 @@ def _param_detail(p: guide.ParamGuide, optimizer: str, task: str | None) -> Grou
     elif used:
         parts.append(_rule_panel(guide.update_rule(optimizer)))
     return Group(*parts)
+
+
+def _schedule() -> Panel:
+    """``adamtune explain schedule``: the choices of ``--set schedule=...``."""
+    grid = Table.grid(padding=(0, 2), expand=True)
+    grid.add_column(style="bold", no_wrap=True)
+    grid.add_column(ratio=1)
+    for name, text in guide.SCHEDULE_GUIDE:
+        grid.add_row(name, Text(text))
+    return Panel(grid, title=Text("schedule (--set schedule=constant|cosine)"), title_align="left",
+                 box=box.ROUNDED, expand=True)
 
 
 def _distinct_notes(p: guide.ParamGuide) -> list[str]:
