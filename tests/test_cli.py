@@ -318,6 +318,17 @@ def test_study_file_is_in_wal_mode_and_whole_after_tune(finished):
         assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
+@pytest.mark.parametrize("args", [["--batch", "0"], ["--device", "cuda:99"]])  # refused before the study is opened
+def test_bad_input_on_an_existing_study_leaves_its_file_as_it_was(finished, args):
+    path = finished[len("sqlite:///"):]
+    before = open(path, "rb").read()
+    r = runner.invoke(app, ["tune", "--storage", finished, *args])
+    assert r.exit_code == 2 and len(r.stderr.strip().splitlines()) == 1, r.output
+    # no -wal or -shm file left beside it (checking the file made SQLite create them)
+    assert sorted(os.listdir(os.path.dirname(path))) == ["study.db"]
+    assert open(path, "rb").read() == before
+
+
 def test_read_only_study_can_be_read_not_tuned(read_only_copy, storage):
     path = read_only_copy[len("sqlite:///"):]
     with pytest.raises(OSError):  # the media really is read-only

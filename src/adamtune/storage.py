@@ -903,11 +903,18 @@ def check_url(url: str, *, must_exist: bool = False) -> None:
 
 def _sqlite_tables(path: str) -> set[str] | None:
     """The tables of the SQLite file ``path``, read without writing; None if it cannot be read
-    here (left to Optuna to open, or to say why it cannot)."""
+    here (left to Optuna to open, or to say why it cannot).
+
+    Reading a study in WAL mode makes SQLite create the ``-wal`` and ``-shm`` files beside it;
+    a read-only connection cannot remove them when it closes, and they stayed behind when the
+    command then stopped on bad input. Where the file may be written, the connection is opened
+    read-write (it only reads), and the last one to close removes them as every writer does.
+    """
     import sqlite3
 
+    mode = "rw" if _writable(path) else "ro"
     try:
-        con = sqlite3.connect(f"file:{urllib.parse.quote(os.path.abspath(path))}?mode=ro", uri=True, timeout=60)
+        con = sqlite3.connect(f"file:{urllib.parse.quote(os.path.abspath(path))}?mode={mode}", uri=True, timeout=60)
         try:
             return {name for (name,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         finally:
