@@ -72,7 +72,8 @@ BAD_INPUT = [
     (["tune", "--workload", "no_such_module_xyz:tiny"], "cannot import workload module 'no_such_module_xyz'"),
     (["show", "--storage", "sqlite:///definitely-missing.db"], "no study database at 'definitely-missing.db'"),
     (["tune", "--device", "tpu"], "device must be cpu, cuda or cuda:N, got 'tpu'"),
-    (["tune", "--batch", "0"], "batch must be a whole number >= 1 or 'auto', got '0'"),
+    *((["tune", "--batch", text], f"batch must be a whole number >= 1 or 'auto', got '{text}'")
+      for text in ("0", "1_0", "\uff13", "\u0661", "2.0", "many")),  # ３ (full-width), ١ (Arabic-Indic): as --budget
     (["tune", "--max-memory", "lots"], "--max-memory must be a size like 2GB or 512MB, got 'lots'"),
     *((["tune", "--max-memory", size], f"--max-memory must be a size like 2GB or 512MB, got '{size}'")
       for size in ("nan", "inf", "-5G", "1iB", "1_000", "5Gi", "2PB")),

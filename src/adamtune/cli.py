@@ -58,11 +58,14 @@ def _user_errors() -> Iterator[None]:
 
 def _whole(option: str, text: Optional[str]) -> Optional[int]:
     """An integer option's text as an int (ASCII digits, an optional sign), or one line naming it."""
+    from adamtune.errors import whole_number
+
     if text is None:
         return None
-    if re.fullmatch(r"\s*[+-]?[0-9]+\s*", text) is None:
+    number = whole_number(text)
+    if number is None:
         raise AdamtuneError(f"{option} must be a whole number, got {text!r}")
-    return int(text)
+    return number
 
 
 def _on_disk(storage: str) -> str:

@@ -5,6 +5,8 @@ The CLI turns any ``AdamtuneError`` into one line on stderr and exit status 2.
 
 from __future__ import annotations
 
+import re
+
 
 class AdamtuneError(Exception):
     """Base class: bad input the user can fix; never a bug in adamtune."""
@@ -39,3 +41,13 @@ def first_line(e: BaseException) -> str:
     """The first line of an exception's message (its type name if it has none)."""
     text = str(e).strip()
     return text.splitlines()[0] if text else type(e).__name__
+
+
+_WHOLE = re.compile(r"\s*[+-]?[0-9]+\s*")
+
+
+def whole_number(text: str) -> int | None:
+    """``text`` as an int if it is a whole number in ASCII digits (an optional sign, spaces
+    around), else None: ``int()`` also takes ``1_0`` and other scripts' digits (``３``), which
+    every whole-number option refuses alike."""
+    return int(text) if _WHOLE.fullmatch(text) else None

@@ -26,7 +26,7 @@ from adamtune.config import Config
 from adamtune.engine import Outcome, data_seed, infeasible, init_seed, train_trial
 from adamtune.engine.batched import NotBatchable, member_bytes, members_per_chunk, train_members, why_not_batchable
 from adamtune.engine.monitor import summarize_norms
-from adamtune.errors import SpaceError, StudyError, Terminated, WorkloadError, first_line
+from adamtune.errors import SpaceError, StudyError, Terminated, WorkloadError, first_line, whole_number
 from adamtune.heartbeat import GRACE_S, Heartbeat, end_lost
 from adamtune.quiet import quiet_optuna
 from adamtune.results import (
@@ -586,11 +586,9 @@ def parse_batch(batch: int | str, max_memory: int | None = None) -> int | None:
         raise StudyError(f"max_memory must be a positive number of bytes, got {max_memory!r}")
     if batch == "auto":
         return None
-    try:
-        wanted = int(batch)
-    except (TypeError, ValueError):
-        raise StudyError(f"batch must be a whole number >= 1 or 'auto', got {batch!r}") from None
-    if isinstance(batch, bool) or isinstance(batch, float) or wanted < 1:
+    # text as --budget and --seed read it: ASCII digits (int() also takes 1_0 and ３)
+    wanted = whole_number(batch) if isinstance(batch, str) else batch
+    if isinstance(wanted, bool) or not isinstance(wanted, int) or wanted < 1:
         raise StudyError(f"batch must be a whole number >= 1 or 'auto', got {batch!r}")
     return wanted
 
