@@ -307,6 +307,34 @@ def test_batch_size_for_a_budget(tiny_file, sampler, remaining, wanted, k):
     assert notes == []
 
 
+@pytest.mark.parametrize("remaining, wanted, k, notes", [
+    (2, 99999, 2, []),  # a batch larger than what remains trains what remains: the 2 fit
+    (5, 99999, 3, ["5 members do not fit the memory budget; training in chunks of 3"]),
+    (3, None, 3, []),
+    (7, None, 3, ["7 members do not fit the memory budget; training in chunks of 3"]),
+])
+def test_the_memory_note_counts_the_members_that_remain(tiny_file, remaining, wanted, k, notes):
+    from adamtune.engine.batched import members_per_chunk
+    from adamtune.study import resolve_batch
+
+    w = load_workload(f"{tiny_file}:tiny")
+    three = 10**12 // members_per_chunk(w, "cpu", 10**12) * 3  # bytes that 3 members fit in
+    seen = []
+    assert resolve_batch(wanted, w, "quasi-random", remaining, "cpu", three, seen.append) == k
+    assert seen == notes
+
+
+def test_a_batch_larger_than_the_budget_says_nothing_of_memory(storage, tiny_ref):
+    from adamtune.engine.batched import members_per_chunk
+
+    three = 10**12 // members_per_chunk(load_workload(tiny_ref), "cpu", 10**12) * 3
+    seen = []
+    r = adamtune.tune(tiny_ref, budget=2, batch=99999, max_memory=three, storage=storage, device="cpu",
+                      notice=seen.append)
+    assert seen == [] and len(r.trials) == 2
+    assert [t.user_attrs["engine"] for t in r.study.trials] == ["batched (K=2)"] * 2
+
+
 @pytest.mark.parametrize("sampler", ["tpe", "gp", "random", "quasi-random"])
 def test_two_workers_starting_on_one_study_at_once_draw_apart(storage, sampler):
     from adamtune.space import preset

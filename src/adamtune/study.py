@@ -639,11 +639,11 @@ def resolve_batch(wanted: int | None, workload: Workload | None, sampler: str, r
     most = AUTO_BATCH_MAX["cuda" if str(device).startswith("cuda") else "cpu"]
     k = wanted if wanted is not None else (min(remaining, most) if sampler in ("quasi-random", "random")
                                            else AUTO_BATCH_BAYES)
+    k = min(k, remaining)  # a batch larger than what remains trains what remains: the note is about those
     if fits < k:
-        if wanted is not None or fits < remaining:
-            notice(f"{k} members do not fit the memory budget; training in chunks of {fits}")
+        notice(f"{k} members do not fit the memory budget; training in chunks of {fits}")
         k = fits
-    return max(1, min(k, remaining))
+    return max(1, k)
 
 
 def _size(n: int) -> str:
