@@ -130,3 +130,16 @@ def test_describe_keeps_betas_below_one():
     text = preset("adamw", "generic", 64).describe()
     assert "beta2 0.95..0.9999 (log of 1-x)" in text and "beta1 0.8..0.999 (log of 1-x)" in text
     assert "lr 1e-05..0.01 (log)" in text
+
+
+@pytest.mark.parametrize("override, shown", [
+    ("beta2=0.999:0.9999:linear", "beta2 0.999..0.9999 (linear)"),  # not 0.999..1: 1 is outside the window
+    ("beta1=0.9:0.99999:linear", "beta1 0.9..0.99999 (linear)"),
+    ("beta2=0.95:0.9990001", "beta2 0.95..0.9990001 (log of 1-x)"),
+    ("lr=1.2345e-4:0.3", "lr 0.00012345..0.3 (log)"),  # not 0.000123
+    ("weight_decay=1e-5:0.3", "weight_decay 1e-05..0.3 (log)"),
+    ("warmup=0:0.05", "warmup 0..0.05 (linear)"),
+])
+def test_describe_prints_the_bounds_themselves(override, shown):
+    space = with_overrides(preset("adamw", "generic", 64), [override])
+    assert shown in space.describe()

@@ -18,7 +18,7 @@ from typing import Any
 import optuna
 
 from adamtune import guide
-from adamtune.config import ALL_PARAMS, OPTIMIZER_PARAMS, OPTIMIZERS, SCHEDULES, TRAINING_PARAMS, Config, short_beta
+from adamtune.config import ALL_PARAMS, OPTIMIZER_PARAMS, OPTIMIZERS, SCHEDULES, TRAINING_PARAMS, Config, shortest_g
 from adamtune.errors import ConfigError, SpaceError
 
 SCALES: tuple[str, ...] = ("log", "linear", "log1m")
@@ -84,11 +84,11 @@ class Dimension:
         scale = {"log": "log", "linear": "linear", "log1m": "log of 1-x"}[self.scale]
         return f"{self.name} {self._text(self.low)}..{self._text(self.high)} ({scale})"
 
-    def _text(self, x: float) -> str:
-        """``x`` to 3 significant figures; on a log(1-x) scale ``1 - x`` to 3 (0.9999, never 1)."""
-        if self.scale == "log1m":
-            return short_beta(x, 5e-4)
-        return f"{x:.3g}"
+    @staticmethod
+    def _text(x: float) -> str:
+        """The shortest ``%g`` text that reads back as ``x`` itself (1e-05, 0.3, 0.9999): a
+        bound printed rounded was another window (a linear beta2 0.999..0.9999 read 0.999..1)."""
+        return shortest_g(x, lambda y: y == x)
 
 
 @dataclasses.dataclass(frozen=True)
