@@ -379,6 +379,24 @@ def test_a_read_only_file_is_read_but_not_tuned(read_only_file):
     assert open(path, "rb").read() == before
 
 
+def test_a_damaged_study_file_is_one_line_that_says_reading_it_failed(finished):
+    path = finished[len("sqlite:///"):]
+    size = os.path.getsize(path)
+    with open(path, "r+b") as f:  # the header and schema pages stay whole: the file opens, its trials do not read
+        f.seek(size // 2)
+        f.write(b"\xff" * 4096)
+    for command in ("show", "studies", "best", "report"):
+        r = runner.invoke(app, [command, "--storage", finished])
+        assert r.exit_code == 2 and r.stdout == "", (command, r.output)
+        # no promise that trials stored before are kept: a command that reads stores nothing
+        assert r.stderr.strip().splitlines() == ["adamtune: error: cannot read the study storage: database disk "
+                                                 "image is malformed (the database file is damaged)"], command
+    r = runner.invoke(app, ["tune", "--storage", finished, "--budget", "4", "--no-report"])
+    assert r.exit_code == 2 and r.stderr.strip().splitlines() == [
+        "adamtune: error: the study storage failed: (sqlite3.DatabaseError) database disk image is malformed; "
+        "every trial stored before is kept"]
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small file system needs root")
 def test_a_disk_that_fills_up_mid_study_is_one_line_and_keeps_the_trials(tmp_path, tiny_ref):
     disk = tmp_path / "small"

@@ -28,9 +28,10 @@ STORAGE_HELP = "Optuna storage URL: sqlite:///file.db (default sqlite:///adamtun
 
 
 @contextlib.contextmanager
-def _user_errors() -> Iterator[None]:
+def _user_errors(tuning: bool = False) -> Iterator[None]:
     """Bad input or a failing database -> one line on stderr and exit status 2; Ctrl-C ->
-    status 130 and SIGTERM -> 143, trials kept."""
+    status 130 and SIGTERM -> 143, trials kept. ``tuning``: the command writes trials (tune),
+    and a database failing says that those stored before it are kept."""
     import optuna
     import sqlalchemy.exc
 
@@ -44,10 +45,18 @@ def _user_errors() -> Iterator[None]:
         err.print(f"adamtune: error: {e}", markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     except (optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError) as e:
-        # the database failed mid-run (disk full, file made read-only, server gone)
+        # the database failed mid-run (disk full, file made read-only, server gone), or its file
+        # is damaged
         cause = e.__cause__ or e.__context__ or e
-        err.print(f"adamtune: error: the study storage failed: {first_line(cause)}; every trial stored before "
-                  "is kept", markup=False, highlight=False, soft_wrap=True)
+        if tuning:
+            err.print(f"adamtune: error: the study storage failed: {first_line(cause)}; every trial stored before "
+                      "is kept", markup=False, highlight=False, soft_wrap=True)
+        else:  # a command that only reads has nothing of its own to keep: it says what failed
+            reason = first_line(getattr(cause, "orig", None) or cause)  # the driver's words, without SQLAlchemy's
+            if "malformed" in reason or "not a database" in reason:
+                reason += " (the database file is damaged)"
+            err.print(f"adamtune: error: cannot read the study storage: {reason}", markup=False, highlight=False,
+                      soft_wrap=True)
         raise typer.Exit(2) from None
     except KeyboardInterrupt as e:
         terminated = isinstance(e, Terminated)
@@ -133,7 +142,7 @@ def tune(
     from adamtune.results import tuned_description
     from adamtune.study import tune as run_tune
 
-    with _user_errors():
+    with _user_errors(tuning=True):
         progress = Progress(
             TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("trials"),
             TextColumn("best [bold]{task.fields[best]}"), TimeElapsedColumn(), TextColumn("ETA"),
