@@ -251,6 +251,23 @@ def test_cli_end_to_end_in_real_processes(tmp_path, tiny_ref, adamtune_command):
     assert r.exit_code == 2 and r.stderr.strip() == "adamtune: error: --set: beta1 must be in [0, 1), got 1.5"
 
 
+def test_studies_names_the_optuna_studies_adamtune_did_not_make(storage, tiny_ref):
+    import optuna
+
+    for name in ("a", "b"):
+        optuna.create_study(study_name=name, storage=storage).optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
+    r = runner.invoke(app, ["studies", "--storage", storage])
+    assert r.exit_code == 0 and r.stderr == ""
+    assert r.stdout.strip().splitlines()[-1] == (
+        "2 studies not made by adamtune: a, b (adamtune show cannot read them; optuna-dashboard can)")
+    r = runner.invoke(app, ["tune", "--workload", tiny_ref, "--budget", "1", "--storage", storage, "--no-report"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["studies", "--storage", storage])
+    assert r.exit_code == 0 and "tiny" in r.stdout and "1 complete" in r.stdout
+    assert r.stdout.strip().splitlines()[-1] == (
+        "2 studies not made by adamtune: a, b (adamtune show cannot read them; optuna-dashboard can)")
+
+
 def test_sigterm_ends_the_trials_in_training_as_cut_short(tmp_path, tiny_ref, adamtune_command):
     """`kill`, `timeout` or a scheduler's time limit: like Ctrl-C, no trial is left running forever."""
     import signal

@@ -97,3 +97,12 @@ def test_settings_and_trials_changed_outside_adamtune_name_the_study_and_what_is
                     (trial_id,))
     bare = adamtune.load("tiny", storage).trials[1]
     assert (bare.curve.steps, bare.grad_norms, bare.steps) == ((), None, 0)
+
+
+def test_list_studies_names_the_optuna_studies_adamtune_did_not_make(storage):
+    for name in ("plain", "another"):
+        optuna.create_study(study_name=name, storage=storage)
+    others = []
+    assert adamtune.list_studies(storage, others=others) == []
+    assert others == ["plain", "another"]
+    assert adamtune.list_studies(storage) == []  # without others: left out, as before

@@ -272,7 +272,7 @@ def best(
 def studies(storage: str = typer.Option(DEFAULT_STORAGE, metavar="URL", show_default=False, help=STORAGE_HELP)) -> None:
     """List the studies in a storage.
 
-    A study whose stored settings or trials were changed outside adamtune is listed as malformed,
+    Optuna studies not made by adamtune are named on a line after the table. A study whose stored settings or trials were changed outside adamtune is listed as malformed,
     with one line on stderr saying what is wrong, and the exit status is 2.
     """
     from rich.table import Table
@@ -285,13 +285,19 @@ def studies(storage: str = typer.Option(DEFAULT_STORAGE, metavar="URL", show_def
         for col in ("study", "workload", "optimizer", "trials", "best"):
             table.add_column(col)
         malformed: dict = {}
-        for r in list_studies(_on_disk(storage), malformed=malformed):
+        others: list = []
+        for r in list_studies(_on_disk(storage), malformed=malformed, others=others):
             s = r.settings
             table.add_row(r.study_name, s.workload or s.workload_name, s.optimizer, counts_line(r),
                           f"{s.metric} {fmt(r.best_value)}")
         for name in malformed:
             table.add_row(name, "—", "—", "malformed", "—")
         print_table(console, lambda compact: table)  # a long study name is not cut
+        if others:
+            one = len(others) == 1
+            console.print(f"{len(others)} {'study' if one else 'studies'} not made by adamtune: {', '.join(others)} "
+                          f"(adamtune show cannot read {'it' if one else 'them'}; optuna-dashboard can)",
+                          highlight=False, markup=False, soft_wrap=True)
         for e in malformed.values():
             err.print(f"adamtune: error: {e}", markup=False, highlight=False, soft_wrap=True)
         if malformed:

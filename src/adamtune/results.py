@@ -224,12 +224,14 @@ def load(study: str | None = None, storage: str | None = None) -> TuneResult:
     return result_of(existing)
 
 
-def list_studies(storage: str | None = None, *, malformed: dict[str, StudyError] | None = None) -> list[TuneResult]:
+def list_studies(storage: str | None = None, *, malformed: dict[str, StudyError] | None = None,
+                 others: list[str] | None = None) -> list[TuneResult]:
     """Every study adamtune made in ``storage``, read back (other Optuna studies are left out).
 
     Args:
         malformed: where given, a study whose stored settings or trials are malformed is left
             out of the list and its error put here under its name, instead of raised.
+        others: where given, the names of the Optuna studies not made by adamtune are put here.
 
     Raises:
         StorageError: the storage cannot be opened or does not exist.
@@ -246,6 +248,8 @@ def list_studies(storage: str | None = None, *, malformed: dict[str, StudyError]
                 if malformed is None:
                     raise
                 malformed[name] = e
+        elif others is not None:
+            others.append(name)
     return out
 
 
