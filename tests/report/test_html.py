@@ -1,4 +1,5 @@
 import fcntl
+import hashlib
 import os
 import re
 import shutil
@@ -93,9 +94,24 @@ def test_every_trial_state_is_in_the_table(hostile_page):
 def test_default_report_path_sits_next_to_the_storage(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert default_report_path("sqlite:///runs/x.db", "digits-mlp") == Path("runs/x-report-digits-mlp.html")
-    assert default_report_path("sqlite:///adamtune.db", "a/b c") == Path("adamtune-report-a_b_c.html")
-    assert default_report_path("sqlite:///x.db", "<script>alert(1)</script>") == Path("x-report-script_alert_1_script.html")
+    assert default_report_path("sqlite:///adamtune.db", "a/b c") == Path(f"adamtune-report-a_b_c-{_sha1('a/b c')}.html")
+    assert default_report_path("sqlite:///x.db", "<script>alert(1)</script>") == Path(
+        f"x-report-script_alert_1_script-{_sha1('<script>alert(1)</script>')}.html")
     assert default_report_path("postgresql://u@h/db", "s") == tmp_path / "adamtune-report-s.html"
+
+
+def _sha1(text):
+    return hashlib.sha1(text.encode()).hexdigest()[:8]
+
+
+def test_default_report_paths_of_two_studies_never_collide():
+    names = ["日本", "中文", "a b", "a_b", "a/b", "study", "_study_", "a" * 300, "a" * 301, "é" * 300]
+    paths = {default_report_path("sqlite:///runs/x.db", n) for n in names}
+    assert len(paths) == len(names)
+    assert default_report_path("sqlite:///runs/x.db", "a_b") == Path("runs/x-report-a_b.html")  # needs no cleaning
+    assert default_report_path("sqlite:///x.db", "日本") == Path(f"x-report-study-{_sha1('日本')}.html")
+    assert all(len(os.fsencode(p.name)) <= 200 for p in paths)  # file systems allow 255
+    assert default_report_path("sqlite:///x.db", "a" * 300).name == f"x-report-{'a' * 177}-{_sha1('a' * 300)}.html"
 
 
 def test_write_report_refuses_paths_it_cannot_write(hostile_analysis, tmp_path):

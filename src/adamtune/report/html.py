@@ -6,6 +6,7 @@ and workload names, metric names, parameter values, tracebacks -- goes through `
 
 from __future__ import annotations
 
+import hashlib
 import html
 import os
 import re
@@ -35,14 +36,29 @@ def default_report_path(storage: str | None, study: str) -> Path:
 
     Next to a SQLite file (``sqlite:///runs/x.db`` -> ``runs/x-report-STUDY.html``), else in the
     working directory (``adamtune-report-STUDY.html``); the default storage ``adamtune.db`` gives
-    ``adamtune-report-STUDY.html`` either way. The study name is made safe for a file name.
+    ``adamtune-report-STUDY.html`` either way. The study name is made safe for a file name
+    (``_slug``).
     """
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", study).strip("._") or "study"
     path = sqlite_path(storage) if storage else None
-    if path is not None:
-        p = Path(path)
-        return p.with_name(f"{p.stem}-report-{slug}.html")
-    return Path.cwd() / f"adamtune-report-{slug}.html"
+    prefix = f"{Path(path).stem}-report-" if path is not None else "adamtune-report-"
+    name = f"{prefix}{_slug(study, _NAME_BYTES - len(os.fsencode(prefix)) - len('.html'))}.html"
+    return Path(path).with_name(name) if path is not None else Path.cwd() / name
+
+
+# The most bytes a default report's file name takes; file systems allow 255.
+_NAME_BYTES = 200
+
+
+def _slug(study: str, room: int) -> str:
+    """``study`` in letters, digits and ``._-``, in at most ``room`` characters. A name that
+    had to change (cleaned or cut short) ends in the first 8 hex digits of its SHA-1, so that
+    two studies never share a report file: 日本 and 中文, ``a b`` and ``a_b``."""
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", study).strip("._") or "study"
+    if slug == study and len(slug) <= room:
+        return slug
+    tag = hashlib.sha1(study.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    kept = slug[:max(0, room - len(tag) - 1)].rstrip("._-")
+    return f"{kept}-{tag}" if kept else tag
 
 
 def check_report_path(path: str | os.PathLike, storage: str | None = None) -> Path:
