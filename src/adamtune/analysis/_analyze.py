@@ -100,6 +100,9 @@ class StudyAnalysis:
 def analyze(result: TuneResult, storage: str | None = None) -> StudyAnalysis:
     """Run every analysis over ``result``.
 
+    Besides the trials, it reads one thing more from the study's storage: the name and search
+    space of every study in it (one query), so the next study's name is free or of this space.
+
     Args:
         result: the study, e.g. from ``adamtune.load`` or ``adamtune.tune``.
         storage: its storage URL, so the proposed next command names it.
