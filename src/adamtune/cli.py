@@ -272,8 +272,9 @@ def best(
 def studies(storage: str = typer.Option(DEFAULT_STORAGE, metavar="URL", show_default=False, help=STORAGE_HELP)) -> None:
     """List the studies in a storage.
 
-    Optuna studies not made by adamtune are named on a line after the table. A study whose stored settings or trials were changed outside adamtune is listed as malformed,
-    with one line on stderr saying what is wrong, and the exit status is 2.
+    Optuna studies not made by adamtune are named on a line after the table. A study whose
+    stored settings or trials were changed outside adamtune is listed as malformed, with one
+    line on stderr saying what is wrong, and the exit status is 2.
     """
     from rich.table import Table
 

@@ -20,24 +20,13 @@ from typing import Any
 
 import optuna
 
-from adamtune.storage import fail_if_running, one_transaction
+from adamtune.storage import fail_if_running, one_transaction, sql_backend
 from adamtune.trials import ATTR_INTERRUPTED, ATTR_TRACEBACK
 
 INTERVAL_S = 30.0
 GRACE_S = 600.0  # 20 missed stamps: a worker alive but stalled (the database locked) is not ended
 LOST = (f"lost: its worker sent no heartbeat for over {GRACE_S / 60:g} minutes (killed with SIGKILL, out of memory, "
         "or its machine stopped)")
-
-
-def _sql_backend(study: optuna.Study) -> optuna.storages.RDBStorage | None:
-    storage = study._storage
-    backend = getattr(storage, "_backend", storage)  # Optuna wraps an RDBStorage in _CachedStorage
-    if not isinstance(backend, optuna.storages.RDBStorage) or not hasattr(backend, "scoped_session"):
-        return None
-    url = backend.engine.url
-    if url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"):
-        return None  # in memory: no other worker, and each thread would see a database of its own
-    return backend
 
 
 def _now(session: Any) -> datetime.datetime:
@@ -79,7 +68,7 @@ def _lost(study: optuna.Study, grace_s: float | None) -> list[tuple[int, int]]:
     """``(trial id, number)`` of ``study``'s lost trials, by trial id."""
     from optuna.storages._rdb import models
 
-    backend = _sql_backend(study)
+    backend = sql_backend(study)
     if backend is None:
         return []
     limit = datetime.timedelta(seconds=GRACE_S if grace_s is None else grace_s)
@@ -102,7 +91,7 @@ def end_lost(study: optuna.Study, grace_s: float | None = None) -> int:
         return 0
     # In one transaction: a stalled worker finishing one of them meanwhile keeps its result,
     # not marked cut short (which would leave it out of the budget).
-    return len(fail_if_running(_sql_backend(study), lost, {ATTR_TRACEBACK: LOST, ATTR_INTERRUPTED: True}))
+    return len(fail_if_running(sql_backend(study), lost, {ATTR_TRACEBACK: LOST, ATTR_INTERRUPTED: True}))
 
 
 class Heartbeat:
@@ -114,7 +103,7 @@ class Heartbeat:
     """
 
     def __init__(self, study: optuna.Study, interval_s: float | None = None) -> None:
-        self._backend = _sql_backend(study)
+        self._backend = sql_backend(study)
         self._interval = INTERVAL_S if interval_s is None else interval_s
         self._ids: set[int] = set()
         self._lock = threading.Lock()

@@ -20,7 +20,7 @@ from adamtune.config import Config
 from adamtune.errors import AdamtuneError, StudyError
 from adamtune.retries import first_trials
 from adamtune.space import SearchSpace
-from adamtune.storage import DEFAULT_STORAGE, open_storage, redact, settle, study_names
+from adamtune.storage import DEFAULT_STORAGE, open_storage, redact, settle, sql_backend, study_names
 from adamtune.trials import TrialRecord, TrialState, malformed_reason, ranked, record_from_optuna
 
 SETTINGS_ATTR = "adamtune"
@@ -172,8 +172,8 @@ def stored_spaces(study: optuna.Study) -> dict[str, SearchSpace | None]:
         studies = study._storage.get_all_studies()
     except (sqlalchemy.exc.SQLAlchemyError, optuna.exceptions.StorageInternalError):
         return out
-    backend = getattr(study._storage, "_backend", study._storage)  # Optuna wraps an RDBStorage in _CachedStorage
-    if isinstance(backend, optuna.storages.RDBStorage) and backend.engine.url.database not in (None, "", ":memory:"):
+    backend = sql_backend(study)
+    if backend is not None:
         settle(backend)  # as tune() left it: no connection open, the file whole without -wal/-shm
     for s in studies:
         text = s.user_attrs.get(SETTINGS_ATTR)

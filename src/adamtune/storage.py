@@ -176,6 +176,20 @@ def _write_ahead_log(storage: optuna.storages.RDBStorage) -> None:
     storage.engine.dispose()  # connections opened while Optuna made its tables reconnect with them
 
 
+def sql_backend(study: optuna.Study) -> optuna.storages.RDBStorage | None:
+    """The SQL storage under ``study`` (Optuna wraps an RDBStorage in _CachedStorage), or None:
+    another kind of storage, or an in-memory SQLite one (no other worker sees it, each thread
+    would see a database of its own, and closing its connections would drop it)."""
+    storage = study._storage
+    backend = getattr(storage, "_backend", storage)
+    if not isinstance(backend, optuna.storages.RDBStorage) or not hasattr(backend, "scoped_session"):
+        return None
+    url = backend.engine.url
+    if url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"):
+        return None
+    return backend
+
+
 def settle(storage: optuna.storages.BaseStorage) -> None:
     """Fold a SQLite study's write-ahead log into the file and close its idle connections.
 

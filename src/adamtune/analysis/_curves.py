@@ -120,6 +120,11 @@ def _improvement(v: list[float]) -> float:
     return max(v[0] - min(v), MIN_IMPROVEMENT * level, 1e-12)
 
 
+def _moved(v: list[float]) -> bool:
+    """Whether an oriented curve came down from its first evaluation by ``MIN_IMPROVEMENT`` of its best."""
+    return v[0] - min(v) >= MIN_IMPROVEMENT * abs(min(v))
+
+
 def _late(steps: list[int], start: float, at_least: int) -> int:
     """Index of the first evaluation of the late part of training."""
     final = steps[-1]
@@ -150,7 +155,7 @@ def diagnose_curve(curve: Curve, metric: str, direction: str = "minimize", numbe
     b = min(range(n), key=lambda i: (v[i], i))
     vmin, level = v[b], abs(v[b])
     improvement = _improvement(v)
-    moved = v[0] - vmin >= MIN_IMPROVEMENT * level
+    moved = _moved(v)
 
     # overfitting: worse at the end than at the best, while training loss kept falling.
     rise = (v[-1] - vmin) / max(v[0] - vmin, 1e-12) if b < n - 1 else 0.0
@@ -280,7 +285,7 @@ def progress(study: Study, settings: StudySettings | None = None) -> Progress:
             continue
         v = [oriented(x, settings.direction) for x in raw]
         judged.append(t.number)
-        if v[0] - min(v) >= MIN_IMPROVEMENT * abs(min(v)):
+        if _moved(v):
             moved.append(t.number)
         starts.append(raw[0])
         bests.append(min(v))
