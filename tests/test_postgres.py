@@ -81,11 +81,14 @@ def test_two_workers_share_one_study(postgres_url, tiny_ref, tmp_path, adamtune_
     trials = adamtune.load("shared", postgres_url).trials
     numbers = [t.number for t in trials]
     assert len(numbers) == len(set(numbers))
-    # both workers drew on one budget; a race between their asks may add at most one batch
-    assert 10 <= len(numbers) <= 12
-    assert all(t.state == adamtune.TrialState.COMPLETE for t in trials)
+    # both workers drew on one budget: a trial one of them asked for past it (the two asked at
+    # once) ended unrun, cut short, not counted
+    counted = [t for t in trials if not t.interrupted]
+    assert len(counted) == 10
+    assert all(t.state == adamtune.TrialState.COMPLETE for t in counted)
+    assert all(t.error.startswith("not run: the study's budget of 10") for t in trials if t.interrupted)
     # the Sobol sequence is shared: no point was tried twice
-    assert len({t.params["lr"] for t in trials}) == len(numbers)
+    assert len({t.params["lr"] for t in counted}) == len(counted)
 
 
 def test_the_bare_postgresql_scheme_works_with_the_driver_installed(postgres_url, tiny_ref):
@@ -220,5 +223,5 @@ def test_two_workers_continue_a_stopped_study_each_point_once(postgres_url, tiny
     done = [t for t in trials if t.state == adamtune.TrialState.COMPLETE]
     assert [t.number for t in trials if t.interrupted][:2] == [2, 3]
     assert {t.retry_of for t in trials if t.retry_of is not None} == {2, 3}
-    assert 8 <= len(done) <= 10  # both workers drew on one budget; a race between asks may add a batch
+    assert len(done) == 8  # both workers drew on one budget
     assert len({t.params["lr"] for t in done}) == len(done)  # no point ran twice

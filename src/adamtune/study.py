@@ -672,21 +672,29 @@ class _Runner:
                       asked: list[tuple[optuna.trial.Trial, Config | None]] | None = None) -> set[int]:
         """Read the study's retries once ``created`` (the trials asked for) are made, for their
         points. Those of ``created`` that retry a point another worker's retry already stands
-        for end unrun, cut short (appended to ``asked`` without a Config); returns their numbers."""
+        for, or that lie past the budget (:func:`over_budget`), end unrun, cut short (appended
+        to ``asked`` without a Config); returns their numbers."""
         trials = self.study.get_trials(deepcopy=False)
         self.retries = retry_numbers(trials)
         if type(self.study.sampler) in _POINT_SAMPLERS:
             self.study.sampler.retries = self.retries
         running = {t.number for t in trials if t.state == optuna.trial.TrialState.RUNNING}
-        twins = duplicates(trials, [t.number for t in created if t.number in running])  # not those failed asking
+        mine = [t.number for t in created if t.number in running]  # not those failed asking
+        twins = duplicates(trials, mine)
+        past = over_budget(trials, [n for n in mine if n not in twins], self.settings.budget, set(twins))
         for trial in created:
             if trial.number in twins:
-                trial.set_user_attr(ATTR_ENGINE, engine)
-                self._fail(trial, f"not run: trial {twins[trial.number]} runs this point again already (two "
-                                  "workers retried it at once)", count=False)
-                if asked is not None:
-                    asked.append((trial, None))
-        return set(twins)
+                why = f"trial {twins[trial.number]} runs this point again already (two workers retried it at once)"
+            elif trial.number in past:
+                why = (f"the study's budget of {self.settings.budget} trials was taken by other workers' trials "
+                       "(several workers asked at once); a later run of the study runs this point")
+            else:
+                continue
+            trial.set_user_attr(ATTR_ENGINE, engine)
+            self._fail(trial, f"not run: {why}", count=False)
+            if asked is not None:
+                asked.append((trial, None))
+        return set(twins) | past
 
     def _init_seed(self, trial: optuna.trial.Trial) -> int:
         """The seed of ``trial``'s initial weights: the study's seed and the trial's point (retries.py)."""
@@ -950,6 +958,28 @@ _COUNTED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, op
             optuna.trial.TrialState.RUNNING)
 
 
+def _counts(trial: optuna.trial.FrozenTrial) -> bool:
+    return trial.state in _COUNTED and not trial.user_attrs.get(ATTR_INTERRUPTED)
+
+
+def over_budget(trials: Sequence[optuna.trial.FrozenTrial], numbers: Sequence[int], budget: int,
+                ending: set[int] = frozenset()) -> set[int]:
+    """Those of ``numbers`` (trials just asked for) that lie past ``budget``.
+
+    Workers sharing a study each ask for what the budget had left when they looked, and two that
+    look at once both ask for it (nothing in Optuna's storage makes the count and the ask one
+    step). The trials that count, in the order they were made, take the budget: the first
+    ``budget`` are in, and a worker ends unrun those of its own that came after.
+
+    Args:
+        trials: all of the study's, read once ``numbers`` were made.
+        ending: trials about to end unrun (not counted), though ``trials`` shows them running.
+    """
+    counted = sorted(t.number for t in trials if _counts(t) and t.number not in ending)
+    inside = set(counted[:budget])
+    return {n for n in numbers if n not in inside}
+
+
 def counted_trials(study: optuna.Study) -> int:
     """Trials that use up the budget: finished or being trained; one cut short by Ctrl-C does not."""
-    return sum(1 for t in study.get_trials(deepcopy=False, states=_COUNTED) if not t.user_attrs.get(ATTR_INTERRUPTED))
+    return sum(1 for t in study.get_trials(deepcopy=False, states=_COUNTED) if _counts(t))
