@@ -409,3 +409,13 @@ def test_optunas_notes_on_adamtunes_own_doings_stay_out_of_the_users_way(storage
         optuna.logging.set_verbosity(before)
     assert not [w for w in caught if issubclass(w.category, optuna.exceptions.ExperimentalWarning)]
     assert "A new study created" not in capsys.readouterr().err
+
+
+def test_max_trials_runs_a_share_of_the_budget(storage, tiny_ref):
+    r = adamtune.tune(tiny_ref, budget=10, batch=2, max_trials=3, pruner="none", storage=storage)
+    assert len(r.trials) == 3 and r.settings.budget == 10
+    r = adamtune.tune(tiny_ref, budget=10, max_trials=3, storage=storage)
+    assert [t.number for t in r.trials] == list(range(6))
+    assert adamtune.tune(tiny_ref, budget=10, max_trials=100, storage=storage).trials[-1].number == 9
+    with pytest.raises(StudyError, match="max_trials must be a whole number >= 1 or None, got 0"):
+        adamtune.tune(tiny_ref, max_trials=0, storage=storage)

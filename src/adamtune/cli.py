@@ -124,6 +124,18 @@ def tune(
     max_memory: Optional[str] = typer.Option(
         None, metavar="SIZE", help="Memory the stacked trials may use, e.g. 2GB or 512MB. Default: 80% of free GPU memory, "
                    "or a quarter of free RAM. Larger batches run in chunks that fit."),
+    workers: Optional[str] = typer.Option(
+        None, metavar="N",
+        help="Workers that share the study and train at once, 1 to 1024, started by Ray (pip install -c "
+             "constraints.txt -e '.[ray]'): on a local Ray cluster started for this run, unless --ray-address names "
+             "one. Default: this process alone, without Ray."),
+    ray_address: Optional[str] = typer.Option(
+        None, "--ray-address", metavar="ADDRESS",
+        help="The Ray cluster the workers run on: auto (the one `ray start --head` made on this machine) or "
+             "ray://HOST:10001. A cluster of several machines needs a storage they all reach (postgresql://...). "
+             "Default with --workers: a local cluster for this run."),
+    cpus_per_worker: Optional[str] = typer.Option(
+        None, metavar="N", help="CPUs Ray reserves for each worker, and the threads its torch uses. Default 1."),
     no_report: bool = typer.Option(
         False, "--no-report", metavar="",
         help="Do not write the HTML report (default: it is written next to a SQLite storage and named after it, "
@@ -174,14 +186,27 @@ def tune(
                 f"{trial_value_text(record):<12} {params}", highlight=False, soft_wrap=True)
             progress.update(state["task"], advance=1, best=fmt(so_far.best_value))
 
+        options = dict(
+            optimizer=optimizer, task=task, budget=_whole("--budget", budget), space=set_ or None,
+            sampler=sampler, pruner=pruner, storage=_on_disk(storage), study=study, seed=_whole("--seed", seed),
+            device=device, on_trial=on_trial, on_start=on_start, batch=batch, max_memory=parse_size(max_memory),
+            notice=lambda msg: progress.console.print(f"[yellow]note:[/] {msg}", highlight=False),
+        )
+        n_workers = _whole("--workers", workers)
+        cpus = _whole("--cpus-per-worker", cpus_per_worker)
+        if cpus is not None and cpus < 1:
+            raise AdamtuneError(f"--cpus-per-worker must be a whole number >= 1, got {cpus_per_worker!r}")
+        if ray_address is not None and n_workers is None:
+            n_workers = 1  # one worker on the cluster named
+        if cpus is not None and n_workers is None:
+            raise AdamtuneError("--cpus-per-worker is for the workers that --workers starts on Ray; give --workers N")
         try:
-            result = run_tune(
-                workload, optimizer=optimizer, task=task, budget=_whole("--budget", budget), space=set_ or None,
-                sampler=sampler, pruner=pruner, storage=_on_disk(storage), study=study, seed=_whole("--seed", seed),
-                device=device,
-                on_trial=on_trial, on_start=on_start, batch=batch, max_memory=parse_size(max_memory),
-                notice=lambda msg: progress.console.print(f"[yellow]note:[/] {msg}", highlight=False),
-            )
+            if n_workers is None:
+                result = run_tune(workload, **options)
+            else:
+                from adamtune.cluster import tune_on_ray
+
+                result = tune_on_ray(workload, workers=n_workers, address=ray_address, cpus_per_worker=cpus, **options)
         finally:
             if progress.live.is_started:  # stopping a progress never started prints an empty line
                 progress.stop()

@@ -27,6 +27,7 @@ SETTINGS_ATTR = "adamtune"
 # StudySettings.space_budget, kept in an attribute of its own: adamtune versions that predate
 # it read the settings attribute with exactly the fields they know.
 SPACE_BUDGET_ATTR = "adamtune_space_budget"
+MAX_BUDGET = 1_000_000  # the most trials a study may have
 
 
 @dataclasses.dataclass(frozen=True)

@@ -30,8 +30,8 @@ from adamtune.errors import SpaceError, StudyError, Terminated, WorkloadError, f
 from adamtune.heartbeat import GRACE_S, Heartbeat, end_lost
 from adamtune.quiet import quiet_optuna
 from adamtune.results import (
-    SETTINGS_ATTR, SPACE_BUDGET_ATTR, StudySettings, TuneResult, list_studies, load, load_existing, read_settings,
-    result_of, tuned_description,
+    MAX_BUDGET, SETTINGS_ATTR, SPACE_BUDGET_ATTR, StudySettings, TuneResult, list_studies, load, load_existing,
+    read_settings, result_of, tuned_description,
 )
 from adamtune.retries import duplicates, point_of, retry_cut_short, retry_numbers
 from adamtune.space import SearchSpace, check_optimizer, check_task, preset, with_overrides
@@ -41,8 +41,8 @@ from adamtune.storage import (
 )
 from adamtune.trials import (
     ATTR_CONFIG, ATTR_CURVE, ATTR_ENGINE, ATTR_INTERRUPTED, ATTR_DIVERGED_AT, ATTR_GRAD_NORMS, ATTR_RETRY_OF, ATTR_STATE,
-    ATTR_STEPS, ATTR_TRACEBACK,
-    Curve, TrialRecord, TrialState, ranked, trials_text,
+    ATTR_STEPS, ATTR_TRACEBACK, ATTR_WORKER,
+    Curve, TrialRecord, TrialState, ranked, this_worker, trials_text,
 )
 from adamtune.workloads import Workload, describe, load_workload
 
@@ -62,7 +62,7 @@ def _cut_short(e: BaseException) -> str:
 
 
 @contextlib.contextmanager
-def _sigterm_as_interrupt() -> Any:
+def sigterm_as_interrupt() -> Any:
     """While tuning, SIGTERM raises Terminated (a KeyboardInterrupt), so the trials being
     trained end as cut short and a rerun makes up for them; by default SIGTERM would end the
     process at once and leave them running forever. Only where Python's default handling is
@@ -309,7 +309,26 @@ def _pick(name: str, explicit: Any, stored: Any, default: Any, study: str) -> An
     return None
 
 
-def tune(
+@dataclasses.dataclass
+class OpenedStudy:
+    """A study made or loaded, checked against what it stores, its settings stored, no trial run.
+
+    Attributes:
+        remaining: trials the budget has left (cut-short trials to run again included).
+        wanted_batch: the batch asked for (None = auto).
+    """
+
+    study: optuna.Study
+    settings: StudySettings
+    store: Any
+    workload: Workload | None
+    objective_fn: Objective | None
+    device: str
+    wanted_batch: int | None
+    remaining: int
+
+
+def open_study(
     workload_or_objective: Union[str, Workload, Objective, None] = None,
     *,
     optimizer: str | None = None,
@@ -323,53 +342,15 @@ def tune(
     seed: int | None = None,
     direction: str | None = None,
     device: str | None = None,
-    on_trial: Callable[[TrialRecord, TuneResult | None], None] | None = None,
-    on_start: Callable[[StudySettings, int], None] | None = None,
     batch: int | str = "auto",
     max_memory: int | None = None,
     notice: Callable[[str], None] | None = None,
-    max_consecutive_failures: int | None = 3,
-) -> TuneResult:
-    """Tune an Adam-family optimizer and keep every trial in ``storage``.
-
-    Managed mode: pass a Workload or a reference (``"digits-mlp"``, ``"file.py:ATTR"``,
-    ``"module:ATTR"``); adamtune trains each trial. Objective mode: pass
-    ``objective(config, trial) -> float``; it trains and calls ``trial.report(step, value)``.
-
-    Args:
-        optimizer: ``adamw`` (default), ``adam`` or ``adadelta``.
-        task: preset windows: generic, cnn, transformer, llm (default: the workload's).
-        budget: total trials the study should have (default 16); re-running continues.
-        space: a SearchSpace, or ``--set`` strings applied to the preset
-            (``"lr=1e-4:1e-2"``, ``"beta1=0.9"``).
-        sampler: ``quasi-random`` (default; scrambled Sobol), ``tpe``, ``gp``, ``random``.
-        pruner: ``asha`` (default), ``median``, ``none``.
-        storage: an Optuna storage URL (default ``sqlite:///adamtune.db``).
-        study: the study name (default: the workload's name, or the objective's).
-        seed: fixes the sampler, every trial's initial weights and the minibatch order.
-        direction: objective mode only: ``minimize`` (default) or ``maximize``.
-        device: where managed trials train (``"cpu"``, ``"cuda"``, ``"cuda:1"``; default: CUDA
-            when available).
-        batch: how many trials train at once as one vmapped model: ``"auto"`` (default:
-            batched whenever the workload allows it), or a number (1 = sequential).
-        max_memory: bytes the stacked members may use (default: 80% of free GPU memory, or a
-            quarter of free RAM); larger batches are split into chunks that fit.
-        on_trial: called with each finished trial's record and the study so far.
-        on_start: called once with the settings and the number of trials to run.
-        notice: called with one-line notices (e.g. why batching fell back to sequential);
-            default: ``warnings.warn``.
-        max_consecutive_failures: stop with StudyError once this many trials in a row failed
-            (the user's code raised), and at the end of a run in which every trial failed; None
-            never stops for failures. Failed trials are kept, with their tracebacks, either way.
-
-    Ctrl-C (KeyboardInterrupt) or SIGTERM (``kill``, ``timeout``, a scheduler's time limit;
-    raised as ``adamtune.Terminated``, a KeyboardInterrupt, where SIGTERM has Python's default
-    handling) ends the trials in training as failed and cut short; they do not use up the
-    budget, so running ``tune`` again makes up for them. Every finished trial is kept.
+) -> OpenedStudy:
+    """Check every argument as :func:`tune` does, make or load the study and store its settings;
+    end the trials of workers gone and enqueue the retries of trials cut short. Runs no trial.
 
     Raises:
         AdamtuneError: any bad input, with a message naming what must hold.
-        StudyError: trials failed as ``max_consecutive_failures`` says.
     """
     url = DEFAULT_STORAGE if storage is None else storage
     check_url(url)
@@ -502,22 +483,106 @@ def tune(
     if retried:
         (notice or _warn)(f"{trials_text(len(retried))} cut short earlier: run again first, with the same "
                           "hyperparameters and initial weights")
+    return OpenedStudy(the_study, settings, store, workload, objective_fn, dev, wanted_batch, remaining)
+
+
+def tune(
+    workload_or_objective: Union[str, Workload, Objective, None] = None,
+    *,
+    optimizer: str | None = None,
+    task: str | None = None,
+    budget: int | None = None,
+    space: Union[SearchSpace, Iterable[str], None] = None,
+    sampler: str | None = None,
+    pruner: str | None = None,
+    storage: str | None = None,
+    study: str | None = None,
+    seed: int | None = None,
+    direction: str | None = None,
+    device: str | None = None,
+    on_trial: Callable[[TrialRecord, TuneResult | None], None] | None = None,
+    on_start: Callable[[StudySettings, int], None] | None = None,
+    batch: int | str = "auto",
+    max_memory: int | None = None,
+    notice: Callable[[str], None] | None = None,
+    max_consecutive_failures: int | None = 3,
+    max_trials: int | None = None,
+) -> TuneResult:
+    """Tune an Adam-family optimizer and keep every trial in ``storage``.
+
+    Managed mode: pass a Workload or a reference (``"digits-mlp"``, ``"file.py:ATTR"``,
+    ``"module:ATTR"``); adamtune trains each trial. Objective mode: pass
+    ``objective(config, trial) -> float``; it trains and calls ``trial.report(step, value)``.
+
+    Args:
+        optimizer: ``adamw`` (default), ``adam`` or ``adadelta``.
+        task: preset windows: generic, cnn, transformer, llm (default: the workload's).
+        budget: total trials the study should have (default 16); re-running continues.
+        space: a SearchSpace, or ``--set`` strings applied to the preset
+            (``"lr=1e-4:1e-2"``, ``"beta1=0.9"``).
+        sampler: ``quasi-random`` (default; scrambled Sobol), ``tpe``, ``gp``, ``random``.
+        pruner: ``asha`` (default), ``median``, ``none``.
+        storage: an Optuna storage URL (default ``sqlite:///adamtune.db``).
+        study: the study name (default: the workload's name, or the objective's).
+        seed: fixes the sampler, every trial's initial weights and the minibatch order.
+        direction: objective mode only: ``minimize`` (default) or ``maximize``.
+        device: where managed trials train (``"cpu"``, ``"cuda"``, ``"cuda:1"``; default: CUDA
+            when available).
+        batch: how many trials train at once as one vmapped model: ``"auto"`` (default:
+            batched whenever the workload allows it), or a number (1 = sequential).
+        max_memory: bytes the stacked members may use (default: 80% of free GPU memory, or a
+            quarter of free RAM); larger batches are split into chunks that fit.
+        on_trial: called with each finished trial's record and the study so far.
+        on_start: called once with the settings and the number of trials to run.
+        notice: called with one-line notices (e.g. why batching fell back to sequential);
+            default: ``warnings.warn``.
+        max_consecutive_failures: stop with StudyError once this many trials in a row failed
+            (the user's code raised), and at the end of a run in which every trial failed; None
+            never stops for failures. Failed trials are kept, with their tracebacks, either way.
+        max_trials: run at most this many trials in this call, as Optuna's ``n_trials`` (None:
+            until the budget is used up); a worker's share when several share the study.
+
+    Ctrl-C (KeyboardInterrupt) or SIGTERM (``kill``, ``timeout``, a scheduler's time limit;
+    raised as ``adamtune.Terminated``, a KeyboardInterrupt, where SIGTERM has Python's default
+    handling) ends the trials in training as failed and cut short; they do not use up the
+    budget, so running ``tune`` again makes up for them. Every finished trial is kept.
+
+    Raises:
+        AdamtuneError: any bad input, with a message naming what must hold.
+        StudyError: trials failed as ``max_consecutive_failures`` says.
+    """
+    if max_trials is not None and (isinstance(max_trials, bool) or not isinstance(max_trials, int) or max_trials < 1):
+        raise StudyError(f"max_trials must be a whole number >= 1 or None, got {max_trials!r}")
+    opened = open_study(
+        workload_or_objective, optimizer=optimizer, task=task, budget=budget, space=space, sampler=sampler,
+        pruner=pruner, storage=storage, study=study, seed=seed, direction=direction, device=device, batch=batch,
+        max_memory=max_memory, notice=notice,
+    )
+    the_study, settings, store, remaining = opened.study, opened.settings, opened.store, opened.remaining
+    workload, the_sampler = opened.workload, settings.sampler
+    if max_trials is not None:
+        remaining = min(remaining, max_trials)
+    quota = remaining if max_trials is not None else math.inf  # trials that count this call may still run
     if on_start is not None:
         on_start(settings, remaining)
-    runner = _Runner(the_study, settings, workload, objective_fn, dev, on_trial, max_consecutive_failures,
-                     notice or _warn)
-    k = resolve_batch(wanted_batch, workload, the_sampler, remaining, dev, max_memory, notice or _warn)
+    runner = _Runner(the_study, settings, workload, opened.objective_fn, opened.device, on_trial,
+                     max_consecutive_failures, notice or _warn)
+    k = resolve_batch(opened.wanted_batch, workload, the_sampler, remaining, opened.device, max_memory,
+                      notice or _warn)
     try:
-        with _sigterm_as_interrupt(), Heartbeat(the_study) as heartbeat:
+        with sigterm_as_interrupt(), Heartbeat(the_study) as heartbeat:
             runner.heartbeat = heartbeat
             while remaining > 0:
                 n = min(k, remaining)
+                uncounted = runner.uncounted
                 if n > 1:
                     if not runner.run_batch(n):
                         k = 1  # the model could not be vmapped: the rest of the study runs sequentially
                 else:
                     runner.run_one()
-                remaining = runner.remaining(settings.budget)  # other workers sharing the study count too
+                quota -= n - (runner.uncounted - uncounted)  # those ended unrun or elsewhere are made up for
+                # other workers sharing the study count too
+                remaining = min(runner.remaining(settings.budget), quota)
         if runner.failures and not runner.ended and max_consecutive_failures is not None:
             raise runner.failed(f"every trial of this run failed ({runner.failures})")
         return result_of(the_study, settings)
@@ -559,7 +624,6 @@ AUTO_BATCH_BAYES = 8  # TPE/GP learn from finished trials: ask fewer at once
 # stack delays every result and makes a Ctrl-C cut short more trials. GPUs gain from larger stacks;
 # memory caps them anyway.
 AUTO_BATCH_MAX = {"cpu": 64, "cuda": 1024}
-MAX_BUDGET = 1_000_000
 
 
 def check_device(device: str | None) -> str:
@@ -664,6 +728,7 @@ class _Runner:
         self.notice = notice
         self.failures = 0  # in a row
         self.ended = 0  # trials this run that trained and were stored (complete, pruned or diverged)
+        self.uncounted = 0  # trials this run asked for that ended unrun or elsewhere: not in the budget
         self.last_error = "unknown"  # the last line of the last failed trial's traceback
         self.heartbeat: Heartbeat | None = None  # stamps the trials made, while tune() trains
         self.retries: list[int] = []  # the study's retries of trials cut short, read at each ask
@@ -726,7 +791,8 @@ class _Runner:
                 try:
                     with writes_kept(trial) as held:
                         config = self.settings.space.suggest(trial)
-                        held.set_user_attrs({ATTR_ENGINE: engine, ATTR_CONFIG: dataclasses.asdict(config)})
+                        held.set_user_attrs({ATTR_ENGINE: engine, ATTR_WORKER: this_worker(),
+                                         ATTR_CONFIG: dataclasses.asdict(config)})
                 except Exception:
                     self._fail_asked(trial, engine, traceback.format_exc())
                     asked.append((trial, None))
@@ -886,6 +952,7 @@ class _Runner:
         self._notify([t for t in trials if t.number not in gone])
 
     def _ended_elsewhere(self, numbers: Sequence[int]) -> None:
+        self.uncounted += len(numbers)
         if numbers:
             self.notice(f"{trials_text(len(numbers))} ({', '.join(map(str, numbers))}) had been ended by another "
                         f"worker while this one trained {'them' if len(numbers) > 1 else 'it'} (no heartbeat for over "
@@ -904,6 +971,7 @@ class _Runner:
         trial.set_user_attr(ATTR_TRACEBACK, tb)
         if not count:
             trial.set_user_attr(ATTR_INTERRUPTED, True)
+            self.uncounted += 1
         self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
         if not count:
             return

@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 import enum
 import math
+import os
+import socket
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -29,6 +31,7 @@ ATTR_DIVERGED_AT = "diverged_at_step"
 ATTR_ENGINE = "engine"
 ATTR_INTERRUPTED = "interrupted"
 ATTR_RETRY_OF = "retry_of"
+ATTR_WORKER = "worker"
 
 
 class TrialState(str, enum.Enum):
@@ -112,6 +115,8 @@ class TrialRecord:
             stopped; it does not use up the budget (a rerun makes up for it).
         retry_of: for a trial run again in place of trials cut short, the point of the
             search they stood for (``retries.py``; trial i is point i until a retry is made).
+        worker: the process that trained it, ``HOST pid N`` (:func:`this_worker`); several
+            workers may share a study.
     """
 
     number: int
@@ -127,10 +132,16 @@ class TrialRecord:
     engine: str | None = None
     interrupted: bool = False
     retry_of: int | None = None
+    worker: str | None = None
 
     @property
     def finished(self) -> bool:
         return self.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.DIVERGED, TrialState.FAILED)
+
+
+def this_worker() -> str:
+    """This process as a trial's ``worker`` attribute: ``HOST pid N``."""
+    return f"{socket.gethostname()} pid {os.getpid()}"
 
 
 def _float(x: Any) -> float:
@@ -178,6 +189,7 @@ def record_from_optuna(trial: optuna.trial.FrozenTrial, params: Mapping[str, flo
         engine=_stored(trial, ATTR_ENGINE, _text),
         interrupted=bool(trial.user_attrs.get(ATTR_INTERRUPTED)),
         retry_of=_stored(trial, ATTR_RETRY_OF, _count),
+        worker=_stored(trial, ATTR_WORKER, _text),
     )
 
 

@@ -172,7 +172,7 @@ def to_json(result: TuneResult) -> dict[str, Any]:
     for t in result.trials:
         row: dict[str, Any] = {
             "number": t.number, "state": t.state.value, "params": dict(t.params),
-            "value": _num(t.value), "steps": t.steps, "engine": t.engine,
+            "value": _num(t.value), "steps": t.steps, "engine": t.engine, "worker": t.worker,
             "config": config_dict(Config(**t.config)) if t.config else None,
             "curve": t.curve.to_dict(),
         }

@@ -1,0 +1,270 @@
+"""One study tuned by several workers at once on a Ray cluster (a local one by default).
+
+Workers share a study through its storage, as several ``adamtune tune`` processes on one study
+do (README, "Where results live"): each asks the study for trials, trains them (batched or one
+at a time) and stores them, and the budget holds across them. Ray only starts the workers
+where there is room for them (a CPU each, or a GPU each with ``device="cuda"``), on this
+machine or on every machine of a cluster. This process opens the study first, so bad input is
+refused before any worker starts, then follows the study in its storage and reports each trial
+as it is stored, whichever worker trained it.
+
+A SQLite file is on one machine only: it serves the workers of a cluster of one node (the local
+cluster started here, or one ``ray start --head`` made on this machine); a cluster of several
+nodes needs a storage every node reaches (PostgreSQL). A workload file or module must be
+found by every worker: built-in workloads always are; on a cluster of several machines, give a
+module installed on every node or a path on a file system they share.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import socket
+import warnings
+from collections.abc import Callable, Iterator
+from typing import Any, Union
+
+from adamtune.errors import AdamtuneError, StorageError, StudyError, first_line
+from adamtune.results import StudySettings, TuneResult, result_of
+from adamtune.storage import DEFAULT_STORAGE, check_url, sqlite_path
+from adamtune.study import AdamtuneWarning, Objective, open_study, resolve_batch, sigterm_as_interrupt
+from adamtune.trials import TrialRecord
+from adamtune.workloads import Workload
+
+MAX_WORKERS = 1024
+POLL_S = 1.0  # how often the study is read for trials the workers stored
+CANCEL_WAIT_S = 60.0  # how long the workers get to end their trials as cut short after Ctrl-C
+
+RAY_MISSING = "Ray is not installed: pip install -c constraints.txt -e '.[ray]' (or pip install ray)"
+
+
+def _ray() -> Any:
+    try:
+        import ray
+    except ImportError:
+        raise StudyError(RAY_MISSING) from None
+    return ray
+
+
+def check_workers(workers: Any) -> int:
+    if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= MAX_WORKERS:
+        raise StudyError(f"workers must be a whole number in 1..{MAX_WORKERS}, got {workers!r}")
+    return workers
+
+
+def _check_share(name: str, value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 < value < math.inf):
+        raise StudyError(f"{name} must be a number > 0, got {value!r}")
+    return float(value)
+
+
+def _absolute(url: str) -> str:
+    """``url`` with a SQLite file named by its absolute path: the workers' directory may differ."""
+    path = sqlite_path(url)
+    return url if path is None else "sqlite:///" + os.path.abspath(path)
+
+
+def check_reachable(address: str | None, timeout_s: float = 5.0) -> None:
+    """Refuse an address nothing answers at, at once: Ray itself retries it for minutes.
+
+    ``auto`` and None are left to Ray (it finds a local cluster, or says there is none, at once).
+    """
+    if address is None or address == "auto":
+        return
+    rest = address.split("://", 1)[1] if "://" in address else address
+    host, sep, port = rest.rstrip("/").rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise StudyError(f"a Ray address must be auto, HOST:PORT or ray://HOST:PORT, got {address!r}")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as e:
+        raise StudyError(f"cannot reach the Ray cluster at {address!r}: {e.strerror or e}") from None
+
+
+@contextlib.contextmanager
+def _connected(address: str | None) -> Iterator[Any]:
+    """Ray, connected to ``address`` (None: a local cluster started here, for this run only).
+
+    A connection the caller had already made is used and left open.
+    """
+    ray = _ray()
+    if ray.is_initialized():
+        yield ray
+        return
+    kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.ERROR, "log_to_driver": False}
+    try:
+        ray.init(address=address, **kwargs)
+    except Exception as e:  # noqa: BLE001 - unreachable address, no cluster at "auto", a bad address
+        if address == "auto" and isinstance(e, ConnectionError):
+            raise StudyError("no Ray cluster runs on this machine for --ray-address auto (start one with "
+                             "`ray start --head`, or leave --ray-address out for a local one for this run)") from None
+        where = f"the Ray cluster at {address!r}" if address else "a local Ray cluster"
+        raise StudyError(f"cannot connect to {where}: {first_line(e) or type(e).__name__}") from None
+    try:
+        yield ray
+    finally:
+        ray.shutdown()
+
+
+def _worker(workload: Union[str, Workload, Objective, None], options: dict[str, Any], threads: int | None
+            ) -> dict[str, Any]:
+    """Run in a Ray task: :func:`adamtune.tune` on the shared study; returns its notices."""
+    import torch
+
+    from adamtune.study import tune
+    from adamtune.trials import this_worker
+
+    if threads:
+        torch.set_num_threads(threads)
+    notices: list[str] = []
+    tune(workload, notice=notices.append, **options)
+    return {"worker": this_worker(), "notices": notices}
+
+
+def tune_on_ray(
+    workload_or_objective: Union[str, Workload, Objective, None] = None,
+    *,
+    workers: int = 2,
+    address: str | None = None,
+    cpus_per_worker: float | None = None,
+    gpus_per_worker: float | None = None,
+    on_trial: Callable[[TrialRecord, TuneResult], None] | None = None,
+    on_start: Callable[[StudySettings, int], None] | None = None,
+    notice: Callable[[str], None] | None = None,
+    max_consecutive_failures: int | None = 3,
+    **options: Any,
+) -> TuneResult:
+    """:func:`adamtune.tune` with ``workers`` workers sharing the study, started by Ray.
+
+    ``options`` are :func:`adamtune.tune`'s (optimizer, task, budget, space, sampler, pruner,
+    storage, study, seed, direction, device, batch, max_memory). They and the arguments
+    :func:`adamtune.tune` takes mean what they mean there (each worker stops
+    after ``max_consecutive_failures`` failures in a row of its own trials). The trials left are
+    split evenly between the workers; each runs its share, in batches as ``batch`` says (with
+    "auto" and quasi-random search, its whole share as one batch).
+
+    Args:
+        workers: how many workers train at once (1..1024).
+        address: the Ray cluster: None starts a local one for this run (stopped at the end);
+            ``"auto"`` is the cluster ``ray start`` made on this machine; ``"ray://HOST:10001"``
+            a remote one through Ray Client. A connection already made (``ray.init()``) is used.
+        cpus_per_worker: CPUs Ray reserves for each worker, and the threads its torch uses
+            (default 1).
+        gpus_per_worker: GPUs Ray reserves for each worker (default: 1 with a CUDA ``device``,
+            else 0).
+        on_trial: called in this process with each trial a worker stored, in the order they
+            were stored, and the study so far; trials ended unrun (cut short) are not shown.
+
+    Ctrl-C (or SIGTERM) here stops every worker: the trials they were training end as cut short,
+    as with :func:`adamtune.tune`, and a later run of the study makes up for them.
+
+    Raises:
+        AdamtuneError: bad input (said before any worker starts), Ray missing or the cluster
+            unreachable, a SQLite storage with a cluster of several nodes, or a worker's own
+            error (the first, as the worker raised it).
+    """
+    check_workers(workers)
+    cpus = _check_share("cpus_per_worker", cpus_per_worker)
+    gpus = _check_share("gpus_per_worker", gpus_per_worker)
+    _ray()  # before the study is made: nothing is stored for a run that cannot start
+    check_reachable(address)
+    url = options.get("storage") or DEFAULT_STORAGE
+    check_url(url)
+    url = _absolute(url)
+    say = notice or _warn
+    opened = open_study(workload_or_objective, **{**options, "storage": url}, notice=say)
+    device, max_memory = options.get("device"), options.get("max_memory")
+    settings, the_study = opened.settings, opened.study
+    if on_start is not None:
+        on_start(settings, opened.remaining)
+    if opened.remaining == 0:
+        return result_of(the_study, settings)
+    # Each worker runs its share of the trials left: shares fixed here cannot ask past the budget
+    # together (workers that each counted the trials left could).
+    shares = [opened.remaining // workers + (i < opened.remaining % workers) for i in range(workers)]
+    shares = [n for n in shares if n]
+    k = resolve_batch(opened.wanted_batch, opened.workload, settings.sampler, shares[0], opened.device, max_memory,
+                      say)
+    if gpus is None:
+        gpus = 1.0 if opened.device.startswith("cuda") else 0.0
+    threads = max(1, int(cpus or 1))
+    # Every worker continues the study as stored now: the workload is read from the study unless
+    # it is a Python object (a Workload or an objective), which Ray sends along.
+    sent = workload_or_objective if not isinstance(workload_or_objective, str) else None
+    options = {"storage": url, "study": the_study.study_name, "budget": settings.budget, "batch": k,
+               "device": device, "max_memory": max_memory, "max_consecutive_failures": max_consecutive_failures}
+    with sigterm_as_interrupt(), _connected(address) as ray:
+        nodes = [n for n in ray.nodes() if n.get("Alive")]
+        if sqlite_path(url) is not None and len(nodes) > 1:
+            raise StorageError(f"the Ray cluster has {len(nodes)} nodes and a SQLite file is on this machine only; "
+                               "give a storage every node reaches, e.g. --storage postgresql://user@host/db")
+        task_fn = ray.remote(num_cpus=cpus or 1, num_gpus=gpus)(_worker)
+        refs = [task_fn.remote(sent, {**options, "max_trials": n}, threads) for n in shares]
+        follow = _Follower(the_study, settings, on_trial)
+        try:
+            errors = _wait(ray, refs, follow, say)
+        except KeyboardInterrupt:
+            # Each worker gets a KeyboardInterrupt and ends its trials as cut short.
+            for ref in refs:
+                ray.cancel(ref)
+            with contextlib.suppress(Exception):
+                ray.wait(refs, num_returns=len(refs), timeout=CANCEL_WAIT_S)
+            with contextlib.suppress(Exception):
+                follow.poll()
+            raise
+        follow.poll()
+    if errors:
+        raise errors[0]
+    return result_of(the_study, settings)
+
+
+def _wait(ray: Any, refs: list, follow: "_Follower", say: Callable[[str], None]) -> list[AdamtuneError]:
+    """Follow the study until every worker is done; returns the workers' errors (adamtune's own)."""
+    errors: list[AdamtuneError] = []
+    pending = list(refs)
+    while pending:
+        done, pending = ray.wait(pending, num_returns=len(pending), timeout=POLL_S)
+        follow.poll()
+        for ref in done:
+            try:
+                out = ray.get(ref)
+            except ray.exceptions.RayTaskError as e:
+                cause = e.cause
+                if isinstance(cause, AdamtuneError):
+                    errors.append(cause)
+                else:
+                    errors.append(StudyError(f"a worker failed: {type(cause).__name__}: {first_line(cause)}"))
+                continue
+            except ray.exceptions.RayError as e:  # the worker's process or machine was lost
+                say(f"a worker was lost ({type(e).__name__}: {first_line(e)}); the trials it was training "
+                    "stay running until their heartbeat is stale, then a later run of the study makes up for them")
+                continue
+            for message in out["notices"]:
+                say(f"{out['worker']}: {message}")
+    return errors
+
+
+class _Follower:
+    """Reads the study and hands ``on_trial`` the trials stored since the last read."""
+
+    def __init__(self, study: Any, settings: StudySettings, on_trial: Callable | None) -> None:
+        self.study, self.settings, self.on_trial = study, settings, on_trial
+        self.seen = {t.number for t in result_of(study, settings).trials if t.finished}
+
+    def poll(self) -> None:
+        if self.on_trial is None:
+            return
+        now = result_of(self.study, self.settings)
+        new = [t for t in now.trials if t.finished and t.number not in self.seen]
+        for t in new:
+            self.seen.add(t.number)
+            if not t.interrupted:
+                self.on_trial(t, now)
+
+
+def _warn(message: str) -> None:
+    warnings.warn(message, AdamtuneWarning, stacklevel=3)
