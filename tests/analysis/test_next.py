@@ -76,11 +76,25 @@ def test_a_python_workload_has_no_command_and_names_are_quoted(syn):
 
     settings = dataclasses.replace(syn.settings(syn.LR), workload=None)
     assert next_space([syn.trial(0, 0.1, lr=1e-3)], settings).command is None
-    settings = dataclasses.replace(syn.settings(syn.LR), workload="my dir/w.py:make")
-    cmd = next_space([syn.trial(0, 0.1, lr=1e-3)], settings, study_name="a b", storage="sqlite:///x y.db").command
+    settings = dataclasses.replace(syn.settings(syn.LR, syn.WD, budget=8), workload="my dir/w.py:make")
+    lr_u = (0.02, 0.15, 0.3, 0.45, 0.6, 0.75, 0.85, 0.95)  # the best at lr's upper edge: a new window
+    trials = trials_at(syn, lr_u, (0.5, 0.1, 0.9, 0.3, 0.7, 0.2, 0.6, 0.4), [1 - u for u in lr_u])
+    cmd = next_space(trials, settings, study_name="a b", storage="sqlite:///x y.db").command
     assert "--workload 'my dir/w.py:make'" in cmd and "--storage 'sqlite:///x y.db'" in cmd and "--study 'a b-next'" in cmd
-    cmd = next_space([syn.trial(0, 0.1, lr=1e-3)], settings, storage="postgresql://me:hunter2@h/db").command
+    cmd = next_space(trials, settings, storage="postgresql://me:hunter2@h/db").command
     assert "hunter2" not in cmd and "--storage 'postgresql://me:***@h/db'" in cmd  # the report may be shared
+    kept = next_space([syn.trial(0, 0.1, lr=1e-3)], settings, study_name="a b", storage="postgresql://me:pw@h/db")
+    assert kept.continues and not kept.changed
+    assert kept.command == "adamtune tune --storage 'postgresql://me:***@h/db' --study 'a b' --budget 16"
+
+
+def test_windows_kept_continue_the_study_instead_of_repeating_it(syn):
+    """A new study of the same space and seed would draw the very same trials: nothing to learn."""
+    settings = syn.settings(syn.LR, budget=16)
+    ns = next_space([syn.trial(i, 0.1 + i / 10, lr=syn.lr_at(0.4 + i / 20)) for i in range(4)], settings,
+                    study_name="s", storage="sqlite:///x.db")
+    assert all(d.change == "keep" for d in ns.dimensions) and not ns.changed and ns.continues
+    assert ns.study == "s" and ns.command == "adamtune tune --storage sqlite:///x.db --study s --budget 32"
 
 
 def test_every_trial_diverged_moves_the_lr_window_below_the_smallest_that_did(syn):
@@ -134,12 +148,15 @@ def test_a_fixed_clipping_threshold_that_clipped_most_steps_is_replaced_by_the_a
     steady = [1.0 + 0.01 * i for i in range(100)]
     settings = syn.settings(syn.LR, fixed=(("max_grad_norm", 0.05),))
     trials = [syn.trial(0, 0.1, grad_norms=syn.norms(steady, max_grad_norm=0.05), config={"max_grad_norm": 0.05}, lr=1e-3)]
-    ns = next_space(trials, settings)
+    ns = next_space(trials, settings, study_name="s")
     assert "max_grad_norm=1.89" in ns.set_arguments and "max_grad_norm=0.05" not in ns.set_arguments
+    # the windows are kept, but the threshold changes: a new study, which the terminal prints too
+    assert ns.replaced == ("max_grad_norm",) and ns.changed and not ns.continues and ns.study == "s-next"
     # one that clipped a few steps is kept
     settings = syn.settings(syn.LR, fixed=(("max_grad_norm", 1.8),))
     trials = [syn.trial(0, 0.1, grad_norms=syn.norms(steady, max_grad_norm=1.8), config={"max_grad_norm": 1.8}, lr=1e-3)]
-    assert "max_grad_norm=1.8" in next_space(trials, settings).set_arguments
+    ns = next_space(trials, settings, study_name="s")
+    assert "max_grad_norm=1.8" in ns.set_arguments and not ns.changed and ns.continues
 
 
 def test_a_dimension_whose_best_trials_sit_as_chance_would_is_kept_not_narrowed(syn):

@@ -20,6 +20,17 @@ def test_the_terminal_says_nothing_of_the_kind_on_a_normal_study(normal_analysis
     assert text.startswith("Findings")
 
 
+def test_a_study_whose_windows_hold_is_told_to_continue_not_to_repeat_itself(normal_analysis):
+    import dataclasses
+
+    ns = normal_analysis.next_space  # every window kept, as next_space continues a study (tests/analysis)
+    ns = dataclasses.replace(ns, dimensions=tuple(dataclasses.replace(d, change="keep") for d in ns.dimensions),
+                             continues=True, command="adamtune tune --study s --budget 32")
+    text = plain(dataclasses.replace(normal_analysis, next_space=ns))
+    assert "Next search" not in text
+    assert f"Next: {ns.command}  (the windows hold: more trials of this study try new points of the same search" in text
+
+
 def test_markup_in_user_text_is_printed_as_it_is(hostile_analysis):
     console = Console(record=True, width=200)
     print_findings(console, hostile_analysis)

@@ -168,7 +168,10 @@ def test_a_study_without_a_result_still_gets_a_report(states):
     page = render_html(analyze(TuneResult("s", settings, trials, None, None)))
     assert "No trial completed, so there is no configuration to recommend yet." in page
     assert "<h3>No trial completed</h3>" in page and "Nothing to fix" not in page
-    assert "adamtune.tune(objective, study=&#x27;s-next&#x27;" in page  # made from Python with an objective
+    if trials:  # made from Python with an objective; the lr window moves
+        assert "adamtune.tune(objective, study=&#x27;s-next&#x27;" in page
+    else:  # nothing to move: more trials of this study
+        assert "adamtune.tune(objective, study=&#x27;s&#x27;, budget=6)" in page
     if trials:
         assert "lr window too high: 2 of 2 trials diverged, from lr ≈ 0.001" in page
         assert "no trial completed (1 failed, 2 diverged): the boundary check needs at least 2" in page

@@ -45,7 +45,7 @@ from adamtune.config import TORCH_DEFAULTS, Config
 from adamtune.storage import redact
 from adamtune.errors import AdamtuneError
 from adamtune.space import Dimension, SearchSpace, preset, with_overrides
-from adamtune.results import StudySettings
+from adamtune.results import MAX_BUDGET, StudySettings
 from adamtune.trials import completed
 
 NARROW_MIN_COMPLETED = 5
@@ -97,16 +97,24 @@ class NextSpace:
         study: the new study's name (None without the study's name): ``NAME-next``, or
             ``NAME-next-2``, ... when a study of that name with another search space is in the
             storage already (one with this space is continued: the command can run twice).
+            When nothing changes, the study itself (see ``continues``).
+        replaced: the fixed values the next study sets otherwise (``max_grad_norm`` that
+            clipped too often).
+        continues: nothing changes, so the command continues this study with twice its
+            budget (new points of the same search) instead of making a new study that would
+            run the very same trials again.
     """
 
     dimensions: tuple[NextDimension, ...]
     set_arguments: tuple[str, ...]
     command: str | None
     study: str | None = None
+    replaced: tuple[str, ...] = ()
+    continues: bool = False
 
     @property
     def changed(self) -> bool:
-        return any(d.change != KEEP for d in self.dimensions)
+        return bool(self.replaced) or any(d.change != KEEP for d in self.dimensions)
 
     @property
     def lowered(self) -> bool:
@@ -203,16 +211,22 @@ def next_space(
     tuned = {d.name for d in dims}
     fixed = dict(settings.space.fixed)
     clip = clip_advice(trials, settings)
+    replaced = ()
     if fixed.get("max_grad_norm") is not None and clip is not None and clip.too_often:
         fixed["max_grad_norm"] = float(f"{clip.threshold:.3g}")  # the clipping finding's, not one it condemns
+        replaced = ("max_grad_norm",)
     args += [_fixed_text(k, v) for k, v in sorted(fixed.items())]
     defaults = Config(optimizer=settings.optimizer)
     for name in preset(settings.optimizer, settings.task, settings.budget).tuned:
         if name not in tuned and name not in fixed:
             value = TORCH_DEFAULTS[settings.optimizer].get(name, getattr(defaults, name))
             args.append(_fixed_text(name, value))
+    if study_name and not replaced and all(d.change == KEEP for d in dims):
+        # The same space and seed in a new study would draw the same trials again.
+        return NextSpace(tuple(dims), tuple(args), _continue_command(settings, study_name, storage), study_name,
+                         continues=True)
     name = _new_name(study_name, settings, args, taken or {}) if study_name else None
-    return NextSpace(tuple(dims), tuple(args), _command(settings, name, storage, args), name)
+    return NextSpace(tuple(dims), tuple(args), _command(settings, name, storage, args), name, replaced)
 
 
 def _new_name(study_name: str, settings: StudySettings, args: Sequence[str], taken: Mapping[str, SearchSpace | None]) -> str:
@@ -243,6 +257,17 @@ def _window(dim: Dimension, lo: float, hi: float) -> Dimension:
         return Dimension(dim.name, dim.from_unit(lo), dim.from_unit(hi), dim.scale)
     except AdamtuneError:
         return dim
+
+
+def _continue_command(settings: StudySettings, study_name: str, storage: str | None) -> str | None:
+    """The ``adamtune tune`` line that continues the study with twice its budget."""
+    if settings.workload is None:
+        return None
+    parts = ["adamtune", "tune"]
+    if storage:
+        parts += ["--storage", redact(storage)]
+    parts += ["--study", study_name, "--budget", str(min(2 * settings.budget, MAX_BUDGET))]
+    return " ".join(shlex.quote(p) for p in parts)
 
 
 def _command(settings: StudySettings, study_name: str | None, storage: str | None, args: Sequence[str]) -> str | None:

@@ -18,6 +18,10 @@ from adamtune.results import TuneResult
 _MARK = {"warning": ("!", "bold yellow"), "info": ("·", "cyan")}
 
 
+CONTINUE_NOTE = ("the windows hold: more trials of this study try new points of the same search; add "
+                 "--sampler tpe to exploit what it found")
+
+
 def findings_lines(analysis: StudyAnalysis) -> list[Text]:
     """One line per finding (with its ``--set`` suggestion), then the next search command.
 
@@ -37,6 +41,8 @@ def findings_lines(analysis: StudyAnalysis) -> list[Text]:
     ns = analysis.next_space
     if ns.changed:
         lines.append(Text.assemble(("Next search: ", "bold"), ns.command or " ".join(f"--set {a}" for a in ns.set_arguments)))
+    elif ns.continues and ns.command:
+        lines.append(Text.assemble(("Next: ", "bold"), ns.command, f"  ({CONTINUE_NOTE})"))
     return lines
 
 

@@ -269,8 +269,11 @@ def _next(a: StudyAnalysis) -> str:
     else:  # the workload was a Python object: show the Python call
         name = ns.study
         first = "workload" if a.result.settings.workload_info else "objective"
-        command = (f"adamtune.tune({first}, study={name!r}, budget={a.result.settings.budget},\n"
-                   f"              space={list(ns.set_arguments)!r})")
+        if ns.continues:
+            command = f"adamtune.tune({first}, study={name!r}, budget={2 * a.result.settings.budget})"
+        else:
+            command = (f"adamtune.tune({first}, study={name!r}, budget={a.result.settings.budget},\n"
+                       f"              space={list(ns.set_arguments)!r})")
     return f"""
 <section id="next" class="card">
   <h2>Next search space</h2>
@@ -288,7 +291,9 @@ def _next_lead(ns: NextSpace) -> str:
         return "No trial learned anything: search larger learning rates before anything else."
     if ns.changed:
         return "Coarse to fine: narrow around the best trials, widen where they hit an edge."
-    return "Keep the windows: the study gives no reason to move them yet."
+    return ("Keep the windows: the study gives no reason to move them yet. A new study of the same space and "
+            "seed would run the very same trials again, so this continues the study instead: more trials try "
+            "new points of the same search (add --sampler tpe to exploit what it found).")
 
 
 def _importance(a: StudyAnalysis) -> str:
