@@ -304,15 +304,19 @@ def python_snippet(config: Config, model_name: str = "model", total_steps: int |
     """
     cls = _TORCH_CLASS[config.optimizer]
     m = model_name
-    lines = [
-        "# weight decay on weight matrices only; biases and norm weights get 0",
-        f"decay = [p for p in {m}.parameters() if p.requires_grad and p.dim() >= 2]",
-        f"no_decay = [p for p in {m}.parameters() if p.requires_grad and p.dim() < 2]",
-    ]
-    groups = (
-        f'[{{"params": decay, "weight_decay": {_fmt(config.weight_decay)}}}, '
-        f'{{"params": no_decay, "weight_decay": 0.0}}]'
-    )
+    if config.weight_decay == 0:  # no decay anywhere: one group, as most training scripts have it
+        lines = []
+        groups = f"{m}.parameters()"
+    else:
+        lines = [
+            "# weight decay on weight matrices only; biases and norm weights get 0",
+            f"decay = [p for p in {m}.parameters() if p.requires_grad and p.dim() >= 2]",
+            f"no_decay = [p for p in {m}.parameters() if p.requires_grad and p.dim() < 2]",
+        ]
+        groups = (
+            f'[{{"params": decay, "weight_decay": {_fmt(config.weight_decay)}}}, '
+            f'{{"params": no_decay, "weight_decay": 0.0}}]'
+        )
     if config.optimizer == "adadelta":
         args = f"lr={_fmt(config.lr)}, rho={_fmt_beta(config.rho)}, eps={_fmt(config.eps)}"
     else:

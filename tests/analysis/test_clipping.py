@@ -29,17 +29,17 @@ def test_threshold_is_the_90th_percentile_of_the_best_trial_and_clips_a_tenth(sy
     assert f.action == guide.ACTIONS["clip"]
 
 
-def test_a_threshold_that_clips_most_of_the_best_trials_own_steps_is_too_aggressive(syn):
+def test_the_best_trials_own_share_is_the_percentiles_not_an_estimate_from_its_samples(syn):
     import dataclasses
 
-    # the percentile comes from every step, the shares from the recorded samples; when those
-    # disagree (a downsampled history), the threshold can clip most of the recorded steps
+    # the percentile comes from every step, the samples are a few hundred of them: the best
+    # trial's own 90th percentile clips a tenth of its steps, whatever the samples suggest
     g = dataclasses.replace(syn.norms(STEADY), p90=0.5)
     trials, settings = study(syn, syn.trial(0, 0.1, grad_norms=g, lr=1e-3))
     a = clip_advice(trials, settings)
-    assert a.too_often
+    assert dict(a.would_clip)[0] == pytest.approx(0.1) and not a.too_often
     (f,) = clip_findings(a)
-    assert f.severity == "warning" and "this threshold would clip 100% of its steps" in f.detail
+    assert f.severity == "info" and "max_grad_norm=0.5 would clip 10% of its steps" in f.detail
 
 
 def test_one_steady_trial_is_advice_not_a_warning(syn):

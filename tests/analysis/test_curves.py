@@ -73,7 +73,10 @@ def test_findings_need_the_best_trial_or_half_of_the_best(syn):
     assert f.kind == "saturated_early" and f.trials == (1, 1)  # the trials it holds for
     (f,) = curve_findings([yes, no, no], "val_loss")
     assert f.title == "saturated early: train shorter" and f.severity == "info"
-    assert "val_loss was 0.2 by step 30 of 100, within 2% of its best (0.2, at step 30)" in f.detail
+    assert "In trial 1: val_loss reached its best (0.2) at step 30 of 100 and was no better after." in f.detail
+    later = CurveDiagnosis(1, 10, True, 60, 100, 0.19, 0.2, saturated_early=True, saturated_at=30, saturated_value=0.193)
+    (f,) = curve_findings([later], "val_loss")
+    assert "val_loss was 0.193 by step 30 of 100, within 2% of its best (0.19, at step 60)" in f.detail
 
 
 def test_diagnose_best_takes_the_best_completed_trials(syn):
@@ -88,7 +91,7 @@ def test_diagnose_best_takes_the_best_completed_trials(syn):
     kinds = {f.kind for f in curve_findings(ds, "val_loss")}
     assert kinds == {"saturated_early"}  # the best trial's; overfitting holds for one of two only
     titles = [f.title for f in curve_findings(ds[::-1], "val_loss")]  # now the overfitting one is "best"
-    assert titles == ["overfitting: the validation val_loss turns worse while the training loss falls"]
+    assert titles == ["overfitting: val_loss turns worse while the training loss falls"]
 
 
 def stab_study(syn, rows, best_value_of=lambda lr: lr):

@@ -290,6 +290,27 @@ def test_a_best_value_reached_before_the_end_says_at_which_step():
     assert "Its best evaluation, at step 20 of 30" in card
 
 
+@pytest.mark.parametrize("last, config, want", [
+    (0.5049, {}, "its best evaluation, at step 20 of 30; it ended within 1% of it, at 0.5049"),
+    (0.9, {"schedule": "cosine", "warmup": 0.0},
+     "its best evaluation, at step 20 of 30; it ended at 0.9: keep the checkpoint of step 20 of a 30-step run "
+     "(training 20 steps instead would squeeze its lr schedule)"),
+    (0.9, {"schedule": "constant", "warmup": 0.1}, "squeeze its lr schedule"),
+])
+def test_the_step_note_says_nothing_to_act_on_for_noise_and_keeps_a_schedules_length(last, config, want):
+    """Training fewer steps with warmup or cosine is another run (both are fractions of the steps)."""
+    import dataclasses
+
+    from adamtune.report.terminal import best_step_note
+    from adamtune.trials import Curve
+
+    result = _study_ending_above_its_best().result
+    best = dataclasses.replace(result.best, curve=Curve((10, 20, 30), {"value": (1.0, 0.5, last)}),
+                               config={**(result.best.config or {}), **config})
+    note = best_step_note(dataclasses.replace(result, best=best))
+    assert note == want if want.startswith("its") else want in note
+
+
 def _study_ending_above_its_best():
     import tempfile
 

@@ -74,6 +74,11 @@ def clip_advice(study: Study, settings: StudySettings | None = None) -> ClipAdvi
         threshold = float(np.percentile(samples, guide.CLIP_PERCENTILE))
     would = []
     for t in top:
+        if t is best and threshold == g.p90:
+            # Its own 90th percentile over every step clips a tenth of them; the samples (a few
+            # hundred of its steps) would only estimate that.
+            would.append((t.number, 1 - guide.CLIP_PERCENTILE / 100))
+            continue
         s = np.asarray([x for x in t.grad_norms.samples if np.isfinite(x)], dtype=float)
         if s.size:
             would.append((t.number, float((s > threshold).mean())))

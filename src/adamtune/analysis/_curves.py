@@ -219,7 +219,7 @@ def curve_findings(diagnoses: Sequence[CurveDiagnosis], metric: str) -> tuple[Fi
         d = hits[0]
         who = trial_list([h.number for h in hits]) if hits[0].number is not None else "the curve"
         if kind == "overfitting":
-            title = f"overfitting: the validation {metric} turns worse while the training loss falls"
+            title = f"overfitting: {metric} turns worse while the training loss falls"
             detail = (
                 f"In {who}: the best {metric} ({fmt(d.best)}) came at step {d.best_step} of {d.final_step}; "
                 f"it ended at {fmt(d.final)} ({d.rise:.0%} of its improvement lost) while the training loss "
@@ -239,10 +239,14 @@ def curve_findings(diagnoses: Sequence[CurveDiagnosis], metric: str) -> tuple[Fi
             )
         else:
             title = "saturated early: train shorter"
-            detail = (
-                f"In {who}: {metric} was {fmt(d.saturated_value)} by step {d.saturated_at} of {d.final_step}, "
-                f"within {SATURATED_TOL:.0%} of its best ({fmt(d.best)}, at step {d.best_step})."
-            )
+            if d.saturated_at == d.best_step:  # "within 2% of its best" would compare it with itself
+                detail = (f"In {who}: {metric} reached its best ({fmt(d.best)}) at step {d.best_step} of "
+                          f"{d.final_step} and was no better after.")
+            else:
+                detail = (
+                    f"In {who}: {metric} was {fmt(d.saturated_value)} by step {d.saturated_at} of {d.final_step}, "
+                    f"within {SATURATED_TOL:.0%} of its best ({fmt(d.best)}, at step {d.best_step})."
+                )
         severity = INFO if kind == "saturated_early" else WARNING
         out.append(Finding(kind, severity, title, detail, tuple(h.number for h in hits if h.number is not None)))
     return tuple(out)

@@ -131,6 +131,10 @@ def best_snippet(result: TuneResult) -> str | None:
     return None if cfg is None else python_snippet(cfg, total_steps=_planned_steps(result))
 
 
+# A best trial whose last evaluation is within this fraction of its best ended as good as it got.
+ENDED_AS_GOOD = 0.01
+
+
 def best_step_note(result: TuneResult) -> str | None:
     """Where the best trial's value comes from when it is not its last evaluation (the objective
     is a trial's best evaluation): the step to stop at, or None."""
@@ -143,8 +147,17 @@ def best_step_note(result: TuneResult) -> str | None:
     hits = [step for step, v in zip(best.curve.steps, values) if v == best.value]
     if not hits:
         return None
-    return (f"its best evaluation, at step {hits[0]} of {best.steps}; it ended at {fmt(values[-1])}: "
-            f"keep the checkpoint of step {hits[0]}, or train {hits[0]} steps")
+    where = f"its best evaluation, at step {hits[0]} of {best.steps}"
+    gap = abs(values[-1] - best.value) / max(abs(best.value), 1e-12)
+    if gap < ENDED_AS_GOOD:  # noise between evaluations: nothing to act on
+        return f"{where}; it ended within {ENDED_AS_GOOD:.0%} of it, at {fmt(values[-1])}"
+    config = best.config or {}
+    if config.get("warmup") or config.get("schedule", "constant") != "constant":
+        # Training fewer steps would squeeze the schedule, which is set in fractions of the steps.
+        return (f"{where}; it ended at {fmt(values[-1])}: keep the checkpoint of step {hits[0]} of a "
+                f"{best.steps}-step run (training {hits[0]} steps instead would squeeze its lr schedule)")
+    return (f"{where}; it ended at {fmt(values[-1])}: keep the checkpoint of step {hits[0]}, or train "
+            f"{hits[0]} steps")
 
 
 def _planned_steps(result: TuneResult) -> int | None:
