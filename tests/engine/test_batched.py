@@ -146,8 +146,35 @@ def test_batchnorm_and_non_vmappable_models_are_refused_by_the_engine():
                       init_seeds=[0, 1], data_seed=0)
 
 
+class RunningMean(nn.Module):
+    """A running mean of its own hidden activations, updated in place in training (as RevIN or a
+    VQ codebook's EMA are): each member keeps its own, as it would alone."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(64, 32), nn.Linear(32, 10)
+        self.register_buffer("mean", torch.zeros(32))
+
+    def forward(self, x):
+        h = torch.relu(self.fc1(x))
+        if self.training:
+            self.mean.mul_(0.9).add_(0.1 * h.mean(0).detach())
+        return self.fc2(h - self.mean)
+
+
+class ReassignedMean(RunningMean):
+    """The same running mean, assigned anew each step: a stack cannot keep it per member."""
+
+    def forward(self, x):
+        h = torch.relu(self.fc1(x))
+        if self.training:
+            self.mean = 0.9 * self.mean + 0.1 * h.mean(0).detach()
+        return self.fc2(h - self.mean)
+
+
 @pytest.mark.parametrize("model, why", [(WithBatchNorm, "BatchNorm1d"), (NotVmappable, "vmap cannot run this model"),
-                                        (VmapsOnlyInTraining, "vmap cannot evaluate this model")])
+                                        (VmapsOnlyInTraining, "vmap cannot evaluate this model"),
+                                        (ReassignedMean, "its forward assigns the buffer 'mean' anew in training")])
 def test_study_falls_back_to_sequential_with_one_notice(storage, model, why):
     notices, events = [], []
     w = dataclasses.replace(_digits(steps=20, eval_every=10), model=model)
@@ -186,9 +213,11 @@ def test_dropout_members_get_different_masks(model):
     dataclasses.replace(_digits(steps=40, eval_every=20), loss=_one_element_loss,
                         metrics={"accuracy": lambda o, t: adamtune.workloads.accuracy(o, t).reshape(1, 1)}),
     dataclasses.replace(_digits(steps=40, eval_every=20), model=TiedWeights),
+    dataclasses.replace(_digits(steps=40, eval_every=20), model=RunningMean),
     dataclasses.replace(_digits(steps=40, eval_every=20), model=lambda: nn.Sequential(
         nn.Dropout(0.0), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 32), nn.ReLU(), nn.Linear(32, 10))),
-], ids=["batch statistics in evaluation", "one-element loss and metric", "tied weights", "dropout on the input"])
+], ids=["batch statistics in evaluation", "one-element loss and metric", "tied weights", "a buffer updated in place",
+        "dropout on the input"])
 def test_members_match_the_sequential_engine_on_awkward_models(workload):
     # Evaluated on a K-th of the sequential engine's chunks, batch statistics would change the
     # values with K; a [1]-shaped loss or metric counts as the scalar it holds, as it does alone.

@@ -49,6 +49,32 @@ def why_not_batchable(model: nn.Module) -> str | None:
     return None
 
 
+def reassigned_buffer(model: nn.Module, workload: Workload, x: Tensor, y: Tensor) -> str | None:
+    """A reason the model cannot be stacked because its forward replaces a buffer, or None.
+
+    ``functional_call`` hands the stack's buffers to every call, so a buffer that ``forward``
+    assigns anew (``self.mean = 0.9 * self.mean + ...``) would be lost after each step, and the
+    members would train another model than the sequential engine does (one updated in place is
+    kept per member). One training-mode forward of a copy of ``model`` on ``x`` shows it; the
+    random state is restored after it.
+    """
+    if next(model.buffers(), None) is None:
+        return None
+    probe = copy.deepcopy(model).train()
+    before = {n: b for n, b in probe.named_buffers()}
+    devices = [d for d in {b.device for b in before.values()} if d.type == "cuda"]
+    try:
+        with torch.random.fork_rng(devices=devices), torch.no_grad():
+            workload.loss(probe(x), y)
+    except Exception:  # noqa: BLE001 - a model that fails here fails in the stack too, and says why there
+        return None
+    for name, b in probe.named_buffers():
+        if before.get(name) is not b:
+            return (f"its forward assigns the buffer '{name}' anew in training, which a vmapped stack cannot "
+                    "keep per member (update it in place, e.g. with mul_ and add_, to train batched)")
+    return None
+
+
 def meta_copy(model: nn.Module) -> nn.Module:
     """A copy of ``model`` whose parameters and buffers live on the meta device (no memory).
 
@@ -263,6 +289,9 @@ def train_members(
         torch.manual_seed(seed)
         models.append(workload.model().to(device))
     reason = why_not_batchable(models[0])
+    x, y = next(batch_stream(workload.train_data, workload.batch_size, data_seed))
+    x, y = x.to(device), y.to(device)
+    reason = reason or reassigned_buffer(models[0], workload, x, y)
     if reason:
         raise NotBatchable(reason)
     base = meta_copy(models[0])
@@ -272,8 +301,9 @@ def train_members(
 
     batched_forward, batched_loss, runner = _batched_functions(base, workload)
 
-    x, y = next(batch_stream(workload.train_data, workload.batch_size, data_seed))
-    x, y = x.to(device), y.to(device)
+    # The probes below run the model: a buffer it updates in place (a running mean of its own)
+    # is put back, so training starts from the buffers the sequential engine starts from.
+    saved = {n: b.clone() for n, b in buffers.items()}
     try:
         params = adopt_grad_layout(params, lambda: batched_loss(params, buffers, x, y).sum())
     except Exception as e:  # e.g. vmap has no batching rule for something in the user's model
@@ -294,6 +324,10 @@ def train_members(
             evaluate_members(batches=1)
     except Exception as e:
         _not_batchable_or_raise(e, f"{runner} cannot evaluate this model", workload, device, evaluation=True)
+    with torch.no_grad():
+        for n, b in buffers.items():
+            b.copy_(saved[n])
+    del saved
     opt = _optimizer(list(params.values()), configs)
     multipliers = [lr_multiplier(c, workload.steps) for c in configs]
     scheduled = any(c.warmup > 0 or c.schedule != "constant" for c in configs)
