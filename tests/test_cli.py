@@ -565,3 +565,35 @@ def test_the_next_study_is_named_so_its_command_runs_as_printed(storage, tiny_re
     assert r.exit_code == 0, r.output
     # the study it made has that very space: the proposal keeps naming it (run twice, it continues)
     assert analyze(adamtune.load("s", storage), storage).next_space.study == "s-next-2"
+
+
+def test_brackets_in_names_and_in_the_users_errors_are_printed_as_they_are(tmp_path, tiny_ref):
+    """Rich reads ``[...]`` as markup: a study called ``x[/bold]`` crashed `tune`, `show` and
+    `studies` (for every study of the storage), and ``[bold]red[/]`` was shown as ``red``."""
+    storage = f"sqlite:///{tmp_path / 'b.db'}"
+    for name in ("x[/bold]", "[bold]red[/]"):
+        r = runner.invoke(app, ["tune", "--workload", tiny_ref, "--study", name, "--budget", "2", "--pruner", "none",
+                                "--storage", storage, "--no-report"])
+        assert r.exit_code == 0 and r.exception is None, r.output
+        assert f"study {name} · workload" in r.output
+        r = runner.invoke(app, ["show", "--study", name, "--storage", storage])
+        assert r.exit_code == 0 and f"study {name} · workload" in r.output
+    r = runner.invoke(app, ["studies", "--storage", storage])
+    assert r.exit_code == 0 and "x[/bold]" in r.output and "[bold]red[/]" in r.output
+    (tmp_path / "w.py").write_text(
+        "import sys\n"
+        f"sys.path.insert(0, {os.path.dirname(tiny_ref.split(':')[0])!r})\n"
+        "import dataclasses, tiny_workloads\n"
+        "def model():\n"
+        "    raise FileNotFoundError('no vocabulary at [/data/vocab.txt]')\n"
+        "def w():\n"
+        "    return dataclasses.replace(tiny_workloads.tiny(), name='w', model=model)\n")
+    r = runner.invoke(app, ["tune", "--workload", f"{tmp_path / 'w.py'}:w", "--budget", "3", "--storage", storage,
+                            "--no-report"])
+    assert r.exit_code == 2 and isinstance(r.exception, SystemExit), r.output
+    assert "no vocabulary at [/data/vocab.txt]" in r.output
+
+
+def test_the_help_shows_the_ray_extra_as_it_is_typed():
+    r = runner.invoke(app, ["tune", "--help"])
+    assert "'.[ray]'" in r.output  # rich took [ray] for markup and printed '.'

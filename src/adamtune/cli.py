@@ -12,6 +12,8 @@ from typing import Iterator, List, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
+from rich.text import Text
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from adamtune.errors import AdamtuneError
@@ -127,7 +129,7 @@ def tune(
     workers: Optional[str] = typer.Option(
         None, metavar="N",
         help="Workers that share the study and train at once, 1 to 1024, started by Ray (pip install -c "
-             "constraints.txt -e '.[ray]'): on a local Ray cluster started for this run, unless --ray-address names "
+             "constraints.txt -e '.\\[ray]'): on a local Ray cluster started for this run, unless --ray-address names "
              "one. Default: this process alone, without Ray."),
     ray_address: Optional[str] = typer.Option(
         None, "--ray-address", metavar="ADDRESS",
@@ -165,14 +167,15 @@ def tune(
         def on_start(settings, remaining: int) -> None:
             name = study or settings.workload_name
             console.print(
-                f"study [bold]{name}[/] · workload {settings.workload or settings.workload_name} · "
+                f"study [bold]{escape(name)}[/] · workload {escape(settings.workload or settings.workload_name)} · "
                 f"optimizer {settings.optimizer} · task {settings.task} · sampler {settings.sampler} · "
                 f"pruner {settings.pruner} · seed {settings.seed}", highlight=False)
-            console.print(tuned_description(settings), highlight=False)
+            console.print(tuned_description(settings), highlight=False, markup=False)
             if settings.space.dimensions:
-                console.print(f"search space: {settings.space.describe()}", highlight=False)
+                console.print(f"search space: {settings.space.describe()}", highlight=False, markup=False)
             if settings.space.fixed:
-                console.print("fixed: " + ", ".join(f"{k}={v}" for k, v in settings.space.fixed), highlight=False)
+                console.print("fixed: " + ", ".join(f"{k}={v}" for k, v in settings.space.fixed), highlight=False,
+                              markup=False)
             if remaining == 0:
                 console.print(f"the study already has its {settings.budget} trials; pass a larger --budget to run more")
                 return  # no progress bar for no trials
@@ -183,14 +186,14 @@ def tune(
             params = " ".join(f"{k}={fmt(v)}" for k, v in record.params.items())
             progress.console.print(
                 f"  trial {record.number:>3} {record.state.value:<9} {so_far.settings.metric} "
-                f"{trial_value_text(record):<12} {params}", highlight=False, soft_wrap=True)
+                f"{trial_value_text(record):<12} {params}", highlight=False, soft_wrap=True, markup=False)
             progress.update(state["task"], advance=1, best=fmt(so_far.best_value))
 
         options = dict(
             optimizer=optimizer, task=task, budget=_whole("--budget", budget), space=set_ or None,
             sampler=sampler, pruner=pruner, storage=_on_disk(storage), study=study, seed=_whole("--seed", seed),
             device=device, on_trial=on_trial, on_start=on_start, batch=batch, max_memory=parse_size(max_memory),
-            notice=lambda msg: progress.console.print(f"[yellow]note:[/] {msg}", highlight=False),
+            notice=lambda msg: progress.console.print(f"[yellow]note:[/] {escape(msg)}", highlight=False),
         )
         n_workers = _whole("--workers", workers)
         cpus = _whole("--cpus-per-worker", cpus_per_worker)
@@ -220,7 +223,7 @@ def tune(
             console.print("no trial completed, so there is no best configuration yet")
         else:
             note = best_step_note(result)
-            console.print(f"\nBest: trial {result.best.number}, {result.settings.metric} = {fmt(result.best_value)}"
+            console.print(f"\nBest: trial {result.best.number}, {escape(result.settings.metric)} = {fmt(result.best_value)}"
                           f"{f' ({note})' if note else ''}. Paste:\n",
                           highlight=False)
             print(snippet)
@@ -247,9 +250,9 @@ def show(
             print(json.dumps(to_json(result), indent=2))
             return
         s = result.settings
-        console.print(f"study [bold]{result.study_name}[/] · workload {s.workload or s.workload_name} · "
-                      f"optimizer {s.optimizer} · {s.direction} {s.metric}", highlight=False)
-        console.print(tuned_description(s), highlight=False)
+        console.print(f"study [bold]{escape(result.study_name)}[/] · workload {escape(s.workload or s.workload_name)} · "
+                      f"optimizer {s.optimizer} · {s.direction} {escape(s.metric)}", highlight=False)
+        console.print(tuned_description(s), highlight=False, markup=False)
         print_table(console, lambda compact: trials_table(result, compact=compact))
         console.print(f"{trials_text(len(result.trials))}: {counts_line(result)}", highlight=False)
         again = retries_line(result)
@@ -314,10 +317,10 @@ def studies(storage: str = typer.Option(DEFAULT_STORAGE, metavar="URL", show_def
         others: list = []
         for r in list_studies(_on_disk(storage), malformed=malformed, others=others):
             s = r.settings
-            table.add_row(r.study_name, s.workload or s.workload_name, s.optimizer, counts_line(r),
-                          f"{s.metric} {fmt(r.best_value)}")
+            table.add_row(Text(r.study_name), Text(s.workload or s.workload_name), s.optimizer, counts_line(r),
+                          Text(f"{s.metric} {fmt(r.best_value)}"))
         for name in malformed:
-            table.add_row(name, "—", "—", "malformed", "—")
+            table.add_row(Text(name), "—", "—", "malformed", "—")
         print_table(console, lambda compact: table)  # a long study name is not cut
         if others:
             one = len(others) == 1

@@ -9,6 +9,7 @@ from typing import Any
 
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.measure import Measurement
 from rich.table import Table
 
@@ -84,7 +85,7 @@ def trials_table(result: TuneResult, trials: list[TrialRecord] | None = None, ti
     table.add_column("state")
     for name in s.space.tuned:
         table.add_column(header(name, compact), justify="right")
-    table.add_column(header(s.metric, compact), justify="right")
+    table.add_column(escape(header(s.metric, compact)), justify="right")
     table.add_column("steps", justify="right")
     for t in trials:
         style = _STATE_STYLE[t.state]
