@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from adamtune.analysis import axis_plot_info, curves_info, heatmap_info, isolation_info
+from adamtune.analysis import axis_plot_info, curves_info, heatmap_info, isolation_info, log_axis
 
 
 def mixed(syn, direction="minimize"):
@@ -86,3 +86,23 @@ def test_curves_for_every_metric_objective_first(syn):
     ranks = {s.number: s.rank for s in val.series}
     assert ranks[2] == 0 and ranks[1] == 1 and ranks[0] == 2 and ranks[3] is None
     assert math.isnan(val.series[4].values[1])  # diverged: kept, with its NaN
+
+
+def test_a_score_in_zero_one_keeps_a_linear_axis_a_loss_goes_log(syn):
+    # Good accuracies (0.93-0.98) crowd into one line at the top of a log axis.
+    spread = [0.03, 0.5, 0.93, 0.98]
+    for name in ("val_accuracy", "val_acc", "top1_acc", "f1_macro", "precision", "val_recall", "auc", "<b>acc</b>"):
+        assert not log_axis(name, spread), name
+    assert log_axis("val_loss", spread) and log_axis("train_loss", [0.01, 5.0])
+    assert log_axis("val_accuracy", [0.5, 30.0, 99.0])  # a percentage is not bounded by 1: the name alone does not decide
+    assert not log_axis("val_loss", [0.5, 0.9]) and not log_axis("val_loss", [-1.0, 30.0]) and not log_axis("val_loss", [])
+    trials = [
+        syn.trial(i, v, curve=syn.curve((10, 20), val_loss=(5.0, v), val_accuracy=(0.02, a)), lr=syn.lr_at(i / 3))
+        for i, (v, a) in enumerate(((0.1, 0.98), (0.12, 0.95), (0.2, 0.93)))
+    ]
+    curves = {c.metric: c for c in curves_info(trials, syn.settings(syn.LR))}
+    assert curves["val_loss"].log_y and not curves["val_accuracy"].log_y
+    trials = [syn.trial(i, v, lr=syn.lr_at(i / 3)) for i, v in enumerate(spread)]
+    (accuracy,) = axis_plot_info(trials, syn.settings(syn.LR, metric="val_accuracy", direction="maximize"))
+    (loss,) = axis_plot_info(trials, syn.settings(syn.LR))
+    assert not accuracy.log_y and loss.log_y

@@ -18,7 +18,7 @@ from adamtune.analysis._importance import Importance, importance
 from adamtune.analysis._next import NextDimension, NextSpace, next_space
 from adamtune.analysis._plots import (
     AxisPlotInfo, AxisPoint, CurveSeries, CurvesInfo, HeatmapCell, HeatmapInfo, IsolationBucket, IsolationInfo,
-    axis_plot_info, curves_info, heatmap_info, isolation_info,
+    axis_plot_info, curves_info, heatmap_info, isolation_info, log_axis,
 )
 from adamtune.analysis._select import top_trials
 
@@ -27,6 +27,6 @@ __all__ = [
     "Finding", "HeatmapCell", "HeatmapInfo", "Importance", "IsolationBucket", "IsolationInfo", "NextDimension",
     "NextSpace", "Progress", "Stability", "StudyAnalysis", "analyze", "axis_plot_info", "boundary_check", "boundary_findings",
     "clip_advice", "clip_findings", "curve_findings", "curves_info", "diagnose_best", "diagnose_curve",
-    "heatmap_info", "importance", "isolation_info", "next_space", "progress", "progress_findings", "set_argument", "stability",
+    "heatmap_info", "importance", "isolation_info", "log_axis", "next_space", "progress", "progress_findings", "set_argument", "stability",
     "stability_findings", "top_trials", "widen", "window_text",
 ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from collections.abc import Sequence
 
 from adamtune.analysis._select import Study, top_trials, unit, unpack
@@ -20,6 +21,20 @@ from adamtune.trials import TrialRecord, TrialState, oriented, ranked
 PLOTTED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.DIVERGED)
 HEATMAP_PAIRS = (("lr", "beta1"), ("lr", "weight_decay"))
 EDGE_MARGIN = 0.08  # diverged points sit this fraction of the value range beyond the worst value
+# Scores that live in [0, 1]: on a log axis their good values (0.9 and up) crowd into one line.
+_SCORE = re.compile(r"(?:^|[^a-z])(acc|accuracy|f1|precision|recall|auc|auroc)(?:[^a-z]|$)")
+
+
+def log_axis(metric: str, values: Sequence[float | None]) -> bool:
+    """Whether ``metric``'s ``values`` need a log axis: positive and spanning more than 20x.
+
+    A score in [0, 1] (accuracy, F1, precision, recall, AUC, by its name) keeps a linear axis
+    whatever its spread, so that 0.93 and 0.98 stay apart; a loss does not.
+    """
+    vals = [v for v in values if v is not None and math.isfinite(v)]
+    if not vals or min(vals) <= 0 or max(vals) / min(vals) <= 20:
+        return False
+    return not (_SCORE.search(metric.lower()) and max(vals) <= 1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,6 +70,11 @@ class AxisPlotInfo:
     points: tuple[AxisPoint, ...]
     y_range: tuple[float, float]
     edge_y: float | None
+
+    @property
+    def log_y(self) -> bool:
+        """Whether the objective axis is log (never with an edge line: it sits at a linear margin)."""
+        return self.edge_y is None and log_axis(self.metric, [p.y for p in self.points])
 
 
 def _value_range(values: Sequence[float]) -> tuple[float, float]:
@@ -139,6 +159,11 @@ class IsolationInfo:
     metric: str
     direction: str
     buckets: tuple[IsolationBucket, ...]
+
+    @property
+    def log_y(self) -> bool:
+        """Whether the best values need a log axis."""
+        return log_axis(self.metric, [b.best for b in self.buckets])
 
 
 def isolation_info(study: Study, settings: StudySettings | None = None, buckets: int | None = None) -> tuple[IsolationInfo, ...]:
@@ -259,6 +284,11 @@ class CurvesInfo:
     is_objective: bool
     direction: str | None
     series: tuple[CurveSeries, ...]
+
+    @property
+    def log_y(self) -> bool:
+        """Whether the curves need a log axis (losses spanning orders of magnitude; never a score in [0, 1])."""
+        return log_axis(self.metric, [v for s in self.series for v in s.values])
 
 
 def curves_info(study: Study, settings: StudySettings | None = None) -> tuple[CurvesInfo, ...]:

@@ -12,14 +12,14 @@ import functools
 import io
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import matplotlib
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullLocator
 
-from adamtune.analysis import AxisPlotInfo, BoundaryCheck, ClipAdvice, CurvesInfo, HeatmapInfo, IsolationInfo
+from adamtune.analysis import AxisPlotInfo, BoundaryCheck, ClipAdvice, CurvesInfo, HeatmapInfo, IsolationInfo, log_axis
 from adamtune.space import Dimension
 from adamtune.trials import TrialState
 
@@ -147,12 +147,6 @@ def _objective_label(metric: str, direction: str) -> str:
     return f"{_label(metric)} ({'lower' if direction == 'minimize' else 'higher'} is better)"
 
 
-def _log_values(values: Sequence[float]) -> bool:
-    """Whether a positive quantity spans enough orders of magnitude to need a log axis."""
-    vals = [v for v in values if v is not None and math.isfinite(v)]
-    return bool(vals) and min(vals) > 0 and max(vals) / min(vals) > 20
-
-
 def _scatter_states(ax, points, x_of, y_of) -> None:
     done = [p for p in points if p.state == TrialState.COMPLETE and not p.is_best and not p.at_edge]
     pruned = [p for p in points if p.state == TrialState.PRUNED and not p.at_edge]
@@ -219,8 +213,7 @@ def axis_plot(info: AxisPlotInfo, check: BoundaryCheck | None = None) -> str:
         ax.axhline(info.edge_y, color=RED, linestyle=(0, (4, 3)), linewidth=0.9, zorder=1)
         ax.text(0.01, info.edge_y, "diverged", transform=ax.get_yaxis_transform(), color=RED, fontsize=7.5,
                 va="bottom", ha="left")
-    finite = [p.y for p in info.points if not p.at_edge]
-    if _log_values(finite) and info.edge_y is None:
+    if info.log_y:
         ax.set_yscale("log")
         _plain_log(ax.yaxis)
     else:
@@ -250,7 +243,7 @@ def isolation_plot(info: IsolationInfo) -> str:
     set_scale(ax, dim)
     best = [b for b in info.buckets if b.best is not None]
     values = [b.best for b in best]
-    log_y = _log_values(values)
+    log_y = info.log_y
     if log_y:
         ax.set_yscale("log")
         _plain_log(ax.yaxis)
@@ -351,8 +344,7 @@ def heatmap(info: HeatmapInfo) -> str:
 def curves_plot(info: CurvesInfo) -> str:
     """Every trial's curve of one metric: best gold, other top trials in colour, pruned dashed, diverged red."""
     fig, ax = _figure(4.4, 3.4, bottom=0.3)
-    values = [v for s in info.series for v in s.values if v is not None and math.isfinite(v)]
-    if _log_values(values):
+    if info.log_y:
         ax.set_yscale("log")
         _plain_log(ax.yaxis)
     ordered = sorted(info.series, key=lambda s: (s.rank is not None, -(s.rank or 0)))
@@ -407,7 +399,7 @@ def grad_norm_plot(advice: ClipAdvice) -> str:
                label=f"max_grad_norm ≈ {advice.threshold:.3g} ({advice.percentile:.0f}th percentile)")
     if advice.current is not None:
         ax.axhline(advice.current, color=MUTED, linestyle="--", linewidth=1, label=f"ran with {advice.current:.3g}")
-    if _log_values(list(ys)):
+    if log_axis("gradient norm", list(ys)):
         ax.set_yscale("log")
         _plain_log(ax.yaxis)
     ax.set_xlabel("training step")
