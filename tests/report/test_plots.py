@@ -1,8 +1,9 @@
 import re
 import xml.etree.ElementTree as ET
 
-from adamtune.analysis import CurveSeries, CurvesInfo
+from adamtune.analysis import AxisPlotInfo, AxisPoint, CurveSeries, CurvesInfo
 from adamtune.report import plots
+from adamtune.space import Dimension
 from adamtune.trials import TrialState
 
 SVG = "{http://www.w3.org/2000/svg}"
@@ -45,3 +46,47 @@ def test_a_dollar_in_a_metric_name_is_text_not_mathtext():
 
 def test_ticks_are_plain_text():
     assert [plots._tick_text(x) for x in (1e-5, 0.001, 1e-10, 3e12, 0.5)] == ["1e-5", "0.001", "1e-10", "3e12", "0.5"]
+
+
+def texts(svg):
+    """Every text of a figure with its anchor ``(text, x, rotation, text-anchor)``."""
+    out = []
+    for m in re.finditer(r'<text style="([^"]*)" x="([-\d.]+)" y="[-\d.]+" transform="rotate\((-?[\d.]+)[^"]*">([^<]*)</text>', svg):
+        anchor = re.search(r"text-anchor: (\w+)", m.group(1))
+        out.append((m.group(4), float(m.group(2)), float(m.group(3)), anchor.group(1) if anchor else "start"))
+    return out
+
+
+def all_diverged_axis(lo=0.5, hi=5.0):
+    dim = Dimension("lr", lo, hi, "log")
+    points = tuple(AxisPoint(i, x, 1.08, TrialState.DIVERGED, True, False) for i, x in enumerate((0.57, 1.1, 2.3, 4.5)))
+    return AxisPlotInfo(dim, "val_loss", "minimize", points, (0.0, 1.08), 1.08)
+
+
+def test_a_window_under_a_decade_still_has_lr_values_to_read():
+    labels = [t for t, *_ in texts(plots.axis_plot(all_diverged_axis()))]
+    assert {"0.5", "1", "2", "5"} <= set(labels)  # decade ticks alone gave one label, "1"
+    labels = [t for t, *_ in texts(plots.axis_plot(all_diverged_axis(1e-3, 3e-3)))]
+    assert {"0.001", "0.002", "0.003"} <= set(labels)
+
+
+def test_the_legend_lists_only_the_kinds_of_trial_present():
+    labels = [t for t, *_ in texts(plots.axis_plot(all_diverged_axis()))]
+    assert "best" not in labels and "complete" not in labels and "pruned" not in labels
+    # the line's name is its y tick, left of the plot, where no cross can cover it; no values when none is finite
+    assert labels.count("diverged") == 2  # tick and legend
+    assert not [t for t in labels if re.fullmatch(r"[\d.]+", t) and float(t) < 0.5]
+
+
+def test_steps_are_whole_and_the_y_label_clears_long_tick_labels():
+    info = CurvesInfo("train_loss", False, "minimize", tuple(
+        CurveSeries(i, TrialState.DIVERGED, (25,), (v,), None) for i, v in enumerate((150.0, 900.0, 2e4, 8e4))))
+    found = texts(plots.curves_plot(info))
+    assert {"24", "25", "26"} <= {t for t, *_ in found} and "24.5" not in {t for t, *_ in found}
+    (label,) = [(x, t) for t, x, rot, _ in found if rot == -90]
+    assert label[1] == "train_loss"
+    ticks = [(x, t) for t, x, rot, anchor in found if anchor == "end"]
+    assert "100000" in {t for _, t in ticks}
+    size = 9
+    assert label[0] - 0.8 * size >= 0  # inside the figure
+    assert label[0] + 0.3 * size <= min(x - 0.55 * size * len(t) for x, t in ticks)  # not under the tick labels

@@ -12,14 +12,14 @@ import functools
 import io
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import matplotlib
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import FixedLocator, FuncFormatter, MaxNLocator, NullLocator
+from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, MaxNLocator, NullLocator
 
-from adamtune.analysis import AxisPlotInfo, BoundaryCheck, ClipAdvice, CurvesInfo, HeatmapInfo, IsolationInfo, log_axis
+from adamtune.analysis import AxisPlotInfo, AxisPoint, BoundaryCheck, ClipAdvice, CurvesInfo, HeatmapInfo, IsolationInfo, log_axis
 from adamtune.space import Dimension
 from adamtune.trials import TrialState
 
@@ -101,6 +101,36 @@ def _figure(width: float = 4.4, height: float = 3.4, *, left: float = 0.16, righ
     return fig, ax
 
 
+def _log_ticks(axis, lo: float, hi: float) -> None:
+    """Ticks between the decades too when ``lo``..``hi`` spans under two: else one label or none."""
+    ratio = hi / lo
+    if ratio < 100:
+        subs = (1.0, 2.0, 5.0) if ratio >= 10 else (1.0, 2.0, 3.0, 5.0) if ratio >= 3 else tuple(range(1, 10))
+        axis.set_major_locator(LogLocator(subs=subs))
+
+
+def _finish_y(fig: Figure, ax) -> None:
+    """Once the y axis holds its data: enough ticks on a short log axis, and room for the labels."""
+    if ax.get_yscale() == "log":
+        _log_ticks(ax.yaxis, *sorted(ax.get_ylim()))
+    _fit_left(fig, ax)
+
+
+def _fit_left(fig: Figure, ax) -> None:
+    """Widen the left margin until the y label clears the widest y tick label ("100000", "diverged").
+
+    The margins are fixed (see ``_figure``), so the width is estimated from the labels' length
+    rather than measured, which would mean drawing the figure once more.
+    """
+    lo, hi = sorted(ax.get_ylim())
+    locs = [v for v in ax.yaxis.get_major_locator()() if lo <= v <= hi]
+    chars = max((len(t) for t in ax.yaxis.get_major_formatter().format_ticks(locs)), default=0)
+    size = matplotlib.rcParams["font.size"]
+    # glyphs ~0.64 em wide; tick, pad, label pad and the label's own line height
+    need = chars * 0.64 * size + 3.5 + 3.5 + 4 + 1.3 * size + 3
+    fig.subplots_adjust(left=max(fig.subplotpars.left, need / (fig.get_figwidth() * 72)))
+
+
 def _tick_text(v: float, _pos: object = None) -> str:
     """``1e-5`` rather than mathtext's 10^-5: plain text is much faster to lay out."""
     text = f"{v:g}"
@@ -122,6 +152,7 @@ def set_scale(ax, dim: Dimension, axis: str = "x") -> None:
     if dim.scale == "log":
         setter("log")
         _plain_log(target)
+        _log_ticks(target, dim.low, dim.high)
     elif dim.scale == "log1m":
         setter("function", functions=(_log1m, _log1m_inv))
         lo, hi = dim.from_unit(-0.6), dim.from_unit(1.6)
@@ -166,15 +197,19 @@ def _scatter_states(ax, points, x_of, y_of) -> None:
                    edgecolors=INK, linewidths=0.6, zorder=5)
 
 
-def legend_handles(with_diverged: bool = True, with_pruned: bool = True) -> list[Line2D]:
-    handles = [
-        Line2D([], [], marker="*", color="none", markerfacecolor=GOLD, markeredgecolor=INK, markersize=11, label="best"),
-        Line2D([], [], marker="o", color="none", markerfacecolor=BLUE, markeredgecolor="none", markersize=6, label="complete"),
-    ]
-    if with_pruned:
+def legend_handles(points: Sequence[AxisPoint]) -> list[Line2D]:
+    """One legend entry per kind of trial among ``points``: no "best" entry when no trial completed."""
+    handles = []
+    if any(p.is_best for p in points):
+        handles.append(Line2D([], [], marker="*", color="none", markerfacecolor=GOLD, markeredgecolor=INK,
+                              markersize=11, label="best"))
+    if any(p.state == TrialState.COMPLETE and not p.is_best and not p.at_edge for p in points):
+        handles.append(Line2D([], [], marker="o", color="none", markerfacecolor=BLUE, markeredgecolor="none",
+                              markersize=6, label="complete"))
+    if any(p.state == TrialState.PRUNED and not p.at_edge for p in points):
         handles.append(Line2D([], [], marker="o", color="none", markerfacecolor="none", markeredgecolor=GREY,
                               markersize=6, label="pruned"))
-    if with_diverged:
+    if any(p.at_edge for p in points):
         handles.append(Line2D([], [], marker="x", color="none", markeredgecolor=RED, markersize=7,
                               markeredgewidth=1.6, label="diverged"))
     return handles
@@ -201,6 +236,22 @@ def _edge_bands(ax, dim: Dimension, check: BoundaryCheck | None) -> None:
                 va="top", fontsize=8, color="#b45309", fontweight="bold")
 
 
+def _edge_tick(ax, info: AxisPlotInfo) -> None:
+    """Name the diverged line on the y axis, where no trial's cross can hide it.
+
+    Value ticks keep to the finite values and clear of the line; with no finite value at all
+    the line's name is the only label, since the axis has no values to show.
+    """
+    finite = [p.y for p in info.points if not p.at_edge]
+    ticks = []
+    if finite:
+        lo, hi = min(finite), max(finite)
+        clear = 0.15 * (hi - lo)
+        ticks = [t for t in MaxNLocator(5).tick_values(lo, hi) if lo <= t <= hi and abs(t - info.edge_y) > clear]
+    ax.set_yticks(ticks + [info.edge_y], labels=[_tick_text(t) for t in ticks] + ["diverged"])
+    ax.get_yticklabels()[-1].set_color(RED)
+
+
 @_styled
 def axis_plot(info: AxisPlotInfo, check: BoundaryCheck | None = None) -> str:
     """Objective against one hyperparameter: every trial, diverged ones on the edge line."""
@@ -209,10 +260,6 @@ def axis_plot(info: AxisPlotInfo, check: BoundaryCheck | None = None) -> str:
     set_scale(ax, dim)
     _edge_bands(ax, dim, check)
     _scatter_states(ax, info.points, lambda p: p.x, lambda p: p.y)
-    if info.edge_y is not None:
-        ax.axhline(info.edge_y, color=RED, linestyle=(0, (4, 3)), linewidth=0.9, zorder=1)
-        ax.text(0.01, info.edge_y, "diverged", transform=ax.get_yaxis_transform(), color=RED, fontsize=7.5,
-                va="bottom", ha="left")
     if info.log_y:
         ax.set_yscale("log")
         _plain_log(ax.yaxis)
@@ -220,6 +267,9 @@ def axis_plot(info: AxisPlotInfo, check: BoundaryCheck | None = None) -> str:
         lo, hi = info.y_range
         pad = 0.06 * (hi - lo or 1.0)
         ax.set_ylim(lo - pad, hi + pad)
+    if info.edge_y is not None:
+        ax.axhline(info.edge_y, color=RED, linestyle=(0, (4, 3)), linewidth=0.9, zorder=1)
+        _edge_tick(ax, info)
     if check is not None and check.proposal is not None:
         ax.set_xlim(check.proposal.from_unit(-0.02 if check.edge == "upper" else -0.05),
                     check.proposal.from_unit(1.05 if check.edge == "upper" else 1.02))
@@ -230,8 +280,8 @@ def axis_plot(info: AxisPlotInfo, check: BoundaryCheck | None = None) -> str:
     ax.set_xlabel(f"{dim.name} (window {dim.low:.3g}–{dim.high:.3g})")
     ax.set_ylabel(_objective_label(info.metric, info.direction))
     ax.set_title(f"{_label(info.metric)} vs {dim.name}")
-    ax.legend(handles=legend_handles(info.edge_y is not None, any(p.state == TrialState.PRUNED for p in info.points)),
-              loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=4)
+    ax.legend(handles=legend_handles(info.points), loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=4)
+    _finish_y(fig, ax)
     return to_svg(fig)
 
 
@@ -287,6 +337,7 @@ def isolation_plot(info: IsolationInfo) -> str:
         handles.append(Line2D([], [], marker="x", color="none", markeredgecolor=RED, markeredgewidth=1.6,
                               label="diverged"))
     ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3)
+    _finish_y(fig, ax)
     return to_svg(fig)
 
 
@@ -344,6 +395,7 @@ def heatmap(info: HeatmapInfo) -> str:
 def curves_plot(info: CurvesInfo) -> str:
     """Every trial's curve of one metric: best gold, other top trials in colour, pruned dashed, diverged red."""
     fig, ax = _figure(4.4, 3.4, bottom=0.3)
+    ax.xaxis.set_major_locator(MaxNLocator(6, integer=True))  # steps: 24, 25, 26, never 24.5
     if info.log_y:
         ax.set_yscale("log")
         _plain_log(ax.yaxis)
@@ -380,6 +432,7 @@ def curves_plot(info: CurvesInfo) -> str:
     label = _label(info.metric)
     ax.set_ylabel(_objective_label(info.metric, info.direction) if info.is_objective else label)
     ax.set_title(label + (" (the objective)" if info.is_objective else ""))
+    _finish_y(fig, ax)
     return to_svg(fig)
 
 
@@ -406,4 +459,5 @@ def grad_norm_plot(advice: ClipAdvice) -> str:
     ax.set_ylabel("unclipped gradient norm")
     ax.set_title(f"gradient norms of trial {advice.trial}")
     ax.legend(loc="lower right", bbox_to_anchor=(1.0, 1.0), ncol=3)
+    _finish_y(fig, ax)
     return to_svg(fig)
