@@ -74,6 +74,7 @@ def test_heatmaps_for_the_pairs_the_study_tuned(syn):
     assert (h.cells[1][1].best, h.cells[1][1].diverged) == (0.2, 1)  # trial 2, and trial 4 diverged
     assert (h.cells[0][1].best, h.cells[0][1].trials, h.cells[0][1].diverged) == (None, 2, 1)  # pruned 3, diverged 5
     assert len(h.points) == 6
+    assert h.best_trial == 2  # drawn as the star
     assert heatmap_info(trials, syn.settings(syn.LR, syn.BETA1)) == ()  # beta1 not in these trials: no cell
     assert heatmap_info(trials, syn.settings(syn.LR)) == ()
 

@@ -1,7 +1,7 @@
 import re
 import xml.etree.ElementTree as ET
 
-from adamtune.analysis import AxisPlotInfo, AxisPoint, CurveSeries, CurvesInfo
+from adamtune.analysis import AxisPlotInfo, AxisPoint, CurveSeries, CurvesInfo, HeatmapCell, HeatmapInfo
 from adamtune.report import plots
 from adamtune.space import Dimension
 from adamtune.trials import TrialState
@@ -90,3 +90,20 @@ def test_steps_are_whole_and_the_y_label_clears_long_tick_labels():
     size = 9
     assert label[0] - 0.8 * size >= 0  # inside the figure
     assert label[0] + 0.3 * size <= min(x - 0.55 * size * len(t) for x, t in ticks)  # not under the tick labels
+
+
+def test_the_best_trial_is_a_star_with_a_light_edge_and_labels_move_off_the_marks():
+    lr, wd = Dimension("lr", 1e-4, 1e-2, "log"), Dimension("weight_decay", 1e-5, 1e-1, "log")
+    C = HeatmapCell
+    info = HeatmapInfo(lr, wd, "val_loss", "minimize", (1e-4, 1e-3, 1e-2), (1e-5, 1e-3, 1e-1),
+                       ((C(0.5, 0, 1, 0), C(0.1, 1, 1, 0)), (C(None, None, 1, 0), C(0.3, 3, 1, 0))),
+                       ((0, 3e-4, 1e-4, TrialState.COMPLETE), (1, 3e-3, 1e-4, TrialState.COMPLETE),
+                        (2, 3e-4, 1e-2, TrialState.PRUNED), (3, 3e-3, 1e-2, TrialState.COMPLETE)), 1)
+    svg = plots.heatmap(info)
+    (star,) = re.findall(r'<use [^>]*y="([-\d.]+)" style="fill: #f59e0b; stroke: #ffffff"', svg)  # shows on dark cells
+    (label,) = re.finditer(r'text-anchor: middle[^"]*" x="[-\d.]+" y="([-\d.]+)"[^>]*>0\.1</text>', svg)  # not the colorbar's
+    assert abs(float(label.group(1)) - float(star)) > 8  # the star sits mid-cell (trial 1): its value label moves off
+    assert plots.label_height([]) == 0.5
+    assert plots.label_height([(0.5, 0.5, False)]) != 0.5
+    assert plots.label_height([(0.5, 0.5, False), (0.5, 0.8, True)]) == 0.22
+    assert plots.label_height([(0.05, 0.5, False)]) == 0.5  # a dot at the cell's side leaves the middle free

@@ -213,6 +213,7 @@ class HeatmapInfo:
         x_edges, y_edges: the cell boundaries in the hyperparameters' units.
         cells: ``cells[row][column]``, row along ``y``, column along ``x``.
         points: ``(trial number, x value, y value, state)`` of every plotted trial.
+        best_trial: the number of the study's best trial, None when no trial completed.
     """
 
     x: Dimension
@@ -223,6 +224,7 @@ class HeatmapInfo:
     y_edges: tuple[float, ...]
     cells: tuple[tuple[HeatmapCell, ...], ...]
     points: tuple[tuple[int, float, float, TrialState], ...]
+    best_trial: int | None
 
 
 def heatmap_info(study: Study, settings: StudySettings | None = None, bins: int | None = None) -> tuple[HeatmapInfo, ...]:
@@ -231,6 +233,7 @@ def heatmap_info(study: Study, settings: StudySettings | None = None, bins: int 
     tuned = {d.name: d for d in settings.space.dimensions}
     shown = [t for t in trials if t.state in PLOTTED]
     n = bins or bucket_count(len(shown), 3, 6)
+    _, best_number = _best_of(trials, settings.direction)
     out = []
     for xn, yn in HEATMAP_PAIRS:
         if xn not in tuned or yn not in tuned:
@@ -255,7 +258,7 @@ def heatmap_info(study: Study, settings: StudySettings | None = None, bins: int 
                                         len(group), sum(t.state == TrialState.DIVERGED for t in group)))
             cells.append(tuple(line))
         out.append(HeatmapInfo(xd, yd, settings.metric, settings.direction, _edges(xd, n), _edges(yd, n),
-                               tuple(cells), tuple(points)))
+                               tuple(cells), tuple(points), best_number))
     return tuple(out)
 
 

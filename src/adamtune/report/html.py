@@ -336,7 +336,9 @@ def _plots(a: StudyAnalysis) -> str:
         ),
         _figures(
             "Heatmaps", "heatmaps",
-            "The best objective in each cell of two hyperparameters; dots are trials, hatched cells only diverged.",
+            "The best completed trial's objective in each cell of two hyperparameters. Dots are completed trials, "
+            "rings pruned ones, ✕ diverged ones, the star the best trial; pale cells hold no completed trial "
+            "(none at all, or only pruned ones), hatched cells diverged ones and no completed trial.",
             [plots.heatmap(i) for i in a.heatmaps if any(c.best is not None for row in i.cells for c in row)],
         ),
         _figures(

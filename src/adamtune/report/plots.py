@@ -341,6 +341,22 @@ def isolation_plot(info: IsolationInfo) -> str:
     return to_svg(fig)
 
 
+_LABEL_HEIGHTS = (0.5, 0.78, 0.22)
+
+
+def label_height(dots: Sequence[tuple[float, float, bool]]) -> float:
+    """Where in a cell (0 bottom, 1 top) its value label covers the fewest trial marks.
+
+    ``dots`` are the cell's trials as ``(x, y, is_best)`` in cell fractions; the best trial's
+    star is larger than a dot. The middle wins ties.
+    """
+    def covered(h: float) -> int:
+        return sum(abs(x - 0.5) < (0.36 if star else 0.3) and abs(y - h) < (0.22 if star else 0.15)
+                   for x, y, star in dots)
+
+    return min(_LABEL_HEIGHTS, key=covered)
+
+
 @_styled
 def heatmap(info: HeatmapInfo) -> str:
     """The best objective per cell of an lr x (beta1 | weight_decay) grid; diverged cells hatched red."""
@@ -361,10 +377,19 @@ def heatmap(info: HeatmapInfo) -> str:
         norm = LogNorm(vmin=float(finite.min()), vmax=float(finite.max()))
     mesh = ax.pcolormesh(np.array(info.x_edges), np.array(info.y_edges), np.ma.masked_invalid(grid), cmap=cmap,
                          norm=norm, edgecolors="white", linewidth=1.5)
+    n_x, n_y = len(info.x_edges) - 1, len(info.y_edges) - 1
+    # Where each trial sits, in cells: column c spans c..c+1 (the edges are equal on the scale).
+    spots = [((info.x.to_unit(x) - info.x.to_unit(info.x_edges[0])) * n_x
+              / (info.x.to_unit(info.x_edges[-1]) - info.x.to_unit(info.x_edges[0])),
+              (info.y.to_unit(y) - info.y.to_unit(info.y_edges[0])) * n_y
+              / (info.y.to_unit(info.y_edges[-1]) - info.y.to_unit(info.y_edges[0])),
+              number == info.best_trial) for number, x, y, _ in info.points]
     for r, row in enumerate(info.cells):
         for c, cell in enumerate(row):
             xm = info.x.from_unit((info.x.to_unit(info.x_edges[c]) + info.x.to_unit(info.x_edges[c + 1])) / 2)
-            ym = info.y.from_unit((info.y.to_unit(info.y_edges[r]) + info.y.to_unit(info.y_edges[r + 1])) / 2)
+            inside = [(u - c, v - r, star) for u, v, star in spots if c <= u <= c + 1 and r <= v <= r + 1]
+            ym = info.y.from_unit(info.y.to_unit(info.y_edges[r]) + label_height(inside)
+                                  * (info.y.to_unit(info.y_edges[r + 1]) - info.y.to_unit(info.y_edges[r])))
             if cell.best is None and cell.diverged:
                 ax.fill_between([info.x_edges[c], info.x_edges[c + 1]], info.y_edges[r], info.y_edges[r + 1],
                                 facecolor="#fee2e2", edgecolor=RED, hatch="///", linewidth=0, zorder=2)
@@ -375,6 +400,9 @@ def heatmap(info: HeatmapInfo) -> str:
                 ax.text(xm, ym, f"{cell.best:.3g}" + (f"\n+{cell.diverged}✕" if cell.diverged else ""),
                         ha="center", va="center", fontsize=7, color="white" if dark > 0.55 else INK, zorder=3)
     for number, x, y, state in info.points:
+        if number == info.best_trial:  # the axis plots' star; its light edge shows on the darkest cell too
+            ax.scatter([x], [y], s=120, marker="*", color=GOLD, edgecolors="white", linewidths=1.0, zorder=6)
+            continue
         style = {"marker": "x", "color": RED} if state == TrialState.DIVERGED else (
             {"marker": "o", "facecolors": "none", "edgecolors": MUTED} if state == TrialState.PRUNED
             else {"marker": "o", "color": INK})
