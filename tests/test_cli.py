@@ -409,9 +409,17 @@ def test_a_damaged_study_file_is_one_line_that_says_reading_it_failed(finished):
         assert r.stderr.strip().splitlines() == ["adamtune: error: cannot read the study storage: database disk "
                                                  "image is malformed (the database file is damaged)"], command
     r = runner.invoke(app, ["tune", "--storage", finished, "--budget", "4", "--no-report"])
+    # damaged before this run: nothing it could keep
     assert r.exit_code == 2 and r.stderr.strip().splitlines() == [
-        "adamtune: error: the study storage failed: (sqlite3.DatabaseError) database disk image is malformed; "
-        "every trial stored before is kept"]
+        "adamtune: error: the study storage failed: (sqlite3.DatabaseError) database disk image is malformed "
+        "(the database file is damaged)"]
+    with open(path, "r+b") as f:  # cut short: not even its schema reads
+        f.truncate(8192)
+    for command in (["show"], ["studies"], ["tune", "--budget", "4", "--no-report"]):
+        r = runner.invoke(app, [*command, "--storage", finished])
+        assert r.exit_code == 2 and r.stderr.strip().splitlines() == [
+            f"adamtune: error: cannot read the study storage {finished}: (sqlite3.DatabaseError) database disk image "
+            "is malformed (the database file is damaged)"], (command, r.output)
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small file system needs root")

@@ -419,3 +419,30 @@ def test_max_trials_runs_a_share_of_the_budget(storage, tiny_ref):
     assert adamtune.tune(tiny_ref, budget=10, max_trials=100, storage=storage).trials[-1].number == 9
     with pytest.raises(StudyError, match="max_trials must be a whole number >= 1 or None, got 0"):
         adamtune.tune(tiny_ref, max_trials=0, storage=storage)
+
+
+def test_api_arguments_of_the_wrong_kind_are_one_line_and_store_nothing(tmp_path, tiny_ref):
+    import pathlib
+
+    path = tmp_path / "s.db"
+    r = adamtune.tune(tiny_ref, budget=1, storage=path)  # a path is a SQLite file
+    assert len(r.trials) == 1 and adamtune.load("tiny", path).trials == r.trials
+    assert [s.study_name for s in adamtune.list_studies(pathlib.PurePosixPath(path))] == ["tiny"]
+    other = tmp_path / "other.db"
+    for kwargs, message in [
+        ({"storage": 5}, "storage must be a URL like sqlite:///adamtune.db or postgresql://user@host/db, or the path of "
+                         "a SQLite file, got int 5"),
+        ({"space": "lr=1e-4:1e-2"}, "space must be a SearchSpace or a list of 'NAME=WINDOW' strings such as "
+                                   "['lr=1e-4:1e-2', 'beta1=0.9'], got str 'lr=1e-4:1e-2'"),
+        ({"space": {"lr": (1e-4, 1e-2)}}, "space must be a SearchSpace or a list of 'NAME=WINDOW' strings"),
+        ({"space": 5}, "space must be a SearchSpace or a list of 'NAME=WINDOW' strings"),
+        ({"space": [("lr", 1e-4, 1e-2)]}, "got an item ('lr', 0.0001, 0.01)"),
+        ({"on_trial": 5}, "on_trial must be a function or None, got int 5"),
+        ({"notice": "print"}, "notice must be a function or None, got str 'print'"),
+    ]:
+        with pytest.raises(adamtune.AdamtuneError) as e:
+            adamtune.tune(tiny_ref, budget=1, storage=kwargs.pop("storage", other), **kwargs)
+        assert message in str(e.value) and "\n" not in str(e.value)
+        assert not other.exists()
+    with pytest.raises(adamtune.StorageError, match="storage must be a URL"):
+        adamtune.load("tiny", 5)

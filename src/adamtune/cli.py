@@ -17,7 +17,7 @@ from rich.text import Text
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from adamtune.errors import AdamtuneError
-from adamtune.storage import DEFAULT_STORAGE
+from adamtune.storage import DAMAGED, DEFAULT_STORAGE, damaged
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -50,13 +50,15 @@ def _user_errors(tuning: bool = False) -> Iterator[None]:
         # the database failed mid-run (disk full, file made read-only, server gone), or its file
         # is damaged
         cause = e.__cause__ or e.__context__ or e
-        if tuning:
+        if tuning and damaged(first_line(cause)):  # damaged before this run could store anything
+            err.print(f"adamtune: error: the study storage failed: {first_line(cause)}{DAMAGED}", markup=False,
+                      highlight=False, soft_wrap=True)
+        elif tuning:
             err.print(f"adamtune: error: the study storage failed: {first_line(cause)}; every trial stored before "
                       "is kept", markup=False, highlight=False, soft_wrap=True)
         else:  # a command that only reads has nothing of its own to keep: it says what failed
             reason = first_line(getattr(cause, "orig", None) or cause)  # the driver's words, without SQLAlchemy's
-            if "malformed" in reason or "not a database" in reason:
-                reason += " (the database file is damaged)"
+            reason += DAMAGED if damaged(reason) else ""
             err.print(f"adamtune: error: cannot read the study storage: {reason}", markup=False, highlight=False,
                       soft_wrap=True)
         raise typer.Exit(2) from None

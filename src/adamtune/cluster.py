@@ -28,8 +28,10 @@ from typing import Any, Union
 
 from adamtune.errors import AdamtuneError, StorageError, StudyError, first_line
 from adamtune.results import StudySettings, TuneResult, result_of
-from adamtune.storage import DEFAULT_STORAGE, check_url, sqlite_path
-from adamtune.study import AdamtuneWarning, Objective, open_study, resolve_batch, sigterm_as_interrupt
+from adamtune.storage import check_url, sqlite_path, storage_url
+from adamtune.study import (
+    AdamtuneWarning, Objective, check_callbacks, open_study, resolve_batch, sigterm_as_interrupt,
+)
 from adamtune.trials import TrialRecord
 from adamtune.workloads import Workload
 
@@ -168,11 +170,12 @@ def tune_on_ray(
             error (the first, as the worker raised it).
     """
     check_workers(workers)
+    check_callbacks(on_trial=on_trial, on_start=on_start, notice=notice)
     cpus = _check_share("cpus_per_worker", cpus_per_worker)
     gpus = _check_share("gpus_per_worker", gpus_per_worker)
     _ray()  # before the study is made: nothing is stored for a run that cannot start
     check_reachable(address)
-    url = options.get("storage") or DEFAULT_STORAGE
+    url = storage_url(options.get("storage"))
     check_url(url)
     url = _absolute(url)
     say = notice or _warn

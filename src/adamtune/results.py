@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shlex
 from collections.abc import Mapping
 from typing import Any
@@ -20,7 +21,7 @@ from adamtune.config import Config
 from adamtune.errors import AdamtuneError, StudyError
 from adamtune.retries import first_trials
 from adamtune.space import SearchSpace
-from adamtune.storage import DEFAULT_STORAGE, open_storage, redact, settle, sql_backend, study_names
+from adamtune.storage import open_storage, redact, settle, sql_backend, storage_url, study_names
 from adamtune.trials import TrialRecord, TrialState, malformed_reason, ranked, record_from_optuna
 
 SETTINGS_ATTR = "adamtune"
@@ -204,14 +205,14 @@ def result_of(study: optuna.Study, settings: StudySettings | None = None) -> Tun
     return TuneResult(study.study_name, settings, records, order[0] if order else None, study)
 
 
-def load(study: str | None = None, storage: str | None = None) -> TuneResult:
+def load(study: str | None = None, storage: str | os.PathLike | None = None) -> TuneResult:
     """Read a study back. ``study`` may be omitted when the storage holds exactly one.
 
     Raises:
         StorageError: the storage cannot be opened or does not exist.
         StudyError: no such study, or several and none named.
     """
-    url = DEFAULT_STORAGE if storage is None else storage
+    url = storage_url(storage)
     store = open_storage(url, must_exist=True)
     names = study_names(store)
     if not names:
@@ -228,7 +229,7 @@ def load(study: str | None = None, storage: str | None = None) -> TuneResult:
     return result_of(existing)
 
 
-def list_studies(storage: str | None = None, *, malformed: dict[str, StudyError] | None = None,
+def list_studies(storage: str | os.PathLike | None = None, *, malformed: dict[str, StudyError] | None = None,
                  others: list[str] | None = None) -> list[TuneResult]:
     """Every study adamtune made in ``storage``, read back (other Optuna studies are left out).
 
@@ -241,7 +242,7 @@ def list_studies(storage: str | None = None, *, malformed: dict[str, StudyError]
         StorageError: the storage cannot be opened or does not exist.
         StudyError: a study's stored settings or trials are malformed (without ``malformed``).
     """
-    store = open_storage(DEFAULT_STORAGE if storage is None else storage, must_exist=True)
+    store = open_storage(storage_url(storage), must_exist=True)
     out = []
     for name in study_names(store):
         s = optuna.load_study(study_name=name, storage=store)

@@ -75,6 +75,8 @@ def open_storage(url: str, *, must_exist: bool = False) -> optuna.storages.BaseS
                 if must_exist:
                     return _open_read_only(url, path)
                 reason += " (a study being written needs the file and its directory writable)"
+            if damaged(reason):
+                raise StorageError(f"cannot read the study storage {redact(url)}: {reason}{DAMAGED}") from None
             raise StorageError(f"cannot open storage {redact(url)}: {reason}") from None
     raise AssertionError("unreachable")
 
@@ -872,6 +874,31 @@ def _is_creation_race(e: Exception) -> bool:
     import sqlalchemy.exc
 
     return isinstance(e, (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError)) or "already exists" in str(e)
+
+
+DAMAGED = " (the database file is damaged)"
+
+
+def damaged(reason: str) -> bool:
+    """Whether SQLite's ``reason`` for failing says the file itself is damaged."""
+    return "malformed" in reason or "not a database" in reason
+
+
+def storage_url(storage: Any) -> str:
+    """The URL of what a caller passed as a storage: a URL, a path to a SQLite file (any
+    ``os.PathLike``, e.g. a ``pathlib.Path``), or None for the default.
+
+    Raises:
+        StorageError: anything else, in one line.
+    """
+    if storage is None:
+        return DEFAULT_STORAGE
+    if isinstance(storage, os.PathLike):
+        return "sqlite:///" + os.fsdecode(storage)
+    if not isinstance(storage, str):
+        raise StorageError(f"storage must be a URL like sqlite:///adamtune.db or postgresql://user@host/db, or the "
+                           f"path of a SQLite file, got {type(storage).__name__} {storage!r}")
+    return storage
 
 
 def check_url(url: str, *, must_exist: bool = False) -> None:

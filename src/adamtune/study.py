@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import os
 import signal
 import threading
 import traceback
@@ -36,7 +37,7 @@ from adamtune.results import (
 from adamtune.retries import duplicates, point_of, retry_cut_short, retry_numbers
 from adamtune.space import SearchSpace, check_optimizer, check_task, preset, with_overrides
 from adamtune.storage import (
-    DEFAULT_STORAGE, HeldWrites, ask_many, check_url, is_new_file, open_storage, settle, tell_many, write_kept,
+    HeldWrites, ask_many, check_url, is_new_file, open_storage, settle, storage_url, tell_many, write_kept,
     writes_kept,
 )
 from adamtune.trials import (
@@ -291,6 +292,26 @@ def _began_with(stored: StudySettings) -> int | None:
     return None
 
 
+def _check_space(space: Any) -> list[str]:
+    """A ``space`` given as ``--set`` strings, as a list; anything else refused in one line."""
+    if isinstance(space, (str, bytes, dict)) or not isinstance(space, Iterable):
+        raise SpaceError("space must be a SearchSpace or a list of 'NAME=WINDOW' strings such as "
+                         f"['lr=1e-4:1e-2', 'beta1=0.9'], got {type(space).__name__} {space!r}")
+    items = list(space)
+    for item in items:
+        if not isinstance(item, str):
+            raise SpaceError("space must be a SearchSpace or a list of 'NAME=WINDOW' strings such as "
+                             f"['lr=1e-4:1e-2', 'beta1=0.9'], got an item {item!r}")
+    return items
+
+
+def check_callbacks(**callbacks: Any) -> None:
+    """Refuse a callback that is not a function before anything is stored (one line)."""
+    for name, f in callbacks.items():
+        if f is not None and not callable(f):
+            raise StudyError(f"{name} must be a function or None, got {type(f).__name__} {f!r}")
+
+
 def _check_seed(seed: Any) -> int:
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
         raise StudyError(f"seed must be an integer in [0, 2**32), got {seed!r}")
@@ -337,7 +358,7 @@ def open_study(
     space: Union[SearchSpace, Iterable[str], None] = None,
     sampler: str | None = None,
     pruner: str | None = None,
-    storage: str | None = None,
+    storage: str | os.PathLike | None = None,
     study: str | None = None,
     seed: int | None = None,
     direction: str | None = None,
@@ -352,8 +373,10 @@ def open_study(
     Raises:
         AdamtuneError: any bad input, with a message naming what must hold.
     """
-    url = DEFAULT_STORAGE if storage is None else storage
+    url = storage_url(storage)
     check_url(url)
+    if space is not None and not isinstance(space, SearchSpace):
+        space = _check_space(space)
     wanted_batch = parse_batch(batch, max_memory)
     dev = check_device(device)
     # A new SQLite file is created only once every argument has been checked.
@@ -495,7 +518,7 @@ def tune(
     space: Union[SearchSpace, Iterable[str], None] = None,
     sampler: str | None = None,
     pruner: str | None = None,
-    storage: str | None = None,
+    storage: str | os.PathLike | None = None,
     study: str | None = None,
     seed: int | None = None,
     direction: str | None = None,
@@ -522,7 +545,8 @@ def tune(
             (``"lr=1e-4:1e-2"``, ``"beta1=0.9"``).
         sampler: ``quasi-random`` (default; scrambled Sobol), ``tpe``, ``gp``, ``random``.
         pruner: ``asha`` (default), ``median``, ``none``.
-        storage: an Optuna storage URL (default ``sqlite:///adamtune.db``).
+        storage: an Optuna storage URL (default ``sqlite:///adamtune.db``), or the path of a
+            SQLite file (a ``pathlib.Path``).
         study: the study name (default: the workload's name, or the objective's).
         seed: fixes the sampler, every trial's initial weights and the minibatch order.
         direction: objective mode only: ``minimize`` (default) or ``maximize``.
@@ -553,6 +577,7 @@ def tune(
     """
     if max_trials is not None and (isinstance(max_trials, bool) or not isinstance(max_trials, int) or max_trials < 1):
         raise StudyError(f"max_trials must be a whole number >= 1 or None, got {max_trials!r}")
+    check_callbacks(on_trial=on_trial, on_start=on_start, notice=notice)
     opened = open_study(
         workload_or_objective, optimizer=optimizer, task=task, budget=budget, space=space, sampler=sampler,
         pruner=pruner, storage=storage, study=study, seed=seed, direction=direction, device=device, batch=batch,
