@@ -8,7 +8,7 @@ from adamtune import TrialState, WorkloadError
 from adamtune.workloads import BUILTIN, load_workload, num_examples
 
 
-@pytest.mark.parametrize("name, task", [("digits-mlp", "generic"), ("digits-cnn", "cnn"), ("charlm", "transformer")])
+@pytest.mark.parametrize("name, task", [("digits-mlp", "generic"), ("digits-cnn", "cnn"), ("charlm", "llm")])
 def test_builtin_workload_runs_a_tiny_study(name, task, storage):
     w = load_workload(name)
     assert w.task == task and w.objective == "val_loss" and "val_accuracy" in w.metric_names

@@ -94,10 +94,11 @@ class CharTransformer(nn.Module):
 
 
 def charlm() -> Workload:
-    """Character-level Transformer LM on standard-library source text (task: transformer)."""
+    """Character-level Transformer LM trained from scratch on standard-library source text (task: llm,
+    pretraining: the transformer task's windows are for fine-tuning)."""
     train, valid = _windows()
     return Workload(
         name="charlm", model=CharTransformer, train_data=train, valid_data=valid,
         loss=cross_entropy, metrics={"accuracy": accuracy},
-        steps=250, batch_size=16, eval_every=50, task="transformer", eval_batch_size=256,
+        steps=250, batch_size=16, eval_every=50, task="llm", eval_batch_size=256,
     )
