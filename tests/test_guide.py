@@ -268,8 +268,9 @@ def test_procedure_order_follows_the_playbook():
 def test_actions_cover_every_finding_the_report_names():
     assert set(guide.ACTIONS) == {
         "overfitting", "late_variance", "still_improving", "saturated_early", "no_learning", "unstable",
-        "lr_too_high", "nonfinite_start", "boundary", "clip",
+        "lr_too_high", "nonfinite_start", "boundary", "clip", "decay_timescale",
     }
+    assert "1/(lr·weight_decay)" in guide.ACTIONS["decay_timescale"]
     assert "larger" in guide.ACTIONS["no_learning"] and "smaller" in guide.ACTIONS["lr_too_high"]
     assert "weight_decay" in guide.ACTIONS["overfitting"]
     assert "train longer" in guide.ACTIONS["still_improving"]

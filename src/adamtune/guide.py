@@ -854,6 +854,12 @@ ACTIONS: dict[str, str] = {
         "The best trials sit near an edge of the search window: widen the window on that side "
         "and search again."
     ),
+    "decay_timescale": (
+        "Read AdamW's weight_decay as a timescale τ = 1/(lr·weight_decay) steps: the weights average "
+        "the updates of about the last τ steps. Choose weight_decay so that τ lies between one epoch and "
+        "the whole run; raise it with the run's length, and lower it when lr goes up "
+        "(`adamtune explain weight_decay`)."
+    ),
     "clip": (
         f"Set max_grad_norm near the {CLIP_PERCENTILE:.0f}th percentile of the unclipped gradient "
         f"norms; if more than {CLIP_TOO_OFTEN:.0%} of the steps get clipped, the threshold is too "

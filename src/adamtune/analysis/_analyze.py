@@ -6,6 +6,7 @@ import dataclasses
 
 from adamtune.analysis._boundary import MIN_COMPLETED, BoundaryCheck, boundary_check, boundary_findings
 from adamtune.analysis._clipping import ClipAdvice, clip_advice, clip_findings
+from adamtune.analysis._decay import decay_findings, decay_timescale
 from adamtune.analysis._curves import (
     CurveDiagnosis, Progress, Stability, curve_findings, diagnose_best, progress, progress_findings, stability,
     stability_findings,
@@ -114,7 +115,8 @@ def analyze(result: TuneResult, storage: str | None = None) -> StudyAnalysis:
     diagnoses = diagnose_best(result)
     clip = clip_advice(result)
     findings = (*progress_findings(learned, s.metric), *(() if learned.nothing_learned else boundary_findings(checks)),
-                *stability_findings(stab), *curve_findings(diagnoses, s.metric), *clip_findings(clip))
+                *stability_findings(stab), *curve_findings(diagnoses, s.metric), *clip_findings(clip),
+                *decay_findings(decay_timescale(result)))
     findings = tuple(sorted(findings, key=lambda f: f.severity != WARNING))  # stable: keeps the order above
     return StudyAnalysis(
         result=result, findings=findings, boundary=checks, stability=stab, progress=learned, curves=diagnoses,

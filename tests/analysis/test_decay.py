@@ -1,0 +1,49 @@
+import dataclasses
+
+import pytest
+
+from adamtune.analysis import decay_findings, decay_timescale
+
+RUN = {"steps": 400, "batch_size": 64, "train_examples": 1437}  # an epoch: 22.5 steps
+
+
+def best(syn, lr, wd, optimizer="adamw", info=RUN):
+    settings = dataclasses.replace(syn.settings(syn.LR, syn.WD, optimizer=optimizer), workload_info=info)
+    trials = [syn.trial(0, 0.1, config={"lr": lr, "weight_decay": wd}, steps=400, lr=lr, weight_decay=wd),
+              syn.trial(1, 0.5, config={"lr": lr, "weight_decay": 0.0}, steps=400, lr=lr, weight_decay=0.0)]
+    return decay_timescale(trials, settings)
+
+
+def test_a_decay_far_slower_than_the_run_is_said_with_the_window_the_timescale_rule_gives(syn):
+    d = best(syn, 0.007113, 0.002363)  # digits-mlp's default study: tau 59,495 steps
+    assert d.timescale == pytest.approx(1 / (0.007113 * 0.002363)) and d.too_long and not d.too_short
+    assert d.low == pytest.approx(1 / (0.007113 * 400)) and d.high == pytest.approx(1 / (0.007113 * 1437 / 64))
+    (f,) = decay_findings(d)
+    assert f.severity == "info" and f.trials == (0,)
+    assert f.title == "weight decay barely acts: its timescale 1/(lr·weight_decay) is 59,500 steps, 149x the 400-step run"
+    assert "in PyTorch's convention" in f.detail
+    assert "at this lr, weight_decay from 0.3515 (τ = the run) to 6.261 (τ = one epoch, 22 steps)" in f.detail
+
+
+def test_a_decay_that_forgets_within_an_epoch_is_said(syn):
+    d = best(syn, 0.01, 20.0)  # tau 5 steps, an epoch 22
+    assert d.too_short
+    (f,) = decay_findings(d)
+    assert f.title == "weight decay forgets within an epoch: its timescale 1/(lr·weight_decay) is 5 steps, an epoch 22"
+
+
+@pytest.mark.parametrize("lr, wd, optimizer, info", [
+    (0.005, 0.5, "adamw", RUN),  # tau 400 steps: the run
+    (0.005, 4.0, "adamw", RUN),  # tau 50 steps: between an epoch and the run
+    (0.007, 0.002, "adam", RUN),  # Adam's weight_decay is L2 in the gradient: no timescale
+    (0.007, 0.0, "adamw", RUN),  # no decay: nothing to say (the paste line says it)
+])
+def test_nothing_to_say_inside_the_range_or_without_decoupled_decay(syn, lr, wd, optimizer, info):
+    assert decay_findings(best(syn, lr, wd, optimizer, info)) == ()
+
+
+def test_without_the_datas_size_the_run_alone_bounds_it(syn):
+    d = best(syn, 0.007113, 0.002363, info={"steps": 400})
+    assert d.epoch is None and d.high is None and d.too_long
+    (f,) = decay_findings(d)
+    assert "at this lr, weight_decay of about 0.3515 (τ = the run)" in f.detail
