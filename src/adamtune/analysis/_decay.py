@@ -76,14 +76,19 @@ def decay_timescale(study: Study, settings: StudySettings | None = None) -> Deca
     )
 
 
+def _figures(x: float) -> str:
+    """``x`` to three significant figures, as a whole number with thousands separators: 59,500."""
+    return f"{float(f'{x:.3g}'):,.0f}" if math.isfinite(x) else "∞"
+
+
 def decay_findings(d: DecayTimescale | None) -> tuple[Finding, ...]:
     """An info finding when the best trial's τ lies far outside one epoch .. the whole run."""
     if d is None or not (d.too_long or d.too_short):
         return ()
-    steps = f"{float(f'{d.timescale:.3g}'):,.0f}" if math.isfinite(d.timescale) else "∞"  # 59,500: 3 figures
+    steps = _figures(d.timescale)
     if d.too_long:
         title = (f"weight decay barely acts: its timescale 1/(lr·weight_decay) is {steps} steps, "
-                 f"{d.timescale / d.run:.0f}x the {d.run}-step run")
+                 f"{_figures(d.timescale / d.run)}x the {d.run}-step run")
     else:
         title = (f"weight decay forgets within an epoch: its timescale 1/(lr·weight_decay) is {steps} steps, "
                  f"an epoch {d.epoch:.0f}")
