@@ -12,6 +12,9 @@ def test_the_terminal_says_the_lr_window_is_too_low_and_how_to_widen_it(low_anal
     assert "! lr: the best trials sit at the upper edge of its window 1e-06..0.0001" in text
     assert "→ widen: --set lr=1e-06:0.001" in text
     assert "Next search: " in text and "lr=1e-06:0.001" in text.split("Next search: ")[1]
+    # slow progress at the top of a window set too low is the lr's doing before the run's length
+    assert ("! still improving at the end: a larger lr first (the best trials sit at lr's upper edge), then train "
+            "longer") in text
 
 
 def test_the_terminal_says_nothing_of_the_kind_on_a_normal_study(normal_analysis):

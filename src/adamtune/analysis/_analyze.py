@@ -98,6 +98,10 @@ class StudyAnalysis:
         return text + "; a larger --budget, or --pruner none, gives more"
 
 
+STILL_IMPROVING_AT_LR_EDGE = ("still improving at the end: a larger lr first (the best trials sit at lr's upper edge), "
+                              "then train longer")
+
+
 def analyze(result: TuneResult, storage: str | None = None) -> StudyAnalysis:
     """Run every analysis over ``result``.
 
@@ -117,6 +121,11 @@ def analyze(result: TuneResult, storage: str | None = None) -> StudyAnalysis:
     findings = (*progress_findings(learned, s.metric), *(() if learned.nothing_learned else boundary_findings(checks)),
                 *stability_findings(stab), *curve_findings(diagnoses, s.metric), *clip_findings(clip),
                 *decay_findings(decay_timescale(result)))
+    if any(c.name == "lr" and c.edge == "upper" for c in checks) and not learned.nothing_learned:
+        # Slow progress at the top of the lr window is the lr's doing first: longer runs would
+        # pay for what a larger lr gives.
+        findings = tuple(dataclasses.replace(f, title=STILL_IMPROVING_AT_LR_EDGE) if f.kind == "still_improving"
+                         else f for f in findings)
     findings = tuple(sorted(findings, key=lambda f: f.severity != WARNING))  # stable: keeps the order above
     return StudyAnalysis(
         result=result, findings=findings, boundary=checks, stability=stab, progress=learned, curves=diagnoses,
