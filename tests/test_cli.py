@@ -605,3 +605,13 @@ def test_brackets_in_names_and_in_the_users_errors_are_printed_as_they_are(tmp_p
 def test_the_help_shows_the_ray_extra_as_it_is_typed():
     r = runner.invoke(app, ["tune", "--help"])
     assert "'.[ray]'" in r.output  # rich took [ray] for markup and printed '.'
+
+
+def test_studies_of_a_storage_without_a_study_says_so_instead_of_an_empty_table(tmp_path):
+    import optuna
+
+    url = f"sqlite:///{tmp_path / 'empty.db'}"
+    optuna.storages.RDBStorage(url)  # Optuna's tables, no study
+    r = runner.invoke(app, ["studies", "--storage", url])
+    assert r.exit_code == 0
+    assert r.stdout.strip() == f"this storage holds no study yet; `adamtune tune --storage {url}` makes one"

@@ -17,7 +17,7 @@ BAD = [
     (dict(weight_decay=-0.01), "weight_decay must be >= 0, got -0.01"),
     (dict(optimizer="adadelta", rho=1.5), "rho must be in [0, 1], got 1.5"),
     (dict(optimizer="adadelta", eps=-1.0), "eps must be >= 0, got -1.0"),
-    (dict(max_grad_norm=0.0), "max_grad_norm must be > 0 (or None for no clipping), got 0.0"),
+    (dict(max_grad_norm=0.0), "max_grad_norm must be > 0 (or None for no clipping: none or off in --set), got 0.0"),
     (dict(warmup=1.0), "warmup must be a fraction of the steps in [0, 1), got 1.0"),
     (dict(schedule="linear"), "schedule must be one of constant, cosine, got 'linear'"),
     (dict(optimizer="sgd"), "optimizer must be one of adamw, adam, adadelta, got 'sgd'"),

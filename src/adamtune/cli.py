@@ -17,7 +17,7 @@ from rich.text import Text
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from adamtune.errors import AdamtuneError
-from adamtune.storage import DAMAGED, DEFAULT_STORAGE, damaged
+from adamtune.storage import DAMAGED, DEFAULT_STORAGE, damaged, redact
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -323,7 +323,11 @@ def studies(storage: str = typer.Option(DEFAULT_STORAGE, metavar="URL", show_def
                           Text(f"{s.metric} {fmt(r.best_value)}"))
         for name in malformed:
             table.add_row(Text(name), "—", "—", "malformed", "—")
-        print_table(console, lambda compact: table)  # a long study name is not cut
+        if table.row_count:
+            print_table(console, lambda compact: table)  # a long study name is not cut
+        elif not others:
+            console.print(f"this storage holds no study yet; `adamtune tune --storage {redact(storage)}` makes one",
+                          highlight=False, markup=False, soft_wrap=True)
         if others:
             one = len(others) == 1
             console.print(f"{len(others)} {'study' if one else 'studies'} not made by adamtune: {', '.join(others)} "

@@ -107,7 +107,7 @@ class Config:
             m = self.max_grad_norm
             _check(
                 not isinstance(m, bool) and isinstance(m, (int, float)) and math.isfinite(m) and m > 0,
-                f"max_grad_norm must be > 0 (or None for no clipping), got {m!r}",
+                f"max_grad_norm must be > 0 (or None for no clipping: none or off in --set), got {m!r}",
             )
             object.__setattr__(self, "max_grad_norm", float(m))
         _check(0 <= self.warmup < 1, f"warmup must be a fraction of the steps in [0, 1), got {self.warmup}")
