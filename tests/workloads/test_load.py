@@ -1,10 +1,12 @@
 """Loading a user's workload file or module: what its code does at import reaches the user as one line."""
 
+import os
 import subprocess
+import sys
 
 import pytest
 
-from adamtune import WorkloadError
+from adamtune import Workload, WorkloadError
 from adamtune.workloads import load_workload
 
 EXITS = {
@@ -35,3 +37,42 @@ def test_what_a_workload_prints_at_import_still_reaches_stderr(tmp_path, capsys)
     with pytest.raises(WorkloadError, match="must be an adamtune.Workload"):
         load_workload(f"{tmp_path / 'loud.py'}:w")
     assert capsys.readouterr().err == "loading my data\n"
+
+
+TESTS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    """A user's project: ``data.py`` next to the workload file; ``sys.path`` is put back after."""
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.delitem(sys.modules, "data", raising=False)
+    monkeypatch.delitem(sys.modules, "my_workload", raising=False)
+    (tmp_path / "proj").mkdir()
+    (tmp_path / "proj" / "data.py").write_text(
+        f"import sys\nsys.path.insert(0, {TESTS!r})\nfrom tiny_workloads import tiny\n")
+    # the factory imports its neighbour only when called, as a trial calls the model factory later
+    (tmp_path / "proj" / "my_workload.py").write_text("def make():\n    from data import tiny\n    return tiny()\n")
+    return tmp_path / "proj"
+
+
+def test_a_workload_file_imports_the_modules_next_to_it(project, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # not the file's directory
+    w = load_workload("proj/my_workload.py:make")
+    assert isinstance(w, Workload)
+    assert __import__("data").tiny  # its directory stays importable for what the factory imports later
+    assert str(project) in sys.path
+
+
+def test_a_workload_module_is_found_in_the_working_directory(project, monkeypatch):
+    monkeypatch.chdir(project)
+    for entry in ("", os.curdir, str(project)):
+        while entry in sys.path:
+            sys.path.remove(entry)
+    assert isinstance(load_workload("my_workload:make"), Workload)
+
+
+def test_the_adamtune_command_finds_a_workload_module_in_the_working_directory(project, adamtune_command):
+    r = subprocess.run([adamtune_command, "tune", "--budget", "1", "--no-report", "--workload", "my_workload:make",
+                        "--storage", "sqlite:///s.db"], capture_output=True, text=True, cwd=project, timeout=300)
+    assert r.returncode == 0, r.stderr

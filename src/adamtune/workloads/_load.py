@@ -1,4 +1,11 @@
-"""Resolving a workload reference: a built-in name, ``path/file.py:ATTR`` or ``module:ATTR``."""
+"""Resolving a workload reference: a built-in name, ``path/file.py:ATTR`` or ``module:ATTR``.
+
+A workload file imports the modules next to it, as ``python file.py`` lets a script do: its
+directory goes first on ``sys.path``. A ``module:ATTR`` is looked up from the working directory
+too, as ``python -m``, uvicorn and gunicorn do (the ``adamtune`` command's own ``sys.path[0]`` is
+the directory of its script, not the working directory). Either stays on ``sys.path``: the
+model factory runs later, in every trial, and may import its neighbours only then.
+"""
 
 from __future__ import annotations
 
@@ -45,6 +52,7 @@ def load_workload(ref: str | Workload) -> Workload:
             raise WorkloadError(f"workload file {where!r} does not exist")
         module = _import_file(where)
     else:
+        _importable(os.getcwd())
         try:
             module = _users_code(importlib.import_module, where)
         except ImportError as e:
@@ -65,7 +73,15 @@ def load_workload(ref: str | Workload) -> Workload:
     return obj
 
 
+def _importable(directory: str) -> None:
+    """Put ``directory`` first on ``sys.path`` unless it is there already ('' is the working directory)."""
+    here = os.path.abspath(directory)
+    if not any(os.path.abspath(p or os.curdir) == here for p in sys.path):
+        sys.path.insert(0, here)
+
+
 def _import_file(path: str):
+    _importable(os.path.dirname(os.path.abspath(path)))
     name = "adamtune_user_" + os.path.splitext(os.path.basename(path))[0].replace("-", "_")
     spec = importlib.util.spec_from_file_location(name, os.path.abspath(path))
     if spec is None or spec.loader is None:
