@@ -76,3 +76,12 @@ def test_the_adamtune_command_finds_a_workload_module_in_the_working_directory(p
     r = subprocess.run([adamtune_command, "tune", "--budget", "1", "--no-report", "--workload", "my_workload:make",
                         "--storage", "sqlite:///s.db"], capture_output=True, text=True, cwd=project, timeout=300)
     assert r.returncode == 0, r.stderr
+
+
+def test_a_workload_failing_its_own_checks_is_reported_as_it_is(tmp_path):
+    (tmp_path / "bad.py").write_text(
+        f"import sys\nsys.path.insert(0, {TESTS!r})\nimport dataclasses\nfrom tiny_workloads import tiny\n"
+        "def make():\n    return dataclasses.replace(tiny(), objective='accuracy')\n")
+    with pytest.raises(WorkloadError) as e:
+        load_workload(f"{tmp_path / 'bad.py'}:make")
+    assert str(e.value) == "workload 'tiny': objective must be one of val_loss, val_accuracy, got 'accuracy'"

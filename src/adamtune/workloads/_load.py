@@ -65,6 +65,8 @@ def load_workload(ref: str | Workload) -> Workload:
     if callable(obj) and not isinstance(obj, Workload):
         try:
             obj = _users_code(obj)
+        except WorkloadError:  # the factory is fine; the Workload it made says what must hold
+            raise
         except (Exception, SystemExit) as e:  # noqa: BLE001 - a user's factory (or not a factory at all): one line
             raise WorkloadError(f"{ref!r} must be a Workload or a function that takes no argument and returns one; "
                                 f"calling {attr}() failed: {_what_failed(e)}") from None
