@@ -82,8 +82,23 @@ class Workload:
     divergence_factor: float = 3.0
 
     def __post_init__(self) -> None:
+        if isinstance(self.model, nn.Module):  # callable too: it would be called on no input
+            raise WorkloadError(
+                f"workload {self.name!r}: model must be a function returning a new nn.Module for each trial "
+                f"(e.g. model=MyNet or model=lambda: MyNet(...)), got a {type(self.model).__name__} instance"
+            )
         if not callable(self.model):
             raise WorkloadError(f"workload {self.name!r}: model must be a callable returning an nn.Module")
+        if not callable(self.loss):
+            raise WorkloadError(f"workload {self.name!r}: loss must be a function loss(output, target), "
+                                f"got {type(self.loss).__name__}")
+        if not isinstance(self.metrics, Mapping):
+            raise WorkloadError(f"workload {self.name!r}: metrics must be a dict of name to function, "
+                                f"e.g. {{'accuracy': adamtune.accuracy}}, got {type(self.metrics).__name__}")
+        for key, fn in self.metrics.items():
+            if not isinstance(key, str) or not callable(fn):
+                raise WorkloadError(f"workload {self.name!r}: metrics must map names to functions "
+                                    f"metric(output, target), got {key!r}: {type(fn).__name__}")
         for attr in ("steps", "batch_size", "eval_every", "eval_batch_size"):
             v = getattr(self, attr)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -99,7 +114,15 @@ class Workload:
         if not self.divergence_factor > 1:
             raise WorkloadError(f"workload {self.name!r}: divergence_factor must be > 1, got {self.divergence_factor}")
         for data, which in ((self.train_data, "train_data"), (self.valid_data, "valid_data")):
-            n = num_examples(data)
+            if isinstance(data, list) and data and isinstance(data[0], Tensor):
+                # [x, y] would be taken as a data set of two examples, each a bare tensor
+                raise WorkloadError(f"workload {self.name!r}: {which} must be an (inputs, targets) tuple of tensors "
+                                    f"or a Dataset of (input, target) pairs, got a list of {len(data)} tensors; "
+                                    "write (inputs, targets)")
+            try:
+                n = num_examples(data)
+            except WorkloadError as e:
+                raise WorkloadError(f"workload {self.name!r}: {which}: {e}") from None
             if n < 1:
                 raise WorkloadError(f"workload {self.name!r}: {which} is empty")
 
@@ -119,7 +142,8 @@ class Workload:
 def num_examples(data: Data) -> int:
     if isinstance(data, tuple):
         if len(data) != 2 or not all(isinstance(t, Tensor) for t in data):
-            raise WorkloadError("data must be an (inputs, targets) pair of tensors or a Dataset")
+            got = ", ".join(type(t).__name__ for t in data)
+            raise WorkloadError(f"data must be an (inputs, targets) pair of tensors or a Dataset, got a tuple of ({got})")
         if data[0].shape[0] != data[1].shape[0]:
             raise WorkloadError(
                 f"inputs and targets must have the same length, got {data[0].shape[0]} and {data[1].shape[0]}"
