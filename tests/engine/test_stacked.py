@@ -232,3 +232,17 @@ def test_few_classes_give_the_flat_forms_values_bit_for_bit(monkeypatch):
     finally:
         stacked._NARROW_CLASSES = old
     assert torch.equal(narrow, flat) and torch.equal(g_narrow, g_flat)
+
+
+@pytest.mark.parametrize("model, x", [
+    (nn.Sequential(nn.Linear(20, 32), nn.ReLU(), nn.Linear(32, 2)), torch.zeros(200, 30)),  # the input
+    (nn.Sequential(nn.Linear(20, 32), nn.ReLU(), nn.Linear(30, 2)), torch.zeros(200, 20)),  # a stacked layer
+])
+def test_an_input_of_the_wrong_width_is_refused_in_torchs_words(model, x):
+    with pytest.raises(RuntimeError) as alone:
+        model(x)
+    params, _ = stack_module_state([model, model])
+    with pytest.raises(RuntimeError) as stacked:
+        stacked_forward(meta_copy(model))(params, x)
+    assert str(stacked.value) == str(alone.value)
+    assert str(alone.value).startswith("mat1 and mat2 shapes cannot be multiplied (200x")

@@ -102,6 +102,9 @@ def _linear(m: nn.Linear, names: dict[int, str]):
         w = p[weight]  # [K, out, in]
         k = w.shape[0]
         lead = h.shape[1:-1] if stacked else h.shape[:-1]
+        if h.shape[-1] != m.in_features:  # the reshape below would say only "shape ... is invalid"
+            raise RuntimeError(f"mat1 and mat2 shapes cannot be multiplied ({lead.numel()}x{h.shape[-1]} "
+                               f"and {m.in_features}x{m.out_features})")
         # An unstacked input (the minibatch itself) is shared: expand is a view, not K copies.
         h3 = h.reshape(k, -1, m.in_features) if stacked else h.reshape(1, -1, m.in_features).expand(k, -1, -1)
         b = p[bias] if bias is not None else None
