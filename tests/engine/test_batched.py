@@ -420,3 +420,60 @@ def test_ctrl_c_while_a_trial_is_asked_ends_the_trials_made_so_far(storage, monk
         adamtune.tune(_digits(steps=20, eval_every=10), budget=5, batch=batch, storage=storage, pruner="none")
     monkeypatch.undo()
     assert _stored_states(storage, "digits-mlp") == (states, [s == "FAIL" for s in states])
+
+
+
+class _Own(nn.Module):
+    """A small MLP behind a forward of its own: the batched engine runs it under vmap."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 2))
+
+    def forward(self, x):
+        return self.net(x)
+
+
+def _small(**kw):
+    x = torch.randn(96, 8, generator=torch.Generator().manual_seed(0))
+    data = (x, (x.sum(1) > 0).long())
+    args = dict(name="small", model=lambda: nn.Sequential(nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 2)),
+                train_data=data, valid_data=data, steps=4, batch_size=32, eval_every=2)
+    return adamtune.Workload(**{**args, **kw})
+
+
+def _vector_loss(o, t):
+    return nn.functional.cross_entropy(o, t, reduction="none")
+
+
+def _float_loss(o, t):
+    return float(nn.functional.cross_entropy(o, t))
+
+
+def _vector_metric(o, t):
+    return (o.argmax(-1) == t).float()
+
+
+def _float_metric(o, t):
+    return float((o.argmax(-1) == t).float().mean())
+
+
+MUST = r"^the workload's {} must return a tensor holding one value \(the mean over the minibatch\), got {}$"
+
+
+@pytest.mark.parametrize("engine", ["sequential", "batched"])
+@pytest.mark.parametrize("model", [None, _Own], ids=["written-out", "vmap"])
+@pytest.mark.parametrize("mistake, said", [
+    (dict(loss=_vector_loss), MUST.format("loss", r"a tensor of shape \[32\]")),
+    (dict(loss=_float_loss), MUST.format("loss", "float")),
+    (dict(metrics={"acc": _vector_metric}), MUST.format("metric 'acc'", r"a tensor of shape \[\d+\]")),
+    (dict(metrics={"acc": _float_metric}), MUST.format("metric 'acc'", "float")),
+], ids=["vector-loss", "float-loss", "vector-metric", "float-metric"])
+@pytest.mark.filterwarnings("ignore:Converting a tensor with requires_grad=True to a scalar")
+def test_a_loss_or_metric_not_giving_one_value_is_named(engine, model, mistake, said):
+    w = _small(**mistake, **({"model": model} if model else {}))
+    with pytest.raises(adamtune.WorkloadError, match=said):
+        if engine == "sequential":
+            train_trial(w, CONFIGS[0], init_seed=0, data_seed=0)
+        else:
+            train_members(w, CONFIGS[:2], init_seeds=[0, 1], data_seed=0)

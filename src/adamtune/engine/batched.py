@@ -23,7 +23,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, stack_module_state
 
 from adamtune.config import Config, lr_multiplier
-from adamtune.errors import first_line
+from adamtune.errors import WorkloadError, first_line
 from adamtune.engine.evaluate import evaluate
 from adamtune.engine.monitor import CurveLog, DivergenceMonitor, GradNormLog
 from adamtune.engine.outcome import Outcome
@@ -31,7 +31,7 @@ from adamtune.engine.sequential import better, infeasible, prunes
 from adamtune.engine.stacked import member_losses, one_per_member, stacked_forward
 from adamtune.optim import BatchedAdadelta, BatchedAdam, BatchedAdamW, matrix_decay_mask
 from adamtune.storage import report_many, should_prune_many
-from adamtune.workloads import Workload, batch_stream, cross_entropy
+from adamtune.workloads import Workload, batch_stream, cross_entropy, one_value
 
 
 class NotBatchable(Exception):
@@ -123,7 +123,9 @@ def _not_batchable_or_raise(error: Exception, what: str, workload: Workload, dev
                 evaluate(model, workload, device, batches=1)
             else:
                 x, y = next(batch_stream(workload.train_data, workload.batch_size, 0))
-                workload.loss(model(x.to(device)), y.to(device)).backward()
+                one_value(workload.loss(model(x.to(device)), y.to(device)), "loss").backward()
+    except WorkloadError:  # a loss or metric that does not return one value: said in the user's words
+        raise
     except Exception:
         raise error from None
     raise NotBatchable(f"{what}: {type(error).__name__}: {first_line(error)}") from error
@@ -154,7 +156,7 @@ def _batched_functions(base: nn.Module, workload: Workload):
         losses = member_losses(cross_entropy)
         return forward, (lambda p, b, x, y: losses(forward(p, b, x), y)), "torch.func.vmap"
     vmapped = torch.vmap(member_loss, in_dims=(0, 0, None, None), randomness="different")
-    return forward, one_per_member(vmapped), "torch.func.vmap"
+    return forward, one_per_member(vmapped, "loss"), "torch.func.vmap"
 
 
 def _optimizer(params: list[Tensor], configs: Sequence[Config]):

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from adamtune.engine.stacked import member_losses
-from adamtune.workloads import Workload, eval_batches
+from adamtune.workloads import Workload, eval_batches, one_value
 
 
 @torch.no_grad()
@@ -28,9 +28,10 @@ def evaluate(forward: Callable[[Tensor], Tensor], workload: Workload, device: to
 
     ``batches``: stop after that many calls (a probe), or None for the whole validation set.
     """
-    fns = {"val_loss": workload.loss, **{f"val_{n}": f for n, f in workload.metrics.items()}}
+    # each value's function, and its name in the user's words for an error
+    fns = {"val_loss": ("loss", workload.loss), **{f"val_{n}": (f"metric {n!r}", f) for n, f in workload.metrics.items()}}
     if batched:
-        fns = {name: member_losses(fn) for name, fn in fns.items()}
+        fns = {name: (what, member_losses(fn, what)) for name, (what, fn) in fns.items()}
     totals: dict[str, Tensor] = {}
     n_total = 0
     size = max(1, -(-workload.eval_batch_size // max(1, members)))
@@ -39,8 +40,8 @@ def evaluate(forward: Callable[[Tensor], Tensor], workload: Workload, device: to
             break
         x, y = x.to(device), y.to(device)
         out = forward(x)
-        for name, fn in fns.items():
-            v = fn(out, y) if batched else fn(out, y).reshape(1)
+        for name, (what, fn) in fns.items():
+            v = fn(out, y) if batched else one_value(fn(out, y), what)
             v = v.detach().to(torch.float64) * n
             totals[name] = totals[name] + v if name in totals else v
         n_total += n

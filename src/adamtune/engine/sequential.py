@@ -11,7 +11,7 @@ from adamtune.config import Config, clip_gradients, make_optimizer, make_schedul
 from adamtune.engine.evaluate import evaluate
 from adamtune.engine.monitor import CurveLog, DivergenceMonitor, GradNormLog
 from adamtune.engine.outcome import Outcome
-from adamtune.workloads import Workload, batch_stream
+from adamtune.workloads import Workload, batch_stream, one_value
 
 
 def prunes(trial: optuna.trial.Trial | None) -> bool:
@@ -65,6 +65,8 @@ def train_trial(
         x, y = x.to(device), y.to(device)
         optimizer.zero_grad(set_to_none=True)
         loss = workload.loss(model(x), y)
+        if step == 1:  # backward() would say only "grad can be implicitly created only for scalar outputs"
+            one_value(loss, "loss")
         loss.backward()
         norms.append(torch.tensor([clip_gradients(model, config)]))
         monitor.update(step, loss.reshape(1))

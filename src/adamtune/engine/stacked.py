@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from adamtune.workloads import accuracy, cross_entropy, targets_per_prediction
+from adamtune.workloads import accuracy, cross_entropy, one_value, targets_per_prediction
 
 # Modules whose forward acts on each element alone (dropout draws one mask element per
 # element, so each member gets its own mask) and that hold no parameters.
@@ -209,17 +209,25 @@ def stacked_forward(model: nn.Module) -> StackedForward | None:
 _NARROW_CLASSES = 16
 
 
-def one_per_member(fn: Callable[..., Tensor]) -> Callable[..., Tensor]:
+def one_per_member(fn: Callable[..., Tensor], what: str = "loss") -> Callable[..., Tensor]:
     """``fn`` (vmapped over members) with its [K, 1, ...] result as [K]: a loss or metric that
-    returns a one-element tensor such as ``[1]`` instead of a scalar counts, as it does alone."""
+    returns a one-element tensor such as ``[1]`` instead of a scalar counts, as it does alone.
+
+    Raises:
+        WorkloadError: a member's value is not one element; ``what`` names the function
+            (``loss``, ``metric 'accuracy'``), as :func:`adamtune.workloads.one_value` does.
+    """
     def flat(*args: Tensor) -> Tensor:
         v = fn(*args)
+        if v.numel() != v.shape[0]:
+            one_value(v[0], what)  # raises, naming one member's shape
         return v.reshape(v.shape[0])
     return flat
 
 
-def member_losses(loss: Callable[[Tensor, Tensor], Tensor]) -> Callable[[Tensor, Tensor], Tensor]:
+def member_losses(loss: Callable[[Tensor, Tensor], Tensor], what: str = "loss") -> Callable[[Tensor, Tensor], Tensor]:
     """``losses(output, target)``: ``loss`` of each member's [K, ...] output against the shared target, [K].
+    ``what`` names ``loss`` in an error (``loss``, ``metric 'accuracy'``).
 
     The built-in cross-entropy is computed over all members in one call (the mean over each
     member's targets that ``ignore_index`` keeps, as ``F.cross_entropy`` takes it); with few
@@ -242,7 +250,7 @@ def member_losses(loss: Callable[[Tensor, Tensor], Tensor]) -> Callable[[Tensor,
             return (pred == target).reshape(k, -1).float().mean(1)
         return accuracies
     if loss is not cross_entropy:
-        return one_per_member(torch.vmap(loss, in_dims=(0, None)))
+        return one_per_member(torch.vmap(loss, in_dims=(0, None)), what)
 
     def losses(output: Tensor, target: Tensor) -> Tensor:
         k, c = output.shape[0], output.shape[-1]

@@ -2,11 +2,11 @@
 
 from adamtune.workloads._base import (
     Workload, accuracy, batch_stream, cross_entropy, describe, eval_batches, num_examples,
-    targets_per_prediction,
+    one_value, targets_per_prediction,
 )
 from adamtune.workloads._load import BUILTIN, load_workload
 
 __all__ = [
     "BUILTIN", "Workload", "accuracy", "batch_stream", "cross_entropy", "describe",
-    "eval_batches", "load_workload", "num_examples", "targets_per_prediction",
+    "eval_batches", "load_workload", "num_examples", "one_value", "targets_per_prediction",
 ]

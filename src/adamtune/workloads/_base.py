@@ -139,6 +139,21 @@ class Workload:
         return tuple(s)
 
 
+def one_value(value: Any, what: str) -> Tensor:
+    """``value``, what the function ``what`` (``loss``, ``metric 'accuracy'``) returned, as a [1] tensor.
+
+    Raises:
+        WorkloadError: ``value`` is not a tensor of one element (a Python float, or a value per
+            example as ``reduction="none"`` gives).
+    """
+    must = f"the workload's {what} must return a tensor holding one value (the mean over the minibatch)"
+    if not isinstance(value, Tensor):
+        raise WorkloadError(f"{must}, got {type(value).__name__}")
+    if value.numel() != 1:
+        raise WorkloadError(f"{must}, got a tensor of shape {list(value.shape)}")
+    return value.reshape(1)
+
+
 def num_examples(data: Data) -> int:
     if isinstance(data, tuple):
         if len(data) != 2 or not all(isinstance(t, Tensor) for t in data):
