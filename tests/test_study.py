@@ -5,6 +5,7 @@ import sqlite3
 
 import optuna
 import pytest
+from torch import nn
 
 import adamtune
 from adamtune import StudyError, TrialState
@@ -446,3 +447,17 @@ def test_api_arguments_of_the_wrong_kind_are_one_line_and_store_nothing(tmp_path
         assert not other.exists()
     with pytest.raises(adamtune.StorageError, match="storage must be a URL"):
         adamtune.load("tiny", 5)
+
+
+@pytest.mark.parametrize("model, said", [
+    (lambda: 1 / 0, "building the model to plan a batch failed (ZeroDivisionError: division by zero)"),
+    (lambda: nn.Linear(3, 2), "running the model and loss on a minibatch to plan a batch failed "
+                              "(RuntimeError: mat1 and mat2 shapes cannot be multiplied (32x8 and 3x2))"),
+])
+def test_the_note_on_a_broken_model_says_what_failed(tiny_file, model, said):
+    from adamtune.study import resolve_batch
+
+    w = dataclasses.replace(load_workload(f"{tiny_file}:tiny"), model=model)
+    notes = []
+    assert resolve_batch(None, w, "quasi-random", 4, "cpu", None, notes.append) == 1
+    assert notes == [f"training trials one at a time: {said}"]

@@ -715,12 +715,15 @@ def resolve_batch(wanted: int | None, workload: Workload | None, sampler: str, r
         return 1
     if wanted == 1 or remaining <= 1:
         return 1
+    # The user's model or loss is broken: each trial records it as failed; the note says what failed.
+    what = "building the model"
     try:
         model = workload.model()
         reason = why_not_batchable(model)
+        what = "running the model and loss on a minibatch"  # members_per_chunk measures its activations
         fits = members_per_chunk(workload, device, max_memory, model)
-    except (Exception, SystemExit) as e:  # the user's model or loss is broken: each trial records it as failed
-        notice(f"training trials one at a time: building the model to plan a batch failed ({type(e).__name__}: {first_line(e)})")
+    except (Exception, SystemExit) as e:
+        notice(f"training trials one at a time: {what} to plan a batch failed ({type(e).__name__}: {first_line(e)})")
         return 1
     if reason is not None:
         notice(f"training trials one at a time: {reason}")
