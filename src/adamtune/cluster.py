@@ -28,9 +28,9 @@ from typing import Any, Union
 
 from adamtune.errors import AdamtuneError, StorageError, StudyError, first_line
 from adamtune.results import StudySettings, TuneResult, result_of
-from adamtune.storage import check_url, sqlite_path, storage_url
+from adamtune.storage import check_url, settle, sqlite_path, storage_url
 from adamtune.study import (
-    AdamtuneWarning, Objective, check_callbacks, open_study, resolve_batch, sigterm_as_interrupt,
+    AdamtuneWarning, Objective, OpenedStudy, check_callbacks, open_study, resolve_batch, sigterm_as_interrupt,
 )
 from adamtune.trials import TrialRecord
 from adamtune.workloads import Workload
@@ -180,6 +180,17 @@ def tune_on_ray(
     url = _absolute(url)
     say = notice or _warn
     opened = open_study(workload_or_objective, **{**options, "storage": url}, notice=say)
+    try:
+        return _run(opened, workload_or_objective, url, workers, address, cpus, gpus, options, on_trial, on_start,
+                    say, max_consecutive_failures)
+    finally:
+        settle(opened.store)  # as tune() leaves it: a SQLite file with its log folded in
+
+
+def _run(opened: OpenedStudy, workload_or_objective: Any, url: str, workers: int, address: str | None,
+         cpus: float | None, gpus: float | None, options: dict[str, Any], on_trial: Callable | None,
+         on_start: Callable | None, say: Callable[[str], None], max_consecutive_failures: int | None) -> TuneResult:
+    """Start the workers on the opened study and follow it until they are done."""
     device, max_memory = options.get("device"), options.get("max_memory")
     settings, the_study = opened.settings, opened.study
     if on_start is not None:
@@ -198,15 +209,15 @@ def tune_on_ray(
     # Every worker continues the study as stored now: the workload is read from the study unless
     # it is a Python object (a Workload or an objective), which Ray sends along.
     sent = workload_or_objective if not isinstance(workload_or_objective, str) else None
-    options = {"storage": url, "study": the_study.study_name, "budget": settings.budget, "batch": k,
-               "device": device, "max_memory": max_memory, "max_consecutive_failures": max_consecutive_failures}
+    shared = {"storage": url, "study": the_study.study_name, "budget": settings.budget, "batch": k,
+              "device": device, "max_memory": max_memory, "max_consecutive_failures": max_consecutive_failures}
     with sigterm_as_interrupt(), _connected(address) as ray:
         nodes = [n for n in ray.nodes() if n.get("Alive")]
         if sqlite_path(url) is not None and len(nodes) > 1:
             raise StorageError(f"the Ray cluster has {len(nodes)} nodes and a SQLite file is on this machine only; "
                                "give a storage every node reaches, e.g. --storage postgresql://user@host/db")
         task_fn = ray.remote(num_cpus=cpus or 1, num_gpus=gpus)(_worker)
-        refs = [task_fn.remote(sent, {**options, "max_trials": n}, threads) for n in shares]
+        refs = [task_fn.remote(sent, {**shared, "max_trials": n}, threads) for n in shares]
         follow = _Follower(the_study, settings, on_trial)
         try:
             errors = _wait(ray, refs, follow, say)
