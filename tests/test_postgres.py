@@ -225,3 +225,17 @@ def test_two_workers_continue_a_stopped_study_each_point_once(postgres_url, tiny
     assert {t.retry_of for t in trials if t.retry_of is not None} == {2, 3}
     assert len(done) == 8  # both workers drew on one budget
     assert len({t.params["lr"] for t in done}) == len(done)  # no point ran twice
+
+
+def test_ray_workers_share_a_study_on_the_server(postgres_url, tiny_ref):
+    """What a cluster of several machines needs: every worker reaches the study through the server.
+    Each worker runs its share of the budget (2 of 4), so both train, on a real local Ray cluster."""
+    from adamtune.cluster import tune_on_ray
+
+    r = tune_on_ray(tiny_ref, workers=2, budget=4, batch=2, pruner="none", storage=postgres_url, study="ray",
+                    notice=lambda m: None)
+    assert [t.state for t in r.trials] == [adamtune.TrialState.COMPLETE] * 4
+    workers = {t.worker for t in r.trials}
+    assert len(workers) == 2 and all(w.count(" pid ") == 1 for w in workers)
+    assert len({t.params["lr"] for t in r.trials}) == 4
+    assert [t.number for t in adamtune.load("ray", postgres_url).trials] == [0, 1, 2, 3]
