@@ -158,6 +158,15 @@ def test_consecutive_failures_stop_with_clear_message(storage, tiny_file):
     r = adamtune.load("broken", storage)
     assert len(r.trials) == 3 and all(t.state == TrialState.FAILED for t in r.trials)
 
+    class SchemaError(Exception):  # a class of the user's own: its traceback line names its module too
+        pass
+
+    def objective(config, trial):
+        raise SchemaError("column 'y' missing")
+
+    with pytest.raises(StudyError, match=r"Last error: SchemaError: column 'y' missing \(full tracebacks"):
+        adamtune.tune(objective, budget=3, storage=storage, study="own")
+
 
 def test_a_run_whose_every_trial_failed_stops_with_the_last_error(storage, tiny_file):
     # fewer than max_consecutive_failures, but every one of them: a script must not read success

@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import math
 import os
+import re
 import signal
 import threading
 import traceback
@@ -1005,7 +1006,8 @@ class _Runner:
             return
         self.failures += 1
         last = tb.strip().splitlines()
-        self.last_error = last[-1] if last else "unknown"
+        # "adamtune.errors.WorkloadError: ..." -> "WorkloadError: ...": the class as the user wrote it
+        self.last_error = re.sub(r"^(?:[A-Za-z_<][\w<>]*\.)+(?=[A-Za-z_]\w*: )", "", last[-1]) if last else "unknown"
         self._notify([trial])
         if self.max_failures is not None and self.failures >= self.max_failures:
             raise self.failed(f"{self.failures} trials in a row failed; stopping")
