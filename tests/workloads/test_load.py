@@ -85,3 +85,15 @@ def test_a_workload_failing_its_own_checks_is_reported_as_it_is(tmp_path):
     with pytest.raises(WorkloadError) as e:
         load_workload(f"{tmp_path / 'bad.py'}:make")
     assert str(e.value) == "workload 'tiny': objective must be one of val_loss, val_accuracy, got 'accuracy'"
+
+
+def test_a_file_without_its_attribute_and_a_directory_say_what_to_write(tmp_path):
+    from adamtune.errors import WorkloadError
+    from adamtune.workloads import load_workload
+
+    f = tmp_path / "w.py"
+    f.write_text("")
+    with pytest.raises(WorkloadError, match=r"name the workload in '.*w\.py' after a colon: .*w\.py:ATTR"):
+        load_workload(str(f))
+    with pytest.raises(WorkloadError, match=r"workload file '.*' is a directory; name a \.py file in it: .*FILE\.py:w$"):
+        load_workload(f"{tmp_path}:w")

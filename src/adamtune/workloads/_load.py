@@ -42,12 +42,18 @@ def load_workload(ref: str | Workload) -> Workload:
     if ref in BUILTIN:
         return BUILTIN[ref]()
     if ":" not in ref:
+        if ref.endswith(".py") and os.path.isfile(ref):  # the file is there: only the attribute is missing
+            raise WorkloadError(f"name the workload in {ref!r} after a colon: {ref}:ATTR, ATTR being a Workload "
+                                "or a function that returns one")
         raise WorkloadError(
             f"unknown workload {ref!r}: use a built-in ({', '.join(BUILTIN)}), "
             "path/to/file.py:ATTR or module:ATTR"
         )
     where, _, attr = ref.rpartition(":")
     if where.endswith(".py") or os.sep in where or "/" in where:
+        if os.path.isdir(where):
+            raise WorkloadError(f"workload file {where!r} is a directory; name a .py file in it: "
+                                f"{os.path.join(where, 'FILE.py')}:{attr}")
         if not os.path.isfile(where):
             raise WorkloadError(f"workload file {where!r} does not exist")
         module = _import_file(where)
