@@ -132,7 +132,7 @@ def tune(
         None, metavar="N",
         help="Workers that share the study and train at once, 1 to 1024, started by Ray (pip install -c "
              "constraints.txt -e '.\\[ray]'): on a local Ray cluster started for this run, unless --ray-address names "
-             "one. Default: this process alone, without Ray."),
+             "one. The trials left are split evenly between them. Default: this process alone, without Ray."),
     ray_address: Optional[str] = typer.Option(
         None, "--ray-address", metavar="ADDRESS",
         help="The Ray cluster the workers run on: auto (the one `ray start --head` made on this machine) or "
