@@ -52,7 +52,7 @@ def test_a_study_with_its_lr_window_too_low_says_so_and_proposes_a_wider_one(low
     page = low_page
     assert "lr: the best trials sit at the upper edge of its window 1e-06..0.0001" in page
     assert "--set lr=1e-06:0.001" in page
-    assert "widen to 0.001" in page  # on the lr axis plot
+    assert "widen to 0.001" in page  # on the lr axis plot, as the --set suggestion prints the bound
     assert re.search(r'<span class="change widen">widen</span>', page)
 
 

@@ -107,3 +107,17 @@ def test_the_best_trial_is_a_star_with_a_light_edge_and_labels_move_off_the_mark
     assert plots.label_height([(0.5, 0.5, False)]) != 0.5
     assert plots.label_height([(0.5, 0.5, False), (0.5, 0.8, True)]) == 0.22
     assert plots.label_height([(0.05, 0.5, False)]) == 0.5  # a dot at the cell's side leaves the middle free
+
+
+def test_the_widen_label_prints_the_bound_as_the_set_suggestion_does():
+    from adamtune.analysis import AxisPlotInfo, AxisPoint, BoundaryCheck, set_argument
+    from adamtune.report.plots import axis_plot
+    from adamtune.space import Dimension
+
+    dim = Dimension("lr", 1e-5, 1e-2, "log")
+    proposal = Dimension("lr", 1e-5, 0.316227766, "log")
+    check = BoundaryCheck("lr", dim, 0.1, 0.97, ((0, 0.97),), edge="upper", proposal=proposal)
+    assert set_argument(proposal) == "lr=1e-05:0.32"
+    point = AxisPoint(0, 1e-2 * 0.9, 0.5, TrialState.COMPLETE, False, True)
+    info = AxisPlotInfo(dim, "val_loss", "minimize", (point,), (0.4, 0.6), None)
+    assert "widen to 0.32" in axis_plot(info, check)

@@ -447,7 +447,7 @@ table { border-collapse:collapse; width:100%; font-size:13.5px; }
 .note { color:var(--muted); font-size:12px; }
 pre { background:#0f172a; color:#e2e8f0; padding:14px 16px; border-radius:10px; overflow-x:auto;
       font:12.5px/1.55 ui-monospace,SFMono-Regular,Menlo,Consolas,monospace; margin:8px 0;
-      white-space:pre-wrap; overflow-wrap:anywhere; }
+      white-space:pre-wrap; overflow-wrap:normal; }  /* breaks between words, never inside --set lr=1e-05:0.32 */
 .hint, .muted, .lead { color:var(--muted); font-size:13px; }
 .lead { margin-top:-4px; }
 .finding { display:flex; gap:14px; background:#fff; border-radius:12px; padding:14px 18px; margin:0 0 12px;

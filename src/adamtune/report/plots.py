@@ -19,7 +19,9 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, MaxNLocator, NullLocator
 
-from adamtune.analysis import AxisPlotInfo, AxisPoint, BoundaryCheck, ClipAdvice, CurvesInfo, HeatmapInfo, IsolationInfo, log_axis
+from adamtune.analysis import (
+    AxisPlotInfo, AxisPoint, BoundaryCheck, ClipAdvice, CurvesInfo, HeatmapInfo, IsolationInfo, log_axis, window_text,
+)
 from adamtune.space import Dimension
 from adamtune.trials import TrialState
 
@@ -225,13 +227,14 @@ def _edge_bands(ax, dim: Dimension, check: BoundaryCheck | None) -> None:
         ax.axvspan(dim.from_unit(a), dim.from_unit(b), color=EDGE_FILL if fired else "#f3f4f6",
                    alpha=0.9 if fired else 0.7, zorder=0, linewidth=0)
     if check.proposal is not None:
-        bound = check.proposal.high if check.edge == "upper" else check.proposal.low
         inside = dim.high if check.edge == "upper" else dim.low
         arrow_y = 0.92
         ax.annotate("", xy=(dim.from_unit(1.22 if check.edge == "upper" else -0.22), arrow_y),
                     xytext=(inside, arrow_y), xycoords=("data", "axes fraction"),
                     arrowprops={"arrowstyle": "-|>", "color": GOLD, "lw": 1.8})
-        ax.text(dim.from_unit(1.02 if check.edge == "upper" else -0.02), 0.97, f"widen to {bound:.3g}",
+        low_text, high_text = window_text(check.proposal).split("..")  # as the --set suggestion prints it
+        ax.text(dim.from_unit(1.02 if check.edge == "upper" else -0.02), 0.97,
+                f"widen to {high_text if check.edge == 'upper' else low_text}",
                 transform=ax.get_xaxis_transform(), ha="left" if check.edge == "upper" else "right",
                 va="top", fontsize=8, color="#b45309", fontweight="bold")
 
