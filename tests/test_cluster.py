@@ -73,6 +73,11 @@ def test_the_workers_find_what_one_process_finds(cluster, storage, tiny_ref):
     assert not os.path.exists(path + "-wal") and not os.path.exists(path + "-shm")
 
 
+def test_a_worker_no_node_can_hold_is_refused_not_waited_for(cluster, storage, tiny_ref):
+    with pytest.raises(StudyError, match="each worker asks for 64 CPUs, and the largest node of the Ray cluster has 2"):
+        tune_on_ray(tiny_ref, workers=1, cpus_per_worker=64, budget=2, storage=storage, notice=lambda m: None)
+
+
 def test_a_worker_that_stops_for_failures_is_said_here(cluster, storage):
     def objective(config, trial):
         raise ValueError("the user's loop broke")
@@ -120,18 +125,25 @@ def _running(db):
         return c.execute("select count(*) from trials where state = 'RUNNING'").fetchone()[0]
 
 
-def test_the_command_runs_workers_and_ctrl_c_stops_them_all(tmp_path, tiny_file, adamtune_command):
+@pytest.mark.parametrize("sig, rc, said, why", [
+    (signal.SIGINT, 130, "interrupted", "interrupted by the user (KeyboardInterrupt)"),
+    (signal.SIGTERM, 143, "terminated (SIGTERM)", "terminated by SIGTERM"),
+], ids=["ctrl-c", "sigterm"])
+def test_the_command_runs_workers_and_a_signal_stops_them_all(tmp_path, tiny_file, adamtune_command, sig, rc, said,
+                                                              why):
     """`adamtune tune --workers 2` from a directory with a relative SQLite path; then a study of
-    endless trials stopped by Ctrl-C: every worker's trials end cut short, none left running."""
+    endless trials stopped by Ctrl-C or SIGTERM (over the handler Ray sets): every worker's trials
+    end cut short, none left running."""
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    done = subprocess.run([adamtune_command, "tune", "--workload", f"{tiny_file}:tiny", "--workers", "2",
-                           "--budget", "4", "--pruner", "none", "--storage", "sqlite:///rel.db", "--no-report"],
-                          cwd=tmp_path, capture_output=True, text=True, env=env, timeout=600)
-    assert done.returncode == 0, done.stderr
-    assert len(re.findall(r"^  trial +\d+ complete ", done.stdout, re.M)) == 4
-    assert "4 trials: 4 complete" in done.stdout
-    assert done.stderr == ""
-    assert (tmp_path / "rel.db").exists()
+    if sig == signal.SIGINT:  # one finished run is enough
+        done = subprocess.run([adamtune_command, "tune", "--workload", f"{tiny_file}:tiny", "--workers", "2",
+                               "--budget", "4", "--pruner", "none", "--storage", "sqlite:///rel.db", "--no-report"],
+                              cwd=tmp_path, capture_output=True, text=True, env=env, timeout=600)
+        assert done.returncode == 0, done.stderr
+        assert len(re.findall(r"^  trial +\d+ complete ", done.stdout, re.M)) == 4
+        assert "4 trials: 4 complete" in done.stdout
+        assert done.stderr == ""
+        assert (tmp_path / "rel.db").exists()
 
     (tmp_path / "slow.py").write_text(SLOW.format(tests=os.path.dirname(tiny_file)))
     proc = subprocess.Popen([adamtune_command, "tune", "--workload", "slow.py:slow", "--workers", "2", "--batch", "1",
@@ -142,12 +154,12 @@ def test_the_command_runs_workers_and_ctrl_c_stops_them_all(tmp_path, tiny_file,
         while not ((tmp_path / "slow.db").exists() and _running(tmp_path / "slow.db") == 2):
             assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
             time.sleep(0.5)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         out, err = proc.communicate(timeout=180)
     finally:
         proc.kill()
-    assert proc.returncode == 130, err
-    assert "interrupted; every finished trial is kept in the storage" in err
+    assert proc.returncode == rc, err
+    assert f"adamtune: {said}; every finished trial is kept in the storage" in err
     trials = optuna.load_study(study_name="slow", storage=f"sqlite:///{tmp_path / 'slow.db'}").trials
     assert len(trials) == 2
     assert all(t.state == optuna.trial.TrialState.FAIL and t.user_attrs["interrupted"] for t in trials)

@@ -21,16 +21,18 @@ import contextlib
 import logging
 import math
 import os
+import signal
 import socket
+import threading
 import warnings
 from collections.abc import Callable, Iterator
 from typing import Any, Union
 
-from adamtune.errors import AdamtuneError, StorageError, StudyError, first_line
+from adamtune.errors import AdamtuneError, StorageError, StudyError, Terminated, first_line
 from adamtune.results import StudySettings, TuneResult, result_of
 from adamtune.storage import check_url, settle, sqlite_path, storage_url
 from adamtune.study import (
-    AdamtuneWarning, Objective, OpenedStudy, check_callbacks, open_study, resolve_batch, sigterm_as_interrupt,
+    AdamtuneWarning, Objective, OpenedStudy, check_callbacks, open_study, resolve_batch,
 )
 from adamtune.trials import TrialRecord
 from adamtune.workloads import Workload
@@ -99,7 +101,8 @@ def _connected(address: str | None) -> Iterator[Any]:
         return
     kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.ERROR, "log_to_driver": False}
     try:
-        ray.init(address=address, **kwargs)
+        # "local": a cluster of this run's own, even where `ray start` made one (None would join it)
+        ray.init(address=address or "local", **kwargs)
     except Exception as e:  # noqa: BLE001 - unreachable address, no cluster at "auto", a bad address
         if address == "auto" and isinstance(e, ConnectionError):
             raise StudyError("no Ray cluster runs on this machine for --ray-address auto (start one with "
@@ -112,14 +115,57 @@ def _connected(address: str | None) -> Iterator[Any]:
         ray.shutdown()
 
 
-def _worker(workload: Union[str, Workload, Objective, None], options: dict[str, Any], threads: int | None
-            ) -> dict[str, Any]:
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM raises Terminated here, as in :func:`adamtune.tune`, over the handler ``ray.init``
+    installs (it exits at once, and the workers would train on); restored afterwards.
+
+    Ray turns an exception raised by a signal handler during its blocking calls into a plain
+    KeyboardInterrupt, so one that comes out after a SIGTERM is raised as Terminated again.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+    received = []
+
+    def handler(signum: int, frame: Any) -> None:
+        received.append(signum)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM while the workers stop ends it
+        raise Terminated("terminated by SIGTERM")
+
+    signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    except KeyboardInterrupt as e:
+        if received and not isinstance(e, Terminated):
+            raise Terminated("terminated by SIGTERM") from None
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+
+
+def _check_room(nodes: list[dict[str, Any]], cpus: float, gpus: float) -> None:
+    """Refuse a worker no node of the cluster can ever hold: Ray would wait for it forever."""
+    for name, wanted in (("CPU", cpus), ("GPU", gpus)):
+        most = max((n.get("Resources", {}).get(name, 0.0) for n in nodes), default=0.0)
+        if wanted > most:
+            raise StudyError(f"each worker asks for {wanted:g} {name}{'s' if wanted != 1 else ''}, and the largest node "
+                             f"of the Ray cluster has {most:g}; ask for fewer (--cpus-per-worker, or --device cpu)")
+
+
+def _worker(workload: Union[str, Workload, Objective, None], options: dict[str, Any], threads: int | None,
+            cwd: str | None = None) -> dict[str, Any]:
     """Run in a Ray task: :func:`adamtune.tune` on the shared study; returns its notices."""
     import torch
 
     from adamtune.study import tune
     from adamtune.trials import this_worker
 
+    if cwd is not None and os.path.isdir(cwd):
+        # The driver's directory, where the machine has it: a relative workload path or module
+        # is found as the driver found it (a cluster made by `ray start` runs tasks elsewhere).
+        os.chdir(cwd)
     if threads:
         torch.set_num_threads(threads)
     notices: list[str] = []
@@ -179,15 +225,21 @@ def tune_on_ray(
     check_url(url)
     url = _absolute(url)
     say = notice or _warn
-    opened = open_study(workload_or_objective, **{**options, "storage": url}, notice=say)
-    try:
-        return _run(opened, workload_or_objective, url, workers, address, cpus, gpus, options, on_trial, on_start,
+    with contextlib.ExitStack() as stack:
+        # A named cluster is reached before the study is stored (it may not be there, or not be
+        # Ray); the local one is started after the input is checked (that takes seconds).
+        ray = stack.enter_context(_connected(address)) if address is not None else None
+        opened = open_study(workload_or_objective, **{**options, "storage": url}, notice=say)
+        stack.callback(settle, opened.store)  # as tune() leaves it: a SQLite file with its log folded in
+        if ray is None and opened.remaining:
+            ray = stack.enter_context(_connected(address))
+        stack.enter_context(_sigterm_as_interrupt())  # after ray.init, which sets a SIGTERM handler of its own
+        return _run(ray, opened, workload_or_objective, url, workers, cpus, gpus, options, on_trial, on_start,
                     say, max_consecutive_failures)
-    finally:
-        settle(opened.store)  # as tune() leaves it: a SQLite file with its log folded in
+    raise AssertionError("unreachable")  # for type checkers: the with block returns or raises
 
 
-def _run(opened: OpenedStudy, workload_or_objective: Any, url: str, workers: int, address: str | None,
+def _run(ray: Any, opened: OpenedStudy, workload_or_objective: Any, url: str, workers: int,
          cpus: float | None, gpus: float | None, options: dict[str, Any], on_trial: Callable | None,
          on_start: Callable | None, say: Callable[[str], None], max_consecutive_failures: int | None) -> TuneResult:
     """Start the workers on the opened study and follow it until they are done."""
@@ -211,34 +263,41 @@ def _run(opened: OpenedStudy, workload_or_objective: Any, url: str, workers: int
     sent = workload_or_objective if not isinstance(workload_or_objective, str) else None
     shared = {"storage": url, "study": the_study.study_name, "budget": settings.budget, "batch": k,
               "device": device, "max_memory": max_memory, "max_consecutive_failures": max_consecutive_failures}
-    with sigterm_as_interrupt(), _connected(address) as ray:
-        nodes = [n for n in ray.nodes() if n.get("Alive")]
-        if sqlite_path(url) is not None and len(nodes) > 1:
-            raise StorageError(f"the Ray cluster has {len(nodes)} nodes and a SQLite file is on this machine only; "
-                               "give a storage every node reaches, e.g. --storage postgresql://user@host/db")
-        task_fn = ray.remote(num_cpus=cpus or 1, num_gpus=gpus)(_worker)
-        refs = [task_fn.remote(sent, {**shared, "max_trials": n}, threads) for n in shares]
-        follow = _Follower(the_study, settings, on_trial)
-        try:
-            errors = _wait(ray, refs, follow, say)
-        except KeyboardInterrupt:
-            # Each worker gets a KeyboardInterrupt and ends its trials as cut short.
-            for ref in refs:
-                ray.cancel(ref)
-            with contextlib.suppress(Exception):
-                ray.wait(refs, num_returns=len(refs), timeout=CANCEL_WAIT_S)
-            with contextlib.suppress(Exception):
-                follow.poll()
-            raise
-        follow.poll()
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    if sqlite_path(url) is not None and len(nodes) > 1:
+        raise StorageError(f"the Ray cluster has {len(nodes)} nodes and a SQLite file is on this machine only; "
+                           "give a storage every node reaches, e.g. --storage postgresql://user@host/db")
+    _check_room(nodes, cpus or 1, gpus)
+    # No retries: a worker killed (out of memory, say) would be started again on a fresh share
+    # while its trials still count; adamtune's own note says what became of them.
+    task_fn = ray.remote(num_cpus=cpus or 1, num_gpus=gpus, max_retries=0)(_worker)
+    refs = [task_fn.remote(sent, {**shared, "max_trials": n}, threads, os.getcwd()) for n in shares]
+    follow = _Follower(the_study, settings, on_trial)
+    try:
+        errors, lost = _wait(ray, refs, follow, say)
+    except KeyboardInterrupt:
+        # Each worker gets a KeyboardInterrupt and ends its trials as cut short.
+        for ref in refs:
+            ray.cancel(ref)
+        with contextlib.suppress(Exception):
+            ray.wait(refs, num_returns=len(refs), timeout=CANCEL_WAIT_S)
+        with contextlib.suppress(Exception):
+            follow.poll()
+        raise
+    follow.poll()
     if errors:
         raise errors[0]
+    if lost == len(refs):
+        raise StudyError(f"every worker was lost ({lost}); the trials they were training stay running until their "
+                         "heartbeat is stale, then a later run of the study makes up for them")
     return result_of(the_study, settings)
 
 
-def _wait(ray: Any, refs: list, follow: "_Follower", say: Callable[[str], None]) -> list[AdamtuneError]:
-    """Follow the study until every worker is done; returns the workers' errors (adamtune's own)."""
+def _wait(ray: Any, refs: list, follow: "_Follower", say: Callable[[str], None]) -> tuple[list[AdamtuneError], int]:
+    """Follow the study until every worker is done; returns the workers' errors (adamtune's own)
+    and how many workers were lost."""
     errors: list[AdamtuneError] = []
+    lost = 0
     pending = list(refs)
     while pending:
         done, pending = ray.wait(pending, num_returns=len(pending), timeout=POLL_S)
@@ -254,12 +313,13 @@ def _wait(ray: Any, refs: list, follow: "_Follower", say: Callable[[str], None])
                     errors.append(StudyError(f"a worker failed: {type(cause).__name__}: {first_line(cause)}"))
                 continue
             except ray.exceptions.RayError as e:  # the worker's process or machine was lost
-                say(f"a worker was lost ({type(e).__name__}: {first_line(e)}); the trials it was training "
+                lost += 1
+                say(f"a worker was lost ({type(e).__name__}: {first_line(e)}); any trials it was training "
                     "stay running until their heartbeat is stale, then a later run of the study makes up for them")
                 continue
             for message in out["notices"]:
                 say(f"{out['worker']}: {message}")
-    return errors
+    return errors, lost
 
 
 class _Follower:
