@@ -245,6 +245,14 @@ def _run(ray: Any, opened: OpenedStudy, workload_or_objective: Any, url: str, wo
     """Start the workers on the opened study and follow it until they are done."""
     device, max_memory = options.get("device"), options.get("max_memory")
     settings, the_study = opened.settings, opened.study
+    if gpus is None:
+        gpus = 1.0 if opened.device.startswith("cuda") else 0.0
+    if opened.remaining:  # what the cluster cannot do is said before the run starts
+        nodes = [n for n in ray.nodes() if n.get("Alive")]
+        if sqlite_path(url) is not None and len(nodes) > 1:
+            raise StorageError(f"the Ray cluster has {len(nodes)} nodes and a SQLite file is on this machine only; "
+                               "give a storage every node reaches, e.g. --storage postgresql://user@host/db")
+        _check_room(nodes, cpus or 1, gpus)
     if on_start is not None:
         on_start(settings, opened.remaining)
     if opened.remaining == 0:
@@ -255,19 +263,12 @@ def _run(ray: Any, opened: OpenedStudy, workload_or_objective: Any, url: str, wo
     shares = [n for n in shares if n]
     k = resolve_batch(opened.wanted_batch, opened.workload, settings.sampler, shares[0], opened.device, max_memory,
                       say)
-    if gpus is None:
-        gpus = 1.0 if opened.device.startswith("cuda") else 0.0
     threads = max(1, int(cpus or 1))
     # Every worker continues the study as stored now: the workload is read from the study unless
     # it is a Python object (a Workload or an objective), which Ray sends along.
     sent = workload_or_objective if not isinstance(workload_or_objective, str) else None
     shared = {"storage": url, "study": the_study.study_name, "budget": settings.budget, "batch": k,
               "device": device, "max_memory": max_memory, "max_consecutive_failures": max_consecutive_failures}
-    nodes = [n for n in ray.nodes() if n.get("Alive")]
-    if sqlite_path(url) is not None and len(nodes) > 1:
-        raise StorageError(f"the Ray cluster has {len(nodes)} nodes and a SQLite file is on this machine only; "
-                           "give a storage every node reaches, e.g. --storage postgresql://user@host/db")
-    _check_room(nodes, cpus or 1, gpus)
     # No retries: a worker killed (out of memory, say) would be started again on a fresh share
     # while its trials still count; adamtune's own note says what became of them.
     task_fn = ray.remote(num_cpus=cpus or 1, num_gpus=gpus, max_retries=0)(_worker)
