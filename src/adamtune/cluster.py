@@ -311,7 +311,11 @@ def _wait(ray: Any, refs: list, follow: "_Follower", say: Callable[[str], None])
                 if isinstance(cause, AdamtuneError):
                     errors.append(cause)
                 else:
-                    errors.append(StudyError(f"a worker failed: {type(cause).__name__}: {first_line(cause)}"))
+                    text = f"a worker failed: {type(cause).__name__}: {first_line(cause)}"
+                    if "No module named" in text:  # a Python object sent from here refers to a module
+                        text += ("; workers import the modules your Workload or objective comes from: make them "
+                                 "importable there (installed, or on PYTHONPATH), or pass a workload file path")
+                    errors.append(StudyError(text))
                 continue
             except ray.exceptions.RayError as e:  # the worker's process or machine was lost
                 lost += 1
