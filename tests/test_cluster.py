@@ -181,3 +181,21 @@ def test_the_commands_worker_options_refuse_bad_input_in_one_line(tmp_path, args
     assert r.exit_code == 2
     assert r.output.strip() == f"adamtune: error: {message}"
     assert not (tmp_path / "x.db").exists()
+
+
+def test_a_workload_from_a_module_only_this_process_can_import_says_how_to_fix_it(cluster, storage, tmp_path,
+                                                                                    monkeypatch, tiny_file):
+    (tmp_path / "only_here.py").write_text(
+        "import dataclasses, sys\n"
+        f"sys.path.insert(0, {os.path.dirname(tiny_file)!r})\n"
+        "import tiny_workloads\n"
+        "def model():\n"
+        "    return tiny_workloads._mlp()\n"
+        "def workload():\n"
+        "    return dataclasses.replace(tiny_workloads.tiny(), model=model)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))  # as a notebook's sys.path.insert does: here, not in the workers
+    import only_here
+
+    with pytest.raises(StudyError, match=r"a worker failed: .*No module named 'only_here'.*; workers import the "
+                                         r"modules your Workload or objective comes from"):
+        tune_on_ray(only_here.workload(), workers=1, budget=1, storage=storage, notice=lambda m: None)
