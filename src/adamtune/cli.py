@@ -50,12 +50,11 @@ def _user_errors(tuning: bool = False) -> Iterator[None]:
         # the database failed mid-run (disk full, file made read-only, server gone), or its file
         # is damaged
         cause = e.__cause__ or e.__context__ or e
-        if tuning and damaged(first_line(cause)):  # damaged before this run could store anything
-            err.print(f"adamtune: error: the study storage failed: {first_line(cause)}{DAMAGED}", markup=False,
-                      highlight=False, soft_wrap=True)
-        elif tuning:
-            err.print(f"adamtune: error: the study storage failed: {first_line(cause)}; every trial stored before "
-                      "is kept", markup=False, highlight=False, soft_wrap=True)
+        if tuning:  # a file damaged before this run: nothing of this run's to keep
+            reason = first_line(cause)
+            kept = DAMAGED if damaged(reason) else "; every trial stored before is kept"
+            err.print(f"adamtune: error: the study storage failed: {reason}{kept}", markup=False, highlight=False,
+                      soft_wrap=True)
         else:  # a command that only reads has nothing of its own to keep: it says what failed
             reason = first_line(getattr(cause, "orig", None) or cause)  # the driver's words, without SQLAlchemy's
             reason += DAMAGED if damaged(reason) else ""

@@ -21,18 +21,15 @@ import contextlib
 import logging
 import math
 import os
-import signal
 import socket
-import threading
-import warnings
 from collections.abc import Callable, Iterator
 from typing import Any, Union
 
-from adamtune.errors import AdamtuneError, StorageError, StudyError, Terminated, first_line
+from adamtune.errors import AdamtuneError, StorageError, StudyError, first_line
 from adamtune.results import StudySettings, TuneResult, result_of
 from adamtune.storage import check_url, settle, sqlite_path, storage_url
 from adamtune.study import (
-    AdamtuneWarning, Objective, OpenedStudy, check_callbacks, open_study, resolve_batch,
+    Objective, OpenedStudy, check_callbacks, open_study, resolve_batch, sigterm_as_interrupt, warn,
 )
 from adamtune.trials import TrialRecord
 from adamtune.workloads import Workload
@@ -115,36 +112,6 @@ def _connected(address: str | None) -> Iterator[Any]:
         ray.shutdown()
 
 
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM raises Terminated here, as in :func:`adamtune.tune`, over the handler ``ray.init``
-    installs (it exits at once, and the workers would train on); restored afterwards.
-
-    Ray turns an exception raised by a signal handler during its blocking calls into a plain
-    KeyboardInterrupt, so one that comes out after a SIGTERM is raised as Terminated again.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.getsignal(signal.SIGTERM)
-    received = []
-
-    def handler(signum: int, frame: Any) -> None:
-        received.append(signum)
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM while the workers stop ends it
-        raise Terminated("terminated by SIGTERM")
-
-    signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    except KeyboardInterrupt as e:
-        if received and not isinstance(e, Terminated):
-            raise Terminated("terminated by SIGTERM") from None
-        raise
-    finally:
-        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
-
-
 def _check_room(nodes: list[dict[str, Any]], cpus: float, gpus: float) -> None:
     """Refuse a worker no node of the cluster can ever hold: Ray would wait for it forever."""
     for name, wanted in (("CPU", cpus), ("GPU", gpus)):
@@ -224,7 +191,7 @@ def tune_on_ray(
     url = storage_url(options.get("storage"))
     check_url(url)
     url = _absolute(url)
-    say = notice or _warn
+    say = notice or warn
     with contextlib.ExitStack() as stack:
         # A named cluster is reached before the study is stored (it may not be there, or not be
         # Ray); the local one is started after the input is checked (that takes seconds).
@@ -233,7 +200,7 @@ def tune_on_ray(
         stack.callback(settle, opened.store)  # as tune() leaves it: a SQLite file with its log folded in
         if ray is None and opened.remaining:
             ray = stack.enter_context(_connected(address))
-        stack.enter_context(_sigterm_as_interrupt())  # after ray.init, which sets a SIGTERM handler of its own
+        stack.enter_context(sigterm_as_interrupt(over=True))  # after ray.init, which sets a SIGTERM handler of its own
         return _run(ray, opened, workload_or_objective, url, workers, cpus, gpus, options, on_trial, on_start,
                     say, max_consecutive_failures)
     raise AssertionError("unreachable")  # for type checkers: the with block returns or raises
@@ -332,7 +299,8 @@ class _Follower:
 
     def __init__(self, study: Any, settings: StudySettings, on_trial: Callable | None) -> None:
         self.study, self.settings, self.on_trial = study, settings, on_trial
-        self.seen = {t.number for t in result_of(study, settings).trials if t.finished}
+        # the trials finished before the workers start are not this run's to show
+        self.seen = {t.number for t in result_of(study, settings).trials if t.finished} if on_trial else set()
 
     def poll(self) -> None:
         if self.on_trial is None:
@@ -343,7 +311,3 @@ class _Follower:
             self.seen.add(t.number)
             if not t.interrupted:
                 self.on_trial(t, now)
-
-
-def _warn(message: str) -> None:
-    warnings.warn(message, AdamtuneWarning, stacklevel=3)

@@ -64,25 +64,38 @@ def _cut_short(e: BaseException) -> str:
 
 
 @contextlib.contextmanager
-def sigterm_as_interrupt() -> Any:
+def sigterm_as_interrupt(over: bool = False) -> Any:
     """While tuning, SIGTERM raises Terminated (a KeyboardInterrupt), so the trials being
     trained end as cut short and a rerun makes up for them; by default SIGTERM would end the
-    process at once and leave them running forever. Only where Python's default handling is
-    in place and only in the main thread (signal handlers can be set nowhere else). A second
-    SIGTERM while the trials are being ended ends the process at once, as it would have."""
-    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL:
+    process at once and leave them running forever. Only in the main thread (signal handlers
+    can be set nowhere else), and only where Python's default handling is in place unless
+    ``over``: then over the handler set already (``ray.init``'s, which exits at once while the
+    workers train on), restored afterwards. A second SIGTERM while the trials are being ended
+    ends the process at once, as it would have.
+
+    Ray turns an exception raised by a signal handler during its blocking calls into a plain
+    KeyboardInterrupt; one that comes out after a SIGTERM is raised as Terminated again.
+    """
+    previous = signal.getsignal(signal.SIGTERM)
+    if threading.current_thread() is not threading.main_thread() or (previous != signal.SIG_DFL and not over):
         yield
         return
+    received = []
 
     def handler(signum: int, frame: Any) -> None:
+        received.append(signum)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         raise Terminated("terminated by SIGTERM")
 
     signal.signal(signal.SIGTERM, handler)
     try:
         yield
+    except KeyboardInterrupt as e:
+        if received and not isinstance(e, Terminated):
+            raise Terminated("terminated by SIGTERM") from None
+        raise
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
 
 class Trial:
@@ -295,14 +308,13 @@ def _began_with(stored: StudySettings) -> int | None:
 
 def _check_space(space: Any) -> list[str]:
     """A ``space`` given as ``--set`` strings, as a list; anything else refused in one line."""
+    must = "space must be a SearchSpace or a list of 'NAME=WINDOW' strings such as ['lr=1e-4:1e-2', 'beta1=0.9']"
     if isinstance(space, (str, bytes, dict)) or not isinstance(space, Iterable):
-        raise SpaceError("space must be a SearchSpace or a list of 'NAME=WINDOW' strings such as "
-                         f"['lr=1e-4:1e-2', 'beta1=0.9'], got {type(space).__name__} {space!r}")
+        raise SpaceError(f"{must}, got {type(space).__name__} {space!r}")
     items = list(space)
-    for item in items:
-        if not isinstance(item, str):
-            raise SpaceError("space must be a SearchSpace or a list of 'NAME=WINDOW' strings such as "
-                             f"['lr=1e-4:1e-2', 'beta1=0.9'], got an item {item!r}")
+    wrong = next((item for item in items if not isinstance(item, str)), None)
+    if wrong is not None:
+        raise SpaceError(f"{must}, got an item {wrong!r}")
     return items
 
 
@@ -475,7 +487,7 @@ def open_study(
     # Trials whose worker was killed outright end as cut short, so they no longer use up the budget.
     lost = end_lost(existing) if existing is not None else 0
     if lost:
-        (notice or _warn)(f"{trials_text(lost)} of study {name!r} had no heartbeat for over {GRACE_S / 60:g} "
+        (notice or warn)(f"{trials_text(lost)} of study {name!r} had no heartbeat for over {GRACE_S / 60:g} "
                           "minutes (the worker was killed or its machine stopped); ended as cut short, this run "
                           "makes up for them")
     settings = StudySettings(
@@ -505,7 +517,7 @@ def open_study(
     remaining = max(0, settings.budget - counted_trials(the_study))
     retried = retry_cut_short(the_study, remaining, settings.space.distributions()) if existing is not None else []
     if retried:
-        (notice or _warn)(f"{trials_text(len(retried))} cut short earlier: run again first, with the same "
+        (notice or warn)(f"{trials_text(len(retried))} cut short earlier: run again first, with the same "
                           "hyperparameters and initial weights")
     return OpenedStudy(the_study, settings, store, workload, objective_fn, dev, wanted_batch, remaining)
 
@@ -592,9 +604,9 @@ def tune(
     if on_start is not None:
         on_start(settings, remaining)
     runner = _Runner(the_study, settings, workload, opened.objective_fn, opened.device, on_trial,
-                     max_consecutive_failures, notice or _warn)
+                     max_consecutive_failures, notice or warn)
     k = resolve_batch(opened.wanted_batch, workload, the_sampler, remaining, opened.device, max_memory,
-                      notice or _warn)
+                      notice or warn)
     try:
         with sigterm_as_interrupt(), Heartbeat(the_study) as heartbeat:
             runner.heartbeat = heartbeat
@@ -640,7 +652,8 @@ class AdamtuneWarning(UserWarning):
     """A notice from adamtune that does not stop the study (e.g. batching fell back)."""
 
 
-def _warn(message: str) -> None:
+def warn(message: str) -> None:
+    """The default ``notice``: an AdamtuneWarning."""
     warnings.warn(message, AdamtuneWarning, stacklevel=3)
 
 
