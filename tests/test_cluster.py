@@ -2,9 +2,11 @@
 
 import os
 import re
+import shutil
 import signal
 import sqlite3
 import subprocess
+import tempfile
 import time
 
 import optuna
@@ -22,7 +24,7 @@ def cluster():
     """One local cluster of two CPUs for the API tests of this file (each run would start its own)."""
     import logging
 
-    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level=logging.ERROR, log_to_driver=False)
     yield
     ray.shutdown()
 
@@ -103,11 +105,61 @@ def test_bad_input_is_refused_before_any_worker_starts(storage, tiny_ref, kwargs
 def test_an_address_nothing_answers_at_is_refused_at_once(storage, tiny_ref, free_port):
     port = free_port()
     began = time.monotonic()
-    with pytest.raises(StudyError, match=f"cannot reach the Ray cluster at '127.0.0.1:{port}': Connection refused"):
+    with pytest.raises(StudyError, match=f"the Ray cluster at '127.0.0.1:{port}' cannot be reached: Connection refused"):
         tune_on_ray(tiny_ref, workers=2, address=f"127.0.0.1:{port}", storage=storage)
     assert time.monotonic() - began < 30  # Ray itself would retry for minutes
     assert not os.path.exists(storage[len("sqlite:///"):])  # nothing stored
 
+
+
+def test_an_address_where_something_else_answers_is_refused_at_once(storage, tiny_ref):
+    """A web server (the dashboard's port is the usual mistake) is not a Ray cluster: refused in one
+    line instead of Ray's minutes of retries."""
+    import http.server
+    import threading
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        address = f"127.0.0.1:{server.server_port}"
+        began = time.monotonic()
+        with pytest.raises(StudyError, match=f"the Ray cluster at '{address}' does not answer: something listens there but "
+                                             "does not speak gRPC; give the head node's GCS address"):
+            tune_on_ray(tiny_ref, workers=2, address=address, storage=storage)
+        assert time.monotonic() - began < 10
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert not os.path.exists(storage[len("sqlite:///"):])  # nothing stored
+
+
+def test_a_listener_that_says_nothing_is_refused_after_the_timeout():
+    import socket
+
+    from adamtune.cluster import check_reachable
+
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts (backlog), never answers
+        address = f"127.0.0.1:{silent.getsockname()[1]}"
+        with pytest.raises(StudyError, match=f"at '{address}' does not answer: something listens there but said nothing in 0.5 s"):
+            check_reachable(address, timeout_s=0.5)
+
+
+def test_auto_finding_a_cluster_that_is_gone_is_refused_at_once(monkeypatch, free_port):
+    """--ray-address auto after the recorded cluster stopped (or RAY_ADDRESS naming a dead one):
+    Ray would wait two minutes for its GCS."""
+    from adamtune.cluster import check_reachable
+
+    port = free_port()
+    monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{port}")
+    with pytest.raises(StudyError, match=rf"the Ray cluster --ray-address auto finds \([^:]+:{port}: RAY_ADDRESS or "
+                                         r"the last `ray start` on this machine\) cannot be reached: Connection refused"):
+        check_reachable("auto")
+
+
+def test_a_real_clusters_address_passes_the_check(cluster):
+    from adamtune.cluster import check_reachable
+
+    check_reachable(ray.get_runtime_context().gcs_address)  # the GCS of the running local cluster
 
 SLOW = '''
 import dataclasses, sys
@@ -199,3 +251,55 @@ def test_a_workload_from_a_module_only_this_process_can_import_says_how_to_fix_i
     with pytest.raises(StudyError, match=r"a worker failed: .*No module named 'only_here'.*; workers import the "
                                          r"modules your Workload or objective comes from"):
         tune_on_ray(only_here.workload(), workers=1, budget=1, storage=storage, notice=lambda m: None)
+
+
+def test_a_cluster_with_token_authentication_is_joined_with_its_token_and_refused_in_one_line_without(
+        tmp_path, tiny_file, adamtune_command, free_port):
+    """`ray start` (Ray >= 2.59 turns token authentication on by default) and --ray-address HOST:PORT:
+    without the token, one line saying what to set (not Ray's twenty lines of C++ warnings); with it,
+    the workers run. Last in this file: it starts a cluster of its own with `ray start`."""
+    import secrets
+
+    port = free_port()
+    token = secrets.token_hex(32)
+    ray_command = os.path.join(os.path.dirname(adamtune_command), "ray")
+    temp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # short (socket paths); records no `auto` cluster in /tmp/ray
+    head = subprocess.Popen([ray_command, "start", "--head", "--block", "--port", str(port), "--num-cpus", "2",
+                             "--include-dashboard", "false", "--disable-usage-stats", "--temp-dir", temp],
+                            env=dict(os.environ, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token, OMP_NUM_THREADS="1",
+                                     RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S="0"),  # stop at once
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        from adamtune.cluster import check_reachable
+
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                check_reachable(f"127.0.0.1:{port}", timeout_s=1)
+                break
+            except StudyError:
+                assert head.poll() is None and time.monotonic() < deadline, "ray start did not come up"
+                time.sleep(0.5)
+        args = [adamtune_command, "tune", "--workload", f"{tiny_file}:tiny", "--workers", "2", "--budget", "2",
+                "--pruner", "none", "--ray-address", f"127.0.0.1:{port}", "--no-report"]
+        without = dict(os.environ, RAY_AUTH_MODE="disabled", OMP_NUM_THREADS="1")
+        without.pop("RAY_AUTH_TOKEN", None)
+        refused = subprocess.run(args + ["--storage", "sqlite:///a.db"], cwd=tmp_path, capture_output=True, text=True,
+                                 env=without, timeout=300)
+        assert refused.returncode == 2, refused.stderr
+        assert refused.stderr == (f"adamtune: error: the Ray cluster at '127.0.0.1:{port}' wants an authentication "
+                                  "token: set RAY_AUTH_MODE=token and the cluster's token in RAY_AUTH_TOKEN or "
+                                  "~/.ray/auth_token (`ray get-auth-token` on the head node prints it)\n")
+        assert not (tmp_path / "a.db").exists()  # nothing stored
+
+        joined = subprocess.run(args + ["--storage", "sqlite:///b.db"], cwd=tmp_path, capture_output=True, text=True,
+                                env=dict(without, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=token), timeout=300)
+        assert joined.returncode == 0, joined.stderr
+        assert "2 trials: 2 complete" in joined.stdout
+    finally:
+        head.terminate()
+        try:
+            head.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            head.kill()
+        shutil.rmtree(temp, ignore_errors=True)

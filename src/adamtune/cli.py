@@ -134,9 +134,10 @@ def tune(
              "one. The trials left are split evenly between them. Default: this process alone, without Ray."),
     ray_address: Optional[str] = typer.Option(
         None, "--ray-address", metavar="ADDRESS",
-        help="The Ray cluster the workers run on: auto (the one `ray start --head` made on this machine) or "
-             "ray://HOST:10001. A cluster of several machines needs a storage they all reach (postgresql://...). "
-             "Default with --workers: a local cluster for this run."),
+        help="The Ray cluster the workers run on: auto (the one `ray start --head` made on this machine), "
+             "HOST:6379 (the head's GCS address) or ray://HOST:10001; a cluster with token authentication also "
+             "needs RAY_AUTH_MODE=token and its token. A cluster of several machines needs a storage they all reach "
+             "(postgresql://...). Default with --workers: a local cluster for this run."),
     cpus_per_worker: Optional[str] = typer.Option(
         None, metavar="N", help="CPUs Ray reserves for each worker, and the threads its torch uses. Default 1."),
     no_report: bool = typer.Option(

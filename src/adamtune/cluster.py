@@ -18,10 +18,13 @@ module installed on every node or a path on a file system they share.
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import math
 import os
 import socket
+import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from typing import Any, Union
 
@@ -69,21 +72,84 @@ def _absolute(url: str) -> str:
     return url if path is None else "sqlite:///" + os.path.abspath(path)
 
 
-def check_reachable(address: str | None, timeout_s: float = 5.0) -> None:
-    """Refuse an address nothing answers at, at once: Ray itself retries it for minutes.
+# HTTP/2's client preface and an empty SETTINGS frame: any gRPC server (Ray's GCS, Ray Client) answers
+# with a SETTINGS frame of its own (frame type 4, the fourth byte of the 9-byte frame header)
+_HTTP2_HELLO = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes([0, 0, 0, 4, 0, 0, 0, 0, 0])
 
-    ``auto`` and None are left to Ray (it finds a local cluster, or says there is none, at once).
+
+def check_reachable(address: str | None, timeout_s: float = 5.0) -> None:
+    """Refuse, at once, an address where no Ray cluster answers: Ray itself retries it for minutes.
+
+    Something must listen there and speak gRPC as Ray's GCS and Ray Client do (a web page such as
+    the dashboard's port 8265, or a database, does not). ``auto`` is the address Ray finds
+    (RAY_ADDRESS, or the cluster the last `ray start` on this machine recorded; none is left to Ray,
+    which says so at once); None is a local cluster of this run's own.
     """
-    if address is None or address == "auto":
+    if address is None:
         return
+    if address == "auto":
+        found = _auto_address()
+        if found and (wrong := _no_answer(found, timeout_s)):
+            raise StudyError(f"the Ray cluster --ray-address auto finds ({found}: RAY_ADDRESS or the last `ray start` "
+                             f"on this machine) {wrong}; start it again (`ray start --head`) or leave --ray-address "
+                             f"out for a local cluster of this run's own")
+        return
+    if wrong := _no_answer(address, timeout_s):
+        raise StudyError(f"the Ray cluster at {address!r} {wrong}")
+
+
+def _auto_address() -> str | None:
+    """The HOST:PORT ``ray.init(address="auto")`` would connect to, or None when Ray finds none."""
+    try:
+        from ray._private.services import canonicalize_bootstrap_address  # no public way to ask
+
+        return canonicalize_bootstrap_address("auto")
+    except Exception:  # noqa: BLE001 - none recorded, or another Ray: Ray itself decides
+        return None
+
+
+def _no_answer(address: str, timeout_s: float) -> str | None:
+    """What is wrong with ``address`` as a Ray cluster's (None: a gRPC server answers there)."""
     rest = address.split("://", 1)[1] if "://" in address else address
     host, sep, port = rest.rstrip("/").rpartition(":")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise StudyError(f"a Ray address must be auto, HOST:PORT or ray://HOST:PORT, got {address!r}")
     try:
-        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+        conn = socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s)
     except OSError as e:
-        raise StudyError(f"cannot reach the Ray cluster at {address!r}: {e.strerror or e}") from None
+        return f"cannot be reached: {e.strerror or e}"
+    answer: bytes | None = b""
+    with conn:
+        try:
+            conn.sendall(_HTTP2_HELLO)
+            while len(answer) < 9 and (chunk := conn.recv(9 - len(answer))):
+                answer += chunk
+        except TimeoutError:
+            answer = None
+        except OSError:  # reset or closed on our greeting
+            pass
+    if answer is not None and len(answer) == 9 and answer[3] == 4:
+        return None
+    said = f"said nothing in {timeout_s:g} s" if answer is None else "does not speak gRPC"
+    return (f"does not answer: something listens there but {said}; give the head node's GCS address "
+            f"(HOST:6379 by default, as `ray start --head` prints) or ray://HOST:10001 (not the dashboard's port)")
+
+
+@contextlib.contextmanager
+def _stderr_into(said: io.StringIO) -> Iterator[None]:
+    """What Ray's C++ core writes to this process's stderr (file descriptor 2) goes into ``said``."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as kept:
+        os.dup2(kept.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            kept.seek(0)
+            said.write(kept.read().decode(errors="replace"))
 
 
 @contextlib.contextmanager
@@ -97,15 +163,24 @@ def _connected(address: str | None) -> Iterator[Any]:
         yield ray
         return
     kwargs: dict[str, Any] = {"include_dashboard": False, "logging_level": logging.ERROR, "log_to_driver": False}
+    said = io.StringIO()
     try:
         # "local": a cluster of this run's own, even where `ray start` made one (None would join it)
-        ray.init(address=address or "local", **kwargs)
+        with _stderr_into(said) if address not in (None, "auto") else contextlib.nullcontext():
+            ray.init(address=address or "local", **kwargs)
     except Exception as e:  # noqa: BLE001 - unreachable address, no cluster at "auto", a bad address
         if address == "auto" and isinstance(e, ConnectionError):
             raise StudyError("no Ray cluster runs on this machine for --ray-address auto (start one with "
                              "`ray start --head`, or leave --ray-address out for a local one for this run)") from None
+        if "InvalidAuthToken" in said.getvalue():
+            # Ray >= 2.59's `ray start` turns token authentication on; "auto" finds the token, an address does not
+            raise StudyError(f"the Ray cluster at {address!r} wants an authentication token: set RAY_AUTH_MODE=token "
+                             "and the cluster's token in RAY_AUTH_TOKEN or ~/.ray/auth_token (`ray get-auth-token` "
+                             "on the head node prints it)") from None
         where = f"the Ray cluster at {address!r}" if address else "a local Ray cluster"
         raise StudyError(f"cannot connect to {where}: {first_line(e) or type(e).__name__}") from None
+    finally:
+        sys.stderr.write(said.getvalue() if "InvalidAuthToken" not in said.getvalue() else "")
     try:
         yield ray
     finally:
