@@ -144,6 +144,7 @@ def test_clip_gradients_returns_unclipped_norm_and_clips_like_torch():
     # it) nor 0.9997 as 0.999
     Config(lr=0.0035623487, beta1=0.99951, beta2=0.9997, eps=3.3333e-9, weight_decay=0.123456),
     Config(optimizer="adadelta", lr=0.7777777, rho=0.99987654),
+    Config(lr=1e-3, weight_decay=0.0),  # AdamW without decay: torch's default would be 0.01
 ])
 def test_snippet_is_runnable_and_builds_the_same_optimizer(cfg):
     model = Net()

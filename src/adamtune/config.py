@@ -324,6 +324,8 @@ def python_snippet(config: Config, model_name: str = "model", total_steps: int |
             f"lr={_fmt(config.lr)}, betas=({_fmt_beta(config.beta1)}, {_fmt_beta(config.beta2)}), "
             f"eps={_fmt(config.eps)}"
         )
+    if config.weight_decay == 0 and config.optimizer == "adamw":
+        args += ", weight_decay=0.0"  # torch's AdamW decays by 0.01 unless told otherwise
     lines.append(f"optimizer = torch.optim.{cls}({groups}, {args})")
     if config.warmup > 0 or config.schedule != "constant":
         steps = "..." if total_steps is None else str(total_steps)
