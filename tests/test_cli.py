@@ -303,6 +303,39 @@ def test_sigterm_ends_the_trials_in_training_as_cut_short(tmp_path, tiny_ref, ad
     assert len(r.trials) == kept + len(cut) + 2 and r.count(adamtune.TrialState.RUNNING) == 0
 
 
+
+@pytest.mark.parametrize("batch", ["4", "1"], ids=["batched", "sequential"])
+def test_a_closed_output_stops_the_study_like_ctrl_c_and_fails_no_trial(tmp_path, tiny_ref, adamtune_command, batch):
+    """`adamtune tune | head`: the trials being trained end cut short (rerun later), never as the
+    user's failures (rich's own broken-pipe exit was caught as the trial failing), and exit 141."""
+    import time
+
+    import adamtune
+
+    db = f"sqlite:///{tmp_path / 'pipe.db'}"
+    p = subprocess.Popen([adamtune_command, "tune", "--workload", tiny_ref, "--budget", "400", "--batch", batch,
+                          "--storage", db, "--pruner", "none", "--no-report"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env=dict(os.environ, OMP_NUM_THREADS="1"), cwd=tmp_path)
+    deadline = time.monotonic() + 300
+    for line in p.stdout:  # as `head` does: read up to the first trial, then close
+        if line.lstrip().startswith("trial ") or time.monotonic() > deadline:
+            break
+    p.stdout.close()
+    stderr = p.stderr.read()
+    p.wait(timeout=300)
+    assert p.returncode == 141, stderr
+    assert stderr == "adamtune: the output was closed (broken pipe); stopped, every finished trial is kept in the storage\n"
+    r = adamtune.load("tiny", db)
+    assert 0 < len(r.trials) < 400
+    assert r.count(adamtune.TrialState.RUNNING) == 0
+    # the trials shown were stored first; any in training when the output closed are cut short
+    failed = [t for t in r.trials if t.state == adamtune.TrialState.FAILED]
+    assert all(t.interrupted and t.error == "stopped: the output was closed (broken pipe)" for t in failed)
+    assert r.count(adamtune.TrialState.COMPLETE) == len(r.trials) - len(failed)
+    head = subprocess.run(f"'{adamtune_command}' show --storage '{db}' | head -1", shell=True, capture_output=True,
+                          text=True)
+    assert head.returncode == 0 and head.stderr == ""  # a reading command stops quietly
+
 @pytest.fixture
 def read_only_copy(finished, tmp_path):
     """The finished study's file on read-only media: a read-only tmpfs as root, else a 0555 directory."""

@@ -6,7 +6,9 @@ import contextlib
 import inspect
 import json
 import math
+import os
 import re
+import sys
 import warnings
 from typing import Iterator, List, Optional
 
@@ -16,14 +18,31 @@ from rich.markup import escape
 from rich.text import Text
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from adamtune.errors import AdamtuneError
+from adamtune.errors import AdamtuneError, OutputClosed
 from adamtune.storage import DAMAGED, DEFAULT_STORAGE, damaged, redact
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
     help="Tune Adam, AdamW and Adadelta for PyTorch models the way the Deep Learning Tuning Playbook says to.",
 )
-console = Console()
+
+
+def _stdout_to_devnull() -> None:
+    """Point stdout at /dev/null, so nothing printed later (nor Python's last flush) fails."""
+    with contextlib.suppress(OSError, ValueError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+class _Console(Console):
+    """A console whose closed output (``| head``, a pager quit) stops the command as Ctrl-C does;
+    rich's own ends the process with status 1 wherever it is, counted as a trial's failure."""
+
+    def on_broken_pipe(self) -> None:
+        _stdout_to_devnull()
+        raise OutputClosed("the output was closed (broken pipe)")
+
+
+console = _Console()
 err = Console(stderr=True)
 
 STORAGE_HELP = "Optuna storage URL: sqlite:///file.db (default sqlite:///adamtune.db) or postgresql://user@host/db."
@@ -61,6 +80,12 @@ def _user_errors(tuning: bool = False) -> Iterator[None]:
             err.print(f"adamtune: error: cannot read the study storage: {reason}", markup=False, highlight=False,
                       soft_wrap=True)
         raise typer.Exit(2) from None
+    except (OutputClosed, BrokenPipeError) as e:  # the reader of a pipe ended: 128 + SIGPIPE, as the shell's own
+        _stdout_to_devnull()
+        if tuning and isinstance(e, OutputClosed):
+            err.print("adamtune: the output was closed (broken pipe); stopped, every finished trial is kept in the "
+                      "storage", highlight=False, soft_wrap=True)
+        raise typer.Exit(141) from None
     except KeyboardInterrupt as e:
         terminated = isinstance(e, Terminated)
         err.print(f"adamtune: {'terminated (SIGTERM)' if terminated else 'interrupted'}; every finished trial "
@@ -171,10 +196,11 @@ def tune(
             console.print(
                 f"study [bold]{escape(name)}[/] · workload {escape(settings.workload or settings.workload_name)} · "
                 f"optimizer {settings.optimizer} · task {settings.task} · sampler {settings.sampler} · "
-                f"pruner {settings.pruner} · seed {settings.seed}", highlight=False)
+                f"pruner {settings.pruner} · seed {settings.seed}", highlight=False, soft_wrap=True)
             console.print(tuned_description(settings), highlight=False, markup=False)
             if settings.space.dimensions:
-                console.print(f"search space: {settings.space.describe()}", highlight=False, markup=False)
+                console.print(f"search space: {settings.space.describe()}", highlight=False, markup=False,
+                              soft_wrap=True)
             if settings.space.fixed:
                 console.print("fixed: " + ", ".join(f"{k}={v}" for k, v in settings.space.fixed), highlight=False,
                               markup=False)

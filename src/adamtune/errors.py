@@ -37,6 +37,11 @@ class Terminated(KeyboardInterrupt):
     like Ctrl-C, so the trials being trained end as cut short instead of staying running."""
 
 
+class OutputClosed(KeyboardInterrupt):
+    """The command's output was closed while tuning (``adamtune tune | head``, a pager quit):
+    handled like Ctrl-C, so the trials being trained end as cut short, not as failed."""
+
+
 def first_line(e: BaseException) -> str:
     """The first line of an exception's message (its type name if it has none)."""
     text = str(e).strip()

@@ -28,7 +28,7 @@ from adamtune.config import Config
 from adamtune.engine import Outcome, data_seed, infeasible, init_seed, train_trial
 from adamtune.engine.batched import NotBatchable, member_bytes, members_per_chunk, train_members, why_not_batchable
 from adamtune.engine.monitor import summarize_norms
-from adamtune.errors import SpaceError, StudyError, Terminated, WorkloadError, first_line, whole_number
+from adamtune.errors import OutputClosed, SpaceError, StudyError, Terminated, WorkloadError, first_line, whole_number
 from adamtune.heartbeat import GRACE_S, Heartbeat, end_lost
 from adamtune.quiet import quiet_optuna
 from adamtune.results import (
@@ -60,6 +60,8 @@ Objective = Callable[[Config, "Trial"], float]
 
 def _cut_short(e: BaseException) -> str:
     """The traceback text of a trial cut short by ``e`` (Ctrl-C or SIGTERM)."""
+    if isinstance(e, OutputClosed):
+        return "stopped: the output was closed (broken pipe)"
     return "terminated by SIGTERM" if isinstance(e, Terminated) else "interrupted by the user (KeyboardInterrupt)"
 
 
