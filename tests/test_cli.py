@@ -230,12 +230,16 @@ def test_cli_end_to_end_in_real_processes(tmp_path, tiny_ref, adamtune_command):
     missing = tmp_path / "missing.db"
     r = run("dashboard", "--storage", f"sqlite:///{missing}")
     assert r.returncode == 2 and r.stderr.strip() == (
-        f"adamtune: error: no study database at '{missing}': run `adamtune tune` first or pass --storage")
+        f"adamtune: error: no study database at '{missing}': run `adamtune tune` first, or give --storage the URL of "
+        "an existing one")
 
     r = runner.invoke(app, ["show", "--storage", db, "--json"])
     data = json.loads(r.stdout)
     assert data["study"] == "tiny" and len(data["trials"]) == 4
     assert all(t["state"] == "complete" for t in data["trials"])
+    norms = data["trials"][0]["grad_norms"]  # the history too, not only its percentiles
+    assert len(norms["samples"]) == len(norms["sample_steps"]) == min(200, norms["count"])
+    assert norms["sample_steps"][0] == 1 and norms["sample_steps"][-1] == norms["count"] == data["trials"][0]["steps"]
     r = runner.invoke(app, ["best", "--storage", db])
     assert r.exit_code == 0 and r.stdout.count("torch.optim.AdamW(") == 1
     assert r.stdout.startswith(f"# study tiny: best trial {data['best']['number']}, ")

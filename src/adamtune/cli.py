@@ -122,11 +122,11 @@ def tune(
         None, "--workload", "-w", metavar="WORKLOAD",
         help="Built-in (digits-mlp, digits-cnn, charlm), path/file.py:ATTR or module:ATTR. "
              "Default: the study's own, else digits-mlp."),
-    optimizer: Optional[str] = typer.Option(None, metavar="NAME", help="adamw, adam or adadelta. Default: adamw."),
-    task: Optional[str] = typer.Option(None, metavar="TASK", help="Preset windows: generic, cnn, transformer, llm. Default: the workload's."),
+    optimizer: Optional[str] = typer.Option(None, metavar="NAME", help="adamw, adam or adadelta. Default: the study's own, else adamw."),
+    task: Optional[str] = typer.Option(None, metavar="TASK", help="Preset windows: generic, cnn, transformer, llm. Default: the study's own, else the workload's."),
     budget: Optional[str] = typer.Option(
         None, metavar="N",
-        help="Total trials of the study, 1 to 1000000 (default 16). It also picks what is tuned: AdamW: lr; 6-9 "
+        help="Total trials of the study, 1 to 1000000 (default: the study's own, else 16). It also picks what is tuned: AdamW: lr; 6-9 "
              "+weight_decay; 10-24 +beta1; 25-49 +eps; 50+ +beta2. Adam: the same without weight_decay. Adadelta: lr; "
              "10-24 +rho; 25+ +eps (it has no betas). Re-running continues the study; a budget it has reached runs "
              "nothing."),
@@ -144,7 +144,7 @@ def tune(
     storage: str = typer.Option(DEFAULT_STORAGE, metavar="URL", show_default=False, help=STORAGE_HELP),
     study: Optional[str] = typer.Option(None, metavar="NAME", help="Study name. Default: the workload's name. An existing study is continued."),
     seed: Optional[str] = typer.Option(
-        None, metavar="N", help="Seed of the sampler, the initial weights and the data order: 0 to 2**32-1. Default 0."),
+        None, metavar="N", help="Seed of the sampler, the initial weights and the data order: 0 to 2**32-1. Default: the study's own, else 0."),
     device: Optional[str] = typer.Option(None, metavar="DEVICE", help="cpu, cuda or cuda:N. Default: cuda when available."),
     batch: str = typer.Option(
         "auto", metavar="auto|K", show_default=False, help="Trials trained at once as one vmapped model: auto (default: batched whenever the model "

@@ -267,11 +267,13 @@ def clip_gradients(model_or_params: Union[nn.Module, Iterable[torch.Tensor]], co
 
 def shortest_g(x: float, close: Callable[[float], bool], first: int = 1) -> str:
     """The shortest ``%g`` text of ``x`` (from ``first`` significant digits) whose value is
-    ``close``; ``repr(x)`` if none is."""
+    ``close``; ``repr(x)`` if none is. A whole number below a million reads as one (10, not 1e+01)."""
     for digits in range(first, 18):
         text = f"{x:.{digits}g}"
         if close(float(text)):
-            return text
+            # %g writes 10 as 1e+01 whenever its exponent reaches the digits asked for; such a
+            # value is whole
+            return f"{float(text):.0f}" if "e+" in text and abs(float(text)) < 1e6 else text
     return repr(x)
 
 

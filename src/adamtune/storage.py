@@ -935,7 +935,8 @@ def check_url(url: str, *, must_exist: bool = False) -> None:
             if tables is not None and not tables and must_exist:
                 raise StorageError(f"no study database at {path!r}: the file holds no table; run `adamtune tune` first")
         elif must_exist:
-            raise StorageError(f"no study database at {path!r}: run `adamtune tune` first or pass --storage")
+            raise StorageError(f"no study database at {path!r}: run `adamtune tune` first, or give --storage the URL "
+                               "of an existing one")
         else:
             parent = os.path.dirname(os.path.abspath(path))
             if not os.path.isdir(parent):

@@ -12,6 +12,7 @@ import dataclasses
 import math
 import os
 import re
+import shlex
 import signal
 import threading
 import traceback
@@ -38,7 +39,7 @@ from adamtune.results import (
 from adamtune.retries import duplicates, point_of, retry_cut_short, retry_numbers
 from adamtune.space import SearchSpace, check_optimizer, check_task, preset, with_overrides
 from adamtune.storage import (
-    HeldWrites, ask_many, check_url, is_new_file, open_storage, settle, storage_url, tell_many, write_kept,
+    HeldWrites, ask_many, check_url, is_new_file, open_storage, redact, settle, storage_url, tell_many, write_kept,
     writes_kept,
 )
 from adamtune.trials import (
@@ -56,6 +57,12 @@ PRUNERS: tuple[str, ...] = ("asha", "median", "none")
 DEFAULT_BUDGET = 16
 TrialPruned = optuna.TrialPruned
 Objective = Callable[[Config, "Trial"], float]
+
+
+def _space_text(space: SearchSpace) -> str:
+    """The windows tuned and the values fixed: what a --set must agree with."""
+    fixed = ", ".join(f"{k}={v}" for k, v in space.fixed)
+    return ", ".join(x for x in (space.describe(), f"fixed: {fixed}" if fixed else "") if x) or "nothing tuned"
 
 
 def _cut_short(e: BaseException) -> str:
@@ -362,6 +369,7 @@ class OpenedStudy:
     device: str
     wanted_batch: int | None
     remaining: int
+    url: str = ""
 
 
 def open_study(
@@ -470,11 +478,13 @@ def open_study(
     elif stored is not None:
         the_space = stored.space
         if space is not None and with_overrides(the_space, list(space)) != the_space:
-            raise StudyError(f"study {name!r} has its own search space ({the_space.describe()}); use a new --study name to change it")
+            raise StudyError(f"study {name!r} has its own search space ({_space_text(the_space)}); use a new --study "
+                             "name to change it")
     else:
         the_space = with_overrides(preset(opt, the_task, n_budget), list(space or ()))
     if stored is not None and isinstance(space, SearchSpace) and space != stored.space:
-        raise StudyError(f"study {name!r} has its own search space ({stored.space.describe()}); use a new --study name to change it")
+        raise StudyError(f"study {name!r} has its own search space ({_space_text(stored.space)}); use a new --study "
+                         "name to change it")
 
     if workload is not None:
         metric, the_direction = workload.objective, workload.direction
@@ -521,7 +531,7 @@ def open_study(
     if retried:
         (notice or warn)(f"{trials_text(len(retried))} cut short earlier: run again first, with the same "
                           "hyperparameters and initial weights")
-    return OpenedStudy(the_study, settings, store, workload, objective_fn, dev, wanted_batch, remaining)
+    return OpenedStudy(the_study, settings, store, workload, objective_fn, dev, wanted_batch, remaining, url)
 
 
 def tune(
@@ -606,7 +616,7 @@ def tune(
     if on_start is not None:
         on_start(settings, remaining)
     runner = _Runner(the_study, settings, workload, opened.objective_fn, opened.device, on_trial,
-                     max_consecutive_failures, notice or warn)
+                     max_consecutive_failures, notice or warn, opened.url)
     k = resolve_batch(opened.wanted_batch, workload, the_sampler, remaining, opened.device, max_memory,
                       notice or warn)
     try:
@@ -765,8 +775,9 @@ def _size(n: int) -> str:
 class _Runner:
     """Asks Optuna for trials, runs them on an engine, and tells Optuna how each ended."""
 
-    def __init__(self, study, settings, workload, objective_fn, device, on_trial, max_failures, notice) -> None:
-        self.study, self.settings, self.workload = study, settings, workload
+    def __init__(self, study, settings, workload, objective_fn, device, on_trial, max_failures, notice,
+                 url: str = "") -> None:
+        self.study, self.settings, self.workload, self.url = study, settings, workload, url
         self.objective_fn, self.device, self.on_trial = objective_fn, device, on_trial
         self.max_failures = max_failures
         self.notice = notice
@@ -1029,8 +1040,10 @@ class _Runner:
 
     def failed(self, what: str) -> StudyError:
         """The error that ends a run whose trials failed: ``what``, the last error, where to read more."""
+        show = ["adamtune", "show", *(["--storage", redact(self.url)] if self.url else []), "--study",
+                self.study.study_name]
         return StudyError(f"{what}. Last error: {self.last_error} "
-                          f"(full tracebacks: adamtune show --study {self.study.study_name})")
+                          f"(full tracebacks: {' '.join(shlex.quote(p) for p in show)})")
 
     def _notify(self, trials: Sequence[optuna.trial.Trial], only_finished: bool = False) -> None:
         if self.on_trial is None:

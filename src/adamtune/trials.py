@@ -84,6 +84,13 @@ class GradNorms:
         d["samples"] = list(self.samples)
         return d
 
+    def sample_steps(self) -> list[int]:
+        """The training step (1-based) of each of ``samples``: evenly spaced over ``count`` steps."""
+        n = len(self.samples)
+        if n < 2:
+            return [self.count] * n
+        return [1 + round(i * (self.count - 1) / (n - 1)) for i in range(n)]
+
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> GradNorms | None:
         if not data:

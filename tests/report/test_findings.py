@@ -32,6 +32,10 @@ def test_a_study_whose_windows_hold_is_told_to_continue_not_to_repeat_itself(nor
     text = plain(dataclasses.replace(normal_analysis, next_space=ns))
     assert "Next search" not in text
     assert f"Next: {ns.command}  (the windows hold: more trials of this study try new points of the same search" in text
+    if not normal_analysis.too_few_to_judge:  # nothing checked: the line claims nothing
+        few = plain(dataclasses.replace(normal_analysis, next_space=ns, completed=1))
+        assert "the windows hold" not in few
+        assert f"Next: {ns.command}  (too few trials to say whether to move the windows: more trials" in few
 
 
 def test_markup_in_user_text_is_printed_as_it_is(hostile_analysis):

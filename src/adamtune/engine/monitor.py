@@ -98,7 +98,8 @@ def summarize_norms(norms: Tensor, max_grad_norm: float | None) -> GradNorms | N
     if finite.numel() == 0:
         return None
     q = torch.quantile(finite, torch.tensor([0.5, 0.9, 0.99], dtype=finite.dtype))
-    idx = torch.linspace(0, len(norms) - 1, min(_MAX_SAMPLES, len(norms))).round().long()
+    n = min(_MAX_SAMPLES, len(norms))  # evenly spaced steps, as GradNorms.sample_steps() names them
+    idx = torch.tensor([0] if n < 2 else [round(i * (len(norms) - 1) / (n - 1)) for i in range(n)], dtype=torch.long)
     clipped = float((finite > max_grad_norm).double().mean()) if max_grad_norm is not None else 0.0
     return GradNorms(
         count=int(len(norms)), mean=float(finite.mean()), p50=float(q[0]), p90=float(q[1]),

@@ -20,6 +20,8 @@ _MARK = {"warning": ("!", "bold yellow"), "info": ("·", "cyan")}
 
 CONTINUE_NOTE = ("the windows hold: more trials of this study try new points of the same search; add "
                  "--sampler tpe to exploit what it found")
+TOO_FEW_NOTE = ("too few trials to say whether to move the windows: more trials of this study try new points of "
+                "the same search")
 
 
 def findings_lines(analysis: StudyAnalysis) -> list[Text]:
@@ -42,7 +44,9 @@ def findings_lines(analysis: StudyAnalysis) -> list[Text]:
     if ns.changed:
         lines.append(Text.assemble(("Next search: ", "bold"), ns.command or " ".join(f"--set {a}" for a in ns.set_arguments)))
     elif ns.continues and ns.command:
-        lines.append(Text.assemble(("Next: ", "bold"), ns.command, f"  ({CONTINUE_NOTE})"))
+        # with too few trials to judge, nothing was checked: no claim that the windows hold
+        note = TOO_FEW_NOTE if analysis.too_few_to_judge else CONTINUE_NOTE
+        lines.append(Text.assemble(("Next: ", "bold"), ns.command, f"  ({note})"))
     return lines
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Callable
 from typing import Any
@@ -191,7 +190,7 @@ def to_json(result: TuneResult) -> dict[str, Any]:
             "curve": t.curve.to_dict(),
         }
         if t.grad_norms is not None:
-            row["grad_norms"] = {k: v for k, v in dataclasses.asdict(t.grad_norms).items() if k != "samples"}
+            row["grad_norms"] = {**t.grad_norms.to_dict(), "sample_steps": t.grad_norms.sample_steps()}
         if t.error:
             row["error"] = t.error
         if t.interrupted:
