@@ -9,6 +9,7 @@ Every test is parametrised over the three optimizer families.
 from __future__ import annotations
 
 import copy
+import io
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -481,6 +482,134 @@ def test_keep_leaves_autograd_working_with_a_live_old_graph() -> None:
     opt.step()
     with pytest.raises(RuntimeError):  # the stale graph must not write old-shaped grads
         old.backward()
+
+
+# -- checkpoints --------------------------------------------------------------------------------
+
+CHECKPOINT_CASE = CASE_BY_ID["decay_mask_schedule_everything"]
+
+
+def _uninterrupted(family: Family, steps: int = 20) -> Harness:
+    h = Harness(family, CHECKPOINT_CASE)
+    for t in range(steps):
+        _checkpointed_run_step(h, t)
+    return h
+
+
+def _checkpointed_run_step(h: Harness, t: int) -> None:
+    if t == 6:  # what a checkpoint must carry besides the state: changed hyperparameters, a mask
+        h.opt.set_hyperparameters(max_grad_norm=torch.tensor([0.3, INF, 0.2, 1.0], dtype=torch.float64))
+        h.opt.active = torch.tensor([True, True, False, True])
+    h.batched_step(t)
+
+
+def _assert_same_run(h: Harness, reference: Harness) -> None:
+    for name, p in reference.params.items():
+        assert torch.equal(h.params[name], p), name
+    for name, tensors in reference.opt.state.items():
+        assert all(torch.equal(a, b) for a, b in zip(h.opt.state[name], tensors)), name
+    assert torch.equal(h.opt.steps, reference.opt.steps)
+    assert torch.equal(h.opt.last_grad_norms, reference.opt.last_grad_norms)
+
+
+@family_params
+def test_state_dict_resumes_bit_for_bit_in_a_fresh_optimizer(family: Family) -> None:
+    reference = _uninterrupted(family)
+    h = Harness(family, CHECKPOINT_CASE)
+    for t in range(10):
+        _checkpointed_run_step(h, t)
+    buf = io.BytesIO()
+    torch.save({"params": {n: p.detach() for n, p in h.params.items()},
+                "optimizer": h.opt.state_dict()}, buf)
+    buf.seek(0)
+    saved = torch.load(buf)  # weights_only=True: the state is plain tensors and containers
+    # A new process: models built afresh, stacked, the optimizer built with the original
+    # arguments, then the checkpoint loaded into both.
+    resumed = Harness(family, CHECKPOINT_CASE)
+    with torch.no_grad():
+        for name, p in resumed.params.items():
+            p.copy_(saved["params"][name])
+    resumed.opt.load_state_dict(saved["optimizer"])
+    resumed.taken = h.taken  # the schedule's position, which the engine keeps
+    assert resumed.opt.active.tolist() == [True, True, False, True]
+    for t in range(10, 20):
+        resumed.batched_step(t)
+    _assert_same_run(resumed, reference)
+
+
+@family_params
+@pytest.mark.parametrize("how", ["pickle", "deepcopy"])
+def test_pickled_or_copied_optimizer_keeps_training(family: Family, how: str) -> None:
+    # Tensor hooks are neither pickled nor copied; without them every step after zero_grad
+    # and backward was a silent no-op.
+    reference = _uninterrupted(family)
+    h = Harness(family, CHECKPOINT_CASE)
+    for t in range(10):
+        _checkpointed_run_step(h, t)
+    original = {n: p.detach().clone() for n, p in h.params.items()}
+    if how == "pickle":
+        buf = io.BytesIO()
+        torch.save({"params": h.params, "optimizer": h.opt}, buf)
+        buf.seek(0)
+        loaded = torch.load(buf, weights_only=False)
+    else:
+        loaded = copy.deepcopy({"params": h.params, "optimizer": h.opt})
+    held = h.params
+    h.params, h.opt = loaded["params"], loaded["optimizer"]
+    for t in range(10, 20):
+        h.batched_step(t)
+    _assert_same_run(h, reference)
+    assert all(torch.equal(held[n], p) for n, p in original.items())  # the original is untouched
+
+
+def _refused_states() -> list:
+    def other_class(h):
+        other = FAMILIES[0] if h.family.batched is not BatchedAdam else FAMILIES[2]
+        return Harness(other, CHECKPOINT_CASE).opt.state_dict()
+
+    def other_k(h):
+        return Harness(h.family, CHECKPOINT_CASE, k=3).opt.state_dict()
+
+    def other_shapes(h):
+        models = [nn.Sequential(nn.Linear(4, 8), nn.Linear(8, 2)).double() for _ in range(K)]
+        params, _ = stack_module_state(models)
+        return h.family.make(list(params.values())).state_dict()
+
+    def other_decay_mask(h):
+        return Harness(h.family, CASE_BY_ID["defaults"]).opt.state_dict()
+
+    def bad_lr(h):
+        state = h.opt.state_dict()
+        state["hyperparameters"]["lr"][1] = -1.0
+        return state
+
+    return [
+        pytest.param(other_class, r"^the state_dict is Batched\w+'s, not Batched\w+'s$",
+                     id="class"),
+        pytest.param(other_k, r"^the state_dict has K=3 members, this \w+ has K=4$", id="k"),
+        pytest.param(other_shapes, r"^the state_dict is for parameters of shapes", id="shapes"),
+        pytest.param(other_decay_mask, r"^the state_dict has decay_mask=None", id="decay_mask"),
+        pytest.param(bad_lr, r"^Invalid learning rate: -1\.0 \(member 1\)$", id="bad_lr"),
+        pytest.param(lambda h: {"steps": h.opt.steps}, r"^not a state_dict\(\) of \w+: it lacks",
+                     id="not_a_state"),
+    ]
+
+
+@family_params
+@pytest.mark.parametrize(("make_state", "pattern"), _refused_states())
+def test_load_state_dict_refuses_a_state_that_does_not_fit(family, make_state, pattern) -> None:
+    h = Harness(family, CHECKPOINT_CASE)
+    for t in range(3):
+        h.batched_step(t)
+    state = make_state(h)
+    before = h.opt.state_dict()
+    with pytest.raises(ConfigError, match=pattern):
+        h.opt.load_state_dict(state)
+    after = h.opt.state_dict()
+    assert torch.equal(after["steps"], before["steps"])
+    assert all(torch.equal(after["hyperparameters"][n], t) for n, t in before["hyperparameters"].items())
+    for name, tensors in before["state"].items():
+        assert all(torch.equal(a, b) for a, b in zip(after["state"][name], tensors))
 
 
 # -- memory layout and the fused kernel --------------------------------------------------------

@@ -124,15 +124,19 @@ class _BatchedOptimizer:
         warnings.filterwarnings("ignore", message="grad and param do not obey the gradient layout contract")
         # _cleared[i]: zero_grad(set_to_none=True) cleared tensor i and no gradient came since.
         self._cleared = [False] * len(self.params)
+        self._register_hooks()
+        self.last_grad_norms: Tensor | None = None
+        self._active = torch.ones(k, dtype=torch.bool, device=self._device)
+        self._inactive_index: Tensor | None = None
+        self._active_rows: list[int] = list(range(k))
+
+    def _register_hooks(self) -> None:
+        """Let a gradient that backward adds into a cleared tensor's buffer view count again."""
         for i, p in enumerate(self.params):
             if p.requires_grad:
                 p.register_post_accumulate_grad_hook(
                     lambda _p, i=i, cleared=self._cleared: cleared.__setitem__(i, False)
                 )
-        self.last_grad_norms: Tensor | None = None
-        self._active = torch.ones(k, dtype=torch.bool, device=self._device)
-        self._inactive_index: Tensor | None = None
-        self._active_rows: list[int] = list(range(k))
 
     # -- members -------------------------------------------------------------------------------
 
@@ -288,6 +292,120 @@ class _BatchedOptimizer:
                 where = f" (member {member})" if per_member else ""
                 raise ConfigError(f"{rule.message}: {x}{where}")
         return tensor
+
+    # -- checkpoints ---------------------------------------------------------------------------
+
+    def state_dict(self) -> dict:
+        """A checkpoint of the optimizer, which :meth:`load_state_dict` continues from bit for bit.
+
+        Copies, not views: the step counts, each state buffer per parameter tensor ([K, ...],
+        e.g. ``state["exp_avg"][i]``), the hyperparameters (``max_grad_norm`` included, None
+        when off), the active mask and ``last_grad_norms``; and, to refuse a state that does
+        not fit, the class name, K, the parameters' shapes and the decay mask. The parameters
+        and gradients are not in it: save the stacked parameters yourself, as with torch.optim.
+        It holds only tensors, lists, dicts, strings, numbers and None, so
+        ``torch.load(path)`` reads it with the default ``weights_only=True``.
+        """
+        return {
+            "optimizer": type(self).__name__,
+            "num_members": self.num_members,
+            "shapes": [list(p.shape) for p in self.params],
+            "decay_mask": None if self.decay_mask is None else list(self.decay_mask),
+            "steps": self.steps.clone(),
+            "state": {
+                name: [t.clone(memory_format=torch.contiguous_format) for t in tensors]
+                for name, tensors in self.state.items()
+            },
+            "hyperparameters": {name: t.clone() for name, t in self._hp.items()},
+            "max_grad_norm": None if self._max_grad_norm is None else self._max_grad_norm.clone(),
+            "active": self._active.clone(),
+            "last_grad_norms": None if self.last_grad_norms is None else self.last_grad_norms.clone(),
+        }
+
+    def load_state_dict(self, state: Mapping) -> None:
+        """Continue from a :meth:`state_dict` of an optimizer built like this one.
+
+        The state is checked whole before anything changes. The parameters are not touched:
+        load their values yourself (e.g. ``p.copy_(saved)`` under ``torch.no_grad()``).
+
+        Raises:
+            ConfigError: not a state_dict of this class, or one for another K, other parameter
+                shapes or another decay_mask, or holding values out of range.
+        """
+        name = type(self).__name__
+        keys = ("optimizer", "num_members", "shapes", "decay_mask", "steps", "state",
+                "hyperparameters", "max_grad_norm", "active", "last_grad_norms")
+        missing = [key for key in keys if not isinstance(state, Mapping) or key not in state]
+        if missing:
+            raise ConfigError(f"not a state_dict() of {name}: it lacks {missing[0]!r}")
+        if state["optimizer"] != name:
+            raise ConfigError(f"the state_dict is {state['optimizer']}'s, not {name}'s")
+        k = self.num_members
+        if state["num_members"] != k:
+            raise ConfigError(
+                f"the state_dict has K={state['num_members']} members, this {name} has K={k}"
+            )
+        shapes = [list(p.shape) for p in self.params]
+        if [list(s) for s in state["shapes"]] != shapes:
+            raise ConfigError(
+                f"the state_dict is for parameters of shapes {state['shapes']}, this {name} "
+                f"has {shapes}"
+            )
+        decay_mask = None if self.decay_mask is None else list(self.decay_mask)
+        if state["decay_mask"] != decay_mask:
+            raise ConfigError(
+                f"the state_dict has decay_mask={state['decay_mask']}, this {name} has "
+                f"decay_mask={decay_mask}: build it with the same decay_mask"
+            )
+        buffers = state["state"]
+        if sorted(buffers) != sorted(self._STATE):
+            raise ConfigError(
+                f"the state_dict's state buffers are {sorted(buffers)}, {name} needs "
+                f"{sorted(self._STATE)}"
+            )
+        for buffer, tensors in buffers.items():
+            got = [_shape(t) for t in tensors]
+            if got != shapes:
+                raise ConfigError(f"the state_dict's {buffer} has shapes {got}, expected {shapes}")
+        for key in ("steps", "active", "last_grad_norms"):
+            t = state[key]
+            if not (t is None and key == "last_grad_norms") and _shape(t) != [k]:
+                raise ConfigError(f"the state_dict's {key} must have shape [{k}], got {_shape(t)}")
+        if state["active"].dtype != torch.bool:
+            raise ConfigError(f"the state_dict's active must be bool, got {state['active'].dtype}")
+        if sorted(state["hyperparameters"]) != sorted(self._HYPERPARAMETERS):
+            raise ConfigError(
+                f"the state_dict's hyperparameters are {sorted(state['hyperparameters'])}, "
+                f"{name} has {sorted(self._HYPERPARAMETERS)}"
+            )
+        hp = {n: self._member_tensor(n, state["hyperparameters"][n]) for n in self._HYPERPARAMETERS}
+        max_grad_norm = state["max_grad_norm"]
+        if max_grad_norm is not None:
+            max_grad_norm = self._member_tensor("max_grad_norm", max_grad_norm)
+
+        with torch.no_grad():
+            for buffer, tensors in buffers.items():
+                for view, saved in zip(self.state[buffer], tensors, strict=True):
+                    view.copy_(saved)
+            self.steps.copy_(state["steps"])  # in place: the fused calls hold views of it
+        self._hp = hp
+        self._max_grad_norm = max_grad_norm
+        self._hyperparameters_changed()
+        self.active = state["active"]
+        norms = state["last_grad_norms"]
+        self.last_grad_norms = None if norms is None else norms.to(self._device).clone()
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        # Caches of views into the flat buffers, remade on first use.
+        state["_columns"] = {}
+        state["_fused_calls"] = None
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        # Tensor hooks are neither pickled nor deep-copied.
+        self._register_hooks()
 
     # -- stepping ------------------------------------------------------------------------------
 
@@ -465,6 +583,10 @@ class BatchedAdam(_BatchedOptimizer):
             for-loop implementation). None (default): fused wherever the kernel can run (CPU
             with torch >= 2.4, CUDA).
 
+    Not a ``torch.optim.Optimizer`` subclass (no ``param_groups``, so no
+    ``torch.optim.lr_scheduler``): a schedule goes through ``step(lr_scale=...)``, LambdaLR's
+    factor, and a checkpoint through :meth:`state_dict` / :meth:`load_state_dict`.
+
     Raises:
         ConfigError: a hyperparameter out of range or of the wrong shape, bad params, or
             fused=True where the fused kernel cannot run.
@@ -564,6 +686,8 @@ class BatchedAdamW(BatchedAdam):
     """``torch.optim.AdamW`` (decoupled decay θ ← θ·(1 − lr·λ)) for K stacked members.
 
     Same arguments as :class:`BatchedAdam`; ``weight_decay`` defaults to 0.01 as in torch.
+    Not a ``torch.optim.Optimizer`` subclass: a schedule goes through ``step(lr_scale=...)``,
+    LambdaLR's factor, and a checkpoint through :meth:`state_dict` / :meth:`load_state_dict`.
     """
 
     _kernel = staticmethod(_kernels.adamw_)
@@ -601,6 +725,10 @@ class BatchedAdadelta(_BatchedOptimizer):
         lr, rho, eps, weight_decay: as in torch.optim.Adadelta; each a float or a [K] tensor.
         max_grad_norm: per-member clipping threshold (float or [K], inf = off) or None.
         decay_mask: one bool per parameter tensor; False gives that tensor weight_decay 0.
+
+    Not a ``torch.optim.Optimizer`` subclass (no ``param_groups``, so no
+    ``torch.optim.lr_scheduler``): a schedule goes through ``step(lr_scale=...)``, LambdaLR's
+    factor, and a checkpoint through :meth:`state_dict` / :meth:`load_state_dict`.
 
     Raises:
         ConfigError: a hyperparameter out of range or of the wrong shape, or bad params.
@@ -674,6 +802,11 @@ def _check_params(params: Iterable[Tensor]) -> list[Tensor]:
     if len({id(p) for p in params}) != len(params):
         raise ConfigError("params must not contain the same tensor twice")
     return params
+
+
+def _shape(t: object) -> list[int] | str:
+    """A tensor's shape as a list, or what else ``t`` is (for messages about a loaded state)."""
+    return list(t.shape) if isinstance(t, Tensor) else type(t).__name__
 
 
 def _check_decay_mask(decay_mask: Sequence[bool] | None, n: int) -> tuple[bool, ...] | None:
