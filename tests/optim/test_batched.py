@@ -702,6 +702,41 @@ def test_gradients_accumulate_in_one_flat_buffer_and_missing_ones_are_skipped() 
             assert not torch.equal(params[name], before[name])
 
 
+WRITES = {
+    "copy_": lambda p, g: p.grad.copy_(g),
+    "+=": lambda p, g: p.grad.__iadd__(g),
+    "add_": lambda p, g: p.grad.add_(g),
+    "assign": lambda p, g: setattr(p, "grad", g.clone()),
+}
+
+
+@family_params
+@pytest.mark.parametrize("write", list(WRITES))
+@pytest.mark.parametrize("set_to_none", [True, False], ids=["to_none", "to_zero"])
+def test_gradient_written_in_place_after_zero_grad_is_used(family: Family, write, set_to_none) -> None:
+    # After zero_grad p.grad is a zeroed tensor, not None: a gradient written into it in place
+    # (from torch.func.grad, or accumulated by hand) is a gradient, as the user means it.
+    reference = Harness(family, CASE_BY_ID["weight_decay_per_member"], k=3)
+    h = Harness(family, CASE_BY_ID["weight_decay_per_member"], k=3)
+    skipped = "3.bias"  # nothing writes its gradient: skipped, as torch.optim skips None
+    untouched = h.params[skipped].detach().clone()
+    for t in range(4):
+        g = torch.Generator().manual_seed(t)
+        grads = {n: torch.randn(p.shape, generator=g, dtype=p.dtype) for n, p in h.params.items()}
+        reference.opt.zero_grad()
+        h.opt.zero_grad(set_to_none=set_to_none)
+        for name, p in h.params.items():
+            if name != skipped:
+                reference.params[name].grad = grads[name].clone()
+                WRITES[write](p, grads[name])
+        reference.opt.step()
+        h.opt.step()
+    for name, p in reference.params.items():
+        assert torch.equal(h.params[name], p), name
+    assert torch.equal(h.opt.last_grad_norms, reference.opt.last_grad_norms)
+    assert torch.equal(h.params[skipped], untouched)
+
+
 # -- bad inputs ------------------------------------------------------------------------------
 
 BY_NAME = {f.name: f for f in FAMILIES}

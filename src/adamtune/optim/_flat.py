@@ -57,6 +57,20 @@ class FlatLayout:
             for shape, stride, offset in zip(self.shapes, self.strides, self.offsets, strict=True)
         ]
 
+    def aliases(self, flat: Tensor) -> list[Tensor]:
+        """Like :meth:`views`, but tensors of their own that share ``flat``'s memory.
+
+        Not autograd views of ``flat``, so each has its own version counter: an in-place write
+        into one moves its counter only, and writes through ``flat`` move none of them.
+        """
+        storage, k = flat.untyped_storage(), flat.shape[0]
+        return [
+            torch.empty(0, dtype=flat.dtype, device=flat.device).set_(
+                storage, flat.storage_offset() + offset, (k, *shape), (self.width, *stride)
+            )
+            for shape, stride, offset in zip(self.shapes, self.strides, self.offsets, strict=True)
+        ]
+
     def pack(self, tensors: Sequence[Tensor]) -> Tensor:
         """A new [K, width] buffer holding the values of ``tensors``."""
         first = tensors[0]

@@ -122,21 +122,13 @@ class _BatchedOptimizer:
         # Autograd hints, once, that a gradient which is not contiguous "may impair
         # performance"; here the gradient is a view of the flat buffer by design.
         warnings.filterwarnings("ignore", message="grad and param do not obey the gradient layout contract")
-        # _cleared[i]: zero_grad(set_to_none=True) cleared tensor i and no gradient came since.
+        # _cleared[i]: zero_grad(set_to_none=True) cleared tensor i; a gradient came since iff
+        # its gradient tensor's version counter moved (see _settle).
         self._cleared = [False] * len(self.params)
-        self._register_hooks()
         self.last_grad_norms: Tensor | None = None
         self._active = torch.ones(k, dtype=torch.bool, device=self._device)
         self._inactive_index: Tensor | None = None
         self._active_rows: list[int] = list(range(k))
-
-    def _register_hooks(self) -> None:
-        """Let a gradient that backward adds into a cleared tensor's buffer view count again."""
-        for i, p in enumerate(self.params):
-            if p.requires_grad:
-                p.register_post_accumulate_grad_hook(
-                    lambda _p, i=i, cleared=self._cleared: cleared.__setitem__(i, False)
-                )
 
     # -- members -------------------------------------------------------------------------------
 
@@ -197,7 +189,10 @@ class _BatchedOptimizer:
         self.state: dict[str, list[Tensor]] = {
             name: self._layout.views(self._flat[name]) for name in self._STATE
         }
-        self._grad_views = self._layout.views(self._flat["grad"])
+        # Not views but aliases, each with its own version counter: a write into one (backward
+        # adding a gradient, p.grad.copy_(g)) moves only that tensor's counter.
+        self._grad_views = self._layout.aliases(self._flat["grad"])
+        self._zeroed = [g._version for g in self._grad_views]  # the counters when last zeroed
         # The flat buffers' column groups, by whether decayed and other columns are apart.
         self._columns: dict[bool, tuple] = {}
         self._fused_calls = None  # the fused kernel's per-member calls, made on first use
@@ -396,6 +391,7 @@ class _BatchedOptimizer:
         self.last_grad_norms = None if norms is None else norms.to(self._device).clone()
 
     def __getstate__(self) -> dict:
+        self._settle()  # version counters are not pickled: what they said goes in _cleared
         state = self.__dict__.copy()
         # Caches of views into the flat buffers, remade on first use.
         state["_columns"] = {}
@@ -404,8 +400,8 @@ class _BatchedOptimizer:
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
-        # Tensor hooks are neither pickled nor deep-copied.
-        self._register_hooks()
+        # The copies' version counters start afresh.
+        self._zeroed = [g._version for g in self._grad_views]
 
     # -- stepping ------------------------------------------------------------------------------
 
@@ -416,13 +412,19 @@ class _BatchedOptimizer:
         backward adds into it in place (no allocation, no copy of a transposed gradient). With
         ``set_to_none=True`` (the default) a tensor that then receives no gradient is skipped
         by :meth:`step`, exactly as torch.optim skips a ``None`` gradient; only ``p.grad is
-        None`` no longer shows it.
+        None`` no longer shows it. A gradient is anything written into ``p.grad`` since:
+        backward's, or one written in place by hand (``p.grad.copy_(g)``, ``p.grad += g``),
+        or a new tensor assigned to ``p.grad``. Any in-place write counts, even one that
+        leaves zeros (e.g. scaling every ``p.grad``); set ``p.grad = None`` to leave a tensor
+        out of the step.
         """
+        self._settle()
         self._flat["grad"].zero_()
         for i, (p, view) in enumerate(zip(self.params, self._grad_views, strict=True)):
             had = p.grad is not None and not (p.grad is view and self._cleared[i])
             p.grad = view
             self._cleared[i] = set_to_none or not had  # torch leaves a None gradient None
+            self._zeroed[i] = view._version
 
     @torch.no_grad()
     def step(self, lr_scale: float | Tensor | None = None) -> None:
@@ -495,6 +497,7 @@ class _BatchedOptimizer:
         A gradient the caller assigned (or autograd made while ``.grad`` was None) is copied
         into the buffer and ``.grad`` pointed back at the buffer's view.
         """
+        self._settle()
         positions = []
         for i, (p, view) in enumerate(zip(self.params, self._grad_views, strict=True)):
             g = p.grad
@@ -510,6 +513,12 @@ class _BatchedOptimizer:
                 continue
             positions.append(i)
         return positions
+
+    def _settle(self) -> None:
+        """Mark as no longer cleared each tensor whose buffer gradient was written since zero_grad."""
+        for i, view in enumerate(self._grad_views):
+            if self._cleared[i] and view._version != self._zeroed[i]:
+                self._cleared[i] = False
 
     def _checked_lr_scale(self, lr_scale: float | Tensor) -> Tensor | float:
         if not isinstance(lr_scale, Tensor):
