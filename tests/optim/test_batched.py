@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import io
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -27,6 +28,9 @@ from adamtune.optim import (
     matrix_decay_mask,
     member_grad_norms,
 )
+
+# The module-level filter in batched.py does not survive pytest's per-test warning capture.
+pytestmark = pytest.mark.filterwarnings("ignore:grad and param do not obey the gradient layout")
 
 K = 4
 STEPS = 30  # past every warmup of the schedule case and well into its cosine
@@ -818,6 +822,25 @@ def test_bad_params_are_refused() -> None:
         BatchedAdam([torch.zeros(2, 5), torch.zeros(3, 5)])
     with pytest.raises(ConfigError, match=r"floating point, got torch.int64"):
         BatchedAdam([torch.zeros(2, 5, dtype=torch.long)])
+
+
+def test_non_leaf_params_are_refused_before_anything_changes() -> None:
+    models = [make_model(s, torch.float64) for s in range(2)]
+    stacked = [torch.stack([m[0].weight for m in models]), torch.stack([m[0].bias for m in models])]
+    before = [(t.untyped_storage().data_ptr(), t.stride(), t.detach().clone()) for t in stacked]
+    with pytest.raises(ConfigError, match=r"leaf tensors.*index 0.*torch\.func\.stack_module_state"):
+        BatchedAdam(stacked)
+    for t, (ptr, stride, values) in zip(stacked, before):
+        assert t.untyped_storage().data_ptr() == ptr and t.stride() == stride
+        assert torch.equal(t, values) and not t.is_leaf
+
+
+def test_building_an_optimizer_leaves_the_warning_filters_alone() -> None:
+    params, _ = stack_module_state([make_model(s, torch.float64) for s in range(2)])
+    with warnings.catch_warnings():
+        warnings.resetwarnings()
+        BatchedAdamW(list(params.values()))
+        assert warnings.filters == []
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -50,6 +50,10 @@ __all__ = ["BatchedAdadelta", "BatchedAdam", "BatchedAdamW", "matrix_decay_mask"
 
 HyperparameterValue = float | Tensor
 
+# Autograd hints, once per process, that a gradient laid out unlike its parameter "may impair
+# performance"; here every gradient is a slice of the flat buffer by design.
+warnings.filterwarnings("ignore", message="grad and param do not obey the gradient layout contract")
+
 
 class _Rule(NamedTuple):
     """Valid range of one hyperparameter and torch.optim's wording of the violation."""
@@ -119,9 +123,6 @@ class _BatchedOptimizer:
         with torch.no_grad():
             self._layout.adopt(self.params, self._flat["param"])
         self._views()
-        # Autograd hints, once, that a gradient which is not contiguous "may impair
-        # performance"; here the gradient is a view of the flat buffer by design.
-        warnings.filterwarnings("ignore", message="grad and param do not obey the gradient layout contract")
         # _cleared[i]: zero_grad(set_to_none=True) cleared tensor i; a gradient came since iff
         # its gradient tensor's version counter moved (see _settle).
         self._cleared = [False] * len(self.params)
@@ -791,6 +792,12 @@ def _check_params(params: Iterable[Tensor]) -> list[Tensor]:
             raise ConfigError(f"params must be tensors, got {type(p).__name__} at index {i}")
         if not p.is_floating_point():
             raise ConfigError(f"params must be floating point, got {p.dtype} at index {i}")
+        if not p.is_leaf:
+            raise ConfigError(
+                f"params must be leaf tensors, got one computed from others at index {i} (e.g. "
+                f"torch.stack of the models' parameters): stack the models with "
+                f"torch.func.stack_module_state, whose tensors are leaves"
+            )
         if p.ndim == 0 or p.shape[0] == 0:
             raise ConfigError(
                 f"params must have a leading member dimension K >= 1, got shape "
