@@ -2,9 +2,24 @@
 
 The classes validate, hold state and dispatch to the kernels in :mod:`adamtune.optim._kernels`.
 Member k of a ``BatchedAdam`` follows the trajectory of a ``torch.optim.Adam`` (plus
-``clip_grad_norm_`` when ``max_grad_norm`` is set) on model k alone: bit for bit that of
-``Adam(fused=True)`` when it runs torch's fused kernel (the default where it can), and that of
-the default for-loop implementation, up to an ulp now and then, when it runs the stacked kernels.
+``clip_grad_norm_`` when ``max_grad_norm`` is set) on model k alone, within what follows:
+
+- With torch's fused kernel (the default where it can run) that of ``Adam(fused=True)``: the
+  same kernel with the same inputs, but called on a member's whole row, not on each tensor.
+  On the CPU an element can fall in the kernel's vectorised loop in one layout and in its
+  scalar tail in the other, which round differently: where tensor sizes are not multiples of
+  the SIMD width, a few elements can differ by about an ulp (measured: at most 1e-7 relative in
+  float32 and 3e-18 in float64 over 100 steps; none where every size was a multiple of 16).
+- With the stacked kernels (``fused=False``, and Adadelta always) that of the default for-loop
+  implementation, in float32 and float64 up to an ulp now and then.
+- Step counts are per member, not per tensor. A tensor that gets no gradient at some steps is
+  skipped as torch.optim skips it, but its next Adam/AdamW update uses the member's bias
+  correction, not one for its own count of steps: with the default betas, a tensor whose
+  first gradient comes at step 11 moves about half as far as torch.optim moves it (Adadelta
+  has no bias correction).
+- Hyperparameter tensors are used at their own precision: pass float64 ones (they stand for
+  torch.optim's Python floats). A float32 tensor, ``torch.tensor``'s default, carries float32
+  values (0.999 becomes 0.9990000128746033).
 
 The optimizer moves the stacked parameters it is given into one [K, P] buffer (the same tensor
 objects become views of it, each keeping its own layout within a member's row), next to like
@@ -12,12 +27,11 @@ buffers for gradients and state (:mod:`adamtune.optim._flat`). A member is then 
 the fused kernel runs once or twice per member instead of once per member and tensor, the
 stacked kernels and clipping run over a couple of tensors instead of one per parameter tensor,
 and ``zero_grad`` leaves the gradients attached so backward adds straight into the buffer.
-One difference from torch.optim remains by design: step counts are per member, not per tensor,
-so a tensor that gets a gradient only at some steps sees the member's bias correction.
 
 Typical use by an engine::
 
     params, buffers = torch.func.stack_module_state(models)      # leaf tensors [K, ...]
+    lr_k = torch.tensor(lrs, dtype=torch.float64)                # one value per member
     opt = BatchedAdamW(list(params.values()), lr=lr_k, betas=(beta1_k, 0.999),
                        weight_decay=wd_k, max_grad_norm=clip_k,
                        decay_mask=matrix_decay_mask(params.values()))
@@ -434,7 +448,9 @@ class _BatchedOptimizer:
         Computes ``last_grad_norms`` (unclipped, every member), clips the gradients in place
         per member where ``max_grad_norm`` is set (as ``clip_grad_norm_`` does), then applies
         the optimizer. Inactive members' parameters, state and step counts stay bit-identical.
-        Parameters whose ``.grad`` is None are skipped, as in torch.optim.
+        Parameters whose ``.grad`` is None, or that nothing wrote a gradient into since
+        :meth:`zero_grad`, are skipped, as in torch.optim; their step count, though, is the
+        member's, which goes on, so their next Adam update sees the member's bias correction.
 
         Args:
             lr_scale: multiplier of the learning rate for this step only, a float or a [K]
@@ -582,16 +598,22 @@ class BatchedAdam(_BatchedOptimizer):
         params: stacked parameter tensors, each [K, ...] (e.g. the values of
             ``torch.func.stack_module_state(models)[0]``), same device and dtype.
         lr, betas, eps, weight_decay: as in torch.optim.Adam; each a float shared by all
-            members or a tensor of shape [K].
+            members or a tensor of shape [K], best float64 (a float32 tensor carries float32
+            values, e.g. 0.9990000128746033 for 0.999).
         max_grad_norm: per-member gradient clipping threshold (float or [K] tensor, inf = off
             for that member), or None for no clipping.
         decay_mask: one bool per parameter tensor; False gives that tensor weight_decay 0.
         fused: True: update with torch's fused Adam kernel, the one ``torch.optim.Adam(...,
             fused=True)`` runs, called on each member's row (one pass over memory per step;
-            member k then matches ``fused=True`` bit for bit). False: the stacked kernels
+            member k then matches ``fused=True`` bit for bit, but for an ulp on a few
+            elements where the row and the separate tensors put them in the kernel's
+            vectorised loop and its tail differently). False: the stacked kernels
             (about ten whole-buffer operations; member k matches torch.optim's default
             for-loop implementation). None (default): fused wherever the kernel can run (CPU
             with torch >= 2.4, CUDA).
+
+    Step counts are per member, not per tensor as in torch.optim: a tensor that misses
+    gradients at some steps then sees the member's bias correction, not its own.
 
     Not a ``torch.optim.Optimizer`` subclass (no ``param_groups``, so no
     ``torch.optim.lr_scheduler``): a schedule goes through ``step(lr_scale=...)``, LambdaLR's
@@ -732,7 +754,8 @@ class BatchedAdadelta(_BatchedOptimizer):
 
     Args:
         params: stacked parameter tensors, each [K, ...], same device and dtype.
-        lr, rho, eps, weight_decay: as in torch.optim.Adadelta; each a float or a [K] tensor.
+        lr, rho, eps, weight_decay: as in torch.optim.Adadelta; each a float or a [K] tensor,
+            best float64 (a float32 tensor carries float32 values).
         max_grad_norm: per-member clipping threshold (float or [K], inf = off) or None.
         decay_mask: one bool per parameter tensor; False gives that tensor weight_decay 0.
 
