@@ -8,9 +8,12 @@ are broadcast against each parameter as [K, 1, ..., 1].
 The kernels mirror the floating point operations of PyTorch's single-tensor implementations
 (``torch/optim/adam.py:_single_tensor_adam``, ``torch/optim/adadelta.py``,
 ``torch/nn/utils/clip_grad.py``) operation for operation, so member k reproduces a solo
-``torch.optim`` run to the last bit or nearly so. The one known source of difference: the
-bias corrections use ``torch.pow`` where torch.optim uses Python's ``**``; the two disagree by
-one ulp now and then.
+``torch.optim`` run to the last bit or nearly so. Known sources of difference: the bias
+corrections use ``torch.pow`` where torch.optim uses Python's ``**``; the two disagree by one
+ulp now and then. For float16/bfloat16 parameters, an op torch.optim calls with ``alpha=``
+(coupled weight decay, Adadelta's lr) is rounded differently by torch's CPU kernel in its
+vectorised loop and in its scalar tail, which a stacked tensor and a solo one reach
+differently.
 
 The stacked kernels loop over parameter tensors, never over members, and update in place.
 :func:`adam_fused_rows_` is the other way round: it hands each member's slices to torch's fused
@@ -42,11 +45,20 @@ __all__ = [
 _CLIP_EPS = 1e-6
 
 
-class _PerMember:
-    """Casts [K] hyperparameter tensors to a parameter's dtype and views them as [K, 1, ...].
+def _opmath(dtype: torch.dtype) -> torch.dtype:
+    """The dtype torch computes a ``dtype`` tensor's elementwise ops in: float32 for half types."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
-    Casting once per dtype (not per tensor) mirrors torch.optim, where a Python float scalar is
-    rounded to the parameter dtype at the point of use.
+
+class _PerMember:
+    """Casts [K] hyperparameter tensors to the dtype torch.optim uses them in, viewed [K, 1, ...].
+
+    torch.optim passes Python floats. An elementwise op takes such a scalar in the dtype it
+    computes in (float32 for float16/bfloat16 parameters, else the parameter's dtype), except
+    an ``alpha=`` argument and the number added by ``add``, which are first rounded to the
+    parameter's dtype (``rounded=True``). A half-precision kernel here therefore computes
+    with float32 hyperparameters and rounds each result to the parameter's dtype where
+    torch's op stores it (in place: once, on the store). Cast once per dtype, not per tensor.
     """
 
     def __init__(self, **values: Tensor) -> None:
@@ -54,16 +66,26 @@ class _PerMember:
         self._cast: dict[tuple[str, torch.dtype], Tensor] = {}
         self._views: dict[tuple[str, torch.dtype, int], Tensor] = {}
 
-    def __call__(self, name: str, like: Tensor) -> Tensor:
-        key = (name, like.dtype, like.ndim)
+    def __call__(self, name: str, like: Tensor, rounded: bool = False) -> Tensor:
+        """``name`` for tensors like ``like``; ``rounded``: torch's op rounds it to like's dtype."""
+        dtype = like.dtype if rounded else _opmath(like.dtype)
+        key = (name, dtype, like.ndim)
         view = self._views.get(key)
         if view is None:
             cast = self._cast.get(key[:2])
             if cast is None:
-                cast = self._values[name].to(dtype=like.dtype, device=like.device)
+                cast = self._values[name].to(dtype=dtype, device=like.device)
                 self._cast[key[:2]] = cast
             view = self._views[key] = cast.view((-1,) + (1,) * (like.ndim - 1))
         return view
+
+
+def _lerp_(start: Tensor, end: Tensor, weight: Tensor) -> Tensor:
+    """``start.lerp_(end, weight)``, for a weight in the dtype the op computes in."""
+    if weight.dtype == start.dtype:
+        return start.lerp_(end, weight)
+    # lerp_ wants one dtype: compute in the weight's, round once, as torch's half kernel does.
+    return start.copy_(start.to(weight.dtype).lerp_(end.to(weight.dtype), weight))
 
 
 def member_grad_norms(grads: Sequence[Tensor]) -> Tensor:
@@ -92,7 +114,9 @@ def clip_grads_per_member_(grads: Sequence[Tensor], norms: Tensor, max_norm: Ten
     """
     # Same expression as torch: `max_norm / (total_norm + 1e-6)` evaluates as
     # `(total_norm + 1e-6).reciprocal() * max_norm` (Tensor.__rtruediv__).
-    coef = (norms + _CLIP_EPS).reciprocal() * max_norm.to(dtype=norms.dtype, device=norms.device)
+    # A half-precision product with the float32 threshold is rounded back, as in torch.
+    threshold = max_norm.to(dtype=_opmath(norms.dtype), device=norms.device)
+    coef = ((norms + _CLIP_EPS).reciprocal() * threshold).to(norms.dtype)
     coef = torch.clamp(coef, max=1.0)
     # An infinite threshold means "off"; multiplying by exactly 1 keeps NaN/inf gradients as they
     # are instead of turning inf * 0 into NaN.
@@ -152,16 +176,16 @@ def adam_(
                 param.mul_(per_member("decay", param))
             else:
                 # == grad.add(param, alpha=wd): both evaluate fma(param, wd, grad).
-                grad = torch.addcmul(grad, param, per_member("decay", param))
+                grad = torch.addcmul(grad, param, per_member("decay", param, rounded=True))
 
-        exp_avg.lerp_(grad, per_member("one_minus_beta1", param))
+        _lerp_(exp_avg, grad, per_member("one_minus_beta1", param))
         # addcmul_(g, g, value=c) evaluates v + (c*g)*g; pre-scaling one factor keeps that order.
         exp_avg_sq.mul_(per_member("beta2", param)).addcmul_(
             grad * per_member("one_minus_beta2", param), grad
         )
-        denom = (exp_avg_sq.sqrt() / per_member("bias_correction2_sqrt", param)).add_(
-            per_member("eps", param)
-        )
+        # .to(): a half-precision quotient is rounded before eps is added, as in torch.
+        denom = (exp_avg_sq.sqrt() / per_member("bias_correction2_sqrt", param)).to(param.dtype)
+        denom.add_(per_member("eps", param, rounded=True))
         # addcdiv_(m, d, value=-s) evaluates p + (-s*m)/d.
         param.addcdiv_(exp_avg * per_member("neg_step_size", param), denom)
 
@@ -280,18 +304,18 @@ def adadelta_(
         square_avg = square_avgs[i]
         acc_delta = acc_deltas[i]
         if weight_decay is not None and (decay_mask is None or decay_mask[i]):
-            grad = torch.addcmul(grad, param, per_member("weight_decay", param))
+            grad = torch.addcmul(grad, param, per_member("weight_decay", param, rounded=True))
 
         rho_k = per_member("rho", param)
         one_minus_rho = per_member("one_minus_rho", param)
-        eps_k = per_member("eps", param)
+        eps_k = per_member("eps", param, rounded=True)
         square_avg.mul_(rho_k).addcmul_(grad * one_minus_rho, grad)
         std = square_avg.add(eps_k).sqrt_()
         delta = acc_delta.add(eps_k).sqrt_()
         delta.div_(std).mul_(grad)
         acc_delta.mul_(rho_k).addcmul_(delta * one_minus_rho, delta)
         # == param.add_(delta, alpha=-lr).
-        param.addcmul_(delta, per_member("neg_lr", param))
+        param.addcmul_(delta, per_member("neg_lr", param, rounded=True))
 
 
 def snapshot_members(tensors: Sequence[Tensor], index: Tensor) -> list[Tensor]:
