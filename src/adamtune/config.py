@@ -311,7 +311,7 @@ def python_snippet(config: Config, model_name: str = "model", total_steps: int |
         groups = f"{m}.parameters()"
     else:
         lines = [
-            "# weight decay on weight matrices only; biases and norm weights get 0",
+            "# weight decay on tensors of 2+ dims (weight matrices, embeddings); 1-D ones (biases, norm weights) get 0",
             f"decay = [p for p in {m}.parameters() if p.requires_grad and p.dim() >= 2]",
             f"no_decay = [p for p in {m}.parameters() if p.requires_grad and p.dim() < 2]",
         ]

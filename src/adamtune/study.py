@@ -48,6 +48,7 @@ from adamtune.trials import (
     Curve, TrialRecord, TrialState, ranked, this_worker, trials_text,
 )
 from adamtune.workloads import Workload, describe, load_workload
+from adamtune.workloads._base import ModelReused
 
 # Reading a study moved to results.py; these names are still found here, where they were.
 __all__ = ["StudySettings", "Trial", "TrialPruned", "TuneResult", "list_studies", "load", "tune", "tuned_description"]
@@ -717,7 +718,7 @@ def check_max_memory(max_memory: int | None, wanted: int | None, workload: Workl
     if max_memory is None or wanted == 1 or workload is None:
         return
     try:
-        model = workload.model()
+        model = workload.build_model()
         if why_not_batchable(model):  # trained one at a time anyway: no stack to fit
             return
         one = member_bytes(workload, device, model)
@@ -744,7 +745,7 @@ def resolve_batch(wanted: int | None, workload: Workload | None, sampler: str, r
     # The user's model or loss is broken: each trial records it as failed; the note says what failed.
     what = "building the model"
     try:
-        model = workload.model()
+        model = workload.build_model()
         reason = why_not_batchable(model)
         what = "running the model and loss on a minibatch"  # members_per_chunk measures its activations
         fits = members_per_chunk(workload, device, max_memory, model)
@@ -904,6 +905,9 @@ class _Runner:
         except KeyboardInterrupt as e:
             self._end_unrun([trial], e)  # a storage error while ending it must not hide the Ctrl-C
             raise
+        except ModelReused:  # the workload itself is wrong: every trial would be; not counted, stop now
+            self._fail(trial, traceback.format_exc(), count=False)
+            raise
         except (Exception, SystemExit):  # the user's code failed, or called sys.exit(): the trial failed
             self._fail(trial, traceback.format_exc())
             return
@@ -944,9 +948,13 @@ class _Runner:
             j = 0
             try:
                 self.notice(f"training trials one at a time: {e}")
-                for j, (t, c) in enumerate(rest):
-                    t.set_user_attr(ATTR_ENGINE, "sequential")
-                    self._run_sequential(t, c)
+                with warnings.catch_warnings():
+                    # a model that failed batched only at a later step: its trials report their first
+                    # evaluations again, the values they reported batched
+                    warnings.filterwarnings("ignore", message="The reported value is ignored because this")
+                    for j, (t, c) in enumerate(rest):
+                        t.set_user_attr(ATTR_ENGINE, "sequential")
+                        self._run_sequential(t, c)
             except BaseException as stop:
                 # Ctrl-C or the study's stop (repeated failures, the database gone): the batch's
                 # trials not finished end as cut short, and a rerun makes up for them.
@@ -955,6 +963,9 @@ class _Runner:
             return False
         except KeyboardInterrupt as e:
             self._fail_untold(trials, told, _cut_short(e), count=False)
+            raise
+        except ModelReused:
+            self._fail_untold(trials, told, traceback.format_exc(), count=False)
             raise
         except (Exception, SystemExit):  # the user's code failed, or called sys.exit()
             self._fail_untold(trials, told, traceback.format_exc())

@@ -188,6 +188,91 @@ def test_study_falls_back_to_sequential_with_one_notice(storage, model, why):
     assert all(ft.user_attrs["engine"] == "sequential" for ft in r.study.trials)
 
 
+class LogsNowAndThen(nn.Module):
+    """Research code that logs a statistic with .item() every 15th training call: vmap fails only then."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2, self.calls = nn.Linear(64, 32), nn.Linear(32, 10), 0
+        self.logged: list[float] = []
+
+    def forward(self, x):
+        h = torch.relu(self.fc1(x))
+        if self.training:
+            self.calls += 1
+            if self.calls % 15 == 0:
+                self.logged.append(h.std().item())
+        return self.fc2(h)
+
+
+class MixedDtypes(nn.Module):
+    """A float32 body with a float64 head."""
+
+    def __init__(self):
+        super().__init__()
+        self.body, self.head = nn.Linear(64, 32), nn.Linear(32, 10).double()
+
+    def forward(self, x):
+        return self.head(torch.relu(self.body(x)).double()).float()
+
+
+@pytest.mark.parametrize("model, why", [
+    (LogsNowAndThen, "torch.func.vmap cannot run this model at step 15: RuntimeError: vmap: It looks like you're "
+                     "calling .item()"),
+    (MixedDtypes, "its parameters are of several dtypes or devices (float32 on cpu, float64 on cpu)"),
+], ids=["item-at-step-15", "mixed-dtypes"])
+def test_a_model_that_fails_batched_only_later_or_mixes_dtypes_trains_one_at_a_time(storage, tmp_path, model, why):
+    """Not every trial failed and the study stopped: the members not yet stored train again one
+    at a time, and reach what --batch 1 reaches."""
+    notices = []
+    w = dataclasses.replace(_digits(steps=40, eval_every=10), model=model)
+    r = adamtune.tune(w, budget=3, storage=storage, pruner="none", notice=notices.append)
+    assert len(notices) == 1 and notices[0].startswith(f"training trials one at a time: {why}"), notices
+    assert [t.state for t in r.trials] == [TrialState.COMPLETE] * 3
+    alone = adamtune.tune(w, budget=3, storage=f"sqlite:///{tmp_path / 'alone.db'}", pruner="none", batch=1)
+    assert [t.value for t in r.trials] == pytest.approx([t.value for t in alone.trials], rel=1e-5)
+    for t, u in zip(r.trials, alone.trials):  # the curves too: what was reported batched is not left half
+        assert t.curve.steps == u.curve.steps == (10, 20, 30, 40)
+        assert t.curve.metrics["val_loss"] == pytest.approx(u.curve.metrics["val_loss"], rel=1e-5)
+
+
+@pytest.mark.parametrize("batch", ["auto", 1])
+def test_a_factory_that_hands_out_one_network_is_refused_not_trained_on(storage, batch):
+    """model=lambda: net: each sequential trial trained on from the last one's weights (the last
+    trial looked best), and every batched member started from the same weights."""
+    net = nn.Sequential(nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+    w = dataclasses.replace(_digits(steps=20, eval_every=10), model=lambda: net)
+    with pytest.raises(adamtune.WorkloadError, match="model\\(\\) returned a module it had returned before; it must "
+                                                     "build a new one on each call"):
+        adamtune.tune(w, budget=3, storage=storage, pruner="none", batch=batch, notice=lambda m: None)
+    r = adamtune.load(w.name, storage)
+    assert r.count(TrialState.RUNNING) == 0
+    assert all(t.interrupted for t in r.trials if t.state == TrialState.FAILED)  # not counted: none lost
+
+
+class GateAtCall20(nn.Module):
+    """A curriculum gate on a Python call counter: the batched engine's planning probes ran the
+    model once more, so the gate opened a step early."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2, self.calls = nn.Linear(64, 32), nn.Linear(32, 10), 0
+
+    def forward(self, x):
+        if self.training:
+            self.calls += 1
+        h = torch.relu(self.fc1(x))
+        return self.fc2(h * 3.0 if self.calls > 20 else h)
+
+
+def test_python_state_kept_on_the_model_starts_training_as_the_sequential_engines_does(storage, tmp_path):
+    w = dataclasses.replace(_digits(steps=40, eval_every=10), model=GateAtCall20)
+    batched = adamtune.tune(w, budget=3, storage=storage, pruner="none", notice=lambda m: None)
+    alone = adamtune.tune(w, budget=3, storage=f"sqlite:///{tmp_path / 'alone.db'}", pruner="none", batch=1)
+    assert all(t.engine.startswith("batched") for t in batched.trials)
+    for t, u in zip(batched.trials, alone.trials):
+        assert t.curve.metrics["val_loss"] == pytest.approx(u.curve.metrics["val_loss"], rel=1e-5)
+
 class Drop(nn.Module):
     def __init__(self):
         super().__init__()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import math
 import os
+import re
 from collections.abc import Callable, Sequence
 
 import optuna
@@ -46,6 +47,9 @@ def why_not_batchable(model: nn.Module) -> str | None:
                     "which a vmapped stack cannot do per member")
     if any(not p.requires_grad for p in model.parameters()):
         return "the model has frozen parameters (requires_grad=False)"
+    kinds = sorted({f"{str(p.dtype).removeprefix('torch.')} on {p.device}" for p in model.parameters()})
+    if len(kinds) > 1:
+        return f"its parameters are of several dtypes or devices ({', '.join(kinds)}); a stack needs one"
     return None
 
 
@@ -117,7 +121,7 @@ def _not_batchable_or_raise(error: Exception, what: str, workload: Workload, dev
     devices = [torch.device(device)] if torch.device(device).type == "cuda" else []
     try:
         with torch.random.fork_rng(devices=devices):
-            model = workload.model().to(device)
+            model = workload.build_model().to(device)
             if evaluation:
                 model.eval()
                 evaluate(model, workload, device, batches=1)
@@ -128,7 +132,10 @@ def _not_batchable_or_raise(error: Exception, what: str, workload: Workload, dev
         raise
     except Exception:
         raise error from None
-    raise NotBatchable(f"{what}: {type(error).__name__}: {first_line(error)}") from error
+    # torch's advice to file an issue is for torch's developers: this fallback is expected
+    kept = [part for part in re.split(r"(?<=[.;])\s+", first_line(error)) if "please file" not in part.lower()]
+    said = " ".join(kept).strip() or type(error).__name__
+    raise NotBatchable(f"{what}: {type(error).__name__}: {said}") from error
 
 
 def _batched_functions(base: nn.Module, workload: Workload):
@@ -242,7 +249,7 @@ def members_per_chunk(workload: Workload, device: torch.device | str, budget_byt
                       model: nn.Module | None = None) -> int:
     """How many members fit the memory budget: params, grads, two optimizer states, activations.
 
-    ``model``: one the caller already built from ``workload.model()`` (else one is built).
+    ``model``: one the caller already built from ``workload.build_model()`` (else one is built).
     """
     budget = budget_bytes if budget_bytes is not None else default_memory_budget(device)
     return max(1, int(budget // member_bytes(workload, device, model)))
@@ -251,9 +258,9 @@ def members_per_chunk(workload: Workload, device: torch.device | str, budget_byt
 def member_bytes(workload: Workload, device: torch.device | str, model: nn.Module | None = None) -> int:
     """The memory one member of a stack takes: params, grads, two optimizer states, activations.
 
-    ``model``: one the caller already built from ``workload.model()`` (else one is built).
+    ``model``: one the caller already built from ``workload.build_model()`` (else one is built).
     """
-    model = (workload.model() if model is None else model).to(device)
+    model = (workload.build_model() if model is None else model).to(device)
     param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     return max(1, 4 * param_bytes + 2 * activation_bytes(workload, model, device))  # x2: eval and headroom
 
@@ -279,7 +286,9 @@ def train_members(
             them (together) before the others end.
 
     Raises:
-        NotBatchable: the model cannot be vmapped (checked before any training step).
+        NotBatchable: the model cannot be vmapped: checked before the first step, and again on
+            an error in training or evaluation that one model alone does not raise (the members
+            not yet handed to ``on_done`` are then the caller's to train again).
     """
     k = len(configs)
     if k == 0:
@@ -289,7 +298,7 @@ def train_members(
     models = []
     for seed in init_seeds:
         torch.manual_seed(seed)
-        models.append(workload.model().to(device))
+        models.append(workload.build_model().to(device))
     reason = why_not_batchable(models[0])
     x, y = next(batch_stream(workload.train_data, workload.batch_size, data_seed))
     x, y = x.to(device), y.to(device)
@@ -302,28 +311,30 @@ def train_members(
     del models
 
     batched_forward, batched_loss, runner = _batched_functions(base, workload)
-
-    # The probes below run the model: a buffer it updates in place (a running mean of its own)
-    # is put back, so training starts from the buffers the sequential engine starts from.
+    # The probes below run a copy of the model: Python state it keeps (a call counter, an
+    # annealed temperature) starts training as the sequential engine's does. A buffer it updates
+    # in place (a running mean of its own) is put back likewise.
+    probe = copy.deepcopy(base)
+    probe_forward, probe_loss, _ = _batched_functions(probe, workload)
     saved = {n: b.clone() for n, b in buffers.items()}
     try:
-        params = adopt_grad_layout(params, lambda: batched_loss(params, buffers, x, y).sum())
+        params = adopt_grad_layout(params, lambda: probe_loss(params, buffers, x, y).sum())
     except Exception as e:  # e.g. vmap has no batching rule for something in the user's model
         _not_batchable_or_raise(e, f"{runner} cannot run this model", workload, device, evaluation=False)
     per_call = 1 if evaluates_per_call(base) else None
 
-    def evaluate_members(batches: int | None = None) -> dict[str, Tensor]:
-        base.eval()
+    def evaluate_members(batches: int | None = None, net: nn.Module = base, forward=batched_forward) -> dict[str, Tensor]:
+        net.eval()
         try:
-            return evaluate(lambda xx: batched_forward(params, buffers, xx), workload, device, batched=True,
+            return evaluate(lambda xx: forward(params, buffers, xx), workload, device, batched=True,
                             members=per_call or len(members), batches=batches)
         finally:
-            base.train()
+            net.train()
 
     members = list(range(k))  # original index of each row of the stack
     try:  # the evaluation too, once on its first call: a model may take another path in eval mode
         with torch.random.fork_rng(devices=[d for d in {p.device for p in params.values()} if d.type == "cuda"]):
-            evaluate_members(batches=1)
+            evaluate_members(batches=1, net=probe, forward=probe_forward)
     except Exception as e:
         _not_batchable_or_raise(e, f"{runner} cannot evaluate this model", workload, device, evaluation=True)
     with torch.no_grad():
@@ -360,8 +371,12 @@ def train_members(
         x, y = next(batches)
         x, y = x.to(device), y.to(device)
         opt.zero_grad(set_to_none=True)
-        losses = batched_loss(params, buffers, x, y)
-        losses.sum().backward()
+        try:
+            losses = batched_loss(params, buffers, x, y)
+            losses.sum().backward()
+        except Exception as e:  # a path only some steps take (a .item() every n calls): one at a time
+            _not_batchable_or_raise(e, f"{runner} cannot run this model at step {step}", workload, device,
+                                    evaluation=False)
         scale = None
         if scheduled:
             scale = torch.tensor([multipliers[i](step - 1) for i in members], dtype=torch.float64, device=device)
@@ -373,7 +388,11 @@ def train_members(
 
         train_loss, diverged = monitor.end_interval()
         bad_step = monitor.first_bad_step.tolist()
-        metrics = evaluate_members()
+        try:
+            metrics = evaluate_members()
+        except Exception as e:
+            _not_batchable_or_raise(e, f"{runner} cannot evaluate this model at step {step}", workload, device,
+                                    evaluation=True)
         values = metrics[workload.objective].tolist()
         # Members whose loss went non-finite mid-interval end without this evaluation, exactly
         # as the sequential engine stops at that step.

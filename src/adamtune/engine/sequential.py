@@ -46,7 +46,7 @@ def train_trial(
         trial: the Optuna trial to report to; None trains without reporting.
     """
     torch.manual_seed(init_seed)
-    model = workload.model().to(device)
+    model = workload.build_model().to(device)
     model.train()
     optimizer = make_optimizer(model, config)
     scheduler = make_scheduler(optimizer, config, workload.steps)

@@ -217,8 +217,8 @@ show what happened to the trials that ran.</p></section>"""
   <div class="card code">
     <h2>Paste into your training script</h2>
     <pre><code>{e(snippet)}</code></pre>
-    <p class="hint">Weight decay goes to weight matrices only; biases and normalisation weights get 0,
-    exactly as adamtune trained this trial.</p>
+    <p class="hint">Weight decay goes to tensors of two or more dimensions (weight matrices, embeddings);
+    1-D ones (biases, normalisation weights) get 0, exactly as adamtune trained this trial.</p>
     {runners}
   </div>
 </section>"""

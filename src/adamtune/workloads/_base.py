@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import weakref
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Union
 
@@ -39,6 +40,14 @@ def accuracy(output: Tensor, target: Tensor) -> Tensor:
 def cross_entropy(output: Tensor, target: Tensor) -> Tensor:
     """Cross-entropy over the last dimension, for [B, C] or [B, T, C] logits."""
     return F.cross_entropy(output.reshape(-1, output.shape[-1]), target.reshape(-1))
+
+
+class ModelReused(WorkloadError):
+    """``model()`` handed out a module it had handed out before."""
+
+
+# every module model() built that is still alive: one seen again was handed out twice
+_BUILT: weakref.WeakSet[nn.Module] = weakref.WeakSet()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,6 +134,18 @@ class Workload:
                 raise WorkloadError(f"workload {self.name!r}: {which}: {e}") from None
             if n < 1:
                 raise WorkloadError(f"workload {self.name!r}: {which} is empty")
+
+    def build_model(self) -> nn.Module:
+        """``model()``, checked to be a new module: a factory that hands out one network
+        (``model=lambda: net``) would train every trial on from the last one's weights."""
+        model = self.model()
+        if isinstance(model, nn.Module):
+            if model in _BUILT:
+                raise ModelReused(f"workload {self.name!r}: model() returned a module it had returned before; it "
+                                    "must build a new one on each call (model=MyNet, or a function that makes the "
+                                    "network, not lambda: net), or every trial trains on from the last one's weights")
+            _BUILT.add(model)
+        return model
 
     @property
     def metric_names(self) -> tuple[str, ...]:
