@@ -273,6 +273,18 @@ def test_python_state_kept_on_the_model_starts_training_as_the_sequential_engine
     for t, u in zip(batched.trials, alone.trials):
         assert t.curve.metrics["val_loss"] == pytest.approx(u.curve.metrics["val_loss"], rel=1e-5)
 
+
+def test_lazy_modules_train_on_both_engines_alike(storage, tmp_path):
+    """nn.LazyLinear gets its shape from a first forward: both engines failed every trial
+    (the optimizer saw uninitialised parameters)."""
+    w = dataclasses.replace(_digits(steps=20, eval_every=10),
+                            model=lambda: nn.Sequential(nn.LazyLinear(32), nn.ReLU(), nn.Linear(32, 10)))
+    batched = adamtune.tune(w, budget=3, storage=storage, pruner="none", notice=lambda m: None)
+    alone = adamtune.tune(w, budget=3, storage=f"sqlite:///{tmp_path / 'alone.db'}", pruner="none", batch=1)
+    assert [t.state for t in batched.trials] == [t.state for t in alone.trials] == [TrialState.COMPLETE] * 3
+    assert all(t.engine.startswith("batched") for t in batched.trials)
+    assert [t.value for t in batched.trials] == pytest.approx([t.value for t in alone.trials], rel=1e-5)
+
 class Drop(nn.Module):
     def __init__(self):
         super().__init__()

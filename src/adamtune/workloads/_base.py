@@ -145,6 +145,11 @@ class Workload:
                                     "must build a new one on each call (model=MyNet, or a function that makes the "
                                     "network, not lambda: net), or every trial trains on from the last one's weights")
             _BUILT.add(model)
+            if any(isinstance(p, nn.parameter.UninitializedParameter) for p in model.parameters()):
+                # lazy modules (nn.LazyLinear) take their shapes from a first forward: run one on
+                # two training examples, so the optimizer sees real parameters (torch's own advice)
+                with torch.no_grad():
+                    model(take(self.train_data, torch.arange(min(2, num_examples(self.train_data))))[0])
         return model
 
     @property
