@@ -118,6 +118,9 @@ def _no_answer(address: str, timeout_s: float) -> str | None:
         conn = socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s)
     except OSError as e:
         return f"cannot be reached: {e.strerror or e}"
+    if os.environ.get("RAY_USE_TLS", "0").lower() not in ("0", "false", ""):
+        conn.close()  # a TLS cluster answers a plain greeting with nothing gRPC: reaching it is all we check
+        return None
     answer: bytes | None = b""
     with conn:
         try:

@@ -749,6 +749,8 @@ def resolve_batch(wanted: int | None, workload: Workload | None, sampler: str, r
         reason = why_not_batchable(model)
         what = "running the model and loss on a minibatch"  # members_per_chunk measures its activations
         fits = members_per_chunk(workload, device, max_memory, model)
+    except ModelReused:  # the workload itself is wrong: said once, before any trial
+        raise
     except (Exception, SystemExit) as e:
         notice(f"training trials one at a time: {what} to plan a batch failed ({type(e).__name__}: {first_line(e)})")
         return 1

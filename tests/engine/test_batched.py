@@ -205,6 +205,29 @@ class LogsNowAndThen(nn.Module):
         return self.fc2(h)
 
 
+
+class FailsAtCall25(LogsNowAndThen):
+    """The user's own bug, reached only at a later step: not vmap's doing."""
+
+    def forward(self, x):
+        if self.training:
+            self.calls += 1
+            if self.calls == 25:
+                raise ValueError("user bug at call 25")
+        return self.fc2(torch.relu(self.fc1(x)))
+
+
+def test_a_users_own_error_at_a_later_step_fails_the_trials_without_a_fallback(storage):
+    """Not blamed on vmap, nor trained a second time one at a time."""
+    notices = []
+    w = dataclasses.replace(_digits(steps=40, eval_every=10), model=FailsAtCall25)
+    with pytest.raises(adamtune.StudyError, match="Last error: ValueError: user bug at call 25"):
+        adamtune.tune(w, budget=3, storage=storage, pruner="none", notice=notices.append)
+    assert notices == []
+    r = adamtune.load(w.name, storage)
+    assert [t.state for t in r.trials] == [TrialState.FAILED] * 3
+    assert all(t.engine.startswith("batched") for t in r.trials)
+
 class MixedDtypes(nn.Module):
     """A float32 body with a float64 head."""
 
@@ -248,6 +271,7 @@ def test_a_factory_that_hands_out_one_network_is_refused_not_trained_on(storage,
     r = adamtune.load(w.name, storage)
     assert r.count(TrialState.RUNNING) == 0
     assert all(t.interrupted for t in r.trials if t.state == TrialState.FAILED)  # not counted: none lost
+    assert r.count(TrialState.COMPLETE) == 0  # caught before a first trial trained from import-time weights
 
 
 class GateAtCall20(nn.Module):

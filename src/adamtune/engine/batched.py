@@ -138,6 +138,18 @@ def _not_batchable_or_raise(error: Exception, what: str, workload: Workload, dev
     raise NotBatchable(f"{what}: {type(error).__name__}: {said}") from error
 
 
+def _vmaps_own(error: BaseException) -> bool:
+    """Whether ``error`` is torch.func's refusal of something under vmap (a .item(), a
+    data-dependent branch, an op without a batching rule), not an error of the user's code.
+
+    Before training any error is tried on one model alone; at a later step that one-step check
+    would pass for the user's own bug too, so only vmap's own words count there.
+    """
+    text = str(error).lower()
+    return isinstance(error, RuntimeError) and any(
+        w in text for w in ("vmap", "batching rule", "batchedtensor", "functorch", "torch.func"))
+
+
 def _batched_functions(base: nn.Module, workload: Workload):
     """``forward(params, buffers, x)`` -> [K, B, ...], ``loss(params, buffers, x, y)`` -> [K], and what runs them.
 
@@ -375,6 +387,8 @@ def train_members(
             losses = batched_loss(params, buffers, x, y)
             losses.sum().backward()
         except Exception as e:  # a path only some steps take (a .item() every n calls): one at a time
+            if not _vmaps_own(e):  # the user's own error at this step: each trial's failure, as alone
+                raise
             _not_batchable_or_raise(e, f"{runner} cannot run this model at step {step}", workload, device,
                                     evaluation=False)
         scale = None
@@ -391,6 +405,8 @@ def train_members(
         try:
             metrics = evaluate_members()
         except Exception as e:
+            if not _vmaps_own(e):
+                raise
             _not_batchable_or_raise(e, f"{runner} cannot evaluate this model at step {step}", workload, device,
                                     evaluation=True)
         values = metrics[workload.objective].tolist()

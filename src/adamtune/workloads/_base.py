@@ -50,6 +50,35 @@ class ModelReused(WorkloadError):
 _BUILT: weakref.WeakSet[nn.Module] = weakref.WeakSet()
 
 
+# the factories already checked to build a new module on each call
+_CHECKED: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def _first_use(factory: Any) -> bool:
+    """Whether ``factory`` is used here for the first time (always True for one that cannot be
+    weakly referenced, such as a bound method: it is then checked on every use)."""
+    try:
+        if factory in _CHECKED:
+            return False
+        _CHECKED.add(factory)
+    except TypeError:
+        pass
+    return True
+
+
+def _materialize(model: nn.Module, x: Any) -> None:
+    """Give a model's lazy parameters their shapes with one forward of ``x`` on its own device."""
+    device = next((t.device for t in model.parameters()), torch.device("cpu"))
+    modes = {m: m.training for m in model.modules()}
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(x.to(device) if isinstance(x, Tensor) else x)
+    finally:
+        for m, training in modes.items():
+            m.training = training
+
+
 @dataclasses.dataclass(frozen=True)
 class Workload:
     """A model, its data, and how a trial is trained and judged.
@@ -137,19 +166,28 @@ class Workload:
 
     def build_model(self) -> nn.Module:
         """``model()``, checked to be a new module: a factory that hands out one network
-        (``model=lambda: net``) would train every trial on from the last one's weights."""
+        (``model=lambda: net``) would train every trial on from the last one's weights.
+
+        The first time a factory is used it is called twice (under a forked random state, so
+        the model returned is the one a single call makes), which catches such a factory
+        before its first trial trains.
+        """
         model = self.model()
-        if isinstance(model, nn.Module):
-            if model in _BUILT:
-                raise ModelReused(f"workload {self.name!r}: model() returned a module it had returned before; it "
-                                    "must build a new one on each call (model=MyNet, or a function that makes the "
-                                    "network, not lambda: net), or every trial trains on from the last one's weights")
-            _BUILT.add(model)
-            if any(isinstance(p, nn.parameter.UninitializedParameter) for p in model.parameters()):
-                # lazy modules (nn.LazyLinear) take their shapes from a first forward: run one on
-                # two training examples, so the optimizer sees real parameters (torch's own advice)
-                with torch.no_grad():
-                    model(take(self.train_data, torch.arange(min(2, num_examples(self.train_data))))[0])
+        if not isinstance(model, nn.Module):
+            return model
+        reused = model in _BUILT
+        if not reused and _first_use(self.model):
+            with torch.random.fork_rng(devices=[]):
+                reused = self.model() is model
+        _BUILT.add(model)  # a reused one too: every later call is refused as well
+        if reused:
+            raise ModelReused(f"workload {self.name!r}: model() returned a module it had returned before; it "
+                              "must build a new one on each call (model=MyNet, or a function that makes the "
+                              "network, not lambda: net), or every trial trains on from the last one's weights")
+        if any(isinstance(p, nn.parameter.UninitializedParameter) for p in model.parameters()):
+            # lazy modules (nn.LazyLinear) take their shapes from a first forward: one on two
+            # training examples, in eval mode (no running statistics move), where the model is
+            _materialize(model, take(self.train_data, torch.arange(min(2, num_examples(self.train_data))))[0])
         return model
 
     @property
