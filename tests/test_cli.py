@@ -303,7 +303,10 @@ def test_sigterm_ends_the_trials_in_training_as_cut_short(tmp_path, tiny_ref, ad
     assert (f"{len(cut)} cut short" in shown) == bool(cut)
     # the cut-short trials do not use up the budget: a rerun makes up for them
     kept = len(r.trials) - len(cut)
-    r = adamtune.tune(storage=db, study="tiny", budget=kept + 2)
+    again = subprocess.run([adamtune_command, "tune", "--storage", db, "--study", "tiny", "--budget", str(kept + 2),
+                            "--no-report"], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert again.returncode == 0, again.stderr
+    r = adamtune.load("tiny", db)
     assert len(r.trials) == kept + len(cut) + 2 and r.count(adamtune.TrialState.RUNNING) == 0
 
 
@@ -339,6 +342,55 @@ def test_a_closed_output_stops_the_study_like_ctrl_c_and_fails_no_trial(tmp_path
     head = subprocess.run(f"'{adamtune_command}' show --storage '{db}' | head -1", shell=True, capture_output=True,
                           text=True)
     assert head.returncode == 0 and head.stderr == ""  # a reading command stops quietly
+
+
+def test_the_note_on_trials_cut_short_comes_after_the_studys_header(tmp_path, tiny_file, adamtune_command):
+    """A run stopped mid-trial, run again: its first lines are the study's header, then the note."""
+    import signal
+    import sqlite3
+    import time
+
+    (tmp_path / "slow.py").write_text(
+        "import dataclasses, sys\n"
+        f"sys.path.insert(0, {os.path.dirname(tiny_file)!r})\n"
+        "import tiny_workloads\n"
+        "def slow():\n"
+        "    return dataclasses.replace(tiny_workloads.tiny(), name='slow', steps=10**6, eval_every=10**5)\n")
+    args = [adamtune_command, "tune", "--workload", "slow.py:slow", "--batch", "1", "--budget", "3",
+            "--storage", "sqlite:///slow.db", "--no-report"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+
+    def running():
+        if not (tmp_path / "slow.db").exists():
+            return 0
+        with sqlite3.connect(tmp_path / "slow.db") as c:
+            try:
+                return c.execute("select count(*) from trials where state = 'RUNNING'").fetchone()[0]
+            except sqlite3.OperationalError:  # the tables are being made
+                return 0
+
+    first = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    try:
+        deadline = time.monotonic() + 300
+        while running() == 0:
+            assert first.poll() is None and time.monotonic() < deadline
+            time.sleep(0.2)
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(timeout=120) == 143
+    finally:
+        first.kill()
+    again = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
+    try:
+        lines = []
+        for line in again.stdout:
+            lines.append(line)
+            if line.startswith("note:"):
+                break
+    finally:
+        again.kill()
+        again.wait()
+    assert lines[0].startswith("study slow ·"), lines
+    assert lines[-1].startswith("note: 1 trial cut short earlier: run again first"), lines
 
 @pytest.fixture
 def read_only_copy(finished, tmp_path):

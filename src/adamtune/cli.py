@@ -191,6 +191,15 @@ def tune(
         )
         state: dict = {}
 
+        def note(msg: str) -> None:  # held until the study's header is printed: it is about this study
+            state.setdefault("held", []).append(msg)
+            if state.get("started"):
+                flush_notes()
+
+        def flush_notes() -> None:
+            for msg in state.pop("held", []):
+                progress.console.print(f"[yellow]note:[/] {escape(msg)}", highlight=False, soft_wrap=True)
+
         def on_start(settings, remaining: int) -> None:
             name = study or settings.workload_name
             console.print(
@@ -204,6 +213,8 @@ def tune(
             if settings.space.fixed:
                 console.print("fixed: " + ", ".join(f"{k}={v}" for k, v in settings.space.fixed), highlight=False,
                               markup=False)
+            state["started"] = True
+            flush_notes()
             if remaining == 0:
                 console.print(f"the study already has its {settings.budget} trials; pass a larger --budget to run more")
                 return  # no progress bar for no trials
@@ -221,7 +232,7 @@ def tune(
             optimizer=optimizer, task=task, budget=_whole("--budget", budget), space=set_ or None,
             sampler=sampler, pruner=pruner, storage=_on_disk(storage), study=study, seed=_whole("--seed", seed),
             device=device, on_trial=on_trial, on_start=on_start, batch=batch, max_memory=parse_size(max_memory),
-            notice=lambda msg: progress.console.print(f"[yellow]note:[/] {escape(msg)}", highlight=False),
+            notice=note,
         )
         n_workers = _whole("--workers", workers)
         cpus = _whole("--cpus-per-worker", cpus_per_worker)
@@ -241,6 +252,7 @@ def tune(
         finally:
             if progress.live.is_started:  # stopping a progress never started prints an empty line
                 progress.stop()
+            flush_notes()  # a run that failed before its header still says what it noticed
         console.print()
         best = best_trials(result)
         if best:
