@@ -234,6 +234,14 @@ class Harness:
         self.members = list(range(self.k))  # original member held by each batched row
         self.taken = [0] * self.k  # optimizer steps each original member has taken
 
+    def same_gradients(self, g: torch.Generator) -> None:
+        """Random gradients drawn from ``g``, the same into the stack and into each solo model."""
+        for name, stacked in self.params.items():
+            grad = torch.randn(stacked.shape, generator=g, dtype=torch.float64).to(self.dtype)
+            stacked.grad = grad.clone()
+            for k, model in enumerate(self.solo):
+                dict(model.named_parameters())[name].grad = grad[k].clone()
+
     def batch(self, t: int) -> tuple[torch.Tensor, torch.Tensor]:
         g = torch.Generator().manual_seed(10_000 + t)
         x = torch.randn(16, 4, generator=g, dtype=torch.float64)
@@ -337,11 +345,7 @@ def test_same_gradients_give_the_same_bits(family: Family, dtype: torch.dtype) -
     g = torch.Generator().manual_seed(7)
     solo_params = [list(m.parameters()) for m in h.solo]
     for t in range(30):
-        for name, stacked in h.params.items():
-            grad = torch.randn(stacked.shape, generator=g, dtype=torch.float64).to(dtype)
-            stacked.grad = grad.clone()
-            for k, model in enumerate(h.solo):
-                dict(model.named_parameters())[name].grad = grad[k].clone()
+        h.same_gradients(g)
         scale = torch.tensor([case.schedules[k](t) for k in range(K)], dtype=torch.float64)
         h.opt.step(lr_scale=scale)
         for k, opt in enumerate(h.solo_opts):
@@ -376,11 +380,7 @@ def test_half_precision_stacked_kernels_give_torch_optims_bits(family: Family, d
     h = Harness(family, case, dtype)
     g = torch.Generator().manual_seed(3)
     for t in range(30):
-        for name, stacked in h.params.items():
-            grad = torch.randn(stacked.shape, generator=g, dtype=torch.float64).to(dtype)
-            stacked.grad = grad.clone()
-            for k, model in enumerate(h.solo):
-                dict(model.named_parameters())[name].grad = grad[k].clone()
+        h.same_gradients(g)
         h.opt.step()
         for k, opt in enumerate(h.solo_opts):
             if case.clip(k) is not None:
