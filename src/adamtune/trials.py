@@ -66,6 +66,14 @@ class Curve:
         return cls(steps, {k: tuple(_float(x) for x in v) for k, v in data.items()})
 
 
+def sample_indices(count: int, n: int) -> list[int]:
+    """``n`` indices evenly spaced over ``range(count)``, first and last included: the steps
+    whose gradient norms a trial keeps as its samples."""
+    if n < 2:
+        return [count - 1] * n
+    return [round(i * (count - 1) / (n - 1)) for i in range(n)]
+
+
 @dataclasses.dataclass(frozen=True)
 class GradNorms:
     """Summary of the unclipped global gradient norms a trial saw (one per step)."""
@@ -86,10 +94,7 @@ class GradNorms:
 
     def sample_steps(self) -> list[int]:
         """The training step (1-based) of each of ``samples``: evenly spaced over ``count`` steps."""
-        n = len(self.samples)
-        if n < 2:
-            return [self.count] * n
-        return [1 + round(i * (self.count - 1) / (n - 1)) for i in range(n)]
+        return [1 + i for i in sample_indices(self.count, len(self.samples))]
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> GradNorms | None:

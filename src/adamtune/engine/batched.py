@@ -114,10 +114,19 @@ def evaluates_per_call(model: nn.Module) -> bool:
 
 
 def _not_batchable_or_raise(error: Exception, what: str, workload: Workload, device: torch.device | str,
-                            evaluation: bool) -> None:
+                            evaluation: bool, step: int | None = None) -> None:
     """Raise NotBatchable for ``error`` of the stacked model, or ``error`` itself if one model
     alone fails the same way (a bug in the user's model, loss or metric: each trial's failure
-    to record, not a reason to train one at a time)."""
+    to record, not a reason to train one at a time).
+
+    ``step``: the training step ``error`` came at, after the checks before the first. One model
+    alone is tried on one step only, which a bug of the user's reached later passes too, so
+    there only vmap's own refusals count (:func:`_vmaps_own`).
+    """
+    if step is not None:
+        if not _vmaps_own(error):
+            raise error
+        what = f"{what} at step {step}"
     devices = [torch.device(device)] if torch.device(device).type == "cuda" else []
     try:
         with torch.random.fork_rng(devices=devices):
@@ -142,8 +151,6 @@ def _vmaps_own(error: BaseException) -> bool:
     """Whether ``error`` is torch.func's refusal of something under vmap (a .item(), a
     data-dependent branch, an op without a batching rule), not an error of the user's code.
 
-    Before training any error is tried on one model alone; at a later step that one-step check
-    would pass for the user's own bug too, so only vmap's own words count there.
     """
     text = str(error).lower()
     return isinstance(error, RuntimeError) and any(
@@ -387,10 +394,8 @@ def train_members(
             losses = batched_loss(params, buffers, x, y)
             losses.sum().backward()
         except Exception as e:  # a path only some steps take (a .item() every n calls): one at a time
-            if not _vmaps_own(e):  # the user's own error at this step: each trial's failure, as alone
-                raise
-            _not_batchable_or_raise(e, f"{runner} cannot run this model at step {step}", workload, device,
-                                    evaluation=False)
+            _not_batchable_or_raise(e, f"{runner} cannot run this model", workload, device, evaluation=False,
+                                    step=step)
         scale = None
         if scheduled:
             scale = torch.tensor([multipliers[i](step - 1) for i in members], dtype=torch.float64, device=device)
@@ -405,10 +410,8 @@ def train_members(
         try:
             metrics = evaluate_members()
         except Exception as e:
-            if not _vmaps_own(e):
-                raise
-            _not_batchable_or_raise(e, f"{runner} cannot evaluate this model at step {step}", workload, device,
-                                    evaluation=True)
+            _not_batchable_or_raise(e, f"{runner} cannot evaluate this model", workload, device, evaluation=True,
+                                    step=step)
         values = metrics[workload.objective].tolist()
         # Members whose loss went non-finite mid-interval end without this evaluation, exactly
         # as the sequential engine stops at that step.

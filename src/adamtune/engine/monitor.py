@@ -11,7 +11,7 @@ import dataclasses
 import torch
 from torch import Tensor
 
-from adamtune.trials import GradNorms
+from adamtune.trials import GradNorms, sample_indices
 
 _MAX_SAMPLES = 200
 
@@ -98,8 +98,7 @@ def summarize_norms(norms: Tensor, max_grad_norm: float | None) -> GradNorms | N
     if finite.numel() == 0:
         return None
     q = torch.quantile(finite, torch.tensor([0.5, 0.9, 0.99], dtype=finite.dtype))
-    n = min(_MAX_SAMPLES, len(norms))  # evenly spaced steps, as GradNorms.sample_steps() names them
-    idx = torch.tensor([0] if n < 2 else [round(i * (len(norms) - 1) / (n - 1)) for i in range(n)], dtype=torch.long)
+    idx = torch.tensor(sample_indices(len(norms), min(_MAX_SAMPLES, len(norms))), dtype=torch.long)
     clipped = float((finite > max_grad_norm).double().mean()) if max_grad_norm is not None else 0.0
     return GradNorms(
         count=int(len(norms)), mean=float(finite.mean()), p50=float(q[0]), p90=float(q[1]),
