@@ -42,9 +42,9 @@ class NotBatchable(Exception):
 def why_not_batchable(model: nn.Module) -> str | None:
     """A reason the model cannot be stacked, from its structure alone (None if it can)."""
     for name, m in model.named_modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats and m.training:
-            return (f"{type(m).__name__} at '{name or 'model'}' updates running statistics in place, "
-                    "which a vmapped stack cannot do per member")
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats and m.momentum is None:
+            return (f"{type(m).__name__} at '{name or 'model'}' has momentum=None (a cumulative average, "
+                    "which divides by its step count as a Python number: one per member in a stack)")
     if any(not p.requires_grad for p in model.parameters()):
         return "the model has frozen parameters (requires_grad=False)"
     kinds = sorted({f"{str(p.dtype).removeprefix('torch.')} on {p.device}" for p in model.parameters()})
@@ -53,29 +53,51 @@ def why_not_batchable(model: nn.Module) -> str | None:
     return None
 
 
-def reassigned_buffer(model: nn.Module, workload: Workload, x: Tensor, y: Tensor) -> str | None:
-    """A reason the model cannot be stacked because its forward replaces a buffer, or None.
+def buffer_updates(model: nn.Module, workload: Workload, x: Tensor, y: Tensor) -> tuple[list[str], str | None]:
+    """The buffers a training step updates in place, and a reason the model cannot be stacked
+    because its forward replaces a buffer (or None).
 
     ``functional_call`` hands the stack's buffers to every call, so a buffer that ``forward``
     assigns anew (``self.mean = 0.9 * self.mean + ...``) would be lost after each step, and the
-    members would train another model than the sequential engine does (one updated in place is
-    kept per member). One training-mode forward of a copy of ``model`` on ``x`` shows it; the
-    random state is restored after it.
+    members would train another model than the sequential engine does; one updated in place
+    (BatchNorm's running statistics, ``self.mean.mul_(0.9).add_(...)``) is kept per member, which
+    :func:`lost_updates` checks on the stack. One training-mode forward of a copy of ``model`` on
+    ``x`` shows both; the random state is restored after it.
     """
     if next(model.buffers(), None) is None:
-        return None
+        return [], None
     probe = copy.deepcopy(model).train()
-    before = {n: b for n, b in probe.named_buffers()}
+    before = {n: b.clone() for n, b in probe.named_buffers()}
+    same = {n: b for n, b in probe.named_buffers()}
     devices = [d for d in {b.device for b in before.values()} if d.type == "cuda"]
     try:
         with torch.random.fork_rng(devices=devices), torch.no_grad():
             workload.loss(probe(x), y)
     except Exception:  # noqa: BLE001 - a model that fails here fails in the stack too, and says why there
-        return None
+        return [], None
+    updated = []
     for name, b in probe.named_buffers():
-        if before.get(name) is not b:
-            return (f"its forward assigns the buffer '{name}' anew in training, which a vmapped stack cannot "
-                    "keep per member (update it in place, e.g. with mul_ and add_, to train batched)")
+        if same.get(name) is not b:
+            return [], (f"its forward assigns the buffer '{name}' anew in training, which a vmapped stack cannot "
+                        "keep per member (update it in place, e.g. with mul_ and add_, to train batched)")
+        if not torch.equal(b, before[name]):
+            updated.append(name)
+    return updated, None
+
+
+def lost_updates(updated: Sequence[str], before: dict[str, Tensor], after: dict[str, Tensor]) -> str | None:
+    """A reason the stack cannot train the model if a buffer that one model's training step
+    updates in place (``updated``) kept its value from ``before`` the stack's step in some member.
+
+    vmap updates a stacked buffer in place through a view of it (BatchNorm's running statistics
+    go to the backend's kernel as one [K*C] vector); a backend that worked on a copy would leave
+    the members' statistics where they started, and every evaluation in eval mode would be off.
+    """
+    for name in updated:
+        stale = [k for k, (b, a) in enumerate(zip(before[name], after[name])) if torch.equal(b, a)]
+        if stale:
+            return (f"the buffer '{name}', updated in place in training, did not change in member {stale[0]} "
+                    "of the vmapped stack (as it does in one model alone)")
     return None
 
 
@@ -321,7 +343,8 @@ def train_members(
     reason = why_not_batchable(models[0])
     x, y = next(batch_stream(workload.train_data, workload.batch_size, data_seed))
     x, y = x.to(device), y.to(device)
-    reason = reason or reassigned_buffer(models[0], workload, x, y)
+    updated, replaced = buffer_updates(models[0], workload, x, y)
+    reason = reason or replaced
     if reason:
         raise NotBatchable(reason)
     base = meta_copy(models[0])
@@ -340,6 +363,9 @@ def train_members(
         params = adopt_grad_layout(params, lambda: probe_loss(params, buffers, x, y).sum())
     except Exception as e:  # e.g. vmap has no batching rule for something in the user's model
         _not_batchable_or_raise(e, f"{runner} cannot run this model", workload, device, evaluation=False)
+    reason = lost_updates(updated, saved, buffers)
+    if reason:
+        raise NotBatchable(reason)
     per_call = 1 if evaluates_per_call(base) else None
 
     def evaluate_members(batches: int | None = None, net: nn.Module = base, forward=batched_forward) -> dict[str, Tensor]:
