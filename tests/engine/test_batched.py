@@ -3,6 +3,7 @@ import math
 
 import pytest
 import torch
+import torch.utils.checkpoint
 from torch import nn
 
 import adamtune
@@ -121,6 +122,17 @@ class NotVmappable(nn.Module):
         return self.fc(-x)
 
 
+class Checkpointed(nn.Module):
+    """Activation checkpointing: the recomputation in backward runs after functional_call returned."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(64, 64), nn.Linear(64, 10)
+
+    def forward(self, x):
+        return self.b(torch.utils.checkpoint.checkpoint(lambda t: torch.relu(self.a(t)), x, use_reentrant=False))
+
+
 class VmapsOnlyInTraining(nn.Module):
     """Takes a path in eval mode that vmap cannot batch (a per-member value read as a number)."""
 
@@ -199,6 +211,7 @@ class ReassignedMean(RunningMean):
 
 @pytest.mark.parametrize("model, why", [(CumulativeBatchNorm, "BatchNorm1d at 'net.1' has momentum=None"), (NotVmappable, "vmap cannot run this model"),
                                         (VmapsOnlyInTraining, "vmap cannot evaluate this model"),
+                                        (Checkpointed, "activation checkpointing recomputes the forward in backward"),
                                         (ReassignedMean, "its forward assigns the buffer 'mean' anew in training")])
 def test_study_falls_back_to_sequential_with_one_notice(storage, model, why):
     notices, events = [], []

@@ -163,10 +163,18 @@ def _not_batchable_or_raise(error: Exception, what: str, workload: Workload, dev
         raise
     except Exception:
         raise error from None
+    if "device meta" in str(error):  # the stack's model keeps its own tensors on the meta device (meta_copy)
+        raise NotBatchable(f"{what}: {OUTSIDE_THE_CALL}") from error
     # torch's advice to file an issue is for torch's developers: this fallback is expected
     kept = [part for part in re.split(r"(?<=[.;])\s+", first_line(error)) if "please file" not in part.lower()]
     said = " ".join(kept).strip() or type(error).__name__
     raise NotBatchable(f"{what}: {type(error).__name__}: {said}") from error
+
+
+OUTSIDE_THE_CALL = (
+    "it uses a parameter other than through its modules during forward's call (activation checkpointing "
+    "recomputes the forward in backward, after the call; a parameter kept in a plain attribute or a "
+    "closure does the same), where a stack cannot put each member's in its place")
 
 
 def _vmaps_own(error: BaseException) -> bool:
