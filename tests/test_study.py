@@ -1,6 +1,7 @@
 import dataclasses
 import json
 import math
+import os
 import sqlite3
 
 import optuna
@@ -84,6 +85,45 @@ def test_continuing_with_other_optimizer_or_space_is_refused(storage, tiny_ref):
         adamtune.tune(tiny_ref, budget=3, storage=storage, optimizer="adam")
     with pytest.raises(StudyError, match="has its own search space"):
         adamtune.tune(tiny_ref, budget=3, storage=storage, space=["lr=1e-3:1e-1"])
+
+
+def test_continuing_with_another_objective_direction_mode_or_setup_is_refused(storage, tiny_file, monkeypatch):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("tiny_wl", tiny_file)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    w = mod.tiny()
+    adamtune.tune(w, budget=1, storage=storage, study="s")
+    # Optuna keeps the direction a study was made with: maximising accuracy there would rank,
+    # prune and show accuracies as if lower were better
+    with pytest.raises(StudyError, match="^study 's' minimizes val_loss, this run maximizes val_accuracy; use a new"):
+        adamtune.tune(dataclasses.replace(w, objective="val_accuracy", direction="maximize"), budget=2,
+                      storage=storage, study="s")
+    with pytest.raises(StudyError, match=r"^study 's' was trained with another workload setup \(steps "
+                                         rf"{w.steps} -> {2 * w.steps}\): its trials would not compare"):
+        adamtune.tune(dataclasses.replace(w, steps=2 * w.steps), budget=2, storage=storage, study="s")
+    with pytest.raises(StudyError, match="^study 's' minimizes val_loss, this run minimizes the value of an objective"):
+        adamtune.tune(lambda config, trial: 1.0, budget=2, storage=storage, study="s")
+    adamtune.tune(lambda config, trial: 1.0, budget=1, storage=storage, study="obj")
+    with pytest.raises(StudyError, match="^study 'obj' minimizes the value of an objective function, this run "
+                                         "maximizes the value"):
+        adamtune.tune(lambda config, trial: 1.0, budget=2, storage=storage, study="obj", direction="maximize")
+    assert len(adamtune.load("s", storage).trials) == len(adamtune.load("obj", storage).trials) == 1
+    # the same file spelt another way is the same workload
+    monkeypatch.chdir(os.path.dirname(tiny_file))
+    name = os.path.basename(tiny_file)
+    adamtune.tune(f"{name}:tiny", budget=1, storage=storage, study="ref")
+    assert len(adamtune.tune(f"./{name}:tiny", budget=2, storage=storage, study="ref").trials) == 2
+
+
+def test_a_function_that_cannot_be_an_objective_is_refused_before_a_study_is_made(storage, tiny_file):
+    def workload():  # a workload factory, passed without its call
+        raise AssertionError("not to be called")
+
+    with pytest.raises(StudyError, match=r"^tune\(\) got workload, which cannot be called as objective\(config, "
+                                         r"trial\); pass workload\(\) if it makes a Workload"):
+        adamtune.tune(workload, budget=2, storage=storage)
+    assert not os.path.exists(storage.removeprefix("sqlite:///"))  # no study, not even a database, was made
 
 
 def test_show_json_shape(storage, tiny_ref):
@@ -233,6 +273,50 @@ def test_objective_nan_is_diverged(storage):
 
     r = adamtune.tune(objective, budget=2, storage=storage)
     assert [t.state for t in r.trials] == [TrialState.DIVERGED] * 2
+
+
+def test_a_nan_report_stops_the_loop_and_marks_where_it_diverged(storage):
+    steps = []
+
+    def objective(config, trial):  # the README's loop: report, then ask should_prune()
+        for step in range(1, 51):
+            steps.append(step)
+            trial.report(step, 1.0 if step < 5 else float("nan"))
+            if trial.should_prune():
+                raise adamtune.TrialPruned()
+        return 1.0
+
+    r = adamtune.tune(objective, budget=1, storage=storage, pruner="none")
+    (t,) = r.trials
+    assert steps[-1] == 5 and t.state == TrialState.DIVERGED and t.steps == 5
+    assert r.study.trials[0].user_attrs["diverged_at_step"] == 5
+
+
+def test_asha_on_an_objective_judges_from_a_quarter_of_its_length(storage):
+    pruned_at = []
+
+    def objective(config, trial):  # 100 steps, a report every step; worse for larger lr
+        for step in range(1, 101):
+            trial.report(step, config.lr * 100 + 1.0 / step)
+            if trial.should_prune():
+                pruned_at.append(step)
+                raise adamtune.TrialPruned()
+        return config.lr * 100
+
+    r = adamtune.tune(objective, budget=12, storage=storage, pruner="asha")
+    # Optuna's min_resource="auto" took 1% of the first complete trial: pruned at step 1
+    assert pruned_at and min(pruned_at) >= 25 and r.count(TrialState.PRUNED) == len(pruned_at)
+
+
+def test_a_rerun_with_nothing_to_run_on_a_study_whose_every_trial_failed_is_an_error(storage, tiny_file):
+    with pytest.raises(StudyError):
+        adamtune.tune(f"{tiny_file}:broken", budget=2, storage=storage, notice=lambda m: None)
+    with pytest.raises(StudyError) as e:
+        adamtune.tune(f"{tiny_file}:broken", budget=2, storage=storage, notice=lambda m: None)
+    assert str(e.value) == ("study 'broken' has used its budget of 2 trials and every one failed; fix the error, then "
+                            "pass a larger --budget to run more, or use a new --study name. Last error: RuntimeError: "
+                            f"model factory exploded (full tracebacks: adamtune show --storage {storage} --study "
+                            "broken)")
 
 
 def test_workload_object_in_python(storage, tiny_file):
@@ -472,3 +556,21 @@ def test_the_note_on_a_broken_model_says_what_failed(tiny_file, model, said):
     notes = []
     assert resolve_batch(None, w, "quasi-random", 4, "cpu", None, notes.append) == 1
     assert notes == [f"training trials one at a time: {said}"]
+
+
+def test_an_objectives_paste_line_says_its_steps_are_only_those_reported(storage):
+    from adamtune.report.terminal import best_snippet
+
+    def objective(config, trial):  # 5 epochs of 10 steps, a report per epoch
+        for epoch in range(1, 6):
+            trial.report(epoch, 1.0 / epoch + config.lr)
+        return 0.2 + config.lr
+
+    r = adamtune.tune(objective, budget=2, storage=storage, space=["warmup=0.2", "schedule=cosine"])
+    assert ("total_steps = 5  # the last step the trial reported: set the steps your loop trains: warmup and the "
+            "schedule are fractions of them") in best_snippet(r)
+    none = adamtune.tune(lambda config, trial: float("nan"), budget=1, storage=storage, study="nan")
+    assert none.best_config is None and best_snippet(none) is None
+    with pytest.raises(adamtune.ConfigError, match=r"^python_snippet\(\) needs a Config, got None \(a study with no "
+                                                   "completed trial has no best_config\\)$"):
+        adamtune.python_snippet(none.best_config)

@@ -296,14 +296,19 @@ def short_beta(x: float, rel: float) -> str:
     return shortest_g(x, lambda y: y < 1 and abs((1 - y) - (1 - x)) <= rel * (1 - x))
 
 
-def python_snippet(config: Config, model_name: str = "model", total_steps: int | None = None) -> str:
+def python_snippet(config: Config, model_name: str = "model", total_steps: int | None = None,
+                   steps_reported: bool = False) -> str:
     """Ready-to-paste PyTorch code that builds the optimizer adamtune trained ``config`` with.
 
     Numbers are printed in the fewest significant figures within 0.005% of the trial's values
     (betas and rho: ``1 - beta`` within 0.005%), so the line reads well and trains as the trial did.
     With a warmup or a schedule, the code defines ``total_steps`` (``total_steps``: the steps the
-    trial trained, of which warmup and the decay are fractions) and imports adamtune for the scheduler.
+    trial trained, of which warmup and the decay are fractions; ``steps_reported``: it is only the
+    last step an objective function reported, which the code says) and imports adamtune for the scheduler.
     """
+    if not isinstance(config, Config):
+        raise ConfigError(f"python_snippet() needs a Config, got {config!r}"
+                          + (" (a study with no completed trial has no best_config)" if config is None else ""))
     cls = _TORCH_CLASS[config.optimizer]
     m = model_name
     if config.weight_decay == 0:  # no decay anywhere: one group, as most training scripts have it
@@ -332,7 +337,9 @@ def python_snippet(config: Config, model_name: str = "model", total_steps: int |
     if config.warmup > 0 or config.schedule != "constant":
         steps = "..." if total_steps is None else str(total_steps)
         lines.append("import adamtune")
-        lines.append(f"total_steps = {steps}  # the steps the trial trained: warmup and the schedule are fractions of them")
+        said = ("the last step the trial reported: set the steps your loop trains" if steps_reported
+                else "the steps the trial trained")
+        lines.append(f"total_steps = {steps}  # {said}: warmup and the schedule are fractions of them")
         lines.append(
             f"scheduler = adamtune.make_scheduler(optimizer, adamtune.Config("
             f"optimizer={config.optimizer!r}, lr={_fmt(config.lr)}, warmup={_fmt(config.warmup)}, "

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import inspect
 import math
 import os
 import re
@@ -129,6 +130,7 @@ class Trial:
         self._norms: list[float] = []
         self.last_step = 0
         self.saw_nonfinite = False
+        self.diverged_at: int | None = None
 
     @property
     def number(self) -> int:
@@ -147,11 +149,15 @@ class Trial:
             col.extend([float("nan")] * (n - len(col)))
         if not math.isfinite(value):
             self.saw_nonfinite = True
+            if self.diverged_at is None:
+                self.diverged_at = int(step)
             return
         self._trial.report(value, int(step))
 
     def should_prune(self) -> bool:
-        return self._trial.should_prune()
+        """Whether to stop this trial now: the pruner says so, or a NaN/inf value was reported
+        (the trial then ends as diverged at that step, not as pruned)."""
+        return self.saw_nonfinite or self._trial.should_prune()
 
     def log_grad_norm(self, norm: float) -> None:
         self._norms.append(float(norm))
@@ -159,7 +165,8 @@ class Trial:
     def _outcome(self, value: float, direction: str) -> Outcome:
         norms = summarize_norms(torch.tensor(self._norms, dtype=torch.float64), self.config.max_grad_norm) if self._norms else None
         if self.saw_nonfinite or not math.isfinite(value):
-            return Outcome("diverged", infeasible(direction), self.last_step, self._curve, norms, self.last_step)
+            at = self.diverged_at if self.diverged_at is not None else self.last_step
+            return Outcome("diverged", infeasible(direction), self.last_step, self._curve, norms, at)
         return Outcome("complete", value, self.last_step, self._curve, norms)
 
 
@@ -288,13 +295,33 @@ def draws_alone(sampler: optuna.samplers.BaseSampler) -> bool:
     return type(sampler) in _POINT_SAMPLERS
 
 
+class QuarterOfFirstComplete(optuna.pruners.BasePruner):
+    """ASHA for an objective function, whose length adamtune is not told: no pruning until a
+    trial completes, then rungs from a quarter of the last step that trial reported, x3 after
+    (the managed workloads' rule). Optuna's own ``min_resource="auto"`` takes 1% of it, which
+    judges every later trial at its first report."""
+
+    def __init__(self) -> None:
+        self._asha: optuna.pruners.SuccessiveHalvingPruner | None = None
+
+    def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        if self._asha is None:
+            done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+            steps = [max(t.intermediate_values) for t in done if t.intermediate_values]
+            if not steps:
+                return False
+            self._asha = optuna.pruners.SuccessiveHalvingPruner(min_resource=max(1, steps[0] // 4),
+                                                                 reduction_factor=3)
+        return self._asha.prune(study, trial)
+
+
 def make_pruner(name: str, workload: Workload | None) -> optuna.pruners.BasePruner:
     """ASHA (successive halving), median, or no pruning, fitted to the workload's evaluations."""
     if name == "none":
         return optuna.pruners.NopPruner()
     if name == "asha":
         if workload is None:
-            return optuna.pruners.SuccessiveHalvingPruner(reduction_factor=3)
+            return QuarterOfFirstComplete()
         # First rung after about a quarter of training, on an evaluation step; rungs x3 after.
         # Earlier rungs judge slow starters (small lr, large beta) before they can show anything.
         e = workload.eval_every
@@ -415,6 +442,7 @@ def open_study(
         if not callable(workload_or_objective):
             raise StudyError("tune() needs a Workload, a workload reference, or an objective(config, trial) function")
         objective_fn = workload_or_objective
+        _check_objective(objective_fn)
 
     name = study
     if name is not None and (not isinstance(name, str) or not name.strip()):
@@ -448,7 +476,8 @@ def open_study(
             # to where the study was made).
             raise WorkloadError(f"study {name!r} tunes workload {ref!r}, which cannot be loaded from here: {e}; "
                                 "run adamtune from the directory the study was made in") from None
-    if stored is not None and workload_ref is not None and stored.workload not in (None, workload_ref):
+    if stored is not None and workload_ref is not None and stored.workload is not None \
+            and not _same_ref(stored.workload, workload_ref):
         raise StudyError(f"study {name!r} tunes workload {stored.workload!r}, not {workload_ref!r}; use a new --study name")
     check_max_memory(max_memory, wanted_batch, workload, dev)
 
@@ -497,6 +526,10 @@ def open_study(
         if the_direction not in ("minimize", "maximize"):
             raise StudyError(f"direction must be minimize or maximize, got {the_direction!r}")
 
+    info = describe(workload) if workload is not None else {}
+    if stored is not None:
+        _check_continues(name, stored, metric, the_direction, info)
+
     # Trials whose worker was killed outright end as cut short, so they no longer use up the budget.
     lost = end_lost(existing) if existing is not None else 0
     if lost:
@@ -510,7 +543,7 @@ def open_study(
         optimizer=opt, task=the_task, space=the_space,
         budget=max(n_budget, counted_trials(existing)) if existing is not None else n_budget,
         seed=the_seed, sampler=the_sampler, pruner=the_pruner, metric=metric, direction=the_direction,
-        workload_info=describe(workload) if workload is not None else {},
+        workload_info=info,
         space_budget=n_budget if stored is None else _began_with(stored),
     )
     if store is None:
@@ -533,6 +566,51 @@ def open_study(
         (notice or warn)(f"{trials_text(len(retried))} cut short earlier: run again first, with the same "
                           "hyperparameters and initial weights")
     return OpenedStudy(the_study, settings, store, workload, objective_fn, dev, wanted_batch, remaining, url)
+
+
+def _check_objective(fn: Callable) -> None:
+    """Refuse, before a study is made, a function that cannot be called as objective(config, trial):
+    most often a workload factory passed without its call."""
+    try:
+        inspect.signature(fn).bind(None, None)
+    except ValueError:  # no signature to read (some builtins): let the call say
+        return
+    except TypeError:
+        name = getattr(fn, "__name__", "the function")
+        raise StudyError(f"tune() got {name}, which cannot be called as objective(config, trial); pass {name}() if "
+                         "it makes a Workload, or a function of (config, trial) that trains and returns the "
+                         "objective") from None
+
+
+def _same_ref(a: str, b: str) -> bool:
+    """Whether two workload references name the same thing: ``./w.py:ATTR`` is ``w.py:ATTR``."""
+    (pa, _, aa), (pb, _, ab) = a.rpartition(":"), b.rpartition(":")
+    if aa != ab or not pa or not pb:
+        return a == b
+    return os.path.normpath(pa) == os.path.normpath(pb) if pa.endswith(".py") and pb.endswith(".py") else pa == pb
+
+
+# What a study's trials were trained and judged with: a study continued with other values would
+# hold trials that do not compare (and Optuna keeps the direction the study was made with).
+_KEPT = {"steps": "steps", "batch_size": "batch size", "eval_every": "evaluation every",
+         "train_examples": "training examples", "valid_examples": "validation examples"}
+
+
+def _aims(metric: str, direction: str, workload: bool) -> str:
+    return f"{direction}s {metric}" if workload else f"{direction}s the value of an objective function"
+
+
+def _check_continues(name: str, stored: StudySettings, metric: str, direction: str, info: dict[str, Any]) -> None:
+    """Refuse to continue study ``name`` with another objective, direction, mode or workload setup."""
+    was, now = stored.metric != "value", bool(info)  # objective mode's metric is "value"
+    if (was, stored.metric, stored.direction) != (now, metric, direction):
+        raise StudyError(f"study {name!r} {_aims(stored.metric, stored.direction, was)}, this run "
+                         f"{_aims(metric, direction, now)}; use a new --study name")
+    changed = [f"{what} {stored.workload_info[k]} -> {info[k]}" for k, what in _KEPT.items()
+               if k in stored.workload_info and k in info and stored.workload_info[k] != info[k]]
+    if changed:
+        raise StudyError(f"study {name!r} was trained with another workload setup ({', '.join(changed)}): its trials "
+                         "would not compare with this run's; use a new --study name")
 
 
 def tune(
@@ -614,10 +692,18 @@ def tune(
     if max_trials is not None:
         remaining = min(remaining, max_trials)
     quota = remaining if max_trials is not None else math.inf  # trials that count this call may still run
-    if on_start is not None:
-        on_start(settings, remaining)
     runner = _Runner(the_study, settings, workload, opened.objective_fn, opened.device, on_trial,
                      max_consecutive_failures, notice or warn, opened.url)
+    if remaining == 0 and max_consecutive_failures is not None:
+        # Nothing to run, and nothing but failures to show: not a success a script may read.
+        counted = [t for t in result_of(the_study, settings).trials if not t.interrupted]
+        if counted and all(t.state == TrialState.FAILED for t in counted):
+            runner.last_error = _error_line(counted[-1].error or "")
+            raise runner.failed(f"study {the_study.study_name!r} has used its budget of {settings.budget} trials and "
+                                f"every one failed; fix the error, then pass a larger --budget to run more, or use a "
+                                f"new --study name")
+    if on_start is not None:
+        on_start(settings, remaining)
     k = resolve_batch(opened.wanted_batch, workload, the_sampler, remaining, opened.device, max_memory,
                       notice or warn)
     try:
@@ -902,8 +988,10 @@ class _Runner:
                 try:
                     value = self.objective_fn(config, user_trial)
                     outcome = user_trial._outcome(float(value), s.direction)
-                except optuna.TrialPruned:
-                    outcome = dataclasses.replace(user_trial._outcome(0.0, s.direction), status="pruned")
+                except optuna.TrialPruned:  # after a NaN/inf report, should_prune() said stop: it diverged
+                    outcome = user_trial._outcome(0.0, s.direction)
+                    if not user_trial.saw_nonfinite:
+                        outcome = dataclasses.replace(outcome, status="pruned")
         except KeyboardInterrupt as e:
             self._end_unrun([trial], e)  # a storage error while ending it must not hide the Ctrl-C
             raise
@@ -1044,9 +1132,7 @@ class _Runner:
         if not count:
             return
         self.failures += 1
-        last = tb.strip().splitlines()
-        # "adamtune.errors.WorkloadError: ..." -> "WorkloadError: ...": the class as the user wrote it
-        self.last_error = re.sub(r"^(?:[A-Za-z_<][\w<>]*\.)+(?=[A-Za-z_]\w*: )", "", last[-1]) if last else "unknown"
+        self.last_error = _error_line(tb)
         self._notify([trial])
         if self.max_failures is not None and self.failures >= self.max_failures:
             raise self.failed(f"{self.failures} trials in a row failed; stopping")
@@ -1070,6 +1156,13 @@ class _Runner:
         for j, trial in enumerate(trials):
             later = {t.number for t in trials[j + 1:]}
             self.on_trial(by_number[trial.number], _with_running(now, later) if later else now)
+
+
+def _error_line(tb: str) -> str:
+    """A traceback's last line, with the exception's class as the user wrote it:
+    "adamtune.errors.WorkloadError: ..." -> "WorkloadError: ..."."""
+    last = tb.strip().splitlines()
+    return re.sub(r"^(?:[A-Za-z_<][\w<>]*\.)+(?=[A-Za-z_]\w*: )", "", last[-1]) if last else "unknown"
 
 
 def _finished_numbers(study: optuna.Study) -> set[int]:

@@ -42,7 +42,7 @@ def test_markup_in_user_text_is_printed_as_it_is(hostile_analysis):
     console = Console(record=True, width=200)
     print_findings(console, hostile_analysis)
     out = console.export_text()
-    assert "unstable: 1 of 11 trials diverged" in out
+    assert "unstable: 2 of 11 trials diverged" in out
     assert "clipping: max_grad_norm" in out
 
 

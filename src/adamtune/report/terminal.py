@@ -128,7 +128,13 @@ def retries_line(result: TuneResult) -> str | None:
 
 def best_snippet(result: TuneResult) -> str | None:
     cfg = result.best_config
-    return None if cfg is None else python_snippet(cfg, total_steps=_planned_steps(result))
+    if cfg is None:
+        return None
+    steps = result.settings.workload_info.get("steps")
+    if isinstance(steps, int):  # a workload's: every trial trained to the end trains these
+        return python_snippet(cfg, total_steps=steps)
+    # An objective function's own loop: adamtune knows only the steps the best trial reported.
+    return python_snippet(cfg, total_steps=result.best.steps or None, steps_reported=True)
 
 
 # A best trial whose last evaluation is within this fraction of its best ended as good as it got.
@@ -158,15 +164,6 @@ def best_step_note(result: TuneResult) -> str | None:
                 f"{best.steps}-step run (training {hits[0]} steps instead would squeeze its lr schedule)")
     return (f"{where}; it ended at {fmt(values[-1])}: keep the checkpoint of step {hits[0]}, or train "
             f"{hits[0]} steps")
-
-
-def _planned_steps(result: TuneResult) -> int | None:
-    """The steps a trial of the study trains when it runs to the end (the workload's)."""
-    steps = result.settings.workload_info.get("steps")
-    if isinstance(steps, int) and not isinstance(steps, bool) and steps >= 1:
-        return steps
-    done = [t.steps for t in result.trials if t.state == TrialState.COMPLETE and t.steps]
-    return max(done) if done else None
 
 
 def config_dict(config: Config) -> dict[str, Any]:
