@@ -210,6 +210,17 @@ def test_decay_timescale():
         assert guide.weight_decay_for_timescale(lr, guide.decay_timescale(lr, wd)) == pytest.approx(wd)
 
 
+def test_the_decay_timescale_advice_points_the_way_its_formula_does():
+    # tau kept a fixed fraction f of a T-step run: lambda = 1/(lr * f * T) falls as T or lr grows
+    action = guide.ACTIONS["decay_timescale"]
+    assert "weight_decay = 1/(lr·τ), so weight_decay goes down when the run gets longer or lr goes up" in action
+    assert "raise it" not in action
+    lr, f = 0.004935, 1.0
+    assert guide.weight_decay_for_run_fraction(lr, f, 400) == pytest.approx(0.5066, rel=1e-3)
+    assert guide.weight_decay_for_run_fraction(lr, f, 4000) == pytest.approx(0.05066, rel=1e-3)
+    assert guide.weight_decay_for_run_fraction(2 * lr, f, 400) < guide.weight_decay_for_run_fraction(lr, f, 400)
+
+
 def test_timescale_is_the_ema_horizon_of_pytorchs_adamw():
     # With zero gradient AdamW only decays: after tau steps the weight has shrunk by ~1/e.
     lr, wd = 1e-2, 0.5

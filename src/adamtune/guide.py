@@ -856,9 +856,9 @@ ACTIONS: dict[str, str] = {
     ),
     "decay_timescale": (
         "Read AdamW's weight_decay as a timescale τ = 1/(lr·weight_decay) steps: the weights average "
-        "the updates of about the last τ steps. Choose weight_decay so that τ lies between one epoch and "
-        "the whole run; raise it with the run's length, and lower it when lr goes up "
-        "(`adamtune explain weight_decay`)."
+        "the updates of about the last τ steps. Keep τ a fixed fraction of the run, between one epoch and "
+        "the whole run: weight_decay = 1/(lr·τ), so weight_decay goes down when the run gets longer or lr "
+        "goes up (`adamtune explain weight_decay`)."
     ),
     "clip": (
         f"Set max_grad_norm near the {CLIP_PERCENTILE:.0f}th percentile of the unclipped gradient "
