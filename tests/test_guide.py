@@ -221,6 +221,14 @@ def test_the_decay_timescale_advice_points_the_way_its_formula_does():
     assert guide.weight_decay_for_run_fraction(2 * lr, f, 400) < guide.weight_decay_for_run_fraction(lr, f, 400)
 
 
+def test_weight_decay_too_large_says_what_over_regularises():
+    # tau much shorter than an epoch; 0.1 is the rule of thumb at lr ~1e-3 in long runs (tau 10,000 steps)
+    too_large = guide.param_guide("weight_decay").too_large
+    assert "1/(lr·λ) is much shorter than an epoch" in too_large
+    assert f"λ > {guide.STRONG_WEIGHT_DECAY:g} at typical lrs near 1e-3 in long runs" in too_large
+    assert guide.decay_timescale(1e-3, guide.STRONG_WEIGHT_DECAY) == pytest.approx(10_000)
+
+
 def test_timescale_is_the_ema_horizon_of_pytorchs_adamw():
     # With zero gradient AdamW only decays: after tau steps the weight has shrunk by ~1/e.
     lr, wd = 1e-2, 0.5

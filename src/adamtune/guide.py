@@ -117,6 +117,11 @@ TASK_LABELS: dict[str, str] = {
 MAX_WARMUP_FRACTION: float = 0.1
 CLIP_PERCENTILE: float = 90.0
 CLIP_TOO_OFTEN: float = 0.5
+# AdamW's weight_decay (PyTorch's convention) above which the usual advice calls it
+# over-regularising. A rule of thumb for typical lrs near 1e-3 and long runs: τ = 1/(lr·λ) is then
+# under 10,000 steps. What over-regularises is τ much shorter than an epoch, so a short run or a
+# small lr may need a larger λ for the decay to act at all (the decay-timescale finding says so).
+STRONG_WEIGHT_DECAY: float = 0.1
 
 
 def _one_of(what: str, value: object, choices: tuple[str, ...]) -> None:
@@ -300,7 +305,10 @@ PARAMS: dict[str, ParamGuide] = {
             "Pulls weights towards 0 every step; how depends on the optimizer (see the conventions). "
             "adamtune decays only tensors with dim ≥ 2, not biases or normalisation weights."
         ),
-        too_large="over-regularised, underfits (AdamW: above about 0.1)",
+        too_large=(
+            "over-regularised, underfits (AdamW: when its timescale 1/(lr·λ) is much shorter than an epoch; "
+            f"about λ > {STRONG_WEIGHT_DECAY:g} at typical lrs near 1e-3 in long runs)"
+        ),
         too_small="overfits",
         typical=(
             ("generic", Typical("0.01 or 0.001 as first tries; choose on validation data", 1e-3, 1e-2)),

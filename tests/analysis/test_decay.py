@@ -47,3 +47,46 @@ def test_without_the_datas_size_the_run_alone_bounds_it(syn):
     assert d.epoch is None and d.high is None and d.too_long
     (f,) = decay_findings(d)
     assert "at this lr, weight_decay of about 0.3515 (τ = the run)" in f.detail
+
+
+def test_a_range_above_the_window_searched_is_said_and_given_as_a_window_to_test(syn):
+    # digits-mlp's 400 steps at lr 0.0071: tau = the run needs 0.35, above the searched 1e-5..0.3
+    d = best(syn, 0.007113, 0.002363)
+    assert d.searched == 0.3 and d.above_window and d.above_usual
+    (f,) = decay_findings(d)
+    assert f.suggestion == ("--set weight_decay=0.35:6.3",)
+    assert ("That range starts above the top of the weight_decay window this study searched (0.3): a 400-step run "
+            "at lr 0.007113 needs decay this strong for it to act at all. Only the validation loss can tell whether "
+            "it helps: test it with --set weight_decay=0.35:6.3 (in place of any weight_decay in the next search's "
+            "command).") in f.detail
+
+
+def test_a_range_above_the_rule_of_thumb_is_said_when_weight_decay_was_not_searched(syn):
+    settings = dataclasses.replace(syn.settings(syn.LR), workload_info=RUN)  # weight_decay not tuned
+    trials = [syn.trial(0, 0.1, config={"lr": 0.02, "weight_decay": 1e-4}, steps=400, lr=0.02)]
+    d = decay_timescale(trials, settings)
+    assert d.searched is None and not d.above_window and d.above_usual  # 0.125 > 0.1
+    (f,) = decay_findings(d)
+    assert f.suggestion == ("--set weight_decay=0.125:2.2",)
+    assert "starts above 0.1, above which the guide calls AdamW's weight_decay over-regularising" in f.detail
+
+
+def test_without_an_epoch_the_window_to_test_runs_down_to_a_tenth_of_the_run(syn):
+    (f,) = decay_findings(best(syn, 0.007113, 0.002363, info={"steps": 400}))
+    assert f.suggestion == ("--set weight_decay=0.35:3.5",)
+    assert "(τ from the run down to a tenth of it; in place of any weight_decay" in f.detail
+
+
+def test_a_range_the_window_covers_needs_no_window_to_test(syn):
+    d = best(syn, 0.05, 1e-5)  # from 0.05 (tau = the run): inside 1e-5..0.3 and below 0.1
+    assert d.too_long and not d.above_usual
+    (f,) = decay_findings(d)
+    assert f.suggestion == () and "validation loss" not in f.detail
+
+
+def test_the_window_to_test_is_what_tune_accepts(syn):
+    from adamtune.space import preset, with_overrides
+
+    (f,) = decay_findings(best(syn, 0.007113, 0.002363))
+    space = with_overrides(preset("adamw", "generic", 16), [f.suggestion[0].removeprefix("--set ")])
+    assert (space.dimension("weight_decay").low, space.dimension("weight_decay").high) == (0.35, 6.3)

@@ -110,3 +110,10 @@ def test_the_report_at_the_end_of_a_study_never_overwrites_a_database(normal_ana
         f"adamtune: warning: '{target}' is a SQLite database, which the report must not overwrite; name another "
         "file, e.g. report.html")
     assert "Findings" in out.export_text() and target.read_bytes() == before
+
+
+def test_the_terminal_gives_the_window_that_tests_a_strong_weight_decay(low_analysis):
+    # lr at most 1e-4 for 100 steps: tau = the run needs weight_decay 100 and more, far above 0.3
+    (f,) = low_analysis.of_kind("decay_timescale")
+    assert f.suggestion and f.suggestion[0].startswith("--set weight_decay=")
+    assert f"      → test: {f.suggestion[0]}" in plain(low_analysis).splitlines()

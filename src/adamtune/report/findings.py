@@ -22,6 +22,8 @@ CONTINUE_NOTE = ("the windows hold: more trials of this study try new points of 
                  "--sampler tpe to exploit what it found")
 TOO_FEW_NOTE = ("too few trials to say whether to move the windows: more trials of this study try new points of "
                 "the same search")
+# The word before a finding's ``--set`` suggestion, by kind (the report shows it with the finding's action).
+SUGGESTION_LABELS = {"boundary": "widen", "decay_timescale": "test"}
 
 
 def findings_lines(analysis: StudyAnalysis) -> list[Text]:
@@ -38,8 +40,8 @@ def findings_lines(analysis: StudyAnalysis) -> list[Text]:
     for f in analysis.findings:
         mark, style = _MARK[f.severity]
         lines.append(Text.assemble((f"  {mark} ", style), f.title))
-        if f.kind == "boundary":
-            lines.append(Text.assemble("      → widen: ", (" ".join(f.suggestion), "bold")))
+        if f.suggestion and f.kind in SUGGESTION_LABELS:
+            lines.append(Text.assemble(f"      → {SUGGESTION_LABELS[f.kind]}: ", (" ".join(f.suggestion), "bold")))
     ns = analysis.next_space
     if ns.changed:
         lines.append(Text.assemble(("Next search: ", "bold"), ns.command or " ".join(f"--set {a}" for a in ns.set_arguments)))
