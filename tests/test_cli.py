@@ -46,6 +46,9 @@ BAD_INPUT = [
     (["tune", "--seed", str(2**32)], f"seed must be an integer in [0, 2**32), got {2**32}"),
     (["tune", "--budget", "3", "--set", "lr=nan"], "--set: lr must be finite, got nan"),
     (["tune", "--budget", "3", "--set", "lr=0"], "--set: lr must be > 0, got 0.0"),
+    *((["tune", "--optimizer", optimizer, "--set", "eps=0"], "--set: eps must be > 0, got 0.0: with eps=0 a coordinate "
+       "whose gradient has been exactly 0 gets 0/0 = NaN (torch.optim accepts it, but cannot train with it)")
+      for optimizer in ("adamw", "adadelta")),
     (["tune", "--set", "lr=1e-4:1e-2", "--set", "lr=3e-3"], "--set lr is given twice"),
     (["tune", "--workload", "json:loads"], "'json:loads' must be a Workload or a function that takes no argument"),
     (["tune", "--study", ""], "study name must be a non-empty string, got ''"),

@@ -13,10 +13,12 @@ BAD = [
     (dict(beta1=1.0), "beta1 must be in [0, 1), got 1.0"),
     (dict(beta1=1.5), "beta1 must be in [0, 1), got 1.5"),
     (dict(beta2=-0.1), "beta2 must be in [0, 1), got -0.1"),
-    (dict(eps=0.0), "eps must be > 0, got 0.0"),
+    *((dict(optimizer=o, eps=0.0), "eps must be > 0, got 0.0: with eps=0 a coordinate whose gradient has been "
+       "exactly 0 gets 0/0 = NaN (torch.optim accepts it, but cannot train with it)") for o in ("adamw", "adam", "adadelta")),
+    (dict(eps=-1e-8), "eps must be > 0, got -1e-08"),
     (dict(weight_decay=-0.01), "weight_decay must be >= 0, got -0.01"),
     (dict(optimizer="adadelta", rho=1.5), "rho must be in [0, 1], got 1.5"),
-    (dict(optimizer="adadelta", eps=-1.0), "eps must be >= 0, got -1.0"),
+    (dict(optimizer="adadelta", eps=-1.0), "eps must be > 0, got -1.0"),
     (dict(max_grad_norm=0.0), "max_grad_norm must be > 0 (or None for no clipping: none or off in --set), got 0.0"),
     (dict(warmup=1.0), "warmup must be a fraction of the steps in [0, 1), got 1.0"),
     (dict(schedule="linear"), "schedule must be one of constant, cosine, got 'linear'"),
@@ -30,6 +32,17 @@ BAD = [
 def test_config_rejects_bad_values_with_clear_message(kwargs, message):
     with pytest.raises(ConfigError, match="^" + re.escape(message) + "$"):
         Config(**kwargs)
+
+
+@pytest.mark.parametrize("cls", [torch.optim.Adadelta, torch.optim.Adam, torch.optim.AdamW])
+def test_eps_0_is_refused_because_torch_takes_it_and_makes_nan_where_a_gradient_is_0(cls):
+    # what the refusal says: torch.optim accepts eps=0, and a coordinate whose gradient has been 0 gets 0/0
+    p = nn.Parameter(torch.ones(2))
+    opt = cls([p], lr=1.0, eps=0.0)
+    for _ in range(3):
+        p.grad = torch.tensor([0.3, 0.0])
+        opt.step()
+    assert torch.isfinite(p[0]) and torch.isnan(p[1])
 
 
 @pytest.mark.parametrize("optimizer, lr, eps, wd", [

@@ -165,6 +165,15 @@ def test_every_parameter_is_described_for_every_task():
                     assert typical.low <= typical.high
 
 
+def test_per_optimizer_texts_are_for_optimizers_that_use_the_parameter():
+    for p in guide.PARAMS.values():
+        for optimizer, _ in (*p.typical_override, *p.too_large_override, *p.too_small_override):
+            assert optimizer in p.optimizers, (p.name, optimizer)
+    eps = guide.param_guide("eps")
+    assert eps.too_small_for("adam") == eps.too_small_for("adamw") == eps.too_small
+    assert "√(u + ε)" in eps.too_small_for("adadelta") and "blow-up" not in eps.too_small_for("adadelta")
+
+
 @pytest.mark.parametrize("optimizer", OPTIMIZERS)
 @pytest.mark.parametrize("task", guide.TASKS)
 def test_scales_and_typical_values_sit_inside_the_preset_windows(optimizer, task):

@@ -58,7 +58,8 @@ class Config:
         optimizer: ``"adamw"``, ``"adam"`` or ``"adadelta"``.
         lr: learning rate (peak value when a warmup or schedule is used).
         beta1, beta2: Adam's moment decay rates, each in [0, 1).
-        eps: term added to the denominator, > 0 (Adadelta: >= 0).
+        eps: term added to the denominator, > 0 (torch.optim accepts 0, but then a coordinate
+            whose gradients have all been 0 gets 0/0 = NaN).
         weight_decay: AdamW: decoupled decay in PyTorch's lr-coupled convention
             (theta *= 1 - lr * weight_decay); Adam/Adadelta: L2 added to the gradient.
         rho: Adadelta's running-average decay, in [0, 1].
@@ -97,10 +98,11 @@ class Config:
         _check(self.lr > 0, f"lr must be > 0, got {self.lr}")
         _check(0 <= self.beta1 < 1, f"beta1 must be in [0, 1), got {self.beta1}")
         _check(0 <= self.beta2 < 1, f"beta2 must be in [0, 1), got {self.beta2}")
-        if self.optimizer == "adadelta":
-            _check(self.eps >= 0, f"eps must be >= 0, got {self.eps}")
-        else:
-            _check(self.eps > 0, f"eps must be > 0, got {self.eps}")
+        # torch.optim takes eps=0 (Adadelta's check is eps >= 0, Adam's too), but a coordinate whose
+        # gradients have all been 0 (an input pixel that is always 0) then steps by 0/0.
+        _check(self.eps > 0, f"eps must be > 0, got {self.eps}" + (
+            ": with eps=0 a coordinate whose gradient has been exactly 0 gets 0/0 = NaN (torch.optim accepts it, "
+            "but cannot train with it)" if self.eps == 0 else ""))
         _check(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
         _check(0 <= self.rho <= 1, f"rho must be in [0, 1], got {self.rho}")
         if self.max_grad_norm is not None:

@@ -168,6 +168,8 @@ class ParamGuide:
         typical: ``(task, Typical)`` for every task in ``TASKS``, for Adam/AdamW unless the
             parameter is Adadelta's alone.
         typical_override: ``(optimizer, Typical)`` where an optimizer differs from ``typical``.
+        too_large_override, too_small_override: ``(optimizer, text)`` where an optimizer differs
+            from ``too_large`` / ``too_small`` (those are Adam/AdamW's where they give numbers).
         scale: the search scale, as in ``Window.scale``: ``"log"``, ``"log1m"`` or ``"linear"``.
         scale_why: why that scale.
         torch_default: ``(optimizer, text)`` for PyTorch's default; missing where torch.optim
@@ -187,6 +189,8 @@ class ParamGuide:
     torch_default: tuple[tuple[str, str], ...] = ()
     typical_override: tuple[tuple[str, Typical], ...] = ()
     notes: tuple[tuple[str, str], ...] = ()
+    too_large_override: tuple[tuple[str, str], ...] = ()
+    too_small_override: tuple[tuple[str, str], ...] = ()
 
     def typical_for(self, task: str, optimizer: str | None = None) -> Typical:
         """Typical values for ``task`` (and ``optimizer``, where that optimizer differs)."""
@@ -195,6 +199,14 @@ class ParamGuide:
         if optimizer in override:
             return override[optimizer]
         return dict(self.typical)[task]
+
+    def too_large_for(self, optimizer: str) -> str:
+        """What happens when it is too large, in ``optimizer``."""
+        return dict(self.too_large_override).get(optimizer, self.too_large)
+
+    def too_small_for(self, optimizer: str) -> str:
+        """What happens when it is too small, in ``optimizer``."""
+        return dict(self.too_small_override).get(optimizer, self.too_small)
 
     def default_for(self, optimizer: str) -> str | None:
         """PyTorch's default for ``optimizer`` as display text, or None if it has no such argument."""
@@ -230,6 +242,9 @@ PARAMS: dict[str, ParamGuide] = {
         typical_override=(
             ("adadelta", Typical("1.0 (PyTorch's default; reproduces Zeiler's paper)", 1.0, 1.0)),
         ),
+        # Adam's numbers do not carry over: Adadelta's steps are about lr·|update| with lr near 1.
+        too_large_override=(("adadelta", "unstable: loss spikes or the run diverges"),),
+        too_small_override=(("adadelta", "slow progress, underfits within the budget"),),
         scale="log",
         scale_why=_LOG_WHY,
         torch_default=(("adamw", "1e-3"), ("adam", "1e-3"), ("adadelta", "1.0")),
@@ -283,6 +298,16 @@ PARAMS: dict[str, ParamGuide] = {
         typical=_same_for_all_tasks(Typical("1e-8; 1e-6–1e-5 in bf16/fp16", 1e-8, 1e-8)),
         typical_override=(
             ("adadelta", Typical("1e-6 (PyTorch's default and Zeiler's paper)", 1e-6, 1e-6)),
+        ),
+        too_large_override=(
+            ("adadelta", "damps adaptivity (√(u + ε) / √(v + ε) tends to 1: the step tends to lr·g, plain SGD)"),
+        ),
+        too_small_override=(
+            (
+                "adadelta",
+                "tiny first steps, and training crawls: ε is in the numerator √(u + ε) too, and u starts "
+                "at 0 (first steps about lr·√ε / √(1 − ρ))",
+            ),
         ),
         scale="log",
         scale_why=_LOG_WHY,

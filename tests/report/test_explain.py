@@ -106,6 +106,22 @@ def test_adadelta_values_are_not_adams():
     assert "3e-4–1e-3" not in flat
 
 
+@pytest.mark.parametrize("text", [explain_text("lr", optimizer="adadelta"), explain_text(optimizer="adadelta")])
+def test_adadelta_is_not_shown_adams_learning_rates(text):
+    flat = _flat(text)
+    assert "unstable: loss spikes or the run diverges" in flat
+    assert "0.01–0.1" not in flat and "1e-5" not in flat and "Adam/AdamW" not in flat
+
+
+@pytest.mark.parametrize("text", [explain_text("eps", optimizer="adadelta"), explain_text(optimizer="adadelta")])
+def test_adadelta_eps_too_small_means_tiny_steps_not_blow_ups(text):
+    # in Adadelta eps is in the numerator too: u starts at 0, so a small eps gives tiny first steps
+    flat = _flat(text)
+    assert "tiny first steps, and training crawls: ε is in the numerator √(u + ε) too" in flat
+    assert "division blow-ups" not in flat
+    assert "division blow-ups in low precision (bf16/fp16)" in _flat(explain_text("eps", optimizer="adam"))
+
+
 def test_clipping_parameter_shows_the_rule_and_threshold_advice():
     flat = _flat(explain_text("max_grad_norm"))
     assert "scale ← min(1, max_norm / (norm + 1e-6))" in flat

@@ -116,9 +116,9 @@ def _params_table(optimizer: str, task: str | None) -> Group:
         if note is not None:
             effect.append(f"\n{note}", style="dim")
         effect.append("\ntoo large: ", style="bold")
-        effect.append(p.too_large)
+        effect.append(p.too_large_for(optimizer))
         effect.append("\ntoo small: ", style="bold")
-        effect.append(p.too_small)
+        effect.append(p.too_small_for(optimizer))
         typical = _typical_text(p, optimizer, task)
         table.add_row(label, effect, typical, Text(_window_text(p, optimizer, task)))
     return Group(_heading(f"{name}'s hyperparameters"), table)
@@ -185,8 +185,8 @@ def _param_detail(p: guide.ParamGuide, optimizer: str, task: str | None) -> Grou
         used_by += f"  (not used by {_OPTIMIZER_NAMES[optimizer]})"
     grid.add_row("used by", Text(used_by))
     grid.add_row("what it does", Text(p.what))
-    grid.add_row("too large", Text(p.too_large))
-    grid.add_row("too small", Text(p.too_small))
+    grid.add_row(f"too large ({_OPTIMIZER_NAMES[shown_optimizer]})", Text(p.too_large_for(shown_optimizer)))
+    grid.add_row(f"too small ({_OPTIMIZER_NAMES[shown_optimizer]})", Text(p.too_small_for(shown_optimizer)))
     tasks = (task,) if task is not None else guide.TASKS
     typical = _per_task(lambda t: p.typical_for(t, shown_optimizer).text, tasks)
     grid.add_row(f"typical ({_OPTIMIZER_NAMES[shown_optimizer]})", Text(typical))
