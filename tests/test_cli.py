@@ -213,6 +213,16 @@ def test_tune_prints_plan_progress_table_and_snippet(storage, tiny_ref):
     assert "torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=" in out
 
 
+def test_tune_for_llm_trains_and_pastes_beta2_0_95(storage, tiny_ref):
+    r = runner.invoke(app, ["tune", "--workload", tiny_ref, "--task", "llm", "--budget", "2", "--storage", storage,
+                            "--pruner", "none", "--no-report"])
+    assert r.exit_code == 0, r.output
+    assert "fixed: beta2=0.95 (the llm preset's; PyTorch's default is 0.999)" in r.stdout
+    assert "betas=(0.9, 0.95)" in r.stdout
+    assert "fixed: beta2=0.95" in runner.invoke(app, ["show", "--storage", storage]).stdout
+    assert "betas=(0.9, 0.95)" in runner.invoke(app, ["best", "--storage", storage]).stdout
+
+
 def test_cli_end_to_end_in_real_processes(tmp_path, tiny_ref, adamtune_command):
     """The installed entry point, as a user runs it: a study, then a bad input (one line, status 2).
 

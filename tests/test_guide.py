@@ -186,6 +186,22 @@ def test_scales_and_typical_values_sit_inside_the_preset_windows(optimizer, task
             assert window.low <= typical.low <= typical.high <= window.high, (p.name, typical, window)
 
 
+def test_a_tasks_untuned_values_are_its_typical_ones_inside_the_window():
+    assert guide.untuned_values("adamw", "llm") == guide.untuned_values("adam", "llm") == {"beta2": 0.95}
+    assert guide.untuned_values("adamw", "generic") == {} and guide.untuned_values("adadelta", "llm") == {}
+    for task, by_optimizer in guide.TASK_UNTUNED.items():
+        for optimizer, values in by_optimizer.items():
+            for name, value in values.items():
+                typical = guide.param_guide(name).typical_for(task, optimizer)
+                window = guide.search_window(optimizer, task, name)
+                assert typical.low <= value <= typical.high and window.low < value < window.high
+
+
+def test_typical_beta2_and_low_precision_eps_lie_inside_their_windows():
+    beta2, eps = guide.search_window("adamw", "llm", "beta2"), guide.search_window("adamw", "llm", "eps")
+    assert beta2.low < 0.95 and eps.low < 1e-8 and 1e-5 <= eps.high
+
+
 def test_typical_values_follow_the_task():
     lr = guide.param_guide("lr")
     assert (lr.typical_for("transformer").low, lr.typical_for("transformer").high) == (2e-5, 5e-5)

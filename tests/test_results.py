@@ -6,7 +6,7 @@ import json
 import optuna
 
 import adamtune
-from adamtune.results import SETTINGS_ATTR, SPACE_BUDGET_ATTR, StudySettings, tuned_description
+from adamtune.results import SETTINGS_ATTR, SPACE_BUDGET_ATTR, StudySettings, fixed_description, tuned_description
 
 
 def test_a_larger_budget_keeps_the_space_and_says_so(storage, tiny_ref):
@@ -106,3 +106,17 @@ def test_list_studies_names_the_optuna_studies_adamtune_did_not_make(storage):
     assert adamtune.list_studies(storage, others=others) == []
     assert others == ["plain", "another"]
     assert adamtune.list_studies(storage) == []  # without others: left out, as before
+
+
+def test_the_fixed_line_says_which_value_is_the_tasks_own():
+    from adamtune.space import preset, with_overrides
+
+    settings = StudySettings(
+        workload="charlm", workload_name="charlm", optimizer="adamw", task="llm", budget=16, seed=0,
+        sampler="quasi-random", pruner="asha", metric="val_loss", direction="minimize",
+        space=with_overrides(preset("adamw", "llm", 16), ["warmup=0.05"]),
+    )
+    assert fixed_description(settings) == "fixed: beta2=0.95 (the llm preset's; PyTorch's default is 0.999), warmup=0.05"
+    hand = dataclasses.replace(settings, space=with_overrides(preset("adamw", "llm", 16), ["beta2=0.98"]))
+    assert fixed_description(hand) == "fixed: beta2=0.98"
+    assert fixed_description(dataclasses.replace(settings, task="generic", space=preset("adamw", "generic", 16))) is None

@@ -34,8 +34,8 @@ def test_task_windows(task, lr, wd):
     assert (s.dimension("weight_decay").low, s.dimension("weight_decay").high) == wd
     assert s.dimension("lr").scale == "log"
     assert (s.dimension("beta1").low, s.dimension("beta1").high, s.dimension("beta1").scale) == (0.8, 0.999, "log1m")
-    assert (s.dimension("beta2").low, s.dimension("beta2").high) == (0.95, 0.9999)
-    assert (s.dimension("eps").low, s.dimension("eps").high) == (1e-10, 1e-6)
+    assert (s.dimension("beta2").low, s.dimension("beta2").high) == (0.9, 0.9999)
+    assert (s.dimension("eps").low, s.dimension("eps").high) == (1e-10, 1e-5)
 
 
 def test_adadelta_windows():
@@ -49,6 +49,19 @@ def test_untuned_take_pytorch_defaults():
     s = preset("adamw", "generic", 3)
     t = optuna.trial.FixedTrial({"lr": 3e-3})
     assert s.suggest(t) == Config(optimizer="adamw", lr=3e-3)
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "adam"])
+def test_llm_fixes_beta2_at_0_95_until_the_budget_tunes_it(optimizer):
+    # LLM pretraining runs with beta2 = 0.95, not PyTorch's 0.999, also where it is not tuned
+    for budget in (1, 16, 49):
+        s = preset(optimizer, "llm", budget)
+        assert s.fixed == (("beta2", 0.95),) and s.config_with({}).beta2 == 0.95
+    s = preset(optimizer, "llm", 50)
+    assert "beta2" in s.tuned and s.fixed == ()
+    assert with_overrides(preset(optimizer, "llm", 16), ["beta2=0.99"]).config_with({}).beta2 == 0.99
+    assert preset(optimizer, "generic", 16).config_with({}).beta2 == 0.999  # elsewhere PyTorch's default
+    assert preset("adadelta", "llm", 16).fixed == ()
 
 
 def test_beta_is_searched_as_log_of_one_minus_beta():
@@ -128,7 +141,7 @@ def test_space_round_trips_through_dict():
 
 def test_describe_keeps_betas_below_one():
     text = preset("adamw", "generic", 64).describe()
-    assert "beta2 0.95..0.9999 (log of 1-x)" in text and "beta1 0.8..0.999 (log of 1-x)" in text
+    assert "beta2 0.9..0.9999 (log of 1-x)" in text and "beta1 0.8..0.999 (log of 1-x)" in text
     assert "lr 1e-05..0.01 (log)" in text
 
 

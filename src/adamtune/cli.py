@@ -123,7 +123,7 @@ def tune(
         help="Built-in (digits-mlp, digits-cnn, charlm), path/file.py:ATTR or module:ATTR. "
              "Default: the study's own, else digits-mlp."),
     optimizer: Optional[str] = typer.Option(None, metavar="NAME", help="adamw, adam or adadelta. Default: the study's own, else adamw."),
-    task: Optional[str] = typer.Option(None, metavar="TASK", help="Preset windows: generic, cnn, transformer, llm. Default: the study's own, else the workload's."),
+    task: Optional[str] = typer.Option(None, metavar="TASK", help="Preset windows: generic, cnn, transformer, llm (llm also fixes beta2 at 0.95 while the budget does not tune it; otherwise untuned values are PyTorch's defaults). Default: the study's own, else the workload's."),
     budget: Optional[str] = typer.Option(
         None, metavar="N",
         help="Total trials of the study, 1 to 1000000 (default: the study's own, else 16). It also picks what is tuned: AdamW: lr; 6-9 "
@@ -180,7 +180,7 @@ def tune(
     from adamtune.report.terminal import (best_snippet, best_step_note, best_trials, counts_line, fmt, print_table,
                                          trial_value_text, trials_table)
     from adamtune.trials import trials_text
-    from adamtune.results import tuned_description
+    from adamtune.results import fixed_description, tuned_description
     from adamtune.study import tune as run_tune
 
     with _user_errors(tuning=True):
@@ -210,9 +210,9 @@ def tune(
             if settings.space.dimensions:
                 console.print(f"search space: {settings.space.describe()}", highlight=False, markup=False,
                               soft_wrap=True)
-            if settings.space.fixed:
-                console.print("fixed: " + ", ".join(f"{k}={v}" for k, v in settings.space.fixed), highlight=False,
-                              markup=False)
+            fixed = fixed_description(settings)
+            if fixed is not None:
+                console.print(fixed, highlight=False, markup=False, soft_wrap=True)
             state["started"] = True
             flush_notes()
             if remaining == 0:
@@ -282,7 +282,7 @@ def show(
     from adamtune.heartbeat import GRACE_S, lost_numbers
     from adamtune.report.terminal import counts_line, print_table, retries_line, trials_table, to_json
     from adamtune.trials import trials_text
-    from adamtune.results import load, tuned_description
+    from adamtune.results import fixed_description, load, tuned_description
 
     with _user_errors():
         result = load(study, _on_disk(storage))
@@ -293,6 +293,9 @@ def show(
         console.print(f"study [bold]{escape(result.study_name)}[/] · workload {escape(s.workload or s.workload_name)} · "
                       f"optimizer {s.optimizer} · {s.direction} {escape(s.metric)}", highlight=False)
         console.print(tuned_description(s), highlight=False, markup=False)
+        fixed = fixed_description(s)
+        if fixed is not None:
+            console.print(fixed, highlight=False, markup=False, soft_wrap=True)
         print_table(console, lambda compact: trials_table(result, compact=compact))
         console.print(f"{trials_text(len(result.trials))}: {counts_line(result)}", highlight=False)
         again = retries_line(result)

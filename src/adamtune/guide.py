@@ -32,11 +32,12 @@ TASK_WINDOWS: dict[str, dict[str, Window]] = {
     "llm": {"lr": Window(1e-5, 3e-3, "log"), "weight_decay": Window(1e-3, 0.3, "log")},
 }
 
-# Windows shared by every task.
+# Windows shared by every task (β2 reaches down past LLM pretraining's 0.95; ε up to the 1e-6–1e-5
+# used in bf16/fp16).
 ADAM_WINDOWS: dict[str, Window] = {
     "beta1": Window(0.8, 0.999, "log1m"),
-    "beta2": Window(0.95, 0.9999, "log1m"),
-    "eps": Window(1e-10, 1e-6, "log"),
+    "beta2": Window(0.9, 0.9999, "log1m"),
+    "eps": Window(1e-10, 1e-5, "log"),
     "max_grad_norm": Window(0.1, 10.0, "log"),
     "warmup": Window(0.0, 0.1, "linear"),
 }
@@ -76,6 +77,21 @@ BUDGET_RULE: dict[str, tuple[tuple[int, tuple[str, ...]], ...]] = {
 # weight_decay of Adam and Adadelta is coupled L2 (added to the gradient, then scaled by the
 # adaptive denominator): AdamW's decoupled values do not carry over, and neither preset tunes it.
 COUPLED_L2_WINDOW = Window(1e-6, 1e-2, "log")
+
+
+# What a task's preset fixes a dimension at while the budget does not tune it, where the task's
+# typical value is not PyTorch's default: LLM pretraining's β2 = 0.95 (0.999 lets v lag behind a
+# sudden rise in a gradient, and LLM recipes lower it for stability). Every other untuned
+# dimension takes PyTorch's default.
+TASK_UNTUNED: dict[str, dict[str, dict[str, float]]] = {
+    "llm": {"adamw": {"beta2": 0.95}, "adam": {"beta2": 0.95}},
+}
+
+
+def untuned_values(optimizer: str, task: str) -> dict[str, float]:
+    """``{name: value}`` the preset of ``optimizer`` x ``task`` fixes where it does not tune ``name``
+    (empty where every untuned dimension takes PyTorch's default)."""
+    return dict(TASK_UNTUNED.get(task, {}).get(optimizer, {}))
 
 
 def search_window(optimizer: str, task: str, name: str) -> Window:
@@ -295,7 +311,7 @@ PARAMS: dict[str, ParamGuide] = {
         what="Added to the denominator so that the division stays finite where v is tiny.",
         too_large="damps adaptivity (Adam: the step tends to lr·m̂/ε, momentum SGD)",
         too_small="division blow-ups in low precision (bf16/fp16)",
-        typical=_same_for_all_tasks(Typical("1e-8; 1e-6–1e-5 in bf16/fp16", 1e-8, 1e-8)),
+        typical=_same_for_all_tasks(Typical("1e-8; 1e-6–1e-5 in bf16/fp16", 1e-8, 1e-5)),
         typical_override=(
             ("adadelta", Typical("1e-6 (PyTorch's default and Zeiler's paper)", 1e-6, 1e-6)),
         ),

@@ -17,7 +17,7 @@ from typing import Any
 import optuna
 
 from adamtune import guide
-from adamtune.config import Config
+from adamtune.config import TORCH_DEFAULTS, Config
 from adamtune.errors import AdamtuneError, StudyError
 from adamtune.retries import first_trials
 from adamtune.space import SearchSpace
@@ -256,6 +256,23 @@ def list_studies(storage: str | os.PathLike | None = None, *, malformed: dict[st
         elif others is not None:
             others.append(name)
     return out
+
+
+def fixed_description(settings: StudySettings) -> str | None:
+    """``"fixed: beta2=0.95 (the llm preset's; PyTorch's default is 0.999)"``: the values the
+    study fixes, as the CLI prints them, each of the task's own values said to be one; None when
+    nothing is fixed."""
+    if not settings.space.fixed:
+        return None
+    task_values = guide.untuned_values(settings.optimizer, settings.task)
+    parts = []
+    for name, value in settings.space.fixed:
+        text = f"{name}={value}"
+        default = TORCH_DEFAULTS[settings.optimizer].get(name)
+        if name in task_values and task_values[name] == value and default is not None:
+            text += f" (the {settings.task} preset's; PyTorch's default is {default:g})"
+        parts.append(text)
+    return "fixed: " + ", ".join(parts)
 
 
 def tuned_description(settings: StudySettings) -> str:

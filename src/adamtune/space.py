@@ -2,7 +2,9 @@
 
 Presets follow the Deep Learning Tuning Playbook: the trial budget decides how many
 dimensions are tuned (``guide.BUDGET_RULE``), windows come from ``guide`` per optimizer and
-task, and every dimension is searched on the scale that matters -- log for ``lr``,
+task, an untuned dimension takes PyTorch's default unless the task has its own value
+(``guide.TASK_UNTUNED``: LLM pretraining's beta2 = 0.95), and every dimension is searched on
+the scale that matters -- log for ``lr``,
 ``weight_decay``, ``eps``, ``max_grad_norm``; log of ``1 - beta`` for ``beta1``, ``beta2``,
 ``rho`` (Optuna stores it as the parameter ``"1-beta1"``; adamtune shows ``beta1``).
 """
@@ -93,7 +95,11 @@ class Dimension:
 
 @dataclasses.dataclass(frozen=True)
 class SearchSpace:
-    """The tuned dimensions and the fixed values of one study; everything else is PyTorch's default."""
+    """The tuned dimensions and the fixed values of one study; everything else is PyTorch's default.
+
+    A preset's fixed values are the task's own for dimensions it does not tune
+    (``guide.untuned_values``); ``--set NAME=VALUE`` adds more.
+    """
 
     optimizer: str
     dimensions: tuple[Dimension, ...]
@@ -194,6 +200,9 @@ def check_task(task: Any) -> None:
 def preset(optimizer: str = "adamw", task: str = "generic", budget: int = 16) -> SearchSpace:
     """The playbook preset: windows for ``optimizer`` x ``task``, dimensions by ``budget``.
 
+    A dimension the budget does not tune is fixed at the task's value where the guide has one
+    (``guide.untuned_values``: beta2 = 0.95 for ``llm``), else left to PyTorch's default.
+
     Raises:
         SpaceError: unknown optimizer or task, or budget < 1.
     """
@@ -201,11 +210,10 @@ def preset(optimizer: str = "adamw", task: str = "generic", budget: int = 16) ->
     check_task(task)
     if isinstance(budget, bool) or not isinstance(budget, int) or budget < 1:
         raise SpaceError(f"budget must be a whole number of trials >= 1, got {budget!r}")
-    dims = tuple(
-        Dimension(name, *guide.search_window(optimizer, task, name))
-        for name in guide.tuned_for_budget(optimizer, budget)
-    )
-    return SearchSpace(optimizer=optimizer, dimensions=dims)
+    tuned = guide.tuned_for_budget(optimizer, budget)
+    dims = tuple(Dimension(name, *guide.search_window(optimizer, task, name)) for name in tuned)
+    fixed = tuple(sorted((k, v) for k, v in guide.untuned_values(optimizer, task).items() if k not in tuned))
+    return SearchSpace(optimizer=optimizer, dimensions=dims, fixed=fixed)
 
 
 def parse_override(text: str) -> tuple[str, Any]:
