@@ -80,6 +80,10 @@ def test_overview_without_task_shows_every_task():
 def test_llm_gets_beta2_0_95_and_its_weight_decay():
     flat = _flat(explain_text("beta2", task="llm"))
     assert "typical (AdamW) 0.95" in flat
+    assert "when not tuned 0.95 (the preset fixes it)" in flat
+    flat = _flat(explain_text("beta2"))
+    assert "LLM pretraining: 0.95 (the preset fixes it)" in flat and "generic: PyTorch's default" in flat
+    assert "when not tuned" not in _flat(explain_text("beta1"))
     flat = _flat(explain_text("weight_decay", task="llm"))
     assert "0.01–0.03; 0.1 in many published LLM recipes" in flat
     assert "τ_iter = 1 / (lr · λ) steps" in flat

@@ -197,6 +197,10 @@ def _param_detail(p: guide.ParamGuide, optimizer: str, task: str | None) -> Grou
         return f"{w.low:g} – {w.high:g}"
 
     grid.add_row("preset window", Text(_per_task(window, tasks)))
+    untuned = {t: guide.untuned_values(shown_optimizer, t).get(p.name) for t in tasks}
+    if any(v is not None for v in untuned.values()):
+        grid.add_row("when not tuned", Text(_per_task(
+            lambda t: "PyTorch's default" if untuned[t] is None else f"{untuned[t]:g} (the preset fixes it)", tasks)))
     defaults = [
         f"{_OPTIMIZER_NAMES[o]} {p.default_for(o)}" for o in p.optimizers if p.default_for(o) is not None
     ]
