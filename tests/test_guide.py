@@ -322,3 +322,18 @@ def test_actions_cover_every_finding_the_report_names():
     assert "90th percentile" in guide.ACTIONS["clip"] and "50%" in guide.ACTIONS["clip"]
     unstable = guide.ACTIONS["unstable"]
     assert unstable.index("warmup") < unstable.index("clipping") < unstable.index("last resort")
+    assert "For Adam/AdamW, β2 0.95–0.98 also stabilises." in unstable
+
+
+def test_a_large_beta2_is_named_as_a_cause_of_spikes():
+    # a long beta2 horizon lets v lag behind a gradient that grows suddenly: m/sqrt(v) spikes
+    assert "stale v gives an update spike (why LLM recipes use 0.95)" in guide.param_guide("beta2").too_large
+    steps = {}
+    for beta2 in (0.999, 0.95):  # 3000 small gradients, then one 100x larger: the step it gives
+        p, state = 0.0, guide.reference_init("adam", 0.0)
+        for g in [0.01] * 3000 + [1.0]:
+            before = p
+            p, state = guide.reference_step("adam", p, g, state, lr=1.0, beta1=0.9, beta2=beta2, eps=1e-8,
+                                            weight_decay=0.0)
+        steps[beta2] = before - p
+    assert steps[0.999] > 5 * steps[0.95] and steps[0.999] > 2  # steady steps are about lr = 1

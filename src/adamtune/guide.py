@@ -292,7 +292,10 @@ PARAMS: dict[str, ParamGuide] = {
             "Decay rate of the second-moment average v that scales each coordinate's step; "
             "it averages about 1/(1 − β2) steps."
         ),
-        too_large="the second-moment estimate adapts slowly",
+        too_large=(
+            "the second-moment estimate adapts slowly: when a gradient grows suddenly, the stale v gives "
+            "an update spike (why LLM recipes use 0.95)"
+        ),
         too_small="noisy per-coordinate scaling; instability",
         typical=(
             ("generic", Typical("0.999", 0.999, 0.999)),
@@ -885,7 +888,7 @@ ACTIONS: dict[str, str] = {
     "unstable": (
         f"Unstable training (loss spikes or divergence): add warmup first (≤ "
         f"{MAX_WARMUP_FRACTION:.0%} of the steps), then gradient clipping; lower the learning "
-        "rate only as a last resort."
+        "rate only as a last resort. For Adam/AdamW, β2 0.95–0.98 also stabilises."
     ),
     "nonfinite_start": (
         "The loss was NaN/inf from the first steps at every learning rate: the data or the loss is "
