@@ -913,8 +913,9 @@ ACTIONS: dict[str, str] = {
         "goes up (`adamtune explain weight_decay`)."
     ),
     "clip": (
-        f"Set max_grad_norm near the {CLIP_PERCENTILE:.0f}th percentile of the unclipped gradient "
-        f"norms; if more than {CLIP_TOO_OFTEN:.0%} of the steps get clipped, the threshold is too "
-        "aggressive: lower the learning rate instead."
+        "Clipping is for instability (loss spikes, divergence; after warmup), not for a stable run. "
+        f"When you need it, set max_grad_norm near the {CLIP_PERCENTILE:.0f}th percentile of the "
+        f"unclipped gradient norms; if more than {CLIP_TOO_OFTEN:.0%} of the steps get clipped, the "
+        "threshold is too aggressive: lower the learning rate instead."
     ),
 }

@@ -90,3 +90,10 @@ def test_the_window_to_test_is_what_tune_accepts(syn):
     (f,) = decay_findings(best(syn, 0.007113, 0.002363))
     space = with_overrides(preset("adamw", "generic", 16), [f.suggestion[0].removeprefix("--set ")])
     assert (space.dimension("weight_decay").low, space.dimension("weight_decay").high) == (0.35, 6.3)
+
+
+def test_with_lr_at_the_top_of_its_window_lr_comes_first(syn):
+    (f,) = decay_findings(best(syn, 0.007113, 0.002363), lr_at_upper_edge=True)
+    assert f.suggestion == () and "test it" not in f.detail
+    assert ("But the best trials sit at the upper edge of the lr window: settle lr first (a larger lr needs a smaller "
+            "weight_decay for the same τ).") in f.detail

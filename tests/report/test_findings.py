@@ -112,8 +112,26 @@ def test_the_report_at_the_end_of_a_study_never_overwrites_a_database(normal_ana
     assert "Findings" in out.export_text() and target.read_bytes() == before
 
 
-def test_the_terminal_gives_the_window_that_tests_a_strong_weight_decay(low_analysis):
-    # lr at most 1e-4 for 100 steps: tau = the run needs weight_decay 100 and more, far above 0.3
-    (f,) = low_analysis.of_kind("decay_timescale")
+def test_the_terminal_gives_the_window_that_tests_a_strong_weight_decay(normal_analysis, low_analysis):
+    # 100 steps at lr ~1e-2: tau = the run needs weight_decay ~1 and more, above the searched 0.3
+    (f,) = normal_analysis.of_kind("decay_timescale")
     assert f.suggestion and f.suggestion[0].startswith("--set weight_decay=")
-    assert f"      → test: {f.suggestion[0]}" in plain(low_analysis).splitlines()
+    assert f"      → test: {f.suggestion[0]}" in plain(normal_analysis).splitlines()
+    # lr at the top of a window set too low: the lr comes first, the decay it needs falls as it rises
+    (f,) = low_analysis.of_kind("decay_timescale")
+    assert f.suggestion == () and "settle lr first" in f.detail and "→ test" not in plain(low_analysis)
+
+
+def test_clipping_is_offered_ready_to_set_only_where_trials_diverged(normal_analysis, hostile_analysis):
+    from adamtune.report.html import render_html
+
+    # nothing diverged: a threshold for when clipping is needed, nothing to paste, nothing in the next search
+    stable = plain(normal_analysis)
+    assert "· if you need clipping (loss spikes, divergence), use max_grad_norm ≈ " in stable
+    assert "→ clip" not in stable and "max_grad_norm" not in " ".join(normal_analysis.next_space.set_arguments)
+    assert "--set max_grad_norm" not in render_html(normal_analysis)
+    # a trial diverged: the same threshold, ready to set, in the terminal and in the report alike
+    (f,) = hostile_analysis.of_kind("clip")
+    assert f.title.startswith("clipping: max_grad_norm ≈ ") and f.suggestion[0].startswith("--set max_grad_norm=")
+    assert f"      → clip: {f.suggestion[0]}" in plain(hostile_analysis).splitlines()
+    assert f"<code>{f.suggestion[0]}</code>" in render_html(hostile_analysis)

@@ -3,6 +3,14 @@
 The playbook sets the clipping threshold at about the ``guide.CLIP_PERCENTILE`` (90th)
 percentile of the unclipped gradient norms and calls clipping more than
 ``guide.CLIP_TOO_OFTEN`` (half) of the steps too aggressive.
+
+That percentile says which threshold to use once clipping is needed, not that it is: clipping is
+for instability (loss spikes, divergence; after warmup), and turned on in a stable run it clips
+a tenth of the steps. So the ready ``--set max_grad_norm=...`` comes only when trials diverged
+(``_curves.stability_findings`` of kind ``unstable``; not ``lr_too_high``, the lr window past
+what the model tolerates, whose advice is a smaller lr first), or when a threshold the study set
+clipped too often (the next search replaces it). Otherwise the finding says "if you need
+clipping, use about X".
 """
 
 from __future__ import annotations
@@ -12,6 +20,7 @@ import dataclasses
 import numpy as np
 
 from adamtune import guide
+from adamtune.analysis._curves import stability
 from adamtune.analysis._finding import INFO, WARNING, Finding, fmt
 from adamtune.analysis._select import Study, top_trials, unpack
 from adamtune.results import StudySettings
@@ -32,6 +41,7 @@ class ClipAdvice:
         current: the max_grad_norm the trial ran with (None = no clipping).
         current_clipped: the share of its steps that ``current`` clipped.
         steps: how many steps the trial's norms cover (the samples are spread evenly over them).
+        unstable: trials diverged where clipping may help (the study has an ``unstable`` finding).
     """
 
     trial: int
@@ -45,6 +55,7 @@ class ClipAdvice:
     current: float | None = None
     current_clipped: float | None = None
     steps: int = 0
+    unstable: bool = False
 
     @property
     def too_often(self) -> bool:
@@ -83,10 +94,12 @@ def clip_advice(study: Study, settings: StudySettings | None = None) -> ClipAdvi
         if s.size:
             would.append((t.number, float((s > threshold).mean())))
     current = (best.config or {}).get("max_grad_norm")
+    stab = stability(trials, settings)
     return ClipAdvice(
         trial=best.number, percentile=guide.CLIP_PERCENTILE, threshold=float(threshold), would_clip=tuple(would),
         p50=g.p50, p99=g.p99, max=g.max, samples=tuple(float(x) for x in samples),
         current=current, current_clipped=g.clipped_fraction if current is not None else None, steps=g.count,
+        unstable=bool(stab.diverged) and not stab.window_too_high,
     )
 
 
@@ -117,6 +130,14 @@ def clip_findings(advice: ClipAdvice | None) -> tuple[Finding, ...]:
         warn.append(f"this threshold would clip {own:.0%} of its steps")
     if warn:
         detail += " Too aggressive: " + "; ".join(warn) + "."
-    title = f"clipping: max_grad_norm ≈ {fmt(a.threshold)} (the {a.percentile:.0f}th percentile of trial {a.trial}'s gradient norms)"
+    where = f"(the {a.percentile:.0f}th percentile of trial {a.trial}'s gradient norms)"
+    if a.unstable or a.current is not None:
+        title = f"clipping: max_grad_norm ≈ {fmt(a.threshold)} {where}"
+    else:
+        title = f"if you need clipping (loss spikes, divergence), use max_grad_norm ≈ {fmt(a.threshold)} {where}"
+    if not a.unstable:
+        detail += (" No trial diverged where clipping could help, so nothing here calls for it: clipping is for "
+                   "loss spikes and divergence, and in a stable run this threshold clips a tenth of the steps.")
+    suggestion = (f"--set max_grad_norm={a.threshold:.3g}",) if a.unstable or warn else ()
     return (Finding("clip", WARNING if warn else INFO, title, detail, tuple(n for n, _ in a.would_clip),
-                    (f"--set max_grad_norm={a.threshold:.3g}",)),)
+                    suggestion),)

@@ -111,8 +111,13 @@ def _figures(x: float) -> str:
     return f"{float(f'{x:.3g}'):,.0f}" if math.isfinite(x) else "∞"
 
 
-def decay_findings(d: DecayTimescale | None) -> tuple[Finding, ...]:
-    """An info finding when the best trial's τ lies far outside one epoch .. the whole run."""
+def decay_findings(d: DecayTimescale | None, lr_at_upper_edge: bool = False) -> tuple[Finding, ...]:
+    """An info finding when the best trial's τ lies far outside one epoch .. the whole run.
+
+    Args:
+        lr_at_upper_edge: the best trials sit at the top of the lr window. The advised λ falls as
+            lr rises, so a window to test a strong decay waits until lr is settled.
+    """
     if d is None or not (d.too_long or d.too_short):
         return ()
     steps = _figures(d.timescale)
@@ -134,9 +139,14 @@ def decay_findings(d: DecayTimescale | None) -> tuple[Finding, ...]:
         where = (f"the top of the weight_decay window this study searched ({fmt(d.searched)})" if d.above_window else
                  f"{guide.STRONG_WEIGHT_DECAY:g}, above which the guide calls AdamW's weight_decay over-regularising "
                  f"(a rule of thumb for lrs near 1e-3 and long runs)")
-        suggestion = (f"--set {set_argument(test)}",)
-        tenth = "τ from the run down to a tenth of it; " if d.high is None or d.high <= d.low else ""
         detail += (f" That range starts above {where}: a {d.run}-step run at lr {fmt(d.lr)} needs decay this strong "
-                   f"for it to act at all. Only the validation loss can tell whether it helps: test it with "
-                   f"{suggestion[0]} ({tenth}in place of any weight_decay in the next search's command).")
+                   f"for it to act at all.")
+        if lr_at_upper_edge:
+            detail += (" But the best trials sit at the upper edge of the lr window: settle lr first (a larger lr "
+                       "needs a smaller weight_decay for the same τ).")
+        else:
+            suggestion = (f"--set {set_argument(test)}",)
+            tenth = "τ from the run down to a tenth of it; " if d.high is None or d.high <= d.low else ""
+            detail += (f" Only the validation loss can tell whether it helps: test it with {suggestion[0]} ({tenth}in "
+                       f"place of any weight_decay in the next search's command).")
     return (Finding("decay_timescale", INFO, title, detail, (d.trial,), suggestion),)

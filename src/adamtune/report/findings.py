@@ -23,7 +23,7 @@ CONTINUE_NOTE = ("the windows hold: more trials of this study try new points of 
 TOO_FEW_NOTE = ("too few trials to say whether to move the windows: more trials of this study try new points of "
                 "the same search")
 # The word before a finding's ``--set`` suggestion, by kind (the report shows it with the finding's action).
-SUGGESTION_LABELS = {"boundary": "widen", "decay_timescale": "test"}
+SUGGESTION_LABELS = {"boundary": "widen", "decay_timescale": "test", "clip": "clip"}
 
 
 def findings_lines(analysis: StudyAnalysis) -> list[Text]:
