@@ -104,7 +104,7 @@ def search_window(optimizer: str, task: str, name: str) -> Window:
 
 
 def tuned_for_budget(optimizer: str, budget: int) -> tuple[str, ...]:
-    """Which dimensions the playbook's budget rule tunes for ``budget`` trials."""
+    """Which dimensions ``BUDGET_RULE`` (the playbook's, plus AdamW's weight_decay) tunes for ``budget`` trials."""
     chosen: tuple[str, ...] = ()
     for threshold, names in BUDGET_RULE[optimizer]:
         if budget >= threshold:

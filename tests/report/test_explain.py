@@ -53,6 +53,9 @@ def test_overview_has_tau_conventions_and_procedure():
     positions = [flat.index(step.title) for step in guide.PROCEDURE]
     assert positions == sorted(positions)
     assert "≥ 6 trials: lr, weight_decay" in flat
+    # weight_decay at 6 trials is adamtune's, not the playbook's (fewer than 10 trials: lr alone)
+    assert "(the playbook's rule, with AdamW's weight_decay added from 6 trials: adamtune's addition)" in flat
+    assert "(the playbook's rule)" in _flat(explain_text(optimizer="adam"))
     assert "90th percentile" in flat
 
 

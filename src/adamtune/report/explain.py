@@ -146,6 +146,14 @@ def _decay_section() -> Group:
     )
 
 
+# Where each optimizer's row of guide.BUDGET_RULE comes from: the playbook's rule is Adam's.
+_BUDGET_RULE_SOURCE = {
+    "adamw": "the playbook's rule, with AdamW's weight_decay added from 6 trials: adamtune's addition",
+    "adam": "the playbook's rule",
+    "adadelta": "the playbook's rule for Adam, with rho in beta1's place and no beta2",
+}
+
+
 def _procedure(optimizer: str) -> Group:
     steps = Table.grid(padding=(0, 1))
     steps.add_column(no_wrap=True)
@@ -165,7 +173,7 @@ def _procedure(optimizer: str) -> Group:
     return Group(
         _heading("Stepwise procedure"),
         steps,
-        _heading("Trial budget → dimensions tuned (the playbook's budget rule)"),
+        _heading(f"Trial budget → dimensions tuned ({_BUDGET_RULE_SOURCE[optimizer]})"),
         budget,
         _heading("What to do about what the report finds"),
         actions,
