@@ -113,7 +113,8 @@ def test_adadelta_values_are_not_adams():
     assert "3e-4–1e-3" not in flat
 
 
-@pytest.mark.parametrize("text", [explain_text("lr", optimizer="adadelta"), explain_text(optimizer="adadelta")])
+@pytest.mark.parametrize("text", [explain_text("lr", optimizer="adadelta"),
+                                  explain_text(optimizer="adadelta").split("Weight-decay conventions")[0]])
 def test_adadelta_is_not_shown_adams_learning_rates(text):
     flat = _flat(text)
     assert "unstable: loss spikes or the run diverges" in flat
