@@ -286,7 +286,8 @@ def _fmt(x: float) -> str:
 
 def _fmt_beta(x: float) -> str:
     """A beta or rho with ``1 - x`` within 0.005% (4-5 significant figures): what sets its
-    averaging window (0.9997, not 1: 1 would be refused by torch, 0.999 is a 43% shorter window)."""
+    averaging window (0.9997, not 1: 1 would be refused by torch, and 0.999 is a 70% shorter window,
+    1,000 steps against 3,333)."""
     return short_beta(x, 5e-5)
 
 
