@@ -211,6 +211,14 @@ def test_typical_values_follow_the_task():
     assert guide.param_guide("weight_decay").typical_for("cnn", "adam").low is None
 
 
+def test_cnn_weight_decay_is_typical_for_adamw_not_sgd():
+    # ResNet's lr 3e-4 for a 90-epoch ImageNet run (~450k steps): AdamW's typical lambda must decay
+    # within the run; SGD's habitual 1e-4 would have tau ~74x the run
+    typical = guide.param_guide("weight_decay").typical_for("cnn", "adamw")
+    assert (typical.low, typical.high) == (0.01, 0.1) and "1e-4 is SGD's L2 habit" in typical.text
+    assert guide.decay_timescale(3e-4, typical.low) < 450_000 < guide.decay_timescale(3e-4, 1e-4)
+
+
 def test_lookups_name_the_valid_choices():
     with pytest.raises(SpaceError, match=r"parameter must be one of lr, beta1, .*warmup, got 'momentum'"):
         guide.param_guide("momentum")

@@ -356,7 +356,14 @@ PARAMS: dict[str, ParamGuide] = {
         too_small="overfits",
         typical=(
             ("generic", Typical("0.01 or 0.001 as first tries; choose on validation data", 1e-3, 1e-2)),
-            ("cnn", Typical("1e-4–0.1", 1e-4, 0.1)),
+            (
+                "cnn",
+                Typical(
+                    "0.01–0.1 (ResNet recipes' 1e-4 is SGD's L2 habit: in AdamW's convention it barely acts)",
+                    0.01,
+                    0.1,
+                ),
+            ),
             ("transformer", Typical("0.01–0.05 (sometimes 0; BERT: 0.01)", 0.01, 0.05)),
             ("llm", Typical("0.01–0.03; 0.1 in many published LLM recipes", 0.01, 0.1)),
         ),
