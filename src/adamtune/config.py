@@ -65,7 +65,9 @@ class Config:
         rho: Adadelta's running-average decay, in [0, 1].
         max_grad_norm: global gradient-norm clipping threshold; ``None`` = off.
         warmup: fraction of the training steps over which lr rises linearly from ~0, in [0, 1).
-        schedule: ``"constant"`` or ``"cosine"`` (decay to 0 at the last step) after warmup.
+        schedule: ``"constant"`` or ``"cosine"`` after warmup. Cosine multiplies lr by
+            ½(1 + cos(π·t/T)), t the steps since the warmup and T their number: nearly 0 at the
+            last step (t = T − 1: ½(1 + cos(π(T − 1)/T))), never exactly 0.
     """
 
     optimizer: str = "adamw"

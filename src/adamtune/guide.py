@@ -846,10 +846,11 @@ def from_independent_decay(independent_decay: float, lr_max: float) -> float:
 
 
 class ProcedureStep(NamedTuple):
-    """One step of the tuning procedure."""
+    """One step of the tuning procedure, for the optimizers it applies to."""
 
     title: str
     detail: str
+    optimizers: tuple[str, ...] = GUIDE_OPTIMIZERS
 
 
 PROCEDURE: tuple[ProcedureStep, ...] = (
@@ -861,6 +862,15 @@ PROCEDURE: tuple[ProcedureStep, ...] = (
         "Then tune weight decay from the fit",
         "Overfitting → raise it; underfitting → lower it. Search on a log scale and say which "
         "convention the number is in.",
+        ("adamw",),
+    ),
+    # Adam's and Adadelta's presets never tune weight_decay: it is coupled L2, left at 0.
+    ProcedureStep(
+        "Then regularise from the fit",
+        "The preset leaves weight_decay, coupled L2 here (g ← g + λ·θ), at 0. If the validation metric "
+        "turns worse while training goes on, add it with --set weight_decay=LOW:HIGH (log scale) or other "
+        "regularisation; AdamW's values do not carry over.",
+        ("adam", "adadelta"),
     ),
     ProcedureStep(
         "Optionally clip gradients",
@@ -874,6 +884,16 @@ PROCEDURE: tuple[ProcedureStep, ...] = (
         "lowering lr is the last resort.",
     ),
 )
+
+def procedure_for(optimizer: str) -> tuple[ProcedureStep, ...]:
+    """The steps of ``PROCEDURE`` that apply to ``optimizer``, in order.
+
+    Raises:
+        SpaceError: ``optimizer`` is not one of ``GUIDE_OPTIMIZERS``.
+    """
+    _one_of("optimizer", optimizer, GUIDE_OPTIMIZERS)
+    return tuple(step for step in PROCEDURE if optimizer in step.optimizers)
+
 
 ACTIONS: dict[str, str] = {
     "overfitting": (

@@ -50,13 +50,21 @@ def test_overview_has_tau_conventions_and_procedure():
     assert "λ_independent = lr_max · λ_pytorch" in flat
     assert "θ ← θ·(1 − η_t·λ_independent)" in flat
     assert "DecoupledAdamW" in flat
-    positions = [flat.index(step.title) for step in guide.PROCEDURE]
+    positions = [flat.index(step.title) for step in guide.procedure_for("adamw")]
     assert positions == sorted(positions)
     assert "≥ 6 trials: lr, weight_decay" in flat
     # weight_decay at 6 trials is adamtune's, not the playbook's (fewer than 10 trials: lr alone)
     assert "(the playbook's rule, with AdamW's weight_decay added from 6 trials: adamtune's addition)" in flat
     assert "(the playbook's rule)" in _flat(explain_text(optimizer="adam"))
     assert "90th percentile" in flat
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "adadelta"])
+def test_weight_decay_is_not_a_tuning_step_where_the_preset_never_tunes_it(optimizer):
+    flat = _flat(explain_text(optimizer=optimizer))
+    assert "Then tune weight decay from the fit" not in flat
+    assert "2. Then regularise from the fit The preset leaves weight_decay, coupled L2 here" in flat
+    assert all("weight_decay" not in names for _, names in guide.BUDGET_RULE[optimizer])
 
 
 @pytest.mark.parametrize(

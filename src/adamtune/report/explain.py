@@ -158,7 +158,7 @@ def _procedure(optimizer: str) -> Group:
     steps = Table.grid(padding=(0, 1))
     steps.add_column(no_wrap=True)
     steps.add_column(ratio=1)
-    for i, step in enumerate(guide.PROCEDURE, start=1):
+    for i, step in enumerate(guide.procedure_for(optimizer), start=1):
         steps.add_row(f"{i}.", Text.assemble((step.title, "bold"), "\n", step.detail))
     budget = Table.grid(padding=(0, 1))
     budget.add_column(no_wrap=True, justify="right")
