@@ -45,3 +45,74 @@ def test_a_list_of_examples_is_still_a_dataset():
     x, y = _data()
     w = _workload(train_data=list(zip(x, y)))
     assert adamtune.workloads.num_examples(w.train_data) == 12
+
+
+class _Pairs(torch.utils.data.Dataset):
+    """A map-style Dataset returning ``make(i)`` for example i of ``_data()``."""
+
+    def __init__(self, make):
+        self.x, self.y = _data()
+        self.make = make
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return self.make(self.x[i], self.y[i])
+
+
+class _Stream(torch.utils.data.IterableDataset):
+    def __iter__(self):
+        return iter(zip(*_data()))
+
+
+@pytest.mark.parametrize("data, said", [
+    (torch.utils.data.DataLoader(torch.utils.data.TensorDataset(*_data()), batch_size=4),
+     r"workload 'w': train_data must be a Dataset or \(inputs, targets\) tensors, not a DataLoader: adamtune "
+     r"shuffles the examples and batches them itself, batch_size at a time; pass the loader's dataset$"),
+    (_Stream(),
+     r"workload 'w': train_data must be a Dataset with __len__ and __getitem__ or \(inputs, targets\) tensors, not an "
+     r"IterableDataset: adamtune reads examples by index to shuffle them and batches them itself, batch_size at a "
+     r"time$"),
+    (_Pairs(lambda x, y: ({"pixels": x}, y)),
+     r"workload 'w': train_data: inputs must collate to a tensor \(adamtune moves each minibatch's inputs and "
+     r"targets to the device and calls model\(inputs\)\), got a dict; return \(input tensor, target\) pairs from "
+     r"the Dataset$"),
+    (_Pairs(lambda x, y: (x, str(int(y)))), r"workload 'w': train_data: targets must collate to a tensor .*, got a (tuple|list);"),
+    (_Pairs(lambda x, y: x), r"workload 'w': train_data must hold \(input, target\) pairs, but its examples collate "
+                             r"to Tensor$"),
+    (_Pairs(lambda x, y: (x, y, 0)), r"workload 'w': train_data must hold \(input, target\) pairs, but its examples "
+                                     r"collate to list of 3$"),
+    (_Pairs(lambda x, y: 1 / 0), r"workload 'w': train_data: reading and collating its first examples failed: "
+                                 r"ZeroDivisionError: division by zero$"),
+], ids=["DataLoader", "IterableDataset", "dict-inputs", "str-targets", "bare-tensors", "triples", "raises"])
+def test_data_no_trial_could_train_on_is_refused_when_the_workload_is_made(data, said):
+    with pytest.raises(WorkloadError, match=f"^{said}"):
+        _workload(train_data=data)
+
+
+def test_a_dataset_of_numpy_arrays_and_numbers_collates_to_tensors_and_is_taken():
+    w = _workload(train_data=_Pairs(lambda x, y: (x.numpy(), int(y))))
+    assert adamtune.workloads.num_examples(w.train_data) == 12
+
+
+def test_a_metric_returning_a_python_number_counts_as_its_tensor_would():
+    from adamtune.engine import train_trial
+
+    def float_accuracy(output, target):
+        return float(adamtune.accuracy(output, target))
+
+    as_tensor = train_trial(_workload(), adamtune.Config(lr=1e-2), init_seed=0, data_seed=0)
+    as_float = train_trial(_workload(metrics={"accuracy": float_accuracy}), adamtune.Config(lr=1e-2),
+                           init_seed=0, data_seed=0)
+    assert as_float.status == "complete"
+    assert as_float.curve["val_accuracy"] == pytest.approx(as_tensor.curve["val_accuracy"])
+
+
+def test_a_loss_returning_a_python_number_is_still_refused():
+    from adamtune.engine import train_trial
+
+    w = _workload(loss=lambda output, target: adamtune.cross_entropy(output, target).item())
+    with pytest.raises(WorkloadError, match=r"^the workload's loss must return a tensor holding one value "
+                                            r"\(the mean over the minibatch\), got float$"):
+        train_trial(w, adamtune.Config(), init_seed=0, data_seed=0)

@@ -41,7 +41,7 @@ def evaluate(forward: Callable[[Tensor], Tensor], workload: Workload, device: to
         x, y = x.to(device), y.to(device)
         out = forward(x)
         for name, (what, fn) in fns.items():
-            v = fn(out, y) if batched else one_value(fn(out, y), what)
+            v = fn(out, y) if batched else one_value(fn(out, y), what, number=name != "val_loss")
             v = v.detach().to(torch.float64) * n
             totals[name] = totals[name] + v if name in totals else v
         n_total += n

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import numbers
 import weakref
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Union
@@ -10,10 +11,10 @@ from typing import Any, Union
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.data import Dataset, default_collate
+from torch.utils.data import DataLoader, Dataset, IterableDataset, default_collate
 
 from adamtune import guide
-from adamtune.errors import WorkloadError
+from adamtune.errors import WorkloadError, first_line
 
 Data = Union[tuple[Tensor, Tensor], Dataset]
 MetricFn = Callable[[Tensor, Tensor], Tensor]
@@ -88,12 +89,14 @@ class Workload:
         model: builds a fresh model; called once per trial after the trial's seed is set,
             so the initial weights depend only on (study seed, trial number).
         train_data, valid_data: ``(inputs, targets)`` tensors or a ``torch.utils.data.Dataset``
-            returning ``(input, target)`` pairs.
+            returning ``(input, target)`` pairs that collate to an inputs tensor and a targets
+            tensor (numbers and numpy arrays do). Not a ``DataLoader`` or an ``IterableDataset``:
+            adamtune reads examples by index and batches them itself, ``batch_size`` at a time.
         loss: ``loss(output, target) -> scalar`` with mean reduction.
         metrics: extra metrics evaluated on the validation data, e.g. ``{"accuracy": accuracy}``;
             recorded as ``val_<name>`` at every evaluation. Like ``loss``, a mean over the
             examples: the validation data is evaluated in chunks and the chunks' values are
-            averaged by their sizes.
+            averaged by their sizes. A metric returns a one-value tensor or a Python number.
         objective: the metric the study optimises: ``"val_loss"`` or ``"val_<name>"``.
         direction: ``"minimize"`` or ``"maximize"``.
         steps, batch_size, eval_every: training length, minibatch size, evaluation interval.
@@ -102,6 +105,11 @@ class Workload:
         task: the kind of model, choosing the preset windows: generic, cnn, transformer, llm.
         divergence_factor: a trial is stopped as diverged when its mean training loss over an
             evaluation interval exceeds this multiple of its first loss (or is NaN/inf).
+
+    Raises:
+        WorkloadError: a field breaks what must hold, in one line; a Dataset's first two
+            examples are read and collated here, so data of the wrong kind is refused before
+            any trial trains.
     """
 
     name: str
@@ -152,6 +160,14 @@ class Workload:
         if not self.divergence_factor > 1:
             raise WorkloadError(f"workload {self.name!r}: divergence_factor must be > 1, got {self.divergence_factor}")
         for data, which in ((self.train_data, "train_data"), (self.valid_data, "valid_data")):
+            if isinstance(data, DataLoader):
+                raise WorkloadError(f"workload {self.name!r}: {which} must be a Dataset or (inputs, targets) tensors, "
+                                    "not a DataLoader: adamtune shuffles the examples and batches them itself, "
+                                    "batch_size at a time; pass the loader's dataset")
+            if isinstance(data, IterableDataset):
+                raise WorkloadError(f"workload {self.name!r}: {which} must be a Dataset with __len__ and __getitem__ "
+                                    "or (inputs, targets) tensors, not an IterableDataset: adamtune reads examples by "
+                                    "index to shuffle them and batches them itself, batch_size at a time")
             if isinstance(data, list) and data and isinstance(data[0], Tensor):
                 # [x, y] would be taken as a data set of two examples, each a bare tensor
                 raise WorkloadError(f"workload {self.name!r}: {which} must be an (inputs, targets) tuple of tensors "
@@ -163,6 +179,8 @@ class Workload:
                 raise WorkloadError(f"workload {self.name!r}: {which}: {e}") from None
             if n < 1:
                 raise WorkloadError(f"workload {self.name!r}: {which} is empty")
+            if not isinstance(data, tuple):
+                _check_examples(data, n, f"workload {self.name!r}: {which}")
 
     def build_model(self) -> nn.Module:
         """``model()``, checked to be a new module: a factory that hands out one network
@@ -203,14 +221,44 @@ class Workload:
         return tuple(s)
 
 
-def one_value(value: Any, what: str) -> Tensor:
-    """``value``, what the function ``what`` (``loss``, ``metric 'accuracy'``) returned, as a [1] tensor.
+def _check_examples(data: Data, n: int, where: str) -> None:
+    """Collate a Dataset's first two examples as every minibatch is, and refuse what no trial
+    could train on: examples that are not ``(input, target)`` pairs, or that do not collate to
+    tensors (a dict of inputs: the engines move a tensor to the device and call ``model`` on it).
 
     Raises:
-        WorkloadError: ``value`` is not a tensor of one element (a Python float, or a value per
-            example as ``reduction="none"`` gives).
+        WorkloadError: naming ``where`` (``workload 'w': train_data``).
     """
-    must = f"the workload's {what} must return a tensor holding one value (the mean over the minibatch)"
+    try:
+        batch = take(data, torch.arange(min(2, n)))
+    except Exception as e:  # noqa: BLE001 - the user's Dataset: every trial would fail the same way
+        raise WorkloadError(f"{where}: reading and collating its first examples failed: "
+                            f"{type(e).__name__}: {first_line(e)}") from None
+    if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+        raise WorkloadError(f"{where} must hold (input, target) pairs, but its examples collate to "
+                            f"{type(batch).__name__}{f' of {len(batch)}' if isinstance(batch, (tuple, list)) else ''}")
+    for part, t in zip(("inputs", "targets"), batch):
+        if not isinstance(t, Tensor):
+            raise WorkloadError(f"{where}: {part} must collate to a tensor (adamtune moves each minibatch's "
+                                f"inputs and targets to the device and calls model(inputs)), got a "
+                                f"{type(t).__name__}; return (input tensor, target) pairs from the Dataset")
+
+
+def one_value(value: Any, what: str, *, number: bool = False) -> Tensor:
+    """``value``, what the function ``what`` (``loss``, ``metric 'accuracy'``) returned, as a [1] tensor.
+
+    Args:
+        number: a Python number counts too (a metric's ``float(...)``, as sklearn-style code
+            returns; a loss must be a tensor, which training differentiates).
+
+    Raises:
+        WorkloadError: ``value`` is not a tensor of one element (a Python float where ``number``
+            is False, or a value per example as ``reduction="none"`` gives).
+    """
+    if number and isinstance(value, numbers.Real):
+        return torch.tensor([float(value)], dtype=torch.float64)
+    must = (f"the workload's {what} must return {'a number or ' if number else ''}a tensor holding one value "
+            "(the mean over the minibatch)")
     if not isinstance(value, Tensor):
         raise WorkloadError(f"{must}, got {type(value).__name__}")
     if value.numel() != 1:
