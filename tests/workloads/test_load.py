@@ -18,9 +18,9 @@ EXITS = {
 
 
 @pytest.mark.parametrize("name, said", [
-    ("exits.py", "it called sys.exit(5);"),
-    ("script.py", "it called sys.exit(2) after printing 'adamtune: error: unrecognized arguments: tune"),
-    ("factory.py", "calling make() failed: it called sys.exit(0);"),
+    ("exits.py", "it called sys.exit(5) (exits.py, line 2);"),
+    ("script.py", "it called sys.exit(2) (script.py, line 4) after printing 'adamtune: error: unrecognized arguments: tune"),
+    ("factory.py", "'factory.py:make': calling make() failed: it called sys.exit(0) (factory.py, line 2);"),
 ])
 def test_a_workload_that_exits_is_one_line_not_the_end_of_adamtune(name, said, tmp_path, adamtune_command):
     (tmp_path / name).write_text(EXITS[name])
@@ -97,3 +97,46 @@ def test_a_file_without_its_attribute_and_a_directory_say_what_to_write(tmp_path
         load_workload(str(f))
     with pytest.raises(WorkloadError, match=r"workload file '.*' is a directory; name a \.py file in it: .*FILE\.py:w$"):
         load_workload(f"{tmp_path}:w")
+
+
+BROKEN = {
+    "raises_at_import.py": "import os\n\nraise RuntimeError('CUDA not found on this box')\n",
+    "factory_raises.py": "import os\n\ndef make():\n    x = load_my_data('/data/missing.npz')\n",
+    "needs_arguments.py": "def make(steps, lr_hint=None):\n    raise AssertionError('never called')\n",
+    "class_needs_arguments.py": "class make:\n    def __init__(self, size):\n        pass\n",
+    # the innermost line of the user's code: in the sibling module the factory calls, not in a library
+    "calls_a_sibling.py": "import helper\n\ndef make():\n    return helper.load()\n",
+}
+
+
+@pytest.mark.parametrize("name, said", [
+    ("raises_at_import.py", "importing '{path}' failed: RuntimeError: CUDA not found on this box "
+                            "(raises_at_import.py, line 3)"),
+    ("factory_raises.py", "'{path}:make': calling make() failed: NameError: name 'load_my_data' is not defined "
+                          "(factory_raises.py, line 4)"),
+    ("needs_arguments.py", "'{path}:make' must be a Workload or a function that takes no argument and returns one; "
+                           "make() cannot be called with no argument (missing a required argument: 'steps')"),
+    ("class_needs_arguments.py", "'{path}:make' must be a Workload or a function that takes no argument and returns "
+                                 "one; make() cannot be called with no argument (missing a required argument: 'size')"),
+    ("calls_a_sibling.py", "'{path}:make': calling make() failed: FileNotFoundError: [Errno 2] No such file or "
+                           "directory: '/no/such/data.npz' (helper.py, line 4)"),
+])
+def test_an_error_in_a_workload_file_says_what_failed_and_where(name, said, tmp_path, monkeypatch):
+    """A factory that needs arguments is told apart from one that raised while it ran; what raised
+    is named by the innermost line of the user's own code, in one line."""
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.delitem(sys.modules, "helper", raising=False)
+    (tmp_path / "helper.py").write_text("import os\n\ndef load():\n    return open('/no/such/data.npz')\n")
+    (tmp_path / name).write_text(BROKEN[name])
+    with pytest.raises(WorkloadError) as e:
+        load_workload(f"{tmp_path / name}:make")
+    assert str(e.value) == said.format(path=tmp_path / name)
+
+
+def test_the_adamtune_command_says_where_a_workload_factory_failed(tmp_path, adamtune_command):
+    (tmp_path / "factory_raises.py").write_text(BROKEN["factory_raises.py"])
+    r = subprocess.run([adamtune_command, "tune", "--budget", "1", "--no-report", "--workload", "factory_raises.py:make"],
+                       capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert r.returncode == 2
+    assert r.stderr == ("adamtune: error: 'factory_raises.py:make': calling make() failed: NameError: name "
+                        "'load_my_data' is not defined (factory_raises.py, line 4)\n")
