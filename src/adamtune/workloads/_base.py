@@ -257,8 +257,7 @@ def one_value(value: Any, what: str, *, number: bool = False) -> Tensor:
     """
     if number and isinstance(value, numbers.Real):
         return torch.tensor([float(value)], dtype=torch.float64)
-    must = (f"the workload's {what} must return {'a number or ' if number else ''}a tensor holding one value "
-            "(the mean over the minibatch)")
+    must = f"the workload's {what} must return a tensor holding one value (the mean over the minibatch)"
     if not isinstance(value, Tensor):
         raise WorkloadError(f"{must}, got {type(value).__name__}")
     if value.numel() != 1:
