@@ -226,6 +226,35 @@ def test_study_falls_back_to_sequential_with_one_notice(storage, model, why):
     assert all(ft.user_attrs["engine"] == "sequential" for ft in r.study.trials)
 
 
+def _loss_read_as_a_number(output, target):
+    loss = adamtune.cross_entropy(output, target)
+    if loss.item() > 1e6:  # a guard as research code writes it: vmap cannot batch .item()
+        raise ValueError("loss exploded")
+    return loss
+
+
+def _accuracy_as_a_float(output, target):
+    return float(adamtune.accuracy(output, target))  # sklearn-style: a Python number
+
+
+@pytest.mark.parametrize("model", [None, Wrapped], ids=["written-out", "vmap"])
+@pytest.mark.parametrize("change, why", [
+    (dict(loss=_loss_read_as_a_number), "torch.func.vmap cannot run the workload's loss: RuntimeError: vmap: It looks "
+                                        "like you're calling .item() on a Tensor"),
+    (dict(metrics={"accuracy": _accuracy_as_a_float}), "torch.func.vmap cannot run metric 'accuracy': RuntimeError: "
+                                                       "vmap: It looks like you're calling .item() on a Tensor"),
+], ids=["loss-item", "float-metric"])
+def test_the_fallback_note_names_the_loss_or_metric_vmap_cannot_run_not_the_model(storage, model, change, why):
+    """The model stacks fine (written out or under vmap): the note blames what the user must change."""
+    notices = []
+    w = dataclasses.replace(_digits(steps=20, eval_every=10), **change, **({"model": model} if model else {}))
+    r = adamtune.tune(w, budget=3, storage=storage, pruner="none", notice=notices.append)
+    assert len(notices) == 1 and notices[0].startswith(f"training trials one at a time: {why}"), notices
+    assert "\n" not in notices[0]
+    assert [t.state for t in r.trials] == [TrialState.COMPLETE] * 3
+    assert all(ft.user_attrs["engine"] == "sequential" for ft in r.study.trials)
+
+
 class LogsNowAndThen(nn.Module):
     """Research code that logs a statistic with .item() every 15th training call: vmap fails only then."""
 

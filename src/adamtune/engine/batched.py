@@ -135,30 +135,33 @@ def evaluates_per_call(model: nn.Module) -> bool:
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) and not m.track_running_stats for m in model.modules())
 
 
-def _not_batchable_or_raise(error: Exception, what: str, workload: Workload, device: torch.device | str,
-                            evaluation: bool, step: int | None = None) -> None:
+def _not_batchable_or_raise(error: Exception, runner: str, model: nn.Module, workload: Workload,
+                            device: torch.device | str, evaluation: bool, step: int | None = None) -> None:
     """Raise NotBatchable for ``error`` of the stacked model, or ``error`` itself if one model
     alone fails the same way (a bug in the user's model, loss or metric: each trial's failure
     to record, not a reason to train one at a time).
 
+    ``runner`` names what runs the stack (``torch.func.vmap``); the reason names what it could
+    not run (:func:`_refused`), in training or (``evaluation``) in evaluation of ``model``.
     ``step``: the training step ``error`` came at, after the checks before the first. One model
     alone is tried on one step only, which a bug of the user's reached later passes too, so
     there only vmap's own refusals count (:func:`_vmaps_own`).
     """
+    if step is not None and not _vmaps_own(error):
+        raise error
+    what = _refused(error, runner, model, workload, evaluation)
     if step is not None:
-        if not _vmaps_own(error):
-            raise error
         what = f"{what} at step {step}"
     devices = [torch.device(device)] if torch.device(device).type == "cuda" else []
     try:
         with torch.random.fork_rng(devices=devices):
-            model = workload.build_model().to(device)
+            alone = workload.build_model().to(device)
             if evaluation:
-                model.eval()
-                evaluate(model, workload, device, batches=1)
+                alone.eval()
+                evaluate(alone, workload, device, batches=1)
             else:
                 x, y = next(batch_stream(workload.train_data, workload.batch_size, 0))
-                one_value(workload.loss(model(x.to(device)), y.to(device)), "loss").backward()
+                one_value(workload.loss(alone(x.to(device)), y.to(device)), "loss").backward()
     except WorkloadError:  # a loss or metric that does not return one value: said in the user's words
         raise
     except Exception:
@@ -169,6 +172,30 @@ def _not_batchable_or_raise(error: Exception, what: str, workload: Workload, dev
     kept = [part for part in re.split(r"(?<=[.;])\s+", first_line(error)) if "please file" not in part.lower()]
     said = " ".join(kept).strip() or type(error).__name__
     raise NotBatchable(f"{what}: {type(error).__name__}: {said}") from error
+
+
+def _refused(error: BaseException, runner: str, model: nn.Module, workload: Workload, evaluation: bool) -> str:
+    """What ``runner`` could not run, from the frames ``error`` came through: the workload's loss
+    or a metric when one of them was running (``.item()`` in a custom loss: the model stacks fine;
+    they run under vmap whatever runs the model), this model when its forward was, else both
+    (an error raised in backward names neither)."""
+    functions = {"the workload's loss": workload.loss}
+    if evaluation:
+        functions.update({f"metric {name!r}": fn for name, fn in workload.metrics.items()})
+    blame = {}
+    for what, fn in functions.items():  # a function, a method, or a module's forward (loss=nn.MSELoss())
+        blame[getattr(fn, "__code__", None) or getattr(getattr(fn, "forward", None), "__code__", None)] = (
+            f"torch.func.vmap cannot run {what}")
+    run = "evaluate" if evaluation else "run"
+    for m in model.modules():
+        blame.setdefault(getattr(type(m).forward, "__code__", None), f"{runner} cannot {run} this model")
+    blame.pop(None, None)
+    found = f"{runner} cannot {'evaluate this model with its loss and metrics' if evaluation else 'run this model and loss'}"
+    tb = error.__traceback__
+    while tb is not None:  # the innermost frame of them decides
+        found = blame.get(tb.tb_frame.f_code, found)
+        tb = tb.tb_next
+    return found
 
 
 OUTSIDE_THE_CALL = (
@@ -370,7 +397,7 @@ def train_members(
     try:
         params = adopt_grad_layout(params, lambda: probe_loss(params, buffers, x, y).sum())
     except Exception as e:  # e.g. vmap has no batching rule for something in the user's model
-        _not_batchable_or_raise(e, f"{runner} cannot run this model", workload, device, evaluation=False)
+        _not_batchable_or_raise(e, runner, base, workload, device, evaluation=False)
     reason = lost_updates(updated, saved, buffers)
     if reason:
         raise NotBatchable(reason)
@@ -389,7 +416,7 @@ def train_members(
         with torch.random.fork_rng(devices=[d for d in {p.device for p in params.values()} if d.type == "cuda"]):
             evaluate_members(batches=1, net=probe, forward=probe_forward)
     except Exception as e:
-        _not_batchable_or_raise(e, f"{runner} cannot evaluate this model", workload, device, evaluation=True)
+        _not_batchable_or_raise(e, runner, base, workload, device, evaluation=True)
     with torch.no_grad():
         for n, b in buffers.items():
             b.copy_(saved[n])
@@ -428,8 +455,7 @@ def train_members(
             losses = batched_loss(params, buffers, x, y)
             losses.sum().backward()
         except Exception as e:  # a path only some steps take (a .item() every n calls): one at a time
-            _not_batchable_or_raise(e, f"{runner} cannot run this model", workload, device, evaluation=False,
-                                    step=step)
+            _not_batchable_or_raise(e, runner, base, workload, device, evaluation=False, step=step)
         scale = None
         if scheduled:
             scale = torch.tensor([multipliers[i](step - 1) for i in members], dtype=torch.float64, device=device)
@@ -444,8 +470,7 @@ def train_members(
         try:
             metrics = evaluate_members()
         except Exception as e:
-            _not_batchable_or_raise(e, f"{runner} cannot evaluate this model", workload, device, evaluation=True,
-                                    step=step)
+            _not_batchable_or_raise(e, runner, base, workload, device, evaluation=True, step=step)
         values = metrics[workload.objective].tolist()
         # Members whose loss went non-finite mid-interval end without this evaluation, exactly
         # as the sequential engine stops at that step.
