@@ -62,7 +62,8 @@ BAD_INPUT = [
     (["studies", "--storage", ""], "storage must be a URL like sqlite:///adamtune.db"),
     (["dashboard", "--port", "99999"], "--port must be a TCP port in 1..65535, got 99999"),
     (["dashboard", "--port", "-1"], "--port must be a TCP port in 1..65535, got -1"),
-    (["tune", "--storage", "adamtune.db"], "storage must be a URL like sqlite:///adamtune.db"),
+    (["tune", "--storage", "adamtune.db"], "storage must be a URL like sqlite:///adamtune.db or postgresql://user@host/db, "
+     "got 'adamtune.db'; for a SQLite file at that path write sqlite:////"),  # the absolute path: tested in test_storage
     (["tune", "--storage", "postgres://u:hunter2@h/db"], "storage must be a URL like sqlite:///adamtune.db or "
      "postgresql://user@host/db, got 'postgres://u:***@h/db' (PostgreSQL's scheme is spelt postgresql://)"),
     (["show", "--storage", "mssql://me:p@ss:w0rd@h/db?password=x"], "got 'mssql://me:***@h/db?password=***'"),
@@ -97,6 +98,16 @@ def test_bad_input_is_one_line_and_status_2(args, message, tmp_path, monkeypatch
     assert "Traceback" not in r.output
     assert r.stdout == ""  # not even an empty line
     assert not os.path.exists(tmp_path / "adamtune.db")  # bad input leaves no empty database behind
+
+
+@pytest.mark.parametrize("command", ["tune", "show", "studies"])
+def test_a_storage_given_as_a_path_gets_the_url_to_write(command, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    r = runner.invoke(app, [command, "--storage", "runs.db"])
+    assert r.exit_code == 2
+    assert r.stderr == ("adamtune: error: storage must be a URL like sqlite:///adamtune.db or postgresql://user@host/db, "
+                        f"got 'runs.db'; for a SQLite file at that path write sqlite:///{tmp_path / 'runs.db'}\n")
+    assert os.listdir(tmp_path) == []
 
 
 @pytest.mark.parametrize("command", ["tune", "show", "best", "studies"])

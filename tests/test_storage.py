@@ -507,3 +507,32 @@ def test_the_pruners_records_skip_a_trial_finished_elsewhere_meanwhile(tmp_path)
     study.pruner.prune = prune
     assert len(should_prune_many([a, b])) == 2
     assert [t.state for t in study.get_trials()] == [S.FAIL, S.RUNNING]
+
+
+@pytest.mark.parametrize("given", ["/tmp/x.db", "runs/x.db", "x.db"])
+def test_a_bare_path_is_refused_with_the_url_to_write(given, tmp_path, monkeypatch):
+    """From Python (tune(storage="/tmp/x.db")) as from --storage: refused, not taken as a file,
+    the message giving the exact URL built from the absolute path."""
+    import os
+
+    import adamtune
+
+    monkeypatch.chdir(tmp_path)
+    said = (f"storage must be a URL like sqlite:///adamtune.db or postgresql://user@host/db, got {given!r}; "
+            f"for a SQLite file at that path write sqlite:///{os.path.join(tmp_path, given)}")
+    with pytest.raises(StorageError) as e:
+        adamtune.load("tiny", given)
+    assert str(e.value) == said
+    with pytest.raises(StorageError) as e:
+        adamtune.tune("digits-mlp", budget=1, storage=given)
+    assert str(e.value) == said
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("given", ["", "  ", "me@host/db", "postgres://me:secret@host/db"])
+def test_what_is_not_a_path_gets_no_sqlite_url(given):
+    from adamtune.storage import check_url
+
+    with pytest.raises(StorageError) as e:
+        check_url(given)
+    assert "for a SQLite file" not in str(e.value) and "secret" not in str(e.value)

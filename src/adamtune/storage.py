@@ -902,10 +902,16 @@ def storage_url(storage: Any) -> str:
 
 
 def check_url(url: str, *, must_exist: bool = False) -> None:
-    """Everything about ``url`` that can be checked without touching it. Raises StorageError."""
+    """Everything about ``url`` that can be checked without touching it. Raises StorageError.
+
+    A bare path (``adamtune.db``, ``/tmp/x.db``) is refused, the message giving the URL to write
+    (``sqlite:////tmp/x.db``), not taken as one: a mistyped URL would become a new database file.
+    """
     if not isinstance(url, str) or not _URL.match(url):
         shown = redact(url) if isinstance(url, str) else url
         hint = " (PostgreSQL's scheme is spelt postgresql://)" if shown.startswith("postgres://") else ""
+        if isinstance(url, str) and url.strip() and "://" not in url and "@" not in url:  # a path, not a URL
+            hint = f"; for a SQLite file at that path write sqlite:///{os.path.abspath(url)}"
         raise StorageError(
             f"storage must be a URL like sqlite:///adamtune.db or postgresql://user@host/db, got {shown!r}{hint}"
         )
