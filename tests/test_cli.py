@@ -67,6 +67,8 @@ BAD_INPUT = [
     (["tune", "--storage", "postgres://u:hunter2@h/db"], "storage must be a URL like sqlite:///adamtune.db or "
      "postgresql://user@host/db, got 'postgres://u:***@h/db' (PostgreSQL's scheme is spelt postgresql://)"),
     (["show", "--storage", "mssql://me:p@ss:w0rd@h/db?password=x"], "got 'mssql://me:***@h/db?password=***'"),
+    *(([command, "--storage", url], f"got '{said}'") for command in ("tune", "show") for url, said in (
+        ("me:s3cret@h/db", "me:***@h/db"), ("postgresql:/me:s3cret@h/db", "postgresql:***@h/db"))),
     (["tune", "--storage", "sqlite://x.db"], "a SQLite storage URL needs three slashes"),
     *(([command, "--storage", "sqlite:///x.db?timeout=5"], "a SQLite storage URL names the file alone, with no query "
        "string (adamtune sets the connection's options itself): sqlite:///x.db, got 'sqlite:///x.db?timeout=5'")
@@ -95,6 +97,7 @@ def test_bad_input_is_one_line_and_status_2(args, message, tmp_path, monkeypatch
     assert len(lines) == 1, r.stderr
     assert lines[0].startswith("adamtune: error: ")
     assert message in lines[0]
+    assert "s3cret" not in r.stderr and "hunter2" not in r.stderr  # passwords are masked, with a scheme or not
     assert "Traceback" not in r.output
     assert r.stdout == ""  # not even an empty line
     assert not os.path.exists(tmp_path / "adamtune.db")  # bad input leaves no empty database behind

@@ -981,6 +981,8 @@ def redact(url: str) -> str:
     """``url`` with its password masked (``postgresql://me:***@host/db``): for every message or
     report that repeats a storage URL."""
     url = re.sub(r"://([^:/?#@]*):.*@", r"://\1:***@", url)  # up to the last @: a password may hold one
+    if "://" not in url:  # no scheme, or a malformed one (postgresql:/me:pw@h): user:password@ all the same
+        url = re.sub(r"^([^:/?#@]*):.*@", r"\1:***@", url)
     return re.sub(r"([?&]password=)[^&]*", r"\1***", url)
 
 
