@@ -67,6 +67,10 @@ def test_settings_and_trials_changed_outside_adamtune_name_the_study_and_what_is
         malformed = {}
         assert [s.study_name for s in adamtune.list_studies(storage, malformed=malformed)] == ["other"]
         assert list(malformed) == ["tiny"] and str(malformed["tiny"]) == message
+    # eps=0, which an older adamtune took: said as what it is, not as a change made by hand
+    study.set_user_attr(SETTINGS_ATTR, json.dumps({**stored, "space": {**stored["space"], "fixed": [["eps", 0.0]]}}))
+    with pytest.raises(adamtune.StudyError, match="^study 'tiny' was made with eps=0, which adamtune no longer reads"):
+        adamtune.load("tiny", storage)
     study.set_user_attr(SETTINGS_ATTR, json.dumps(stored))
     trial_id = study.trials[1]._trial_id
 

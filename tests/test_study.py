@@ -307,6 +307,18 @@ def test_asha_on_an_objective_judges_from_a_quarter_of_its_length(storage):
     # Optuna's min_resource="auto" took 1% of the first complete trial: pruned at step 1
     assert pruned_at and min(pruned_at) >= 25 and r.count(TrialState.PRUNED) == len(pruned_at)
 
+    def diverges_first(config, trial):  # trial 0 blows up at step 8: no length to judge the others by
+        if trial.number == 0:
+            for step in range(1, 9):
+                trial.report(step, 1.0 if step < 8 else float("nan"))
+            return float("nan")
+        return objective(config, trial)
+
+    pruned_at.clear()
+    r = adamtune.tune(diverges_first, budget=12, storage=storage, study="diverges", pruner="asha")
+    assert r.trials[0].state == TrialState.DIVERGED
+    assert pruned_at and min(pruned_at) >= 25
+
 
 def test_a_rerun_with_nothing_to_run_on_a_study_whose_every_trial_failed_is_an_error(storage, tiny_file):
     with pytest.raises(StudyError):
@@ -317,6 +329,12 @@ def test_a_rerun_with_nothing_to_run_on_a_study_whose_every_trial_failed_is_an_e
                             "pass a larger --budget to run more, or use a new --study name. Last error: RuntimeError: "
                             f"model factory exploded (full tracebacks: adamtune show --storage {storage} --study "
                             "broken)")
+    path = storage.removeprefix("sqlite:///")
+    assert not os.path.exists(path + "-wal")  # settled: the file alone holds the study, ready to copy
+    # the Ray workers' driver says the same (it has nothing to start a cluster for)
+    from adamtune.cluster import tune_on_ray
+    with pytest.raises(StudyError, match="^study 'broken' has used its budget of 2 trials and every one failed"):
+        tune_on_ray(f"{tiny_file}:broken", workers=1, budget=2, storage=storage)
 
 
 def test_workload_object_in_python(storage, tiny_file):

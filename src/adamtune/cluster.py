@@ -32,7 +32,7 @@ from adamtune.errors import AdamtuneError, StorageError, StudyError, first_line
 from adamtune.results import StudySettings, TuneResult, result_of
 from adamtune.storage import check_url, settle, sqlite_path, storage_url
 from adamtune.study import (
-    Objective, OpenedStudy, check_callbacks, open_study, resolve_batch, sigterm_as_interrupt, warn,
+    Objective, OpenedStudy, check_callbacks, open_study, refuse_all_failed, resolve_batch, sigterm_as_interrupt, warn,
 )
 from adamtune.trials import TrialRecord
 from adamtune.workloads import Workload
@@ -301,6 +301,8 @@ def _run(ray: Any, opened: OpenedStudy, workload_or_objective: Any, url: str, wo
     if on_start is not None:
         on_start(settings, opened.remaining)
     if opened.remaining == 0:
+        if max_consecutive_failures is not None:
+            refuse_all_failed(opened)
         return result_of(the_study, settings)
     # Each worker runs its share of the trials left: shares fixed here cannot ask past the budget
     # together (workers that each counted the trials left could).

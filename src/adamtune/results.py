@@ -155,6 +155,10 @@ def read_settings(study: optuna.Study) -> StudySettings:
     try:
         settings = StudySettings.from_json(text)
     except ValueError as e:
+        if "eps must be > 0, got 0.0" in str(e):  # written by an adamtune that took eps=0, not changed by hand
+            raise StudyError(f"study {study.study_name!r} was made with eps=0, which adamtune no longer reads or "
+                             "trains (a coordinate whose gradient is exactly 0 steps by 0/0 = NaN, so its trials "
+                             "diverged): tune a new --study with eps > 0") from None
         raise StudyError(f"study {study.study_name!r} has malformed adamtune settings ({e}): {_CHANGED}") from None
     began = study.user_attrs.get(SPACE_BUDGET_ATTR)
     if began is not None and (isinstance(began, bool) or not isinstance(began, int) or began < 1):

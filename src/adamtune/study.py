@@ -297,7 +297,8 @@ def draws_alone(sampler: optuna.samplers.BaseSampler) -> bool:
 
 class QuarterOfFirstComplete(optuna.pruners.BasePruner):
     """ASHA for an objective function, whose length adamtune is not told: no pruning until a
-    trial completes, then rungs from a quarter of the last step that trial reported, x3 after
+    trial completes (diverged ones do not count), then rungs from a quarter of the last step that
+    trial reported, x3 after
     (the managed workloads' rule). Optuna's own ``min_resource="auto"`` takes 1% of it, which
     judges every later trial at its first report."""
 
@@ -307,7 +308,9 @@ class QuarterOfFirstComplete(optuna.pruners.BasePruner):
     def prune(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
         if self._asha is None:
             done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-            steps = [max(t.intermediate_values) for t in done if t.intermediate_values]
+            # a diverged trial is COMPLETE to Optuna (an infinite value): its last finite report is no length
+            steps = [max(t.intermediate_values) for t in done if t.intermediate_values
+                     and t.user_attrs.get(ATTR_STATE) != TrialState.DIVERGED.value]
             if not steps:
                 return False
             self._asha = optuna.pruners.SuccessiveHalvingPruner(min_resource=max(1, steps[0] // 4),
@@ -694,19 +697,13 @@ def tune(
     quota = remaining if max_trials is not None else math.inf  # trials that count this call may still run
     runner = _Runner(the_study, settings, workload, opened.objective_fn, opened.device, on_trial,
                      max_consecutive_failures, notice or warn, opened.url)
-    if remaining == 0 and max_consecutive_failures is not None:
-        # Nothing to run, and nothing but failures to show: not a success a script may read.
-        counted = [t for t in result_of(the_study, settings).trials if not t.interrupted]
-        if counted and all(t.state == TrialState.FAILED for t in counted):
-            runner.last_error = _error_line(counted[-1].error or "")
-            raise runner.failed(f"study {the_study.study_name!r} has used its budget of {settings.budget} trials and "
-                                f"every one failed; fix the error, then pass a larger --budget to run more, or use a "
-                                f"new --study name")
-    if on_start is not None:
-        on_start(settings, remaining)
-    k = resolve_batch(opened.wanted_batch, workload, the_sampler, remaining, opened.device, max_memory,
-                      notice or warn)
     try:
+        if remaining == 0 and max_consecutive_failures is not None:
+            refuse_all_failed(opened)
+        if on_start is not None:
+            on_start(settings, remaining)
+        k = resolve_batch(opened.wanted_batch, workload, the_sampler, remaining, opened.device, max_memory,
+                          notice or warn)
         with sigterm_as_interrupt(), Heartbeat(the_study) as heartbeat:
             runner.heartbeat = heartbeat
             while remaining > 0:
@@ -1138,11 +1135,7 @@ class _Runner:
             raise self.failed(f"{self.failures} trials in a row failed; stopping")
 
     def failed(self, what: str) -> StudyError:
-        """The error that ends a run whose trials failed: ``what``, the last error, where to read more."""
-        show = ["adamtune", "show", *(["--storage", redact(self.url)] if self.url else []), "--study",
-                self.study.study_name]
-        return StudyError(f"{what}. Last error: {self.last_error} "
-                          f"(full tracebacks: {' '.join(shlex.quote(p) for p in show)})")
+        return failures_error(what, self.last_error, self.study.study_name, self.url)
 
     def _notify(self, trials: Sequence[optuna.trial.Trial], only_finished: bool = False) -> None:
         if self.on_trial is None:
@@ -1156,6 +1149,24 @@ class _Runner:
         for j, trial in enumerate(trials):
             later = {t.number for t in trials[j + 1:]}
             self.on_trial(by_number[trial.number], _with_running(now, later) if later else now)
+
+
+def failures_error(what: str, last_error: str, study_name: str, url: str | None) -> StudyError:
+    """The error that ends a run whose trials failed: ``what``, the last error, where to read more."""
+    show = ["adamtune", "show", *(["--storage", redact(url)] if url else []), "--study", study_name]
+    return StudyError(f"{what}. Last error: {last_error} (full tracebacks: {' '.join(shlex.quote(p) for p in show)})")
+
+
+def refuse_all_failed(opened: OpenedStudy) -> None:
+    """Raise StudyError when the study has no trial left to run and every one it counts failed:
+    a rerun then trains nothing and has nothing but failures to show, not a success a script may
+    read (tune() and the Ray workers' driver alike)."""
+    counted = [t for t in result_of(opened.study, opened.settings).trials if not t.interrupted]
+    if counted and all(t.state == TrialState.FAILED for t in counted):
+        raise failures_error(
+            f"study {opened.study.study_name!r} has used its budget of {opened.settings.budget} trials and every one "
+            "failed; fix the error, then pass a larger --budget to run more, or use a new --study name",
+            _error_line(counted[-1].error or ""), opened.study.study_name, opened.url)
 
 
 def _error_line(tb: str) -> str:

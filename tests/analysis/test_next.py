@@ -171,3 +171,20 @@ def test_a_dimension_whose_best_trials_sit_as_chance_would_is_kept_not_narrowed(
     assert lr.change == "narrow"  # 0.48..0.52: a 4% span, 0.5% likely by chance
     assert wd.change == "keep" and wd.window == syn.WD
     assert wd.reason == "the 3 best trials spread over 40% of the window, as trials in a dimension that does not matter would (35% of the time)"
+
+
+def test_an_llm_study_that_trained_with_torchs_beta2_keeps_it_in_the_next_search(syn):
+    # A study made before the llm preset fixed beta2 at 0.95 (or from Python with a SearchSpace of
+    # its own) trained at PyTorch's 0.999: the next search must not switch it silently.
+    import dataclasses
+
+    settings = dataclasses.replace(syn.settings(syn.LR, budget=6), task="llm")
+    lr_u = (0.05, 0.2, 0.35, 0.5, 0.55, 0.6, 0.8, 0.95)
+    trials = [syn.trial(i, abs(u - 0.55), lr=syn.lr_at(u)) for i, u in enumerate(lr_u)]
+    ns = next_space(trials, settings, study_name="old")
+    assert "beta2=0.999" in ns.set_arguments and "weight_decay=0.01" in ns.set_arguments
+    rebuilt = with_overrides(preset("adamw", "llm", 6), ns.set_arguments)
+    assert dict(rebuilt.fixed)["beta2"] == 0.999
+    # one that trained with the preset's 0.95 keeps that
+    fixed = dataclasses.replace(settings, space=dataclasses.replace(settings.space, fixed=(("beta2", 0.95),)))
+    assert "beta2=0.95" in next_space(trials, fixed, study_name="new").set_arguments

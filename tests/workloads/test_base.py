@@ -96,6 +96,32 @@ def test_a_dataset_of_numpy_arrays_and_numbers_collates_to_tensors_and_is_taken(
     assert adamtune.workloads.num_examples(w.train_data) == 12
 
 
+class _OpensOnFirstRead(torch.utils.data.Dataset):
+    """The h5py/LMDB habit: the file is opened on first access, so the Dataset pickles until then."""
+
+    def __init__(self, path):
+        self.path, self.file = path, None
+        self.x, self.y = _data()
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        if self.file is None:
+            self.file = open(self.path, "rb")  # noqa: SIM115 - held open, as a dataset's file handle is
+        return self.x[i], self.y[i]
+
+
+def test_checking_a_dataset_leaves_it_unread(tmp_path):
+    import pickle
+
+    (tmp_path / "data.bin").write_bytes(b"x")
+    ds = _OpensOnFirstRead(str(tmp_path / "data.bin"))
+    _workload(train_data=ds)
+    assert ds.file is None
+    pickle.dumps(ds)  # still sendable to workers
+
+
 def test_a_metric_returning_a_python_number_counts_as_its_tensor_would():
     from adamtune.engine import train_trial
 

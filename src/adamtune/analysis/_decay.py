@@ -147,6 +147,6 @@ def decay_findings(d: DecayTimescale | None, lr_at_upper_edge: bool = False) -> 
         else:
             suggestion = (f"--set {set_argument(test)}",)
             tenth = "τ from the run down to a tenth of it; " if d.high is None or d.high <= d.low else ""
-            detail += (f" Only the validation loss can tell whether it helps: test it with {suggestion[0]} ({tenth}in "
-                       f"place of any weight_decay in the next search's command).")
+            detail += (f" Only the validation loss can tell whether it helps: test it in a study of its own, with "
+                       f"{suggestion[0]} ({tenth}a new --study name: a study continued keeps its own search space).")
     return (Finding("decay_timescale", INFO, title, detail, (d.trial,), suggestion),)

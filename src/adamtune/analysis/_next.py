@@ -217,7 +217,10 @@ def next_space(
         replaced = ("max_grad_norm",)
     args += [_fixed_text(k, v) for k, v in sorted(fixed.items())]
     defaults = Config(optimizer=settings.optimizer)
-    for name in preset(settings.optimizer, settings.task, settings.budget).tuned:
+    # What the next preset would tune or fix (llm's beta2 = 0.95) that this study neither tuned
+    # nor fixed: pinned at the value this study trained with, PyTorch's default.
+    nxt = preset(settings.optimizer, settings.task, settings.budget)
+    for name in (*nxt.tuned, *(k for k, _ in nxt.fixed)):
         if name not in tuned and name not in fixed:
             value = TORCH_DEFAULTS[settings.optimizer].get(name, getattr(defaults, name))
             args.append(_fixed_text(name, value))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import numbers
 import weakref
@@ -226,9 +227,17 @@ def _check_examples(data: Data, n: int, where: str) -> None:
     could train on: examples that are not ``(input, target)`` pairs, or that do not collate to
     tensors (a dict of inputs: the engines move a tensor to the device and call ``model`` on it).
 
+    They are read from a shallow copy of a Dataset, which stays as the user made it: one that
+    opens its file on first access (h5py, LMDB) stays unopened, so still picklable for workers.
+
     Raises:
         WorkloadError: naming ``where`` (``workload 'w': train_data``).
     """
+    if not isinstance(data, (tuple, list)):
+        try:
+            data = copy.copy(data)
+        except Exception:  # noqa: BLE001 - a Dataset that cannot be copied is read as it is
+            pass
     try:
         batch = take(data, torch.arange(min(2, n)))
     except Exception as e:  # noqa: BLE001 - the user's Dataset: every trial would fail the same way
