@@ -188,6 +188,46 @@ def test_heartbeats_on_postgres_end_a_lost_trial_only(postgres_url):
     assert study.get_trials()[gone.number].user_attrs["interrupted"] is True
 
 
+def test_heartbeats_on_postgres_are_utc_whatever_the_session_time_zone(postgres_url):
+    """A worker whose session is in Los Angeles stamps its trials; one in Tokyo does not see them
+    as lost (the stamps were local times 17 h apart), and both see an hour-old stamp as lost."""
+    import time
+
+    import optuna
+    import sqlalchemy
+
+    from adamtune.heartbeat import Heartbeat, end_lost, lost_trials
+
+    def in_zone(zone):  # the session's time zone, as PGTZ or ALTER ROLE ... SET timezone would set it
+        return f"{postgres_url}?options=-c%20timezone%3D{zone}"
+
+    la = optuna.create_study(study_name="pg-zones", storage=in_zone("America/Los_Angeles"))
+    tokyo = optuna.load_study(study_name="pg-zones", storage=in_zone("Asia/Tokyo"))
+    alive, gone = la.ask(), la.ask()
+    engine = sqlalchemy.create_engine(postgres_url)
+
+    def stamps():  # their age by the server's UTC clock, in seconds
+        with engine.begin() as con:
+            return dict(con.execute(sqlalchemy.text(
+                "select trial_id, extract(epoch from (now() at time zone 'UTC') - heartbeat) from trial_heartbeats "
+                "where trial_id in (:a, :b)"), {"a": alive._trial_id, "b": gone._trial_id}).all())
+
+    with Heartbeat(la, interval_s=0.1) as heartbeat:
+        heartbeat.watch([alive, gone])
+        deadline = time.monotonic() + 30
+        while len(stamps()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    assert all(abs(age) < 60 for age in stamps().values())  # stored in UTC
+    assert lost_trials(tokyo) == [] and lost_trials(la) == [] and end_lost(tokyo) == 0
+    with engine.begin() as con:
+        con.execute(sqlalchemy.text("update trial_heartbeats set heartbeat = heartbeat - interval '1 hour' "
+                                    "where trial_id = :id"), {"id": gone._trial_id})
+    engine.dispose()
+    assert lost_trials(tokyo) == lost_trials(la) == [gone._trial_id]
+    assert end_lost(tokyo) == 1
+    assert [t.state for t in la.get_trials()] == [optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.FAIL]
+
+
 def test_two_workers_continue_a_stopped_study_each_point_once(postgres_url, tiny_ref, tmp_path, adamtune_command,
                                                               monkeypatch):
     """A study stopped by a Ctrl-C (a batch cut short), continued by two workers at once: the

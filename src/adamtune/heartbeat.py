@@ -6,9 +6,11 @@ Ctrl-C and SIGTERM end the trials in training as cut short. A worker killed outr
 worker stamps each of its running trials in Optuna's ``trial_heartbeats`` table every
 ``INTERVAL_S`` seconds, in one transaction for them all, and ``tune`` begins by ending the
 study's running trials whose stamp is older than ``GRACE_S``: failed and cut short, like a
-Ctrl-C, so the run makes up for them. Times are the database's own clock, so workers on other
-machines agree. A trial with no stamp at all (made by Optuna directly, or by an older adamtune)
-is left alone. Only SQL storages in files or servers (SQLite, PostgreSQL, MySQL) have heartbeats.
+Ctrl-C, so the run makes up for them. Times are the database's own clock in UTC, whatever the
+time zone of each worker's session, so workers on other machines and in other zones agree
+(stamps an older adamtune wrote in a session's local time are read as UTC, off by that zone's
+offset). A trial with no stamp at all (made by Optuna directly, or by an older adamtune) is left
+alone. Only SQL storages in files or servers (SQLite, PostgreSQL, MySQL) have heartbeats.
 """
 
 from __future__ import annotations
@@ -29,11 +31,25 @@ LOST = (f"lost: its worker sent no heartbeat for over {GRACE_S / 60:g} minutes (
         "or its machine stopped)")
 
 
+def _utc(moment: datetime.datetime) -> datetime.datetime:
+    """``moment`` as naive UTC, as the heartbeat column holds it: an aware time converted, a naive
+    one taken as UTC already."""
+    if moment.tzinfo is None:
+        return moment
+    return moment.astimezone(datetime.timezone.utc).replace(tzinfo=None)
+
+
 def _now(session: Any) -> datetime.datetime:
+    """The database's clock, naive UTC. PostgreSQL's now() is in the session's time zone (PGTZ,
+    the role's setting), with its offset; MySQL's NOW() is its local time, without one; SQLite's
+    CURRENT_TIMESTAMP is UTC."""
     import sqlalchemy
 
-    # naive, as the heartbeat column is read back (PostgreSQL's now() carries a time zone)
-    return session.execute(sqlalchemy.func.now()).scalar().replace(tzinfo=None)
+    if session.get_bind().dialect.name in ("mysql", "mariadb"):
+        clock = sqlalchemy.func.utc_timestamp(type_=sqlalchemy.DateTime)
+    else:
+        clock = sqlalchemy.func.now()
+    return _utc(session.execute(clock).scalar())
 
 
 def beat(backend: optuna.storages.RDBStorage, trial_ids: Sequence[int]) -> set[int]:
@@ -79,7 +95,7 @@ def _lost(study: optuna.Study, grace_s: float | None) -> list[tuple[int, int]]:
             models.TrialHeartbeatModel, models.TrialHeartbeatModel.trial_id == models.TrialModel.trial_id).filter(
             models.TrialModel.study_id == study._study_id,
             models.TrialModel.state == optuna.trial.TrialState.RUNNING).all()
-    return sorted((tid, number) for tid, number, stamp in rows if now - stamp.replace(tzinfo=None) > limit)
+    return sorted((tid, number) for tid, number, stamp in rows if now - _utc(stamp) > limit)
 
 
 def end_lost(study: optuna.Study, grace_s: float | None = None) -> int:
