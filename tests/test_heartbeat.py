@@ -82,11 +82,73 @@ def test_a_worker_killed_outright_leaves_trials_the_next_run_ends_and_makes_up(t
     assert len(r.trials) == kept + len(running) + 2  # the lost trials did not use up the budget
 
 
-def test_trials_without_a_stamp_are_left_alone(storage):
+def test_trials_without_a_stamp_are_left_alone_while_young(storage):
     study = optuna.create_study(storage=storage)
     study.ask()  # made by Optuna itself, as another tool would: no heartbeat
     assert lost_trials(study, grace_s=0) == [] and end_lost(study, grace_s=0) == 0
     assert study.trials[0].state == optuna.trial.TrialState.RUNNING
+
+
+def _started_hours_ago(path, trial_id, hours):
+    with sqlite3.connect(path) as db:
+        db.execute("update trials set datetime_start = datetime(datetime_start, ?) where trial_id = ?",
+                   (f"-{hours} hours", trial_id))
+
+
+def test_a_trial_killed_before_its_first_stamp_is_ended_once_clearly_old_and_its_point_rerun(storage):
+    """A worker killed between making a trial and stamping it (or whose database failed then)
+    leaves a running trial with no heartbeat row. Its start may be any time zone's local time,
+    so it is lost only once it started over 14 h 10 min ago; then it ends as any lost trial does."""
+    from typer.testing import CliRunner
+
+    from adamtune.cli import app
+    from adamtune.storage import ask_many
+
+    def objective(config, trial):
+        return config.lr
+
+    path = storage[len("sqlite:///"):]
+    adamtune.tune(objective, budget=2, storage=storage, study="s", notice=lambda m: None)
+    study = optuna.load_study(study_name="s", storage=storage)
+    dead, half_a_day, fresh = ask_many(study, 3)  # as a worker makes them; none stamped
+    _started_hours_ago(path, dead._trial_id, 15)
+    _started_hours_ago(path, half_a_day._trial_id, 12)  # a live worker's local time 12 h behind UTC
+    assert lost_trials(study) == [dead._trial_id]
+    shown = CliRunner().invoke(app, ["show", "--storage", storage, "--study", "s"]).stdout
+    assert f"1 trial ({dead.number}) running with no heartbeat for over 10 minutes: their worker is gone" in shown
+    notes = []
+    r = adamtune.tune(objective, budget=5, storage=storage, study="s", notice=notes.append)
+    assert notes[0].startswith("1 trial of study 's' had no heartbeat for over 10 minutes")
+    ended = r.trials[dead.number]
+    assert ended.state == adamtune.TrialState.FAILED and ended.interrupted and ended.error == LOST
+    assert [t.state for t in r.trials if t.number in (half_a_day.number, fresh.number)] == [
+        adamtune.TrialState.RUNNING] * 2  # left alone
+    (rerun,) = [t for t in r.trials if t.number > fresh.number]
+    assert rerun.retry_of == dead.number and rerun.state == adamtune.TrialState.COMPLETE
+    alone = adamtune.tune(objective, budget=3, storage=storage, study="alone", notice=lambda m: None)
+    assert rerun.params == alone.trials[dead.number].params  # the point the dead trial stood for
+
+
+def test_each_trial_is_stamped_as_soon_as_it_is_made(storage, tiny_ref, monkeypatch):
+    """Stamped before its parameters are written: a worker killed while making a batch leaves
+    trials that are lost 10 minutes later."""
+    import adamtune.study as study_module
+
+    path = storage[len("sqlite:///"):]
+    real = study_module.write_kept
+    unstamped = []
+
+    def write_kept(kept):
+        made = {t._trial_id for t, _ in kept}
+        deadline = time.monotonic() + 10
+        while not made <= set(_stamps(path)) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        unstamped.append(made - set(_stamps(path)))
+        return real(kept)
+
+    monkeypatch.setattr(study_module, "write_kept", write_kept)
+    adamtune.tune(tiny_ref, budget=4, batch=4, pruner="none", storage=storage, notice=lambda m: None)
+    assert unstamped and not any(unstamped)
 
 
 @pytest.mark.parametrize("url", [None, "sqlite:///:memory:"], ids=["optuna in-memory", "sqlite in-memory"])

@@ -190,7 +190,8 @@ def test_heartbeats_on_postgres_end_a_lost_trial_only(postgres_url):
 
 def test_heartbeats_on_postgres_are_utc_whatever_the_session_time_zone(postgres_url):
     """A worker whose session is in Los Angeles stamps its trials; one in Tokyo does not see them
-    as lost (the stamps were local times 17 h apart), and both see an hour-old stamp as lost."""
+    as lost (the stamps were local times 17 h apart), and both see an hour-old stamp as lost. A
+    trial never stamped is lost once it started over 14 h 10 min ago."""
     import time
 
     import optuna
@@ -203,7 +204,7 @@ def test_heartbeats_on_postgres_are_utc_whatever_the_session_time_zone(postgres_
 
     la = optuna.create_study(study_name="pg-zones", storage=in_zone("America/Los_Angeles"))
     tokyo = optuna.load_study(study_name="pg-zones", storage=in_zone("Asia/Tokyo"))
-    alive, gone = la.ask(), la.ask()
+    alive, gone, never = la.ask(), la.ask(), la.ask()
     engine = sqlalchemy.create_engine(postgres_url)
 
     def stamps():  # their age by the server's UTC clock, in seconds
@@ -222,10 +223,13 @@ def test_heartbeats_on_postgres_are_utc_whatever_the_session_time_zone(postgres_
     with engine.begin() as con:
         con.execute(sqlalchemy.text("update trial_heartbeats set heartbeat = heartbeat - interval '1 hour' "
                                     "where trial_id = :id"), {"id": gone._trial_id})
+        con.execute(sqlalchemy.text("update trials set datetime_start = datetime_start - interval '15 hours' "
+                                    "where trial_id = :id"), {"id": never._trial_id})
     engine.dispose()
-    assert lost_trials(tokyo) == lost_trials(la) == [gone._trial_id]
-    assert end_lost(tokyo) == 1
-    assert [t.state for t in la.get_trials()] == [optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.FAIL]
+    assert lost_trials(tokyo) == lost_trials(la) == sorted([gone._trial_id, never._trial_id])
+    assert end_lost(tokyo) == 2
+    assert [t.state for t in la.get_trials()] == [optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.FAIL,
+                                                  optuna.trial.TrialState.FAIL]
 
 
 def test_two_workers_continue_a_stopped_study_each_point_once(postgres_url, tiny_ref, tmp_path, adamtune_command,

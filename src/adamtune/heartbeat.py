@@ -7,10 +7,16 @@ worker stamps each of its running trials in Optuna's ``trial_heartbeats`` table 
 ``INTERVAL_S`` seconds, in one transaction for them all, and ``tune`` begins by ending the
 study's running trials whose stamp is older than ``GRACE_S``: failed and cut short, like a
 Ctrl-C, so the run makes up for them. Times are the database's own clock in UTC, whatever the
-time zone of each worker's session, so workers on other machines and in other zones agree
-(stamps an older adamtune wrote in a session's local time are read as UTC, off by that zone's
-offset). A trial with no stamp at all (made by Optuna directly, or by an older adamtune) is left
-alone. Only SQL storages in files or servers (SQLite, PostgreSQL, MySQL) have heartbeats.
+time zone of each worker's session, so workers on other machines and in other zones agree.
+
+A running trial with no stamp at all is lost once its recorded start is over ``GRACE_S`` plus
+``UNSTAMPED_S`` (14 hours) old: its worker was killed, or its database failed, between making it
+and stamping it (a worker stamps each trial as it makes it, within moments). Its start is the
+creating client's clock, which older Optuna records as local time (east of UTC such a trial
+waits that much longer), so only a margin no time zone reaches tells a dead trial from a live
+one. The same holds for a trial made by Optuna directly or by an older adamtune, which never
+stamps. (Stamps an older adamtune wrote in a session's local time are read as UTC, off by that
+zone's offset.) Only SQL storages in files or servers (SQLite, PostgreSQL, MySQL) have heartbeats.
 """
 
 from __future__ import annotations
@@ -26,7 +32,9 @@ from adamtune.storage import fail_if_running, one_transaction, sql_backend
 from adamtune.trials import ATTR_INTERRUPTED, ATTR_TRACEBACK
 
 INTERVAL_S = 30.0
+SETTLE_S = 0.05
 GRACE_S = 600.0  # 20 missed stamps: a worker alive but stalled (the database locked) is not ended
+UNSTAMPED_S = 14 * 3600.0  # the farthest a local time lies from UTC (UTC+14; UTC-12 is nearer)
 LOST = (f"lost: its worker sent no heartbeat for over {GRACE_S / 60:g} minutes (killed with SIGKILL, out of memory, "
         "or its machine stopped)")
 
@@ -71,7 +79,8 @@ def beat(backend: optuna.storages.RDBStorage, trial_ids: Sequence[int]) -> set[i
 
 
 def lost_trials(study: optuna.Study, grace_s: float | None = None) -> list[int]:
-    """The trial ids of ``study``'s running trials last stamped over ``grace_s`` seconds ago."""
+    """The trial ids of ``study``'s running trials last stamped over ``grace_s`` seconds ago, and
+    of those never stamped that started over ``grace_s`` plus ``UNSTAMPED_S`` seconds ago."""
     return [tid for tid, _ in _lost(study, grace_s)]
 
 
@@ -88,14 +97,21 @@ def _lost(study: optuna.Study, grace_s: float | None) -> list[tuple[int, int]]:
     if backend is None:
         return []
     limit = datetime.timedelta(seconds=GRACE_S if grace_s is None else grace_s)
+    unstamped = limit + datetime.timedelta(seconds=UNSTAMPED_S)
+    trials = models.TrialModel.__table__  # datetime_start as stored, under every Optuna's ORM name for it
     with one_transaction(backend) as session:
         now = _now(session)
-        rows = session.query(models.TrialModel.trial_id, models.TrialModel.number,
-                             models.TrialHeartbeatModel.heartbeat).join(
-            models.TrialHeartbeatModel, models.TrialHeartbeatModel.trial_id == models.TrialModel.trial_id).filter(
-            models.TrialModel.study_id == study._study_id,
-            models.TrialModel.state == optuna.trial.TrialState.RUNNING).all()
-    return sorted((tid, number) for tid, number, stamp in rows if now - _utc(stamp) > limit)
+        rows = session.query(trials.c.trial_id, trials.c.number, models.TrialHeartbeatModel.heartbeat,
+                             trials.c.datetime_start).outerjoin(
+            models.TrialHeartbeatModel, models.TrialHeartbeatModel.trial_id == trials.c.trial_id).filter(
+            trials.c.study_id == study._study_id, trials.c.state == optuna.trial.TrialState.RUNNING).all()
+
+    def lost(stamp: datetime.datetime | None, start: datetime.datetime | None) -> bool:
+        if stamp is not None:
+            return now - _utc(stamp) > limit
+        return start is not None and now - _utc(start) > unstamped
+
+    return sorted((tid, number) for tid, number, stamp, start in rows if lost(stamp, start))
 
 
 def end_lost(study: optuna.Study, grace_s: float | None = None) -> int:
@@ -114,8 +130,9 @@ class Heartbeat:
     """A thread stamping the watched trials while they run (a no-op for other storages).
 
     Use as a context manager around training; ``watch(trials)`` as trials are made. The first
-    stamp follows at once, then one every ``interval_s``; a trial stops being stamped once it
-    is no longer running. A stamp that fails (the database busy) is simply followed by the next.
+    stamp follows at once (within ``SETTLE_S``, so that trials watched one by one as a batch is
+    made share a transaction), then one every ``interval_s``; a trial stops being stamped once
+    it is no longer running. A stamp that fails (the database busy) is simply followed by the next.
     """
 
     def __init__(self, study: optuna.Study, interval_s: float | None = None) -> None:
@@ -149,6 +166,7 @@ class Heartbeat:
     def _run(self) -> None:
         while True:
             self._wake.wait(self._interval)
+            self._stop.wait(SETTLE_S)  # a batch being made, one trial after another, shares a stamp
             self._wake.clear()
             if self._stop.is_set():
                 return

@@ -913,8 +913,17 @@ class _Runner:
         """``n`` new trials, each with its Config; their parameters and adamtune's attributes
         are stored in one write for them all. A trial whose Config could not be made or stored
         ends failed, with Config None. Ctrl-C or the study's stop while asking ends the trials
-        made so far as cut short, instead of leaving them running."""
+        made so far as cut short, instead of leaving them running. Each trial is given to the
+        heartbeat as soon as it is made, before its parameters are drawn and written: a worker
+        killed while asking leaves stamped trials, ended GRACE_S later rather than only once
+        clearly old (heartbeat.py)."""
         created: list[optuna.trial.Trial] = []
+
+        def made(trial: optuna.trial.Trial) -> None:
+            created.append(trial)
+            if self.heartbeat is not None:
+                self.heartbeat.watch([trial])
+
         asked: list[tuple[optuna.trial.Trial, Config | None]] = []
         together = draws_alone(self.study.sampler)
         kept: list[tuple[optuna.trial.Trial, HeldWrites]] = []
@@ -924,11 +933,11 @@ class _Runner:
                 # retries numbered below the trial, all of them stored once the trial exists
                 # (another worker's too), and read here in one go.
                 for trial in ask_many(self.study, n):
-                    created.append(trial)
+                    made(trial)
                 dropped = self._read_retries(created, engine, asked)
             for trial in [t for t in created if t.number not in dropped] if together else ask_many(self.study, n):
                 if not together:
-                    created.append(trial)
+                    made(trial)
                 try:
                     with writes_kept(trial) as held:
                         config = self.settings.space.suggest(trial)
@@ -950,8 +959,6 @@ class _Runner:
         except BaseException as e:
             self._end_unrun(created, e)
             raise
-        if self.heartbeat is not None:
-            self.heartbeat.watch([t for t, c in asked if c is not None])
         return asked
 
     def _write_kept(self, kept: Sequence[tuple[optuna.trial.Trial, HeldWrites]],
