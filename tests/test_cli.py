@@ -538,6 +538,21 @@ def test_a_damaged_study_file_is_one_line_that_says_reading_it_failed(finished):
             "is malformed (the database file is damaged)"], (command, r.output)
 
 
+@pytest.mark.parametrize("command", [["show"], ["studies"], ["best"], ["report"], ["tune", "--budget", "4", "--no-report"]])
+def test_a_file_damaged_in_its_first_pages_says_so(finished, command):
+    """Damage where Optuna reads first (its version table): the database's own words and the hint,
+    not the text of Optuna's wrapper ("An exception is raised during the commit ... max length")."""
+    path = finished[len("sqlite:///"):]
+    with open(path, "r+b") as f:
+        f.seek(3 * 4096)
+        f.write(b"\xff" * 4 * 4096)
+    r = runner.invoke(app, [*command, "--storage", finished])
+    assert r.exit_code == 2 and r.stdout == "", r.output
+    assert r.stderr.strip().splitlines() == [
+        f"adamtune: error: cannot read the study storage {finished}: (sqlite3.DatabaseError) database disk image "
+        "is malformed (the database file is damaged)"]
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small file system needs root")
 def test_a_disk_that_fills_up_mid_study_is_one_line_and_keeps_the_trials(tmp_path, tiny_ref):
     disk = tmp_path / "small"

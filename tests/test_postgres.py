@@ -122,6 +122,29 @@ def test_password_is_not_printed(free_port):
     assert "secret" not in str(e.value) and "me:***@" in str(e.value)
 
 
+def test_a_user_who_may_not_read_the_tables_is_told_so(postgres_url):
+    """The server's reason, not the text of Optuna's wrapper ("An exception is raised during the commit")."""
+    import sqlalchemy
+    from typer.testing import CliRunner
+
+    from adamtune.cli import app
+    from adamtune.storage import open_storage
+
+    open_storage(postgres_url).engine.dispose()  # Optuna's tables, made by their owner
+    engine = sqlalchemy.create_engine(postgres_url)
+    with engine.begin() as con:
+        con.execute(sqlalchemy.text("drop role if exists nosee"))
+        con.execute(sqlalchemy.text("create role nosee login"))
+    engine.dispose()
+    url = postgres_url.replace("://postgres@", "://nosee@")
+    for command in (["show"], ["studies"], ["tune", "--budget", "1", "--no-report"]):
+        r = CliRunner().invoke(app, [*command, "--storage", url])
+        assert r.exit_code == 2, r.output
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"adamtune: error: cannot open storage {url}: "), r.stderr
+        assert "permission denied for table" in lines[0], lines
+
+
 def test_batch_writes_take_one_transaction_on_postgres(postgres_url, sql_log):
     """ask_many, writes_held, report_many and tell_many write PostgreSQL through their
     one-transaction path (a failure there would roll back and fall back to Optuna's slower writes)."""

@@ -70,7 +70,7 @@ def open_storage(url: str, *, must_exist: bool = False) -> optuna.storages.BaseS
             if _is_creation_race(e) and attempt + 1 < _ATTEMPTS:
                 time.sleep(0.5 * (attempt + 1))
                 continue
-            reason = first_line(e)
+            reason = cause_line(e)
             if path is not None and ("unable to open database file" in reason or "readonly database" in reason):
                 if must_exist:
                     return _open_read_only(url, path)
@@ -152,7 +152,9 @@ def _open_read_only(url: str, path: str) -> optuna.storages.RDBStorage:
     try:
         return optuna.storages.RDBStorage(ro, engine_kwargs={"connect_args": {"timeout": 60}})
     except Exception as e:
-        raise StorageError(f"cannot open storage {redact(url)} (read-only): {first_line(e)}") from None
+        reason = cause_line(e)
+        raise StorageError(f"cannot open storage {redact(url)} (read-only): {reason}"
+                           f"{DAMAGED if damaged(reason) else ''}") from None
 
 
 def _write_ahead_log(storage: optuna.storages.RDBStorage) -> None:
@@ -877,6 +879,14 @@ def _is_creation_race(e: Exception) -> bool:
 
 
 DAMAGED = " (the database file is damaged)"
+
+
+def cause_line(e: BaseException) -> str:
+    """The first line of what made ``e``: the database's own error where Optuna wrapped it
+    (its ``StorageInternalError`` says only "An exception is raised during the commit ...")."""
+    if isinstance(e, optuna.exceptions.StorageInternalError) and e.__cause__ is not None:
+        e = e.__cause__
+    return first_line(e)
 
 
 def damaged(reason: str) -> bool:
