@@ -42,8 +42,19 @@ class _Console(Console):
         raise OutputClosed("the output was closed (broken pipe)")
 
 
+class _Stderr(Console):
+    """Standard error, closed too when it shares the output's pipe (``2>&1 | head``): what was
+    left to say has no reader and is dropped, and the command ends with its own status (141);
+    rich's own ends the process with status 1."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        with contextlib.suppress(OSError, ValueError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stderr.fileno())
+
+
 console = _Console()
-err = Console(stderr=True)
+err = _Stderr(stderr=True)
 
 STORAGE_HELP = "Optuna storage URL: sqlite:///file.db (default sqlite:///adamtune.db) or postgresql://user@host/db."
 
