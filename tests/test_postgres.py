@@ -145,6 +145,31 @@ def test_a_user_who_may_not_read_the_tables_is_told_so(postgres_url):
         assert "permission denied for table" in lines[0], lines
 
 
+def test_reading_a_database_without_studies_refuses_and_writes_nothing(postgres_url):
+    """show, studies, best and report of a database holding no study table (a typo, the default
+    ``postgres``): one line, as for an empty SQLite file, and Optuna's tables are not made there."""
+    import sqlalchemy
+    from typer.testing import CliRunner
+
+    from adamtune.cli import app
+
+    engine = sqlalchemy.create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as con:
+        con.execute(sqlalchemy.text("drop database if exists nostudies"))
+        con.execute(sqlalchemy.text("create database nostudies"))
+    engine.dispose()
+    url = postgres_url.rsplit("/", 1)[0] + "/nostudies"
+    for command in ("show", "studies", "best", "report"):
+        r = CliRunner().invoke(app, [command, "--storage", url])
+        assert r.exit_code == 2 and r.stdout == "", r.output
+        assert r.stderr.strip().splitlines() == [
+            f"adamtune: error: no study database at {url}: the database holds none of Optuna's tables; run "
+            "`adamtune tune` first, or name the database that holds the studies"], command
+    engine = sqlalchemy.create_engine(url)
+    assert sqlalchemy.inspect(engine).get_table_names() == []
+    engine.dispose()
+
+
 def test_batch_writes_take_one_transaction_on_postgres(postgres_url, sql_log):
     """ask_many, writes_held, report_many and tell_many write PostgreSQL through their
     one-transaction path (a failure there would roll back and fall back to Optuna's slower writes)."""

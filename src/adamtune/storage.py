@@ -56,10 +56,14 @@ def open_storage(url: str, *, must_exist: bool = False) -> optuna.storages.BaseS
     engine_kwargs = {"connect_args": {"timeout": 60}} if path is not None else {"pool_pre_ping": True}
     for attempt in range(_ATTEMPTS):
         try:
+            if must_exist and path is None:
+                _check_study_tables(url, engine_kwargs)
             storage = optuna.storages.RDBStorage(with_installed_driver(url), engine_kwargs=engine_kwargs)
             if path is not None:
                 _write_ahead_log(storage)
             return storage
+        except StorageError:
+            raise
         except ImportError as e:
             hint = " (pip install -c constraints.txt -e '.[postgres]')" if url.startswith("postgresql") else ""
             raise StorageError(f"storage {url.split('://')[0]} needs a database driver that is not installed: "
@@ -82,6 +86,25 @@ def open_storage(url: str, *, must_exist: bool = False) -> optuna.storages.BaseS
 
 
 _ATTEMPTS = 4
+
+
+def _check_study_tables(url: str, engine_kwargs: Mapping[str, Any]) -> None:
+    """Refuse a server's database that holds no table of Optuna's, for a command that only reads.
+
+    Opening an ``RDBStorage`` creates Optuna's tables where they are missing: a ``show`` of a
+    mistyped or default database (``.../postgres``) would leave them there. SQLite files are
+    checked before, in :func:`check_url`.
+    """
+    import sqlalchemy
+
+    engine = sqlalchemy.create_engine(with_installed_driver(url), **engine_kwargs)
+    try:
+        made = sqlalchemy.inspect(engine).has_table("studies")
+    finally:
+        engine.dispose()
+    if not made:
+        raise StorageError(f"no study database at {redact(url)}: the database holds none of Optuna's tables; "
+                           "run `adamtune tune` first, or name the database that holds the studies")
 
 
 def with_installed_driver(url: str) -> str:
