@@ -1,3 +1,4 @@
+import contextlib
 import json
 import os
 import subprocess
@@ -425,27 +426,62 @@ def test_the_note_on_trials_cut_short_comes_after_the_studys_header(tmp_path, ti
     assert lines[0].startswith("study slow ·"), lines
     assert lines[-1].startswith("note: 1 trial cut short earlier: run again first"), lines
 
-@pytest.fixture
-def read_only_copy(finished, tmp_path):
-    """The finished study's file on read-only media: a read-only tmpfs as root, else a 0555 directory."""
-    import shutil
-
-    src = finished[len("sqlite:///"):]
+@contextlib.contextmanager
+def read_only_directory(tmp_path, fill):
+    """A directory ``fill(directory)`` filled, then made read-only media: a read-only tmpfs as
+    root (root writes through permission bits), else mode 0555 with its files 0444."""
     ro = tmp_path / "ro"
     ro.mkdir()
-    if os.geteuid() == 0:  # root writes through permission bits: mount a read-only file system
+    if os.geteuid() == 0:
         if subprocess.run(["mount", "-t", "tmpfs", "tmpfs", str(ro)], capture_output=True).returncode != 0:
             pytest.skip("cannot mount a tmpfs here to make read-only media")
-        shutil.copy(src, ro / "study.db")
-        subprocess.run(["mount", "-o", "remount,ro", str(ro)], check=True)
-        yield f"sqlite:///{ro / 'study.db'}"
-        subprocess.run(["umount", "--lazy", str(ro)], check=True)  # the test's own connections may linger
+        try:
+            fill(ro)
+            subprocess.run(["mount", "-o", "remount,ro", str(ro)], check=True)
+            yield ro
+        finally:
+            subprocess.run(["umount", "--lazy", str(ro)], check=True)  # the test's own connections may linger
     else:
-        shutil.copy(src, ro / "study.db")
-        os.chmod(ro / "study.db", 0o444)
+        fill(ro)
+        for name in os.listdir(ro):
+            os.chmod(ro / name, 0o444)
         os.chmod(ro, 0o555)
-        yield f"sqlite:///{ro / 'study.db'}"
+        yield ro
         os.chmod(ro, 0o755)
+
+
+@contextlib.contextmanager
+def read_only_study_file(tmp_path, fill):
+    """A directory ``fill(directory)`` filled, whose ``study.db`` is then made read-only while the
+    directory stays writable: a read-only bind mount of the file as root, else mode 0444."""
+    path = tmp_path / "rw" / "study.db"
+    path.parent.mkdir()
+    fill(path.parent)
+    if os.geteuid() == 0:
+        if subprocess.run(["mount", "--bind", str(path), str(path)], capture_output=True).returncode != 0:
+            pytest.skip("cannot bind-mount here to make a read-only file")
+        try:
+            subprocess.run(["mount", "-o", "remount,ro,bind", str(path)], check=True)
+            yield path.parent
+        finally:
+            subprocess.run(["umount", "--lazy", str(path)], check=True)
+    else:
+        os.chmod(path, 0o444)
+        yield path.parent
+
+
+def copier(finished):
+    """What fills a directory with the finished study's file."""
+    import shutil
+
+    return lambda directory: shutil.copy(finished[len("sqlite:///"):], directory / "study.db")
+
+
+@pytest.fixture
+def read_only_copy(finished, tmp_path):
+    """The finished study's file on read-only media."""
+    with read_only_directory(tmp_path, copier(finished)) as ro:
+        yield f"sqlite:///{ro / 'study.db'}"
 
 
 def test_study_file_is_in_wal_mode_and_whole_after_tune(finished):
@@ -485,24 +521,76 @@ def test_read_only_study_can_be_read_not_tuned(read_only_copy, storage):
     assert len(lines) == 1 and "needs the file and its directory writable" in lines[0], r.stderr
 
 
+def log_keeper(finished):
+    """What fills a directory with the finished study as a worker killed with kill -9 leaves it:
+    the ``study.db`` file holding Optuna's tables but no row of them, every row in the
+    ``study.db-wal`` log beside it."""
+    import shutil
+    import sqlite3
+
+    def fill(directory):
+        work = directory.parent / "making-the-log"
+        work.mkdir()
+        shutil.copy(finished[len("sqlite:///"):], work / "study.db")
+        con = sqlite3.connect(work / "study.db", isolation_level=None)
+        con.execute("PRAGMA wal_autocheckpoint=0")  # what is written below stays in the log
+        tables = [name for (name,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+                  if name not in ("alembic_version", "version_info")]
+        con.execute("BEGIN")
+        for name in tables:
+            con.execute(f"CREATE TEMP TABLE kept_{name} AS SELECT * FROM main.{name}")
+            con.execute(f"DELETE FROM main.{name}")
+        con.execute("COMMIT")
+        con.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # the file: no study
+        con.execute("BEGIN")
+        for name in tables:
+            con.execute(f"INSERT INTO main.{name} SELECT * FROM temp.kept_{name}")
+        con.execute("COMMIT")  # the log: the whole study
+        for name in ("study.db", "study.db-wal"):  # as they are while the connection is open
+            shutil.copy(work / name, directory / name)
+        con.close()
+        assert os.path.getsize(directory / "study.db-wal") > 0
+    return fill
+
+
+@pytest.mark.parametrize("media", [read_only_directory, read_only_study_file], ids=["directory", "file"])
+def test_a_study_still_in_its_log_is_read_from_read_only_media(finished, tmp_path, media):
+    """Read as immutable, the file alone held no study ("holds none yet"); the log is read too."""
+    expected = runner.invoke(app, ["show", "--storage", finished, "--json"])
+    with media(tmp_path, log_keeper(finished)) as directory:
+        url = f"sqlite:///{directory / 'study.db'}"
+        before = {name: open(directory / name, "rb").read() for name in os.listdir(directory)}
+        r = runner.invoke(app, ["show", "--json", "--storage", url])
+        assert r.exit_code == 0, r.output
+        assert json.loads(r.stdout) == json.loads(expected.stdout)
+        for command in (["best"], ["studies"]):
+            r = runner.invoke(app, [*command, "--storage", url])
+            assert r.exit_code == 0 and "tiny" in r.stdout, r.output
+        # nothing written beside it or to it
+        assert {name: open(directory / name, "rb").read() for name in os.listdir(directory)} == before
+
+
+def test_a_log_that_cannot_be_copied_to_be_read_is_one_line(finished, tmp_path, monkeypatch):
+    """Never 'holds none yet' for a study in its log: where no copy can be made, it says so."""
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "gone"))
+    with read_only_directory(tmp_path, log_keeper(finished)) as directory:
+        url = f"sqlite:///{directory / 'study.db'}"
+        for command in ("show", "studies"):
+            r = runner.invoke(app, [command, "--storage", url])
+            assert r.exit_code == 2 and r.stdout == "", r.output
+            assert r.stderr.strip().splitlines() == [
+                f"adamtune: error: cannot read storage {url} (read-only): the trials in its write-ahead log "
+                f"'{directory / 'study.db-wal'}' could not be read: no copy of it could be made in "
+                f"'{tmp_path / 'gone'}': No such file or directory"]
+
+
 @pytest.fixture
 def read_only_file(finished, tmp_path):
-    """The finished study's file made read-only in a directory that stays writable: a read-only
-    bind mount of the file as root (root writes through permission bits), else mode 0444."""
-    import shutil
-
-    path = tmp_path / "rw" / "study.db"
-    path.parent.mkdir()
-    shutil.copy(finished[len("sqlite:///"):], path)
-    if os.geteuid() == 0:
-        if subprocess.run(["mount", "--bind", str(path), str(path)], capture_output=True).returncode != 0:
-            pytest.skip("cannot bind-mount here to make a read-only file")
-        subprocess.run(["mount", "-o", "remount,ro,bind", str(path)], check=True)
-        yield f"sqlite:///{path}"
-        subprocess.run(["umount", "--lazy", str(path)], check=True)
-    else:
-        os.chmod(path, 0o444)
-        yield f"sqlite:///{path}"
+    """The finished study's file made read-only in a directory that stays writable."""
+    with read_only_study_file(tmp_path, copier(finished)) as directory:
+        yield f"sqlite:///{directory / 'study.db'}"
 
 
 def test_a_read_only_file_is_read_but_not_tuned(read_only_file):
@@ -516,6 +604,9 @@ def test_a_read_only_file_is_read_but_not_tuned(read_only_file):
     r = runner.invoke(app, ["show", "--json", "--storage", read_only_file])
     assert r.exit_code == 0 and len(json.loads(r.stdout)["trials"]) == 3
     assert open(path, "rb").read() == before
+    # no -wal or -shm file left beside it, which a reader could not remove (nor, in a shared
+    # directory, its owner write through)
+    assert os.listdir(os.path.dirname(path)) == ["study.db"]
 
 
 def test_a_damaged_study_file_is_one_line_that_says_reading_it_failed(finished):

@@ -167,17 +167,83 @@ def _open_read_only(url: str, path: str) -> optuna.storages.RDBStorage:
     """Open a study on read-only media (a read-only mount, a directory the user cannot write).
 
     A study adamtune wrote is in WAL mode, and SQLite reads a WAL database only where it can
-    create the ``-shm`` and ``-wal`` files beside it, unless the file is opened as immutable.
-    A finished study's file holds everything (the log is folded in when the last writer
-    closes), so reading it as immutable shows every trial; only for reading, never writing.
+    create the ``-shm`` and ``-wal`` files beside it, unless the file is opened as immutable,
+    which ignores a ``-wal`` file. A finished study's file holds everything (the log is folded
+    in when the last writer closes), and is read as immutable. Where a log sits beside it (a
+    worker killed, or one still running), a private copy of the file and its log is read, so
+    the trials still in the log are seen: only for reading, never writing.
     """
-    ro = f"sqlite:///file:{urllib.parse.quote(os.path.abspath(path))}?mode=ro&immutable=1&uri=true"
     try:
-        return optuna.storages.RDBStorage(ro, engine_kwargs={"connect_args": {"timeout": 60}})
+        copy, keep = _with_log_folded_in(path, url)
+        ro = f"sqlite:///{copy}" if copy is not None else f"sqlite:///{_immutable(path)}"
+        storage = optuna.storages.RDBStorage(ro, engine_kwargs={"connect_args": {"timeout": 60}})
+    except StorageError:
+        raise
     except Exception as e:
         reason = cause_line(e)
         raise StorageError(f"cannot open storage {redact(url)} (read-only): {reason}"
                            f"{DAMAGED if damaged(reason) else ''}") from None
+    storage._adamtune_copy = keep  # the copy lives as long as the storage reading it
+    return storage
+
+
+def _immutable(path: str) -> str:
+    """The URI that reads the SQLite file ``path`` as immutable: no ``-wal`` or ``-shm`` file
+    made beside it, and a ``-wal`` file there ignored."""
+    return f"file:{urllib.parse.quote(os.path.abspath(path))}?mode=ro&immutable=1&uri=true"
+
+
+def _has_log(path: str) -> bool:
+    """Whether a non-empty ``-wal`` file sits beside the SQLite file ``path``."""
+    try:
+        return os.path.getsize(path + "-wal") > 0
+    except OSError:
+        return False
+
+
+def _with_log_folded_in(path: str, url: str) -> tuple[str | None, Any]:
+    """A private copy of ``path`` and of the non-empty ``-wal`` file beside it, taken while
+    neither changed, as ``(the copy's path, what keeps it: it is removed when that is
+    collected)``; ``(None, None)`` where there is no such log.
+
+    Raises:
+        StorageError: the copy could not be made, or a writer changed the files each time.
+    """
+    import shutil
+    import tempfile
+
+    log = path + "-wal"
+
+    def state() -> tuple[tuple[int, int], ...]:
+        return tuple((st.st_size, st.st_mtime_ns) for st in (os.stat(path), os.stat(log)))
+
+    if not _has_log(path):
+        return None, None
+    failed = f"cannot read storage {redact(url)} (read-only): the trials in its write-ahead log {log!r} could not be read"
+    try:
+        keep = tempfile.TemporaryDirectory(prefix="adamtune-read-")
+    except OSError as e:
+        raise StorageError(f"{failed}: no copy of it could be made in {tempfile.gettempdir()!r}: "
+                           f"{e.strerror or e}") from None
+    copy = os.path.join(keep.name, "study.db")
+    try:
+        for _ in range(_COPY_ATTEMPTS):
+            before = state()
+            shutil.copyfile(path, copy)
+            shutil.copyfile(log, copy + "-wal")
+            if state() == before:  # no writer between: the file and its log agree
+                return copy, keep
+            if not _has_log(path):  # the last writer folded it in and closed
+                return None, None
+            time.sleep(0.2)
+    except FileNotFoundError:  # the log went meanwhile: folded in
+        return None, None
+    except OSError as e:  # no room to copy it, the log unreadable
+        raise StorageError(f"{failed}: {e.strerror or e}") from None
+    raise StorageError(f"{failed}: a worker kept writing it; try again")
+
+
+_COPY_ATTEMPTS = 10
 
 
 def _write_ahead_log(storage: optuna.storages.RDBStorage) -> None:
@@ -990,18 +1056,26 @@ def _sqlite_tables(path: str) -> set[str] | None:
     a read-only connection cannot remove them when it closes, and they stayed behind when the
     command then stopped on bad input. Where the file may be written, the connection is opened
     read-write (it only reads), and the last one to close removes them as every writer does.
+    Where it may not, it is read as immutable, which makes no file beside it. That ignores a
+    ``-wal`` file, but Optuna makes its tables before adamtune puts the file in WAL mode, so
+    they are in the file itself; a file with no table there and a log beside it is left to
+    :func:`_open_read_only`, which reads the log too.
     """
     import sqlite3
 
-    mode = "rw" if _writable(path) else "ro"
+    writable = _writable(path)
+    source = f"file:{urllib.parse.quote(os.path.abspath(path))}?mode=rw" if writable else _immutable(path)
     try:
-        con = sqlite3.connect(f"file:{urllib.parse.quote(os.path.abspath(path))}?mode={mode}", uri=True, timeout=60)
+        con = sqlite3.connect(source, uri=True, timeout=60)
         try:
-            return {name for (name,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            tables = {name for (name,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         finally:
             con.close()
     except sqlite3.Error:
         return None
+    if not tables and not writable and _has_log(path):
+        return None
+    return tables
 
 
 def is_new_file(url: str) -> bool:
