@@ -70,6 +70,14 @@ BAD_INPUT = [
     (["show", "--storage", "mssql://me:p@ss:w0rd@h/db?password=x"], "got 'mssql://me:***@h/db?password=***'"),
     *(([command, "--storage", url], f"got '{said}'") for command in ("tune", "show") for url, said in (
         ("me:s3cret@h/db", "me:***@h/db"), ("postgresql:/me:s3cret@h/db", "postgresql:***@h/db"))),
+    *(([command, "--storage", url], "the password in storage URL 'postgresql://tuner:***@127.0.0.1:1/tuning' holds an @, "
+       "which ends it there: write it percent-encoded (@ as %40, : as %3A, / as %2F), e.g. postgresql://me:p%40ss@host/db")
+      for command in ("tune", "show") for url in ("postgresql://tuner:s3cret@x:w/rd@127.0.0.1:1/tuning",
+                                                 "postgresql://tuner:s3cret@x@127.0.0.1:1/tuning")),
+    *(([command, "--storage", "postgresql+asyncpg://me:s3cret@h/db"], "storage postgresql+asyncpg names an asyncio "
+       "driver (asyncpg), which Optuna's storage cannot use; write postgresql:// instead") for command in ("tune", "show")),
+    (["show", "--storage", "postgresql+psycopg2://me@corp:s3cret@127.0.0.1:1/db"],
+     "cannot open storage postgresql+psycopg2://me@corp:***@127.0.0.1:1/db: "),  # a user name holding an @
     (["tune", "--storage", "sqlite://x.db"], "a SQLite storage URL needs three slashes"),
     *(([command, "--storage", "sqlite:///x.db?timeout=5"], "a SQLite storage URL names the file alone, with no query "
        "string (adamtune sets the connection's options itself): sqlite:///x.db, got 'sqlite:///x.db?timeout=5'")
@@ -102,6 +110,22 @@ def test_bad_input_is_one_line_and_status_2(args, message, tmp_path, monkeypatch
     assert "Traceback" not in r.output
     assert r.stdout == ""  # not even an empty line
     assert not os.path.exists(tmp_path / "adamtune.db")  # bad input leaves no empty database behind
+
+
+@pytest.mark.parametrize("scheme, module, install", [
+    ("postgresql+psycopg", "psycopg", "pip install 'psycopg[binary]'"), ("postgresql+pg8000", "pg8000", "pip install pg8000"),
+    ("mysql+pymysql", "pymysql", "pip install PyMySQL"), ("mysql", "MySQLdb", "pip install mysqlclient")])
+@pytest.mark.parametrize("command", ["tune", "show"])
+def test_a_driver_not_installed_is_named_with_its_package(command, scheme, module, install, tmp_path, monkeypatch):
+    """Not the postgres extra, which installs psycopg2, for a URL naming another driver."""
+    import importlib.util
+
+    if importlib.util.find_spec(module) is not None:
+        pytest.skip(f"{module} is installed here")
+    monkeypatch.chdir(tmp_path)
+    r = runner.invoke(app, [command, "--storage", f"{scheme}://me:s3cret@127.0.0.1:1/db"])
+    assert r.exit_code == 2 and r.stdout == ""
+    assert r.stderr == f"adamtune: error: storage {scheme} needs the Python module {module}, which is not installed ({install})\n"
 
 
 @pytest.mark.parametrize("command", ["tune", "show", "studies"])

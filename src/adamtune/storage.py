@@ -65,9 +65,7 @@ def open_storage(url: str, *, must_exist: bool = False) -> optuna.storages.BaseS
         except StorageError:
             raise
         except ImportError as e:
-            hint = " (pip install -c constraints.txt -e '.[postgres]')" if url.startswith("postgresql") else ""
-            raise StorageError(f"storage {url.split('://')[0]} needs a database driver that is not installed: "
-                               f"{e}{hint}") from None
+            raise _missing_driver(url, e) from None
         except Exception as e:  # sqlalchemy's errors: bad URL, refused connection, corrupt file
             # Workers starting together on a fresh server race to create Optuna's tables; the
             # loser's next attempt finds them made.
@@ -219,7 +217,8 @@ def _with_log_folded_in(path: str, url: str) -> tuple[str | None, Any]:
 
     if not _has_log(path):
         return None, None
-    failed = f"cannot read storage {redact(url)} (read-only): the trials in its write-ahead log {log!r} could not be read"
+    failed = (f"cannot read storage {redact(url)} (read-only): the trials in its write-ahead log {log!r} could not "
+              "be read")
     try:
         keep = tempfile.TemporaryDirectory(prefix="adamtune-read-")
     except OSError as e:
@@ -1014,6 +1013,8 @@ def check_url(url: str, *, must_exist: bool = False) -> None:
         raise StorageError(
             f"storage must be a URL like sqlite:///adamtune.db or postgresql://user@host/db, got {shown!r}{hint}"
         )
+    if not url.startswith("sqlite:"):
+        _check_server_url(url)
     path = sqlite_path(url)
     if url.startswith("sqlite:") and not url.startswith("sqlite:///"):
         raise StorageError(f"a SQLite storage URL needs three slashes, sqlite:///path.db, got {redact(url)!r}")
@@ -1046,6 +1047,53 @@ def check_url(url: str, *, must_exist: bool = False) -> None:
             parent = os.path.dirname(os.path.abspath(path))
             if not os.path.isdir(parent):
                 raise StorageError(f"cannot create {path!r}: directory {parent!r} does not exist")
+
+
+def _check_server_url(url: str) -> None:
+    """A database server's ``url`` as SQLAlchemy reads it: refused where it would misread a
+    password holding an @ (as ending there: "invalid literal for int() with base 10" or another
+    host), or where it names an asyncio driver (Optuna's storage calls its database in turn)."""
+    import sqlalchemy.engine
+
+    try:
+        parsed = sqlalchemy.engine.make_url(url)
+    except ValueError:  # a port that is not a number: said when it is opened
+        parsed = None
+    rest = url.split("://", 1)[1]
+    password = rest.rsplit("@", 1)[0].partition(":")[2] if "@" in rest else ""
+    if "@" in password and (parsed is None or "@" in (parsed.host or "")):
+        raise StorageError(f"the password in storage URL {redact(url)!r} holds an @, which ends it there: write it "
+                           "percent-encoded (@ as %40, : as %3A, / as %2F), e.g. postgresql://me:p%40ss@host/db")
+    try:
+        dialect = parsed.get_dialect() if parsed is not None else None
+    except Exception:  # noqa: BLE001 - an unknown driver: SQLAlchemy says so when it is opened
+        return
+    if dialect is not None and dialect.is_async:
+        scheme = url.split("://")[0]
+        raise StorageError(f"storage {scheme} names an asyncio driver ({dialect.driver}), which Optuna's storage "
+                           f"cannot use; write {scheme.split('+')[0]}:// instead")
+
+
+_DRIVER_PACKAGES = {
+    "psycopg": "pip install 'psycopg[binary]'", "pg8000": "pip install pg8000",
+    "psycopg2cffi": "pip install psycopg2cffi", "MySQLdb": "pip install mysqlclient",
+    "pymysql": "pip install PyMySQL", "mysql": "pip install mysql-connector-python",
+}
+"""How to install the module each of SQLAlchemy's drivers imports, beside psycopg2 (the ``postgres`` extra)."""
+
+
+def _missing_driver(url: str, e: ImportError) -> StorageError:
+    """The error for ``url``'s database driver not being installed, naming its module and package."""
+    scheme = url.split("://")[0]
+    while e is not None and not isinstance(e, ModuleNotFoundError):  # Optuna's ImportError says neither
+        e = e.__cause__
+    module = e.name.split(".")[0] if e is not None and e.name else None
+    if url.startswith("postgresql://") or module == "psycopg2":  # the bare scheme takes psycopg2 too
+        install = "pip install -c constraints.txt -e '.[postgres]'"
+    else:
+        install = _DRIVER_PACKAGES.get(module or "", "install the package that provides it")
+    what = f"the Python module {module}" if module else "a database driver"
+    return StorageError(f"storage {scheme} needs {what}, which is not installed ({install})")
 
 
 def _sqlite_tables(path: str) -> set[str] | None:
@@ -1087,9 +1135,9 @@ def is_new_file(url: str) -> bool:
 def redact(url: str) -> str:
     """``url`` with its password masked (``postgresql://me:***@host/db``): for every message or
     report that repeats a storage URL."""
-    url = re.sub(r"://([^:/?#@]*):.*@", r"://\1:***@", url)  # up to the last @: a password may hold one
+    url = re.sub(r"://([^:/?#]*):.*@", r"://\1:***@", url)  # to the last @: a user name or password may hold one
     if "://" not in url:  # no scheme, or a malformed one (postgresql:/me:pw@h): user:password@ all the same
-        url = re.sub(r"^([^:/?#@]*):.*@", r"\1:***@", url)
+        url = re.sub(r"^([^:/?#]*):.*@", r"\1:***@", url)
     return re.sub(r"([?&]password=)[^&]*", r"\1***", url)
 
 
