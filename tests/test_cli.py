@@ -69,7 +69,9 @@ BAD_INPUT = [
      "postgresql://user@host/db, got 'postgres://u:***@h/db' (PostgreSQL's scheme is spelt postgresql://)"),
     (["show", "--storage", "mssql://me:p@ss:w0rd@h/db?password=x"], "got 'mssql://me:***@h/db?password=***'"),
     *(([command, "--storage", url], f"got '{said}'") for command in ("tune", "show") for url, said in (
-        ("me:s3cret@h/db", "me:***@h/db"), ("postgresql:/me:s3cret@h/db", "postgresql:***@h/db"))),
+        ("me:s3cret@h/db", "me:***@h/db"), ("postgresql:/me:s3cret@h/db", "postgresql:/me:***@h/db"),
+        ("postgresql//me:s3cret@h/db", "postgresql//me:***@h/db"), ("//me:s3cret@h/db", "//me:***@h/db"),
+        ("me:s3c/ret@h/db", "me:***@h/db"))),
     *(([command, "--storage", url], "the password in storage URL 'postgresql://tuner:***@127.0.0.1:1/tuning' holds an @, "
        "which ends it there: write it percent-encoded (@ as %40, : as %3A, / as %2F), e.g. postgresql://me:p%40ss@host/db")
       for command in ("tune", "show") for url in ("postgresql://tuner:s3cret@x:w/rd@127.0.0.1:1/tuning",
@@ -136,6 +138,11 @@ def test_a_storage_given_as_a_path_gets_the_url_to_write(command, tmp_path, monk
     assert r.stderr == ("adamtune: error: storage must be a URL like sqlite:///adamtune.db or postgresql://user@host/db, "
                         f"got 'runs.db'; for a SQLite file at that path write sqlite:///{tmp_path / 'runs.db'}\n")
     assert os.listdir(tmp_path) == []
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # ~ in --storage=~/x.db is not expanded by the shell
+    r = runner.invoke(app, [command, "--storage", "~/runs/x.db"])
+    assert r.stderr.endswith(f"; for a SQLite file at that path write sqlite:///{tmp_path / 'home' / 'runs' / 'x.db'}\n")
+    r = runner.invoke(app, [command, "--storage", "sqlite:/runs/x.db"])  # a mistyped URL, not a path
+    assert r.exit_code == 2 and "for a SQLite file at that path" not in r.stderr
 
 
 @pytest.mark.parametrize("command", ["tune", "show", "best", "studies"])

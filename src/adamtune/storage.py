@@ -1008,8 +1008,9 @@ def check_url(url: str, *, must_exist: bool = False) -> None:
     if not isinstance(url, str) or not _URL.match(url):
         shown = redact(url) if isinstance(url, str) else url
         hint = " (PostgreSQL's scheme is spelt postgresql://)" if shown.startswith("postgres://") else ""
-        if isinstance(url, str) and url.strip() and "://" not in url and "@" not in url:  # a path, not a URL
-            hint = f"; for a SQLite file at that path write sqlite:///{os.path.abspath(url)}"
+        if (isinstance(url, str) and url.strip() and "://" not in url and "@" not in url
+                and not re.match(r"[A-Za-z][\w+.-]*:", url)):  # a path, not a URL (sqlite:/x.db is a mistyped one)
+            hint = f"; for a SQLite file at that path write sqlite:///{os.path.abspath(os.path.expanduser(url))}"
         raise StorageError(
             f"storage must be a URL like sqlite:///adamtune.db or postgresql://user@host/db, got {shown!r}{hint}"
         )
@@ -1136,8 +1137,12 @@ def redact(url: str) -> str:
     """``url`` with its password masked (``postgresql://me:***@host/db``): for every message or
     report that repeats a storage URL."""
     url = re.sub(r"://([^:/?#]*):.*@", r"://\1:***@", url)  # to the last @: a user name or password may hold one
-    if "://" not in url:  # no scheme, or a malformed one (postgresql:/me:pw@h): user:password@ all the same
-        url = re.sub(r"^([^:/?#]*):.*@", r"\1:***@", url)
+    if "://" not in url and "@" in url:  # no scheme, or a malformed one (postgresql//me:pw@h, postgresql:/me:pw@h)
+        head, _, tail = url.rpartition("@")
+        colon = head.find(":", head.rfind("/") + 1)  # the user's part starts after the last / before the @
+        colon = colon if colon != -1 else head.find(":")
+        if colon != -1:
+            url = f"{head[:colon]}:***@{tail}"
     return re.sub(r"([?&]password=)[^&]*", r"\1***", url)
 
 
