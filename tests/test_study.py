@@ -592,3 +592,150 @@ def test_an_objectives_paste_line_says_its_steps_are_only_those_reported(storage
     with pytest.raises(adamtune.ConfigError, match=r"^python_snippet\(\) needs a Config, got None \(a study with no "
                                                    "completed trial has no best_config\\)$"):
         adamtune.python_snippet(none.best_config)
+
+
+# tiny, whose loss makes the study's SQLite file refuse writes at its 25th call (mid-training),
+# once: as a full disk does, writes fail and reads go on. A trigger raising an error of its own
+# would not do: SQLite reports it as a constraint failure, which Optuna takes for another
+# worker's write and ignores. A trigger writing to a table that does not exist fails with
+# SQLite's OperationalError, as a full disk (or a file made read-only) does.
+_REFUSING = '''\
+import dataclasses, os, sqlite3, sys
+
+import torch
+
+sys.path.insert(0, {tests!r})
+import tiny_workloads
+
+DB, ARMED, TABLES = {db!r}, {armed!r}, {tables!r}
+calls = 0
+
+
+def refuse_writes():
+    con = sqlite3.connect(DB, timeout=60)
+    names = TABLES or [n for (n,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+    for name in names:
+        for op in ("INSERT", "UPDATE", "DELETE"):
+            con.execute(f"CREATE TRIGGER refuse_{{name}}_{{op}} BEFORE {{op}} ON {{name}} "
+                        "BEGIN INSERT INTO disk_full VALUES (1); END")
+    con.commit()
+    con.close()
+
+
+def loss(output, target):
+    global calls
+    calls += 1
+    if calls == 25 and os.path.exists(ARMED):
+        os.remove(ARMED)
+        refuse_writes()
+    return torch.nn.functional.cross_entropy(output, target)
+
+
+def loss_raising(output, target):  # the user's code fails as the disk fills up
+    value = loss(output, target)
+    if calls >= 25:
+        raise RuntimeError("the user's own bug")
+    return value
+
+
+def loss_item(output, target):  # a Python number from the loss: trained one at a time
+    value = loss(output, target)
+    float(value)
+    return value
+
+
+def refusing():
+    return dataclasses.replace(tiny_workloads.tiny(), loss=loss)
+
+
+def refusing_unbatchable():
+    return dataclasses.replace(tiny_workloads.tiny(), loss=loss_item)
+
+
+def refusing_and_raising():
+    return dataclasses.replace(tiny_workloads.tiny(), loss=loss_raising)
+'''
+
+
+@pytest.fixture
+def refusing_writes(tmp_path):
+    """``make(tables)`` -> ``(workload file, SQLite URL)``: the file's workloads make the database
+    refuse writes to ``tables`` (default: all) mid-training in the next run; ``_writes_again`` undoes it."""
+    tests = os.path.dirname(os.path.abspath(__file__))
+    db, armed = str(tmp_path / "refusing.db"), str(tmp_path / "armed")
+
+    def make(tables=()):
+        path = tmp_path / "refusing.py"
+        path.write_text(_REFUSING.format(tests=tests, db=db, armed=armed, tables=list(tables)))
+        open(armed, "w").close()
+        return str(path), f"sqlite:///{db}"
+    return make
+
+
+def _writes_again(url):
+    with sqlite3.connect(url[len("sqlite:///"):]) as con:
+        for (name,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'").fetchall():
+            con.execute(f"DROP TRIGGER {name}")
+
+
+@pytest.mark.parametrize("engine, table", [
+    ("batched", "trial_intermediate_values"),
+    ("sequential", "trial_intermediate_values"),
+    ("batched, fallen back to one at a time", "trial_intermediate_values"),
+    ("batched", "trial_params"),  # the next batch's parameters
+])
+def test_a_storage_failing_mid_training_stops_the_study_and_ends_its_trials_cut_short(refusing_writes, engine, table):
+    """Reporting an evaluation, or storing the next trials' parameters, fails (the writes to that
+    table only): not the user's code failing, so not failed trials counted against the budget
+    and the run going on, but the study's stop, with the trials it made ended as cut short (the
+    other writes still work)."""
+    path, url = refusing_writes([table])
+    attr = "refusing_unbatchable" if engine.endswith("at a time") else "refusing"
+    with pytest.raises(optuna.exceptions.StorageInternalError) as caught:
+        adamtune.tune(f"{path}:{attr}", budget=8, batch=1 if engine == "sequential" else 4, pruner="none",
+                      storage=url, study="s")
+    assert "no such table: main.disk_full" in str(caught.value.__cause__)
+    trials = optuna.load_study(study_name="s", storage=url).trials
+    assert trials and all(t.state != optuna.trial.TrialState.RUNNING for t in trials)
+    stopped = [t for t in trials if t.state == optuna.trial.TrialState.FAIL]
+    assert stopped and all(t.user_attrs["interrupted"] for t in stopped)  # cut short: run again, not counted
+    assert {t.user_attrs["traceback"] for t in stopped} == {
+        "stopped: the study storage failed: (sqlite3.OperationalError) no such table: main.disk_full"}
+    _writes_again(url)  # the disk has room again: the study is continued to its budget, no point lost
+    r = adamtune.tune(storage=url, study="s")
+    assert sum(not t.interrupted for t in r.trials) == 8 and r.count(TrialState.COMPLETE) == 8
+
+
+@pytest.mark.parametrize("attr", ["refusing", "refusing_and_raising"])
+def test_a_storage_that_refuses_every_write_mid_training_is_one_line_and_exit_2(refusing_writes, adamtune_command,
+                                                                                attr):
+    """Every write fails, reads go on (a full disk): the batched run ended with exit status 0 and
+    a summary, its trials left running, as ending them failed too and the budget read as used;
+    so it did when the user's code failed at that moment and recording its failure failed."""
+    import subprocess
+
+    path, url = refusing_writes()
+    r = subprocess.run([adamtune_command, "tune", "--workload", f"{path}:{attr}", "--budget", "8", "--batch", "8",
+                        "--pruner", "none", "--storage", url, "--study", "s", "--no-report"],
+                       capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 2 and "8 trials:" not in r.stdout and "Next:" not in r.stdout  # no summary
+    assert r.stderr.strip().splitlines() == [
+        "adamtune: error: the study storage failed: (sqlite3.OperationalError) no such table: main.disk_full; "
+        "every trial stored before is kept"]
+    _writes_again(url)
+    # nothing could be ended: the trials stay running until their heartbeat is stale (heartbeat.py)
+    assert {t.state for t in optuna.load_study(study_name="s", storage=url).trials} == {
+        optuna.trial.TrialState.RUNNING}
+
+
+def test_a_database_error_of_the_users_own_code_fails_its_trial(storage):
+    """An objective reading its data from a database of its own: its error is its trial's failure,
+    not the study's storage failing."""
+    import sqlalchemy
+
+    def objective(config, trial):
+        sqlalchemy.create_engine("sqlite://").connect().exec_driver_sql("SELECT * FROM their_data")
+
+    r = adamtune.tune(objective, budget=2, storage=storage, max_consecutive_failures=None)
+    assert r.count(TrialState.FAILED) == 2 and not any(t.interrupted for t in r.trials)
+    assert "no such table: their_data" in r.trials[0].error

@@ -25,6 +25,7 @@ import numpy
 import optuna
 import torch
 
+import adamtune.storage
 from adamtune import guide
 from adamtune.config import Config
 from adamtune.engine import Outcome, data_seed, infeasible, init_seed, train_trial
@@ -68,10 +69,32 @@ def _space_text(space: SearchSpace) -> str:
 
 
 def _cut_short(e: BaseException) -> str:
-    """The traceback text of a trial cut short by ``e`` (Ctrl-C or SIGTERM)."""
+    """The traceback text of a trial cut short by ``e`` (Ctrl-C, SIGTERM, the study's storage failing)."""
     if isinstance(e, OutputClosed):
         return "stopped: the output was closed (broken pipe)"
+    if not isinstance(e, KeyboardInterrupt):
+        return f"stopped: the study storage failed: {first_line(e.__cause__ or e.__context__ or e)}"
     return "terminated by SIGTERM" if isinstance(e, Terminated) else "interrupted by the user (KeyboardInterrupt)"
+
+
+# Where the study's storage is written and read: Optuna's storages and adamtune's own writes.
+_STORAGE_CODE = (os.path.join(os.path.realpath(os.path.dirname(optuna.storages.__file__)), ""),
+                 os.path.realpath(adamtune.storage.__file__))
+
+
+def _storage_failed(e: BaseException) -> bool:
+    """Whether ``e`` is the study's storage failing (disk full, a file made read-only, a server
+    gone), not the user's code failing: a database error raised in Optuna's storage or in
+    adamtune's writes to it. It stops the study, as it would stop every later trial (the CLI
+    says so in one line, exit status 2); taken for a failure of the trial, it was swallowed and
+    the trials stayed running. A database error of the user's own code (an objective that reads
+    its data from a database) fails its trial, as any other error does."""
+    import sqlalchemy.exc
+
+    if not isinstance(e, (optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError)):
+        return False
+    return any(os.path.realpath(frame.f_code.co_filename).startswith(_STORAGE_CODE)
+               for frame, _ in traceback.walk_tb(e.__traceback__))
 
 
 @contextlib.contextmanager
@@ -681,6 +704,9 @@ def tune(
     Raises:
         AdamtuneError: any bad input, with a message naming what must hold.
         StudyError: trials failed as ``max_consecutive_failures`` says.
+        optuna.exceptions.StorageInternalError, sqlalchemy.exc.SQLAlchemyError: the study's
+            storage failed while it ran (a full disk, a file made read-only, a server gone); the
+            trials in training end as cut short where the storage still allows.
     """
     if max_trials is not None and (isinstance(max_trials, bool) or not isinstance(max_trials, int) or max_trials < 1):
         raise StudyError(f"max_trials must be a whole number >= 1 or None, got {max_trials!r}")
@@ -964,8 +990,11 @@ class _Runner:
     def _write_kept(self, kept: Sequence[tuple[optuna.trial.Trial, HeldWrites]],
                     asked: list[tuple[optuna.trial.Trial, Config | None]], engine: str) -> None:
         """Store the kept writes of the trials in ``asked``; one that could not be stored ends
-        failed and its Config becomes None."""
+        failed and its Config becomes None. The storage failing is raised."""
         errors = dict(zip((t.number for t, _ in kept), write_kept(kept), strict=True))
+        failed = next((e for e in errors.values() if e is not None and _storage_failed(e)), None)
+        if failed is not None:  # not the trial's failure: the study stops (_ask ends its trials cut short)
+            raise failed
         for j, (trial, _) in enumerate(asked):
             error = errors.get(trial.number)
             if error is not None:
@@ -1002,13 +1031,17 @@ class _Runner:
         except ModelReused:  # the workload itself is wrong: every trial would be; not counted, stop now
             self._fail(trial, traceback.format_exc(), count=False)
             raise
-        except (Exception, SystemExit):  # the user's code failed, or called sys.exit(): the trial failed
+        except (Exception, SystemExit) as e:  # the user's code failed, or called sys.exit(): the trial failed
+            if _storage_failed(e):  # reporting to the storage failed, not the user's code: the study stops
+                self._end_unrun([trial], e)
+                raise
             self._fail(trial, traceback.format_exc())
             return
         try:
             self._done(trial, outcome)
-        except KeyboardInterrupt as e:  # while storing it: cut short, unless it was stored
-            self._end_unrun([trial], e)
+        except BaseException as e:  # Ctrl-C or the storage failing while storing it: cut short, unless it was stored
+            if isinstance(e, KeyboardInterrupt) or _storage_failed(e):
+                self._end_unrun([trial], e)
             raise
 
     def run_batch(self, n: int) -> bool:
@@ -1050,7 +1083,7 @@ class _Runner:
                         t.set_user_attr(ATTR_ENGINE, "sequential")
                         self._run_sequential(t, c)
             except BaseException as stop:
-                # Ctrl-C or the study's stop (repeated failures, the database gone): the batch's
+                # Ctrl-C or the study's stop (repeated failures, the storage failing): the batch's
                 # trials not finished end as cut short, and a rerun makes up for them.
                 self._end_unrun([t for t, _ in rest[j:]], stop)
                 raise
@@ -1061,15 +1094,20 @@ class _Runner:
         except ModelReused:
             self._fail_untold(trials, told, traceback.format_exc(), count=False)
             raise
-        except (Exception, SystemExit):  # the user's code failed, or called sys.exit()
+        except (Exception, SystemExit) as e:  # the user's code failed, or called sys.exit()
+            if _storage_failed(e):  # the storage failed, not the user's code: the study stops
+                self._end_unrun(trials, e)
+                raise
             self._fail_untold(trials, told, traceback.format_exc())
         return True
 
     def _fail_untold(self, trials: Sequence[optuna.trial.Trial], told: set[int], tb: str, count: bool = True) -> None:
         """End as failed each of ``trials`` not told; one that cannot be (already finished by a
-        tell cut short, or the database unreachable) does not keep the others running. The
-        study's stop after repeated failures is raised once every one of them is ended."""
+        tell cut short, or the database unreachable) does not keep the others running. Once
+        every one of them is ended, what stops the study is raised: Ctrl-C, else the storage
+        failing, else the study's stop after repeated failures."""
         stop: BaseException | None = None
+        failed: Exception | None = None  # the storage's first error: the study cannot go on
         gone: list[int] = []  # ended by another worker meanwhile: one notice for them all
         for i, t in enumerate(trials):
             if i in told:
@@ -1079,10 +1117,13 @@ class _Runner:
             except (StudyError, KeyboardInterrupt) as e:
                 # The last stop counts every failure; a Ctrl-C waits until the others are ended.
                 stop = e if stop is None or isinstance(stop, StudyError) else stop
-            except Exception:  # noqa: BLE001 - the next trial is still ended
-                continue
+            except Exception as e:  # noqa: BLE001 - the next trial is still ended
+                if failed is None and _storage_failed(e):
+                    failed = e
         with contextlib.suppress(Exception):  # a failing notice must not replace the stop
             self._ended_elsewhere(gone)
+        if failed is not None and not isinstance(stop, KeyboardInterrupt):
+            raise failed
         if stop is not None:
             raise stop
 
@@ -1090,7 +1131,8 @@ class _Runner:
         """End those of ``trials`` not stored as finished, because ``cause`` stops the study:
         failed and marked cut short (they do not use up the budget), each as far as the
         storage still allows."""
-        why = _cut_short(cause) if isinstance(cause, KeyboardInterrupt) else "not run: the study stopped before this trial"
+        why = (_cut_short(cause) if isinstance(cause, KeyboardInterrupt) or _storage_failed(cause)
+               else "not run: the study stopped before this trial")
         stored = _finished_numbers(self.study)
         with contextlib.suppress(Exception):
             self._fail_untold(trials, {i for i, t in enumerate(trials) if t.number in stored}, why, count=False)
