@@ -739,3 +739,94 @@ def test_a_database_error_of_the_users_own_code_fails_its_trial(storage):
     r = adamtune.tune(objective, budget=2, storage=storage, max_consecutive_failures=None)
     assert r.count(TrialState.FAILED) == 2 and not any(t.interrupted for t in r.trials)
     assert "no such table: their_data" in r.trials[0].error
+
+
+def test_processes_starting_a_new_study_together_with_other_settings_do_not_mix_their_trials(tmp_path, tiny_ref,
+                                                                                              adamtune_command):
+    """Three processes make one new study at once, each with its own optimizer: each used to run
+    with its own settings, the last to store them won, and the study held trials of all three.
+    Now the first to make it sets them; the others are refused as on any existing study."""
+    import subprocess
+
+    url = f"sqlite:///{tmp_path / 'race.db'}"
+    runs = {opt: subprocess.Popen([adamtune_command, "tune", "--workload", tiny_ref, "--optimizer", opt, "--budget", "2",
+                                   "--batch", "1", "--storage", url, "--study", "r", "--no-report"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                  env={**os.environ, "OMP_NUM_THREADS": "1"})
+            for opt in ("adam", "adamw", "adadelta")}
+    done = {opt: (p.wait(timeout=300), p.stdout.read(), p.stderr.read()) for opt, p in runs.items()}
+    made = adamtune.load("r", url).settings.optimizer
+    assert done[made][0] == 0, done[made]
+    for opt, (code, _, err) in done.items():
+        if opt != made:
+            assert code == 2 and err.strip().splitlines() == [
+                f"adamtune: error: study 'r' was created with optimizer {made!r}, not {opt!r}; use a new --study "
+                "name to change it"]
+    trials = optuna.load_study(study_name="r", storage=url).trials
+    assert len(trials) == 2 and {t.user_attrs["config"]["optimizer"] for t in trials} == {made}
+
+
+# tiny, whose model factory first starts `adamtune tune` on the same study with other settings,
+# to its end: another process makes the study after this one looked for it and before this one
+# makes it (open_study builds the model in between, to check --max-memory).
+_COMPETED = '''\
+import os, subprocess, sys
+
+sys.path.insert(0, {tests!r})
+import tiny_workloads
+
+started = False
+
+
+def model():
+    global started
+    if not started and "COMPETITOR" not in os.environ:
+        started = True
+        subprocess.run([{command!r}, "tune", "--workload", __file__ + ":competed", "--optimizer", "adam",
+                        "--budget", "1", "--batch", "1", "--storage", {url!r}, "--study", "s", "--no-report"],
+                       env={{**os.environ, "COMPETITOR": "1"}}, check=True, capture_output=True)
+    return tiny_workloads._mlp()
+
+
+def competed():
+    import dataclasses
+
+    return dataclasses.replace(tiny_workloads.tiny(), model=model)
+'''
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "adam"])
+def test_a_study_another_process_made_meanwhile_is_checked_against_its_settings(tmp_path, adamtune_command,
+                                                                                  optimizer):
+    path, url = tmp_path / "competed.py", f"sqlite:///{tmp_path / 'made.db'}"
+    path.write_text(_COMPETED.format(tests=os.path.dirname(os.path.abspath(__file__)), command=adamtune_command,
+                                     url=url))
+    run = dict(optimizer=optimizer, budget=2, batch=2, max_memory=1 << 30, storage=url, study="s", pruner="none")
+    if optimizer != "adam":  # not the maker's: refused, and the study stays as its maker made it
+        with pytest.raises(StudyError, match=r"^study 's' was created with optimizer 'adam', not 'adamw'; use a new "):
+            adamtune.tune(f"{path}:competed", **run)
+        made = adamtune.load("s", url)
+        assert made.settings.optimizer == "adam" and made.settings.budget == 1 and len(made.trials) == 1
+        return
+    # the same settings but the budget: this run continues the study to its own budget
+    r = adamtune.tune(f"{path}:competed", **run)
+    assert r.settings.budget == 2 and len(r.trials) == 2 and r.count(TrialState.COMPLETE) == 2
+    assert r.study.metric_names == ["val_loss"]
+
+
+def test_a_study_found_before_its_maker_stored_its_settings_is_read_again(storage, tiny_ref):
+    """Optuna makes a study, then its maker stores adamtune's settings: one found in between is
+    waited for, and this run is refused for another optimizer, not as a study adamtune did not make."""
+    import threading
+
+    from adamtune.results import SETTINGS_ATTR
+
+    made = adamtune.tune(tiny_ref, budget=1, storage=storage, study="made", pruner="none")
+    bare = optuna.create_study(study_name="s", storage=storage)
+    late = threading.Timer(1.0, bare.set_user_attr, (SETTINGS_ATTR, made.study.user_attrs[SETTINGS_ATTR]))
+    late.start()
+    try:
+        with pytest.raises(StudyError, match=r"^study 's' was created with optimizer 'adamw', not 'adam'"):
+            adamtune.tune(tiny_ref, optimizer="adam", storage=storage, study="s")
+    finally:
+        late.join()

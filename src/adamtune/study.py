@@ -16,6 +16,7 @@ import re
 import shlex
 import signal
 import threading
+import time
 import traceback
 import warnings
 from collections.abc import Callable, Iterable, Sequence
@@ -406,6 +407,53 @@ def _pick(name: str, explicit: Any, stored: Any, default: Any, study: str) -> An
     return None
 
 
+SETTLE_S = 5.0  # how long a study found without its settings is read again for them (_look)
+
+
+def _look(store: Any, name: str) -> optuna.Study | None:
+    """Study ``name`` in ``store``, or None if there is none.
+
+    Optuna makes a study in a write of its own, and its maker stores adamtune's settings in the
+    next ones (:func:`_make_or_load`); a study found in between, without settings or trials, is
+    read again until its settings are there, for up to ``SETTLE_S`` seconds. One that still has
+    none, or that has trials without them, was not made by adamtune (``read_settings`` says so).
+    """
+    deadline = time.monotonic() + SETTLE_S
+    while True:
+        found = load_existing(store, name)
+        if (found is None or SETTINGS_ATTR in found.user_attrs or found.get_trials(deepcopy=False)
+                or time.monotonic() >= deadline):
+            return found
+        time.sleep(0.05)
+
+
+def _make_or_load(store: Any, name: str, existing: optuna.Study | None, settings: StudySettings,
+                  workload: Workload | None) -> optuna.Study | None:
+    """Study ``name`` with its sampler and pruner, and ``settings`` stored in it: made when
+    ``existing`` is None, else loaded.
+
+    Returns None, with nothing written, when the study was to be made and another process made
+    it first (workers started together on a new study): its settings are that process's, and
+    this run must be checked against them. Only a study's maker stores its metric name; the
+    settings are stored last, so a study found with them holds the rest.
+    """
+    with quiet_optuna():  # the QMC sampler and metric names are experimental in Optuna
+        try:
+            the_study = optuna.create_study(
+                study_name=name, storage=store, direction=settings.direction, load_if_exists=existing is not None,
+                sampler=make_sampler(settings.sampler, settings.seed, settings.space),
+                pruner=make_pruner(settings.pruner, workload),
+            )
+        except optuna.exceptions.DuplicatedStudyError:
+            return None
+        if existing is None:
+            the_study.set_metric_names([settings.metric])
+    if settings.space_budget is not None:
+        the_study.set_user_attr(SPACE_BUDGET_ATTR, settings.space_budget)
+    the_study.set_user_attr(SETTINGS_ATTR, settings.to_json())
+    return the_study
+
+
 @dataclasses.dataclass
 class OpenedStudy:
     """A study made or loaded, checked against what it stores, its settings stored, no trial run.
@@ -482,109 +530,112 @@ def open_study(
             name = getattr(objective_fn, "__name__", "objective")
         else:
             name = "digits-mlp"
-    existing = load_existing(store, name) if store is not None else None
-    stored = read_settings(existing) if existing is not None else None
-    if existing is not None:  # a stored trial changed outside adamtune: one line now, not after training
-        result_of(existing, stored)
+    given = workload, workload_ref  # a second look starts again from what this call was given
+    existing = _look(store, name) if store is not None else None
+    while True:
+        workload, workload_ref = given
+        stored = read_settings(existing) if existing is not None else None
+        if existing is not None:  # a stored trial changed outside adamtune: one line now, not after training
+            result_of(existing, stored)
 
-    if workload is None and objective_fn is None:
-        ref = stored.workload if stored is not None else "digits-mlp"
-        if stored is not None and ref is None:
-            raise StudyError(
-                f"study {name!r} was created from Python (objective mode or a Workload object); continue it from Python"
-            )
-        try:
-            workload, workload_ref = load_workload(ref), ref
-        except WorkloadError as e:
-            if stored is None:
-                raise
-            # The user did not type this reference: say whose it is (a relative path is relative
-            # to where the study was made).
-            raise WorkloadError(f"study {name!r} tunes workload {ref!r}, which cannot be loaded from here: {e}; "
-                                "run adamtune from the directory the study was made in") from None
-    if stored is not None and workload_ref is not None and stored.workload is not None \
-            and not _same_ref(stored.workload, workload_ref):
-        raise StudyError(f"study {name!r} tunes workload {stored.workload!r}, not {workload_ref!r}; use a new --study name")
-    check_max_memory(max_memory, wanted_batch, workload, dev)
+        if workload is None and objective_fn is None:
+            ref = stored.workload if stored is not None else "digits-mlp"
+            if stored is not None and ref is None:
+                raise StudyError(f"study {name!r} was created from Python (objective mode or a Workload object); "
+                                 "continue it from Python")
+            try:
+                workload, workload_ref = load_workload(ref), ref
+            except WorkloadError as e:
+                if stored is None:
+                    raise
+                # The user did not type this reference: say whose it is (a relative path is relative
+                # to where the study was made).
+                raise WorkloadError(f"study {name!r} tunes workload {ref!r}, which cannot be loaded from here: {e}; "
+                                    "run adamtune from the directory the study was made in") from None
+        if stored is not None and workload_ref is not None and stored.workload is not None \
+                and not _same_ref(stored.workload, workload_ref):
+            raise StudyError(f"study {name!r} tunes workload {stored.workload!r}, not {workload_ref!r}; use a new "
+                             "--study name")
+        check_max_memory(max_memory, wanted_batch, workload, dev)
 
-    # What is wrong in itself is said before what differs from the stored study.
-    if optimizer is not None:
-        check_optimizer(optimizer)
-    if task is not None:
-        check_task(task)
-    if seed is not None:
-        _check_seed(seed)
-    opt = _pick("optimizer", optimizer, stored and stored.optimizer, "adamw", name)
-    the_task = _pick("task", task, stored and stored.task, workload.task if workload else "generic", name)
-    n_budget = budget if budget is not None else (stored.budget if stored is not None else DEFAULT_BUDGET)
-    if isinstance(n_budget, bool) or not isinstance(n_budget, int) or not 1 <= n_budget <= MAX_BUDGET:
-        raise SpaceError(f"budget must be a whole number of trials in 1..{MAX_BUDGET}, got {n_budget!r}")
-    the_seed = _check_seed(_pick("seed", seed, stored and stored.seed, 0, name))
-    the_sampler = sampler if sampler is not None else (stored.sampler if stored is not None else "quasi-random")
-    the_pruner = pruner if pruner is not None else (stored.pruner if stored is not None else "asha")
-    if the_sampler not in SAMPLERS:
-        raise StudyError(f"sampler must be one of {', '.join(SAMPLERS)}, got {the_sampler!r}")
-    if the_pruner not in PRUNERS:
-        raise StudyError(f"pruner must be one of {', '.join(PRUNERS)}, got {the_pruner!r}")
+        # What is wrong in itself is said before what differs from the stored study.
+        if optimizer is not None:
+            check_optimizer(optimizer)
+        if task is not None:
+            check_task(task)
+        if seed is not None:
+            _check_seed(seed)
+        opt = _pick("optimizer", optimizer, stored and stored.optimizer, "adamw", name)
+        the_task = _pick("task", task, stored and stored.task, workload.task if workload else "generic", name)
+        n_budget = budget if budget is not None else (stored.budget if stored is not None else DEFAULT_BUDGET)
+        if isinstance(n_budget, bool) or not isinstance(n_budget, int) or not 1 <= n_budget <= MAX_BUDGET:
+            raise SpaceError(f"budget must be a whole number of trials in 1..{MAX_BUDGET}, got {n_budget!r}")
+        the_seed = _check_seed(_pick("seed", seed, stored and stored.seed, 0, name))
+        the_sampler = sampler if sampler is not None else (stored.sampler if stored is not None else "quasi-random")
+        the_pruner = pruner if pruner is not None else (stored.pruner if stored is not None else "asha")
+        if the_sampler not in SAMPLERS:
+            raise StudyError(f"sampler must be one of {', '.join(SAMPLERS)}, got {the_sampler!r}")
+        if the_pruner not in PRUNERS:
+            raise StudyError(f"pruner must be one of {', '.join(PRUNERS)}, got {the_pruner!r}")
 
-    if isinstance(space, SearchSpace):
-        the_space = space
-        if the_space.optimizer != opt:
-            raise SpaceError(f"the search space is for {the_space.optimizer}, but the optimizer is {opt}")
-    elif stored is not None:
-        the_space = stored.space
-        if space is not None and with_overrides(the_space, list(space)) != the_space:
-            raise StudyError(f"study {name!r} has its own search space ({_space_text(the_space)}); use a new --study "
-                             "name to change it")
-    else:
-        the_space = with_overrides(preset(opt, the_task, n_budget), list(space or ()))
-    if stored is not None and isinstance(space, SearchSpace) and space != stored.space:
-        raise StudyError(f"study {name!r} has its own search space ({_space_text(stored.space)}); use a new --study "
-                         "name to change it")
+        if isinstance(space, SearchSpace):
+            the_space = space
+            if the_space.optimizer != opt:
+                raise SpaceError(f"the search space is for {the_space.optimizer}, but the optimizer is {opt}")
+        elif stored is not None:
+            the_space = stored.space
+            if space is not None and with_overrides(the_space, list(space)) != the_space:
+                raise StudyError(f"study {name!r} has its own search space ({_space_text(the_space)}); use a new "
+                                 "--study name to change it")
+        else:
+            the_space = with_overrides(preset(opt, the_task, n_budget), list(space or ()))
+        if stored is not None and isinstance(space, SearchSpace) and space != stored.space:
+            raise StudyError(f"study {name!r} has its own search space ({_space_text(stored.space)}); use a new "
+                             "--study name to change it")
 
-    if workload is not None:
-        metric, the_direction = workload.objective, workload.direction
-        if direction is not None and direction != the_direction:
-            raise StudyError(f"direction comes from the workload ({the_direction}); set it there")
-    else:
-        metric = "value"
-        the_direction = direction or (stored.direction if stored is not None else "minimize")
-        if the_direction not in ("minimize", "maximize"):
-            raise StudyError(f"direction must be minimize or maximize, got {the_direction!r}")
+        if workload is not None:
+            metric, the_direction = workload.objective, workload.direction
+            if direction is not None and direction != the_direction:
+                raise StudyError(f"direction comes from the workload ({the_direction}); set it there")
+        else:
+            metric = "value"
+            the_direction = direction or (stored.direction if stored is not None else "minimize")
+            if the_direction not in ("minimize", "maximize"):
+                raise StudyError(f"direction must be minimize or maximize, got {the_direction!r}")
 
-    info = describe(workload) if workload is not None else {}
-    if stored is not None:
-        _check_continues(name, stored, metric, the_direction, info)
+        info = describe(workload) if workload is not None else {}
+        if stored is not None:
+            _check_continues(name, stored, metric, the_direction, info)
 
-    # Trials whose worker was killed outright end as cut short, so they no longer use up the budget.
-    lost = end_lost(existing) if existing is not None else 0
-    if lost:
-        (notice or warn)(f"{trials_text(lost)} of study {name!r} had no heartbeat for over {GRACE_S / 60:g} "
-                          "minutes (the worker was killed or its machine stopped); ended as cut short, this run "
-                          "makes up for them")
-    settings = StudySettings(
-        workload=workload_ref if stored is None else stored.workload,
-        workload_name=workload.name if workload else name,
-        # A budget below the trials the study already has is the study's size: it is used up.
-        optimizer=opt, task=the_task, space=the_space,
-        budget=max(n_budget, counted_trials(existing)) if existing is not None else n_budget,
-        seed=the_seed, sampler=the_sampler, pruner=the_pruner, metric=metric, direction=the_direction,
-        workload_info=info,
-        space_budget=n_budget if stored is None else _began_with(stored),
-    )
-    if store is None:
-        store = open_storage(url)
-    with quiet_optuna():  # the QMC sampler and metric names are experimental in Optuna
-        the_study = optuna.create_study(
-            study_name=name, storage=store, direction=the_direction, load_if_exists=True,
-            sampler=make_sampler(the_sampler, the_seed, the_space),
-            pruner=make_pruner(the_pruner, workload),
+        # Trials whose worker was killed outright end as cut short, so they no longer use up the budget.
+        lost = end_lost(existing) if existing is not None else 0
+        if lost:
+            (notice or warn)(f"{trials_text(lost)} of study {name!r} had no heartbeat for over {GRACE_S / 60:g} "
+                              "minutes (the worker was killed or its machine stopped); ended as cut short, this run "
+                              "makes up for them")
+        settings = StudySettings(
+            workload=workload_ref if stored is None else stored.workload,
+            workload_name=workload.name if workload else name,
+            # A budget below the trials the study already has is the study's size: it is used up.
+            optimizer=opt, task=the_task, space=the_space,
+            budget=max(n_budget, counted_trials(existing)) if existing is not None else n_budget,
+            seed=the_seed, sampler=the_sampler, pruner=the_pruner, metric=metric, direction=the_direction,
+            workload_info=info,
+            space_budget=n_budget if stored is None else _began_with(stored),
         )
-        if existing is None:
-            the_study.set_metric_names([metric])
-    the_study.set_user_attr(SETTINGS_ATTR, settings.to_json())
-    if settings.space_budget is not None:
-        the_study.set_user_attr(SPACE_BUDGET_ATTR, settings.space_budget)
+        if store is None:
+            store = open_storage(url)
+        the_study = _make_or_load(store, name, existing, settings, workload)
+        if the_study is not None:
+            break
+        # Another process made the study since this one looked (workers of a job array started
+        # together): this run is checked against the settings that process stored, as against
+        # any existing study's. A differing optimizer, task, seed or space is refused; a budget
+        # of its own continues the study.
+        existing = _look(store, name)
+        if existing is not None and SETTINGS_ATTR not in existing.user_attrs:
+            raise StudyError(f"study {name!r} was just made by another process, which has not stored its settings "
+                             f"within {SETTLE_S:g} s; run again")
 
     remaining = max(0, settings.budget - counted_trials(the_study))
     retried = retry_cut_short(the_study, remaining, settings.space.distributions()) if existing is not None else []
