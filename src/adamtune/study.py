@@ -1020,7 +1020,9 @@ class _Runner:
                         config = self.settings.space.suggest(trial)
                         held.set_user_attrs({ATTR_ENGINE: engine, ATTR_WORKER: this_worker(),
                                          ATTR_CONFIG: dataclasses.asdict(config)})
-                except Exception:
+                except Exception as e:
+                    if _storage_failed(e):  # TPE/GP read the study to draw: the storage, not the space, failed
+                        raise
                     self._fail_asked(trial, engine, traceback.format_exc())
                     asked.append((trial, None))
                     continue
