@@ -100,7 +100,9 @@ def test_settings_and_trials_changed_outside_adamtune_name_the_study_and_what_is
         con.execute("delete from trial_user_attributes where trial_id = ? and key in ('curve', 'grad_norms', 'steps')",
                     (trial_id,))
     bare = adamtune.load("tiny", storage).trials[1]
-    assert (bare.curve.steps, bare.grad_norms, bare.steps) == ((), None, 0)
+    # its curve is then the objective's evaluations Optuna keeps
+    evaluations = sorted(optuna.load_study(study_name="tiny", storage=storage).trials[1].intermediate_values)
+    assert (bare.curve.steps, bare.grad_norms, bare.steps) == (tuple(evaluations), None, 0) and evaluations
 
 
 def test_list_studies_names_the_optuna_studies_adamtune_did_not_make(storage):
@@ -124,3 +126,19 @@ def test_the_fixed_line_says_which_value_is_the_tasks_own():
     hand = dataclasses.replace(settings, space=with_overrides(preset("adamw", "llm", 16), ["beta2=0.98"]))
     assert fixed_description(hand) == "fixed: beta2=0.98"
     assert fixed_description(dataclasses.replace(settings, task="generic", space=preset("adamw", "generic", 16))) is None
+
+
+def test_a_trial_in_training_shows_its_evaluations_so_far(storage, tiny_ref):
+    # Another terminal watching a long study: the trial's curve and steps are stored only at its
+    # end, but each evaluation is in the database as it comes (Optuna's intermediate values).
+    adamtune.tune(tiny_ref, budget=1, storage=storage, pruner="none")
+    study = optuna.load_study(study_name="tiny", storage=storage)
+    trial = study.ask()
+    trial.report(0.9, 10)
+    trial.report(0.7, 20)
+    (running,) = [t for t in adamtune.load("tiny", storage).trials if t.state == adamtune.TrialState.RUNNING]
+    assert running.steps == 20 and running.value is None
+    assert running.curve.steps == (10, 20) and running.curve.metrics == {"val_loss": (0.9, 0.7)}
+    study.tell(trial, state=optuna.trial.TrialState.FAIL)  # cut short or failed before its end: as far as it got
+    (failed,) = [t for t in adamtune.load("tiny", storage).trials if t.state == adamtune.TrialState.FAILED]
+    assert failed.steps == 20 and failed.curve.steps == (10, 20)

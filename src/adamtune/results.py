@@ -201,7 +201,8 @@ def result_of(study: optuna.Study, settings: StudySettings | None = None) -> Tun
     settings = settings or read_settings(study)
     try:
         records = tuple(
-            record_from_optuna(t, settings.space.params_from_optuna(t.params)) for t in study.get_trials(deepcopy=False)
+            record_from_optuna(t, settings.space.params_from_optuna(t.params), settings.metric)
+            for t in study.get_trials(deepcopy=False)
         )
     except StudyError as e:  # names the trial and the attribute
         raise StudyError(f"study {study.study_name!r}, {e}: {_CHANGED}") from None

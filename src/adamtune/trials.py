@@ -172,8 +172,13 @@ def state_of(trial: optuna.trial.FrozenTrial) -> TrialState:
     }[trial.state]
 
 
-def record_from_optuna(trial: optuna.trial.FrozenTrial, params: Mapping[str, float]) -> TrialRecord:
+def record_from_optuna(trial: optuna.trial.FrozenTrial, params: Mapping[str, float],
+                       metric: str | None = None) -> TrialRecord:
     """Build a TrialRecord; ``params`` are the trial's tuned values under adamtune's names.
+
+    A trial still in training, or one cut short or failed before its end, has no stored curve or
+    step count yet: its evaluations so far (Optuna's intermediate values, of the objective
+    ``metric``) stand for them, so another terminal sees how far it got.
 
     Raises:
         StudyError: an attribute adamtune stores is not what it writes (the database was
@@ -187,14 +192,21 @@ def record_from_optuna(trial: optuna.trial.FrozenTrial, params: Mapping[str, flo
         last = trial.intermediate_values[max(trial.intermediate_values)]
         value = float(last) if math.isfinite(last) else None
     duration = trial.duration.total_seconds() if trial.duration is not None else None
+    curve = _stored(trial, ATTR_CURVE, lambda v: Curve.from_dict(_mapping(v)))
+    steps = _stored(trial, ATTR_STEPS, _count)
+    so_far = sorted(trial.intermediate_values.items())
+    if curve is None and so_far and metric is not None:
+        curve = Curve(tuple(int(k) for k, _ in so_far), {metric: tuple(_float(v) for _, v in so_far)})
+    if steps is None and so_far and state in (TrialState.RUNNING, TrialState.FAILED):
+        steps = int(so_far[-1][0])
     return TrialRecord(
         number=trial.number,
         state=state,
         params=dict(params),
         config=_stored(trial, ATTR_CONFIG, _mapping),
         value=value,
-        steps=_stored(trial, ATTR_STEPS, _count, 0),
-        curve=_stored(trial, ATTR_CURVE, lambda v: Curve.from_dict(_mapping(v))) or Curve(),
+        steps=steps or 0,
+        curve=curve or Curve(),
         grad_norms=_stored(trial, ATTR_GRAD_NORMS, lambda v: GradNorms.from_dict(_mapping(v))),
         error=_stored(trial, ATTR_TRACEBACK, _text),
         duration_s=duration,
