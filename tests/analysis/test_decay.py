@@ -97,3 +97,11 @@ def test_with_lr_at_the_top_of_its_window_lr_comes_first(syn):
     assert f.suggestion == () and "test it" not in f.detail
     assert ("But the best trials sit at the upper edge of the lr window: settle lr first (a larger lr needs a smaller "
             "weight_decay for the same τ).") in f.detail
+
+
+def test_the_window_to_test_waits_for_enough_completed_trials(syn):
+    # from one completed trial (the others pruned) its lr is no settled value to compute a window at
+    d = best(syn, 0.007113, 0.002363)
+    (f,) = decay_findings(d, too_few=True)
+    assert f.suggestion == () and "too few trials completed to settle the lr" in f.detail
+    assert decay_findings(d)[0].suggestion  # with enough, the window to test is given

@@ -121,7 +121,8 @@ def analyze(result: TuneResult, storage: str | None = None) -> StudyAnalysis:
     lr_at_upper_edge = any(c.name == "lr" and c.edge == "upper" for c in checks) and not learned.nothing_learned
     findings = (*progress_findings(learned, s.metric), *(() if learned.nothing_learned else boundary_findings(checks)),
                 *stability_findings(stab), *curve_findings(diagnoses, s.metric), *clip_findings(clip),
-                *decay_findings(decay_timescale(result), lr_at_upper_edge))
+                *decay_findings(decay_timescale(result), lr_at_upper_edge,
+                                too_few=len(completed(result.trials)) < MIN_COMPLETED))
     if lr_at_upper_edge:
         # Slow progress at the top of the lr window is the lr's doing first: longer runs would
         # pay for what a larger lr gives.

@@ -111,12 +111,15 @@ def _figures(x: float) -> str:
     return f"{float(f'{x:.3g}'):,.0f}" if math.isfinite(x) else "∞"
 
 
-def decay_findings(d: DecayTimescale | None, lr_at_upper_edge: bool = False) -> tuple[Finding, ...]:
+def decay_findings(d: DecayTimescale | None, lr_at_upper_edge: bool = False,
+                   too_few: bool = False) -> tuple[Finding, ...]:
     """An info finding when the best trial's τ lies far outside one epoch .. the whole run.
 
     Args:
         lr_at_upper_edge: the best trials sit at the top of the lr window. The advised λ falls as
             lr rises, so a window to test a strong decay waits until lr is settled.
+        too_few: fewer trials completed than the other checks need; the best one's lr, at which
+            the window is computed, is not settled either, so the window to test waits too.
     """
     if d is None or not (d.too_long or d.too_short):
         return ()
@@ -144,6 +147,9 @@ def decay_findings(d: DecayTimescale | None, lr_at_upper_edge: bool = False) -> 
         if lr_at_upper_edge:
             detail += (" But the best trials sit at the upper edge of the lr window: settle lr first (a larger lr "
                        "needs a smaller weight_decay for the same τ).")
+        elif too_few:
+            detail += (" But too few trials completed to settle the lr it is computed at: run more trials of this "
+                       "study first (a larger lr needs a smaller weight_decay for the same τ).")
         else:
             suggestion = (f"--set {set_argument(test)}",)
             tenth = "τ from the run down to a tenth of it; " if d.high is None or d.high <= d.low else ""
