@@ -269,6 +269,23 @@ def test_tune_for_llm_trains_and_pastes_beta2_0_95(storage, tiny_ref):
     assert "betas=(0.9, 0.95)" in runner.invoke(app, ["best", "--storage", storage]).stdout
 
 
+def test_a_run_with_nothing_to_run_says_which_trials_train_elsewhere(storage, tiny_ref):
+    import optuna
+
+    assert runner.invoke(app, ["tune", "--workload", tiny_ref, "--budget", "2", "--storage", storage, "--pruner",
+                               "none", "--no-report"]).exit_code == 0
+    r = runner.invoke(app, ["tune", "--storage", storage, "--study", "tiny", "--budget", "2", "--no-report"])
+    assert "still in training elsewhere" not in r.stdout  # nothing runs elsewhere
+    # another worker's trial in training (asked, a heartbeat just now): this run has nothing to run
+    study = optuna.load_study(study_name="tiny", storage=storage)
+    study.ask()
+    r = runner.invoke(app, ["tune", "--storage", storage, "--study", "tiny", "--budget", "3", "--no-report"])
+    assert r.exit_code == 0, r.output
+    assert "the study already has its 3 trials" in r.stdout
+    assert ("1 of its trials is still in training elsewhere (another worker): what follows is the study so far; "
+            "`adamtune show` follows them") in r.stdout
+
+
 def test_cli_end_to_end_in_real_processes(tmp_path, tiny_ref, adamtune_command):
     """The installed entry point, as a user runs it: a study, then a bad input (one line, status 2).
 

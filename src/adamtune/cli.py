@@ -228,6 +228,7 @@ def tune(
             flush_notes()
             if remaining == 0:
                 console.print(f"the study already has its {settings.budget} trials; pass a larger --budget to run more")
+                state["nothing_to_run"] = True
                 return  # no progress bar for no trials
             state["task"] = progress.add_task("tuning", total=remaining, best="—")
             progress.start()
@@ -265,6 +266,11 @@ def tune(
                 progress.stop()
             flush_notes()  # a run that failed before its header still says what it noticed
         console.print()
+        elsewhere = sum(1 for t in result.trials if t.state.value == "running") if state.get("nothing_to_run") else 0
+        if elsewhere:
+            console.print(f"{elsewhere} of its trials {'are' if elsewhere > 1 else 'is'} still in training elsewhere "
+                          "(another worker): what follows is the study so far; `adamtune show` follows them",
+                          highlight=False, markup=False, soft_wrap=True)
         best = best_trials(result)
         if best:
             print_table(console, lambda compact: trials_table(result, best, title="Best trials", compact=compact))
