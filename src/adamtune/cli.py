@@ -27,10 +27,11 @@ app = typer.Typer(
 )
 
 
-def _stdout_to_devnull() -> None:
-    """Point stdout at /dev/null, so nothing printed later (nor Python's last flush) fails."""
+def _to_devnull(stream=None) -> None:
+    """Point ``stream`` (stdout by default) at /dev/null, so nothing printed later (nor
+    Python's last flush) fails."""
     with contextlib.suppress(OSError, ValueError):
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        os.dup2(os.open(os.devnull, os.O_WRONLY), (stream or sys.stdout).fileno())
 
 
 class _Console(Console):
@@ -38,7 +39,7 @@ class _Console(Console):
     rich's own ends the process with status 1 wherever it is, counted as a trial's failure."""
 
     def on_broken_pipe(self) -> None:
-        _stdout_to_devnull()
+        _to_devnull()
         raise OutputClosed("the output was closed (broken pipe)")
 
 
@@ -49,8 +50,7 @@ class _Stderr(Console):
 
     def on_broken_pipe(self) -> None:
         self.quiet = True
-        with contextlib.suppress(OSError, ValueError):
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stderr.fileno())
+        _to_devnull(sys.stderr)
 
 
 console = _Console()
@@ -92,7 +92,7 @@ def _user_errors(tuning: bool = False) -> Iterator[None]:
                       soft_wrap=True)
         raise typer.Exit(2) from None
     except (OutputClosed, BrokenPipeError) as e:  # the reader of a pipe ended: 128 + SIGPIPE, as the shell's own
-        _stdout_to_devnull()
+        _to_devnull()
         if tuning and isinstance(e, OutputClosed):
             err.print("adamtune: the output was closed (broken pipe); stopped, every finished trial is kept in the "
                       "storage", highlight=False, soft_wrap=True)
@@ -190,7 +190,7 @@ def tune(
     """
     from adamtune.report.terminal import (best_snippet, best_step_note, best_trials, counts_line, fmt, print_table,
                                          trial_value_text, trials_table)
-    from adamtune.trials import trials_text
+    from adamtune.trials import TrialState, trials_text
     from adamtune.results import fixed_description, tuned_description
     from adamtune.study import tune as run_tune
 
@@ -266,7 +266,7 @@ def tune(
                 progress.stop()
             flush_notes()  # a run that failed before its header still says what it noticed
         console.print()
-        elsewhere = sum(1 for t in result.trials if t.state.value == "running") if state.get("nothing_to_run") else 0
+        elsewhere = result.count(TrialState.RUNNING) if state.get("nothing_to_run") else 0
         if elsewhere:
             console.print(f"{elsewhere} of its trials {'are' if elsewhere > 1 else 'is'} still in training elsewhere "
                           "(another worker): what follows is the study so far; `adamtune show` follows them",

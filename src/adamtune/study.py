@@ -48,7 +48,7 @@ from adamtune.storage import (
 from adamtune.trials import (
     ATTR_CONFIG, ATTR_CURVE, ATTR_ENGINE, ATTR_INTERRUPTED, ATTR_DIVERGED_AT, ATTR_GRAD_NORMS, ATTR_RETRY_OF, ATTR_STATE,
     ATTR_STEPS, ATTR_TRACEBACK, ATTR_WORKER,
-    Curve, TrialRecord, TrialState, ranked, this_worker, trials_text,
+    Curve, TrialRecord, TrialState, ranked, state_of, this_worker, trials_text,
 )
 from adamtune.workloads import Workload, describe, load_workload
 from adamtune.workloads._base import ModelReused
@@ -333,8 +333,8 @@ class QuarterOfFirstComplete(optuna.pruners.BasePruner):
         if self._asha is None:
             done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
             # a diverged trial is COMPLETE to Optuna (an infinite value): its last finite report is no length
-            steps = [max(t.intermediate_values) for t in done if t.intermediate_values
-                     and t.user_attrs.get(ATTR_STATE) != TrialState.DIVERGED.value]
+            steps = [max(t.intermediate_values) for t in done
+                     if t.intermediate_values and state_of(t) == TrialState.COMPLETE]
             if not steps:
                 return False
             self._asha = optuna.pruners.SuccessiveHalvingPruner(min_resource=max(1, steps[0] // 4),

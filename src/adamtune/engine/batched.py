@@ -67,8 +67,8 @@ def buffer_updates(model: nn.Module, workload: Workload, x: Tensor, y: Tensor) -
     if next(model.buffers(), None) is None:
         return [], None
     probe = copy.deepcopy(model).train()
-    before = {n: b.clone() for n, b in probe.named_buffers()}
-    same = {n: b for n, b in probe.named_buffers()}
+    same = dict(probe.named_buffers())
+    before = {n: b.clone() for n, b in same.items()}
     devices = [d for d in {b.device for b in before.values()} if d.type == "cuda"]
     try:
         with torch.random.fork_rng(devices=devices), torch.no_grad():
