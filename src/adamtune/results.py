@@ -10,18 +10,18 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import shlex
 from collections.abc import Mapping
 from typing import Any
 
 import optuna
 
 from adamtune import guide
+from adamtune.commands import command_line
 from adamtune.config import TORCH_DEFAULTS, Config
 from adamtune.errors import AdamtuneError, StudyError
 from adamtune.retries import first_trials
 from adamtune.space import SearchSpace
-from adamtune.storage import open_storage, redact, settle, sql_backend, storage_url, study_names
+from adamtune.storage import open_storage, settle, sql_backend, storage_url, study_names
 from adamtune.trials import TrialRecord, TrialState, malformed_reason, ranked, record_from_optuna
 
 SETTINGS_ATTR = "adamtune"
@@ -223,7 +223,7 @@ def load(study: str | None = None, storage: str | os.PathLike | None = None) -> 
     if not names:
         missing = ("this storage holds no study yet" if study is None
                    else f"no study {study!r} in this storage, which holds none yet")
-        raise StudyError(f"{missing}; `adamtune tune --storage {shlex.quote(redact(url))}` makes one")
+        raise StudyError(f"{missing}; `{command_line('tune', storage=url)}` makes one")
     if study is None:
         if len(names) != 1:
             raise StudyError(f"name a study with --study; this storage holds {len(names)}: {', '.join(names)}")

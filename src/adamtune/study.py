@@ -13,7 +13,6 @@ import inspect
 import math
 import os
 import re
-import shlex
 import signal
 import threading
 import time
@@ -28,6 +27,7 @@ import torch
 
 import adamtune.storage
 from adamtune import guide
+from adamtune.commands import command_line
 from adamtune.config import Config
 from adamtune.engine import Outcome, data_seed, infeasible, init_seed, train_trial
 from adamtune.engine.batched import NotBatchable, member_bytes, members_per_chunk, train_members, why_not_batchable
@@ -42,7 +42,7 @@ from adamtune.results import (
 from adamtune.retries import duplicates, point_of, retry_cut_short, retry_numbers
 from adamtune.space import SearchSpace, check_optimizer, check_task, preset, with_overrides
 from adamtune.storage import (
-    HeldWrites, ask_many, check_url, is_new_file, open_storage, redact, settle, storage_url, tell_many, write_kept,
+    HeldWrites, ask_many, check_url, is_new_file, open_storage, settle, storage_url, tell_many, write_kept,
     writes_kept,
 )
 from adamtune.trials import (
@@ -1255,8 +1255,8 @@ class _Runner:
 
 def failures_error(what: str, last_error: str, study_name: str, url: str | None) -> StudyError:
     """The error that ends a run whose trials failed: ``what``, the last error, where to read more."""
-    show = ["adamtune", "show", *(["--storage", redact(url)] if url else []), "--study", study_name]
-    return StudyError(f"{what}. Last error: {last_error} (full tracebacks: {' '.join(shlex.quote(p) for p in show)})")
+    return StudyError(f"{what}. Last error: {last_error} "
+                      f"(full tracebacks: {command_line('show', storage=url, study=study_name)})")
 
 
 def refuse_all_failed(opened: OpenedStudy) -> None:

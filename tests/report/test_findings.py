@@ -64,8 +64,10 @@ def test_a_study_whose_trials_failed_says_so_not_budget(normal_analysis):
                    for t in r.trials[:3])
     result = dataclasses.replace(r, trials=failed, best=None, settings=dataclasses.replace(r.settings, budget=6))
     text = dataclasses.replace(normal_analysis, result=result, completed=0).too_few_text
+    show = f"adamtune show --storage {normal_analysis.storage} --study {r.study_name}"  # the storage it was read from
+    assert normal_analysis.storage.startswith("sqlite:///")
     assert text == ("no trial completed (3 failed): the boundary check needs at least 2. The study stopped after "
-                    f"3 trials of its budget of 6; the errors: adamtune show --study {r.study_name}")
+                    f"3 trials of its budget of 6; the errors: {show}")
 
 
 def test_nothing_tuned_and_nothing_completed_is_no_all_clear(normal_analysis):
@@ -84,7 +86,7 @@ def test_nothing_tuned_and_nothing_completed_is_no_all_clear(normal_analysis):
                                    result=dataclasses.replace(r, trials=failed, best=None, settings=settings))
     text = plain(analysis)
     assert "✓" not in text and "no warnings" not in text
-    assert f"no trial completed (3 failed); the errors: adamtune show --study {r.study_name}" in text
+    assert f"no trial completed (3 failed); the errors: adamtune show --storage {analysis.storage} --study {r.study_name}" in text
     from adamtune.report.html import render_html
 
     page = render_html(analysis)

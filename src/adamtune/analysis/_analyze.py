@@ -19,6 +19,7 @@ from adamtune.analysis._plots import (
     isolation_info, sorted_for_table,
 )
 from adamtune.analysis._select import top_trials
+from adamtune.commands import command_line
 from adamtune.results import TuneResult, stored_spaces
 from adamtune.space import SearchSpace
 from adamtune.trials import TrialRecord, TrialState, completed, trials_text
@@ -44,6 +45,7 @@ class StudyAnalysis:
         completed: how many trials completed (diverged ones do not).
         table: every trial in the order the report's table lists them.
         axes, isolation, heatmaps, curve_plots: what the plots show.
+        storage: the storage URL the commands it proposes name (None: the default storage).
     """
 
     result: TuneResult
@@ -62,6 +64,7 @@ class StudyAnalysis:
     isolation: tuple[IsolationInfo, ...]
     heatmaps: tuple[HeatmapInfo, ...]
     curve_plots: tuple[CurvesInfo, ...]
+    storage: str | None = None
 
     @property
     def warnings(self) -> tuple[Finding, ...]:
@@ -90,7 +93,7 @@ class StudyAnalysis:
         if counted < r.settings.budget and failed:
             text += f". The study stopped after {trials_text(counted)} of its budget of {r.settings.budget}"
         if failed and failed >= max(diverged, pruned):
-            return text + f"; the errors: adamtune show --study {r.study_name}"
+            return text + f"; the errors: {command_line('show', storage=self.storage, study=r.study_name)}"
         if diverged and diverged >= pruned and self.stability.from_the_start:
             return text + "; every trial diverged in its first steps: look at the data and the loss first"
         if diverged and diverged >= pruned:
@@ -113,11 +116,11 @@ def analyze(result: TuneResult, storage: str | None = None) -> StudyAnalysis:
         storage: its storage URL, so the proposed next command names it.
     """
     s = result.settings
-    checks = boundary_check(result)
     stab = stability(result)
+    checks = boundary_check(result, stab=stab)
     learned = progress(result)
     diagnoses = diagnose_best(result)
-    clip = clip_advice(result)
+    clip = clip_advice(result, stab=stab)
     lr_at_upper_edge = any(c.name == "lr" and c.edge == "upper" for c in checks) and not learned.nothing_learned
     findings = (*progress_findings(learned, s.metric), *(() if learned.nothing_learned else boundary_findings(checks)),
                 *stability_findings(stab), *curve_findings(diagnoses, s.metric), *clip_findings(clip),
@@ -132,12 +135,13 @@ def analyze(result: TuneResult, storage: str | None = None) -> StudyAnalysis:
     return StudyAnalysis(
         result=result, findings=findings, boundary=checks, stability=stab, progress=learned, curves=diagnoses,
         clip=clip,
-        next_space=next_space(result, checks=checks, storage=storage, taken=_taken(result)),
+        next_space=next_space(result, checks=checks, storage=storage, taken=_taken(result), stab=stab, learned=learned,
+                              clip=clip),
         importance=importance(result),
         top=tuple(top_trials(result.trials, s.direction)), completed=len(completed(result.trials)),
         table=sorted_for_table(result),
         axes=axis_plot_info(result), isolation=isolation_info(result), heatmaps=heatmap_info(result),
-        curve_plots=curves_info(result),
+        curve_plots=curves_info(result), storage=storage,
     )
 
 

@@ -33,7 +33,7 @@ import math
 from collections.abc import Sequence
 
 from adamtune import guide
-from adamtune.analysis._curves import stability
+from adamtune.analysis._curves import Stability, stability
 from adamtune.analysis._finding import INFO, WARNING, Finding, fmt, trial_list
 from adamtune.analysis._format import set_argument, window_text
 from adamtune.analysis._select import Study, lr_of, top_trials, unit, unpack
@@ -81,12 +81,14 @@ class BoundaryCheck:
         return None if self.proposal is None else set_argument(self.proposal)
 
 
-def boundary_check(study: Study, settings: StudySettings | None = None) -> tuple[BoundaryCheck, ...]:
+def boundary_check(study: Study, settings: StudySettings | None = None,
+                   stab: Stability | None = None) -> tuple[BoundaryCheck, ...]:
     """Check every tuned dimension for best trials at an edge of its window.
 
     Args:
         study: a TuneResult, or a sequence of TrialRecords (then ``settings`` is required).
         settings: the study's settings (taken from the TuneResult when omitted).
+        stab: the study's stability, if already computed.
 
     Returns:
         One BoundaryCheck per tuned dimension, in the search space's order.
@@ -95,7 +97,7 @@ def boundary_check(study: Study, settings: StudySettings | None = None) -> tuple
     top = top_trials(trials, settings.direction)
     if len(top) < MIN_COMPLETED:
         top = []
-    stab = stability(trials, settings)
+    stab = stab if stab is not None else stability(trials, settings)
     stable_lr = stab.largest_stable_lr
     out = []
     for dim in settings.space.dimensions:

@@ -20,7 +20,7 @@ import dataclasses
 import numpy as np
 
 from adamtune import guide
-from adamtune.analysis._curves import stability
+from adamtune.analysis._curves import Stability, stability
 from adamtune.analysis._finding import INFO, WARNING, Finding, fmt
 from adamtune.analysis._select import Study, top_trials, unpack
 from adamtune.results import StudySettings
@@ -70,8 +70,11 @@ class ClipAdvice:
         return any(f > guide.CLIP_TOO_OFTEN for f in fractions)
 
 
-def clip_advice(study: Study, settings: StudySettings | None = None) -> ClipAdvice | None:
-    """The clipping threshold for the best trial, or None when no best trial recorded norms."""
+def clip_advice(study: Study, settings: StudySettings | None = None, stab: Stability | None = None) -> ClipAdvice | None:
+    """The clipping threshold for the best trial, or None when no best trial recorded norms.
+
+    ``stab``: the study's stability, if already computed (whether anything was unstable).
+    """
     trials, settings = unpack(study, settings)
     top = [t for t in top_trials(trials, settings.direction) if t.grad_norms is not None]
     if not top:
@@ -94,7 +97,7 @@ def clip_advice(study: Study, settings: StudySettings | None = None) -> ClipAdvi
         if s.size:
             would.append((t.number, float((s > threshold).mean())))
     current = (best.config or {}).get("max_grad_norm")
-    stab = stability(trials, settings)
+    stab = stab if stab is not None else stability(trials, settings)
     return ClipAdvice(
         trial=best.number, percentile=guide.CLIP_PERCENTILE, threshold=float(threshold), would_clip=tuple(would),
         p50=g.p50, p99=g.p99, max=g.max, samples=tuple(float(x) for x in samples),

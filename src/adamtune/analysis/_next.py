@@ -33,16 +33,16 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import shlex
 from collections.abc import Mapping, Sequence
+from types import EllipsisType
 
 from adamtune.analysis._boundary import BoundaryCheck, boundary_check, round_down
 from adamtune.analysis._format import set_argument
-from adamtune.analysis._clipping import clip_advice
-from adamtune.analysis._curves import progress, stability
+from adamtune.analysis._clipping import ClipAdvice, clip_advice
+from adamtune.analysis._curves import Progress, Stability, progress, stability
 from adamtune.analysis._select import Study, top_trials, unit, unpack
+from adamtune.commands import command_line
 from adamtune.config import TORCH_DEFAULTS, Config
-from adamtune.storage import redact
 from adamtune.errors import AdamtuneError
 from adamtune.space import Dimension, SearchSpace, preset, with_overrides
 from adamtune.results import MAX_BUDGET, StudySettings
@@ -138,6 +138,7 @@ def _fixed_text(name: str, value: object) -> str:
 def next_space(
     study: Study, settings: StudySettings | None = None, checks: Sequence[BoundaryCheck] | None = None,
     study_name: str | None = None, storage: str | None = None, taken: Mapping[str, SearchSpace | None] | None = None,
+    stab: Stability | None = None, learned: Progress | None = None, clip: ClipAdvice | None | EllipsisType = ...,
 ) -> NextSpace:
     """Propose the next search space (see the module docstring for the rules).
 
@@ -148,16 +149,18 @@ def next_space(
         storage: the storage URL, for the command (omitted: the default storage).
         taken: the studies in the storage already, each with its search space (None: not
             adamtune's), so the new study's name is free or names a study of this space.
+        stab, learned, clip: the study's stability, progress and clipping advice, if already
+            computed (``clip`` may be None: no advice).
     """
     if study_name is None and hasattr(study, "study_name"):
         study_name = study.study_name
     trials, settings = unpack(study, settings)
-    checks = {c.name: c for c in (checks if checks is not None else boundary_check(trials, settings))}
+    stab = stab if stab is not None else stability(trials, settings)  # most trials diverged: the lr window moves down
+    checks = {c.name: c for c in (checks if checks is not None else boundary_check(trials, settings, stab))}
     top = top_trials(trials, settings.direction)
     enough = len(completed(trials)) >= NARROW_MIN_COMPLETED
-    stab = stability(trials, settings)  # most trials diverged: the lr window moves down
     diverged_lr = stab.smallest_diverged_lr if stab.window_too_high else None
-    learned = progress(trials, settings)
+    learned = learned if learned is not None else progress(trials, settings)
     dims = []
     for dim in settings.space.dimensions:
         if learned.nothing_learned:
@@ -210,7 +213,7 @@ def next_space(
     args = [d.set_argument for d in dims]
     tuned = {d.name for d in dims}
     fixed = dict(settings.space.fixed)
-    clip = clip_advice(trials, settings)
+    clip = clip_advice(trials, settings, stab) if clip is ... else clip
     replaced = ()
     if fixed.get("max_grad_norm") is not None and clip is not None and clip.too_often:
         fixed["max_grad_norm"] = float(f"{clip.threshold:.3g}")  # the clipping finding's, not one it condemns
@@ -266,23 +269,14 @@ def _continue_command(settings: StudySettings, study_name: str, storage: str | N
     """The ``adamtune tune`` line that continues the study with twice its budget."""
     if settings.workload is None:
         return None
-    parts = ["adamtune", "tune"]
-    if storage:
-        parts += ["--storage", redact(storage)]
-    parts += ["--study", study_name, "--budget", str(min(2 * settings.budget, MAX_BUDGET))]
-    return " ".join(shlex.quote(p) for p in parts)
+    return command_line("tune", storage=storage, study=study_name,
+                        then=["--budget", str(min(2 * settings.budget, MAX_BUDGET))])
 
 
 def _command(settings: StudySettings, study_name: str | None, storage: str | None, args: Sequence[str]) -> str | None:
     """The ``adamtune tune`` line of the next study, ``study_name`` its name."""
     if settings.workload is None:
         return None
-    parts = ["adamtune", "tune", "--workload", settings.workload, "--optimizer", settings.optimizer,
-             "--task", settings.task, "--budget", str(settings.budget)]
-    if storage:
-        parts += ["--storage", redact(storage)]  # the report may be shared: never a password
-    if study_name:
-        parts += ["--study", study_name]
-    for a in args:
-        parts += ["--set", a]
-    return " ".join(shlex.quote(p) for p in parts)
+    return command_line("tune", "--workload", settings.workload, "--optimizer", settings.optimizer,
+                        "--task", settings.task, "--budget", str(settings.budget), storage=storage,
+                        study=study_name or None, then=[w for a in args for w in ("--set", a)])
