@@ -362,6 +362,11 @@ class Stability:
         return lo is not None and hi is not None and hi >= NOT_THE_LR_SPAN * lo
 
     @property
+    def how_many_diverged(self) -> str:
+        """``"every trial diverged"`` or ``"most trials diverged"``: why the lr window moves down."""
+        return "most trials diverged" if self.trained else "every trial diverged"
+
+    @property
     def window_too_high(self) -> bool:
         """The lr window lies mostly past what the model tolerates: lr is tuned, at least half of
         the trials that ran diverged, fewer than 2 trained to the end, and none of those at or

@@ -173,7 +173,7 @@ def next_space(
         if dim.name == "lr" and diverged_lr is not None:
             survivor = stab.largest_stable_lr is not None
             high = round_down(min(dim.high, diverged_lr if survivor else diverged_lr / LOWER_BELOW))
-            why = ("most trials diverged" if survivor or stab.trained else "every trial diverged")
+            why = stab.how_many_diverged
             with contextlib.suppress(AdamtuneError):
                 window = Dimension(dim.name, high / 10 ** LOWER_DECADES, high, dim.scale)
                 dims.append(NextDimension(dim.name, LOWER, window, dim, f"{why}, from lr {diverged_lr:.3g}: a smaller lr"))

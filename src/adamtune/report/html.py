@@ -12,7 +12,7 @@ import os
 import re
 from pathlib import Path
 
-from adamtune.analysis import Finding, NextSpace, StudyAnalysis, analyze, window_text
+from adamtune.analysis import Finding, StudyAnalysis, analyze, window_text
 from adamtune.config import Config
 from adamtune.errors import AdamtuneError
 from adamtune.report import plots
@@ -277,16 +277,16 @@ def _next(a: StudyAnalysis) -> str:
     return f"""
 <section id="next" class="card">
   <h2>Next search space</h2>
-  <p class="lead">{e(_next_lead(ns))}</p>
+  <p class="lead">{e(_next_lead(a))}</p>
   <table class="next">{rows}</table>
   <pre><code>{e(command)}</code></pre>
 </section>"""
 
 
-def _next_lead(ns: NextSpace) -> str:
-    if ns.lowered:  # the reason says "every trial diverged, ..." or "most trials diverged, ..."
-        why = next(d.reason for d in ns.dimensions if d.change == "lower").split(",")[0]
-        return f"{why.capitalize()}: search smaller learning rates before anything else."
+def _next_lead(a: StudyAnalysis) -> str:
+    ns = a.next_space
+    if ns.lowered:
+        return f"{a.stability.how_many_diverged.capitalize()}: search smaller learning rates before anything else."
     if ns.raised:
         return "No trial learned anything: search larger learning rates before anything else."
     if ns.changed:
