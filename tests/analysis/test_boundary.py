@@ -60,6 +60,18 @@ def test_widened_down_the_window_leaves_out_the_lrs_where_every_trial_diverged(s
     assert check_of(boundary_check(trials, settings), "lr").proposal.high == pytest.approx(1e-2)
 
 
+def test_the_cut_below_divergence_never_leaves_out_an_lr_that_trained(syn):
+    # a trial at lr 6.1e-4 trained to the end, the next one up (6.3e-4) diverged: rounded down to
+    # one figure (6e-4) the top would leave out the trained one, so the top is the diverged lr itself
+    positions = (0.02, 0.15, 0.3, 0.45, 0.595, 0.6, 0.75, 0.9)
+    diverged = {5: syn.S.DIVERGED, 6: syn.S.DIVERGED, 7: syn.S.DIVERGED}
+    trials, settings = study(syn, lambda u: u, positions=positions, states=diverged)
+    lr = check_of(boundary_check(trials, settings), "lr")
+    assert lr.edge == "lower"
+    assert syn.lr_at(0.595) < lr.proposal.high <= syn.lr_at(0.6)
+    assert lr.proposal.high == pytest.approx(syn.lr_at(0.6))
+
+
 def test_a_best_trial_at_the_edge_with_the_others_elsewhere_does_not_fire(syn):
     # best at 0.95, the next best at 0.15 and 0.3: the dimension does not pull towards the edge
     values = {0.95: 0.1, 0.15: 0.2, 0.3: 0.25}

@@ -27,7 +27,6 @@ that already is such a hard limit is noted (``edge`` set) but proposes nothing.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 from collections.abc import Sequence
@@ -124,15 +123,35 @@ def boundary_check(study: Study, settings: StudySettings | None = None,
             if beyond:
                 edge, limit = None, tuple(beyond)
         proposal = widen(dim, edge, settings.space) if edge is not None else None
-        cut = stab.smallest_diverged_lr
-        if (proposal is not None and dim.name == "lr" and edge == LOWER and cut is not None and not stab.overlap
-                and stab.best_lr is not None and stab.best_lr < cut < proposal.high):
+        if proposal is not None:
             # Widened down, the top of the window is where every trial diverged: leave it out,
             # so the next budget is not spent there again.
-            with contextlib.suppress(AdamtuneError):
-                proposal = Dimension(dim.name, proposal.low, round_down(cut), dim.scale)
+            proposal = below_divergence(proposal, stab)
         out.append(BoundaryCheck(dim.name, dim, band, best, positions, edge, limit, proposal))
     return tuple(out)
+
+
+def below_divergence(window: Dimension, stab: Stability) -> Dimension:
+    """lr's ``window`` with its top lowered to the smallest lr that diverged (rounded down to one
+    significant figure where that keeps every lr that trained), so a next search does not spend
+    its budget where every trial diverged.
+
+    The window is kept when it is not lr's, nothing diverged, some trial diverged below an lr that
+    trained (other hyperparameters matter too), or no trial trained or ranked best.
+    """
+    cut = stab.smallest_diverged_lr
+    kept = [x for x in (stab.largest_stable_lr, stab.best_lr) if x is not None]
+    if window.name != "lr" or cut is None or stab.overlap or not kept:
+        return window
+    top = round_down(cut)
+    if top <= max(kept):  # rounding would cut off an lr that trained: the diverged lr itself
+        top = cut
+    if not max(kept) < top < window.high:
+        return window
+    try:
+        return Dimension(window.name, window.low, top, window.scale)
+    except AdamtuneError:
+        return window
 
 
 def round_down(x: float) -> float:

@@ -36,7 +36,7 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from types import EllipsisType
 
-from adamtune.analysis._boundary import BoundaryCheck, boundary_check, round_down
+from adamtune.analysis._boundary import BoundaryCheck, below_divergence, boundary_check, round_down
 from adamtune.analysis._format import set_argument
 from adamtune.analysis._clipping import ClipAdvice, clip_advice
 from adamtune.analysis._curves import Progress, Stability, progress, stability
@@ -202,12 +202,7 @@ def next_space(
         if hi - lo > KEEP_ABOVE:
             dims.append(NextDimension(dim.name, KEEP, dim, dim, "the best trials spread over most of the window"))
             continue
-        window = _window(dim, lo, hi)
-        cut = stab.smallest_diverged_lr
-        if (dim.name == "lr" and cut is not None and not stab.overlap and stab.largest_stable_lr is not None
-                and stab.largest_stable_lr < round_down(cut) < window.high):
-            with contextlib.suppress(AdamtuneError):
-                window = Dimension(dim.name, window.low, round_down(cut), dim.scale)
+        window = below_divergence(_window(dim, lo, hi), stab)
         dims.append(NextDimension(dim.name, NARROW, window, dim, f"around the {len(positions)} best trials"))
 
     args = [d.set_argument for d in dims]
