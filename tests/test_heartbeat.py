@@ -61,8 +61,12 @@ def test_a_worker_killed_outright_leaves_trials_the_next_run_ends_and_makes_up(t
     running = [t.number for t in r.trials if t.state == adamtune.TrialState.RUNNING]
     assert running  # SIGKILL ends nothing: these would use up the budget forever
     study = optuna.load_study(study_name="tiny", storage=f"sqlite:///{db}")
-    assert lost_trials(study) == []  # stamped moments ago: its worker may be alive
-    assert end_lost(study) == 0
+    # on another machine, only the heartbeat tells: stamped moments ago, its worker may be alive
+    with sqlite3.connect(db) as con:
+        con.execute("update trial_user_attributes set value_json = json_quote('another-boot 1:2 3 4') "
+                    "where key = 'process'")
+    assert lost_trials(study) == []
+    assert end_lost(study) == []
     with sqlite3.connect(db) as con:  # an hour passes
         con.execute("update trial_heartbeats set heartbeat = datetime(heartbeat, '-1 hour')")
     from typer.testing import CliRunner
@@ -70,12 +74,13 @@ def test_a_worker_killed_outright_leaves_trials_the_next_run_ends_and_makes_up(t
     from adamtune.cli import app
 
     shown = CliRunner().invoke(app, ["show", "--storage", f"sqlite:///{db}"]).stdout
-    assert (f"({', '.join(map(str, running))}) running with no heartbeat for over 10 minutes: their worker is gone; "
-            "the next `adamtune tune` on the study ends them as cut short and makes up for them") in shown
+    assert (f"({', '.join(map(str, running))}) running but lost: their worker sent no heartbeat for over 10 minutes "
+            "(killed, or its machine stopped); the next `adamtune tune` on the study ends them as cut short and "
+            "makes up for them") in " ".join(shown.split())
     kept = len(r.trials) - len(running)
     notes = []
     r = adamtune.tune(storage=f"sqlite:///{db}", study="tiny", budget=kept + 2, notice=notes.append)
-    assert notes[0].startswith(f"{len(running)} trial") and "had no heartbeat for over 10 minutes" in notes[0]
+    assert notes[0].startswith(f"{len(running)} trial") and "sent no heartbeat for over 10 minutes" in notes[0]
     lost = [t for t in r.trials if t.number in running]
     assert all(t.state == adamtune.TrialState.FAILED and t.interrupted and t.error == LOST for t in lost)
     assert r.count(adamtune.TrialState.RUNNING) == 0
@@ -85,7 +90,7 @@ def test_a_worker_killed_outright_leaves_trials_the_next_run_ends_and_makes_up(t
 def test_trials_without_a_stamp_are_left_alone_while_young(storage):
     study = optuna.create_study(storage=storage)
     study.ask()  # made by Optuna itself, as another tool would: no heartbeat
-    assert lost_trials(study, grace_s=0) == [] and end_lost(study, grace_s=0) == 0
+    assert lost_trials(study, grace_s=0) == [] and end_lost(study, grace_s=0) == []
     assert study.trials[0].state == optuna.trial.TrialState.RUNNING
 
 
@@ -115,10 +120,11 @@ def test_a_trial_killed_before_its_first_stamp_is_ended_once_clearly_old_and_its
     _started_hours_ago(path, half_a_day._trial_id, 12)  # a live worker's local time 12 h behind UTC
     assert lost_trials(study) == [dead._trial_id]
     shown = CliRunner().invoke(app, ["show", "--storage", storage, "--study", "s"]).stdout
-    assert f"1 trial ({dead.number}) running with no heartbeat for over 10 minutes: their worker is gone" in shown
+    assert f"1 trial ({dead.number}) running but lost: its worker sent no heartbeat for over 10 minutes" in shown
     notes = []
     r = adamtune.tune(objective, budget=5, storage=storage, study="s", notice=notes.append)
-    assert notes[0].startswith("1 trial of study 's' had no heartbeat for over 10 minutes")
+    assert notes[0].startswith(f"1 trial ({dead.number}) of study 's' lost: its worker sent no heartbeat for over 10 "
+                               "minutes")
     ended = r.trials[dead.number]
     assert ended.state == adamtune.TrialState.FAILED and ended.interrupted and ended.error == LOST
     assert [t.state for t in r.trials if t.number in (half_a_day.number, fresh.number)] == [
@@ -216,9 +222,9 @@ def test_a_lost_trial_that_finishes_before_it_is_ended_keeps_its_result(storage,
 
     study = optuna.create_study(storage=storage)
     trial = study.ask()
-    monkeypatch.setattr(heartbeat, "lost_trials", lambda s, g=None: [trial._trial_id])  # seen lost...
+    monkeypatch.setattr(heartbeat, "lost", lambda s, g=None: [heartbeat.Lost(trial._trial_id, trial.number)])  # seen lost...
     study.tell(trial, 1.0)  # ...then its stalled worker finished it
-    assert end_lost(study) == 0
+    assert end_lost(study) == []
     (t,) = optuna.load_study(study_name=study.study_name, storage=storage).get_trials()
     assert t.state == optuna.trial.TrialState.COMPLETE and t.user_attrs == {}
 
@@ -240,3 +246,90 @@ def test_ctrl_c_after_trials_were_ended_elsewhere_names_them_in_one_line(storage
         "minutes); their results are not stored: cut short, run again by the study"]
     states = [t.state for t in optuna.load_study(study_name="tiny", storage=storage).get_trials()]
     assert states == [optuna.trial.TrialState.FAIL] * 4  # the other two cut short here
+
+
+def _process_of(pid):
+    """heartbeat.this_process()'s record for process ``pid`` of this machine."""
+    from adamtune.heartbeat import _start_of, this_process
+
+    boot, ns, _, _ = this_process().split()
+    return f"{boot} {ns} {pid} {_start_of(pid)}"
+
+
+def _set_process(path, trial_id, process):
+    with sqlite3.connect(path) as db:
+        db.execute("insert or replace into trial_user_attributes (trial_id, key, value_json) values (?, 'process', "
+                   "json_quote(?))", (trial_id, process))
+
+
+def test_a_trial_whose_worker_process_on_this_machine_ended_is_lost_at_once(storage):
+    """No 10-minute wait on the machine that ran it: its process is gone (ended, a zombie, or its
+    pid now another process's); a live one, or one of another machine, is left to the heartbeat."""
+    from adamtune.heartbeat import GONE, beat, this_process
+    from adamtune.storage import sql_backend
+
+    path = storage[len("sqlite:///"):]
+    study = optuna.create_study(storage=storage)
+    trial = study.ask()
+    beat(sql_backend(study), [trial._trial_id])  # stamped just now: the heartbeat alone would wait
+    worker = subprocess.Popen(["sleep", "60"])
+    try:
+        _set_process(path, trial._trial_id, _process_of(worker.pid))
+        assert lost_trials(study) == []  # it runs
+        _set_process(path, trial._trial_id, this_process())
+        assert lost_trials(study) == []  # this very process
+        boot, ns, pid, start = this_process().split()
+        _set_process(path, trial._trial_id, f"{boot} {ns} {pid} {int(start) - 1}")
+        assert lost_trials(study) == [trial._trial_id]  # this pid, but a process started later: the pid reused
+        _set_process(path, trial._trial_id, f"another-boot {ns} {worker.pid + 10 ** 6} 1")
+        assert lost_trials(study) == []  # another machine: only its heartbeat tells
+        _set_process(path, trial._trial_id, _process_of(worker.pid))
+        worker.kill()
+        deadline = time.monotonic() + 30
+        while not lost_trials(study) and time.monotonic() < deadline:  # a zombie until collected: gone too
+            time.sleep(0.05)
+        assert lost_trials(study) == [trial._trial_id]
+    finally:
+        worker.kill()
+        worker.wait()
+    assert lost_trials(study) == [trial._trial_id]
+    (ended,) = end_lost(study)
+    assert ended.pid == worker.pid
+    (t,) = optuna.load_study(study_name=study.study_name, storage=storage).get_trials()
+    assert t.state == optuna.trial.TrialState.FAIL and t.user_attrs["traceback"] == GONE.format(pid=worker.pid)
+
+
+def test_a_run_started_again_on_the_same_machine_ends_the_killed_runs_trials_at_once(storage):
+    from typer.testing import CliRunner
+
+    from adamtune.cli import app
+    from adamtune.heartbeat import GONE, Heartbeat
+    from adamtune.storage import ask_many
+
+    def objective(config, trial):
+        return config.lr
+
+    path = storage[len("sqlite:///"):]
+    adamtune.tune(objective, budget=2, storage=storage, study="s", notice=lambda m: None)
+    study = optuna.load_study(study_name="s", storage=storage)
+    (dead,) = ask_many(study, 1)
+    with Heartbeat(study, interval_s=0.1) as heartbeat:  # stamped, as its worker did before it was killed
+        heartbeat.watch([dead])
+        deadline = time.monotonic() + 30
+        while not _stamps(path) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    worker = subprocess.Popen(["sleep", "60"])
+    _set_process(path, dead._trial_id, _process_of(worker.pid))
+    worker.kill()
+    worker.wait()
+    shown = " ".join(CliRunner().invoke(app, ["show", "--storage", storage, "--study", "s"]).stdout.split())
+    assert (f"1 trial ({dead.number}) running but lost: its worker process (pid {worker.pid}) on this machine no "
+            "longer runs; the next `adamtune tune` on the study ends it as cut short and makes up for it") in shown
+    notes = []
+    r = adamtune.tune(objective, budget=3, storage=storage, study="s", notice=notes.append)
+    assert notes[0] == (f"1 trial ({dead.number}) of study 's' lost: its worker process (pid {worker.pid}) on this "
+                        "machine no longer runs; ended as cut short, this run makes up for it")
+    ended = r.trials[dead.number]
+    assert ended.state == adamtune.TrialState.FAILED and ended.interrupted
+    assert ended.error == GONE.format(pid=worker.pid)
+    assert r.count(adamtune.TrialState.COMPLETE) == 3 and r.count(adamtune.TrialState.RUNNING) == 0

@@ -296,7 +296,7 @@ def show(
     as_json: bool = typer.Option(False, "--json", metavar="", help="Print one JSON object instead of a table."),
 ) -> None:
     """Every trial of a study: number, state, hyperparameters, objective, steps."""
-    from adamtune.heartbeat import GRACE_S, lost_numbers
+    from adamtune.heartbeat import lost, lost_text
     from adamtune.report.terminal import counts_line, print_table, retries_line, trials_table, to_json
     from adamtune.trials import trials_text
     from adamtune.results import fixed_description, load, tuned_description
@@ -322,11 +322,13 @@ def show(
         for t in failed[-3:]:
             last = t.error.strip().splitlines()[-1]
             console.print(f"trial {t.number} failed: {last}", highlight=False, markup=False)
-        lost = lost_numbers(result.study)
-        if lost:
-            console.print(f"{trials_text(len(lost))} ({', '.join(map(str, lost))}) running with no heartbeat for over "
-                          f"{GRACE_S / 60:g} minutes: their worker is gone; the next `adamtune tune` on the study ends "
-                          "them as cut short and makes up for them", highlight=False, markup=False, soft_wrap=True)
+        gone = lost(result.study)
+        if gone:
+            console.print(f"{trials_text(len(gone))} ({', '.join(str(t.number) for t in gone)}) running but lost: "
+                          f"{lost_text(gone)}; the next `adamtune tune` on the study ends "
+                          f"{'them' if len(gone) > 1 else 'it'} as cut short and makes up for "
+                          f"{'them' if len(gone) > 1 else 'it'}",
+                          highlight=False, markup=False, soft_wrap=True)
 
 
 @app.command()

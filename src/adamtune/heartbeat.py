@@ -17,19 +17,32 @@ waits that much longer), so only a margin no time zone reaches tells a dead tria
 one. The same holds for a trial made by Optuna directly or by an older adamtune, which never
 stamps. (Stamps an older adamtune wrote in a session's local time are read as UTC, off by that
 zone's offset.) Only SQL storages in files or servers (SQLite, PostgreSQL, MySQL) have heartbeats.
+
+On the machine that trained it, a trial need not wait for its stamp to age: each trial records
+its worker process (``ATTR_PROCESS``: the machine's boot, its process namespace, the process id
+and start time, from Linux's /proc), and a running trial whose process ran on this machine since
+its last boot and in this process namespace, and no longer runs, is lost at once (the common
+case: a run killed outright, or by the out-of-memory killer, then started again). Its start time
+tells a process id the system has given to another process since. Elsewhere (another machine or
+container, or no /proc) only the heartbeat tells.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
+import functools
+import json
+import os
 import threading
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import optuna
 
 from adamtune.storage import fail_if_running, one_transaction, sql_backend
-from adamtune.trials import ATTR_INTERRUPTED, ATTR_TRACEBACK
+from adamtune.trials import ATTR_INTERRUPTED, ATTR_PROCESS, ATTR_TRACEBACK
 
 INTERVAL_S = 30.0
 SETTLE_S = 0.05
@@ -37,6 +50,69 @@ GRACE_S = 600.0  # 20 missed stamps: a worker alive but stalled (the database lo
 UNSTAMPED_S = 14 * 3600.0  # the farthest a local time lies from UTC (UTC+14; UTC-12 is nearer)
 LOST = (f"lost: its worker sent no heartbeat for over {GRACE_S / 60:g} minutes (killed with SIGKILL, out of memory, "
         "or its machine stopped)")
+GONE = "lost: its worker process (pid {pid} on this machine) no longer runs (killed with SIGKILL, or out of memory)"
+
+
+@dataclasses.dataclass(frozen=True)
+class Lost:
+    """A running trial whose worker is gone.
+
+    Attributes:
+        trial_id, number: the trial.
+        pid: its worker's process id on this machine, which no longer runs; None when it is lost
+            because its heartbeat is stale (or it never had one and is old).
+    """
+
+    trial_id: int
+    number: int
+    pid: int | None = None
+
+
+def this_process() -> str | None:
+    """This process, told apart from any other that ran on this machine since it booted:
+    ``BOOT_ID NAMESPACE PID START`` (the pid namespace's device:inode, the start in clock ticks
+    after boot); None where /proc does not say (not Linux)."""
+    return _process(os.getpid())
+
+
+@functools.lru_cache(maxsize=4)
+def _process(pid: int) -> str | None:  # by pid: a forked worker is another process
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        ns = os.stat("/proc/self/ns/pid")
+    except OSError:
+        return None
+    start = _start_of(pid)
+    if not boot or start is None:
+        return None
+    return f"{boot} {ns.st_dev}:{ns.st_ino} {pid} {start}"
+
+
+def _start_of(pid: int) -> int | None:
+    """When process ``pid`` started (clock ticks after boot); None if it does not run (no such
+    process, or a zombie: it ended and its parent has not collected it)."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+        fields = text[text.rindex(")") + 2:].split()  # after the command's name, which may hold spaces
+        return None if fields[0] in ("Z", "X") else int(fields[19])  # the state, and field 22: starttime
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def gone_pid(process: str | None, here: str | None) -> int | None:
+    """The pid of ``process`` (a worker's ``this_process()``) when it ran on the machine and in the
+    process namespace of ``here`` (this process's), since its last boot, and no longer runs;
+    else None (it runs, it ran elsewhere, or nothing can tell)."""
+    if not process or not here:
+        return None
+    try:
+        boot, ns, pid, start = process.split()
+        alive = _start_of(int(pid))
+        if here.split()[:2] != [boot, ns] or alive == int(start):
+            return None
+        return int(pid)
+    except ValueError:
+        return None
 
 
 def _utc(moment: datetime.datetime) -> datetime.datetime:
@@ -79,18 +155,14 @@ def beat(backend: optuna.storages.RDBStorage, trial_ids: Sequence[int]) -> set[i
 
 
 def lost_trials(study: optuna.Study, grace_s: float | None = None) -> list[int]:
-    """The trial ids of ``study``'s running trials last stamped over ``grace_s`` seconds ago, and
-    of those never stamped that started over ``grace_s`` plus ``UNSTAMPED_S`` seconds ago."""
-    return [tid for tid, _ in _lost(study, grace_s)]
+    """The trial ids of ``study``'s lost trials (:func:`lost`)."""
+    return [t.trial_id for t in lost(study, grace_s)]
 
 
-def lost_numbers(study: optuna.Study) -> list[int]:
-    """The numbers of ``study``'s lost trials (as ``adamtune show`` names them); reads only."""
-    return sorted(number for _, number in _lost(study, None))
-
-
-def _lost(study: optuna.Study, grace_s: float | None) -> list[tuple[int, int]]:
-    """``(trial id, number)`` of ``study``'s lost trials, by trial id."""
+def lost(study: optuna.Study, grace_s: float | None = None) -> list[Lost]:
+    """``study``'s running trials whose worker process ran on this machine and no longer runs, those
+    last stamped over ``grace_s`` seconds ago (default ``GRACE_S``), and those never stamped that
+    started over ``grace_s`` plus ``UNSTAMPED_S`` seconds ago; by trial id. Reads only."""
     from optuna.storages._rdb import models
 
     backend = sql_backend(study)
@@ -99,31 +171,69 @@ def _lost(study: optuna.Study, grace_s: float | None) -> list[tuple[int, int]]:
     limit = datetime.timedelta(seconds=GRACE_S if grace_s is None else grace_s)
     unstamped = limit + datetime.timedelta(seconds=UNSTAMPED_S)
     trials = models.TrialModel.__table__  # datetime_start as stored, under every Optuna's ORM name for it
+    attrs = models.TrialUserAttributeModel
     with one_transaction(backend) as session:
         now = _now(session)
         rows = session.query(trials.c.trial_id, trials.c.number, models.TrialHeartbeatModel.heartbeat,
-                             trials.c.datetime_start).outerjoin(
-            models.TrialHeartbeatModel, models.TrialHeartbeatModel.trial_id == trials.c.trial_id).filter(
+                             trials.c.datetime_start, attrs.value_json).outerjoin(
+            models.TrialHeartbeatModel, models.TrialHeartbeatModel.trial_id == trials.c.trial_id).outerjoin(
+            attrs, (attrs.trial_id == trials.c.trial_id) & (attrs.key == ATTR_PROCESS)).filter(
             trials.c.study_id == study._study_id, trials.c.state == optuna.trial.TrialState.RUNNING).all()
+    here = this_process()
 
-    def lost(stamp: datetime.datetime | None, start: datetime.datetime | None) -> bool:
+    def process_of(value: str | None) -> str | None:
+        try:
+            process = json.loads(value) if value else None
+        except ValueError:
+            return None
+        return process if isinstance(process, str) else None
+
+    def stale(stamp: datetime.datetime | None, start: datetime.datetime | None) -> bool:
         if stamp is not None:
             return now - _utc(stamp) > limit
         return start is not None and now - _utc(start) > unstamped
 
-    return sorted((tid, number) for tid, number, stamp, start in rows if lost(stamp, start))
+    out = []
+    for tid, number, stamp, start, process in rows:
+        pid = gone_pid(process_of(process), here)
+        if pid is not None or stale(stamp, start):
+            out.append(Lost(tid, number, pid))
+    return sorted(out, key=lambda t: t.trial_id)
 
 
-def end_lost(study: optuna.Study, grace_s: float | None = None) -> int:
+def lost_text(trials: Sequence[Lost]) -> str:
+    """Why ``trials`` are lost, in a few words: ``"its worker process (pid 12) on this machine no
+    longer runs"``, ``"its worker sent no heartbeat for over 10 minutes (...)"``, or both."""
+    pids = sorted({t.pid for t in trials if t.pid is not None})
+    parts = []
+    if pids:
+        parts.append(f"{'their' if len(trials) > 1 else 'its'} worker process{'es' if len(pids) > 1 else ''} "
+                     f"(pid {', '.join(map(str, pids))}) on this machine no longer run{'' if len(pids) > 1 else 's'}")
+    stale = sum(1 for t in trials if t.pid is None)
+    if stale:
+        parts.append(f"{'their' if stale > 1 else 'its'} worker sent no heartbeat for over {GRACE_S / 60:g} minutes "
+                     "(killed, or its machine stopped)")
+    return "; ".join(parts)
+
+
+def end_lost(study: optuna.Study, grace_s: float | None = None) -> list[Lost]:
     """End ``study``'s lost trials as failed and cut short (they no longer use up the budget).
-    Returns how many this call ended; one another worker ends first, or that finishes after
-    all, is left as it is."""
-    lost = lost_trials(study, grace_s)
-    if not lost:
-        return 0
-    # In one transaction: a stalled worker finishing one of them meanwhile keeps its result,
-    # not marked cut short (which would leave it out of the budget).
-    return len(fail_if_running(sql_backend(study), lost, {ATTR_TRACEBACK: LOST, ATTR_INTERRUPTED: True}))
+    Returns those this call ended; one another worker ends first, or that finishes after all,
+    is left as it is."""
+    found = lost(study, grace_s)
+    if not found:
+        return []
+    # In one transaction for each kind: a stalled worker finishing one of them meanwhile keeps
+    # its result, not marked cut short (which would leave it out of the budget).
+    ended: set[int] = set()
+    for pid in sorted({t.pid for t in found if t.pid is not None}):
+        ids = [t.trial_id for t in found if t.pid == pid]
+        ended.update(fail_if_running(sql_backend(study), ids, {ATTR_TRACEBACK: GONE.format(pid=pid),
+                                                               ATTR_INTERRUPTED: True}))
+    stale = [t.trial_id for t in found if t.pid is None]
+    if stale:
+        ended.update(fail_if_running(sql_backend(study), stale, {ATTR_TRACEBACK: LOST, ATTR_INTERRUPTED: True}))
+    return [t for t in found if t.trial_id in ended]
 
 
 class Heartbeat:

@@ -33,7 +33,7 @@ from adamtune.engine import Outcome, data_seed, infeasible, init_seed, train_tri
 from adamtune.engine.batched import NotBatchable, member_bytes, members_per_chunk, train_members, why_not_batchable
 from adamtune.engine.monitor import summarize_norms
 from adamtune.errors import OutputClosed, SpaceError, StudyError, Terminated, WorkloadError, first_line, whole_number
-from adamtune.heartbeat import GRACE_S, Heartbeat, end_lost
+from adamtune.heartbeat import GRACE_S, Heartbeat, end_lost, lost_text, this_process
 from adamtune.quiet import quiet_optuna
 from adamtune.results import (
     MAX_BUDGET, SETTINGS_ATTR, SPACE_BUDGET_ATTR, StudySettings, TuneResult, list_studies, load, load_existing,
@@ -47,7 +47,7 @@ from adamtune.storage import (
 )
 from adamtune.trials import (
     ATTR_CONFIG, ATTR_CURVE, ATTR_ENGINE, ATTR_INTERRUPTED, ATTR_DIVERGED_AT, ATTR_GRAD_NORMS, ATTR_RETRY_OF, ATTR_STATE,
-    ATTR_STEPS, ATTR_TRACEBACK, ATTR_WORKER,
+    ATTR_PROCESS, ATTR_STEPS, ATTR_TRACEBACK, ATTR_WORKER,
     Curve, TrialRecord, TrialState, ranked, state_of, this_worker, trials_text,
 )
 from adamtune.workloads import Workload, describe, load_workload
@@ -608,11 +608,11 @@ def open_study(
             _check_continues(name, stored, metric, the_direction, info)
 
         # Trials whose worker was killed outright end as cut short, so they no longer use up the budget.
-        lost = end_lost(existing) if existing is not None else 0
+        lost = end_lost(existing) if existing is not None else []
         if lost:
-            (notice or warn)(f"{trials_text(lost)} of study {name!r} had no heartbeat for over {GRACE_S / 60:g} "
-                              "minutes (the worker was killed or its machine stopped); ended as cut short, this run "
-                              "makes up for them")
+            (notice or warn)(f"{trials_text(len(lost))} ({', '.join(str(t.number) for t in lost)}) of study {name!r} "
+                             f"lost: {lost_text(lost)}; ended as cut short, this run makes up for "
+                             f"{'them' if len(lost) > 1 else 'it'}")
         settings = StudySettings(
             workload=workload_ref if stored is None else stored.workload,
             workload_name=workload.name if workload else name,
@@ -1019,7 +1019,7 @@ class _Runner:
                     with writes_kept(trial) as held:
                         config = self.settings.space.suggest(trial)
                         held.set_user_attrs({ATTR_ENGINE: engine, ATTR_WORKER: this_worker(),
-                                         ATTR_CONFIG: dataclasses.asdict(config)})
+                                         ATTR_PROCESS: this_process(), ATTR_CONFIG: dataclasses.asdict(config)})
                 except Exception as e:
                     if _storage_failed(e):  # TPE/GP read the study to draw: the storage, not the space, failed
                         raise

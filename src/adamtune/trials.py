@@ -32,6 +32,7 @@ ATTR_ENGINE = "engine"
 ATTR_INTERRUPTED = "interrupted"
 ATTR_RETRY_OF = "retry_of"
 ATTR_WORKER = "worker"
+ATTR_PROCESS = "process"  # heartbeat.this_process() of the worker: tells, on its machine, whether it still runs
 
 
 class TrialState(str, enum.Enum):
