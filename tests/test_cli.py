@@ -1,6 +1,7 @@
 import contextlib
 import json
 import os
+import re
 import subprocess
 
 import pytest
@@ -891,3 +892,52 @@ def test_studies_of_a_storage_without_a_study_says_so_instead_of_an_empty_table(
     r = runner.invoke(app, ["studies", "--storage", url])
     assert r.exit_code == 0
     assert r.stdout.strip() == f"this storage holds no study yet; `adamtune tune --storage {url}` makes one"
+
+
+# tiny, whose model factory waits (up to 2 minutes) until models of two processes have been
+# built: two `adamtune tune` on one study then surely both train.
+_TOGETHER = '''\
+import dataclasses, os, pathlib, sys, time
+
+sys.path.insert(0, {tests!r})
+import tiny_workloads
+
+FOLDER = pathlib.Path({folder!r})
+
+
+def model():
+    (FOLDER / str(os.getpid())).touch()
+    deadline = time.monotonic() + 120
+    while len(list(FOLDER.iterdir())) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return tiny_workloads._mlp()
+
+
+def together():
+    return dataclasses.replace(tiny_workloads.tiny(), name="together", model=model)
+'''
+
+
+def test_two_commands_on_one_study_each_show_the_studys_progress(tmp_path, tiny_file, adamtune_command):
+    """Each bar counts every finished trial of the study, the other worker's too: it used to count
+    only its own and stop short (4/8), as if the study were not done. Trials the other still
+    trains when one ends are said, and left out of its count."""
+    folder = tmp_path / "started"
+    folder.mkdir()
+    (tmp_path / "together.py").write_text(_TOGETHER.format(tests=os.path.dirname(tiny_file), folder=str(folder)))
+    args = [adamtune_command, "tune", "--workload", "together.py:together", "--batch", "1", "--budget", "8",
+            "--pruner", "none", "--storage", "sqlite:///two.db", "--no-report"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", COLUMNS="120")
+    runs = [subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+            for _ in range(2)]
+    outs = [p.communicate(timeout=600) for p in runs]
+    assert [p.returncode for p in runs] == [0, 0], outs
+    lines = 0
+    for out, _ in outs:
+        trained = len(re.findall(r"^  trial +\d+ complete ", out, re.M))
+        assert trained >= 1, out  # both trained
+        lines += trained
+        (bar,) = re.findall(r"^tuning .* (\d+)/(\d+) trials", out, re.M)
+        elsewhere = re.search(r"^(\d+) of its trials (?:is|are) still in training elsewhere", out, re.M)
+        assert int(bar[1]) == 8 and int(bar[0]) + (int(elsewhere[1]) if elsewhere else 0) == 8, out
+    assert lines == 8

@@ -230,15 +230,22 @@ def tune(
                 console.print(f"the study already has its {settings.budget} trials; pass a larger --budget to run more")
                 state["nothing_to_run"] = True
                 return  # no progress bar for no trials
-            state["task"] = progress.add_task("tuning", total=remaining, best="—")
+            # The study's progress to its budget, other workers' trials too: the trials it has
+            # already (some may be in training elsewhere), then every trial finished.
+            state["done"] = settings.budget - remaining
+            state["task"] = progress.add_task("tuning", total=settings.budget, completed=state["done"], best="—")
             progress.start()
+
+        def finished(so_far) -> int:
+            return sum(1 for t in so_far.trials if t.finished and not t.interrupted)
 
         def on_trial(record, so_far) -> None:
             params = " ".join(f"{k}={fmt(v)}" for k, v in record.params.items())
             progress.console.print(
                 f"  trial {record.number:>3} {record.state.value:<9} {so_far.settings.metric} "
                 f"{trial_value_text(record):<12} {params}", highlight=False, soft_wrap=True, markup=False)
-            progress.update(state["task"], advance=1, best=fmt(so_far.best_value))
+            state["done"] = max(state["done"], min(finished(so_far), so_far.settings.budget))  # never back
+            progress.update(state["task"], completed=state["done"], best=fmt(so_far.best_value))
 
         options = dict(
             optimizer=optimizer, task=task, budget=_whole("--budget", budget), space=set_ or None,
@@ -261,12 +268,14 @@ def tune(
                 from adamtune.cluster import tune_on_ray
 
                 result = tune_on_ray(workload, workers=n_workers, address=ray_address, cpus_per_worker=cpus, **options)
+            if "task" in state:  # as the study stands at the end: trials still in training elsewhere are not done
+                progress.update(state["task"], completed=min(finished(result), result.settings.budget))
         finally:
             if progress.live.is_started:  # stopping a progress never started prints an empty line
                 progress.stop()
             flush_notes()  # a run that failed before its header still says what it noticed
         console.print()
-        elsewhere = result.count(TrialState.RUNNING) if state.get("nothing_to_run") else 0
+        elsewhere = result.count(TrialState.RUNNING)
         if elsewhere:
             console.print(f"{elsewhere} of its trials {'are' if elsewhere > 1 else 'is'} still in training elsewhere "
                           "(another worker): what follows is the study so far; `adamtune show` follows them",
