@@ -311,6 +311,26 @@ def test_the_step_note_says_nothing_to_act_on_for_noise_and_keeps_a_schedules_le
     assert note == want if want.startswith("its") else want in note
 
 
+def test_a_best_evaluation_that_is_a_dip_of_late_noise_is_no_length_to_train():
+    """Up and down late in training by more than the end lies above the best: another seed dips
+    elsewhere, so 'train 60 steps' would be advice drawn from noise."""
+    import dataclasses
+
+    from adamtune.analysis import diagnose_curve
+    from adamtune.report.terminal import best_step_note
+    from adamtune.trials import Curve
+
+    result = _study_ending_above_its_best().result
+    curve = Curve((10, 20, 30, 40, 50, 60, 70, 80), {"value": (1.0, 0.5, 0.3, 0.2, 0.26, 0.15, 0.24, 0.17)})
+    d = diagnose_curve(curve, "value")
+    assert d.late_variance and d.rise <= d.jitter
+    best = dataclasses.replace(result.best, curve=curve, value=0.15, steps=80)
+    note = best_step_note(dataclasses.replace(result, best=best))
+    assert note == ("its best evaluation, at step 60 of 80; it ended at 0.17: the curve swings up and down late in "
+                    "training, so step 60 is a dip of that noise, not a better length to train (another seed dips "
+                    "elsewhere); a decaying lr schedule steadies it")
+
+
 def _study_ending_above_its_best():
     import tempfile
 

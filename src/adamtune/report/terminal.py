@@ -12,6 +12,7 @@ from rich.markup import escape
 from rich.measure import Measurement
 from rich.table import Table
 
+from adamtune.analysis import diagnose_curve
 from adamtune.config import Config, python_snippet
 from adamtune.results import TuneResult
 from adamtune.trials import TrialRecord, TrialState, ranked, trials_text
@@ -157,6 +158,14 @@ def best_step_note(result: TuneResult) -> str | None:
     gap = abs(values[-1] - best.value) / max(abs(best.value), 1e-12)
     if gap < ENDED_AS_GOOD:  # noise between evaluations: nothing to act on
         return f"{where}; it ended within {ENDED_AS_GOOD:.0%} of it, at {fmt(values[-1])}"
+    curve = diagnose_curve(best.curve, result.settings.metric, result.settings.direction, best.number)
+    if curve.judged and curve.late_variance and (not curve.overfitting or curve.rise <= curve.jitter):
+        # Up and down late in training, by more than the end lies above the best: the best
+        # evaluation is one dip of that noise; retrained (another seed, other minibatches) the
+        # curve dips elsewhere, so a shorter run is no better.
+        return (f"{where}; it ended at {fmt(values[-1])}: the curve swings up and down late in training, so step "
+                f"{hits[0]} is a dip of that noise, not a better length to train (another seed dips elsewhere); "
+                "a decaying lr schedule steadies it")
     config = best.config or {}
     if config.get("warmup") or config.get("schedule", "constant") != "constant":
         # Training fewer steps would squeeze the schedule, which is set in fractions of the steps.
