@@ -37,3 +37,5 @@ def workload() -> adamtune.Workload:
 if __name__ == "__main__":
     result = adamtune.tune(workload(), budget=16, storage="sqlite:///my-study.db")
     print(result.best_value, result.best_config)
+    # tune() prints nothing itself: the findings, the next search space and the plots are in the report
+    print("findings and plots: adamtune report --storage sqlite:///my-study.db --study my-classifier")
