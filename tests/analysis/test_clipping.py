@@ -83,6 +83,8 @@ def test_an_lr_window_past_what_the_model_tolerates_gets_no_threshold_to_set(syn
     a = clip_advice(trials, settings)
     (f,) = clip_findings(a)
     assert not a.unstable and f.suggestion == () and f.title.startswith("if you need clipping")
+    assert a.diverged == 2 and "No trial diverged" not in f.detail  # they did: the fix is elsewhere
+    assert "2 trials diverged, where most of the lr window diverges: a smaller lr is the fix there" in f.detail
 
 
 def test_a_threshold_that_clipped_most_steps_is_too_aggressive(syn):
@@ -102,6 +104,23 @@ def test_a_threshold_that_clipped_some_steps_is_said_without_a_warning(syn):
     (f,) = clip_findings(clip_advice(trials, settings))
     assert f.severity == "info" and "Too aggressive" not in f.detail
     assert "It ran with max_grad_norm=1.8, which clipped 19% of its steps." in f.detail
+
+
+def test_a_tuned_max_grad_norm_is_the_advice_and_the_percentile_only_a_measure(syn):
+    """The paste line clips at what the search chose: the finding must not title another threshold."""
+    norms = syn.norms(STEADY, max_grad_norm=1.8)
+    from adamtune.space import Dimension
+
+    settings = syn.settings(syn.LR, Dimension("max_grad_norm", 0.5, 5.0, "log"))
+    trials = [syn.trial(0, 0.1, grad_norms=norms, config={"max_grad_norm": 1.8}, lr=1e-3, max_grad_norm=1.8),
+              syn.trial(1, None, state=syn.S.DIVERGED, lr=5e-3, max_grad_norm=0.7, steps=50),
+              syn.trial(2, 0.2, grad_norms=syn.norms(STEADY), lr=2e-3, max_grad_norm=3.0)]
+    a = clip_advice(trials, settings)
+    assert a.tuned and a.unstable and a.current == 1.8
+    (f,) = clip_findings(a)
+    assert f.title == ("clipping: the search chose max_grad_norm=1.8 for trial 0; the 90th percentile of its "
+                       "gradient norms is 1.891")
+    assert f.suggestion == () and f.severity == "info"  # nothing to replace: it clipped 19%
 
 
 def test_no_recorded_norms_no_advice(syn):

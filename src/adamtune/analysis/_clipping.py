@@ -42,6 +42,9 @@ class ClipAdvice:
         current_clipped: the share of its steps that ``current`` clipped.
         steps: how many steps the trial's norms cover (the samples are spread evenly over them).
         unstable: trials diverged where clipping may help (the study has an ``unstable`` finding).
+        diverged: how many trials diverged (where most of the lr window diverged, ``unstable`` is
+            False: a smaller lr is the fix there, not clipping).
+        tuned: max_grad_norm was tuned: ``current`` is what the search chose.
     """
 
     trial: int
@@ -56,6 +59,8 @@ class ClipAdvice:
     current_clipped: float | None = None
     steps: int = 0
     unstable: bool = False
+    diverged: int = 0
+    tuned: bool = False
 
     @property
     def too_often(self) -> bool:
@@ -102,7 +107,8 @@ def clip_advice(study: Study, settings: StudySettings | None = None, stab: Stabi
         trial=best.number, percentile=guide.CLIP_PERCENTILE, threshold=float(threshold), would_clip=tuple(would),
         p50=g.p50, p99=g.p99, max=g.max, samples=tuple(float(x) for x in samples),
         current=current, current_clipped=g.clipped_fraction if current is not None else None, steps=g.count,
-        unstable=bool(stab.diverged) and not stab.window_too_high,
+        unstable=bool(stab.diverged) and not stab.window_too_high, diverged=len(stab.diverged),
+        tuned="max_grad_norm" in settings.space.tuned and current is not None,
     )
 
 
@@ -134,13 +140,20 @@ def clip_findings(advice: ClipAdvice | None) -> tuple[Finding, ...]:
     if warn:
         detail += " Too aggressive: " + "; ".join(warn) + "."
     where = f"(the {a.percentile:.0f}th percentile of trial {a.trial}'s gradient norms)"
-    if a.unstable or a.current is not None:
+    if a.tuned:  # the search's own choice is the advice; the percentile only says how hard it clips
+        title = (f"clipping: the search chose max_grad_norm={fmt(a.current)} for trial {a.trial}; the "
+                 f"{a.percentile:.0f}th percentile of its gradient norms is {fmt(a.threshold)}")
+    elif a.unstable or a.current is not None:
         title = f"clipping: max_grad_norm ≈ {fmt(a.threshold)} {where}"
     else:
         title = f"if you need clipping (loss spikes, divergence), use max_grad_norm ≈ {fmt(a.threshold)} {where}"
-    if not a.unstable:
+    if not a.unstable and a.diverged:
+        detail += (f" {a.diverged} trial{'s' if a.diverged > 1 else ''} diverged, where most of the lr window "
+                   "diverges: a smaller lr is the fix there, not clipping; in a stable run this threshold clips a "
+                   "tenth of the steps.")
+    elif not a.unstable:
         detail += (" No trial diverged where clipping could help, so nothing here calls for it: clipping is for "
                    "loss spikes and divergence, and in a stable run this threshold clips a tenth of the steps.")
-    suggestion = (f"--set max_grad_norm={a.threshold:.3g}",) if a.unstable or warn else ()
+    suggestion = (f"--set max_grad_norm={a.threshold:.3g}",) if (a.unstable and not a.tuned) or warn else ()
     return (Finding("clip", WARNING if warn else INFO, title, detail, tuple(n for n, _ in a.would_clip),
                     suggestion),)
