@@ -925,7 +925,7 @@ ACTIONS: dict[str, str] = {
         "Fix that before tuning."
     ),
     "lr_too_high": (
-        "Most trials diverged and almost none trained to the end: the lr window reaches far past "
+        "Half or more of the trials diverged and at most one trained to the end: the lr window reaches far past "
         "what this model tolerates. Search smaller learning rates first; warmup and clipping help "
         "a model at the edge of stability, not one trained at many times its stable lr."
     ),

@@ -223,4 +223,16 @@ def test_an_lr_window_far_too_high_diverging_early_is_still_the_lrs_doing(syn):
     trials, settings = _diverged_early(syn, (5.0, 9.0, 20.0, 50.0), 2)
     s = stability(trials, settings)
     assert not s.from_the_start and s.window_too_high
-    assert stability_findings(s)[0].kind == "lr_too_high"
+    (f,) = stability_findings(s)
+    assert f.kind == "lr_too_high" and f.action.startswith("Half or more of the trials diverged")  # all did here
+
+
+def test_an_lr_window_too_high_is_not_said_to_only_mark_where_instability_begins(syn):
+    """One trial trained at a low lr, most diverged above: the window moves down, so 'this only
+    marks where the window's unstable end begins' (the info wording of a stable best) is not said."""
+    trials = [syn.trial(0, 0.5, lr=1e-5), syn.trial(1, None, syn.S.DIVERGED, lr=3e-3, steps=30),
+              syn.trial(2, None, syn.S.DIVERGED, lr=5e-3, steps=30)]
+    s = stability(trials, syn.settings(syn.LR))
+    assert s.window_too_high and not s.limits_best
+    (f,) = stability_findings(s)
+    assert f.kind == "lr_too_high" and "only marks" not in f.detail

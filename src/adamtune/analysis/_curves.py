@@ -425,7 +425,7 @@ def stability_findings(s: Stability) -> tuple[Finding, ...]:
         detail = "; ".join(parts) + "."
         if s.overlap:
             detail += " The two overlap: whether a trial diverges depends on the other hyperparameters too."
-        if s.best_lr is not None:
+        if s.best_lr is not None and not s.window_too_high:  # too high: the window moves, its action says so
             if s.limits_best:
                 detail += f" The best trial's lr ({fmt(s.best_lr)}) is close to that unstable region."
             else:
