@@ -346,3 +346,12 @@ def test_a_large_beta2_is_named_as_a_cause_of_spikes():
                                             weight_decay=0.0)
         steps[beta2] = before - p
     assert steps[0.999] > 5 * steps[0.95] and steps[0.999] > 2  # steady steps are about lr = 1
+
+
+def test_the_shortest_decay_timescale_is_an_epoch_or_a_tenth_of_the_run():
+    assert guide.shortest_decay_timescale(400, 1437 / 64) == pytest.approx(1437 / 64)
+    assert guide.shortest_decay_timescale(400) == pytest.approx(40)  # the data's size unknown
+    assert guide.shortest_decay_timescale(400, 1000) == pytest.approx(40)  # an epoch longer than the run
+    assert guide.shortest_decay_timescale(5) == 1.0  # never under one step: lr·λ <= 1
+    with pytest.raises(ConfigError, match="run_steps must be > 0, got 0"):
+        guide.shortest_decay_timescale(0)

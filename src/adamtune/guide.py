@@ -138,6 +138,14 @@ CLIP_TOO_OFTEN: float = 0.5
 # under 10,000 steps. What over-regularises is τ much shorter than an epoch, so a short run or a
 # small lr may need a larger λ for the decay to act at all (the decay-timescale finding says so).
 STRONG_WEIGHT_DECAY: float = 0.1
+# The shortest AdamW decay timescale τ = 1/(lr·λ) adamtune proposes: one epoch. A good τ lies
+# between about one epoch and the whole run; a shorter one forgets what the model learned from most
+# of the data, and at lr·λ ≥ 1 (τ ≤ 1 step) AdamW's per-step multiplier 1 - lr·λ reaches zero or
+# turns negative. Without the data's size, or when an epoch is longer than the run, this fraction
+# of the run stands in for it (``shortest_decay_timescale``). The decay-timescale finding's window
+# to test ends there, and a weight_decay window widened at its top stops there (at the best
+# trial's lr).
+SHORTEST_DECAY_TIMESCALE_OF_RUN: float = 0.1
 
 
 def _one_of(what: str, value: object, choices: tuple[str, ...]) -> None:
@@ -805,6 +813,21 @@ def weight_decay_for_timescale(lr: float, steps: float) -> float:
     _positive("lr", lr)
     _positive("steps", steps)
     return 1.0 / (lr * steps)
+
+
+def shortest_decay_timescale(run_steps: float, epoch_steps: float | None = None) -> float:
+    """The shortest AdamW decay timescale adamtune proposes, in steps (``SHORTEST_DECAY_TIMESCALE_OF_RUN``).
+
+    One epoch when it is known and shorter than the run, else that fraction of the run; never
+    under one step (``lr·λ <= 1``).
+
+    Raises:
+        ConfigError: ``run_steps <= 0``.
+    """
+    _positive("run_steps", run_steps)
+    if epoch_steps is not None and 0 < epoch_steps < run_steps:
+        return max(1.0, float(epoch_steps))
+    return max(1.0, SHORTEST_DECAY_TIMESCALE_OF_RUN * run_steps)
 
 
 def weight_decay_for_run_fraction(lr: float, fraction: float, total_steps: int) -> float:

@@ -200,3 +200,86 @@ def test_best_trials_crowding_the_edge_fire_though_the_best_is_just_outside_the_
     values = {0.7: 0.1, 0.99: 0.11, 0.93: 0.12}
     trials, settings = study(syn, lambda u: values.get(u, 1.0), positions=positions[:14] + (0.7, 0.93, 0.99))
     assert check_of(boundary_check(trials, settings), "lr").edge is None
+
+
+RUN = {"steps": 400, "batch_size": 64, "train_examples": 1437}  # an epoch: 22.45 steps
+
+
+def decay_study(syn, window, best_at, lr=0.0178, info=RUN, optimizer="adamw"):
+    """AdamW trials spread over a weight_decay ``window`` (lr fixed), the best at ``best_at``'s edge."""
+    from dataclasses import replace
+
+    settings = replace(syn.settings(window, optimizer=optimizer), workload_info=info)
+    trials = [syn.trial(i, u if best_at == "lower" else 1 - u, config={"lr": lr, "weight_decay": window.from_unit(u)},
+                        steps=400, weight_decay=window.from_unit(u)) for i, u in enumerate(POSITIONS)]
+    return trials, settings
+
+
+def test_weight_decay_is_not_widened_down_where_decay_barely_acts(syn):
+    # the audit's case: best at 1e-5 of 1e-5..0.3, where tau = 1/(lr·λ) is millions of steps (a
+    # 400-step run); the boundary check said "widen down to 5.8e-08" while the decay finding said
+    # "test higher" -- smaller values act even less, so the edge is kept and an info finding says why
+    from adamtune.analysis import next_space
+
+    trials, settings = decay_study(syn, syn.WD, "lower")
+    wd = check_of(boundary_check(trials, settings), "weight_decay")
+    assert wd.edge == "lower" and wd.proposal is None and "decay barely acts at these values" in wd.note
+    (f,) = boundary_findings(boundary_check(trials, settings))
+    assert f.kind == "decay_timescale" and f.severity == "info" and f.suggestion == ()
+    assert f.title == ("weight_decay: the best trials sit at the lower edge of its window 1e-05..0.3, where decay "
+                       "barely acts: not widened down")
+    assert ("At the best trial's lr (0.0178), weight_decay 1e-05 gives a decay timescale 1/(lr·weight_decay) of "
+            "5,620,000 steps, 14,000x the 400-step run") in f.detail
+    assert next_space(trials, settings).dimensions[0].change != "widen"
+
+
+def test_weight_decay_is_widened_down_where_decay_acts_or_is_coupled(syn):
+    # at lr 0.0178 a window from 0.5 has tau = 112 steps at its bottom: decay acts, the edge is real
+    window = Dimension("weight_decay", 0.5, 50.0, "log")
+    trials, settings = decay_study(syn, window, "lower")
+    wd = check_of(boundary_check(trials, settings), "weight_decay")
+    assert wd.proposal is not None and wd.proposal.low < 0.5 and wd.note == ""
+    # Adam's weight_decay is L2 added to the gradient: no timescale, widened as any dimension
+    trials, settings = decay_study(syn, syn.WD, "lower", optimizer="adam")
+    wd = check_of(boundary_check(trials, settings), "weight_decay")
+    assert wd.proposal is not None and wd.proposal.low < 1e-5
+
+
+def test_weight_decay_widened_up_stops_where_tau_would_drop_under_an_epoch(syn):
+    # the audit's alldiv-next: 1e-5..0.3 widened by half its width reached 52, where lr·λ = 0.93 at
+    # the best lr (0.0178) and up to 2.6 at the window's lr 0.05; now it stops at tau = one epoch
+    from adamtune import guide
+    from adamtune.analysis import next_space
+
+    trials, settings = decay_study(syn, syn.WD, "upper")
+    wd = check_of(boundary_check(trials, settings), "weight_decay")
+    epoch = 1437 / 64
+    assert wd.edge == "upper" and wd.proposal.high == pytest.approx(1 / (0.0178 * epoch))
+    assert guide.decay_timescale(0.0178, wd.proposal.high) == pytest.approx(epoch)
+    assert wd.set_argument == "weight_decay=1e-05:2.5"
+    (f,) = boundary_findings(boundary_check(trials, settings))
+    assert f.kind == "boundary" and f.suggestion == ("--set weight_decay=1e-05:2.5",)
+    assert ("It stops at 2.502, not at 51.96 (half the window's width): at the best trial's lr (0.0178), a larger "
+            "weight_decay makes the decay timescale 1/(lr·weight_decay) shorter than one epoch (22 steps)") in f.detail
+    ns = next_space(trials, settings)  # the next search takes the bounded window
+    assert ns.dimensions[0].change == "widen" and ns.dimensions[0].window == wd.proposal
+
+
+def test_without_an_epoch_weight_decay_widened_up_stops_at_a_tenth_of_the_run(syn):
+    trials, settings = decay_study(syn, syn.WD, "upper", info={"steps": 400})
+    wd = check_of(boundary_check(trials, settings), "weight_decay")
+    assert wd.proposal.high == pytest.approx(1 / (0.0178 * 40))
+    assert "shorter than 10% of the 400-step run (40 steps)" in wd.note
+
+
+def test_weight_decay_whose_top_already_forgets_within_an_epoch_is_not_widened_up(syn):
+    # 1e-5..3 at lr 0.0178: the top's tau is 19 steps, under an epoch (22): nothing stronger to propose
+    window = Dimension("weight_decay", 1e-5, 3.0, "log")
+    trials, settings = decay_study(syn, window, "upper")
+    wd = check_of(boundary_check(trials, settings), "weight_decay")
+    assert wd.edge == "upper" and wd.proposal is None
+    (f,) = boundary_findings(boundary_check(trials, settings))
+    assert f.kind == "decay_timescale" and f.severity == "info" and f.suggestion == ()
+    assert "where decay is already as strong as adamtune proposes: not widened up" in f.title
+    assert ("the window's top 3 already gives a decay timescale 1/(lr·weight_decay) of 19 steps, no more than one "
+            "epoch (22 steps), the shortest adamtune proposes") in f.detail

@@ -3,6 +3,7 @@ import dataclasses
 import pytest
 
 from adamtune.analysis import decay_findings, decay_timescale
+from adamtune.space import Dimension
 
 RUN = {"steps": 400, "batch_size": 64, "train_examples": 1437}  # an epoch: 22.5 steps
 
@@ -74,7 +75,7 @@ def test_a_range_above_the_rule_of_thumb_is_said_when_weight_decay_was_not_searc
 def test_without_an_epoch_the_window_to_test_runs_down_to_a_tenth_of_the_run(syn):
     (f,) = decay_findings(best(syn, 0.007113, 0.002363, info={"steps": 400}))
     assert f.suggestion == ("--set weight_decay=0.35:3.5",)
-    assert "(τ from the run down to a tenth of it; a new --study name" in f.detail
+    assert "(τ from the run down to 10% of the 400-step run (40 steps); a new --study name" in f.detail
 
 
 def test_a_range_the_window_covers_needs_no_window_to_test(syn):
@@ -92,8 +93,14 @@ def test_the_window_to_test_is_what_tune_accepts(syn):
     assert (space.dimension("weight_decay").low, space.dimension("weight_decay").high) == (0.35, 6.3)
 
 
+def lr_check(syn, edge):
+    from adamtune.analysis import BoundaryCheck
+
+    return BoundaryCheck("lr", syn.LR, 0.1, 0.95 if edge == "upper" else 0.05, ((0, 0.95),), edge)
+
+
 def test_with_lr_at_the_top_of_its_window_lr_comes_first(syn):
-    (f,) = decay_findings(best(syn, 0.007113, 0.002363), lr_at_upper_edge=True)
+    (f,) = decay_findings(best(syn, 0.007113, 0.002363), [lr_check(syn, "upper")])
     assert f.suggestion == () and "test it" not in f.detail
     assert ("But the best trials sit at the upper edge of the lr window: settle lr first (a larger lr needs a smaller "
             "weight_decay for the same τ).") in f.detail
@@ -105,3 +112,116 @@ def test_the_window_to_test_waits_for_enough_completed_trials(syn):
     (f,) = decay_findings(d, too_few=True)
     assert f.suggestion == () and "too few trials completed to settle the lr" in f.detail
     assert decay_findings(d)[0].suggestion  # with enough, the window to test is given
+
+
+def test_with_lr_at_the_bottom_of_its_window_lr_comes_first_too(syn):
+    # a smaller lr needs a larger weight_decay for the same tau: the window is just as unsettled
+    (f,) = decay_findings(best(syn, 0.007113, 0.002363), [lr_check(syn, "lower")])
+    assert f.suggestion == () and "test it" not in f.detail
+    assert ("But the best trials sit at the lower edge of the lr window: settle lr first (a smaller lr needs a larger "
+            "weight_decay for the same τ).") in f.detail
+
+
+STEPS = tuple(range(40, 401, 40))
+TRAIN = tuple(2.2 * 0.7 ** k + 0.05 for k in range(10))  # falls all the way
+OVERFIT = (2.0, 1.0, 0.5, 0.35, 0.3, 0.32, 0.36, 0.42, 0.48, 0.55)
+
+
+def analysed(syn, lr_window, wd_window, points, curve=None, info=RUN):
+    """``analyze`` over AdamW trials at ``points``: (lr, weight_decay, val_loss) each."""
+    from adamtune.analysis import analyze
+    from adamtune.results import TuneResult
+
+    settings = dataclasses.replace(syn.settings(lr_window, wd_window), workload_info=info)
+    trials = tuple(syn.trial(i, v, config={"lr": lr, "weight_decay": wd}, steps=400, curve=curve, lr=lr,
+                             weight_decay=wd) for i, (lr, wd, v) in enumerate(points))
+    return analyze(TuneResult("s", settings, trials, None, None))
+
+
+def test_nothing_learned_gives_no_decay_finding(syn):
+    # the audit's flat study: lr 1e-8..1e-7, every val_loss at 2.30; its best trial (by noise) had
+    # tau of 1e10 steps, and the finding offered --set weight_decay=140000:2.5e+06 at lr 1.8e-8
+    flat = syn.curve(STEPS, val_loss=tuple(2.3 + 0.001 * (-1) ** k for k in range(10)))
+    lr_window = Dimension("lr", 1e-8, 1e-7, "log")
+    points = [(10 ** (-8 + i / 8), syn.WD.from_unit(i / 8), 2.3 + 0.0003 * ((i * 5) % 8)) for i in range(8)]
+    a = analysed(syn, lr_window, syn.WD, points, curve=flat)
+    assert a.progress.nothing_learned
+    assert a.of_kind("decay_timescale") == () and not any("weight_decay=" in s for f in a.findings for s in f.suggestion)
+
+
+def test_lr_at_its_lower_edge_holds_back_the_window_to_test(syn):
+    # the audit's fail-next: lr best at the bottom of 0.001..3; the decay finding offered
+    # --set weight_decay=0.47:8.4, computed at an lr the boundary check says to move
+    lr_window = Dimension("lr", 1e-3, 3.0, "log")
+    lrs = [lr_window.from_unit(u) for u in (0.02, 0.08, 0.3, 0.45, 0.6, 0.75, 0.85, 0.95)]
+    points = [(lr, 0.03, 0.1 + i) for i, lr in enumerate(lrs)]
+    a = analysed(syn, lr_window, syn.WD, points)
+    assert [c.edge for c in a.boundary if c.name == "lr"] == ["lower"]
+    (f,) = a.of_kind("decay_timescale")
+    assert f.suggestion == () and "But the best trials sit at the lower edge of the lr window: settle lr first" in f.detail
+
+
+def test_a_decay_test_the_study_already_searched_and_lost_is_not_offered_again(syn):
+    # the audit's loop: a study of --set weight_decay=0.33:5.9 (the test a decay finding gave) put its
+    # best trials at 0.33, and then said both "widen down to 0.078" and "test 1.3:23"
+    wd_window = Dimension("weight_decay", 0.33, 5.9, "log")
+    lr = 0.001927
+    points = [(syn.LR.from_unit(0.45 + 0.02 * i), wd_window.from_unit(u), 0.1 + u)
+              for i, u in enumerate((0.02, 0.15, 0.3, 0.45, 0.6, 0.75, 0.85, 0.95))]
+    points[0] = (lr, points[0][1], points[0][2])
+    a = analysed(syn, syn.LR, wd_window, points)
+    wd = next(c for c in a.boundary if c.name == "weight_decay")
+    assert wd.edge == "lower" and wd.proposal is None  # decay barely acts there: not widened down
+    assert a.next_space.dimensions[1].change != "widen"
+    (held, timescale) = a.of_kind("decay_timescale")
+    assert "not widened down" in held.title and timescale.suggestion == ()
+    assert ("But this study searched weight_decay up to 5.9, into that range, and its best trials sit at the lower "
+            "edge of the window 0.33..5.9: the validation loss preferred the weaker decay, so there is no stronger "
+            "one to test.") in timescale.detail
+    assert not any(s.startswith("--set weight_decay") for f in a.findings for s in f.suggestion)
+
+
+LR_AROUND = Dimension("lr", 1e-3, 0.1, "log")  # 0.0178 at 63%
+
+
+def overfit(syn):
+    return syn.curve(STEPS, val_loss=OVERFIT, train_loss=TRAIN)
+
+
+def test_overfitting_names_the_weight_decay_window_the_boundary_check_proposes(syn):
+    lr = 0.0178  # in the middle of the lr window: lr is settled
+    points = [(lr, syn.WD.from_unit(u), 1.0 - u) for u in (0.02, 0.15, 0.3, 0.45, 0.6, 0.75, 0.85, 0.95)]
+    a = analysed(syn, LR_AROUND, syn.WD, points, curve=overfit(syn))
+    assert all(c.edge is None for c in a.boundary if c.name == "lr")
+    (boundary,) = [f for f in a.of_kind("boundary") if f.title.startswith("weight_decay")]
+    (over,) = a.of_kind("overfitting")
+    assert boundary.suggestion == ("--set weight_decay=1e-05:2.5",)  # stops at tau = one epoch at lr 0.0178
+    assert over.detail.endswith("A larger weight_decay is what the boundary check proposes too: "
+                                "--set weight_decay=1e-05:2.5, in the next search.")
+
+
+def test_overfitting_names_the_decay_window_to_test(syn):
+    # decay barely acts at the best trial and its range lies above the window: the window to test
+    lr = 0.007113
+    points = [(syn.LR.from_unit(0.3 + 0.05 * i), syn.WD.from_unit(u), 0.2 + i)
+              for i, u in enumerate((0.4, 0.2, 0.7, 0.5, 0.1, 0.9, 0.6, 0.3))]
+    points[0] = (lr, 0.002363, 0.1)
+    a = analysed(syn, syn.LR, syn.WD, points, curve=overfit(syn))
+    (timescale,) = a.of_kind("decay_timescale")
+    (over,) = a.of_kind("overfitting")
+    assert timescale.suggestion == ("--set weight_decay=0.35:6.3",)
+    assert over.detail.endswith("To raise weight_decay, test the window the weight-decay timescale finding gives: "
+                                "--set weight_decay=0.35:6.3.")
+
+
+def test_overfitting_with_weaker_decay_doing_better_says_so_instead_of_raise(syn):
+    # best at the bottom of 0.5..50, where decay acts (tau 112 steps at lr 0.0178): the study itself
+    # found weaker decay better, so "raise weight_decay" would pull against the widening down
+    wd_window = Dimension("weight_decay", 0.5, 50.0, "log")
+    points = [(0.0178, wd_window.from_unit(u), 0.1 + u) for u in (0.02, 0.15, 0.3, 0.45, 0.6, 0.75, 0.85, 0.95)]
+    a = analysed(syn, LR_AROUND, wd_window, points, curve=overfit(syn))
+    (boundary,) = [f for f in a.of_kind("boundary") if f.title.startswith("weight_decay")]
+    assert "lower edge" in boundary.title
+    (over,) = a.of_kind("overfitting")
+    assert ("But weaker decay did better in this study: its best trials sit at the lower edge of weight_decay's "
+            "window 0.5..50, so a larger weight_decay goes against its trials") in over.detail

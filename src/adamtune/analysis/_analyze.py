@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 
-from adamtune.analysis._boundary import MIN_COMPLETED, BoundaryCheck, boundary_check, boundary_findings
+from adamtune.analysis._boundary import LOWER, MIN_COMPLETED, UPPER, BoundaryCheck, boundary_check, boundary_findings
 from adamtune.analysis._clipping import ClipAdvice, clip_advice, clip_findings
-from adamtune.analysis._decay import decay_findings, decay_timescale
+from adamtune.analysis._decay import DecayTimescale, decay_findings, decay_timescale
 from adamtune.analysis._curves import (
     CurveDiagnosis, Progress, Stability, curve_findings, diagnose_best, progress, progress_findings, stability,
     stability_findings,
 )
 from adamtune.analysis._finding import WARNING, Finding
+from adamtune.analysis._format import window_text
 from adamtune.analysis._importance import Importance, importance
 from adamtune.analysis._next import NextSpace, next_space
 from adamtune.analysis._plots import (
@@ -32,8 +33,10 @@ class StudyAnalysis:
     Attributes:
         result: the study analysed.
         findings: every finding, warnings first (nothing learned, boundary, instability, curves,
-            clipping). When nothing was learned, the boundary check's findings are left out: the
-            best trials are then best by noise, and where they sit says nothing.
+            clipping, decay timescale). When nothing was learned, the boundary check's and the decay
+            timescale's findings are left out: the best trials are then best by noise, and where
+            they sit says nothing. The overfitting finding's "raise weight_decay" names what the
+            weight_decay findings give (``_with_decay_advice``), so the page pulls λ one way.
         boundary: the boundary check of each tuned dimension.
         stability: diverged trials and the lrs around them.
         progress: whether any trial learned anything.
@@ -117,15 +120,17 @@ def analyze(result: TuneResult, storage: str | None = None) -> StudyAnalysis:
     """
     s = result.settings
     stab = stability(result)
-    checks = boundary_check(result, stab=stab)
+    decay = decay_timescale(result)
+    checks = boundary_check(result, stab=stab, decay=decay)
     learned = progress(result)
     diagnoses = diagnose_best(result)
     clip = clip_advice(result, stab=stab)
-    lr_at_upper_edge = any(c.name == "lr" and c.edge == "upper" for c in checks) and not learned.nothing_learned
+    lr_at_upper_edge = any(c.name == "lr" and c.edge == UPPER for c in checks) and not learned.nothing_learned
     findings = (*progress_findings(learned, s.metric), *(() if learned.nothing_learned else boundary_findings(checks)),
                 *stability_findings(stab), *curve_findings(diagnoses, s.metric), *clip_findings(clip),
-                *decay_findings(decay_timescale(result), lr_at_upper_edge,
-                                too_few=len(completed(result.trials)) < MIN_COMPLETED))
+                *decay_findings(decay, checks, too_few=len(completed(result.trials)) < MIN_COMPLETED,
+                                nothing_learned=learned.nothing_learned))
+    findings = _with_decay_advice(findings, () if learned.nothing_learned else checks, decay)
     if lr_at_upper_edge:
         # Slow progress at the top of the lr window is the lr's doing first: longer runs would
         # pay for what a larger lr gives.
@@ -143,6 +148,37 @@ def analyze(result: TuneResult, storage: str | None = None) -> StudyAnalysis:
         axes=axis_plot_info(result), isolation=isolation_info(result), heatmaps=heatmap_info(result),
         curve_plots=curves_info(result), storage=storage,
     )
+
+
+def _with_decay_advice(findings: tuple[Finding, ...], checks: tuple[BoundaryCheck, ...],
+                       decay: DecayTimescale | None) -> tuple[Finding, ...]:
+    """The overfitting finding with a sentence that agrees with the weight_decay findings.
+
+    Its action says "raise weight_decay"; next to a boundary proposal, a decay window to test, or
+    best trials at weight_decay's lower edge, its detail names that window or says why not, in
+    this order: the next search's window widened up, the decay finding's window to test, a window
+    held at its top (decay already as strong as adamtune proposes), best trials at the lower edge
+    of a window that reached decay that acts within the run (weaker decay did better in this very
+    study; in a window where decay barely acts anywhere, where they sit says nothing).
+    """
+    wd = next((c for c in checks if c.name == "weight_decay"), None)
+    test = next((f.suggestion[0] for f in findings if f.kind == "decay_timescale" and f.suggestion), None)
+    if wd is not None and wd.edge == UPPER and wd.proposal is not None:
+        note = (f" A larger weight_decay is what the boundary check proposes too: --set {wd.set_argument}, "
+                f"in the next search.")
+    elif test is not None:
+        note = f" To raise weight_decay, test the window the weight-decay timescale finding gives: {test}."
+    elif wd is not None and wd.edge == UPPER:
+        note = (f" But weight_decay's window {window_text(wd.window)} already reaches the strongest decay adamtune "
+                f"proposes at the best trial's lr (its finding says why): regularise otherwise (dropout, data "
+                f"augmentation, more data), or keep the checkpoint of the best evaluation.")
+    elif wd is not None and wd.edge == LOWER and not (decay is not None and decay.above_window):
+        note = (f" But weaker decay did better in this study: its best trials sit at the lower edge of weight_decay's "
+                f"window {window_text(wd.window)}, so a larger weight_decay goes against its trials: regularise "
+                f"otherwise (dropout, data augmentation, more data), or keep the checkpoint of the best evaluation.")
+    else:
+        return findings
+    return tuple(dataclasses.replace(f, detail=f.detail + note) if f.kind == "overfitting" else f for f in findings)
 
 
 def _taken(result: TuneResult) -> dict[str, SearchSpace | None]:

@@ -23,6 +23,12 @@ trained to the end is not counted: its lr explains its divergence.
 When it fires, the proposal extends the window on that side by ``WIDEN`` (half its width) on
 its own scale, within what the hyperparameter allows (``lr > 0``, betas below 1, ...); an edge
 that already is such a hard limit is noted (``edge`` set) but proposes nothing.
+
+AdamW's weight_decay is bounded by its decay timescale τ = 1/(lr·λ) at the best trial's lr
+(``_decay.decay_window_limit``): not widened down where decay barely acts (τ far longer than the
+run, what the decay-timescale finding says: smaller values act even less), and not widened up past
+the λ whose τ is one epoch (``guide.shortest_decay_timescale``). Such an edge is noted with
+``note`` saying why, and an info finding says so instead of a warning.
 """
 
 from __future__ import annotations
@@ -30,9 +36,11 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Sequence
+from types import EllipsisType
 
 from adamtune import guide
 from adamtune.analysis._curves import Stability, stability
+from adamtune.analysis._decay import DecayTimescale, decay_timescale, decay_window_limit
 from adamtune.analysis._finding import INFO, WARNING, Finding, fmt, trial_list
 from adamtune.analysis._format import set_argument, window_text
 from adamtune.analysis._select import Study, lr_of, top_trials, unit, unpack
@@ -63,6 +71,8 @@ class BoundaryCheck:
         stability_limit: diverged trials at or beyond the best trial towards an edge the best
             trials sit at; the edge is then not reported.
         proposal: the widened window when the check fires and the edge is not a hard limit.
+        note: why the proposal stops short of the rule's, or why there is none although the check
+            fired (AdamW's weight_decay: its decay timescale), in a sentence; "" otherwise.
     """
 
     name: str
@@ -73,6 +83,7 @@ class BoundaryCheck:
     edge: str | None = None
     stability_limit: tuple[int, ...] = ()
     proposal: Dimension | None = None
+    note: str = ""
 
     @property
     def set_argument(self) -> str | None:
@@ -80,14 +91,15 @@ class BoundaryCheck:
         return None if self.proposal is None else set_argument(self.proposal)
 
 
-def boundary_check(study: Study, settings: StudySettings | None = None,
-                   stab: Stability | None = None) -> tuple[BoundaryCheck, ...]:
+def boundary_check(study: Study, settings: StudySettings | None = None, stab: Stability | None = None,
+                   decay: DecayTimescale | None | EllipsisType = ...) -> tuple[BoundaryCheck, ...]:
     """Check every tuned dimension for best trials at an edge of its window.
 
     Args:
         study: a TuneResult, or a sequence of TrialRecords (then ``settings`` is required).
         settings: the study's settings (taken from the TuneResult when omitted).
         stab: the study's stability, if already computed.
+        decay: the best trial's decay timescale, if already computed (None: there is none).
 
     Returns:
         One BoundaryCheck per tuned dimension, in the search space's order.
@@ -98,6 +110,7 @@ def boundary_check(study: Study, settings: StudySettings | None = None,
         top = []
     stab = stab if stab is not None else stability(trials, settings)
     stable_lr = stab.largest_stable_lr
+    decay = decay_timescale(trials, settings) if decay is ... else decay
     out = []
     for dim in settings.space.dimensions:
         sampled = [t for t in trials if unit(dim, t) is not None and t.state != TrialState.FAILED]
@@ -123,11 +136,14 @@ def boundary_check(study: Study, settings: StudySettings | None = None,
             if beyond:
                 edge, limit = None, tuple(beyond)
         proposal = widen(dim, edge, settings.space) if edge is not None else None
+        note = ""
+        if edge is not None:
+            proposal, note = decay_window_limit(dim, edge, proposal, decay)
         if proposal is not None:
             # Widened down, the top of the window is where every trial diverged: leave it out,
             # so the next budget is not spent there again.
             proposal = below_divergence(proposal, stab)
-        out.append(BoundaryCheck(dim.name, dim, band, best, positions, edge, limit, proposal))
+        out.append(BoundaryCheck(dim.name, dim, band, best, positions, edge, limit, proposal, note))
     return tuple(out)
 
 
@@ -200,40 +216,60 @@ def widen(dim: Dimension, edge: str, space: SearchSpace | None = None, by: float
 
 
 def boundary_findings(checks: Sequence[BoundaryCheck]) -> tuple[Finding, ...]:
-    """A warning for each dimension whose best trials sit at an edge, with the widened window."""
+    """A warning for each dimension whose best trials sit at an edge, with the widened window; an
+    info finding instead where the decay timescale holds the window (``note`` without a proposal)."""
     out = []
     for c in checks:
         if c.stability_limit:
             out.append(_limit_finding(c))
             continue
+        if c.edge is not None and c.proposal is None and c.note:
+            out.append(_held_finding(c))
+            continue
         if c.edge is None or c.proposal is None:
             continue
-        numbers = tuple(n for n, _ in c.top_positions)
         side_value = c.window.high if c.edge == UPPER else c.window.low
         beyond = "above" if c.edge == UPPER else "below"
-        where = "top" if c.edge == UPPER else "bottom"
-        nearest, u_nearest = min(c.top_positions, key=lambda p: _distance(p[1], c.edge))
-        closer = ("" if nearest == numbers[0] else f" (trial {nearest}, {c.name}={fmt(c.window.from_unit(u_nearest))}, "
-                  f"is {_distance(u_nearest, c.edge):.0%})")
-        n = len(numbers)
-        every = ("it is the only completed trial and lies" if n == 1 else
-                 f"both best trials ({trial_list(numbers)}) lie" if n == 2 else
-                 f"all {n} best trials ({trial_list(numbers)}) lie")
-        scale = {"log": "on a log scale", "log1m": "on a log scale of 1-x", "linear": "on a linear scale"}[c.window.scale]
         out.append(Finding(
             kind="boundary", severity=WARNING,
             title=f"{c.name}: the best trials sit at the {c.edge} edge of its window {window_text(c.window)}",
             detail=(
-                f"The best trial ({numbers[0]}, {c.name}={fmt(c.window.from_unit(c.best_position))}) is "
-                f"{_distance(c.best_position, c.edge):.0%} of the window's width from its {where} ({scale}){closer}, "
-                f"and {every} in that half. "
-                f"The optimum may lie {beyond} {fmt(side_value)}: widen the window to "
-                f"{window_text(c.proposal)}."
+                f"{_where(c)} The optimum may lie {beyond} {fmt(side_value)}: widen the window to "
+                f"{window_text(c.proposal)}." + (f" {c.note}" if c.note else "")
             ),
-            trials=numbers,
+            trials=tuple(n for n, _ in c.top_positions),
             suggestion=(f"--set {c.set_argument}",),
         ))
     return tuple(out)
+
+
+def _where(c: BoundaryCheck) -> str:
+    """Where the best trials sit, in a sentence: "The best trial (8, lr=0.007) is 5% of ..."."""
+    numbers = tuple(n for n, _ in c.top_positions)
+    where = "top" if c.edge == UPPER else "bottom"
+    nearest, u_nearest = min(c.top_positions, key=lambda p: _distance(p[1], c.edge))
+    closer = ("" if nearest == numbers[0] else f" (trial {nearest}, {c.name}={fmt(c.window.from_unit(u_nearest))}, "
+              f"is {_distance(u_nearest, c.edge):.0%})")
+    n = len(numbers)
+    every = ("it is the only completed trial and lies" if n == 1 else
+             f"both best trials ({trial_list(numbers)}) lie" if n == 2 else
+             f"all {n} best trials ({trial_list(numbers)}) lie")
+    scale = {"log": "on a log scale", "log1m": "on a log scale of 1-x", "linear": "on a linear scale"}[c.window.scale]
+    return (f"The best trial ({numbers[0]}, {c.name}={fmt(c.window.from_unit(c.best_position))}) is "
+            f"{_distance(c.best_position, c.edge):.0%} of the window's width from its {where} ({scale}){closer}, "
+            f"and {every} in that half.")
+
+
+def _held_finding(c: BoundaryCheck) -> Finding:
+    """The best trials sit at an edge, but the decay timescale says widening there adds nothing."""
+    why = ("where decay barely acts: not widened down" if c.edge == LOWER else
+           "where decay is already as strong as adamtune proposes: not widened up")
+    return Finding(
+        kind="decay_timescale", severity=INFO,
+        title=f"{c.name}: the best trials sit at the {c.edge} edge of its window {window_text(c.window)}, {why}",
+        detail=f"{_where(c)} {c.note}",
+        trials=tuple(n for n, _ in c.top_positions),
+    )
 
 
 def _distance(u: float, edge: str) -> float:

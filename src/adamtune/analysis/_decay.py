@@ -10,21 +10,35 @@ this reading: Adam's and Adadelta's weight_decay is an L2 term added to the grad
 A short run at a small lr needs a large λ for its τ to fit in the run: the advised range may lie
 above the window the study searched, or above ``guide.STRONG_WEIGHT_DECAY`` (0.1), which the guide
 calls over-regularising for typical lrs and long runs. The finding then says so, and gives the
-``--set weight_decay=LOW:HIGH`` that tests the range: only the validation loss can tell.
+``--set weight_decay=LOW:HIGH`` that tests the range: only the validation loss can tell. The
+window is held back when the lr it is computed at is not settled (lr's boundary check fires at
+either edge, or too few trials completed), when the study already searched into the range and its
+best trials sit at the lower edge of weight_decay's window (it preferred weaker decay), and when
+the next search's widened weight_decay window reaches the range anyway. When no trial learned,
+there is no finding: the best trial is best by noise.
+
+The same timescale bounds the boundary check's weight_decay proposals (``decay_window_limit``):
+a window is not widened down where decay barely acts (smaller values act even less), and not
+widened up past ``guide.shortest_decay_timescale`` (one epoch) at the best trial's lr.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from adamtune import guide
 from adamtune.analysis._finding import INFO, Finding, fmt
-from adamtune.analysis._format import set_argument
+from adamtune.analysis._format import set_argument, window_text
 from adamtune.analysis._select import Study, top_trials, unpack
 from adamtune.errors import AdamtuneError
 from adamtune.results import StudySettings
 from adamtune.space import Dimension
+
+if TYPE_CHECKING:  # _boundary imports this module
+    from adamtune.analysis._boundary import BoundaryCheck
 
 # τ this many times the run (or this fraction of an epoch) is far enough out to say so.
 BEYOND = 2.0
@@ -68,12 +82,30 @@ class DecayTimescale:
         """The advised range starts above the window searched or ``guide.STRONG_WEIGHT_DECAY``."""
         return self.above_window or self.low > guide.STRONG_WEIGHT_DECAY
 
+    @property
+    def shortest(self) -> float:
+        """The shortest τ adamtune proposes for this run: one epoch, or a tenth of the run without
+        one (``guide.shortest_decay_timescale``)."""
+        return guide.shortest_decay_timescale(self.run, self.epoch)
+
+    @property
+    def shortest_text(self) -> str:
+        """``shortest`` in words: ``"one epoch (22 steps)"``."""
+        if self.epoch is not None and self.epoch < self.run:
+            return f"one epoch ({self.shortest:.0f} steps)"
+        return (f"{guide.SHORTEST_DECAY_TIMESCALE_OF_RUN:.0%} of the {self.run}-step run ({self.shortest:.0f} "
+                f"step{'s' if self.shortest != 1 else ''})")
+
+    @property
+    def strongest(self) -> float:
+        """The largest λ adamtune proposes at this lr: the one whose τ is ``shortest``."""
+        return guide.weight_decay_for_timescale(self.lr, self.shortest)
+
     def window_to_try(self) -> Dimension | None:
-        """The weight_decay window that tests the advised range: τ from the run down to one epoch
-        (without an epoch, or with a run shorter than one: down to a tenth of the run)."""
-        high = self.high if self.high is not None and self.high > self.low else 10 * self.low
+        """The weight_decay window that tests the advised range: τ from the run down to ``shortest``
+        (one epoch; without an epoch, or with a run shorter than one: a tenth of the run)."""
         try:
-            return Dimension("weight_decay", self.low, high, "log")
+            return Dimension("weight_decay", self.low, self.strongest, "log")
         except AdamtuneError:  # a λ too large to be a number
             return None
 
@@ -111,18 +143,73 @@ def _figures(x: float) -> str:
     return f"{float(f'{x:.3g}'):,.0f}" if math.isfinite(x) else "∞"
 
 
-def decay_findings(d: DecayTimescale | None, lr_at_upper_edge: bool = False,
-                   too_few: bool = False) -> tuple[Finding, ...]:
+def decay_window_limit(dim: Dimension, edge: str, proposal: Dimension | None,
+                       d: DecayTimescale | None) -> tuple[Dimension | None, str]:
+    """The boundary check's widened weight_decay window, bounded by what AdamW's decay timescale allows.
+
+    - At the lower edge, when the best trial's decay barely acts (``too_long``, the decay finding's
+      own test): no proposal. Smaller values act even less; the dimension does not matter there.
+    - At the upper edge: the top stops at ``d.strongest``, where the best trial's lr gives
+      ``τ = d.shortest`` (one epoch); no proposal when the window's top already reaches it.
+
+    Args:
+        dim: the weight_decay window the study searched; edge: the edge the best trials sit at.
+        proposal: the window widened by the boundary check's rule (None: none).
+        d: the best trial's decay timescale (None: not AdamW or unknown; nothing is bounded).
+
+    Returns:
+        The proposal (bounded, or None), and a sentence that says why it stops short, or "".
+    """
+    if d is None or dim.name != "weight_decay":
+        return proposal, ""
+    if edge == "lower" and d.too_long:
+        tau = guide.decay_timescale(d.lr, dim.low)
+        return None, (f"At the best trial's lr ({fmt(d.lr)}), weight_decay {fmt(dim.low)} gives a decay timescale "
+                      f"1/(lr·weight_decay) of {_figures(tau)} steps, {_figures(tau / d.run)}x the {d.run}-step run: "
+                      f"decay barely acts at these values, and smaller ones act even less, so the window is not "
+                      f"widened down (the dimension matters little at that edge).")
+    if edge != "upper":
+        return proposal, ""
+    cap = d.strongest
+    if cap <= dim.high:
+        tau = guide.decay_timescale(d.lr, dim.high)
+        return None, (f"At the best trial's lr ({fmt(d.lr)}), the window's top {fmt(dim.high)} already gives a decay "
+                      f"timescale 1/(lr·weight_decay) of {_figures(tau)} steps, no more than {d.shortest_text}, the "
+                      f"shortest adamtune proposes: stronger decay forgets what the model learned from most of the "
+                      f"data (and from lr·weight_decay = 1 on, AdamW's per-step multiplier 1 - lr·weight_decay is "
+                      f"no longer positive), so the window is not widened up.")
+    if proposal is None or proposal.high <= cap:
+        return proposal, ""
+    try:
+        bounded = Dimension(dim.name, proposal.low, cap, proposal.scale)
+    except AdamtuneError:
+        return None, ""
+    return bounded, (f"It stops at {fmt(cap)}, not at {fmt(proposal.high)} (half the window's width): at the best "
+                     f"trial's lr ({fmt(d.lr)}), a larger weight_decay makes the decay timescale 1/(lr·weight_decay) "
+                     f"shorter than {d.shortest_text}, the shortest adamtune proposes; decay that strong forgets "
+                     f"what the model learned from most of the data.")
+
+
+def _check(checks: Sequence[BoundaryCheck], name: str) -> BoundaryCheck | None:
+    return next((c for c in checks if c.name == name), None)
+
+
+def decay_findings(d: DecayTimescale | None, checks: Sequence[BoundaryCheck] = (), too_few: bool = False,
+                   nothing_learned: bool = False) -> tuple[Finding, ...]:
     """An info finding when the best trial's τ lies far outside one epoch .. the whole run.
 
     Args:
-        lr_at_upper_edge: the best trials sit at the top of the lr window. The advised λ falls as
-            lr rises, so a window to test a strong decay waits until lr is settled.
+        checks: the study's boundary checks. With lr's firing at either edge, the window to test
+            waits until lr is settled (the advised λ moves as lr does). With weight_decay's best
+            trials at the lower edge of a window that reached the advised range, or its window
+            widened up into that range, there is no separate window to test.
         too_few: fewer trials completed than the other checks need; the best one's lr, at which
             the window is computed, is not settled either, so the window to test waits too.
+        nothing_learned: no trial learned anything; the best trial is best by noise: no finding.
     """
-    if d is None or not (d.too_long or d.too_short):
+    if nothing_learned or d is None or not (d.too_long or d.too_short):
         return ()
+    lr, wd = _check(checks, "lr"), _check(checks, "weight_decay")
     steps = _figures(d.timescale)
     if d.too_long:
         title = (f"weight decay barely acts: its timescale 1/(lr·weight_decay) is {steps} steps, "
@@ -144,15 +231,23 @@ def decay_findings(d: DecayTimescale | None, lr_at_upper_edge: bool = False,
                  f"(a rule of thumb for lrs near 1e-3 and long runs)")
         detail += (f" That range starts above {where}: a {d.run}-step run at lr {fmt(d.lr)} needs decay this strong "
                    f"for it to act at all.")
-        if lr_at_upper_edge:
-            detail += (" But the best trials sit at the upper edge of the lr window: settle lr first (a larger lr "
-                       "needs a smaller weight_decay for the same τ).")
+        if lr is not None and lr.edge is not None:
+            way = "larger lr needs a smaller" if lr.edge == "upper" else "smaller lr needs a larger"
+            detail += (f" But the best trials sit at the {lr.edge} edge of the lr window: settle lr first (a {way} "
+                       f"weight_decay for the same τ).")
         elif too_few:
             detail += (" But too few trials completed to settle the lr it is computed at: run more trials of this "
                        "study first (a larger lr needs a smaller weight_decay for the same τ).")
+        elif wd is not None and wd.edge == "lower" and not d.above_window:
+            detail += (f" But this study searched weight_decay up to {fmt(wd.window.high)}, into that range, and its "
+                       f"best trials sit at the lower edge of the window {window_text(wd.window)}: the validation loss "
+                       f"preferred the weaker decay, so there is no stronger one to test.")
+        elif wd is not None and wd.edge == "upper" and wd.proposal is not None and wd.proposal.high >= d.low:
+            detail += (f" The next search's weight_decay window, widened at its top to {window_text(wd.proposal)}, "
+                       f"reaches into that range: it tests it.")
         else:
             suggestion = (f"--set {set_argument(test)}",)
-            tenth = "τ from the run down to a tenth of it; " if d.high is None or d.high <= d.low else ""
+            tenth = (f"τ from the run down to {d.shortest_text}; " if d.epoch is None or d.epoch >= d.run else "")
             detail += (f" Only the validation loss can tell whether it helps: test it in a study of its own, with "
                        f"{suggestion[0]} ({tenth}a new --study name: a study continued keeps its own search space).")
     return (Finding("decay_timescale", INFO, title, detail, (d.trial,), suggestion),)
