@@ -22,13 +22,14 @@ def mixed(syn, direction="minimize"):
     return trials, syn.settings(syn.LR, syn.WD, direction=direction)
 
 
-def test_axis_plots_keep_every_trial_and_put_diverged_ones_on_the_worse_edge(syn):
+def test_axis_plots_keep_every_trial_and_put_diverged_and_failed_ones_on_the_worse_edge(syn):
     trials, settings = mixed(syn)
     lr, wd = axis_plot_info(trials, settings)
     assert lr.dimension.name == "lr" and wd.dimension.name == "weight_decay"
-    assert [p.number for p in lr.points] == [0, 1, 2, 3, 4, 5]  # the failed trial is left to the table
+    assert [p.number for p in lr.points] == [0, 1, 2, 3, 4, 5, 6]
     edge = {p.number: p for p in lr.points if p.at_edge}
-    assert set(edge) == {4, 5}
+    assert set(edge) == {4, 5, 6}
+    assert edge[6].state == syn.S.FAILED and edge[6].x == syn.lr_at(0.4)  # its own state: its own marker
     assert lr.edge_y == pytest.approx(0.9 + 0.08 * 0.7)  # above the worst value when minimising
     assert all(p.y == lr.edge_y for p in edge.values())
     assert lr.y_range == (0.2, lr.edge_y)
@@ -38,6 +39,20 @@ def test_axis_plots_keep_every_trial_and_put_diverged_ones_on_the_worse_edge(syn
     (lr, _) = axis_plot_info(trials, settings)
     assert lr.edge_y == pytest.approx(0.2 - 0.08 * 0.7)  # below the worst value when maximising
     assert [p.number for p in lr.points if p.is_best] == [0]
+
+
+def test_failed_trials_alone_get_the_edge_and_trials_cut_short_are_on_no_plot(syn):
+    import dataclasses
+
+    S = syn.S
+    trials = [syn.trial(i, float(i), lr=syn.lr_at(i / 4)) for i in range(3)]
+    trials.append(syn.trial(3, None, S.FAILED, lr=syn.lr_at(0.9)))
+    trials.append(dataclasses.replace(syn.trial(4, None, S.FAILED, lr=syn.lr_at(0.95)), interrupted=True))
+    (info,) = axis_plot_info(trials, syn.settings(syn.LR))
+    assert [p.number for p in info.points] == [0, 1, 2, 3]
+    assert [p.number for p in info.points if p.at_edge] == [3] and info.edge_y == pytest.approx(2 + 0.08 * 2)
+    # the other plots leave failed trials to the table
+    assert sum(b.trials for b in isolation_info(trials, syn.settings(syn.LR))[0].buckets) == 3
 
 
 def test_no_diverged_trials_no_edge(syn):

@@ -121,3 +121,18 @@ def test_the_widen_label_prints_the_bound_as_the_set_suggestion_does():
     point = AxisPoint(0, 1e-2 * 0.9, 0.5, TrialState.COMPLETE, False, True)
     info = AxisPlotInfo(dim, "val_loss", "minimize", (point,), (0.4, 0.6), None)
     assert "widen to 0.32" in axis_plot(info, check)
+
+
+def test_failed_trials_have_their_own_marker_legend_entry_and_name_on_the_edge_line():
+    dim = Dimension("lr", 1e-3, 3.0, "log")
+    points = (AxisPoint(0, 0.01, 0.3, TrialState.COMPLETE, False, True), AxisPoint(1, 0.05, 0.5, TrialState.COMPLETE, False, False),
+              AxisPoint(2, 0.3, 0.58, TrialState.FAILED, True, False), AxisPoint(3, 1.2, 0.58, TrialState.FAILED, True, False))
+    info = AxisPlotInfo(dim, "val_loss", "minimize", points, (0.3, 0.58), 0.58)
+    assert [h.get_label() for h in plots.legend_handles(points)] == ["best", "complete", "failed"]
+    assert plots.edge_label(points) == "failed"
+    svg = plots.axis_plot(info)
+    labels = [t for t, *_ in texts(svg)]
+    assert labels.count("failed") == 2 and "diverged" not in labels  # tick and legend
+    both = (*points, AxisPoint(4, 2.0, 0.58, TrialState.DIVERGED, True, False))
+    assert plots.edge_label(both) == "diverged/failed"
+    assert [h.get_label() for h in plots.legend_handles(both)][-2:] == ["diverged", "failed"]

@@ -2,8 +2,11 @@
 
 Diverged trials have no objective; they stay on every plot, placed at the "worse" edge (the
 top when minimising, the bottom when maximising) with their own marker. Pruned trials show
-their last evaluation, marked as pruned. Failed trials crashed in the user's code, which says
-nothing about their hyperparameters: they appear only in the trial table.
+their last evaluation, marked as pruned. Failed trials (the user's code raised) have no
+objective either: the axis plots place them at the same edge with a marker of their own, since
+failures that crowd one end of a window (a loss that raises when it explodes, at the largest
+lrs) say where not to search; the other plots leave them to the trial table. Trials cut short
+(Ctrl-C, a stopped study) are on no plot.
 """
 
 from __future__ import annotations
@@ -41,7 +44,7 @@ def log_axis(metric: str, values: Sequence[float | None]) -> bool:
 class AxisPoint:
     """One trial on an axis plot: ``x`` in the hyperparameter's units, ``y`` where it is drawn.
 
-    ``at_edge`` is True when the trial has no objective (diverged) and ``y`` is the edge.
+    ``at_edge`` is True when the trial has no objective (diverged or failed) and ``y`` is the edge.
     """
 
     number: int
@@ -59,7 +62,7 @@ class AxisPlotInfo:
     Attributes:
         dimension: the window searched (its scale is the x axis's).
         metric, direction: the objective.
-        points: every plotted trial.
+        points: every plotted trial, failed ones too (not those cut short).
         y_range: ``(low, high)`` of the finite objective values, widened to include the edge.
         edge_y: where trials without an objective are drawn (None when there are none).
     """
@@ -88,16 +91,16 @@ def _value_range(values: Sequence[float]) -> tuple[float, float]:
 
 
 def axis_plot_info(study: Study, settings: StudySettings | None = None) -> tuple[AxisPlotInfo, ...]:
-    """One axis plot per tuned hyperparameter: objective vs value for every trial."""
+    """One axis plot per tuned hyperparameter: objective vs value for every trial, failed ones at the edge."""
     trials, settings = unpack(study, settings)
     best = ranked(trials, settings.direction)
     best_number = best[0].number if best else None
-    shown = [t for t in trials if t.state in PLOTTED]
+    shown = [t for t in trials if t.state in PLOTTED or t.state == TrialState.FAILED and not t.interrupted]
     finite = [t.value for t in shown if t.value is not None and math.isfinite(t.value) and t.state != TrialState.DIVERGED]
     lo, hi = _value_range(finite)
     margin = EDGE_MARGIN * (hi - lo)
     edge = hi + margin if settings.direction == "minimize" else lo - margin
-    needs_edge = any(t.state == TrialState.DIVERGED or t.value is None for t in shown)
+    needs_edge = any(t.state in (TrialState.DIVERGED, TrialState.FAILED) or t.value is None for t in shown)
     y_range = (min(lo, edge), max(hi, edge)) if needs_edge else (lo, hi)
     out = []
     for dim in settings.space.dimensions:
@@ -106,7 +109,8 @@ def axis_plot_info(study: Study, settings: StudySettings | None = None) -> tuple
             x = t.params.get(dim.name)
             if x is None:
                 continue
-            no_value = t.state == TrialState.DIVERGED or t.value is None or not math.isfinite(t.value)
+            no_value = (t.state in (TrialState.DIVERGED, TrialState.FAILED) or t.value is None
+                        or not math.isfinite(t.value))
             points.append(AxisPoint(t.number, x, edge if no_value else t.value, t.state, no_value, t.number == best_number))
         out.append(AxisPlotInfo(dim, settings.metric, settings.direction, tuple(points), y_range,
                                 edge if needs_edge else None))

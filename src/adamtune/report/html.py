@@ -326,7 +326,8 @@ def _plots(a: StudyAnalysis) -> str:
         _figures(
             "Objective vs each hyperparameter", "axes",
             "Every trial. Grey bands: the outer part of each window the boundary check watches; "
-            "amber when the best trials sit there. Diverged trials sit on the red dashed line.",
+            "amber when the best trials sit there. Diverged trials sit on the red dashed line, and failed "
+            "ones (the workload's code raised) on it too, as dark squares.",
             [plots.axis_plot(i, checks.get(i.dimension.name)) for i in a.axes if i.points],
         ),
         _figures(

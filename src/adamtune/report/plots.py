@@ -3,7 +3,8 @@
 Every function takes a record from ``adamtune.analysis`` and returns an ``<svg>`` element as
 text, ready to be placed in an HTML page. One visual language throughout: completed trials
 are blue dots, the best trial a gold star, pruned trials hollow grey rings, diverged trials
-red crosses on the dashed "diverged" line at the worse edge of the plot.
+red crosses on the dashed "diverged" line at the worse edge of the plot, and failed trials (the
+user's code raised; axis plots only) dark hollow squares on that line.
 """
 
 from __future__ import annotations
@@ -183,7 +184,8 @@ def _objective_label(metric: str, direction: str) -> str:
 def _scatter_states(ax, points, x_of, y_of) -> None:
     done = [p for p in points if p.state == TrialState.COMPLETE and not p.is_best and not p.at_edge]
     pruned = [p for p in points if p.state == TrialState.PRUNED and not p.at_edge]
-    diverged = [p for p in points if p.at_edge]
+    diverged = [p for p in points if p.at_edge and p.state != TrialState.FAILED]
+    failed = [p for p in points if p.at_edge and p.state == TrialState.FAILED]
     best = [p for p in points if p.is_best]
     if done:
         ax.scatter([x_of(p) for p in done], [y_of(p) for p in done], s=28, color=BLUE, alpha=0.85, zorder=3,
@@ -194,6 +196,9 @@ def _scatter_states(ax, points, x_of, y_of) -> None:
     if diverged:
         ax.scatter([x_of(p) for p in diverged], [y_of(p) for p in diverged], s=40, marker="x", color=RED,
                    linewidths=1.6, zorder=4)
+    if failed:
+        ax.scatter([x_of(p) for p in failed], [y_of(p) for p in failed], s=36, marker="s", facecolors="none",
+                   edgecolors=INK, linewidths=1.3, zorder=4)
     if best:
         ax.scatter([x_of(p) for p in best], [y_of(p) for p in best], s=150, marker="*", color=GOLD,
                    edgecolors=INK, linewidths=0.6, zorder=5)
@@ -211,10 +216,21 @@ def legend_handles(points: Sequence[AxisPoint]) -> list[Line2D]:
     if any(p.state == TrialState.PRUNED and not p.at_edge for p in points):
         handles.append(Line2D([], [], marker="o", color="none", markerfacecolor="none", markeredgecolor=GREY,
                               markersize=6, label="pruned"))
-    if any(p.at_edge for p in points):
+    if any(p.at_edge and p.state != TrialState.FAILED for p in points):
         handles.append(Line2D([], [], marker="x", color="none", markeredgecolor=RED, markersize=7,
                               markeredgewidth=1.6, label="diverged"))
+    if any(p.at_edge and p.state == TrialState.FAILED for p in points):
+        handles.append(Line2D([], [], marker="s", color="none", markerfacecolor="none", markeredgecolor=INK,
+                              markersize=6, markeredgewidth=1.3, label="failed"))
     return handles
+
+
+def edge_label(points: Sequence[AxisPoint]) -> str:
+    """The name of the line the trials without an objective sit on: what sits there."""
+    kinds = [name for name, here in (
+        ("diverged", any(p.at_edge and p.state != TrialState.FAILED for p in points)),
+        ("failed", any(p.at_edge and p.state == TrialState.FAILED for p in points))) if here]
+    return "/".join(kinds) or "diverged"
 
 
 def _edge_bands(ax, dim: Dimension, check: BoundaryCheck | None) -> None:
@@ -240,7 +256,7 @@ def _edge_bands(ax, dim: Dimension, check: BoundaryCheck | None) -> None:
 
 
 def _edge_tick(ax, info: AxisPlotInfo) -> None:
-    """Name the diverged line on the y axis, where no trial's cross can hide it.
+    """Name the diverged (or failed) line on the y axis, where no trial's marker can hide it.
 
     Value ticks keep to the finite values and clear of the line; with no finite value at all
     the line's name is the only label, since the axis has no values to show.
@@ -251,13 +267,13 @@ def _edge_tick(ax, info: AxisPlotInfo) -> None:
         lo, hi = min(finite), max(finite)
         clear = 0.15 * (hi - lo)
         ticks = [t for t in MaxNLocator(5).tick_values(lo, hi) if lo <= t <= hi and abs(t - info.edge_y) > clear]
-    ax.set_yticks(ticks + [info.edge_y], labels=[_tick_text(t) for t in ticks] + ["diverged"])
+    ax.set_yticks(ticks + [info.edge_y], labels=[_tick_text(t) for t in ticks] + [edge_label(info.points)])
     ax.get_yticklabels()[-1].set_color(RED)
 
 
 @_styled
 def axis_plot(info: AxisPlotInfo, check: BoundaryCheck | None = None) -> str:
-    """Objective against one hyperparameter: every trial, diverged ones on the edge line."""
+    """Objective against one hyperparameter: every trial, diverged and failed ones on the edge line."""
     fig, ax = _figure()
     dim = info.dimension
     set_scale(ax, dim)
@@ -283,7 +299,9 @@ def axis_plot(info: AxisPlotInfo, check: BoundaryCheck | None = None) -> str:
     ax.set_xlabel(f"{dim.name} (window {dim.low:.3g}–{dim.high:.3g})")
     ax.set_ylabel(_objective_label(info.metric, info.direction))
     ax.set_title(f"{_label(info.metric)} vs {dim.name}")
-    ax.legend(handles=legend_handles(info.points), loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=4)
+    handles = legend_handles(info.points)
+    # all five kinds do not fit one row under the plot: two rows of three, not a row cut off at the right
+    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=4 if len(handles) <= 4 else 3)
     _finish_y(fig, ax)
     return to_svg(fig)
 
