@@ -321,11 +321,12 @@ def test_procedure_order_follows_the_playbook():
 def test_actions_cover_every_finding_the_report_names():
     assert set(guide.ACTIONS) == {
         "overfitting", "late_variance", "still_improving", "saturated_early", "no_learning", "unstable",
-        "lr_too_high", "nonfinite_start", "boundary", "clip", "decay_timescale",
+        "lr_too_high", "nonfinite_start", "failed", "boundary", "clip", "decay_timescale",
     }
     assert "1/(lr·weight_decay)" in guide.ACTIONS["decay_timescale"]
     assert "larger" in guide.ACTIONS["no_learning"] and "smaller" in guide.ACTIONS["lr_too_high"]
     assert "weight_decay" in guide.ACTIONS["overfitting"]
+    assert "largest lrs" in guide.ACTIONS["failed"] and "stops below them" in guide.ACTIONS["failed"]
     assert "train longer" in guide.ACTIONS["still_improving"]
     assert "train shorter" in guide.ACTIONS["saturated_early"]
     assert "90th percentile" in guide.ACTIONS["clip"] and "50%" in guide.ACTIONS["clip"]

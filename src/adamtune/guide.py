@@ -952,6 +952,13 @@ ACTIONS: dict[str, str] = {
         "what this model tolerates. Search smaller learning rates first; warmup and clipping help "
         "a model at the edge of stability, not one trained at many times its stable lr."
     ),
+    "failed": (
+        "Trials failed: the workload's code raised an error, so they have no result and the search "
+        "learns nothing from them. Read the tracebacks and fix the cause. When only the largest lrs "
+        "failed, the error most likely comes from the loss blowing up (a check that raises): the next "
+        "search space then stops below them. Without the check, adamtune marks such trials diverged "
+        "itself (loss NaN/inf or far above its start), and the findings and the search use them."
+    ),
     "boundary": (
         "The best trials sit near an edge of the search window: widen the window on that side "
         "and search again."

@@ -137,3 +137,54 @@ def test_clipping_is_offered_ready_to_set_only_where_trials_diverged(normal_anal
     assert f.title.startswith("clipping: max_grad_norm ≈ ") and f.suggestion[0].startswith("--set max_grad_norm=")
     assert f"      → clip: {f.suggestion[0]}" in plain(hostile_analysis).splitlines()
     assert f"<code>{f.suggestion[0]}</code>" in render_html(hostile_analysis)
+
+
+def _exploding(config, trial):
+    """A loss that raises when it explodes (the audit's workload): every lr above 0.1 fails."""
+    import math
+
+    value = math.nan
+    for step in range(10, 101, 10):
+        value = 0.2 + config.weight_decay + math.exp(-step / 30)  # lr does not matter below 0.1
+        if config.lr > 0.1 and step >= 30:
+            raise RuntimeError(f"loss exploded: {1000 * config.lr * step:.3g}")
+        trial.report(step, value)
+    return value
+
+
+def test_failed_trials_at_the_largest_lrs_are_a_finding_a_plot_mark_and_a_lower_next_window(tmp_path):
+    """A real SQLite study: the same words in the terminal and the report, the failures drawn, the next lr window
+    below them (the same seed would draw the same failing lrs again)."""
+    import html
+    import re
+
+    import adamtune
+    from adamtune.analysis import analyze
+    from adamtune.report.html import render_html
+
+    storage = f"sqlite:///{tmp_path / 'b.db'}"
+    result = adamtune.tune(_exploding, budget=12, space=["lr=1e-3:3"], pruner="none", storage=storage, study="fail",
+                           max_consecutive_failures=None)
+    failed = sorted(t.params["lr"] for t in result.trials if t.state == adamtune.TrialState.FAILED)
+    assert len(failed) == 5 and min(failed) > 0.1
+    analysis = analyze(result, storage=storage)
+    (f,) = analysis.of_kind("failed")
+    assert f.severity == "warning"
+    assert re.fullmatch(r"5 of 12 trials failed, all like RuntimeError: loss exploded: [\d.e+]+; "
+                        f"all 5 at lr ≥ {min(failed):.4g}, every lr below trained", f.title)
+    assert f"  ! {f.title}" in plain(analysis).splitlines()
+    page = render_html(analysis)
+    assert f"<h3>{html.escape(f.title)}</h3>" in page  # the same words, with the evidence and the action
+    assert html.escape(f.detail) in page and html.escape(f.action) in page
+    assert f"Every traceback: adamtune show --json --storage {storage} --study fail" in f.detail
+    # on the lr plot: a marker and a legend entry of their own, and the line named for them
+    metric = analysis.result.settings.metric
+    (lr_plot,) = [svg for svg in re.findall(r'<svg class="figure".*?</svg>', page, flags=re.S) if f"{metric} vs lr" in svg]
+    assert re.findall(r">failed</text>", lr_plot) and ">diverged</text>" not in lr_plot
+    # the next search stops below the smallest lr that failed and says why
+    lr = analysis.next_space.dimensions[0]
+    assert lr.window.high < min(failed) and lr.window.high >= max(
+        t.params["lr"] for t in result.trials if t.state == adamtune.TrialState.COMPLETE)
+    assert f"from lr {min(failed):.3g} up failed: below it" in lr.reason
+    assert lr.set_argument in analysis.next_space.set_arguments and html.escape(lr.reason) in page
+    assert f"The lr window stops below {min(failed):.3g}: every trial from there up failed." in page

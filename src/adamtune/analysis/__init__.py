@@ -13,6 +13,7 @@ from adamtune.analysis._curves import (
     stability, stability_findings,
 )
 from adamtune.analysis._decay import DecayTimescale, decay_findings, decay_timescale
+from adamtune.analysis._failures import Failures, failure_findings, failures
 from adamtune.analysis._finding import Finding
 from adamtune.analysis._format import set_argument, window_text
 from adamtune.analysis._importance import Importance, importance
@@ -25,9 +26,10 @@ from adamtune.analysis._select import top_trials
 
 __all__ = [
     "AxisPlotInfo", "AxisPoint", "BoundaryCheck", "ClipAdvice", "CurveDiagnosis", "CurveSeries", "CurvesInfo",
-    "DecayTimescale", "Finding", "HeatmapCell", "HeatmapInfo", "Importance", "IsolationBucket", "IsolationInfo", "NextDimension",
+    "DecayTimescale", "Failures", "Finding", "HeatmapCell", "HeatmapInfo", "Importance", "IsolationBucket", "IsolationInfo", "NextDimension",
     "NextSpace", "Progress", "Stability", "StudyAnalysis", "analyze", "axis_plot_info", "boundary_check", "boundary_findings",
     "clip_advice", "clip_findings", "curve_findings", "curves_info", "decay_findings", "decay_timescale", "diagnose_best", "diagnose_curve",
+    "failure_findings", "failures",
     "heatmap_info", "importance", "isolation_info", "log_axis", "next_space", "progress", "progress_findings", "set_argument", "stability",
     "stability_findings", "top_trials", "widen", "window_text",
 ]

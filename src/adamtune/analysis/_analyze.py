@@ -11,6 +11,7 @@ from adamtune.analysis._curves import (
     CurveDiagnosis, Progress, Stability, curve_findings, diagnose_best, progress, progress_findings, stability,
     stability_findings,
 )
+from adamtune.analysis._failures import Failures, failure_findings, failure_limited, failures
 from adamtune.analysis._finding import WARNING, Finding
 from adamtune.analysis._format import window_text
 from adamtune.analysis._importance import Importance, importance
@@ -32,14 +33,16 @@ class StudyAnalysis:
 
     Attributes:
         result: the study analysed.
-        findings: every finding, warnings first (nothing learned, boundary, instability, curves,
-            clipping, decay timescale). When nothing was learned, the boundary check's and the decay
-            timescale's findings are left out: the best trials are then best by noise, and where
-            they sit says nothing. The overfitting finding's "raise weight_decay" names what the
-            weight_decay findings give (``_with_decay_advice``), so the page pulls λ one way.
-        boundary: the boundary check of each tuned dimension.
+        findings: every finding, warnings first (nothing learned, boundary, instability, failed
+            trials, curves, clipping, decay timescale). When nothing was learned, the boundary check's
+            and the decay timescale's findings are left out: the best trials are then best by noise,
+            and where they sit says nothing. The overfitting finding's "raise weight_decay" names what
+            the weight_decay findings give (``_with_decay_advice``), so the page pulls λ one way.
+        boundary: the boundary check of each tuned dimension (lr's upper edge not raised when
+            every lr above the trials that trained failed: ``_failures.failure_limited``).
         stability: diverged trials and the lrs around them.
         progress: whether any trial learned anything.
+        failures: the failed trials, their most common error and the dimension they sort by.
         curves: the diagnosis of the best trials' curves, best first.
         clip: clipping advice (None when no best trial recorded gradient norms).
         next_space: the proposed next search space.
@@ -56,6 +59,7 @@ class StudyAnalysis:
     boundary: tuple[BoundaryCheck, ...]
     stability: Stability
     progress: Progress
+    failures: Failures
     curves: tuple[CurveDiagnosis, ...]
     clip: ClipAdvice | None
     next_space: NextSpace
@@ -120,14 +124,16 @@ def analyze(result: TuneResult, storage: str | None = None) -> StudyAnalysis:
     """
     s = result.settings
     stab = stability(result)
+    failed = failures(result)
     decay = decay_timescale(result)
-    checks = boundary_check(result, stab=stab, decay=decay)
+    checks = failure_limited(boundary_check(result, stab=stab, decay=decay), failed)
     learned = progress(result)
     diagnoses = diagnose_best(result)
     clip = clip_advice(result, stab=stab)
     lr_at_upper_edge = any(c.name == "lr" and c.edge == UPPER for c in checks) and not learned.nothing_learned
     findings = (*progress_findings(learned, s.metric), *(() if learned.nothing_learned else boundary_findings(checks)),
-                *stability_findings(stab), *curve_findings(diagnoses, s.metric), *clip_findings(clip),
+                *stability_findings(stab), *failure_findings(failed, result.study_name, storage),
+                *curve_findings(diagnoses, s.metric), *clip_findings(clip),
                 *decay_findings(decay, checks, too_few=len(completed(result.trials)) < MIN_COMPLETED,
                                 nothing_learned=learned.nothing_learned))
     findings = _with_decay_advice(findings, () if learned.nothing_learned else checks, decay)
@@ -138,10 +144,10 @@ def analyze(result: TuneResult, storage: str | None = None) -> StudyAnalysis:
                          else f for f in findings)
     findings = tuple(sorted(findings, key=lambda f: f.severity != WARNING))  # stable: keeps the order above
     return StudyAnalysis(
-        result=result, findings=findings, boundary=checks, stability=stab, progress=learned, curves=diagnoses,
-        clip=clip,
+        result=result, findings=findings, boundary=checks, stability=stab, progress=learned, failures=failed,
+        curves=diagnoses, clip=clip,
         next_space=next_space(result, checks=checks, storage=storage, taken=_taken(result), stab=stab, learned=learned,
-                              clip=clip),
+                              clip=clip, failed=failed),
         importance=importance(result),
         top=tuple(top_trials(result.trials, s.direction)), completed=len(completed(result.trials)),
         table=sorted_for_table(result),

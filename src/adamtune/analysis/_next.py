@@ -21,6 +21,12 @@ Per tuned dimension, on the window's own scale (0 = low, 1 = high):
   ``RAISE_DECADES`` decades from the top of the old one; the other dimensions are kept, since
   the best trials are then best by noise.
 - **keep** otherwise.
+- the lr window's top also stops below the smallest lr that failed when the failed trials are
+  the ones with the largest lrs (``_failures``: every lr above those that ran failed, which
+  chance would rarely do -- a loss that raises when it explodes): as for divergence, the same
+  seed would otherwise draw the same failing lrs again. A kept window is then narrowed to that,
+  and lr is neither widened nor raised (no trial learned) up past them. Failures that do not
+  sort by lr (a bug at random points) move no window.
 
 The study's fixed values are carried over, but a fixed ``max_grad_norm`` that the clipping
 advice calls too aggressive (it clipped most steps) is replaced by the advised threshold.
@@ -40,6 +46,7 @@ from adamtune.analysis._boundary import BoundaryCheck, below_divergence, boundar
 from adamtune.analysis._format import set_argument
 from adamtune.analysis._clipping import ClipAdvice, clip_advice
 from adamtune.analysis._curves import Progress, Stability, progress, stability
+from adamtune.analysis._failures import Failures, failure_limited, failures
 from adamtune.analysis._select import Study, top_trials, unit, unpack
 from adamtune.commands import command_line
 from adamtune.config import TORCH_DEFAULTS, Config
@@ -103,6 +110,8 @@ class NextSpace:
         continues: nothing changes, so the command continues this study with twice its
             budget (new points of the same search) instead of making a new study that would
             run the very same trials again.
+        below_failed: the lr the next lr window stays below because every trial from it up
+            failed (None when the failures do not sort by lr, or it did not move the window).
     """
 
     dimensions: tuple[NextDimension, ...]
@@ -111,6 +120,7 @@ class NextSpace:
     study: str | None = None
     replaced: tuple[str, ...] = ()
     continues: bool = False
+    below_failed: float | None = None
 
     @property
     def changed(self) -> bool:
@@ -139,6 +149,7 @@ def next_space(
     study: Study, settings: StudySettings | None = None, checks: Sequence[BoundaryCheck] | None = None,
     study_name: str | None = None, storage: str | None = None, taken: Mapping[str, SearchSpace | None] | None = None,
     stab: Stability | None = None, learned: Progress | None = None, clip: ClipAdvice | None | EllipsisType = ...,
+    failed: Failures | None = None,
 ) -> NextSpace:
     """Propose the next search space (see the module docstring for the rules).
 
@@ -149,14 +160,16 @@ def next_space(
         storage: the storage URL, for the command (omitted: the default storage).
         taken: the studies in the storage already, each with its search space (None: not
             adamtune's), so the new study's name is free or names a study of this space.
-        stab, learned, clip: the study's stability, progress and clipping advice, if already
-            computed (``clip`` may be None: no advice).
+        stab, learned, clip, failed: the study's stability, progress, clipping advice and failed
+            trials, if already computed (``clip`` may be None: no advice).
     """
     if study_name is None and hasattr(study, "study_name"):
         study_name = study.study_name
     trials, settings = unpack(study, settings)
     stab = stab if stab is not None else stability(trials, settings)  # most trials diverged: the lr window moves down
-    checks = {c.name: c for c in (checks if checks is not None else boundary_check(trials, settings, stab))}
+    failed = failed if failed is not None else failures(trials, settings)
+    checks = {c.name: c for c in failure_limited(checks if checks is not None else boundary_check(trials, settings, stab),
+                                                 failed)}
     top = top_trials(trials, settings.direction)
     enough = len(completed(trials)) >= NARROW_MIN_COMPLETED
     diverged_lr = stab.smallest_diverged_lr if stab.window_too_high else None
@@ -164,7 +177,10 @@ def next_space(
     dims = []
     for dim in settings.space.dimensions:
         if learned.nothing_learned:
-            dims.append(_raise(dim, learned.largest_lr))
+            if dim.name == "lr" and failed.lr_ceiling is not None:  # up is where every trial failed
+                dims.append(NextDimension(dim.name, KEEP, dim, dim, "no trial learned"))
+            else:
+                dims.append(_raise(dim, learned.largest_lr))
             continue
         check = checks.get(dim.name)
         if check is not None and check.proposal is not None:
@@ -204,6 +220,11 @@ def next_space(
             continue
         window = below_divergence(_window(dim, lo, hi), stab)
         dims.append(NextDimension(dim.name, NARROW, window, dim, f"around the {len(positions)} best trials"))
+    below_failed = None
+    for i, d in enumerate(dims):
+        moved = _below_failures(d, failed, stab) if d.name == "lr" and failed.lr_ceiling is not None else d
+        if moved is not d:
+            dims[i], below_failed = moved, failed.lr_ceiling
 
     args = [d.set_argument for d in dims]
     tuned = {d.name for d in dims}
@@ -227,7 +248,8 @@ def next_space(
         return NextSpace(tuple(dims), tuple(args), _continue_command(settings, study_name, storage), study_name,
                          continues=True)
     name = _new_name(study_name, settings, args, taken or {}) if study_name else None
-    return NextSpace(tuple(dims), tuple(args), _command(settings, name, storage, args), name, replaced)
+    return NextSpace(tuple(dims), tuple(args), _command(settings, name, storage, args), name, replaced,
+                     below_failed=below_failed)
 
 
 def _new_name(study_name: str, settings: StudySettings, args: Sequence[str], taken: Mapping[str, SearchSpace | None]) -> str:
@@ -250,6 +272,22 @@ def _raise(dim: Dimension, largest_lr: float | None) -> NextDimension:
             tried = f"lr up to {largest_lr:.3g}" if largest_lr is not None else "the lrs tried"
             return NextDimension(dim.name, RAISE, window, dim, f"no trial learned, with {tried}: a larger lr")
     return NextDimension(dim.name, KEEP, dim, dim, "no trial learned: nothing to narrow around")
+
+
+def _below_failures(d: NextDimension, failed: Failures, stab: Stability) -> NextDimension:
+    """``d`` (lr's) with its top below the smallest lr that failed, by the rule for divergence
+    (``below_divergence``: every lr that trained is kept), and the reason saying so."""
+    # The failed trials stand for the diverged ones; every lr that trained, pruned ones too, is kept.
+    trained = [x for x in (failed.trained_bound, stab.largest_stable_lr) if x is not None]
+    as_diverged = dataclasses.replace(stab, smallest_diverged_lr=failed.lr_ceiling,
+                                      largest_stable_lr=max(trained) if trained else None)
+    window = below_divergence(d.window, as_diverged)
+    if window == d.window:
+        return d
+    k = len(failed.failed)
+    why = f"{'the only trial' if k == 1 else f'all {k} trials'} from lr {failed.lr_ceiling:.3g} up failed: below it"
+    return dataclasses.replace(d, change=NARROW if d.change == KEEP else d.change, window=window,
+                               reason=f"{d.reason}; {why}")
 
 
 def _window(dim: Dimension, lo: float, hi: float) -> Dimension:

@@ -290,7 +290,10 @@ def _next_lead(a: StudyAnalysis) -> str:
     if ns.raised:
         return "No trial learned anything: search larger learning rates before anything else."
     if ns.changed:
-        return "Coarse to fine: narrow around the best trials, widen where they hit an edge."
+        lead = "Coarse to fine: narrow around the best trials, widen where they hit an edge."
+        if ns.below_failed is not None:
+            lead += f" The lr window stops below {ns.below_failed:.3g}: every trial from there up failed."
+        return lead
     return ("Keep the windows: the study gives no reason to move them yet. A new study of the same space and "
             "seed would run the very same trials again, so this continues the study instead: more trials try "
             "new points of the same search (add --sampler tpe to exploit what it found).")
