@@ -941,3 +941,33 @@ def test_two_commands_on_one_study_each_show_the_studys_progress(tmp_path, tiny_
         elsewhere = re.search(r"^(\d+) of its trials (?:is|are) still in training elsewhere", out, re.M)
         assert int(bar[1]) == 8 and int(bar[0]) + (int(elsewhere[1]) if elsewhere else 0) == 8, out
     assert lines == 8
+
+
+def _fails_above(limit):
+    def objective(config, trial):
+        if config.lr > limit:
+            raise RuntimeError(f"loss exploded at lr {config.lr:.3g}")
+        trial.report(10, config.lr)
+        return config.lr
+    return objective
+
+
+def test_show_says_how_many_more_failed_than_it_lists_and_where_every_traceback_is(storage):
+    import adamtune
+
+    adamtune.tune(_fails_above(0.1), budget=12, space=["lr=1e-3:3"], pruner="none", storage=storage, study="fail",
+                  max_consecutive_failures=None)
+    r = runner.invoke(app, ["show", "--storage", storage, "--study", "fail"])
+    assert r.exit_code == 0, r.output
+    lines = r.stdout.strip().splitlines()
+    assert lines[-5].endswith("5 failed")
+    assert [x.split(":")[0] for x in lines[-4:-1]] == ["trial 7 failed", "trial 8 failed", "trial 11 failed"]
+    assert lines[-1] == f"... and 2 more failed; every traceback: adamtune show --json --storage {storage} --study fail"
+    data = json.loads(runner.invoke(app, ["show", "--storage", storage, "--study", "fail", "--json"]).stdout)
+    assert sum("loss exploded" in t.get("error", "") for t in data["trials"]) == 5  # as the line says
+    # as many as it lists: no "more", the tracebacks' command all the same
+    adamtune.tune(_fails_above(1.0), budget=12, space=["lr=1e-3:3"], pruner="none", storage=storage, study="few",
+                  max_consecutive_failures=None)
+    lines = runner.invoke(app, ["show", "--storage", storage, "--study", "few"]).stdout.strip().splitlines()
+    assert lines[-1] == f"every traceback: adamtune show --json --storage {storage} --study few"
+    assert "more failed" not in lines[-1] and lines[-2].startswith("trial ")

@@ -298,13 +298,22 @@ def tune(
         finish_study(console, result, storage, write_report=not no_report, errors=err)
 
 
+# `adamtune show` prints the last line of this many failed trials' tracebacks, then how many more.
+SHOWN_FAILURES = 3
+
+
 @app.command()
 def show(
     storage: str = typer.Option(DEFAULT_STORAGE, metavar="URL", show_default=False, help=STORAGE_HELP),
     study: Optional[str] = typer.Option(None, metavar="NAME", help="Study name (may be omitted when the storage holds one)."),
     as_json: bool = typer.Option(False, "--json", metavar="", help="Print one JSON object instead of a table."),
 ) -> None:
-    """Every trial of a study: number, state, hyperparameters, objective, steps."""
+    """Every trial of a study: number, state, hyperparameters, objective, steps.
+
+    Then the last line of the last 3 failed trials' tracebacks, and how many more failed;
+    --json has every traceback.
+    """
+    from adamtune.commands import command_line
     from adamtune.heartbeat import lost, lost_text
     from adamtune.report.terminal import counts_line, print_table, retries_line, trials_table, to_json
     from adamtune.trials import trials_text
@@ -328,9 +337,15 @@ def show(
         if again:
             console.print(again, highlight=False, markup=False, soft_wrap=True)
         failed = [t for t in result.trials if t.error and not t.interrupted]  # cut short: counted above
-        for t in failed[-3:]:
+        for t in failed[-SHOWN_FAILURES:]:
             last = t.error.strip().splitlines()[-1]
             console.print(f"trial {t.number} failed: {last}", highlight=False, markup=False)
+        if failed:
+            more = len(failed) - SHOWN_FAILURES
+            every = command_line("show", "--json", storage=None if storage == DEFAULT_STORAGE else storage,
+                                 study=result.study_name)
+            console.print(f"... and {more} more failed; every traceback: {every}" if more > 0
+                          else f"every traceback: {every}", highlight=False, markup=False, soft_wrap=True)
         gone = lost(result.study)
         if gone:
             console.print(f"{trials_text(len(gone))} ({', '.join(str(t.number) for t in gone)}) running but lost: "
