@@ -6,6 +6,7 @@ import sqlite3
 
 import optuna
 import pytest
+import torch
 from torch import nn
 
 import adamtune
@@ -223,6 +224,66 @@ def test_a_run_whose_every_trial_failed_stops_with_the_last_error(storage, tiny_
         return 1.0
     r = adamtune.tune(flaky, budget=2, storage=storage, study="flaky")
     assert [t.state for t in r.trials] == [TrialState.FAILED, TrialState.COMPLETE]
+
+
+def _unlucky_model() -> nn.Module:
+    """A model factory that raises for some trials only: by a random draw, so by the trial's seed."""
+    u = float(torch.rand(()))
+    if u < 0.45:
+        raise ValueError(f"unlucky draw {u:.3f}")
+    return nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 3))
+
+
+def _counting_factory():
+    """A fresh factory (its first use checked anew) that raises on its second call only."""
+    calls = []
+
+    def model():
+        calls.append(1)
+        if len(calls) == 2:
+            raise ValueError("the factory broke on its second call")
+        return nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 3))
+    return model, calls
+
+
+def test_the_check_that_a_factory_builds_anew_fails_no_trial_a_single_call_builds(tiny_file):
+    """The check calls the factory a second time; it drew other random numbers than the first
+    call, so a factory that fails by its draws failed trials that one call would have built."""
+    w = load_workload(f"{tiny_file}:tiny")
+    for seed in range(40):
+        torch.manual_seed(seed)
+        try:
+            _unlucky_model()
+            alone = None
+        except ValueError as e:
+            alone = str(e)
+        fresh = dataclasses.replace(w, model=lambda: _unlucky_model())  # a new factory: checked at its first use
+        torch.manual_seed(seed)
+        try:
+            fresh.build_model()
+            checked = None
+        except ValueError as e:
+            checked = str(e)
+        assert checked == alone, seed
+    # A factory that raises in the check's call anyway: the user's error, raised as it is, and
+    # the factory is checked again at its next use
+    model, calls = _counting_factory()
+    counted = dataclasses.replace(w, model=model)
+    with pytest.raises(ValueError, match="^the factory broke on its second call$"):
+        counted.build_model()
+    counted.build_model()
+    assert len(calls) == 4
+    counted.build_model()
+    assert len(calls) == 5
+
+
+def test_a_factory_raising_in_the_check_fails_that_trial_as_its_own_error(storage, tiny_file):
+    model, _ = _counting_factory()
+    w = dataclasses.replace(load_workload(f"{tiny_file}:tiny"), model=model)
+    r = adamtune.tune(w, budget=2, batch=1, storage=storage, pruner="none")
+    assert [t.state for t in r.trials] == [TrialState.FAILED, TrialState.COMPLETE]
+    assert not r.trials[0].interrupted  # counted as its failure, not cut short as a broken workload
+    assert r.trials[0].error.strip().splitlines()[-1] == "ValueError: the factory broke on its second call"
 
 
 def test_reproducible_on_fresh_storages(tmp_path, tiny_ref):

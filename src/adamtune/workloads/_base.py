@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import numbers
@@ -56,16 +57,18 @@ _BUILT: weakref.WeakSet[nn.Module] = weakref.WeakSet()
 _CHECKED: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
-def _first_use(factory: Any) -> bool:
-    """Whether ``factory`` is used here for the first time (always True for one that cannot be
-    weakly referenced, such as a bound method: it is then checked on every use)."""
+def _checked(factory: Any) -> bool:
+    """Whether ``factory`` was checked here already to build a new module on each call (never,
+    for one that cannot be weakly referenced, such as a bound method: it is checked on every use)."""
     try:
-        if factory in _CHECKED:
-            return False
-        _CHECKED.add(factory)
+        return factory in _CHECKED
     except TypeError:
-        pass
-    return True
+        return False
+
+
+def _mark_checked(factory: Any) -> None:
+    with contextlib.suppress(TypeError):
+        _CHECKED.add(factory)
 
 
 def _materialize(model: nn.Module, x: Any) -> None:
@@ -187,17 +190,27 @@ class Workload:
         """``model()``, checked to be a new module: a factory that hands out one network
         (``model=lambda: net``) would train every trial on from the last one's weights.
 
-        The first time a factory is used it is called twice (under a forked random state, so
-        the model returned is the one a single call makes), which catches such a factory
-        before its first trial trains.
+        The first time a factory is used it is called twice (the second call under a forked
+        random state, from the random state the first call started from, so the model returned
+        is the one a single call makes), which catches such a factory before its first trial
+        trains.
         """
+        check = not _checked(self.model)
+        drawn_from = torch.random.get_rng_state() if check else None
         model = self.model()
         if not isinstance(model, nn.Module):
             return model
         reused = model in _BUILT
-        if not reused and _first_use(self.model):
+        if not reused and check:
+            # The check's call draws the random numbers the first call drew, so a factory that
+            # fails by them (a choice seeded with the trial's seed) raises in both calls or in
+            # neither: the check fails no trial a single call builds. What the check's call
+            # raises anyway (a factory that counts its calls) is the user's code failing, the
+            # error of the trial being built; the factory is then checked at its next use.
             with torch.random.fork_rng(devices=[]):
+                torch.random.set_rng_state(drawn_from)
                 reused = self.model() is model
+            _mark_checked(self.model)
         _BUILT.add(model)  # a reused one too: every later call is refused as well
         if reused:
             raise ModelReused(f"workload {self.name!r}: model() returned a module it had returned before; it "
