@@ -234,6 +234,31 @@ def _unlucky_model() -> nn.Module:
     return nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 3))
 
 
+def _loss_read_as_a_number(output, target):
+    loss = adamtune.cross_entropy(output, target)
+    if loss.item() > 4.0:  # vmap cannot batch .item(): the study trains one at a time
+        raise RuntimeError(f"loss exploded: {loss.item():.3g}")
+    return loss
+
+
+def test_a_trials_traceback_after_the_vmap_fallback_is_its_own_error_only(storage, tiny_file):
+    """The fallback trained the trials while the vmap error was being handled: each failed
+    trial's traceback began with 40 lines of it and 'During handling of the above exception'."""
+    w = dataclasses.replace(load_workload(f"{tiny_file}:tiny"), loss=_loss_read_as_a_number)
+    notes = []
+    r = adamtune.tune(w, budget=6, storage=storage, pruner="none", space=["lr=1e-2:1e3"], notice=notes.append,
+                      max_consecutive_failures=None)
+    assert len(notes) == 1 and notes[0].startswith("training trials one at a time: torch.func.vmap cannot run the "
+                                                   "workload's loss")
+    failed = [t for t in r.trials if t.state == TrialState.FAILED]
+    assert failed and len(failed) < 6
+    for t in failed:
+        assert t.error.startswith("Traceback (most recent call last):")
+        assert t.error.strip().splitlines()[-1].startswith("RuntimeError: loss exploded: ")
+        for text in ("vmap", "NotBatchable", "During handling", "direct cause"):
+            assert text not in t.error
+
+
 def _counting_factory():
     """A fresh factory (its first use checked anew) that raises on its second call only."""
     calls = []

@@ -1119,28 +1119,17 @@ class _Runner:
             told.update(i for i, _ in finished)
 
         s = self.settings
+        # Set in the handler, acted on after it: the trials trained again one at a time are then
+        # not run while an exception is being handled, so a trial's own error is stored with its
+        # own traceback, not after the vmap error's ("During handling of the above ...").
+        alone: str | None = None  # the notice before the members not told train one at a time
+        batchable = True
         try:
             train_members(self.workload, [c for _, c in runnable],
                           init_seeds=[self._init_seed(t) for t in trials], data_seed=data_seed(s.seed),
                           trials=trials, device=self.device, on_done=on_done)
         except NotBatchable as e:
-            rest = [(t, c) for i, (t, c) in enumerate(runnable) if i not in told]
-            j = 0
-            try:
-                self.notice(f"training trials one at a time: {e}")
-                with warnings.catch_warnings():
-                    # a model that failed batched only at a later step: its trials report their first
-                    # evaluations again, the values they reported batched
-                    warnings.filterwarnings("ignore", message="The reported value is ignored because this")
-                    for j, (t, c) in enumerate(rest):
-                        t.set_user_attr(ATTR_ENGINE, "sequential")
-                        self._run_sequential(t, c)
-            except BaseException as stop:
-                # Ctrl-C or the study's stop (repeated failures, the storage failing): the batch's
-                # trials not finished end as cut short, and a rerun makes up for them.
-                self._end_unrun([t for t, _ in rest[j:]], stop)
-                raise
-            return False
+            alone, batchable = f"training trials one at a time: {e}", False
         except KeyboardInterrupt as e:
             self._fail_untold(trials, told, _cut_short(e), count=False)
             raise
@@ -1152,7 +1141,28 @@ class _Runner:
                 self._end_unrun(trials, e)
                 raise
             self._fail_untold(trials, told, traceback.format_exc())
-        return True
+        if alone is not None:
+            self._run_alone([(t, c) for i, (t, c) in enumerate(runnable) if i not in told], alone)
+        return batchable
+
+    def _run_alone(self, rest: Sequence[tuple[optuna.trial.Trial, Config]], notice: str) -> None:
+        """Train ``rest``, the trials of a batch that stopped and were not told, one at a time on
+        the sequential engine (the same seeds and initial weights), after ``notice``."""
+        j = 0
+        try:
+            self.notice(notice)
+            with warnings.catch_warnings():
+                # a batch that stopped at a later step: its trials report their first evaluations
+                # again, the values they reported batched, which Optuna keeps
+                warnings.filterwarnings("ignore", message="The reported value is ignored because this")
+                for j, (t, c) in enumerate(rest):
+                    t.set_user_attr(ATTR_ENGINE, "sequential")
+                    self._run_sequential(t, c)
+        except BaseException as stop:
+            # Ctrl-C or the study's stop (repeated failures, the storage failing): the batch's
+            # trials not finished end as cut short, and a rerun makes up for them.
+            self._end_unrun([t for t, _ in rest[j:]], stop)
+            raise
 
     def _fail_untold(self, trials: Sequence[optuna.trial.Trial], told: set[int], tb: str, count: bool = True) -> None:
         """End as failed each of ``trials`` not told; one that cannot be (already finished by a
