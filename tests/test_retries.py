@@ -29,7 +29,7 @@ def _stop_at_telling(monkeypatch, batch_number):
         calls.append(1)
         if len(calls) == batch_number:
             raise KeyboardInterrupt
-        tell_many(study, finished)
+        return tell_many(study, finished)
 
     monkeypatch.setattr(study_module, "tell_many", told)
 

@@ -234,6 +234,82 @@ def _unlucky_model() -> nn.Module:
     return nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 3))
 
 
+def test_a_model_factory_that_raises_for_some_trials_fails_only_those_batched_too(tmp_path, tiny_file):
+    """Batched, one member's error failed every trial of the batch with that one traceback; with
+    quasi-random sampling the batch is the whole budget, and the study stopped ('8 trials in a
+    row failed'). The batch's trials now train again one at a time: those that fail alone fail."""
+    w = dataclasses.replace(load_workload(f"{tiny_file}:tiny"), model=_unlucky_model)
+    runs, notes = {}, {1: [], 8: []}
+    for k in (1, 8):
+        torch.manual_seed(0)  # planning a batch builds the model from the random state it finds: one that builds
+        runs[k] = adamtune.tune(w, budget=8, batch=k, storage=f"sqlite:///{tmp_path / f'k{k}.db'}", pruner="none",
+                                notice=notes[k].append)
+    alone, batched = runs[1].trials, runs[8].trials
+    assert [t.number for t in batched if t.state == TrialState.FAILED] == [0, 3, 7]  # the study went on
+    assert [t.state for t in batched] == [t.state for t in alone]
+    assert [t.value for t in batched if t.value] == pytest.approx([t.value for t in alone if t.value], rel=1e-6)
+    # each with its own traceback
+    assert [t.error.strip().splitlines()[-1] for t in batched if t.error] == [
+        "ValueError: unlucky draw 0.434", "ValueError: unlucky draw 0.025", "ValueError: unlucky draw 0.421"]
+    assert notes == {1: [], 8: ["training 8 trials of a batch of 8 again one at a time: the batch stopped on "
+                                "ValueError: unlucky draw 0.434; only the trials whose own training raises an "
+                                "error fail"]}
+    assert {t.engine for t in batched} == {"sequential"}
+
+
+class _RaisesAtCall25(nn.Module):
+    """The user's bug, reached at the 25th training step (after two evaluations)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc1, self.fc2, self.calls = nn.Linear(8, 16), nn.Linear(16, 3), 0
+
+    def forward(self, x):
+        if self.training:
+            self.calls += 1
+            if self.calls == 25:
+                raise ValueError("user bug at call 25")
+        return self.fc2(torch.tanh(self.fc1(x)))
+
+
+def test_members_told_before_a_batch_raised_are_not_trained_again_and_no_value_is_reported_twice(tmp_path,
+                                                                                                  tiny_file):
+    w = dataclasses.replace(load_workload(f"{tiny_file}:tiny"), model=_RaisesAtCall25)
+    runs, seen = {}, {1: [], 6: []}
+    for k in (1, 6):
+        runs[k] = adamtune.tune(w, budget=6, batch=k, storage=f"sqlite:///{tmp_path / f'k{k}.db'}", pruner="none",
+                                space=["lr=1e-2:1e3"], max_consecutive_failures=None, notice=lambda m: None,
+                                on_trial=lambda record, so_far, k=k: seen[k].append(record.number))
+    alone, batched = runs[1], runs[6]
+    states = [t.state for t in batched.trials]
+    assert states == [t.state for t in alone.trials]
+    assert {TrialState.DIVERGED, TrialState.FAILED} == set(states)
+    for t, u in zip(batched.trials, alone.trials):
+        if t.state == TrialState.DIVERGED:  # told at the batch's first evaluation: not trained again
+            assert t.engine == "batched (K=6)" and t.steps == u.steps
+        else:  # trained again alone, as far as alone: its own error, its evaluations once
+            assert t.engine == "sequential" and t.error.strip().endswith("ValueError: user bug at call 25")
+            assert "During handling" not in t.error
+            assert t.curve.steps == u.curve.steps == (10, 20)
+    for ft, fu in zip(batched.study.trials, alone.study.trials):
+        assert ft.intermediate_values == pytest.approx(fu.intermediate_values, rel=1e-5)
+    assert sorted(seen[6]) == list(range(6))  # each trial shown once
+
+
+def test_consecutive_failures_count_trials_not_batches(storage, tiny_file):
+    """A batch that raises for every member: the study stops after three trials failed alone, as
+    with --batch 1, not with the whole batch failed; the others are cut short and run again."""
+    w = dataclasses.replace(load_workload(f"{tiny_file}:tiny"), model=_RaisesAtCall25)
+    with pytest.raises(StudyError, match="^3 trials in a row failed; stopping. Last error: ValueError: user bug at "
+                                         "call 25"):
+        adamtune.tune(w, budget=6, batch=6, storage=storage, pruner="none", notice=lambda m: None)
+    stored = optuna.load_study(study_name="tiny", storage=storage).get_trials()
+    assert [(t.state.name, bool(t.user_attrs.get("interrupted"))) for t in stored] == (
+        [("FAIL", False)] * 3 + [("FAIL", True)] * 3)
+    assert len({t.user_attrs["traceback"] for t in stored[3:]}) == 1  # "not run: the study stopped ..."
+    assert stored[3].user_attrs["traceback"].startswith("not run")
+
+
 def _loss_read_as_a_number(output, target):
     loss = adamtune.cross_entropy(output, target)
     if loss.item() > 4.0:  # vmap cannot batch .item(): the study trains one at a time
@@ -257,6 +333,26 @@ def test_a_trials_traceback_after_the_vmap_fallback_is_its_own_error_only(storag
         assert t.error.strip().splitlines()[-1].startswith("RuntimeError: loss exploded: ")
         for text in ("vmap", "NotBatchable", "During handling", "direct cause"):
             assert text not in t.error
+
+
+def test_an_on_trial_callback_that_raises_in_a_batch_stops_the_study_as_alone(storage, tiny_file):
+    """Its error was taken for the other members' training failing: they were recorded as failed
+    with the callback's traceback, and the study went on. As from a trial run alone, it stops
+    the study now; the members not stored are cut short, and the next run makes them up."""
+    def on_trial(record, so_far):
+        raise RuntimeError("the callback broke")
+
+    w = load_workload(f"{tiny_file}:tiny")
+    with pytest.raises(RuntimeError, match="the callback broke"):
+        adamtune.tune(w, budget=6, batch=6, storage=storage, pruner="none", space=["lr=1e-2:1e3"],
+                      on_trial=on_trial, notice=lambda m: None)
+    stored = optuna.load_study(study_name="tiny", storage=storage).get_trials()
+    done = [t for t in stored if t.state == optuna.trial.TrialState.COMPLETE]
+    cut = [t for t in stored if t.state == optuna.trial.TrialState.FAIL]
+    assert done and cut and len(done) + len(cut) == 6  # none left running, none counted as failed
+    assert all(t.user_attrs.get("interrupted") and "callback" not in t.user_attrs["traceback"] for t in cut)
+    r = adamtune.tune(w, storage=storage, study="tiny", notice=lambda m: None)
+    assert sum(not t.interrupted for t in r.trials) == 6 and r.count(TrialState.FAILED) == len(cut)
 
 
 def _counting_factory():

@@ -1099,29 +1099,37 @@ class _Runner:
 
     def run_batch(self, n: int) -> bool:
         """Run ``n`` trials as one stack. False if the model turned out not to be vmappable
-        (its trials are then run sequentially here, so none is lost)."""
+        (its trials are then run sequentially here, so none is lost).
+
+        An error of the user's code that stops the stack (a model factory that raises for some
+        trials, a member's numerical error) is one member's, or several members', not the
+        batch's: the members not yet told train again one at a time, each failing only if its
+        own training raises, as it would alone (``--batch 1`` gives the same trials).
+        """
         asked = self._ask(f"batched (K={n})", n)
         runnable = [(t, c) for t, c in asked if c is not None]
         if not runnable:
             return True
         trials = [t for t, _ in runnable]
         told: set[int] = set()
+        telling: list[BaseException] = []  # what telling the finished members raised: not their training's
 
         def on_done(finished: Sequence[tuple[int, Outcome]]) -> None:
             try:
                 self._done_many([(trials[i], outcome) for i, outcome in finished])
-            except BaseException:
+            except BaseException as e:
                 # Telling was cut short (Ctrl-C while the database was locked, say): the ones
                 # not stored are still running, and the handlers below end them as failed.
                 stored = _finished_numbers(self.study)
                 told.update(i for i, _ in finished if trials[i].number in stored)
+                telling.append(e)
                 raise
             told.update(i for i, _ in finished)
 
         s = self.settings
-        # Set in the handler, acted on after it: the trials trained again one at a time are then
-        # not run while an exception is being handled, so a trial's own error is stored with its
-        # own traceback, not after the vmap error's ("During handling of the above ...").
+        # Set in the handlers, acted on after them: the trials trained again one at a time are
+        # then not run while an exception is being handled, so a trial's own error is stored
+        # with its own traceback, not after the stack's ("During handling of the above ...").
         alone: str | None = None  # the notice before the members not told train one at a time
         batchable = True
         try:
@@ -1137,10 +1145,15 @@ class _Runner:
             self._fail_untold(trials, told, traceback.format_exc(), count=False)
             raise
         except (Exception, SystemExit) as e:  # the user's code failed, or called sys.exit()
-            if _storage_failed(e):  # the storage failed, not the user's code: the study stops
+            if _storage_failed(e) or any(e is t for t in telling):
+                # The storage failed, not the user's code; or telling finished members failed (the
+                # user's on_trial callback raised, say), which stops the study after a trial run
+                # alone too: not the members' training failing. The others end cut short.
                 self._end_unrun(trials, e)
                 raise
-            self._fail_untold(trials, told, traceback.format_exc())
+            alone = (f"training {trials_text(len(runnable) - len(told))} of a batch of {len(runnable)} again one at "
+                     f"a time: the batch stopped on {type(e).__name__}: {first_line(e)}; only the trials whose own "
+                     "training raises an error fail")
         if alone is not None:
             self._run_alone([(t, c) for i, (t, c) in enumerate(runnable) if i not in told], alone)
         return batchable
