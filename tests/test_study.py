@@ -205,7 +205,7 @@ def test_consecutive_failures_stop_with_clear_message(storage, tiny_file):
     def objective(config, trial):
         raise SchemaError("column 'y' missing")
 
-    with pytest.raises(StudyError, match=r"Last error: SchemaError: column 'y' missing \(full tracebacks"):
+    with pytest.raises(StudyError, match=r"Last error: SchemaError: column 'y' missing \(every traceback"):
         adamtune.tune(objective, budget=3, storage=storage, study="own")
 
 
@@ -215,7 +215,7 @@ def test_a_run_whose_every_trial_failed_stops_with_the_last_error(storage, tiny_
         adamtune.tune(f"{tiny_file}:broken", budget=2, storage=storage, notice=lambda m: None)
     # the command to read them names the storage: without it, `show` would look in ./adamtune.db
     assert str(e.value) == ("every trial of this run failed (2). Last error: RuntimeError: model factory exploded "
-                            f"(full tracebacks: adamtune show --storage {storage} --study broken)")
+                            f"(every traceback: adamtune show --json --storage {storage} --study broken)")
     assert [t.state for t in adamtune.load("broken", storage).trials] == [TrialState.FAILED] * 2
 
     def flaky(config, trial):  # one failure among trials that train: the run goes on and returns
@@ -509,7 +509,7 @@ def test_a_rerun_with_nothing_to_run_on_a_study_whose_every_trial_failed_is_an_e
         adamtune.tune(f"{tiny_file}:broken", budget=2, storage=storage, notice=lambda m: None)
     assert str(e.value) == ("study 'broken' has used its budget of 2 trials and every one failed; fix the error, then "
                             "pass a larger --budget to run more, or use a new --study name. Last error: RuntimeError: "
-                            f"model factory exploded (full tracebacks: adamtune show --storage {storage} --study "
+                            f"model factory exploded (every traceback: adamtune show --json --storage {storage} --study "
                             "broken)")
     path = storage.removeprefix("sqlite:///")
     assert not os.path.exists(path + "-wal")  # settled: the file alone holds the study, ready to copy

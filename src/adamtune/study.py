@@ -1279,7 +1279,7 @@ class _Runner:
 def failures_error(what: str, last_error: str, study_name: str, url: str | None) -> StudyError:
     """The error that ends a run whose trials failed: ``what``, the last error, where to read more."""
     return StudyError(f"{what}. Last error: {last_error} "
-                      f"(full tracebacks: {command_line('show', storage=url, study=study_name)})")
+                      f"(every traceback: {command_line('show', '--json', storage=url, study=study_name)})")
 
 
 def refuse_all_failed(opened: OpenedStudy) -> None:
