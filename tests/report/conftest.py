@@ -111,3 +111,39 @@ def hostile_page(hostile_analysis):
     from adamtune.report.html import render_html
 
     return render_html(hostile_analysis)
+
+
+def records_study(complete, pruned, pruner="asha", *, flat=False, task="generic", fixed=(), space_budget=None):
+    """A digits-mlp study made of TrialRecords: ``complete`` trials in the middle of the lr window (the
+    best at its centre), ``pruned`` ones at its edges, analysed as `adamtune report` does; ``flat``: no
+    trial learned anything (every curve stays at 2.3)."""
+    from adamtune.analysis import analyze
+    from adamtune.results import StudySettings, TuneResult
+    from adamtune.space import Dimension, SearchSpace
+    from adamtune.trials import Curve, TrialRecord, TrialState
+
+    lr, wd = Dimension("lr", 1e-5, 1e-2, "log"), Dimension("weight_decay", 1e-5, 0.3, "log")
+    settings = StudySettings(
+        workload="digits-mlp", workload_name="digits-mlp", optimizer="adamw", task=task,
+        space=SearchSpace("adamw", (lr, wd), tuple(fixed)), budget=complete + pruned, seed=0, sampler="quasi-random",
+        pruner=pruner, metric="val_loss", direction="minimize", space_budget=space_budget,
+    )
+    shape = (1.0, 1.0, 1.0, 1.0) if flat else (2.0, 1.3, 1.05, 1.0)
+    trials = []
+    for i in range(complete + pruned):
+        done = i < complete
+        u = 0.5 + (0.03 * (i + 1) * (-1) ** i if done else (0.45 if i % 2 else -0.45))
+        level = (2.3 + 0.01 * abs(u - 0.5)) if flat else (0.1 + abs(u - 0.5) if done else 1.5)
+        curve = tuple(level * x for x in shape)[:4 if done else 2]
+        trials.append(TrialRecord(
+            i, TrialState.COMPLETE if done else TrialState.PRUNED, {"lr": lr.from_unit(u), "weight_decay": 1e-3},
+            {"optimizer": "adamw", "lr": lr.from_unit(u), "weight_decay": 1e-3}, min(curve), 100 * len(curve),
+            Curve(tuple(100 * (k + 1) for k in range(len(curve))), {"val_loss": curve}), None))
+    best = min((t for t in trials if t.state == TrialState.COMPLETE), key=lambda t: t.value, default=None)
+    return analyze(TuneResult("s", settings, tuple(trials), best, None), storage="sqlite:///s.db")
+
+
+@pytest.fixture(scope="session")
+def records():
+    """``records_study`` (test modules cannot import a conftest under --import-mode=importlib)."""
+    return records_study

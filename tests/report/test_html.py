@@ -1,5 +1,6 @@
 import fcntl
 import hashlib
+import html
 import os
 import re
 import shutil
@@ -224,6 +225,9 @@ def test_the_report_renders_in_a_real_browser(browser):
     assert figures(dom) == 12  # every figure made it into the rendered DOM
     assert "<script" not in dom  # the hostile study name stayed text
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in dom
+    # the header's space, in the terminal's words
+    assert "<div>tuning lr, weight_decay, beta1 — budget 12</div>" in dom
+    assert "<div>search space: lr 1e-05..0.01 (log), weight_decay 1e-05..0.3 (log), beta1 0.8..0.999 (log of 1-x)</div>" in dom
     from PIL import Image
 
     with Image.open(shot) as im:
@@ -344,3 +348,23 @@ def _study_ending_above_its_best():
     with tempfile.TemporaryDirectory() as d:
         result = adamtune.tune(objective, budget=1, storage=f"sqlite:///{d}/s.db", study="early")
         return analyze(result)
+
+
+def test_the_header_says_what_the_terminal_says_about_the_space(records):
+    """The terminal's tuned, search space and fixed lines (audit 2, #7): a continued llm study read as if
+    the budget's preset had chosen its space, and beta2=0.95 looked like PyTorch's default."""
+    from adamtune.report.html import render_html
+    from adamtune.results import fixed_description, tuned_description
+
+    analysis = records(3, 5, task="llm", fixed=(("beta2", 0.95),), space_budget=6)
+    s = analysis.result.settings
+    page = render_html(analysis)
+    header = page[page.index("<header>"):page.index("</header>")]
+    tuned, fixed = tuned_description(s), fixed_description(s)
+    assert tuned == "tuning lr, weight_decay — budget 8 (the space chosen for budget 6 when the study began)"
+    assert fixed == "fixed: beta2=0.95 (the llm preset's; PyTorch's default is 0.999)"
+    for line in (tuned, "search space: lr 1e-05..0.01 (log), weight_decay 1e-05..0.3 (log)", fixed):
+        assert f"<div>{html.escape(line)}</div>" in header
+    # set by hand
+    analysis = records(3, 5, space_budget=16)
+    assert "<div>tuning lr, weight_decay — budget 8 (set by hand)</div>" in render_html(analysis)

@@ -18,7 +18,7 @@ from adamtune.errors import AdamtuneError
 from adamtune.report import plots
 from adamtune.report.terminal import best_snippet, best_step_note, fmt
 from adamtune.storage import SQLITE_MAGIC, sqlite_path
-from adamtune.results import TuneResult
+from adamtune.results import TuneResult, fixed_description, tuned_description
 from adamtune.trials import TrialRecord, TrialState, trials_text
 
 
@@ -165,12 +165,21 @@ def _header(a: StudyAnalysis, sections: str) -> str:
         ("seed", s.seed), ("budget", s.budget),
     ]
     fact_html = "".join(f"<div><span>{e(k)}</span><b>{e(v)}</b></div>" for k, v in facts)
+    # What the terminal says about the space when the study starts (and `adamtune show`), in its words.
+    space = [tuned_description(s)]
+    if s.space.dimensions:
+        space.append(f"search space: {s.space.describe()}")
+    fixed = fixed_description(s)
+    if fixed is not None:
+        space.append(fixed)
+    space_html = "".join(f"<div>{e(line)}</div>" for line in space)
     return f"""
 <header>
   <div class="wrap">
     <div class="kicker">adamtune study report</div>
     <h1>{e(r.study_name)}</h1>
     <div class="facts">{fact_html}</div>
+    <div class="space">{space_html}</div>
     <div class="counts">{trials_text(len(r.trials))}: {counts}</div>
   </div>
   <nav class="wrap">{"".join(f'<a href="#{anchor}">{e(label)}</a>' for anchor, label in links)}</nav>
@@ -424,6 +433,7 @@ header .kicker { text-transform:uppercase; letter-spacing:.12em; font-size:12px;
 header h1 { margin:4px 0 14px; font-size:30px; word-break:break-all; }
 .facts { display:flex; flex-wrap:wrap; gap:8px 26px; font-size:13px; }
 .facts span { color:#93c5fd; margin-right:6px; }
+.space { margin:12px 0 0; font-size:13px; color:#e2e8f0; }
 .counts { margin:14px 0 0; font-size:13px; color:#cbd5e1; }
 .counts .count { margin-right:10px; color:#f8fafc; font-weight:600; }
 nav { display:flex; gap:4px; flex-wrap:wrap; padding-top:16px; padding-bottom:0; }
