@@ -852,6 +852,24 @@ def test_the_next_study_is_named_so_its_command_runs_as_printed(storage, tiny_re
     assert analyze(adamtune.load("s", storage), storage).next_space.study == "s-next-2"
 
 
+def test_a_study_that_learned_nothing_offers_no_configuration_to_paste(storage, tiny_ref):
+    base = ["--storage", storage, "--study", "flat"]
+    r = runner.invoke(app, ["tune", "--workload", tiny_ref, "--budget", "6", "--set", "lr=1e-9:1e-8", "--no-report",
+                            *base])
+    assert r.exit_code == 0, r.output
+    (best,) = [x for x in r.stdout.splitlines() if x.startswith("Best: ")]
+    assert re.fullmatch(r"Best: trial \d, val_loss = [\d.]+, best by noise, not a recommendation \(nothing learned: no "
+                        r"trial moved val_loss by 1% from its first evaluation\): no configuration to paste yet; the "
+                        r"next search below says what to run instead", best), best
+    assert "Paste:" not in r.stdout and "torch.optim.AdamW" not in r.stdout
+    assert "! nothing learned: no trial moved val_loss by 1% from its first evaluation" in r.stdout
+    r = runner.invoke(app, ["best", *base])  # asked for, the code still comes, said to be no recommendation
+    assert r.exit_code == 0 and r.stdout.splitlines()[1] == (
+        "# best by noise, not a recommendation (nothing learned: no trial moved val_loss by 1% from its first "
+        "evaluation)")
+    assert "torch.optim.AdamW" in r.stdout
+
+
 def test_brackets_in_names_and_in_the_users_errors_are_printed_as_they_are(tmp_path, tiny_ref):
     """Rich reads ``[...]`` as markup: a study called ``x[/bold]`` crashed `tune`, `show` and
     `studies` (for every study of the storage), and ``[bold]red[/]`` was shown as ``red``."""

@@ -188,8 +188,8 @@ def tune(
     it again first runs the trials cut short again, with the same hyperparameters and initial
     weights.
     """
-    from adamtune.report.terminal import (best_snippet, best_step_note, best_trials, counts_line, fmt, print_table,
-                                         trial_value_text, trials_table)
+    from adamtune.report.terminal import (best_snippet, best_step_note, best_trials, counts_line, fmt, noise_note,
+                                         print_table, trial_value_text, trials_table)
     from adamtune.trials import TrialState, trials_text
     from adamtune.results import fixed_description, tuned_description
     from adamtune.study import tune as run_tune
@@ -285,8 +285,13 @@ def tune(
             print_table(console, lambda compact: trials_table(result, best, title="Best trials", compact=compact))
         console.print(f"{trials_text(len(result.trials))}: {counts_line(result)}", highlight=False)
         snippet = best_snippet(result)
+        noise = noise_note(result) if snippet is not None else None
         if snippet is None:
             console.print("no trial completed, so there is no best configuration yet")
+        elif noise is not None:  # no result to paste: the findings and the next search follow
+            console.print(Text(f"\nBest: trial {result.best.number}, {result.settings.metric} = "
+                               f"{fmt(result.best_value)}, {noise}: no configuration to paste yet; the next "
+                               "search below says what to run instead"), soft_wrap=True, highlight=False)
         else:
             note = best_step_note(result)
             console.print(f"\nBest: trial {result.best.number}, {escape(result.settings.metric)} = {fmt(result.best_value)}"
@@ -362,11 +367,12 @@ def best(
 ) -> None:
     """Print the best configuration as ready-to-paste PyTorch code.
 
-    Its first lines are comments naming the study, the best trial and its value, and the step
-    to stop at when the trial's best evaluation was not its last.
+    Its first lines are comments naming the study, the best trial and its value, that it is
+    best by noise and no recommendation when no trial learned anything, and the step to stop at
+    when the trial's best evaluation was not its last.
     """
     from adamtune.errors import StudyError
-    from adamtune.report.terminal import best_snippet, best_step_note, fmt
+    from adamtune.report.terminal import best_snippet, best_step_note, fmt, noise_note
     from adamtune.results import load
 
     with _user_errors():
@@ -376,6 +382,9 @@ def best(
             raise StudyError(f"study {result.study_name!r} has no completed trial yet")
         print(f"# study {result.study_name}: best trial {result.best.number}, "
               f"{result.settings.metric} = {fmt(result.best_value)}")
+        noise = noise_note(result)
+        if noise:
+            print(f"# {noise}")
         note = best_step_note(result)
         if note:
             print(f"# {note}")

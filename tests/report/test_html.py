@@ -368,3 +368,22 @@ def test_the_header_says_what_the_terminal_says_about_the_space(records):
     # set by hand
     analysis = records(3, 5, space_budget=16)
     assert "<div>tuning lr, weight_decay — budget 8 (set by hand)</div>" in render_html(analysis)
+
+
+
+def test_a_study_that_learned_nothing_shows_its_best_trial_as_no_recommendation(records):
+    from adamtune.report.html import render_html
+    from adamtune.report.terminal import best_snippet
+
+    analysis = records(3, 5, flat=True)
+    assert analysis.progress.nothing_learned and analysis.result.best is not None
+    page = render_html(analysis)
+    best = page[page.index('<section id="best"'):page.index('<section id="findings"')]
+    assert "Recommended configuration" not in page and "Paste into your training script" not in page
+    assert "<h2>Best trial: not a recommendation</h2>" in best and '<a href="#best">Best trial</a>' in page
+    assert ("Best by noise, not a recommendation (nothing learned: no trial moved val_loss by 1% from its first "
+            "evaluation).") in best
+    assert html.escape(best_snippet(analysis.result)) not in page  # nothing to paste
+    assert f"trial {analysis.result.best.number} · adamw" in best  # the trial is still in sight
+    # a study that learned: its recommendation as before
+    assert "<h2>Recommended configuration</h2>" in render_html(records(3, 5))

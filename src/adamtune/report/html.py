@@ -16,7 +16,7 @@ from adamtune.analysis import Finding, StudyAnalysis, analyze, window_text
 from adamtune.config import Config
 from adamtune.errors import AdamtuneError
 from adamtune.report import plots
-from adamtune.report.terminal import best_snippet, best_step_note, fmt
+from adamtune.report.terminal import best_snippet, best_step_note, fmt, noise_note
 from adamtune.storage import SQLITE_MAGIC, sqlite_path
 from adamtune.results import TuneResult, fixed_description, tuned_description
 from adamtune.trials import TrialRecord, TrialState, trials_text
@@ -146,7 +146,8 @@ def _badge(state: TrialState) -> str:
 def _header(a: StudyAnalysis, sections: str) -> str:
     """The title, the study's facts and counts, and links to those of ``sections`` rendered."""
     plots = [x for x in ("axes", "isolation", "heatmaps", "gradnorms") if f'id="{x}"' in sections]
-    links = [(x, label) for x, label in (("best", "Best configuration"), ("findings", "Findings"),
+    best = "Best trial" if a.progress.nothing_learned else "Best configuration"
+    links = [(x, label) for x, label in (("best", best), ("findings", "Findings"),
                                          ("next", "Next search"), (plots[0] if plots else "", "Plots"),
                                          ("curves", "Training curves"), ("trials", "All trials"))
              if x and f'id="{x}"' in sections]
@@ -203,6 +204,7 @@ show what happened to the trials that ran.</p></section>"""
     snippet = best_snippet(r)
     note = best_step_note(r)
     at_step = f'\n    <p class="note">{e(note[0].upper() + note[1:])}.</p>' if note else ""
+    noise = noise_note(r, a.progress)
     runners = ""
     if len(a.top) > 1:
         head = "".join(f"<th>{e(n)}</th>" for n in ("trial", s.metric, *s.space.tuned))
@@ -213,6 +215,26 @@ show what happened to the trials that ran.</p></section>"""
         )
         runners = (f'<h3 class="small">The best {len(a.top)} trials</h3>'
                    f'<table class="runners"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>')
+    if noise is not None:  # nothing learned: the best trial stays in sight, but as no result
+        return f"""
+<section id="best" class="hero">
+  <div class="card best noise">
+    <h2>Best trial: not a recommendation</h2>
+    <div class="bignum"><span class="value">{e(fmt(r.best.value))}</span>
+      <span class="unit">{e(s.metric)}</span></div>
+    <div class="sub">trial {e(r.best.number)} · {e(cfg.optimizer)} · {e(r.best.steps)} steps</div>
+    <p class="verdict">{e(noise[0].upper() + noise[1:])}.</p>
+    <table class="params">{rows}</table>
+    <p class="note"><span class="legend-dot">●</span> tuned; the others are fixed or PyTorch's defaults.</p>
+  </div>
+  <div class="card code">
+    <h2>Nothing to paste</h2>
+    <p>No trial learned anything, so this trial is best by noise, not by its hyperparameters: its values
+    are no configuration to use. The next search below says what to run instead (<code>adamtune best</code>
+    prints its code all the same).</p>
+    {runners}
+  </div>
+</section>"""
     return f"""
 <section id="best" class="hero">
   <div class="card best">
@@ -452,6 +474,8 @@ section.card { margin-bottom:28px; }
 .best .value { font-size:40px; font-weight:700; color:var(--blue); letter-spacing:-.02em; }
 .best .unit { color:var(--muted); }
 .best .sub { color:var(--muted); font-size:13px; margin-bottom:12px; }
+.best.noise .value { color:var(--muted); }
+.best .verdict { background:#fffbeb; border-left:4px solid var(--gold); padding:6px 10px; font-size:13px; }
 table { border-collapse:collapse; width:100%; font-size:13.5px; }
 .params th { text-align:left; font-weight:600; padding:5px 0; }
 .params td { padding:5px 8px; font-variant-numeric:tabular-nums; text-align:right; white-space:nowrap; }

@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.measure import Measurement
 from rich.table import Table
 
-from adamtune.analysis import diagnose_curve
+from adamtune.analysis import Progress, diagnose_curve, progress, progress_findings
 from adamtune.config import Config, python_snippet
 from adamtune.results import TuneResult
 from adamtune.trials import TrialRecord, TrialState, ranked, trials_text
@@ -136,6 +136,15 @@ def best_snippet(result: TuneResult) -> str | None:
         return python_snippet(cfg, total_steps=steps)
     # An objective function's own loop: adamtune knows only the steps the best trial reported.
     return python_snippet(cfg, total_steps=result.best.steps or None, steps_reported=True)
+
+
+def noise_note(result: TuneResult, learned: Progress | None = None) -> str | None:
+    """``"best by noise, not a recommendation (nothing learned: ...)"`` when no trial learned
+    anything (the *nothing learned* finding's title), else None: the best trial is then no result
+    to paste. ``learned``: the study's progress, if already computed."""
+    learned = learned if learned is not None else progress(result)
+    found = progress_findings(learned, result.settings.metric)
+    return f"best by noise, not a recommendation ({found[0].title})" if found else None
 
 
 # A best trial whose last evaluation is within this fraction of its best ended as good as it got.
