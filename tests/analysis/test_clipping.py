@@ -126,3 +126,24 @@ def test_a_tuned_max_grad_norm_is_the_advice_and_the_percentile_only_a_measure(s
 def test_no_recorded_norms_no_advice(syn):
     trials, settings = study(syn, syn.trial(0, 0.1, lr=1e-3))
     assert clip_advice(trials, settings) is None and clip_findings(None) == ()
+
+
+def test_a_study_that_clipped_and_still_diverged_is_offered_no_other_threshold(syn):
+    """The demo's next study run with the → clip line (max_grad_norm=1.23): the same lr diverged again, and
+    the finding offered 1.13, a study named ...-max_grad_norm-max_grad_norm."""
+    norms = syn.norms(STEADY, max_grad_norm=1.8)  # clipped 19% of the steps: not too often
+    settings = syn.settings(syn.LR, fixed=(("max_grad_norm", 1.8),))
+    trials = [syn.trial(0, 0.1, grad_norms=norms, config={"max_grad_norm": 1.8}, lr=1e-3),
+              syn.trial(1, None, state=syn.S.DIVERGED, config={"max_grad_norm": 1.8}, lr=2e-3, steps=50),
+              syn.trial(2, 0.2, grad_norms=norms, config={"max_grad_norm": 1.8}, lr=5e-4)]
+    a = clip_advice(trials, settings)
+    assert a.unstable and a.current == 1.8 and not a.tuned and not a.too_often
+    (f,) = clip_findings(a)
+    assert f.suggestion == ()
+    assert ("The trials that diverged ran with max_grad_norm=1.8 too: clipping did not stop them, so another "
+            "threshold is no fix (warmup or a smaller lr is).") in f.detail
+    # the same study without clipping: the threshold, ready to set
+    trials = [syn.trial(0, 0.1, grad_norms=syn.norms(STEADY), lr=1e-3),
+              syn.trial(1, None, state=syn.S.DIVERGED, lr=2e-3, steps=50), syn.trial(2, 0.2, lr=5e-4)]
+    (f,) = clip_findings(clip_advice(trials, syn.settings(syn.LR)))
+    assert f.suggestion == ("--set max_grad_norm=1.89",) and "did not stop them" not in f.detail

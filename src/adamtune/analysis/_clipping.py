@@ -8,7 +8,8 @@ That percentile says which threshold to use once clipping is needed, not that it
 for instability (loss spikes, divergence; after warmup), and turned on in a stable run it clips
 a tenth of the steps. So the ready ``--set max_grad_norm=...`` comes only when trials diverged
 (``_curves.stability_findings`` of kind ``unstable``; not ``lr_too_high``, the lr window past
-what the model tolerates, whose advice is a smaller lr first), or when a threshold the study set
+what the model tolerates, whose advice is a smaller lr first) in a study that did not clip (one
+that clipped at a threshold of its own diverged with it), or when a threshold the study set
 clipped too often (the next search replaces it). Otherwise the finding says "if you need
 clipping, use about X".
 """
@@ -154,6 +155,10 @@ def clip_findings(advice: ClipAdvice | None) -> tuple[Finding, ...]:
     elif not a.unstable:
         detail += (" No trial diverged where clipping could help, so nothing here calls for it: clipping is for "
                    "loss spikes and divergence, and in a stable run this threshold clips a tenth of the steps.")
-    suggestion = (f"--set max_grad_norm={a.threshold:.3g}",) if (a.unstable and not a.tuned) or warn else ()
+    clipped = a.current is not None and not a.tuned  # the study fixed it: every trial clipped
+    if a.unstable and clipped and not warn:
+        detail += (f" The trials that diverged ran with max_grad_norm={fmt(a.current)} too: clipping did not stop "
+                   "them, so another threshold is no fix (warmup or a smaller lr is).")
+    suggestion = (f"--set max_grad_norm={a.threshold:.3g}",) if (a.unstable and a.current is None) or warn else ()
     return (Finding("clip", WARNING if warn else INFO, title, detail, tuple(n for n, _ in a.would_clip),
                     suggestion),)
