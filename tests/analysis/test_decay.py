@@ -58,8 +58,8 @@ def test_a_range_above_the_window_searched_is_said_and_given_as_a_window_to_test
     assert f.suggestion == ("--set weight_decay=0.35:6.3",)
     assert ("That range starts above the top of the weight_decay window this study searched (0.3): a 400-step run "
             "at lr 0.007113 needs decay this strong for it to act at all. Only the validation loss can tell whether "
-            "it helps: test it in a study of its own, with --set weight_decay=0.35:6.3 (a new --study name: a study "
-            "continued keeps its own search space).") in f.detail
+            "it helps: test it in a new study, with --set weight_decay=0.35:6.3 and this study's other windows and "
+            "fixed values (a study continued keeps its own search space).") in f.detail
 
 
 def test_a_range_above_the_rule_of_thumb_is_said_when_weight_decay_was_not_searched(syn):
@@ -75,7 +75,7 @@ def test_a_range_above_the_rule_of_thumb_is_said_when_weight_decay_was_not_searc
 def test_without_an_epoch_the_window_to_test_runs_down_to_a_tenth_of_the_run(syn):
     (f,) = decay_findings(best(syn, 0.007113, 0.002363, info={"steps": 400}))
     assert f.suggestion == ("--set weight_decay=0.35:3.5",)
-    assert "(τ from the run down to 10% of the 400-step run (40 steps); a new --study name" in f.detail
+    assert "--set weight_decay=0.35:3.5 (τ from the run down to 10% of the 400-step run (40 steps)) and this" in f.detail
 
 
 def test_a_range_the_window_covers_needs_no_window_to_test(syn):

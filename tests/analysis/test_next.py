@@ -188,3 +188,91 @@ def test_an_llm_study_that_trained_with_torchs_beta2_keeps_it_in_the_next_search
     # one that trained with the preset's 0.95 keeps that
     fixed = dataclasses.replace(settings, space=dataclasses.replace(settings.space, fixed=(("beta2", 0.95),)))
     assert "beta2=0.95" in next_space(trials, fixed, study_name="new").set_arguments
+
+
+def test_a_change_to_try_is_a_new_study_of_this_studys_windows_with_that_one_change(syn):
+    """A finding's --set (a clipping threshold, a weight_decay window) cannot join a continued study
+    (it keeps its own space), and a study built from the --set alone gets the preset's windows for
+    the rest: a confounded test. The study it proposes keeps every other window and fixed value."""
+    import dataclasses
+
+    from adamtune.analysis import change_study
+
+    lr = Dimension("lr", 1e-3, 1.0, "log")
+    settings = dataclasses.replace(syn.settings(lr, syn.WD, syn.BETA1, budget=16, fixed=(("warmup", 0.05),)),
+                                   pruner="none", seed=3)
+    new = change_study(settings, "--set max_grad_norm=1.28", study_name="div", storage="sqlite:///x.db")
+    assert new.change == "max_grad_norm=1.28" and not new.in_next and new.study == "div-max_grad_norm"
+    assert new.set_arguments == ("lr=0.001:1", "weight_decay=1e-05:0.3", "beta1=0.8:0.999", "warmup=0.05",
+                                 "max_grad_norm=1.28")
+    assert new.command == ("adamtune tune --workload digits-mlp --optimizer adamw --task generic --budget 16 "
+                           "--pruner none --seed 3 --storage sqlite:///x.db --study div-max_grad_norm "
+                           "--set lr=0.001:1 --set weight_decay=1e-05:0.3 --set beta1=0.8:0.999 --set warmup=0.05 "
+                           "--set max_grad_norm=1.28")
+    # what `adamtune tune --set ...` makes of it: this study's space, that one value added
+    rebuilt = with_overrides(preset("adamw", "generic", 16), new.set_arguments)
+    assert rebuilt.dimensions == settings.space.dimensions
+    assert dict(rebuilt.fixed) == {"warmup": 0.05, "max_grad_norm": 1.28}
+    # a window for a dimension the study tuned replaces that window, in its place among the others
+    new = change_study(settings, "--set weight_decay=0.36:6.4", study_name="div")
+    assert new.study == "div-weight_decay" and new.set_arguments[-1] == "weight_decay=0.36:6.4"
+    rebuilt = with_overrides(preset("adamw", "generic", 16), new.set_arguments)
+    assert rebuilt.dimension("weight_decay") == Dimension("weight_decay", 0.36, 6.4, "log")
+    assert rebuilt.dimension("lr") == lr and rebuilt.dimension("beta1") == syn.BETA1
+
+
+def test_a_change_to_try_pins_what_the_preset_would_tune_and_names_a_free_study(syn):
+    from adamtune.analysis import change_study
+
+    # a study that began at budget 6 (lr, weight_decay), continued to 16: the preset of 16 tunes beta1
+    # too, which this study trained at PyTorch's 0.9 -- so does the test
+    settings = syn.settings(syn.LR, syn.WD, budget=16)
+    new = change_study(settings, "max_grad_norm=1.5", study_name="s",
+                       taken={"s-max_grad_norm": with_overrides(preset("adamw", "generic", 16), ["lr=1:2"])})
+    assert "beta1=0.9" in new.set_arguments and new.set_arguments[-1] == "max_grad_norm=1.5"
+    assert new.study == "s-max_grad_norm-2"  # that name holds another space
+    space = with_overrides(preset("adamw", "generic", 16), new.set_arguments)
+    assert change_study(settings, "max_grad_norm=1.5", study_name="s", taken={"s-max_grad_norm": space}).study == \
+        "s-max_grad_norm"  # one of this very space: run twice, it continues
+    # no study name (records from Python): the arguments, no name; a Python workload: no command line
+    import dataclasses
+
+    bare = change_study(dataclasses.replace(settings, workload=None), "max_grad_norm=1.5")
+    assert bare.study is None and bare.command is None and bare.set_arguments[-1] == "max_grad_norm=1.5"
+    # a change the next search makes already is no study of its own
+    steady = [1.0 + 0.01 * i for i in range(100)]
+    clipped = syn.settings(syn.LR, fixed=(("max_grad_norm", 0.05),))
+    trials = [syn.trial(0, 0.1, grad_norms=syn.norms(steady, max_grad_norm=0.05), config={"max_grad_norm": 0.05},
+                        lr=1e-3)]
+    ns = next_space(trials, clipped, study_name="s")
+    new = change_study(clipped, "--set max_grad_norm=1.89", ns, "s")
+    assert new.in_next and new.study is None and new.command is None
+    # what does not apply to the optimizer makes no study
+    assert change_study(syn.settings(syn.LR, optimizer="adadelta"), "beta1=0.9", study_name="s") is None
+
+
+def test_the_next_search_keeps_the_studys_sampler_pruner_and_seed(syn):
+    import dataclasses
+
+    lr_u = (0.02, 0.15, 0.3, 0.45, 0.6, 0.75, 0.85, 0.95)  # the best at lr's upper edge: a new study
+    trials = trials_at(syn, lr_u, (0.5, 0.1, 0.9, 0.3, 0.7, 0.2, 0.6, 0.4), [1 - u for u in lr_u])
+    settings = syn.settings(syn.LR, syn.WD, budget=8)
+    defaults = dataclasses.replace(settings, pruner="asha")
+    assert next_space(trials, defaults, study_name="s").command == (
+        "adamtune tune --workload digits-mlp --optimizer adamw --task generic --budget 8 --study s-next "
+        "--set lr=1e-05:0.32 --set weight_decay=1e-05:0.3")
+    other = dataclasses.replace(settings, sampler="tpe", pruner="median", seed=7)
+    assert ("--budget 8 --sampler tpe --pruner median --seed 7 --study s-next"
+            in next_space(trials, other, study_name="s").command)
+
+
+def test_a_window_kept_for_too_few_completed_trials_says_so(syn):
+    settings = syn.settings(syn.LR, syn.WD, budget=8)
+    trials = trials_at(syn, (0.5, 0.55, 0.6, 0.1), (0.5, 0.4, 0.3, 0.9), (0.1, 0.2, 0.3, 0.5))
+    pruned = syn.trial(4, 0.9, syn.S.PRUNED, lr=syn.lr_at(0.9), weight_decay=0.01)
+    ns = next_space([*trials[:3], pruned], settings, study_name="s")
+    assert ns.continues and ns.completed == 3 and ns.too_few_to_narrow
+    assert {d.reason for d in ns.dimensions} == {"fewer than 5 completed trials"}
+    # five completed: what keeps a window now is where the best trials sit
+    ns = next_space([*trials, pruned, syn.trial(5, 0.6, lr=syn.lr_at(0.9), weight_decay=0.1)], settings)
+    assert ns.completed == 5 and not ns.too_few_to_narrow

@@ -1,3 +1,6 @@
+import html
+
+import pytest
 from rich.console import Console
 
 from adamtune.report.findings import findings_lines, print_findings
@@ -29,13 +32,51 @@ def test_a_study_whose_windows_hold_is_told_to_continue_not_to_repeat_itself(nor
     ns = normal_analysis.next_space  # every window kept, as next_space continues a study (tests/analysis)
     ns = dataclasses.replace(ns, dimensions=tuple(dataclasses.replace(d, change="keep") for d in ns.dimensions),
                              continues=True, command="adamtune tune --study s --budget 32")
+    assert ns.completed >= 5  # enough to narrow: where the best trials sit kept the windows
     text = plain(dataclasses.replace(normal_analysis, next_space=ns))
     assert "Next search" not in text
-    assert f"Next: {ns.command}  (the windows hold: more trials of this study try new points of the same search" in text
-    if not normal_analysis.too_few_to_judge:  # nothing checked: the line claims nothing
-        few = plain(dataclasses.replace(normal_analysis, next_space=ns, completed=1))
-        assert "the windows hold" not in few
-        assert f"Next: {ns.command}  (too few trials to say whether to move the windows: more trials" in few
+    assert (f"Next: {ns.command}  (the windows hold: where the best trials sit gives no reason to move them; more "
+            "trials of this study try new points of the same search; add --sampler tpe to exploit what it found)"
+            ) in text.splitlines()
+
+
+@pytest.mark.parametrize("complete, pruned, pruner, note", [
+    (3, 13, "asha", "too few completed trials to narrow the windows, 3 of the 5 it takes: more trials of this study "
+                    "give them, or --pruner none, which completes every trial"),
+    (4, 0, "none", "too few completed trials to narrow the windows, 4 of the 5 it takes: more trials of this study "
+                   "give them"),
+    (1, 7, "asha", "too few completed trials to move the windows, 1 of the 2 it takes to widen one and 5 to narrow: "
+                   "more trials of this study give them, or --pruner none, which completes every trial"),
+])
+def test_windows_kept_for_too_few_completed_trials_say_so_not_that_they_hold(records, complete, pruned, pruner, note):
+    """The audit's loop: with ASHA most trials are pruned, and budgets 16-64 completed 2-4 trials, fewer than
+    narrowing takes; the terminal said "the windows hold", the report "the study gives no reason to move them"."""
+    from adamtune.report.html import render_html
+
+    analysis = records(complete, pruned, pruner)
+    ns = analysis.next_space
+    assert ns.continues and ns.too_few_to_narrow and analysis.keep_text == note
+    lines = plain(analysis).splitlines()
+    assert lines[-1] == f"Next: {ns.command}  ({note})"
+    page = render_html(analysis)
+    assert html.escape(f"{note[0].upper()}{note[1:]}. A new study of the same space and seed") in page
+    assert "windows hold" not in page + lines[-1] and "no reason to move" not in page
+
+
+def test_the_reports_next_box_does_not_say_nothing_to_do_under_warnings(records):
+    import dataclasses
+
+    from adamtune.report.html import render_html
+
+    analysis = records(3, 13)
+    assert analysis.warnings  # still improving at the end
+    page = render_html(analysis)
+    lead = page[page.index('<section id="next"'):]
+    lead = lead[:lead.index("</p>")]
+    assert "What the findings advise besides is not in this command" in lead
+    # a study with no warnings and no change to try: nothing added
+    quiet = dataclasses.replace(analysis, findings=())
+    assert "What the findings advise besides" not in render_html(quiet)
 
 
 def test_markup_in_user_text_is_printed_as_it_is(hostile_analysis):
@@ -118,7 +159,9 @@ def test_the_terminal_gives_the_window_that_tests_a_strong_weight_decay(normal_a
     # 100 steps at lr ~1e-2: tau = the run needs weight_decay ~1 and more, above the searched 0.3
     (f,) = normal_analysis.of_kind("decay_timescale")
     assert f.suggestion and f.suggestion[0].startswith("--set weight_decay=")
-    assert f"      → test: {f.suggestion[0]}" in plain(normal_analysis).splitlines()
+    # in a new study of this study's lr window (a workload passed from Python: its --set arguments)
+    assert f.new_study.set_arguments == ("lr=0.0001:0.1", f.suggestion[0].removeprefix("--set "))
+    assert f"      → test in a new study: --set lr=0.0001:0.1 {f.suggestion[0]}" in plain(normal_analysis).splitlines()
     # lr at the top of a window set too low: the lr comes first, the decay it needs falls as it rises
     (f,) = low_analysis.of_kind("decay_timescale")
     assert f.suggestion == () and "settle lr first" in f.detail and "→ test" not in plain(low_analysis)
@@ -135,8 +178,14 @@ def test_clipping_is_offered_ready_to_set_only_where_trials_diverged(normal_anal
     # a trial diverged: the same threshold, ready to set, in the terminal and in the report alike
     (f,) = hostile_analysis.of_kind("clip")
     assert f.title.startswith("clipping: max_grad_norm ≈ ") and f.suggestion[0].startswith("--set max_grad_norm=")
-    assert f"      → clip: {f.suggestion[0]}" in plain(hostile_analysis).splitlines()
-    assert f"<code>{f.suggestion[0]}</code>" in render_html(hostile_analysis)
+    args = f.new_study.set_arguments
+    assert args == ("lr=1e-05:0.01", "weight_decay=1e-05:0.3", "beta1=0.8:0.999", f.suggestion[0].removeprefix("--set "))
+    assert f"      → clip in a new study: {' '.join('--set ' + a for a in args)}" in plain(hostile_analysis).splitlines()
+    # the report in the same words, with the Python call of a study of its own (objective mode)
+    page = render_html(hostile_analysis)
+    assert "<b>→ clip in a new study:</b>" in page
+    assert html.escape(f"adamtune.tune(objective, study={f.new_study.study!r}, budget=12,\n"
+                       f"              space={list(args)!r})") in page
 
 
 def _exploding(config, trial):

@@ -225,9 +225,10 @@ def test_the_report_renders_in_a_real_browser(browser):
     assert figures(dom) == 12  # every figure made it into the rendered DOM
     assert "<script" not in dom  # the hostile study name stayed text
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in dom
-    # the header's space, in the terminal's words
+    # the header's space, in the terminal's words; a change to try with its study of its own
     assert "<div>tuning lr, weight_decay, beta1 — budget 12</div>" in dom
     assert "<div>search space: lr 1e-05..0.01 (log), weight_decay 1e-05..0.3 (log), beta1 0.8..0.999 (log of 1-x)</div>" in dom
+    assert "<b>→ clip in a new study:</b>" in dom
     from PIL import Image
 
     with Image.open(shot) as im:
@@ -370,7 +371,6 @@ def test_the_header_says_what_the_terminal_says_about_the_space(records):
     assert "<div>tuning lr, weight_decay — budget 8 (set by hand)</div>" in render_html(analysis)
 
 
-
 def test_a_study_that_learned_nothing_shows_its_best_trial_as_no_recommendation(records):
     from adamtune.report.html import render_html
     from adamtune.report.terminal import best_snippet
@@ -387,3 +387,20 @@ def test_a_study_that_learned_nothing_shows_its_best_trial_as_no_recommendation(
     assert f"trial {analysis.result.best.number} · adamw" in best  # the trial is still in sight
     # a study that learned: its recommendation as before
     assert "<h2>Recommended configuration</h2>" in render_html(records(3, 5))
+
+
+def test_no_nothing_to_fix_above_a_change_to_try(normal_analysis, records):
+    """Audit 2, #4b: "✓ Nothing to fix" above a clipping threshold and a weight_decay window to try."""
+    import dataclasses
+
+    from adamtune.report.html import render_html
+
+    (f,) = normal_analysis.of_kind("decay_timescale")
+    assert f.new_study is not None and not f.new_study.in_next
+    quiet = dataclasses.replace(normal_analysis, findings=(f,))  # no warning, one change to try
+    page = render_html(quiet)
+    assert "Nothing to fix" not in page and "<h3>No warnings</h3>" in page
+    assert "The notes below each give a change to try, in a new study of its own." in page
+    assert "<b>→ test in a new study:</b>" in page
+    # nothing to try: nothing to fix
+    assert "<h3>Nothing to fix</h3>" in render_html(dataclasses.replace(normal_analysis, findings=()))

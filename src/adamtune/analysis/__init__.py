@@ -17,7 +17,7 @@ from adamtune.analysis._failures import Failures, failure_findings, failures
 from adamtune.analysis._finding import Finding
 from adamtune.analysis._format import set_argument, window_text
 from adamtune.analysis._importance import Importance, importance
-from adamtune.analysis._next import NextDimension, NextSpace, next_space
+from adamtune.analysis._next import ChangeStudy, NextDimension, NextSpace, change_study, next_space
 from adamtune.analysis._plots import (
     AxisPlotInfo, AxisPoint, CurveSeries, CurvesInfo, HeatmapCell, HeatmapInfo, IsolationBucket, IsolationInfo,
     axis_plot_info, curves_info, heatmap_info, isolation_info, log_axis,
@@ -25,10 +25,10 @@ from adamtune.analysis._plots import (
 from adamtune.analysis._select import top_trials
 
 __all__ = [
-    "AxisPlotInfo", "AxisPoint", "BoundaryCheck", "ClipAdvice", "CurveDiagnosis", "CurveSeries", "CurvesInfo",
+    "AxisPlotInfo", "AxisPoint", "BoundaryCheck", "ChangeStudy", "ClipAdvice", "CurveDiagnosis", "CurveSeries", "CurvesInfo",
     "DecayTimescale", "Failures", "Finding", "HeatmapCell", "HeatmapInfo", "Importance", "IsolationBucket", "IsolationInfo", "NextDimension",
     "NextSpace", "Progress", "Stability", "StudyAnalysis", "analyze", "axis_plot_info", "boundary_check", "boundary_findings",
-    "clip_advice", "clip_findings", "curve_findings", "curves_info", "decay_findings", "decay_timescale", "diagnose_best", "diagnose_curve",
+    "change_study", "clip_advice", "clip_findings", "curve_findings", "curves_info", "decay_findings", "decay_timescale", "diagnose_best", "diagnose_curve",
     "failure_findings", "failures",
     "heatmap_info", "importance", "isolation_info", "log_axis", "next_space", "progress", "progress_findings", "set_argument", "stability",
     "stability_findings", "top_trials", "widen", "window_text",

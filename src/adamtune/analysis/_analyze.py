@@ -15,7 +15,7 @@ from adamtune.analysis._failures import Failures, failure_findings, failure_limi
 from adamtune.analysis._finding import WARNING, Finding
 from adamtune.analysis._format import window_text
 from adamtune.analysis._importance import Importance, importance
-from adamtune.analysis._next import NextSpace, next_space
+from adamtune.analysis._next import NARROW_MIN_COMPLETED, NextSpace, change_study, next_space
 from adamtune.analysis._plots import (
     AxisPlotInfo, CurvesInfo, HeatmapInfo, IsolationInfo, axis_plot_info, curves_info, heatmap_info,
     isolation_info, sorted_for_table,
@@ -38,6 +38,8 @@ class StudyAnalysis:
             and the decay timescale's findings are left out: the best trials are then best by noise,
             and where they sit says nothing. The overfitting finding's "raise weight_decay" names what
             the weight_decay findings give (``_with_decay_advice``), so the page pulls λ one way.
+            A clipping threshold or a weight_decay window to try comes with its ``new_study``
+            (``TRIED``); a boundary finding's window is the next search's own.
         boundary: the boundary check of each tuned dimension (lr's upper edge not raised when
             every lr above the trials that trained failed: ``_failures.failure_limited``).
         stability: diverged trials and the lrs around them.
@@ -107,6 +109,31 @@ class StudyAnalysis:
             return text + "; the diverging trials call for smaller learning rates first"
         return text + "; a larger --budget, or --pruner none, gives more"
 
+    @property
+    def keep_text(self) -> str:
+        """Why the next search keeps every window and continues this study, and what more trials of it
+        give: the terminal's ``Next:`` line and the report's lead over the next search say these words."""
+        ns, s = self.next_space, self.result.settings
+        if self.progress.nothing_learned:  # kept only where larger lrs failed (``next_space``)
+            return ("no trial learned anything, and the larger lrs failed: more trials of this study would repeat "
+                    "that; the findings say what to look at first")
+        if ns.too_few_to_narrow:
+            n = ns.completed
+            text = (f"too few completed trials to move the windows, {n} of the {MIN_COMPLETED} it takes to widen one "
+                    f"and {NARROW_MIN_COMPLETED} to narrow" if n < MIN_COMPLETED else
+                    f"too few completed trials to narrow the windows, {n} of the {NARROW_MIN_COMPLETED} it takes")
+            more = "more trials of this study give them"
+            if s.pruner != "none" and self.result.count(TrialState.PRUNED):
+                more += ", or --pruner none, which completes every trial"
+            return f"{text}: {more}"
+        text = ("the windows hold: where the best trials sit gives no reason to move them; more trials of this study "
+                "try new points of the same search")
+        return text + ("; add --sampler tpe to exploit what it found" if s.sampler == "quasi-random" else "")
+
+
+# The kinds of finding whose --set suggestion is a change to try in a study of its own.
+TRIED = ("clip", "decay_timescale")
+
 
 STILL_IMPROVING_AT_LR_EDGE = ("still improving at the end: a larger lr first (the best trials sit at lr's upper edge), "
                               "then train longer")
@@ -143,11 +170,15 @@ def analyze(result: TuneResult, storage: str | None = None) -> StudyAnalysis:
         findings = tuple(dataclasses.replace(f, title=STILL_IMPROVING_AT_LR_EDGE) if f.kind == "still_improving"
                          else f for f in findings)
     findings = tuple(sorted(findings, key=lambda f: f.severity != WARNING))  # stable: keeps the order above
+    taken = _taken(result)
+    ns = next_space(result, checks=checks, storage=storage, taken=taken, stab=stab, learned=learned, clip=clip,
+                    failed=failed)
+    findings = tuple(
+        dataclasses.replace(f, new_study=change_study(s, f.suggestion[0], ns, result.study_name, storage, taken))
+        if f.kind in TRIED and f.suggestion else f for f in findings)
     return StudyAnalysis(
         result=result, findings=findings, boundary=checks, stability=stab, progress=learned, failures=failed,
-        curves=diagnoses, clip=clip,
-        next_space=next_space(result, checks=checks, storage=storage, taken=_taken(result), stab=stab, learned=learned,
-                              clip=clip, failed=failed),
+        curves=diagnoses, clip=clip, next_space=ns,
         importance=importance(result),
         top=tuple(top_trials(result.trials, s.direction)), completed=len(completed(result.trials)),
         table=sorted_for_table(result),

@@ -247,7 +247,8 @@ def decay_findings(d: DecayTimescale | None, checks: Sequence[BoundaryCheck] = (
                        f"reaches into that range: it tests it.")
         else:
             suggestion = (f"--set {set_argument(test)}",)
-            tenth = (f"τ from the run down to {d.shortest_text}; " if d.epoch is None or d.epoch >= d.run else "")
-            detail += (f" Only the validation loss can tell whether it helps: test it in a study of its own, with "
-                       f"{suggestion[0]} ({tenth}a new --study name: a study continued keeps its own search space).")
+            tenth = (f" (τ from the run down to {d.shortest_text})" if d.epoch is None or d.epoch >= d.run else "")
+            detail += (f" Only the validation loss can tell whether it helps: test it in a new study, with "
+                       f"{suggestion[0]}{tenth} and this study's other windows and fixed values (a study continued "
+                       f"keeps its own search space).")
     return (Finding("decay_timescale", INFO, title, detail, (d.trial,), suggestion),)

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
 from adamtune import guide
+
+if TYPE_CHECKING:
+    from adamtune.analysis._next import ChangeStudy
 
 WARNING = "warning"
 INFO = "info"
@@ -21,6 +25,9 @@ class Finding:
         detail: the evidence in a sentence or two, with the numbers.
         trials: the trial numbers it is about.
         suggestion: ready-to-run ``--set`` arguments where there is something to paste.
+        new_study: for a suggestion to try (clipping, a weight_decay window to test), the new
+            study that tries it with this study's other windows and fixed values (``analyze``
+            adds it; a study continued keeps its own search space, so ``--set`` alone cannot).
     """
 
     kind: str
@@ -29,6 +36,7 @@ class Finding:
     detail: str
     trials: tuple[int, ...] = ()
     suggestion: tuple[str, ...] = ()
+    new_study: ChangeStudy | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in guide.ACTIONS:

@@ -33,6 +33,12 @@ advice calls too aggressive (it clipped most steps) is replaced by the advised t
 
 The result is printed as ``--set`` arguments; applied by ``adamtune tune`` to the preset of
 the same optimizer, task and budget they give exactly this space (a test holds it to that).
+The command carries the study's sampler, pruner and seed where they are not ``adamtune
+tune``'s defaults.
+
+``change_study`` is the other kind of new study the findings propose: one change a finding
+gives (``--set max_grad_norm=1.23``, a weight_decay window to test) tried against this study,
+every other window and fixed value as this study had them, so what differs is that change.
 """
 
 from __future__ import annotations
@@ -51,7 +57,7 @@ from adamtune.analysis._select import Study, top_trials, unit, unpack
 from adamtune.commands import command_line
 from adamtune.config import TORCH_DEFAULTS, Config
 from adamtune.errors import AdamtuneError
-from adamtune.space import Dimension, SearchSpace, preset, with_overrides
+from adamtune.space import Dimension, SearchSpace, parse_override, preset, with_overrides
 from adamtune.results import MAX_BUDGET, StudySettings
 from adamtune.trials import completed
 
@@ -66,6 +72,10 @@ LOWER_DECADES = 3.0
 RAISE_DECADES = 3.0
 
 NARROW, WIDEN, KEEP, LOWER, RAISE = "narrow", "widen", "keep", "lower", "raise"
+TOO_FEW_REASON = f"fewer than {NARROW_MIN_COMPLETED} completed trials"
+
+# What `adamtune tune` uses when not told (study.py): a command leaves these out.
+_DEFAULT_OPTIONS = (("--sampler", "sampler", "quasi-random"), ("--pruner", "pruner", "asha"), ("--seed", "seed", 0))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,6 +122,8 @@ class NextSpace:
             run the very same trials again.
         below_failed: the lr the next lr window stays below because every trial from it up
             failed (None when the failures do not sort by lr, or it did not move the window).
+        completed: how many of the study's trials completed (narrowing takes
+            ``NARROW_MIN_COMPLETED``).
     """
 
     dimensions: tuple[NextDimension, ...]
@@ -121,6 +133,7 @@ class NextSpace:
     replaced: tuple[str, ...] = ()
     continues: bool = False
     below_failed: float | None = None
+    completed: int = 0
 
     @property
     def changed(self) -> bool:
@@ -135,6 +148,34 @@ class NextSpace:
     def raised(self) -> bool:
         """Whether the lr window moves up because no trial learned anything."""
         return any(d.change == RAISE for d in self.dimensions)
+
+    @property
+    def too_few_to_narrow(self) -> bool:
+        """Whether a window is kept only because fewer than ``NARROW_MIN_COMPLETED`` trials completed."""
+        return self.completed < NARROW_MIN_COMPLETED and any(d.reason == TOO_FEW_REASON for d in self.dimensions)
+
+
+@dataclasses.dataclass(frozen=True)
+class ChangeStudy:
+    """A new study that tries one change a finding gives against this study: this study's
+    windows and fixed values, that one changed (``change_study``).
+
+    Attributes:
+        change: the ``NAME=...`` argument it tries (the finding's ``--set``).
+        set_arguments: every ``--set`` argument of the new study, ``change`` last.
+        study: its name (None without the study's name): ``NAME-PARAM``, or ``NAME-PARAM-2``,
+            ... when a study of that name with another search space is in the storage already.
+        command: a ready-to-run ``adamtune tune`` line (None when the study's workload cannot
+            be named on the command line).
+        in_next: the next search makes this very change already (a ``max_grad_norm`` that
+            clipped too often, replaced): no study of its own; ``study`` and ``command`` are None.
+    """
+
+    change: str
+    set_arguments: tuple[str, ...] = ()
+    study: str | None = None
+    command: str | None = None
+    in_next: bool = False
 
 
 def _fixed_text(name: str, value: object) -> str:
@@ -196,7 +237,7 @@ def next_space(
                 continue
         positions = [u for u in (unit(dim, t) for t in top) if u is not None]
         if not enough or not positions:
-            why = f"fewer than {NARROW_MIN_COMPLETED} completed trials" if not enough else "no completed trial"
+            why = TOO_FEW_REASON if not enough else "no completed trial"
             dims.append(NextDimension(dim.name, KEEP, dim, dim, why))
             continue
         span = max(positions) - min(positions)
@@ -226,41 +267,84 @@ def next_space(
         if moved is not d:
             dims[i], below_failed = moved, failed.lr_ceiling
 
-    args = [d.set_argument for d in dims]
-    tuned = {d.name for d in dims}
     fixed = dict(settings.space.fixed)
     clip = clip_advice(trials, settings, stab) if clip is ... else clip
     replaced = ()
     if fixed.get("max_grad_norm") is not None and clip is not None and clip.too_often:
         fixed["max_grad_norm"] = float(f"{clip.threshold:.3g}")  # the clipping finding's, not one it condemns
         replaced = ("max_grad_norm",)
-    args += [_fixed_text(k, v) for k, v in sorted(fixed.items())]
-    defaults = Config(optimizer=settings.optimizer)
-    # What the next preset would tune or fix (llm's beta2 = 0.95) that this study neither tuned
-    # nor fixed: pinned at the value this study trained with, PyTorch's default.
-    nxt = preset(settings.optimizer, settings.task, settings.budget)
-    for name in (*nxt.tuned, *(k for k, _ in nxt.fixed)):
-        if name not in tuned and name not in fixed:
-            value = TORCH_DEFAULTS[settings.optimizer].get(name, getattr(defaults, name))
-            args.append(_fixed_text(name, value))
+    args = _arguments(settings, [d.window for d in dims], fixed)
+    n_completed = len(completed(trials))
     if study_name and not replaced and all(d.change == KEEP for d in dims):
         # The same space and seed in a new study would draw the same trials again.
         return NextSpace(tuple(dims), tuple(args), _continue_command(settings, study_name, storage), study_name,
-                         continues=True)
+                         continues=True, completed=n_completed)
     name = _new_name(study_name, settings, args, taken or {}) if study_name else None
     return NextSpace(tuple(dims), tuple(args), _command(settings, name, storage, args), name, replaced,
-                     below_failed=below_failed)
+                     below_failed=below_failed, completed=n_completed)
 
 
-def _new_name(study_name: str, settings: StudySettings, args: Sequence[str], taken: Mapping[str, SearchSpace | None]) -> str:
-    """``NAME-next``, or the first ``NAME-next-N`` that is free or holds this very search space."""
+def change_study(
+    settings: StudySettings, change: str, next_search: NextSpace | None = None, study_name: str | None = None,
+    storage: str | None = None, taken: Mapping[str, SearchSpace | None] | None = None,
+) -> ChangeStudy | None:
+    """The new study that tries ``change`` against this study (see ``ChangeStudy``).
+
+    Args:
+        settings: the study's settings.
+        change: one ``--set`` argument, ``NAME=VALUE`` or ``NAME=LOW:HIGH`` (``--set `` before it is dropped).
+        next_search: the study's next search: a change it makes already gets no study of its own.
+        study_name, storage, taken: as for ``next_space``.
+
+    Returns:
+        None when ``change`` does not apply to the study's optimizer (it then makes no valid space).
+    """
+    change = change.removeprefix("--set ").strip()
+    try:
+        wanted = parse_override(change)
+    except AdamtuneError:
+        return None
+    if next_search is not None and not next_search.continues and wanted in map(parse_override, next_search.set_arguments):
+        return ChangeStudy(change, in_next=True)
+    param = change.split("=", 1)[0]
+    fixed = {k: v for k, v in settings.space.fixed if k != param}
+    windows = [d for d in settings.space.dimensions if d.name != param]
+    args = [*_arguments(settings, windows, fixed, leave_out=param), change]
+    try:
+        with_overrides(preset(settings.optimizer, settings.task, settings.budget), args)
+    except AdamtuneError:
+        return None
+    name = _new_name(study_name, settings, args, taken or {}, suffix=param) if study_name else None
+    return ChangeStudy(change, tuple(args), name, _command(settings, name, storage, args))
+
+
+def _arguments(settings: StudySettings, windows: Sequence[Dimension], fixed: Mapping[str, object],
+               leave_out: str | None = None) -> list[str]:
+    """The ``--set`` arguments of a study of ``settings``'s optimizer, task and budget with these
+    windows and fixed values: what the preset of that budget would tune or fix besides (llm's
+    beta2 = 0.95) pinned at the value this study trained with, PyTorch's default (but ``leave_out``)."""
+    args = [set_argument(w) for w in windows]
+    args += [_fixed_text(k, v) for k, v in sorted(fixed.items())]
+    tuned = {w.name for w in windows}
+    defaults = Config(optimizer=settings.optimizer)
+    nxt = preset(settings.optimizer, settings.task, settings.budget)
+    for name in (*nxt.tuned, *(k for k, _ in nxt.fixed)):
+        if name not in tuned and name not in fixed and name != leave_out:
+            value = TORCH_DEFAULTS[settings.optimizer].get(name, getattr(defaults, name))
+            args.append(_fixed_text(name, value))
+    return args
+
+
+def _new_name(study_name: str, settings: StudySettings, args: Sequence[str], taken: Mapping[str, SearchSpace | None],
+              suffix: str = "next") -> str:
+    """``NAME-SUFFIX``, or the first ``NAME-SUFFIX-N`` that is free or holds this very search space."""
     try:  # what `adamtune tune --set ...` makes of the arguments (a test holds it to that)
         space: SearchSpace | None = with_overrides(preset(settings.optimizer, settings.task, settings.budget), args)
     except AdamtuneError:
         space = None
-    name, n = f"{study_name}-next", 2
+    name, n = f"{study_name}-{suffix}", 2
     while name in taken and (space is None or taken[name] != space):
-        name, n = f"{study_name}-next-{n}", n + 1
+        name, n = f"{study_name}-{suffix}-{n}", n + 1
     return name
 
 
@@ -307,9 +391,12 @@ def _continue_command(settings: StudySettings, study_name: str, storage: str | N
 
 
 def _command(settings: StudySettings, study_name: str | None, storage: str | None, args: Sequence[str]) -> str | None:
-    """The ``adamtune tune`` line of the next study, ``study_name`` its name."""
+    """The ``adamtune tune`` line of a new study, ``study_name`` its name, with the study's
+    sampler, pruner and seed where they are not the defaults."""
     if settings.workload is None:
         return None
+    options = [w for flag, attr, default in _DEFAULT_OPTIONS if getattr(settings, attr) != default
+               for w in (flag, str(getattr(settings, attr)))]
     return command_line("tune", "--workload", settings.workload, "--optimizer", settings.optimizer,
-                        "--task", settings.task, "--budget", str(settings.budget), storage=storage,
+                        "--task", settings.task, "--budget", str(settings.budget), *options, storage=storage,
                         study=study_name or None, then=[w for a in args for w in ("--set", a)])

@@ -12,22 +12,36 @@ from pathlib import Path
 from rich.console import Console
 from rich.text import Text
 
-from adamtune.analysis import StudyAnalysis, analyze
+from adamtune.analysis import Finding, StudyAnalysis, analyze
 from adamtune.results import TuneResult
 
 _MARK = {"warning": ("!", "bold yellow"), "info": ("·", "cyan")}
 
 
-CONTINUE_NOTE = ("the windows hold: more trials of this study try new points of the same search; add "
-                 "--sampler tpe to exploit what it found")
-TOO_FEW_NOTE = ("too few trials to say whether to move the windows: more trials of this study try new points of "
-                "the same search")
 # The word before a finding's ``--set`` suggestion, by kind (the report shows it with the finding's action).
 SUGGESTION_LABELS = {"boundary": "widen", "decay_timescale": "test", "clip": "clip"}
+IN_NEXT_NOTE = "the Next search sets it"
+
+
+def suggestion_label(f: Finding) -> str:
+    """The words before a finding's suggestion: ``"widen"``; ``"test in a new study"`` where it
+    comes with a study of its own (the terminal and the report say the same)."""
+    label = SUGGESTION_LABELS[f.kind]
+    return f"{label} in a new study" if f.new_study is not None and not f.new_study.in_next else label
+
+
+def suggestion_text(f: Finding) -> str:
+    """What follows the label: the new study's command (its ``--set`` arguments when the workload
+    cannot be named on the command line), else the suggestion itself."""
+    new = f.new_study
+    if new is None or new.in_next:
+        return " ".join(f.suggestion)
+    return new.command or " ".join(f"--set {a}" for a in new.set_arguments)
 
 
 def findings_lines(analysis: StudyAnalysis) -> list[Text]:
-    """One line per finding (with its ``--set`` suggestion), then the next search command.
+    """One line per finding (with its ``--set`` suggestion, or the new study that tries it),
+    then the next search command.
 
     Warnings come first; when there are none, a line says so.
     """
@@ -41,14 +55,13 @@ def findings_lines(analysis: StudyAnalysis) -> list[Text]:
         mark, style = _MARK[f.severity]
         lines.append(Text.assemble((f"  {mark} ", style), f.title))
         if f.suggestion and f.kind in SUGGESTION_LABELS:
-            lines.append(Text.assemble(f"      → {SUGGESTION_LABELS[f.kind]}: ", (" ".join(f.suggestion), "bold")))
+            after = f" ({IN_NEXT_NOTE})" if f.new_study is not None and f.new_study.in_next else ""
+            lines.append(Text.assemble(f"      → {suggestion_label(f)}: ", (suggestion_text(f), "bold"), after))
     ns = analysis.next_space
     if ns.changed:
         lines.append(Text.assemble(("Next search: ", "bold"), ns.command or " ".join(f"--set {a}" for a in ns.set_arguments)))
     elif ns.continues and ns.command:
-        # with too few trials to judge, nothing was checked: no claim that the windows hold
-        note = TOO_FEW_NOTE if analysis.too_few_to_judge else CONTINUE_NOTE
-        lines.append(Text.assemble(("Next: ", "bold"), ns.command, f"  ({note})"))
+        lines.append(Text.assemble(("Next: ", "bold"), ns.command, f"  ({analysis.keep_text})"))
     return lines
 
 

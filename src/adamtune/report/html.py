@@ -16,6 +16,7 @@ from adamtune.analysis import Finding, StudyAnalysis, analyze, window_text
 from adamtune.config import Config
 from adamtune.errors import AdamtuneError
 from adamtune.report import plots
+from adamtune.report.findings import IN_NEXT_NOTE, SUGGESTION_LABELS, suggestion_label
 from adamtune.report.terminal import best_snippet, best_step_note, fmt, noise_note
 from adamtune.storage import SQLITE_MAGIC, sqlite_path
 from adamtune.results import TuneResult, fixed_description, tuned_description
@@ -255,9 +256,21 @@ show what happened to the trials that ran.</p></section>"""
 </section>"""
 
 
-def _finding(f: Finding) -> str:
+def _finding(a: StudyAnalysis, f: Finding) -> str:
     icon = "!" if f.severity == "warning" else "i"
     suggestion = "".join(f"<code>{e(x)}</code>" for x in f.suggestion)
+    new = f.new_study
+    if new is not None and not new.in_next:  # a study of its own, in the terminal's words
+        command = (_command_html(new.command) if new.command is not None
+                   else e(_python_call(a, new.study, new.set_arguments)))
+        suggest = (f'<p class="suggest"><b>→ {e(suggestion_label(f))}:</b></p>'
+                   f'<pre><code>{command}</code></pre>')
+    elif suggestion:
+        label = f"<b>→ {e(suggestion_label(f))}:</b> " if f.kind in SUGGESTION_LABELS else ""
+        after = f" ({e(IN_NEXT_NOTE)})" if new is not None else ""
+        suggest = f'<p class="suggest">{label}{suggestion}{after}</p>'
+    else:
+        suggest = ""
     return f"""
 <div class="finding {e(f.severity)} kind-{e(f.kind)}">
   <div class="icon">{icon}</div>
@@ -265,24 +278,44 @@ def _finding(f: Finding) -> str:
     <h3>{e(f.title)}</h3>
     <p>{e(f.detail)}</p>
     <p class="action"><b>What to do:</b> {e(f.action)}</p>
-    {f'<p class="suggest">{suggestion}</p>' if suggestion else ''}
+    {suggest}
   </div>
 </div>"""
 
 
 def _findings(a: StudyAnalysis) -> str:
-    body = "".join(_finding(f) for f in a.findings)
+    body = "".join(_finding(a, f) for f in a.findings)
     if a.too_few_to_judge:
         title = "No trial completed" if a.completed == 0 else "Too few completed trials to judge the search windows"
         body = f"""
 <div class="finding"><div class="icon">i</div><div><h3>{title}</h3>
 <p>{e(a.too_few_text)}</p></div></div>""" + body
     elif not a.warnings:
-        body = """
-<div class="finding ok"><div class="icon">✓</div><div><h3>Nothing to fix</h3>
+        tries = any(f.new_study is not None and not f.new_study.in_next for f in a.findings)
+        # No "nothing to fix" above a change to try: the notes below give one.
+        title, more = (("No warnings", " The notes below each give a change to try, in a new study of its own.")
+                       if tries else ("Nothing to fix", ""))
+        body = f"""
+<div class="finding ok"><div class="icon">✓</div><div><h3>{title}</h3>
 <p>The best trials sit inside every search window, no instability limits them, and their training
-curves show no overfitting, late variance or unfinished training.</p></div></div>""" + body
+curves show no overfitting, late variance or unfinished training.{more}</p></div></div>""" + body
     return f'<section id="findings"><h2>Findings</h2>{body}</section>'
+
+
+def _command_html(command: str) -> str:
+    """A shell command for a ``<pre>``, escaped: it wraps between words only, never inside one
+    (``--study w16-next-max_grad_norm`` broke at its hyphen); copied, it is the command as it is."""
+    return " ".join(f'<span class="w">{e(word)}</span>' for word in command.split(" "))
+
+
+def _python_call(a: StudyAnalysis, study: str | None, set_arguments: tuple[str, ...], continues: bool = False) -> str:
+    """The ``adamtune.tune(...)`` call of a study whose workload was a Python object (no command line)."""
+    first = "workload" if a.result.settings.workload_info else "objective"
+    budget = a.result.settings.budget
+    if continues:
+        return f"adamtune.tune({first}, study={study!r}, budget={2 * budget})"
+    return (f"adamtune.tune({first}, study={study!r}, budget={budget},\n"
+            f"              space={list(set_arguments)!r})")
 
 
 def _next(a: StudyAnalysis) -> str:
@@ -295,22 +328,15 @@ def _next(a: StudyAnalysis) -> str:
         f'<td><span class="change {e(d.change)}">{e(d.change)}</span></td><td class="note">{e(d.reason)}</td></tr>'
         for d in ns.dimensions
     )
-    if ns.command is not None:
-        command = ns.command
-    else:  # the workload was a Python object: show the Python call
-        name = ns.study
-        first = "workload" if a.result.settings.workload_info else "objective"
-        if ns.continues:
-            command = f"adamtune.tune({first}, study={name!r}, budget={2 * a.result.settings.budget})"
-        else:
-            command = (f"adamtune.tune({first}, study={name!r}, budget={a.result.settings.budget},\n"
-                       f"              space={list(ns.set_arguments)!r})")
+    # a workload passed as a Python object has no command line: the Python call
+    command = (_command_html(ns.command) if ns.command is not None
+               else e(_python_call(a, ns.study, ns.set_arguments, ns.continues)))
     return f"""
 <section id="next" class="card">
   <h2>Next search space</h2>
   <p class="lead">{e(_next_lead(a))}</p>
   <table class="next">{rows}</table>
-  <pre><code>{e(command)}</code></pre>
+  <pre><code>{command}</code></pre>
 </section>"""
 
 
@@ -325,9 +351,13 @@ def _next_lead(a: StudyAnalysis) -> str:
         if ns.below_failed is not None:
             lead += f" The lr window stops below {ns.below_failed:.3g}: every trial from there up failed."
         return lead
-    return ("Keep the windows: the study gives no reason to move them yet. A new study of the same space and "
-            "seed would run the very same trials again, so this continues the study instead: more trials try "
-            "new points of the same search (add --sampler tpe to exploit what it found).")
+    keep = a.keep_text  # the terminal's words
+    lead = (f"{keep[0].upper()}{keep[1:]}. A new study of the same space and seed would run the very same trials "
+            "again, so this continues the study.")
+    if a.warnings or any(f.new_study is not None for f in a.findings):
+        lead += (" What the findings advise besides is not in this command; a change they give to try has a "
+                 "command of its own.")
+    return lead
 
 
 def _importance(a: StudyAnalysis) -> str:
@@ -501,6 +531,8 @@ pre { background:#0f172a; color:#e2e8f0; padding:14px 16px; border-radius:10px; 
 .finding .action { color:#374151; }
 .finding code, .suggest code { background:#111827; color:#fde68a; padding:3px 8px; border-radius:6px;
                                font:12.5px ui-monospace,Menlo,Consolas,monospace; margin-right:6px; }
+.finding pre code { padding:0; margin:0; }
+pre .w { white-space:pre; }
 .two { display:grid; grid-template-columns:3fr 2fr; gap:18px; align-items:start; }
 .next th { text-align:left; padding:6px 6px 6px 0; }
 .next td { padding:6px; font-variant-numeric:tabular-nums; white-space:nowrap; }
