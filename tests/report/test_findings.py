@@ -237,3 +237,18 @@ def test_failed_trials_at_the_largest_lrs_are_a_finding_a_plot_mark_and_a_lower_
     assert f"from lr {min(failed):.3g} up failed: below it" in lr.reason
     assert lr.set_argument in analysis.next_space.set_arguments and html.escape(lr.reason) in page
     assert f"The lr window stops below {min(failed):.3g}: every trial from there up failed." in page
+
+
+def test_a_change_the_next_search_makes_already_says_so_instead_of_a_study_of_its_own(hostile_analysis):
+    """A fixed max_grad_norm that clipped too often: the next search replaces it (tests/analysis/test_next.py)."""
+    import dataclasses
+
+    from adamtune.analysis import ChangeStudy
+    from adamtune.report.html import render_html
+
+    (f,) = hostile_analysis.of_kind("clip")
+    replaced = dataclasses.replace(f, new_study=ChangeStudy(f.suggestion[0].removeprefix("--set "), in_next=True))
+    analysis = dataclasses.replace(hostile_analysis, findings=(replaced,))
+    assert f"      → clip: {f.suggestion[0]} (the Next search sets it)" in plain(analysis).splitlines()
+    assert (f'<p class="suggest"><b>→ clip:</b> <code>{f.suggestion[0]}</code> (the Next search sets it)</p>'
+            in render_html(analysis))
