@@ -48,6 +48,20 @@ def first_line(e: BaseException) -> str:
     return text.splitlines()[0] if text else type(e).__name__
 
 
+def name_problem(name: object) -> str | None:
+    """What a study name must be and ``name`` is not (``must be ..., got ...``), or None.
+
+    A Workload's name is its default study name, so both are held to this one rule: a name
+    that is not a string cannot be read back from a study's settings, and an empty one or one
+    holding a newline or another control character breaks every table and line that shows it.
+    """
+    if not isinstance(name, str) or not name.strip():
+        return f"must be a non-empty string, got {name!r}"
+    if not name.isprintable():
+        return f"must be printable (no newline, tab or other control character), got {name!r}"
+    return None
+
+
 _WHOLE = re.compile(r"\s*[+-]?[0-9]+\s*")
 
 

@@ -32,7 +32,9 @@ from adamtune.config import Config
 from adamtune.engine import Outcome, data_seed, infeasible, init_seed, train_trial
 from adamtune.engine.batched import NotBatchable, member_bytes, members_per_chunk, train_members, why_not_batchable
 from adamtune.engine.monitor import summarize_norms
-from adamtune.errors import OutputClosed, SpaceError, StudyError, Terminated, WorkloadError, first_line, whole_number
+from adamtune.errors import (
+    OutputClosed, SpaceError, StudyError, Terminated, WorkloadError, first_line, name_problem, whole_number,
+)
 from adamtune.heartbeat import GRACE_S, Heartbeat, end_lost, lost_text, this_process
 from adamtune.quiet import quiet_optuna
 from adamtune.results import (
@@ -519,11 +521,9 @@ def open_study(
         _check_objective(objective_fn)
 
     name = study
-    if name is not None and (not isinstance(name, str) or not name.strip()):
-        raise StudyError(f"study name must be a non-empty string, got {name!r}")
-    if name is not None and not name.isprintable():
-        raise StudyError(f"study name must be printable (no newline, tab or other control character), got {name!r}")
-    if name is None:
+    if name is not None and (wrong := name_problem(name)) is not None:
+        raise StudyError(f"study name {wrong}")
+    if name is None:  # a Workload's name was held to the same rule when it was made
         if workload is not None:
             name = workload.name
         elif objective_fn is not None:

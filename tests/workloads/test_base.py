@@ -35,10 +35,27 @@ def _workload(**kw):
     (dict(metrics={"accuracy": 0.5}), r"workload 'w': metrics must map names to functions metric\(output, target\), "
                                       r"got 'accuracy': float"),
     (dict(loss="cross_entropy"), r"workload 'w': loss must be a function loss\(output, target\), got str"),
+    # the default study name: held to --study's rule, or a study no command could read again was made
+    (dict(name=None), r"workload name must be a non-empty string, got None$"),
+    (dict(name=7), r"workload name must be a non-empty string, got 7$"),
+    (dict(name=""), r"workload name must be a non-empty string, got ''$"),
+    (dict(name=" "), r"workload name must be a non-empty string, got ' '$"),
+    (dict(name="[bold]x\n2"),
+     r"workload name must be printable \(no newline, tab or other control character\), got '\[bold\]x\\n2'$"),
 ])
 def test_a_common_mistake_is_refused_saying_what_must_hold(mistake, said):
     with pytest.raises(WorkloadError, match=f"^{said}"):
         _workload(**mistake)
+
+
+@pytest.mark.parametrize("name", [7, "", "a\tb"])
+def test_a_workload_name_is_held_to_the_rule_of_a_study_name(name, tmp_path):
+    with pytest.raises(WorkloadError) as made:
+        _workload(name=name)
+    with pytest.raises(adamtune.StudyError) as given:
+        adamtune.tune(lambda config, trial: 0.0, study=name, storage=f"sqlite:///{tmp_path / 's.db'}")
+    assert str(made.value).removeprefix("workload name ") == str(given.value).removeprefix("study name ")
+    assert not (tmp_path / "s.db").exists()
 
 
 def test_a_list_of_examples_is_still_a_dataset():

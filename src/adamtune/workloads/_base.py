@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, IterableDataset, default_collate
 
 from adamtune import guide
-from adamtune.errors import WorkloadError, first_line
+from adamtune.errors import WorkloadError, first_line, name_problem
 
 Data = Union[tuple[Tensor, Tensor], Dataset]
 MetricFn = Callable[[Tensor, Tensor], Tensor]
@@ -89,7 +89,8 @@ class Workload:
     """A model, its data, and how a trial is trained and judged.
 
     Attributes:
-        name: shown in tables; the default study name.
+        name: shown in tables; the default study name, so held to ``--study``'s rule: a
+            non-empty string with no newline, tab or other control character.
         model: builds a fresh model; called once per trial after the trial's seed is set,
             so the initial weights depend only on (study seed, trial number).
         train_data, valid_data: ``(inputs, targets)`` tensors or a ``torch.utils.data.Dataset``
@@ -132,6 +133,8 @@ class Workload:
     divergence_factor: float = 3.0
 
     def __post_init__(self) -> None:
+        if (wrong := name_problem(self.name)) is not None:  # the default study name: --study's rule
+            raise WorkloadError(f"workload name {wrong}")
         if isinstance(self.model, nn.Module):  # callable too: it would be called on no input
             raise WorkloadError(
                 f"workload {self.name!r}: model must be a function returning a new nn.Module for each trial "
