@@ -35,6 +35,19 @@ def _workload(**kw):
     (dict(metrics={"accuracy": 0.5}), r"workload 'w': metrics must map names to functions metric\(output, target\), "
                                       r"got 'accuracy': float"),
     (dict(loss="cross_entropy"), r"workload 'w': loss must be a function loss\(output, target\), got str"),
+    # a metric recorded as val_loss replaced the loss's own value: the study tuned the wrong number
+    (dict(metrics={"loss": adamtune.accuracy}),
+     r"workload 'w': no metric may be named 'loss': recorded as val_loss, it would replace the loss's own value; "
+     r"name it after what it measures$"),
+    (dict(metrics={"": adamtune.accuracy}),
+     r"workload 'w': a metric's name must be a non-empty printable string \(it is recorded as val_<name>\), got ''$"),
+    # maximising the loss pasted the worst lr
+    (dict(direction="maximize"),
+     r"workload 'w': objective 'val_loss' is a loss: direction must be 'minimize'; to maximise a metric, name it: "
+     r"objective='val_accuracy'$"),
+    (dict(direction="maximize", metrics={}),
+     r"workload 'w': objective 'val_loss' is a loss: direction must be 'minimize'; to maximise a metric, add it and "
+     r"name it: metrics=\{'accuracy': adamtune.accuracy\}, objective='val_accuracy'$"),
     # the default study name: held to --study's rule, or a study no command could read again was made
     (dict(name=None), r"workload name must be a non-empty string, got None$"),
     (dict(name=7), r"workload name must be a non-empty string, got 7$"),
@@ -46,6 +59,12 @@ def _workload(**kw):
 def test_a_common_mistake_is_refused_saying_what_must_hold(mistake, said):
     with pytest.raises(WorkloadError, match=f"^{said}"):
         _workload(**mistake)
+
+
+def test_a_workload_names_and_metric_names_other_than_those_are_taken():
+    w = _workload(name="my net [v2] / ü", metrics={"loss2": adamtune.cross_entropy, "top-1": adamtune.accuracy},
+                  objective="val_top-1", direction="maximize")
+    assert w.metric_names == ("val_loss", "val_loss2", "val_top-1")
 
 
 @pytest.mark.parametrize("name", [7, "", "a\tb"])

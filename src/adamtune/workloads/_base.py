@@ -102,8 +102,9 @@ class Workload:
             recorded as ``val_<name>`` at every evaluation. Like ``loss``, a mean over the
             examples: the validation data is evaluated in chunks and the chunks' values are
             averaged by their sizes. A metric returns a one-value tensor or a Python number.
+            No metric is named ``"loss"`` (its ``val_loss`` would replace the loss's own).
         objective: the metric the study optimises: ``"val_loss"`` or ``"val_<name>"``.
-        direction: ``"minimize"`` or ``"maximize"``.
+        direction: ``"minimize"`` or ``"maximize"``; ``"minimize"`` for ``val_loss``, a loss.
         steps, batch_size, eval_every: training length, minibatch size, evaluation interval.
         eval_batch_size: validation examples per evaluation call of one model; K batched
             members share a call, each seeing ``eval_batch_size / K``.
@@ -152,6 +153,12 @@ class Workload:
             if not isinstance(key, str) or not callable(fn):
                 raise WorkloadError(f"workload {self.name!r}: metrics must map names to functions "
                                     f"metric(output, target), got {key!r}: {type(fn).__name__}")
+            if not key.strip() or not key.isprintable():
+                raise WorkloadError(f"workload {self.name!r}: a metric's name must be a non-empty printable string "
+                                    f"(it is recorded as val_<name>), got {key!r}")
+            if key == "loss":  # the evaluation would record it as val_loss, over the loss's own value
+                raise WorkloadError(f"workload {self.name!r}: no metric may be named 'loss': recorded as val_loss, "
+                                    "it would replace the loss's own value; name it after what it measures")
         for attr in ("steps", "batch_size", "eval_every", "eval_batch_size"):
             v = getattr(self, attr)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -164,6 +171,12 @@ class Workload:
             raise WorkloadError(
                 f"workload {self.name!r}: objective must be one of {', '.join(self.metric_names)}, got {self.objective!r}"
             )
+        if self.objective == "val_loss" and self.direction != "minimize":
+            metric = next(iter(self.metrics), None)
+            how = (f"name it: objective='val_{metric}'" if metric is not None
+                   else "add it and name it: metrics={'accuracy': adamtune.accuracy}, objective='val_accuracy'")
+            raise WorkloadError(f"workload {self.name!r}: objective 'val_loss' is a loss: direction must be "
+                                f"'minimize'; to maximise a metric, {how}")
         if not self.divergence_factor > 1:
             raise WorkloadError(f"workload {self.name!r}: divergence_factor must be > 1, got {self.divergence_factor}")
         for data, which in ((self.train_data, "train_data"), (self.valid_data, "valid_data")):
