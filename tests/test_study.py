@@ -355,14 +355,16 @@ def test_an_on_trial_callback_that_raises_in_a_batch_stops_the_study_as_alone(st
     assert sum(not t.interrupted for t in r.trials) == 6 and r.count(TrialState.FAILED) == len(cut)
 
 
-def _counting_factory():
-    """A fresh factory (its first use checked anew) that raises on its second call only."""
+def _counting_factory(*failing: int):
+    """A fresh factory (its first use checked anew) that raises on its second call only, or on
+    the calls ``failing`` names (1 = the first)."""
     calls = []
 
     def model():
         calls.append(1)
-        if len(calls) == 2:
-            raise ValueError("the factory broke on its second call")
+        if len(calls) in (failing or (2,)):
+            raise ValueError("the factory broke on its second call" if not failing
+                             else f"the factory broke on call {len(calls)}")
         return nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 3))
     return model, calls
 
@@ -399,12 +401,15 @@ def test_the_check_that_a_factory_builds_anew_fails_no_trial_a_single_call_build
 
 
 def test_a_factory_raising_in_the_check_fails_that_trial_as_its_own_error(storage, tiny_file):
-    model, _ = _counting_factory()
+    # calls 1-2: the first build, before the study is made, whose check's call raises: nothing is
+    # refused, the factory is checked again in trial 0 (calls 3-4), whose check's call raises too
+    model, calls = _counting_factory(2, 4)
     w = dataclasses.replace(load_workload(f"{tiny_file}:tiny"), model=model)
     r = adamtune.tune(w, budget=2, batch=1, storage=storage, pruner="none")
     assert [t.state for t in r.trials] == [TrialState.FAILED, TrialState.COMPLETE]
     assert not r.trials[0].interrupted  # counted as its failure, not cut short as a broken workload
-    assert r.trials[0].error.strip().splitlines()[-1] == "ValueError: the factory broke on its second call"
+    assert r.trials[0].error.strip().splitlines()[-1] == "ValueError: the factory broke on call 4"
+    assert len(calls) == 6  # trial 1 checked it (calls 5-6); checked once, it is called once per trial
 
 
 def test_reproducible_on_fresh_storages(tmp_path, tiny_ref):
@@ -1012,3 +1017,13 @@ def test_a_study_found_before_its_maker_stored_its_settings_is_read_again(storag
             adamtune.tune(tiny_ref, optimizer="adam", storage=storage, study="s")
     finally:
         late.join()
+
+
+@pytest.mark.parametrize("batch", [1, "auto"], ids=["sequential", "batched"])
+def test_a_model_factory_returning_no_module_is_refused_before_the_study_is_made(tmp_path, tiny_file, batch):
+    """Its trials failed one by one on 'int' object has no attribute 'to', using up the budget."""
+    w = dataclasses.replace(load_workload(f"{tiny_file}:tiny"), model=lambda: 5)
+    with pytest.raises(adamtune.WorkloadError) as e:
+        adamtune.tune(w, budget=4, batch=batch, storage=f"sqlite:///{tmp_path / 's.db'}")
+    assert str(e.value) == "workload 'tiny': model() must return an nn.Module, a new network for each trial, got int 5"
+    assert not (tmp_path / "s.db").exists()

@@ -24,6 +24,7 @@ from typing import Any, Union
 import numpy
 import optuna
 import torch
+from torch import nn
 
 import adamtune.storage
 from adamtune import guide
@@ -53,7 +54,7 @@ from adamtune.trials import (
     Curve, TrialRecord, TrialState, ranked, state_of, this_worker, trials_text,
 )
 from adamtune.workloads import Workload, describe, load_workload
-from adamtune.workloads._base import ModelReused
+from adamtune.workloads._base import FactoryError
 
 # Reading a study moved to results.py; these names are still found here, where they were.
 __all__ = ["StudySettings", "Trial", "TrialPruned", "TuneResult", "list_studies", "load", "tune", "tuned_description"]
@@ -556,7 +557,6 @@ def open_study(
                 and not _same_ref(stored.workload, workload_ref):
             raise StudyError(f"study {name!r} tunes workload {stored.workload!r}, not {workload_ref!r}; use a new "
                              "--study name")
-        check_max_memory(max_memory, wanted_batch, workload, dev)
 
         # What is wrong in itself is said before what differs from the stored study.
         if optimizer is not None:
@@ -606,6 +606,10 @@ def open_study(
         info = describe(workload) if workload is not None else {}
         if stored is not None:
             _check_continues(name, stored, metric, the_direction, info)
+        # The first build of the model, after every quicker check: a factory wrong for every trial
+        # is refused before anything is stored (it failed each trial, using up the budget).
+        model = first_build(workload) if workload is not None else None
+        check_max_memory(max_memory, wanted_batch, model, workload, dev)
 
         # Trials whose worker was killed outright end as cut short, so they no longer use up the budget.
         lost = end_lost(existing) if existing is not None else []
@@ -869,16 +873,38 @@ def parse_batch(batch: int | str, max_memory: int | None = None) -> int | None:
     return wanted
 
 
-def check_max_memory(max_memory: int | None, wanted: int | None, workload: Workload | None, device: str) -> None:
+def first_build(workload: Workload) -> nn.Module | None:
+    """``workload``'s model, built once before its study is made, from a copy of the random state
+    (what a batch plan and the trials build later is built as it would have been), so that a
+    factory wrong for every trial is refused before anything is stored: one returning no
+    ``nn.Module`` (its trials failed one by one on it and used up the budget), or one module
+    twice. None where building raised: a broken model is each trial's failure to record.
+
+    Raises:
+        FactoryError: as :meth:`Workload.build_model`.
+    """
+    try:
+        with torch.random.fork_rng(devices=[]):
+            return workload.build_model()
+    except FactoryError:
+        raise
+    except (Exception, SystemExit):  # noqa: BLE001 - the user's code failing: each trial records it
+        return None
+
+
+def check_max_memory(max_memory: int | None, wanted: int | None, model: nn.Module | None, workload: Workload | None,
+                     device: str) -> None:
     """Refuse a --max-memory that not even one member of a stack fits in (before the study is made).
+
+    Args:
+        model: one built from ``workload`` (:func:`first_build`), or None where that failed.
 
     Raises:
         StudyError: ``max_memory`` is below what one member of the workload takes.
     """
-    if max_memory is None or wanted == 1 or workload is None:
+    if max_memory is None or wanted == 1 or workload is None or model is None:
         return
     try:
-        model = workload.build_model()
         if why_not_batchable(model):  # trained one at a time anyway: no stack to fit
             return
         one = member_bytes(workload, device, model)
@@ -909,7 +935,7 @@ def resolve_batch(wanted: int | None, workload: Workload | None, sampler: str, r
         reason = why_not_batchable(model)
         what = "running the model and loss on a minibatch"  # members_per_chunk measures its activations
         fits = members_per_chunk(workload, device, max_memory, model)
-    except ModelReused:  # the workload itself is wrong: said once, before any trial
+    except FactoryError:  # the workload itself is wrong: said once, before any trial
         raise
     except (Exception, SystemExit) as e:
         notice(f"training trials one at a time: {what} to plan a batch failed ({type(e).__name__}: {first_line(e)})")
@@ -1081,7 +1107,7 @@ class _Runner:
         except KeyboardInterrupt as e:
             self._end_unrun([trial], e)  # a storage error while ending it must not hide the Ctrl-C
             raise
-        except ModelReused:  # the workload itself is wrong: every trial would be; not counted, stop now
+        except FactoryError:  # the workload itself is wrong: every trial would be; not counted, stop now
             self._fail(trial, traceback.format_exc(), count=False)
             raise
         except (Exception, SystemExit) as e:  # the user's code failed, or called sys.exit(): the trial failed
@@ -1141,7 +1167,7 @@ class _Runner:
         except KeyboardInterrupt as e:
             self._fail_untold(trials, told, _cut_short(e), count=False)
             raise
-        except ModelReused:
+        except FactoryError:
             self._fail_untold(trials, told, traceback.format_exc(), count=False)
             raise
         except (Exception, SystemExit) as e:  # the user's code failed, or called sys.exit()

@@ -77,6 +77,16 @@ def test_a_workload_name_is_held_to_the_rule_of_a_study_name(name, tmp_path):
     assert not (tmp_path / "s.db").exists()
 
 
+@pytest.mark.parametrize("made", [lambda: 5, lambda: None, lambda: [nn.Linear(4, 2)]], ids=["int", "None", "list"])
+def test_a_model_factory_returning_no_module_is_refused_at_its_first_build(made):
+    from adamtune.workloads._base import FactoryError
+
+    w = _workload(model=made)
+    with pytest.raises(FactoryError, match=r"^workload 'w': model\(\) must return an nn.Module, a new network for each "
+                                           r"trial, got \w+ "):
+        w.build_model()
+
+
 def test_a_list_of_examples_is_still_a_dataset():
     x, y = _data()
     w = _workload(train_data=list(zip(x, y)))

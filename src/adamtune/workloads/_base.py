@@ -6,6 +6,7 @@ import contextlib
 import copy
 import dataclasses
 import numbers
+import reprlib
 import weakref
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Union
@@ -45,8 +46,17 @@ def cross_entropy(output: Tensor, target: Tensor) -> Tensor:
     return F.cross_entropy(output.reshape(-1, output.shape[-1]), target.reshape(-1))
 
 
-class ModelReused(WorkloadError):
+class FactoryError(WorkloadError):
+    """``model()`` breaks what every trial needs: the workload itself is wrong, said once
+    (not a failure of the trial that found it)."""
+
+
+class ModelReused(FactoryError):
     """``model()`` handed out a module it had handed out before."""
+
+
+class NotAModule(FactoryError):
+    """``model()`` returned something other than an ``nn.Module``."""
 
 
 # every module model() built that is still alive: one seen again was handed out twice
@@ -210,12 +220,17 @@ class Workload:
         random state, from the random state the first call started from, so the model returned
         is the one a single call makes), which catches such a factory before its first trial
         trains.
+
+        Raises:
+            FactoryError: ``model()`` returned no ``nn.Module`` (NotAModule) or a module it had
+                returned before (ModelReused): the workload is wrong for every trial.
         """
         check = not _checked(self.model)
         drawn_from = torch.random.get_rng_state() if check else None
         model = self.model()
         if not isinstance(model, nn.Module):
-            return model
+            raise NotAModule(f"workload {self.name!r}: model() must return an nn.Module, a new network for each "
+                             f"trial, got {type(model).__name__} {reprlib.repr(model)}")
         reused = model in _BUILT
         if not reused and check:
             # The check's call draws the random numbers the first call drew, so a factory that
