@@ -2,6 +2,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import sqlite3
 
 import optuna
@@ -1017,6 +1018,47 @@ def test_a_study_found_before_its_maker_stored_its_settings_is_read_again(storag
             adamtune.tune(tiny_ref, optimizer="adam", storage=storage, study="s")
     finally:
         late.join()
+
+
+def _accuracy_or_nan(output, target):
+    """A metric with a bug of its own: NaN wherever the accuracy is below 0.6, however well training goes."""
+    a = adamtune.accuracy(output, target)
+    return torch.where(a >= 0.6, a, torch.full_like(a, float("nan")))
+
+
+def test_an_objective_metric_nan_while_the_loss_is_finite_fails_its_trial_not_diverged_in_both_engines(tmp_path,
+                                                                                                     tiny_file):
+    """Taken for divergence, a metric's NaN had the findings say 'lr window too high' and move lr
+    down by decades. It fails that trial alone, naming the metric; batched, that member alone."""
+    w = dataclasses.replace(load_workload(f"{tiny_file}:tiny"), name="nan-metric", objective="val_accuracy",
+                            direction="maximize", metrics={"accuracy": _accuracy_or_nan})
+    runs = {k: adamtune.tune(w, budget=8, batch=k, storage=f"sqlite:///{tmp_path / f'k{k}.db'}", pruner="none",
+                             space=["lr=1e-4:1e0"], max_consecutive_failures=None, notice=lambda m: None)
+            for k in (1, 8)}
+    alone, batched = runs[1].trials, runs[8].trials
+    assert [t.state for t in batched] == [t.state for t in alone]
+    assert {t.state for t in alone} == {TrialState.FAILED, TrialState.COMPLETE}  # some members' metric, not all
+    assert {t.engine for t in batched} == {"batched (K=8)"}  # no member trained again one at a time
+    for t in (t for r in runs.values() for t in r.trials if t.state == TrialState.FAILED):
+        assert not t.interrupted  # counted: the user's code is at fault
+        assert re.fullmatch(r"WorkloadError: the objective's metric 'accuracy' returned nan at step \d+ while the "
+                            r"loss was finite \(val_loss [\d.]+\): check the metric", t.error.strip()), t.error
+        assert all(math.isfinite(v) for v in t.curve.metrics["train_loss"])  # its curve is kept
+    stability = adamtune.analysis.stability(runs[8])
+    assert stability.diverged == () and not adamtune.analysis.stability_findings(stability)
+
+
+def test_an_objective_metric_nan_for_every_member_stops_at_the_failures_in_a_row(storage, tiny_file):
+    w = dataclasses.replace(load_workload(f"{tiny_file}:tiny"), objective="val_accuracy", direction="maximize",
+                            metrics={"accuracy": lambda output, target: torch.tensor(float("nan"))})
+    with pytest.raises(StudyError) as e:
+        adamtune.tune(w, budget=5, batch=5, storage=storage, notice=lambda m: None)
+    assert str(e.value).startswith("3 trials in a row failed; stopping. Last error: WorkloadError: the objective's "
+                                   "metric 'accuracy' returned nan at step 10 while the loss was finite (val_loss ")
+    trials = adamtune.load("tiny", storage).trials
+    # the members past the third end cut short, not counted: a rerun once the metric is fixed runs them
+    assert [(t.state, t.interrupted) for t in trials] == [(TrialState.FAILED, False)] * 3 + [
+        (TrialState.FAILED, True)] * 2
 
 
 @pytest.mark.parametrize("batch", [1, "auto"], ids=["sequential", "batched"])

@@ -807,7 +807,8 @@ def tune(
 
 def _tell_many(study: optuna.Study, done: Sequence[tuple[optuna.trial.Trial, Outcome]]) -> list[int]:
     """Store each trial's outcome: its curve, gradient norms and adamtune state as user
-    attributes, and its state and value in Optuna (pruned, or complete with its value).
+    attributes, and its state and value in Optuna (pruned, failed with its error as its
+    traceback, or complete with its value).
     Returns the numbers of those another worker had ended meanwhile (not stored)."""
     told = []
     for trial, outcome in done:
@@ -818,7 +819,10 @@ def _tell_many(study: optuna.Study, done: Sequence[tuple[optuna.trial.Trial, Out
             attrs[ATTR_STATE] = TrialState.DIVERGED.value
             if outcome.diverged_at is not None:
                 attrs[ATTR_DIVERGED_AT] = outcome.diverged_at
-        if outcome.status == "pruned":
+        if outcome.status == "failed":
+            attrs[ATTR_TRACEBACK] = outcome.error or "unknown"
+            told.append((trial, None, optuna.trial.TrialState.FAIL, attrs))
+        elif outcome.status == "pruned":
             told.append((trial, None, optuna.trial.TrialState.PRUNED, attrs))
         else:
             told.append((trial, outcome.value, None, attrs))
@@ -1243,17 +1247,45 @@ class _Runner:
         self._done_many([(trial, outcome)])
 
     def _done_many(self, done: Sequence[tuple[optuna.trial.Trial, Outcome]]) -> None:
-        trials = [trial for trial, _ in done]
+        """Store ``done``, in their order. A failed outcome (trained, but the user's code at fault:
+        an objective metric's NaN) counts as a failure of the user's code; once
+        ``max_failures`` in a row are reached, the study stops, and the failed members told
+        with them past that end cut short, not counted, as the members of a batch trained again
+        one at a time would (a rerun runs them again, once the code is fixed)."""
+        told, spare = [], []
+        run, stop = self.failures, 0  # stop: the failures in a row that stop the study, once reached
+        for trial, outcome in done:
+            if outcome.status != "failed":
+                run = 0
+            elif stop:
+                spare.append((trial, outcome))
+                continue
+            else:
+                run += 1
+                stop = run if self.max_failures is not None and run >= self.max_failures else 0
+            told.append((trial, outcome))
+        trials = [trial for trial, _ in told]
         try:
-            gone = _tell_many(self.study, done)
+            gone = _tell_many(self.study, told)
         except BaseException:
             with contextlib.suppress(Exception):  # those stored before the error are still shown
                 self._notify(trials, only_finished=True)
             raise
-        self.failures = 0
-        self.ended += len(trials) - len(gone)
+        for trial, outcome in told:
+            if trial.number in gone:
+                continue
+            if outcome.status == "failed":
+                self.failures += 1
+                self.last_error = _error_line(outcome.error or "")
+            else:
+                self.failures = 0
+                self.ended += 1
         self._ended_elsewhere(gone)
         self._notify([t for t in trials if t.number not in gone])
+        if stop:
+            for trial, outcome in spare:
+                self._fail(trial, outcome.error or "unknown", count=False)
+            raise self.failed(f"{stop} trials in a row failed; stopping")
 
     def _ended_elsewhere(self, numbers: Sequence[int]) -> None:
         self.uncounted += len(numbers)

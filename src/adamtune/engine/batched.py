@@ -25,7 +25,7 @@ from torch.func import functional_call, stack_module_state
 
 from adamtune.config import Config, lr_multiplier
 from adamtune.errors import WorkloadError, first_line
-from adamtune.engine.evaluate import evaluate
+from adamtune.engine.evaluate import evaluate, metric_fault
 from adamtune.engine.monitor import CurveLog, DivergenceMonitor, GradNormLog
 from adamtune.engine.outcome import Outcome
 from adamtune.engine.sequential import better, infeasible, prunes
@@ -434,11 +434,12 @@ def train_members(
 
     finished: list[tuple[int, Outcome]] = []  # since the last hand-over to on_done
 
-    def finish(row: int, status: str, value: float, steps: int, diverged_at: int | None = None) -> None:
+    def finish(row: int, status: str, value: float, steps: int, diverged_at: int | None = None,
+               error: str | None = None) -> None:
         i = members[row]
         # A member that diverged mid-interval stepped on with the others: its norms end at its step.
         out = Outcome(status, value, steps, curve.member(row),
-                      norms.summary(row, configs[i].max_grad_norm, steps), diverged_at)
+                      norms.summary(row, configs[i].max_grad_norm, steps), diverged_at, error)
         outcomes[i] = out
         finished.append((i, out))
 
@@ -472,6 +473,7 @@ def train_members(
         except Exception as e:
             _not_batchable_or_raise(e, runner, base, workload, device, evaluation=True, step=step)
         values = metrics[workload.objective].tolist()
+        each = {name: v.tolist() for name, v in metrics.items()}
         # Members whose loss went non-finite mid-interval end without this evaluation, exactly
         # as the sequential engine stops at that step.
         for row in range(len(members)):
@@ -484,6 +486,11 @@ def train_members(
             i = members[row]
             if outcomes[i] is not None:
                 continue
+            if not diverged_rows[row]:  # a member's own metric at fault fails that member alone
+                fault = metric_fault(workload, {name: v[row] for name, v in each.items()}, step)
+                if fault is not None:
+                    finish(row, "failed", math.nan, step, error=fault)
+                    continue
             if diverged_rows[row] or not math.isfinite(values[row]):
                 finish(row, "diverged", infeasible(workload.direction), step, step)
                 continue

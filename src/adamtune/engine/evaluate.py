@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Mapping
 
 import torch
 from torch import Tensor
 
 from adamtune.engine.stacked import member_losses
+from adamtune.errors import WorkloadError
 from adamtune.workloads import Workload, eval_batches, one_value
 
 
@@ -46,3 +48,21 @@ def evaluate(forward: Callable[[Tensor], Tensor], workload: Workload, device: to
             totals[name] = totals[name] + v if name in totals else v
         n_total += n
     return {name: t / n_total for name, t in totals.items()}
+
+
+def metric_fault(workload: Workload, values: Mapping[str, float], step: int) -> str | None:
+    """Why one model's evaluation ``values`` at ``step`` fail its trial, as the last line of a
+    traceback reads: the objective is a metric that returned NaN/inf while the loss stayed
+    finite. The metric is at fault, not the training: taken for divergence, a metric NaN for
+    every model had every trial diverge and the findings move the lr window down by decades.
+
+    None when the objective is finite, is the loss, or the loss is NaN/inf too (the model's
+    outputs are: it diverged). The engines ask only once the training loss was found finite.
+    """
+    if workload.objective == "val_loss":
+        return None
+    value, loss = values[workload.objective], values["val_loss"]
+    if math.isfinite(value) or not math.isfinite(loss):
+        return None
+    return (f"{WorkloadError.__name__}: the objective's metric {workload.objective.removeprefix('val_')!r} returned "
+            f"{value} at step {step} while the loss was finite (val_loss {loss:.4g}): check the metric")

@@ -8,7 +8,7 @@ import optuna
 import torch
 
 from adamtune.config import Config, clip_gradients, make_optimizer, make_scheduler
-from adamtune.engine.evaluate import evaluate
+from adamtune.engine.evaluate import evaluate, metric_fault
 from adamtune.engine.monitor import CurveLog, DivergenceMonitor, GradNormLog
 from adamtune.engine.outcome import Outcome
 from adamtune.workloads import Workload, batch_stream, one_value
@@ -57,8 +57,10 @@ def train_trial(
     evals = set(workload.evaluation_steps)
     best = infeasible(workload.direction)
 
-    def finish(status: str, value: float, steps: int, diverged_at: int | None = None) -> Outcome:
-        return Outcome(status, value, steps, curve.member(0), norms.summary(0, config.max_grad_norm), diverged_at)
+    def finish(status: str, value: float, steps: int, diverged_at: int | None = None,
+               error: str | None = None) -> Outcome:
+        return Outcome(status, value, steps, curve.member(0), norms.summary(0, config.max_grad_norm), diverged_at,
+                       error)
 
     for step in range(1, workload.steps + 1):
         x, y = next(batches)
@@ -82,6 +84,10 @@ def train_trial(
         model.train()
         curve.append(step, {"train_loss": train_loss, **metrics})
         value = float(metrics[workload.objective][0])
+        if not bool(diverged[0]):
+            fault = metric_fault(workload, {name: float(v[0]) for name, v in metrics.items()}, step)
+            if fault is not None:
+                return finish("failed", math.nan, step, error=fault)
         if bool(diverged[0]) or not math.isfinite(value):
             return finish("diverged", infeasible(workload.direction), step, step)
         if better(value, best, workload.direction):

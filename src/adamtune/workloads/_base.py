@@ -112,7 +112,9 @@ class Workload:
             recorded as ``val_<name>`` at every evaluation. Like ``loss``, a mean over the
             examples: the validation data is evaluated in chunks and the chunks' values are
             averaged by their sizes. A metric returns a one-value tensor or a Python number.
-            No metric is named ``"loss"`` (its ``val_loss`` would replace the loss's own).
+            No metric is named ``"loss"`` (its ``val_loss`` would replace the loss's own). An
+            objective metric that turns NaN/inf while the loss stays finite fails its trial
+            (the metric is at fault, not the training): the trial is not counted as diverged.
         objective: the metric the study optimises: ``"val_loss"`` or ``"val_<name>"``.
         direction: ``"minimize"`` or ``"maximize"``; ``"minimize"`` for ``val_loss``, a loss.
         steps, batch_size, eval_every: training length, minibatch size, evaluation interval.
