@@ -140,3 +140,35 @@ def test_the_adamtune_command_says_where_a_workload_factory_failed(tmp_path, ada
     assert r.returncode == 2
     assert r.stderr == ("adamtune: error: 'factory_raises.py:make': calling make() failed: NameError: name "
                         "'load_my_data' is not defined (factory_raises.py, line 4)\n")
+
+
+def test_a_reference_with_a_colon_too_many_or_to_no_regular_file_says_so(tmp_path):
+    """``file.py:wl:extra`` was reported as a file that does not exist, the file being there."""
+    (tmp_path / "w.py").write_text("")
+    with pytest.raises(WorkloadError) as e:
+        load_workload(f"{tmp_path / 'w.py'}:wl:extra")
+    assert str(e.value) == (f"workload reference '{tmp_path / 'w.py'}:wl:extra' has more than one ':' after the file "
+                            f"'{tmp_path / 'w.py'}'; write {tmp_path / 'w.py'}:ATTR, ATTR being a Workload or a "
+                            "function that returns one")
+    with pytest.raises(WorkloadError, match=r"^workload reference 'os.path:join:x' has more than one ':'; write "
+                                            r"module:ATTR"):
+        load_workload("os.path:join:x")
+    with pytest.raises(WorkloadError, match=r"^workload file '/dev/null' is not a regular file; name a \.py file: "
+                                            r"FILE\.py:wl$"):
+        load_workload("/dev/null:wl")
+
+
+def test_a_module_imported_before_that_hides_the_working_directorys_file_is_named(tmp_path, monkeypatch):
+    """``random:wl`` with ./random.py took Python's own random (torch imports it first) and said
+    only that it had no attribute wl."""
+    import random
+
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "random.py").write_text(f"import sys\nsys.path.insert(0, {TESTS!r})\nfrom tiny_workloads import tiny\n")
+    with pytest.raises(WorkloadError) as e:
+        load_workload("random:tiny")
+    assert str(e.value) == (f"workload module 'random' is {random.__file__}, not random.py in the working directory: a "
+                            "module of that name was imported first and hides yours; rename yours, or give its path: "
+                            "./random.py:tiny")
+    assert isinstance(load_workload("./random.py:tiny"), Workload)  # the way the message gives

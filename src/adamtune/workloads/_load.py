@@ -38,9 +38,11 @@ def load_workload(ref: str | Workload) -> Workload:
     ``ATTR`` may name a Workload or a zero-argument callable returning one.
 
     Raises:
-        WorkloadError: unknown name, missing file/module/attribute, not a Workload, a callable
-            that needs arguments, or an error raised while importing the file or running the
-            factory (named with the innermost line of the user's own code that raised it).
+        WorkloadError: unknown name, missing file/module/attribute, a colon too many, a module
+            of the name imported before that hides the working directory's file, not a
+            Workload, a callable that needs arguments, or an error raised while importing the
+            file or running the factory (named with the innermost line of the user's own code
+            that raised it).
     """
     if isinstance(ref, Workload):
         return ref
@@ -60,9 +62,18 @@ def load_workload(ref: str | Workload) -> Workload:
             raise WorkloadError(f"workload file {where!r} is a directory; name a .py file in it: "
                                 f"{os.path.join(where, 'FILE.py')}:{attr}")
         if not os.path.isfile(where):
+            file = next((where[:i] for i, c in enumerate(where) if c == ":" and os.path.isfile(where[:i])), None)
+            if file is not None:  # file.py:wl:extra: the file is there, the reference has a colon too many
+                raise WorkloadError(f"workload reference {ref!r} has more than one ':' after the file {file!r}; "
+                                    f"write {file}:ATTR, ATTR being a Workload or a function that returns one")
+            if os.path.exists(where):
+                raise WorkloadError(f"workload file {where!r} is not a regular file; name a .py file: FILE.py:{attr}")
             raise WorkloadError(f"workload file {where!r} does not exist")
         module = _import_file(where)
     else:
+        if ":" in where:
+            raise WorkloadError(f"workload reference {ref!r} has more than one ':'; write module:ATTR, ATTR being a "
+                                "Workload or a function that returns one")
         _importable(os.getcwd())
         try:
             module = _users_code(importlib.import_module, where)
@@ -70,6 +81,7 @@ def load_workload(ref: str | Workload) -> Workload:
             raise WorkloadError(f"cannot import workload module {where!r}: {e}{_at(e)}") from None
         except (Exception, SystemExit) as e:  # a user's module: report, don't crash
             raise WorkloadError(f"importing workload module {where!r} failed: {_what_failed(e)}") from None
+        _not_hidden(module, where, attr)
     if not hasattr(module, attr):
         raise WorkloadError(f"{where!r} has no attribute {attr!r}")
     obj = getattr(module, attr)
@@ -90,6 +102,25 @@ def load_workload(ref: str | Workload) -> Workload:
     if not isinstance(obj, Workload):
         raise WorkloadError(f"{ref!r} must be an adamtune.Workload or return one, got {type(obj).__name__}")
     return obj
+
+
+def _not_hidden(module, where: str, attr: str) -> None:
+    """Refuse ``module``, imported for ``where``, when the working directory holds a file or
+    package of that name that it is not: a module imported before (Python's own ``random``,
+    which torch imports) is taken from ``sys.modules`` whatever ``sys.path`` says, and hides
+    the user's ``random.py``.
+
+    Raises:
+        WorkloadError: naming the module imported and the one meant, and how to load that one.
+    """
+    imported = getattr(module, "__file__", None)
+    mine = os.path.join(os.getcwd(), *where.split("."))
+    for path, how in ((mine + ".py", f", or give its path: {os.path.join(os.curdir, os.path.relpath(mine + '.py'))}:{attr}"),
+                      (os.path.join(mine, "__init__.py"), "")):
+        if imported is not None and os.path.isfile(path) and os.path.realpath(imported) != os.path.realpath(path):
+            raise WorkloadError(f"workload module {where!r} is {imported}, not {os.path.relpath(path)} in the working "
+                                f"directory: a module of that name was imported first and hides yours; rename "
+                                f"yours{how}")
 
 
 def _importable(directory: str) -> None:
