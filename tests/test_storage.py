@@ -1,12 +1,16 @@
 import contextlib
+import os
+import subprocess
+import sys
+import threading
 
 import optuna
 import pytest
 
 from adamtune.errors import StorageError
 from adamtune.storage import (
-    ask_many, open_storage, report_many, set_user_attrs, should_prune_many, tell_many, write_kept, writes_held,
-    writes_kept,
+    ask_many, open_storage, report_many, set_user_attrs, settle, should_prune_many, tell_many,
+    write_kept, writes_held, writes_kept,
 )
 
 
@@ -536,3 +540,51 @@ def test_what_is_not_a_path_gets_no_sqlite_url(given):
     with pytest.raises(StorageError) as e:
         check_url(given)
     assert "for a SQLite file" not in str(e.value) and "secret" not in str(e.value)
+
+
+# Another process reading the study: a sqlite3 shell in a transaction, a notebook's open cursor,
+# another worker between the read and the write of its transaction. It holds its snapshot until
+# told, then writes with no busy timeout: any lock left held makes that write fail at once.
+_READER = """
+import sqlite3, sys
+con = sqlite3.connect(sys.argv[1], timeout=0, isolation_level=None)
+con.execute("BEGIN")
+con.execute("SELECT count(*) FROM trials").fetchone()
+print("reading", flush=True)
+sys.stdin.readline()
+con.execute("COMMIT")
+con.execute("BEGIN IMMEDIATE")
+con.execute("CREATE TABLE IF NOT EXISTS probe (x)")
+con.execute("INSERT INTO probe VALUES (1)")
+con.execute("COMMIT")
+print("wrote", flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_settle_neither_waits_for_nor_blocks_another_process_reading_the_study(tmp_path):
+    path = tmp_path / "s.db"
+    url = f"sqlite:///{path}"
+    first = open_storage(url)
+    optuna.create_study(storage=first, study_name="s").optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=2)
+    settle(first)
+    reader = subprocess.Popen([sys.executable, "-c", _READER, str(path)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert reader.stdout.readline() == "reading\n"
+        # A storage whose busy handler would wait for days: the checkpoint must not use it.
+        patient = optuna.storages.RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 10**6}})
+        optuna.load_study(study_name="s", storage=patient).optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=1)
+        settled = threading.Thread(target=settle, args=(patient,), daemon=True)
+        settled.start()
+        settled.join(timeout=300)  # only so that a checkpoint that waits fails the test instead of hanging it
+        assert not settled.is_alive(), "settle() waited for the other process's snapshot"
+        reader.stdin.write("\n")
+        reader.stdin.flush()
+        assert reader.stdout.readline() == "wrote\n"  # its writes go through: no lock is left held
+        assert len(optuna.load_study(study_name="s", storage=patient).trials) == 3
+    finally:
+        reader.kill()
+        reader.wait()
+    settle(patient)  # nobody else has the file open: the .db alone holds the study
+    assert not os.path.exists(f"{path}-wal") and not os.path.exists(f"{path}-shm")

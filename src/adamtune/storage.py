@@ -287,7 +287,11 @@ def settle(storage: optuna.storages.BaseStorage) -> None:
 
     Afterwards the ``.db`` file alone holds every trial, ready to copy, archive or read from
     read-only media, even while this process lives on (a notebook); the next use reconnects.
-    A checkpoint that another process's reader blocks is simply left to SQLite's next one.
+    The checkpoint never waits: while another connection reads an older snapshot or writes (a
+    worker still training, an open ``sqlite3`` shell), SQLite's busy handler would hold it for
+    the storage's whole timeout, and block every writer meanwhile (a Ctrl-C of ``--workers``
+    hung a minute, its other worker unable to end its trials). With no busy timeout it folds
+    in what it can at once and leaves the rest to SQLite's next checkpoint.
     """
     if not isinstance(storage, optuna.storages.RDBStorage) or storage.engine.dialect.name != "sqlite":
         return
@@ -295,6 +299,7 @@ def settle(storage: optuna.storages.BaseStorage) -> None:
 
     try:
         with storage.engine.connect() as con:
+            con.exec_driver_sql("PRAGMA busy_timeout=0")  # this connection only; it is closed below
             con.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
     except sqlalchemy.exc.SQLAlchemyError:
         pass
