@@ -333,3 +333,26 @@ def test_a_run_started_again_on_the_same_machine_ends_the_killed_runs_trials_at_
     assert ended.state == adamtune.TrialState.FAILED and ended.interrupted
     assert ended.error == GONE.format(pid=worker.pid)
     assert r.count(adamtune.TrialState.COMPLETE) == 3 and r.count(adamtune.TrialState.RUNNING) == 0
+
+
+def test_a_running_trial_an_older_adamtune_marked_cut_short_uses_the_budget_until_it_is_lost_then_is_rerun(storage):
+    """An older adamtune marked a trial cut short, then stored its state, in separate commits: a
+    worker killed between them left it running and marked. It counts as running (the budget is
+    not filled with another point meanwhile) until it is lost; then it ends as cut short and its
+    point is run again."""
+    def objective(config, trial):
+        return config.lr
+
+    path = storage[len("sqlite:///"):]
+    adamtune.tune(objective, budget=3, storage=storage, study="s", notice=lambda m: None)
+    study = optuna.load_study(study_name="s", storage=storage)
+    half_ended = study.ask()  # made by its worker, which then marked it and was killed
+    study._storage.set_trial_user_attr(half_ended._trial_id, "interrupted", True)
+    r = adamtune.tune(objective, budget=4, storage=storage, study="s", notice=lambda m: None)
+    assert len(r.trials) == 4  # still running, maybe in training: it uses up the budget
+    assert r.trials[3].state == adamtune.TrialState.RUNNING and not r.trials[3].interrupted
+    _started_hours_ago(path, half_ended._trial_id, 15)  # its worker is gone
+    r = adamtune.tune(objective, budget=4, storage=storage, study="s", notice=lambda m: None)
+    assert r.trials[3].state == adamtune.TrialState.FAILED and r.trials[3].interrupted
+    (rerun,) = r.trials[4:]
+    assert rerun.retry_of == 3 and rerun.state == adamtune.TrialState.COMPLETE

@@ -1069,3 +1069,26 @@ def test_a_model_factory_returning_no_module_is_refused_before_the_study_is_made
         adamtune.tune(w, budget=4, batch=batch, storage=f"sqlite:///{tmp_path / 's.db'}")
     assert str(e.value) == "workload 'tiny': model() must return an nn.Module, a new network for each trial, got int 5"
     assert not (tmp_path / "s.db").exists()
+
+
+def test_a_trial_whose_cut_short_end_cannot_be_stored_is_left_running_without_the_mark(storage):
+    """Ctrl-C ends the trial in training as cut short: its traceback, its mark and its state in
+    one write. When that write fails (here a trigger refuses the state; a kill in the middle is the
+    same), the trial stays running, unmarked: a later run ends it as lost and makes up for it. A
+    mark stored before the state left it running yet not counted, so the budget was filled with
+    another point and the point it stood for was never run."""
+    path = storage[len("sqlite:///"):]
+
+    def objective(config, trial):
+        if trial.number == 1:
+            with sqlite3.connect(path, timeout=60) as con:
+                con.execute("CREATE TRIGGER no_fail BEFORE UPDATE OF state ON trials WHEN NEW.state = 'FAIL' "
+                            "BEGIN SELECT RAISE(ABORT, 'the state cannot be stored'); END")
+            raise KeyboardInterrupt
+        return config.lr
+
+    with pytest.raises(KeyboardInterrupt):
+        adamtune.tune(objective, budget=3, storage=storage, study="s", notice=lambda m: None)
+    trials = optuna.load_study(study_name="s", storage=storage).trials
+    assert trials[1].state == optuna.trial.TrialState.RUNNING
+    assert "interrupted" not in trials[1].user_attrs and "traceback" not in trials[1].user_attrs

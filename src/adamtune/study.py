@@ -45,8 +45,8 @@ from adamtune.results import (
 from adamtune.retries import duplicates, point_of, retry_cut_short, retry_numbers
 from adamtune.space import SearchSpace, check_optimizer, check_task, preset, with_overrides
 from adamtune.storage import (
-    HeldWrites, ask_many, check_url, is_new_file, open_storage, settle, storage_url, tell_many, write_kept,
-    writes_kept,
+    HeldWrites, ask_many, check_url, fail_if_running, is_new_file, open_storage, settle, sql_backend, storage_url,
+    tell_many, write_kept, writes_kept,
 )
 from adamtune.trials import (
     ATTR_CONFIG, ATTR_CURVE, ATTR_ENGINE, ATTR_INTERRUPTED, ATTR_DIVERGED_AT, ATTR_GRAD_NORMS, ATTR_RETRY_OF, ATTR_STATE,
@@ -1297,19 +1297,24 @@ class _Runner:
 
     def _fail(self, trial: optuna.trial.Trial, tb: str, count: bool = True, gone: list[int] | None = None) -> None:
         """End ``trial`` as failed with ``tb`` (cut short, not counted, unless ``count``). A trial
-        another worker ended meanwhile is left as it is: noticed, or added to ``gone``."""
-        if self.study._storage.get_trial(trial._trial_id).state.is_finished():
+        another worker ended meanwhile is left as it is: noticed, or added to ``gone``. The
+        traceback, the cut-short mark and the state go in one transaction (SQL storages), with
+        no fallback that writes them one by one: a worker killed, or a database failing, while
+        ending it leaves it running, never running yet marked cut short."""
+        attrs = {ATTR_TRACEBACK: tb} if count else {ATTR_TRACEBACK: tb, ATTR_INTERRUPTED: True}
+        backend = sql_backend(self.study)
+        if backend is not None and not count:
+            ended_elsewhere = not fail_if_running(backend, [trial._trial_id], attrs)
+        else:
+            ended_elsewhere = bool(tell_many(self.study, [(trial, None, optuna.trial.TrialState.FAIL, attrs)]))
+        if ended_elsewhere:
             if gone is None:
                 self._ended_elsewhere([trial.number])
             else:
                 gone.append(trial.number)
             return
-        trial.set_user_attr(ATTR_TRACEBACK, tb)
         if not count:
-            trial.set_user_attr(ATTR_INTERRUPTED, True)
             self.uncounted += 1
-        self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
-        if not count:
             return
         self.failures += 1
         self.last_error = _error_line(tb)
@@ -1385,7 +1390,9 @@ _COUNTED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED, op
 
 
 def _counts(trial: optuna.trial.FrozenTrial) -> bool:
-    return trial.state in _COUNTED and not trial.user_attrs.get(ATTR_INTERRUPTED)
+    # A running trial counts even if marked cut short (an older adamtune marked it before ending
+    # it): it is no make-up until it ends, as lost once its worker is gone.
+    return trial.state in _COUNTED and not (trial.state.is_finished() and trial.user_attrs.get(ATTR_INTERRUPTED))
 
 
 def over_budget(trials: Sequence[optuna.trial.FrozenTrial], numbers: Sequence[int], budget: int,

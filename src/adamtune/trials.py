@@ -212,7 +212,7 @@ def record_from_optuna(trial: optuna.trial.FrozenTrial, params: Mapping[str, flo
         error=_stored(trial, ATTR_TRACEBACK, _text),
         duration_s=duration,
         engine=_stored(trial, ATTR_ENGINE, _text),
-        interrupted=bool(trial.user_attrs.get(ATTR_INTERRUPTED)),
+        interrupted=state == TrialState.FAILED and bool(trial.user_attrs.get(ATTR_INTERRUPTED)),
         retry_of=_stored(trial, ATTR_RETRY_OF, _count),
         worker=_stored(trial, ATTR_WORKER, _text),
     )
