@@ -64,6 +64,9 @@ BAD_INPUT = [
     (["studies", "--storage", ""], "storage must be a URL like sqlite:///adamtune.db"),
     (["dashboard", "--port", "99999"], "--port must be a TCP port in 1..65535, got 99999"),
     (["dashboard", "--port", "-1"], "--port must be a TCP port in 1..65535, got -1"),
+    # "$HOST" unset: not every interface, which an empty host binds
+    (["dashboard", "--host", ""], "--host must name an address, e.g. 127.0.0.1 (this machine only), or 0.0.0.0 to "
+     "serve every interface, got ''"),
     (["tune", "--storage", "adamtune.db"], "storage must be a URL like sqlite:///adamtune.db or postgresql://user@host/db, "
      "got 'adamtune.db'; for a SQLite file at that path write sqlite:////"),  # the absolute path: tested in test_storage
     (["tune", "--storage", "postgres://u:hunter2@h/db"], "storage must be a URL like sqlite:///adamtune.db or "

@@ -490,7 +490,10 @@ def report(
 @app.command()
 def dashboard(
     storage: str = typer.Option(DEFAULT_STORAGE, metavar="URL", show_default=False, help=STORAGE_HELP),
-    host: str = typer.Option("127.0.0.1", metavar="ADDRESS", help="Address to listen on. The default serves this machine only."),
+    host: str = typer.Option(
+        "127.0.0.1", metavar="ADDRESS",
+        help="Address to listen on. The default serves this machine only; 0.0.0.0 serves every interface (anyone "
+             "who reaches this machine can read the studies, and change them)."),
     port: str = typer.Option("8080", metavar="PORT", help="Port to listen on (1-65535)."),
 ) -> None:
     """Open the study storage in optuna-dashboard (interactive plots of every study in it).
@@ -508,6 +511,9 @@ def dashboard(
         port_number = _whole("--port", port)
         if not 1 <= port_number <= 65535:
             raise AdamtuneError(f"--port must be a TCP port in 1..65535, got {port}")
+        if not host:  # "$HOST" unset: the server would listen on every interface
+            raise AdamtuneError("--host must name an address, e.g. 127.0.0.1 (this machine only), or 0.0.0.0 to "
+                                "serve every interface, got ''")
         # bad URL or missing file: one line, not a server error; the dashboard reads through the
         # storage opened here (a bare postgresql:// gets the driver that is installed)
         store = open_storage(_on_disk(storage), must_exist=True)
