@@ -781,7 +781,9 @@ def test_memory_sizes_read_as_bytes(text, size):
     (["tune", "--bugdet", "3"], "No such option: --bugdet (Possible options: --budget, --set) (see adamtune tune --help)"),
     (["nosuchcmd"], "No such command 'nosuchcmd'. (see adamtune --help)"),
     (["explain", "lr", "eps"], "Got unexpected extra argument(s) (eps) (see adamtune explain --help)"),
-    (["show", "--storage"], "Option '--storage' requires an argument. (see adamtune --help)"),
+    (["show", "--storage"], "Option '--storage' requires an argument. (see adamtune show --help)"),
+    (["tune", "--budget", "3", "--set"], "Option '--set' requires an argument. (see adamtune tune --help)"),
+    (["--set"], "No such option: --set (see adamtune --help)"),
 ])
 def test_the_entry_point_gives_usage_errors_in_one_line(args, line, adamtune_command, tmp_path):
     r = subprocess.run([adamtune_command, *args], capture_output=True, text=True, cwd=tmp_path, timeout=120)

@@ -547,6 +547,14 @@ for _command in app.registered_commands:
     _command.help = "\n\n".join(" ".join(p.split()) for p in inspect.cleandoc(_command.callback.__doc__).split("\n\n"))
 
 
+def _command_path(args: List[str]) -> str:
+    """``adamtune COMMAND`` for the command ``args`` name (an option missing its value says no
+    command of its own), else ``adamtune``."""
+    commands = {c.name or c.callback.__name__ for c in app.registered_commands}
+    first = next((a for a in args if not a.startswith("-")), None)
+    return f"adamtune {first}" if first in commands else "adamtune"
+
+
 def main() -> None:
     """The ``adamtune`` entry point: typer's own usage errors (an unknown option or command, a
     missing value) are one line and exit status 2 too, like every other bad input."""
@@ -557,7 +565,7 @@ def main() -> None:
     except typer.TyperException as e:
         if type(e).__name__ != "NoArgsIsHelpError":  # no arguments: the help is printed already
             ctx = getattr(e, "ctx", None)
-            where = ctx.command_path if ctx is not None else "adamtune"
+            where = ctx.command_path if ctx is not None else _command_path(sys.argv[1:])
             err.print(f"adamtune: error: {e.format_message()} (see {where} --help)", markup=False,
                       highlight=False, soft_wrap=True)
         sys.exit(getattr(e, "exit_code", 2))
