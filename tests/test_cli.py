@@ -770,6 +770,46 @@ def test_a_file_the_user_may_not_read_is_one_line(finished, adamtune_command):
         shutil.rmtree(home, ignore_errors=True)
 
 
+def test_a_storage_url_ending_in_a_slash_is_refused_alike_by_every_command(finished):
+    """sqlite:///x.db/ is no study for the commands that read, so tune may not write into x.db."""
+    path = finished[len("sqlite:///"):]
+    before = open(path, "rb").read()
+    for command in (["show"], ["studies"], ["best"], ["report"], ["tune", "--budget", "5", "--no-report"]):
+        r = runner.invoke(app, [*command, "--storage", finished + "/"])
+        assert r.exit_code == 2 and r.stdout == "", r.output
+        assert r.stderr.strip() == (f"adamtune: error: storage '{path}/' ends with '/', as a directory does; for the "
+                                    f"database file write {finished}")
+    assert open(path, "rb").read() == before
+
+
+def test_a_directory_the_user_may_not_enter_is_said_not_taken_for_a_missing_study(finished, adamtune_command):
+    """Mode 600 on the study's directory; as root, the command runs without the capabilities that pass it by."""
+    import shutil
+    import tempfile
+
+    prefix = []
+    if os.geteuid() == 0:
+        if shutil.which("setpriv") is None:
+            pytest.skip("setpriv is needed to run a command without root's file capabilities here")
+        prefix = ["setpriv", "--bounding-set=-dac_override,-dac_read_search"]
+    home = tempfile.mkdtemp(prefix="adamtune-perm-")
+    locked = os.path.join(home, "locked")
+    try:
+        os.mkdir(locked)
+        path = os.path.join(locked, "x.db")
+        shutil.copy(finished[len("sqlite:///"):], path)
+        os.chmod(locked, 0o600)  # readable, not searchable: the file in it cannot be reached
+        for command in (["show"], ["tune", "--budget", "5", "--no-report"]):
+            r = subprocess.run([*prefix, adamtune_command, *command, "--storage", f"sqlite:///{path}"],
+                               capture_output=True, text=True, cwd=home, timeout=300)
+            assert r.returncode == 2, r.stderr
+            assert r.stderr.strip() == (f"adamtune: error: cannot reach '{path}': Permission denied (a directory on "
+                                        "its path may not be entered by this user)")
+    finally:
+        os.chmod(locked, 0o700)
+        shutil.rmtree(home, ignore_errors=True)
+
+
 @pytest.mark.parametrize("text, size", [("512MB", 512 << 20), ("5G", 5 << 30), ("5GB", 5 << 30), ("5gib", 5 << 30),
                                         ("1.5K", 1536), ("300KB", 300 << 10), ("2048", 2048), ("1B", 1),
                                         (" 2 gb ", 2 << 30), ("1e3MB", 1000 << 20), ("1KiB", 1024)])

@@ -1028,8 +1028,18 @@ def check_url(url: str, *, must_exist: bool = False) -> None:
         raise StorageError(f"a SQLite storage URL names the file alone, with no query string (adamtune sets the "
                            f"connection's options itself): sqlite:///{path.split('?')[0]}, got {redact(url)!r}")
     if path is not None:
+        try:
+            os.stat(path)
+        except PermissionError as e:  # a directory on the way may not be entered: reads as missing otherwise
+            raise StorageError(f"cannot reach {path!r}: {e.strerror} (a directory on its path may not be "
+                               "entered by this user)") from None
+        except OSError:  # missing (said below), or a file with a / after it
+            pass
         if os.path.isdir(path):
             raise StorageError(f"storage {path!r} is a directory, not a database file")
+        if path.endswith(("/", os.sep)):  # SQLite would open the file without it; a read would find none
+            raise StorageError(f"storage {path!r} ends with '/', as a directory does; for the database file write "
+                               f"sqlite:///{path.rstrip('/' + os.sep)}")
         if os.path.exists(path):
             try:
                 with open(path, "rb") as f:
