@@ -810,6 +810,28 @@ def test_a_directory_the_user_may_not_enter_is_said_not_taken_for_a_missing_stud
         shutil.rmtree(home, ignore_errors=True)
 
 
+def test_show_json_is_strict_json_with_null_for_nan_and_inf(storage):
+    """Diverged trials' evaluations are NaN: JavaScript's JSON.parse and Go's encoding/json refuse a bare NaN."""
+    import adamtune
+
+    def objective(config, trial):
+        trial.report(1, 0.5)
+        trial.report(2, float("nan") if config.lr > 1e-3 else float("inf"))
+        return float("nan")
+
+    adamtune.tune(objective, budget=4, space=["lr=1e-5:1e-1"], pruner="none", storage=storage, study="nan")
+    r = runner.invoke(app, ["show", "--storage", storage, "--json"])
+    assert r.exit_code == 0, r.output
+
+    def refuse(token):
+        raise AssertionError(f"{token} is not JSON")
+
+    data = json.loads(r.stdout, parse_constant=refuse)
+    assert {t["state"] for t in data["trials"]} == {"diverged"}
+    assert all(t["value"] is None and t["curve"]["value"][-1] is None for t in data["trials"])
+    assert {t["curve"]["value"][0] for t in data["trials"]} == {0.5}
+
+
 @pytest.mark.parametrize("text, size", [("512MB", 512 << 20), ("5G", 5 << 30), ("5GB", 5 << 30), ("5gib", 5 << 30),
                                         ("1.5K", 1536), ("300KB", 300 << 10), ("2048", 2048), ("1B", 1),
                                         (" 2 gb ", 2 << 30), ("1e3MB", 1000 << 20), ("1KiB", 1024)])

@@ -311,7 +311,10 @@ SHOWN_FAILURES = 3
 def show(
     storage: str = typer.Option(DEFAULT_STORAGE, metavar="URL", show_default=False, help=STORAGE_HELP),
     study: Optional[str] = typer.Option(None, metavar="NAME", help="Study name (may be omitted when the storage holds one)."),
-    as_json: bool = typer.Option(False, "--json", metavar="", help="Print one JSON object instead of a table."),
+    as_json: bool = typer.Option(
+        False, "--json", metavar="",
+        help="Print one JSON object instead of a table (strict JSON: a NaN or infinite number, as a diverged trial's "
+             "last evaluation, is null)."),
 ) -> None:
     """Every trial of a study: number, state, hyperparameters, objective, steps.
 
@@ -327,7 +330,7 @@ def show(
     with _user_errors():
         result = load(study, _on_disk(storage))
         if as_json:
-            print(json.dumps(to_json(result), indent=2))
+            print(json.dumps(to_json(result), indent=2, allow_nan=False))
             return
         s = result.settings
         console.print(f"study [bold]{escape(result.study_name)}[/] · workload {escape(s.workload or s.workload_name)} · "

@@ -192,8 +192,21 @@ def _num(x: float | None) -> float | None:
     return x if x is None or math.isfinite(x) else None
 
 
+def _strict(x: Any) -> Any:
+    """``x`` with every NaN or infinite float, however deep in lists and dicts, as None: strict
+    JSON has no NaN or Infinity (JavaScript's JSON.parse, Go's encoding/json refuse them)."""
+    if isinstance(x, float):
+        return _num(x)
+    if isinstance(x, dict):
+        return {k: _strict(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_strict(v) for v in x]
+    return x
+
+
 def to_json(result: TuneResult) -> dict[str, Any]:
-    """The study as one JSON-ready object (``adamtune show --json``)."""
+    """The study as one object of strict JSON (``adamtune show --json``): a NaN or infinite number
+    (a diverged trial's last evaluation, a gradient norm that overflowed) is None (null)."""
     s = result.settings
     trials = []
     first = result.reruns
@@ -216,9 +229,9 @@ def to_json(result: TuneResult) -> dict[str, Any]:
     best = None
     if result.best is not None:
         best = {"number": result.best.number, "value": result.best.value, "config": config_dict(result.best_config)}
-    return {
+    return _strict({
         "study": result.study_name, "metric": s.metric, "direction": s.direction,
         "workload": s.workload or s.workload_name, "optimizer": s.optimizer, "task": s.task,
         "budget": s.budget, "seed": s.seed, "sampler": s.sampler, "pruner": s.pruner,
         "space": s.space.to_dict(), "counts": state_counts(result), "trials": trials, "best": best,
-    }
+    })
