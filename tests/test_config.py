@@ -189,7 +189,9 @@ def test_snippet_is_runnable_and_builds_the_same_optimizer(cfg):
     assert "betas=(1," not in python_snippet(cfg) and ", 1)" not in python_snippet(cfg)
 
 
-@pytest.mark.parametrize("cfg", [Config(lr=1e-3, warmup=0.1, schedule="cosine"), Config(optimizer="adam", lr=2e-3, warmup=0.05)])
+@pytest.mark.parametrize("cfg", [Config(lr=1e-3, warmup=0.1, schedule="cosine"), Config(optimizer="adam", lr=2e-3, warmup=0.05),
+                                 # within 0.005% of 1, yet pasted below 1: Config refuses warmup=1
+                                 Config(lr=1e-3, warmup=0.999999), Config(lr=1e-3, warmup=0.99996, schedule="cosine")])
 def test_a_snippet_with_a_schedule_runs_as_pasted_and_schedules_as_the_trial_did(cfg):
     model = Net()
     namespace = {"torch": torch, "model": model}  # what a training script has; nothing of adamtune

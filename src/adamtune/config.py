@@ -286,6 +286,12 @@ def _fmt(x: float) -> str:
     return shortest_g(x, lambda y: abs(y - x) <= 5e-5 * abs(x))
 
 
+def _fmt_fraction(x: float) -> str:
+    """A fraction in [0, 1) as :func:`_fmt` writes it, but never 1: a warmup of 0.999996 is not
+    1, which Config refuses (0.99999 is within 0.005% too)."""
+    return shortest_g(x, lambda y: y < 1 and abs(y - x) <= 5e-5 * abs(x))
+
+
 def _fmt_beta(x: float) -> str:
     """A beta or rho with ``1 - x`` within 0.005% (4-5 significant figures): what sets its
     averaging window (0.9997, not 1: 1 would be refused by torch, and 0.999 is a 70% shorter window,
@@ -347,7 +353,7 @@ def python_snippet(config: Config, model_name: str = "model", total_steps: int |
         lines.append(f"total_steps = {steps}  # {said}: warmup and the schedule are fractions of them")
         lines.append(
             f"scheduler = adamtune.make_scheduler(optimizer, adamtune.Config("
-            f"optimizer={config.optimizer!r}, lr={_fmt(config.lr)}, warmup={_fmt(config.warmup)}, "
+            f"optimizer={config.optimizer!r}, lr={_fmt(config.lr)}, warmup={_fmt_fraction(config.warmup)}, "
             f"schedule={config.schedule!r}), total_steps)  # scheduler.step() after each step"
         )
     if config.max_grad_norm is not None:
