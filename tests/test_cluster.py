@@ -80,6 +80,14 @@ def test_a_worker_no_node_can_hold_is_refused_not_waited_for(cluster, storage, t
         tune_on_ray(tiny_ref, workers=1, cpus_per_worker=64, budget=2, storage=storage, notice=lambda m: None)
 
 
+def test_numpy_integers_are_taken_for_workers():
+    import numpy as np
+
+    from adamtune.cluster import check_workers
+
+    assert check_workers(np.int64(2)) == 2 and type(check_workers(np.int64(2))) is int
+
+
 def test_a_worker_that_stops_for_failures_is_said_here(cluster, storage):
     def objective(config, trial):
         raise ValueError("the user's loop broke")

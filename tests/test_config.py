@@ -25,6 +25,9 @@ BAD = [
     (dict(optimizer="sgd"), "optimizer must be one of adamw, adam, adadelta, got 'sgd'"),
     (dict(lr=float("nan")), "lr must be finite, got nan"),
     (dict(lr="fast"), "lr must be a number, got 'fast'"),
+    (dict(lr=10**400), "lr must be finite, got an integer of 401 digits"),  # no OverflowError
+    (dict(warmup=True), "warmup must be a number, got True"),
+    (dict(max_grad_norm=10**400), f"max_grad_norm must be > 0 (or None for no clipping: none or off in --set), got {10**400}"),
 ]
 
 
@@ -228,3 +231,45 @@ def test_make_optimizer_runs_torchs_fused_kernel_and_matches_the_default(optimiz
 
 def test_make_optimizer_adadelta_has_no_fused_kernel():
     assert not make_optimizer(nn.Linear(3, 2), Config(optimizer="adadelta")).defaults.get("fused")
+
+
+def _optimizer():
+    return make_optimizer(Net(), Config())
+
+
+WRONG_TYPES = [
+    (lambda: Config.from_params("adamw", None), "Config.from_params needs a mapping of hyperparameter names to values, "
+     "such as {'lr': 1e-3}, got NoneType None"),
+    (lambda: make_optimizer(Net(), None), "make_optimizer needs an adamtune.Config, got NoneType None"),
+    (lambda: make_optimizer(Net(), {"lr": 1e-3}), "make_optimizer needs an adamtune.Config, got dict {'lr': 0.001} "
+     "(Config.from_params(optimizer, params) makes one from a dict)"),
+    (lambda: make_optimizer(None, Config()), "make_optimizer needs a module or an iterable of (name, parameter) pairs, "
+     "got NoneType"),
+    (lambda: make_optimizer(Net().parameters(), Config()), "make_optimizer needs a module or an iterable of "
+     "(name, parameter) pairs, got generator"),
+    (lambda: clip_gradients(None, Config(max_grad_norm=1.0)), "clip_gradients needs a module or an iterable of "
+     "parameters, got NoneType"),
+    (lambda: clip_gradients(Net(), None), "clip_gradients needs an adamtune.Config, got NoneType None"),
+    (lambda: make_scheduler(None, Config(), 100), "make_scheduler needs a torch.optim optimizer (make_optimizer makes "
+     "one), got NoneType None"),
+    (lambda: make_scheduler(_optimizer(), None, 100), "make_scheduler needs an adamtune.Config, got NoneType None"),
+    *((lambda steps=steps: make_scheduler(_optimizer(), Config(), steps),
+       f"total_steps must be a whole number >= 1, got {steps!r}") for steps in ("100", 2.5, True, 0, None)),
+]
+
+
+@pytest.mark.parametrize("call, message", WRONG_TYPES, ids=[m[:40] for _, m in WRONG_TYPES])
+def test_the_api_refuses_wrong_types_in_one_line_of_its_own(call, message):
+    """adamtune's ConfigError naming what must hold, not Python's TypeError, AttributeError or OverflowError."""
+    with pytest.raises(ConfigError, match="^" + re.escape(message) + "$"):
+        call()
+
+
+def test_numpy_numbers_are_taken_where_python_numbers_are():
+    import numpy as np
+
+    cfg = Config(lr=np.float32(1e-3), beta1=np.float64(0.8), max_grad_norm=np.float32(2.0), weight_decay=np.int64(0))
+    assert (cfg.lr, cfg.beta1, cfg.max_grad_norm, cfg.weight_decay) == (pytest.approx(1e-3), 0.8, 2.0, 0.0)
+    assert all(type(getattr(cfg, name)) is float for name in ("lr", "beta1", "max_grad_norm", "weight_decay"))
+    scheduler = make_scheduler(make_optimizer(Net(), cfg.replace(warmup=0.5)), cfg.replace(warmup=0.5), np.int64(10))
+    assert scheduler.lr_lambdas[0](0) == pytest.approx(0.2)

@@ -156,3 +156,31 @@ def test_describe_keeps_betas_below_one():
 def test_describe_prints_the_bounds_themselves(override, shown):
     space = with_overrides(preset("adamw", "generic", 64), [override])
     assert shown in space.describe()
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: Dimension("lr", "1e-3", 1e-2, "log"), "low of lr must be a number, got '1e-3'"),
+    (lambda: Dimension("lr", 1e-3, None, "log"), "high of lr must be a number, got None"),
+    (lambda: Dimension("lr", 1e-3, 10**400, "log"), "lr range must be finite, got 0.001:inf"),
+    (lambda: Dimension(5, 0.1, 0.9, "linear"), "a dimension's name must be a hyperparameter's, such as 'lr', got 5"),
+    (lambda: SearchSpace("adamw", (Dimension("lr", 1e-4, 1e-2, "log"),), fixed={"beta1": 0.9}),
+     "a SearchSpace's fixed values must be (name, value) pairs, such as (('beta1', 0.9),), got {'beta1': 0.9}"),
+    (lambda: SearchSpace("adamw", ("lr=1e-4:1e-2",)), "a SearchSpace's dimensions must be Dimension objects, got str "
+     "'lr=1e-4:1e-2' ('NAME=WINDOW' strings go to tune(space=[...]))"),
+    (lambda: SearchSpace("adamw", None), "a SearchSpace takes a tuple of Dimension and one of (name, value) pairs, "
+     "got NoneType and tuple"),
+])
+def test_wrong_types_are_one_line_of_adamtunes_own(make, message):
+    """SpaceError naming what must hold, not Python's TypeError, ValueError or AttributeError."""
+    with pytest.raises(SpaceError, match="^" + re.escape(message) + "$"):
+        make()
+
+
+def test_numpy_bounds_and_lists_make_the_same_space_as_floats_and_tuples():
+    import numpy as np
+
+    lr = Dimension("lr", np.float32(1e-4), np.float64(1e-2), "log")
+    assert type(lr.low) is float and lr == Dimension("lr", float(np.float32(1e-4)), 1e-2, "log")
+    space = SearchSpace("adamw", [lr], [["beta1", 0.8]])
+    assert space == SearchSpace("adamw", (lr,), (("beta1", 0.8),)) and hash(space)
+    assert SearchSpace.from_dict(space.to_dict()) == space

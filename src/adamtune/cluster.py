@@ -21,6 +21,7 @@ import contextlib
 import io
 import logging
 import math
+import numbers
 import os
 import socket
 import sys
@@ -53,17 +54,22 @@ def _ray() -> Any:
 
 
 def check_workers(workers: Any) -> int:
-    if isinstance(workers, bool) or not isinstance(workers, int) or not 1 <= workers <= MAX_WORKERS:
+    """``workers`` as an int (numpy's integers too), or StudyError."""
+    if isinstance(workers, bool) or not isinstance(workers, numbers.Integral) or not 1 <= workers <= MAX_WORKERS:
         raise StudyError(f"workers must be a whole number in 1..{MAX_WORKERS}, got {workers!r}")
-    return workers
+    return int(workers)
 
 
 def _check_share(name: str, value: Any) -> float | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 < value < math.inf):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (0 < value < math.inf):
         raise StudyError(f"{name} must be a number > 0, got {value!r}")
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:  # an int too large for a float
+        raise StudyError(f"{name} must be a number > 0 that a float holds, got an integer of "
+                         f"{len(str(int(value)))} digits") from None
 
 
 def _absolute(url: str) -> str:
@@ -260,7 +266,7 @@ def tune_on_ray(
             unreachable, a SQLite storage with a cluster of several nodes, or a worker's own
             error (the first, as the worker raised it).
     """
-    check_workers(workers)
+    workers = check_workers(workers)
     check_callbacks(on_trial=on_trial, on_start=on_start, notice=notice)
     cpus = _check_share("cpus_per_worker", cpus_per_worker)
     gpus = _check_share("gpus_per_worker", gpus_per_worker)

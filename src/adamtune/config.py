@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Literal, Union
 
@@ -91,12 +92,7 @@ class Config:
             if getattr(self, name) is None:
                 object.__setattr__(self, name, defaults[name])
         for name in ("lr", "beta1", "beta2", "eps", "weight_decay", "rho", "warmup"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ConfigError(f"{name} must be a number, got {value!r}")
-            if not math.isfinite(value):
-                raise ConfigError(f"{name} must be finite, got {value}")
-            object.__setattr__(self, name, float(value))
+            object.__setattr__(self, name, _number(name, getattr(self, name)))
         _check(self.lr > 0, f"lr must be > 0, got {self.lr}")
         _check(0 <= self.beta1 < 1, f"beta1 must be in [0, 1), got {self.beta1}")
         _check(0 <= self.beta2 < 1, f"beta2 must be in [0, 1), got {self.beta2}")
@@ -109,10 +105,8 @@ class Config:
         _check(0 <= self.rho <= 1, f"rho must be in [0, 1], got {self.rho}")
         if self.max_grad_norm is not None:
             m = self.max_grad_norm
-            _check(
-                not isinstance(m, bool) and isinstance(m, (int, float)) and math.isfinite(m) and m > 0,
-                f"max_grad_norm must be > 0 (or None for no clipping: none or off in --set), got {m!r}",
-            )
+            _check(_real(m) and _finite(m) and m > 0,
+                   f"max_grad_norm must be > 0 (or None for no clipping: none or off in --set), got {m!r}")
             object.__setattr__(self, "max_grad_norm", float(m))
         _check(0 <= self.warmup < 1, f"warmup must be a fraction of the steps in [0, 1), got {self.warmup}")
         _check(
@@ -134,6 +128,9 @@ class Config:
     @classmethod
     def from_params(cls, optimizer: str, params: Mapping[str, object], **extra: object) -> Config:
         """Build from a mapping that uses adamtune's names; unknown names raise ConfigError."""
+        if not isinstance(params, Mapping):
+            raise ConfigError(f"Config.from_params needs a mapping of hyperparameter names to values, such as "
+                              f"{{'lr': 1e-3}}, got {type(params).__name__} {params!r}")
         unknown = sorted(set(params) - set(ALL_PARAMS))
         if unknown:
             raise ConfigError(
@@ -147,6 +144,37 @@ def _check(ok: bool, message: str) -> None:
         raise ConfigError(message)
 
 
+def _real(x: object) -> bool:
+    """Whether ``x`` is a real number: int, float, or numpy's (np.float32, np.int64); not a bool."""
+    return isinstance(x, numbers.Real) and not isinstance(x, bool)
+
+
+def _finite(x: numbers.Real) -> bool:
+    try:
+        return math.isfinite(x)
+    except OverflowError:  # an int too large for a float
+        return False
+
+
+def _number(name: str, value: object) -> float:
+    """``value`` of hyperparameter ``name`` as a finite float, or ConfigError."""
+    if not _real(value):
+        raise ConfigError(f"{name} must be a number, got {value!r}")
+    if not _finite(value):
+        shown = value if isinstance(value, float) else f"an integer of {len(str(abs(int(value))))} digits"
+        raise ConfigError(f"{name} must be finite, got {shown}")
+    return float(value)
+
+
+def _config(function: str, config: object) -> Config:
+    """``config``, refused in one line unless it is a Config."""
+    if not isinstance(config, Config):
+        raise ConfigError(f"{function} needs an adamtune.Config, got {type(config).__name__} {config!r}"
+                          + (" (Config.from_params(optimizer, params) makes one from a dict)"
+                             if isinstance(config, Mapping) else ""))
+    return config
+
+
 NamedParams = Iterable[tuple[str, "nn.Parameter"]]
 
 
@@ -156,9 +184,14 @@ def _named(model_or_named_params: Union[nn.Module, NamedParams]) -> list[tuple[s
     if isinstance(model_or_named_params, nn.Module):
         items = list(model_or_named_params.named_parameters())
     else:
-        items = list(model_or_named_params)
+        wrong = ConfigError(f"make_optimizer needs a module or an iterable of (name, parameter) pairs, got "
+                            f"{type(model_or_named_params).__name__}")
+        try:
+            items = list(model_or_named_params)
+        except TypeError:
+            raise wrong from None
         if items and not (isinstance(items[0], tuple) and len(items[0]) == 2):
-            raise ConfigError("make_optimizer needs a module or an iterable of (name, parameter) pairs")
+            raise wrong
     return [(n, p) for n, p in items if p.requires_grad]
 
 
@@ -204,10 +237,12 @@ def make_optimizer(model_or_named_params: Union[nn.Module, NamedParams], config:
     default implementation up to rounding) wherever it can run, as the batched engine does.
 
     Raises:
-        ConfigError: no trainable parameters, or a malformed parameter iterable.
+        ConfigError: no trainable parameters, a malformed parameter iterable, or ``config`` not a
+            Config.
     """
     import torch
 
+    config = _config("make_optimizer", config)
     groups = param_groups(model_or_named_params, config.weight_decay)
     if config.optimizer == "adadelta":
         return torch.optim.Adadelta(groups, lr=config.lr, rho=config.rho, eps=config.eps)
@@ -243,12 +278,20 @@ def make_scheduler(optimizer: torch.optim.Optimizer, config: Config, total_steps
     """A ``LambdaLR`` giving warmup (fraction ``config.warmup``) then ``config.schedule``.
 
     Call ``scheduler.step()`` once after every ``optimizer.step()``.
+
+    Raises:
+        ConfigError: ``optimizer`` is not a torch optimizer, ``config`` not a Config, or
+            ``total_steps`` not a whole number >= 1.
     """
     import torch
 
-    if total_steps < 1:
-        raise ConfigError(f"total_steps must be >= 1, got {total_steps}")
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_multiplier(config, total_steps))
+    config = _config("make_scheduler", config)
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise ConfigError(f"make_scheduler needs a torch.optim optimizer (make_optimizer makes one), got "
+                          f"{type(optimizer).__name__} {optimizer!r}")
+    if isinstance(total_steps, bool) or not isinstance(total_steps, numbers.Integral) or total_steps < 1:
+        raise ConfigError(f"total_steps must be a whole number >= 1, got {total_steps!r}")
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_multiplier(config, int(total_steps)))
 
 
 def clip_gradients(model_or_params: Union[nn.Module, Iterable[torch.Tensor]], config: Config) -> float:
@@ -256,12 +299,21 @@ def clip_gradients(model_or_params: Union[nn.Module, Iterable[torch.Tensor]], co
 
     The norm is one L2 norm over all gradients, as ``torch.nn.utils.clip_grad_norm_`` computes
     it; the engines log it so the report can recommend a clipping threshold.
+
+    Raises:
+        ConfigError: ``config`` is not a Config, or ``model_or_params`` neither a module nor an
+            iterable of parameters.
     """
     import torch
     from torch import nn
 
+    config = _config("clip_gradients", config)
     params = model_or_params.parameters() if isinstance(model_or_params, nn.Module) else model_or_params
-    grads_params = [p for p in params if p.grad is not None]
+    try:
+        grads_params = [p for p in params if p.grad is not None]
+    except (TypeError, AttributeError):
+        raise ConfigError(f"clip_gradients needs a module or an iterable of parameters, got "
+                          f"{type(model_or_params).__name__}") from None
     if config.max_grad_norm is None:
         if not grads_params:
             return 0.0

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import numbers
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -37,8 +38,18 @@ class Dimension:
     scale: str
 
     def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise SpaceError(f"a dimension's name must be a hyperparameter's, such as 'lr', got {self.name!r}")
         if self.scale not in SCALES:
             raise SpaceError(f"scale of {self.name} must be one of {', '.join(SCALES)}, got {self.scale!r}")
+        for bound in ("low", "high"):
+            value = getattr(self, bound)
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                raise SpaceError(f"{bound} of {self.name} must be a number, got {value!r}")
+            try:
+                object.__setattr__(self, bound, float(value))  # np.float32 too; stored as JSON
+            except OverflowError:  # an int too large for a float
+                object.__setattr__(self, bound, math.inf if value > 0 else -math.inf)
         if not (math.isfinite(self.low) and math.isfinite(self.high)):
             raise SpaceError(f"{self.name} range must be finite, got {self.low}:{self.high}")
         if not self.low < self.high:
@@ -107,6 +118,21 @@ class SearchSpace:
 
     def __post_init__(self) -> None:
         check_optimizer(self.optimizer)
+        try:
+            dimensions, fixed = tuple(self.dimensions), tuple(self.fixed)
+        except TypeError:
+            raise SpaceError(f"a SearchSpace takes a tuple of Dimension and one of (name, value) pairs, got "
+                             f"{type(self.dimensions).__name__} and {type(self.fixed).__name__}") from None
+        for d in dimensions:
+            if not isinstance(d, Dimension):
+                raise SpaceError(f"a SearchSpace's dimensions must be Dimension objects, got {type(d).__name__} {d!r}"
+                                 + (" ('NAME=WINDOW' strings go to tune(space=[...]))" if isinstance(d, str) else ""))
+        if isinstance(self.fixed, Mapping) or not all(isinstance(p, (tuple, list)) and len(p) == 2 for p in fixed):
+            raise SpaceError(f"a SearchSpace's fixed values must be (name, value) pairs, such as (('beta1', 0.9),), "
+                             f"got {self.fixed!r}")
+        # a list given stays equal to the same tuple (and hashable)
+        object.__setattr__(self, "dimensions", dimensions)
+        object.__setattr__(self, "fixed", tuple(tuple(p) for p in fixed))
         names = [d.name for d in self.dimensions]
         if len(set(names)) != len(names):
             raise SpaceError(f"a dimension is listed twice: {names}")
