@@ -1,5 +1,6 @@
 """Several workers on one study, started by Ray: a real local Ray cluster, a real SQLite file."""
 
+import contextlib
 import os
 import re
 import shutil
@@ -76,8 +77,26 @@ def test_the_workers_find_what_one_process_finds(cluster, storage, tiny_ref):
 
 
 def test_a_worker_no_node_can_hold_is_refused_not_waited_for(cluster, storage, tiny_ref):
-    with pytest.raises(StudyError, match="each worker asks for 64 CPUs, and the largest node of the Ray cluster has 2"):
+    with pytest.raises(StudyError, match=re.escape("each worker asks for 64 CPUs, and the largest node of the Ray "
+                                                   "cluster has 2; ask for fewer (--cpus-per-worker)")):
         tune_on_ray(tiny_ref, workers=1, cpus_per_worker=64, budget=2, storage=storage, notice=lambda m: None)
+    assert not os.path.exists(storage[len("sqlite:///"):])  # nothing stored: not even the file
+
+
+def test_a_run_refused_before_its_workers_start_leaves_no_study_to_block_the_next(cluster, storage, tiny_ref):
+    """Only the study the refused run made goes: the storage's other studies, and one it continued, stay."""
+    adamtune.tune(tiny_ref, budget=1, storage=storage, study="kept", pruner="none")
+    for study in ("new", "kept"):
+        with pytest.raises(StudyError, match="each worker asks for 64 CPUs"):
+            tune_on_ray(tiny_ref, workers=1, cpus_per_worker=64, budget=2, storage=storage, study=study,
+                        optimizer="adamw", notice=lambda m: None)
+    with contextlib.closing(sqlite3.connect(storage[len("sqlite:///"):])) as con:
+        assert con.execute("SELECT study_name FROM studies").fetchall() == [("kept",)]
+    # the corrected run may choose another optimizer: no study of the refused run's holds it to adamw
+    r = tune_on_ray(tiny_ref, workers=1, budget=1, storage=storage, study="new", optimizer="adam",
+                    notice=lambda m: None)
+    assert r.settings.optimizer == "adam"
+    assert [len(adamtune.load(name, storage).trials) for name in ("new", "kept")] == [1, 1]
 
 
 def test_numpy_integers_are_taken_for_workers():

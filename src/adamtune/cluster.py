@@ -6,7 +6,8 @@ at a time) and stores them, and the budget holds across them. Ray only starts th
 where there is room for them (a CPU each, or a GPU each with ``device="cuda"``), on this
 machine or on every machine of a cluster. This process opens the study first, so bad input is
 refused before any worker starts, then follows the study in its storage and reports each trial
-as it is stored, whichever worker trained it.
+as it is stored, whichever worker trained it. A run refused before its workers start (a worker
+no node can hold) removes the study it made, so it stores nothing.
 
 A SQLite file is on one machine only: it serves the workers of a cluster of one node (the local
 cluster started here, or one ``ray start --head`` made on this machine); a cluster of several
@@ -29,9 +30,11 @@ import tempfile
 from collections.abc import Callable, Iterator
 from typing import Any, Union
 
+import optuna
+
 from adamtune.errors import AdamtuneError, StorageError, StudyError, first_line
 from adamtune.results import StudySettings, TuneResult, result_of
-from adamtune.storage import check_url, settle, sqlite_path, storage_url
+from adamtune.storage import check_url, is_new_file, open_storage, settle, sqlite_path, storage_url, study_names
 from adamtune.study import (
     Objective, OpenedStudy, check_callbacks, open_study, refuse_all_failed, resolve_batch, sigterm_as_interrupt, warn,
 )
@@ -201,8 +204,9 @@ def _check_room(nodes: list[dict[str, Any]], cpus: float, gpus: float) -> None:
     for name, wanted in (("CPU", cpus), ("GPU", gpus)):
         most = max((n.get("Resources", {}).get(name, 0.0) for n in nodes), default=0.0)
         if wanted > most:
+            fewer = "--cpus-per-worker" if name == "CPU" else "--device cpu, or a cluster with GPUs"
             raise StudyError(f"each worker asks for {wanted:g} {name}{'s' if wanted != 1 else ''}, and the largest node "
-                             f"of the Ray cluster has {most:g}; ask for fewer (--cpus-per-worker, or --device cpu)")
+                             f"of the Ray cluster has {most:g}; ask for fewer ({fewer})")
 
 
 def _worker(workload: Union[str, Workload, Objective, None], options: dict[str, Any], threads: int | None,
@@ -264,7 +268,8 @@ def tune_on_ray(
     Raises:
         AdamtuneError: bad input (said before any worker starts), Ray missing or the cluster
             unreachable, a SQLite storage with a cluster of several nodes, or a worker's own
-            error (the first, as the worker raised it).
+            error (the first, as the worker raised it). A study this run made is removed again
+            when it is refused before any worker starts.
     """
     workers = check_workers(workers)
     check_callbacks(on_trial=on_trial, on_start=on_start, notice=notice)
@@ -276,28 +281,81 @@ def tune_on_ray(
     check_url(url)
     url = _absolute(url)
     say = notice or warn
+    new_file = is_new_file(url)
     with contextlib.ExitStack() as stack:
         # A named cluster is reached before the study is stored (it may not be there, or not be
         # Ray); the local one is started after the input is checked (that takes seconds).
         ray = stack.enter_context(_connected(address)) if address is not None else None
+        before = _studies_in(url, new_file)
         opened = open_study(workload_or_objective, **{**options, "storage": url}, notice=say)
-        stack.callback(settle, opened.store)  # as tune() leaves it: a SQLite file with its log folded in
-        if ray is None and opened.remaining:
-            ray = stack.enter_context(_connected(address))
-        stack.enter_context(sigterm_as_interrupt(over=True))  # after ray.init, which sets a SIGTERM handler of its own
-        return _run(ray, opened, workload_or_objective, url, workers, cpus, gpus, options, on_trial, on_start,
-                    say, max_consecutive_failures)
+        if gpus is None:
+            gpus = 1.0 if opened.device.startswith("cuda") else 0.0
+        unmade = False
+        # as tune() leaves it: a SQLite file with its log folded in (unless the file is gone)
+        stack.callback(lambda: unmade or settle(opened.store))
+        try:
+            if ray is None and opened.remaining:
+                ray = stack.enter_context(_connected(address))
+            stack.enter_context(sigterm_as_interrupt(over=True))  # after ray.init, which sets a SIGTERM handler of its own
+            k = _prepare(ray, opened, url, workers, cpus, gpus, options, on_start, say, max_consecutive_failures)
+        except BaseException:
+            # A run stopped before any worker started (the cluster cannot hold a worker, Ctrl-C while
+            # it starts) stores nothing: the study it made is not left to fix a later run's
+            # optimizer, seed and space.
+            if before is not None and opened.study.study_name not in before:
+                unmade = _unmake(opened, new_file)
+            raise
+        if k is None:
+            return result_of(opened.study, opened.settings)
+        return _run(ray, opened, workload_or_objective, url, workers, cpus, gpus, k, options, on_trial, say,
+                    max_consecutive_failures)
     raise AssertionError("unreachable")  # for type checkers: the with block returns or raises
 
 
-def _run(ray: Any, opened: OpenedStudy, workload_or_objective: Any, url: str, workers: int,
-         cpus: float | None, gpus: float | None, options: dict[str, Any], on_trial: Callable | None,
-         on_start: Callable | None, say: Callable[[str], None], max_consecutive_failures: int | None) -> TuneResult:
-    """Start the workers on the opened study and follow it until they are done."""
-    device, max_memory = options.get("device"), options.get("max_memory")
-    settings, the_study = opened.settings, opened.study
-    if gpus is None:
-        gpus = 1.0 if opened.device.startswith("cuda") else 0.0
+def _studies_in(url: str, new_file: bool) -> set[str] | None:
+    """The names of the studies ``url`` holds now (none in a file yet to be made); None where
+    they cannot be read here (open_study says why, in its turn)."""
+    if new_file:
+        return set()
+    try:
+        store = open_storage(url)
+    except Exception:  # noqa: BLE001 - a damaged file, a server not there: said by open_study
+        return None
+    try:
+        return set(study_names(store))
+    except Exception:  # noqa: BLE001
+        return None
+    finally:
+        settle(store)
+
+
+def _unmake(opened: OpenedStudy, new_file: bool) -> bool:
+    """Delete the study this run made, if no trial is in it yet, and the SQLite file this run
+    made, if no other study is in it. Returns whether the file was removed (nothing is left to
+    settle); a deletion that fails leaves the study as it is."""
+    path = sqlite_path(opened.url) if new_file else None
+    try:
+        if opened.study.get_trials(deepcopy=False):  # another process's trials: the study is in use
+            return False
+        optuna.delete_study(study_name=opened.study.study_name, storage=opened.store)
+        if path is None or study_names(opened.store):
+            return False
+    except Exception:  # noqa: BLE001 - the refusal under way is what the user hears about
+        return False
+    settle(opened.store)  # closes its connections
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        with contextlib.suppress(OSError):
+            os.remove(path + suffix)
+    return True
+
+
+def _prepare(ray: Any, opened: OpenedStudy, url: str, workers: int, cpus: float | None, gpus: float,
+             options: dict[str, Any], on_start: Callable | None, say: Callable[[str], None],
+             max_consecutive_failures: int | None) -> int | None:
+    """What is said before any worker starts: whether the cluster can hold the workers, the
+    study's header (``on_start``), the batch size. Returns the batch size, or None when the
+    study has no trial left to run."""
+    settings = opened.settings
     if opened.remaining:  # what the cluster cannot do is said before the run starts
         nodes = [n for n in ray.nodes() if n.get("Alive")]
         if sqlite_path(url) is not None and len(nodes) > 1:
@@ -309,13 +367,25 @@ def _run(ray: Any, opened: OpenedStudy, workload_or_objective: Any, url: str, wo
     if opened.remaining == 0:
         if max_consecutive_failures is not None:
             refuse_all_failed(opened)
-        return result_of(the_study, settings)
-    # Each worker runs its share of the trials left: shares fixed here cannot ask past the budget
-    # together (workers that each counted the trials left could).
+        return None
+    return resolve_batch(opened.wanted_batch, opened.workload, settings.sampler, _shares(opened, workers)[0],
+                         opened.device, options.get("max_memory"), say)
+
+
+def _shares(opened: OpenedStudy, workers: int) -> list[int]:
+    """Each worker runs its share of the trials left: shares fixed here cannot ask past the
+    budget together (workers that each counted the trials left could)."""
     shares = [opened.remaining // workers + (i < opened.remaining % workers) for i in range(workers)]
-    shares = [n for n in shares if n]
-    k = resolve_batch(opened.wanted_batch, opened.workload, settings.sampler, shares[0], opened.device, max_memory,
-                      say)
+    return [n for n in shares if n]
+
+
+def _run(ray: Any, opened: OpenedStudy, workload_or_objective: Any, url: str, workers: int,
+         cpus: float | None, gpus: float, k: int, options: dict[str, Any], on_trial: Callable | None,
+         say: Callable[[str], None], max_consecutive_failures: int | None) -> TuneResult:
+    """Start the workers on the opened study, ``k`` trials at once each, and follow it until they are done."""
+    device, max_memory = options.get("device"), options.get("max_memory")
+    settings, the_study = opened.settings, opened.study
+    shares = _shares(opened, workers)
     threads = max(1, int(cpus or 1))
     # Every worker continues the study as stored now: the workload is read from the study unless
     # it is a Python object (a Workload or an objective), which Ray sends along.
