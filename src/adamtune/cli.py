@@ -563,6 +563,9 @@ def main() -> None:
     missing value) are one line and exit status 2 too, like every other bad input."""
     import sys
 
+    from adamtune.report.plain import fit_output_encoding
+
+    fit_output_encoding()  # a terminal that is not UTF-8 gets ASCII, not a UnicodeEncodeError
     try:
         code = app(standalone_mode=False)
     except typer.TyperException as e:
