@@ -569,10 +569,11 @@ def _raise_on_call(n, real, error=KeyboardInterrupt):
 CUT_SHORT = {
     "ctrl-c in the 2nd trial's training": (KeyboardInterrupt, ["COMPLETE"] + ["FAIL"] * 4, [False] + [True] * 4),
     "ctrl-c while the 1st trial is told": (KeyboardInterrupt, ["FAIL"] * 5, [True] * 5),
-    # trial 2's own end is interrupted, so it stays RUNNING (marked: it does not use up the
-    # budget); the trials after it are still ended
+    # trial 2's own end (one transaction) is interrupted, so it stays RUNNING and unmarked: it
+    # uses up the budget until it is lost (its process gone), then it is rerun; the trials after
+    # it are still ended
     "ctrl-c again while the cut-short trials end": (KeyboardInterrupt, ["COMPLETE", "FAIL", "RUNNING", "FAIL", "FAIL"],
-                                                    [False] + [True] * 4),
+                                                    [False, True, False, True, True]),
     "repeated failures": (adamtune.StudyError, ["FAIL"] * 5, [False] * 3 + [True] * 2),
     "the notice raises": (RuntimeError, ["FAIL"] * 5, [True] * 5),
 }
@@ -582,8 +583,6 @@ CUT_SHORT = {
 def test_a_fallback_cut_short_leaves_no_trial_running(storage, monkeypatch, stop):
     """The batch's trials not finished when the sequential fallback stops end as cut short:
     none stays running, and they do not use up the budget."""
-    import optuna
-
     import adamtune.study as study_module
 
     w = dataclasses.replace(_digits(steps=20, eval_every=10), model=NotVmappable)
@@ -597,17 +596,8 @@ def test_a_fallback_cut_short_leaves_no_trial_running(storage, monkeypatch, stop
         monkeypatch.setattr(study_module, "_tell_many", _raise_on_call(1, study_module._tell_many))
     elif stop == "ctrl-c again while the cut-short trials end":
         monkeypatch.setattr(study_module, "train_trial", _raise_on_call(2, study_module.train_trial))
-        # the first tell of a failed trial is trial 1's; the second, trial 2's, is interrupted too
-        real_tell, tells = optuna.Study.tell, []
-
-        def tell(self, trial, *args, **kwargs):
-            if kwargs.get("state") == optuna.trial.TrialState.FAIL:
-                tells.append(1)
-                if len(tells) == 2:
-                    raise KeyboardInterrupt
-            return real_tell(self, trial, *args, **kwargs)
-
-        monkeypatch.setattr(optuna.Study, "tell", tell)
+        # the first cut-short end is trial 1's; the second, trial 2's, is interrupted too
+        monkeypatch.setattr(study_module, "fail_if_running", _raise_on_call(2, study_module.fail_if_running))
     elif stop == "repeated failures":
         w = dataclasses.replace(w, metrics={"boom": _exploding_metric})
     error, states, interrupted = CUT_SHORT[stop]
@@ -616,9 +606,28 @@ def test_a_fallback_cut_short_leaves_no_trial_running(storage, monkeypatch, stop
     monkeypatch.undo()
     assert _stored_states(storage, w.name) == (states, interrupted)
     if error is KeyboardInterrupt:
+        if "RUNNING" in states:  # its worker, this process, is gone by the next run: say so
+            _process_gone(storage)
         r = adamtune.tune(dataclasses.replace(w, model=NotVmappable), budget=5, storage=storage, pruner="none",
                           notice=lambda m: None)
         assert r.count(TrialState.COMPLETE) == 5  # the cut-short trials did not use up the budget
+
+
+def _process_gone(storage):
+    """Mark the running trials' worker as a process of this machine that has ended."""
+    import sqlite3
+    import subprocess
+
+    from adamtune.heartbeat import _start_of, this_process
+
+    ended = subprocess.Popen(["sleep", "60"])
+    start = _start_of(ended.pid)
+    ended.kill()
+    ended.wait()
+    boot, ns, _, _ = this_process().split()
+    with sqlite3.connect(storage[len("sqlite:///"):]) as db:
+        db.execute("update trial_user_attributes set value_json = json_quote(?) where key = 'process' and trial_id in "
+                   "(select trial_id from trials where state = 'RUNNING')", (f"{boot} {ns} {ended.pid} {start}",))
 
 
 # batched, with the quasi-random sampler, the batch's 5 trials are all made before any draws
