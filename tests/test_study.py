@@ -1092,3 +1092,24 @@ def test_a_trial_whose_cut_short_end_cannot_be_stored_is_left_running_without_th
     trials = optuna.load_study(study_name="s", storage=storage).trials
     assert trials[1].state == optuna.trial.TrialState.RUNNING
     assert "interrupted" not in trials[1].user_attrs and "traceback" not in trials[1].user_attrs
+
+
+@pytest.mark.parametrize("bad", [0, -1, True, "3", 2.0])
+def test_max_consecutive_failures_must_be_a_whole_number_of_trials(storage, bad):
+    def objective(config, trial):
+        return config.lr
+
+    with pytest.raises(StudyError, match=rf"max_consecutive_failures must be a whole number >= 1 or None, got {re.escape(repr(bad))}$"):
+        adamtune.tune(objective, budget=2, storage=storage, max_consecutive_failures=bad)
+    assert not os.path.exists(storage[len("sqlite:///"):])  # refused before anything is stored
+
+
+def test_numpy_integers_are_whole_numbers(storage):
+    import numpy as np
+
+    def objective(config, trial):
+        return config.lr
+
+    r = adamtune.tune(objective, budget=np.int64(2), seed=np.int32(3), max_trials=np.int64(2),
+                      max_consecutive_failures=np.int64(3), storage=storage, study="np")
+    assert len(r.trials) == 2 and r.settings.seed == 3 and type(r.settings.seed) is int and r.settings.budget == 2

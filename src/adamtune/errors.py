@@ -65,6 +65,15 @@ def name_problem(name: object) -> str | None:
 _WHOLE = re.compile(r"\s*[+-]?[0-9]+\s*")
 
 
+def integral(value: object) -> int | None:
+    """``value`` as an int if it is a whole number type (int, numpy's integers; not bool), else None."""
+    import numbers
+
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        return None
+    return int(value)
+
+
 def whole_number(text: str) -> int | None:
     """``text`` as an int if it is a whole number in ASCII digits (an optional sign, spaces
     around), else None: ``int()`` also takes ``1_0`` and other scripts' digits (``３``), which

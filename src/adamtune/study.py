@@ -34,7 +34,7 @@ from adamtune.engine import Outcome, data_seed, infeasible, init_seed, train_tri
 from adamtune.engine.batched import NotBatchable, member_bytes, members_per_chunk, train_members, why_not_batchable
 from adamtune.engine.monitor import summarize_norms
 from adamtune.errors import (
-    OutputClosed, SpaceError, StudyError, Terminated, WorkloadError, first_line, name_problem, whole_number,
+    OutputClosed, SpaceError, StudyError, Terminated, WorkloadError, first_line, integral, name_problem, whole_number,
 )
 from adamtune.heartbeat import GRACE_S, Heartbeat, end_lost, lost_text, this_process
 from adamtune.quiet import quiet_optuna
@@ -393,9 +393,10 @@ def check_callbacks(**callbacks: Any) -> None:
 
 
 def _check_seed(seed: Any) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+    n = integral(seed)
+    if n is None or not 0 <= n < 2**32:
         raise StudyError(f"seed must be an integer in [0, 2**32), got {seed!r}")
-    return seed
+    return n
 
 
 def _pick(name: str, explicit: Any, stored: Any, default: Any, study: str) -> Any:
@@ -568,8 +569,9 @@ def open_study(
         opt = _pick("optimizer", optimizer, stored and stored.optimizer, "adamw", name)
         the_task = _pick("task", task, stored and stored.task, workload.task if workload else "generic", name)
         n_budget = budget if budget is not None else (stored.budget if stored is not None else DEFAULT_BUDGET)
-        if isinstance(n_budget, bool) or not isinstance(n_budget, int) or not 1 <= n_budget <= MAX_BUDGET:
+        if integral(n_budget) is None or not 1 <= n_budget <= MAX_BUDGET:
             raise SpaceError(f"budget must be a whole number of trials in 1..{MAX_BUDGET}, got {n_budget!r}")
+        n_budget = int(n_budget)
         the_seed = _check_seed(_pick("seed", seed, stored and stored.seed, 0, name))
         the_sampler = sampler if sampler is not None else (stored.sampler if stored is not None else "quasi-random")
         the_pruner = pruner if pruner is not None else (stored.pruner if stored is not None else "asha")
@@ -763,8 +765,14 @@ def tune(
             storage failed while it ran (a full disk, a file made read-only, a server gone); the
             trials in training end as cut short where the storage still allows.
     """
-    if max_trials is not None and (isinstance(max_trials, bool) or not isinstance(max_trials, int) or max_trials < 1):
+    if max_trials is not None and (integral(max_trials) is None or max_trials < 1):
         raise StudyError(f"max_trials must be a whole number >= 1 or None, got {max_trials!r}")
+    if max_consecutive_failures is not None and (integral(max_consecutive_failures) is None
+                                                 or max_consecutive_failures < 1):
+        raise StudyError(f"max_consecutive_failures must be a whole number >= 1 or None, got "
+                         f"{max_consecutive_failures!r}")
+    max_trials = None if max_trials is None else int(max_trials)
+    max_consecutive_failures = None if max_consecutive_failures is None else int(max_consecutive_failures)
     check_callbacks(on_trial=on_trial, on_start=on_start, notice=notice)
     opened = open_study(
         workload_or_objective, optimizer=optimizer, task=task, budget=budget, space=space, sampler=sampler,
@@ -872,9 +880,9 @@ def parse_batch(batch: int | str, max_memory: int | None = None) -> int | None:
         return None
     # text as --budget and --seed read it: ASCII digits (int() also takes 1_0 and ３)
     wanted = whole_number(batch) if isinstance(batch, str) else batch
-    if isinstance(wanted, bool) or not isinstance(wanted, int) or wanted < 1:
+    if integral(wanted) is None or wanted < 1:
         raise StudyError(f"batch must be a whole number >= 1 or 'auto', got {batch!r}")
-    return wanted
+    return int(wanted)
 
 
 def first_build(workload: Workload) -> nn.Module | None:
