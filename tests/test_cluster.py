@@ -62,6 +62,35 @@ def test_two_workers_train_at_once_and_keep_to_the_budget(cluster, storage, tmp_
     assert len({t.params["lr"] for t in r.trials}) == 6  # the workers drew apart
 
 
+def test_a_lost_workers_share_runs_in_a_new_worker(cluster, storage, tmp_path):
+    """A worker killed outright (as by the out-of-memory killer) in its first trial: its trial ends
+    as cut short at once (its process ran on this machine and is gone), and the budget is made up
+    in the same run by a new worker, which reruns the lost trial's point first."""
+    import math
+    import signal
+
+    marker = tmp_path / "killed"
+
+    def objective(config, trial):
+        if not marker.exists():
+            marker.touch()
+            os.kill(os.getpid(), signal.SIGKILL)
+        value = (math.log10(config.lr) + 3) ** 2
+        trial.report(1, value)
+        return value
+
+    notes = []
+    r = tune_on_ray(objective, workers=1, budget=4, storage=storage, study="lost", notice=notes.append)
+    assert any(n.startswith("a worker was lost") for n in notes), notes
+    assert "making up for the lost worker: 4 trials of the budget left, 1 worker started" in notes, notes
+    (gone,) = [t for t in r.trials if t.state == TrialState.FAILED]
+    assert gone.interrupted and "no longer runs" in gone.error
+    done = [t for t in r.trials if t.state == TrialState.COMPLETE]
+    assert len(done) == 4 and r.count(TrialState.RUNNING) == 0
+    (rerun,) = [t for t in done if t.retry_of is not None]
+    assert rerun.retry_of == gone.number and rerun.params == gone.params
+
+
 def test_the_workers_find_what_one_process_finds(cluster, storage, tiny_ref):
     """Quasi-random search: the same points, and on the CPU the same values, as one process."""
     r = tune_on_ray(tiny_ref, workers=2, budget=6, batch=3, pruner="none", storage=storage, study="ray",

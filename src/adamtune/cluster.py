@@ -36,14 +36,17 @@ from adamtune.errors import AdamtuneError, StorageError, StudyError, first_line
 from adamtune.results import StudySettings, TuneResult, result_of
 from adamtune.storage import check_url, is_new_file, open_storage, settle, sqlite_path, storage_url, study_names
 from adamtune.study import (
-    Objective, OpenedStudy, check_callbacks, open_study, refuse_all_failed, resolve_batch, sigterm_as_interrupt, warn,
+    Objective, OpenedStudy, check_callbacks, counted_trials, open_study, refuse_all_failed, resolve_batch,
+    sigterm_as_interrupt, warn,
 )
-from adamtune.trials import TrialRecord
+from adamtune.heartbeat import end_lost
+from adamtune.trials import TrialRecord, trials_text
 from adamtune.workloads import Workload
 
 MAX_WORKERS = 1024
 POLL_S = 1.0  # how often the study is read for trials the workers stored
 CANCEL_WAIT_S = 60.0  # how long the workers get to end their trials as cut short after Ctrl-C
+MAKE_UP_ROUNDS = 2  # rounds of workers started for the share of workers lost (a lost one may be lost again)
 
 RAY_MISSING = "Ray is not installed: pip install -c constraints.txt -e '.[ray]' (or pip install ray)"
 
@@ -395,25 +398,39 @@ def _run(ray: Any, opened: OpenedStudy, workload_or_objective: Any, url: str, wo
     # No retries: a worker killed (out of memory, say) would be started again on a fresh share
     # while its trials still count; adamtune's own note says what became of them.
     task_fn = ray.remote(num_cpus=cpus or 1, num_gpus=gpus, max_retries=0)(_worker)
-    refs = [task_fn.remote(sent, {**shared, "max_trials": n}, threads, os.getcwd()) for n in shares]
     follow = _Follower(the_study, settings, on_trial)
-    try:
-        errors, lost = _wait(ray, refs, follow, say)
-    except KeyboardInterrupt:
-        # Each worker gets a KeyboardInterrupt and ends its trials as cut short.
-        for ref in refs:
-            ray.cancel(ref)
-        with contextlib.suppress(Exception):
-            ray.wait(refs, num_returns=len(refs), timeout=CANCEL_WAIT_S)
-        with contextlib.suppress(Exception):
-            follow.poll()
-        raise
-    follow.poll()
-    if errors:
-        raise errors[0]
+    for round_ in range(MAKE_UP_ROUNDS + 1):
+        refs = [task_fn.remote(sent, {**shared, "max_trials": n}, threads, os.getcwd()) for n in shares]
+        try:
+            errors, lost = _wait(ray, refs, follow, say)
+        except KeyboardInterrupt:
+            # Each worker gets a KeyboardInterrupt and ends its trials as cut short.
+            for ref in refs:
+                ray.cancel(ref)
+            with contextlib.suppress(Exception):
+                ray.wait(refs, num_returns=len(refs), timeout=CANCEL_WAIT_S)
+            with contextlib.suppress(Exception):
+                follow.poll()
+            raise
+        follow.poll()
+        if errors:
+            raise errors[0]
+        if not lost or round_ == MAKE_UP_ROUNDS:
+            break
+        # A lost worker's share: its trials on this machine end at once (their process is
+        # gone), and the trials left in the budget run in another round of workers.
+        end_lost(the_study)
+        left = max(0, settings.budget - counted_trials(the_study))
+        if not left:
+            break
+        n = min(lost, left)
+        shares = [left // n + (i < left % n) for i in range(n)]
+        say(f"making up for the lost worker{'s' if lost > 1 else ''}: {trials_text(left)} of the budget left, "
+            f"{n} worker{'s' if n > 1 else ''} started")
     if lost == len(refs):
         raise StudyError(f"every worker was lost ({lost}); the trials they were training stay running until their "
-                         "heartbeat is stale, then a later run of the study makes up for them")
+                         "heartbeat is stale (at once for a worker of this machine), then a later run of the study "
+                         "makes up for them")
     return result_of(the_study, settings)
 
 
@@ -442,8 +459,9 @@ def _wait(ray: Any, refs: list, follow: "_Follower", say: Callable[[str], None])
                 continue
             except ray.exceptions.RayError as e:  # the worker's process or machine was lost
                 lost += 1
-                say(f"a worker was lost ({type(e).__name__}: {first_line(e)}); any trials it was training "
-                    "stay running until their heartbeat is stale, then a later run of the study makes up for them")
+                say(f"a worker was lost ({type(e).__name__}: {first_line(e)}); the trials it was training end as cut "
+                    "short once they are found lost (at once where its process ran on this machine, else when "
+                    "their heartbeat is stale), and what it leaves of the budget runs in new workers")
                 continue
             for message in out["notices"]:
                 say(f"{out['worker']}: {message}")
