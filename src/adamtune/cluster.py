@@ -27,6 +27,7 @@ import os
 import socket
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from typing import Any, Union
 
@@ -46,6 +47,7 @@ from adamtune.workloads import Workload
 MAX_WORKERS = 1024
 POLL_S = 1.0  # how often the study is read for trials the workers stored
 CANCEL_WAIT_S = 60.0  # how long the workers get to end their trials as cut short after Ctrl-C
+LOST_SETTLE_S = 10.0  # how long a lost worker's process gets to end before its trials are looked at
 MAKE_UP_ROUNDS = 2  # rounds of workers started for the share of workers lost (a lost one may be lost again)
 
 RAY_MISSING = "Ray is not installed: pip install -c constraints.txt -e '.[ray]' (or pip install ray)"
@@ -419,7 +421,7 @@ def _run(ray: Any, opened: OpenedStudy, workload_or_objective: Any, url: str, wo
             break
         # A lost worker's share: its trials on this machine end at once (their process is
         # gone), and the trials left in the budget run in another round of workers.
-        end_lost(the_study)
+        _end_lost_workers_trials(the_study)
         left = max(0, settings.budget - counted_trials(the_study))
         if not left:
             break
@@ -432,6 +434,21 @@ def _run(ray: Any, opened: OpenedStudy, workload_or_objective: Any, url: str, wo
                          "heartbeat is stale (at once for a worker of this machine), then a later run of the study "
                          "makes up for them")
     return result_of(the_study, settings)
+
+
+def _end_lost_workers_trials(study: optuna.Study) -> None:
+    """End the lost trials of workers whose process ran on this machine. Ray reports a worker
+    lost as its connection closes, which can be moments before its process has ended (then it
+    still looks alive): while trials are running, look again for up to ``LOST_SETTLE_S``
+    (another process's trials keep it looking that long)."""
+    deadline = time.monotonic() + LOST_SETTLE_S
+    while True:
+        end_lost(study)
+        if not study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+            return
+        if time.monotonic() > deadline:
+            return
+        time.sleep(0.2)
 
 
 def _wait(ray: Any, refs: list, follow: "_Follower", say: Callable[[str], None]) -> tuple[list[AdamtuneError], int]:
