@@ -236,15 +236,12 @@ def tune(
             state["task"] = progress.add_task("tuning", total=settings.budget, completed=state["done"], best="—")
             progress.start()
 
-        def finished(so_far) -> int:
-            return sum(1 for t in so_far.trials if t.finished and not t.interrupted)
-
         def on_trial(record, so_far) -> None:
             params = " ".join(f"{k}={fmt(v)}" for k, v in record.params.items())
             progress.console.print(
                 f"  trial {record.number:>3} {record.state.value:<9} {so_far.settings.metric} "
                 f"{trial_value_text(record):<12} {params}", highlight=False, soft_wrap=True, markup=False)
-            state["done"] = max(state["done"], min(finished(so_far), so_far.settings.budget))  # never back
+            state["done"] = max(state["done"], min(so_far.finished - so_far.cut_short, so_far.settings.budget))  # never back
             progress.update(state["task"], completed=state["done"], best=fmt(so_far.best_value))
 
         options = dict(
@@ -269,7 +266,7 @@ def tune(
 
                 result = tune_on_ray(workload, workers=n_workers, address=ray_address, cpus_per_worker=cpus, **options)
             if "task" in state:  # as the study stands at the end: trials still in training elsewhere are not done
-                progress.update(state["task"], completed=min(finished(result), result.settings.budget))
+                progress.update(state["task"], completed=min(result.finished - result.cut_short, result.settings.budget))
         finally:
             if progress.live.is_started:  # stopping a progress never started prints an empty line
                 progress.stop()
@@ -324,7 +321,7 @@ def show(
     from adamtune.commands import command_line
     from adamtune.heartbeat import lost, lost_text
     from adamtune.report.terminal import counts_line, print_table, retries_line, trials_table, to_json
-    from adamtune.trials import trials_text
+    from adamtune.trials import last_line, trials_text
     from adamtune.results import fixed_description, load, tuned_description
 
     with _user_errors():
@@ -346,8 +343,7 @@ def show(
             console.print(again, highlight=False, markup=False, soft_wrap=True)
         failed = [t for t in result.trials if t.error and not t.interrupted]  # cut short: counted above
         for t in failed[-SHOWN_FAILURES:]:
-            last = t.error.strip().splitlines()[-1]
-            console.print(f"trial {t.number} failed: {last}", highlight=False, markup=False)
+            console.print(f"trial {t.number} failed: {last_line(t.error) or ''}", highlight=False, markup=False)
         if failed:
             more = len(failed) - SHOWN_FAILURES
             every = command_line("show", "--json", storage=None if storage == DEFAULT_STORAGE else storage,

@@ -33,7 +33,7 @@ from typing import Any, Union
 
 import optuna
 
-from adamtune.errors import AdamtuneError, StorageError, StudyError, first_line
+from adamtune.errors import AdamtuneError, StorageError, StudyError, first_line, integral
 from adamtune.results import StudySettings, TuneResult, result_of
 from adamtune.storage import check_url, is_new_file, open_storage, settle, sqlite_path, storage_url, study_names
 from adamtune.study import (
@@ -63,9 +63,10 @@ def _ray() -> Any:
 
 def check_workers(workers: Any) -> int:
     """``workers`` as an int (numpy's integers too), or StudyError."""
-    if isinstance(workers, bool) or not isinstance(workers, numbers.Integral) or not 1 <= workers <= MAX_WORKERS:
+    n = integral(workers)
+    if n is None or not 1 <= n <= MAX_WORKERS:
         raise StudyError(f"workers must be a whole number in 1..{MAX_WORKERS}, got {workers!r}")
-    return int(workers)
+    return n
 
 
 def _check_share(name: str, value: Any) -> float | None:

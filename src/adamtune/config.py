@@ -13,7 +13,7 @@ import numbers
 from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Literal, Union
 
-from adamtune.errors import ConfigError
+from adamtune.errors import ConfigError, integral
 
 # torch is imported where it is used: a Config, its checks and its snippet need none, so
 # commands that only read a study (`adamtune show`, `best`) do not wait for torch's import.
@@ -289,9 +289,10 @@ def make_scheduler(optimizer: torch.optim.Optimizer, config: Config, total_steps
     if not isinstance(optimizer, torch.optim.Optimizer):
         raise ConfigError(f"make_scheduler needs a torch.optim optimizer (make_optimizer makes one), got "
                           f"{type(optimizer).__name__} {optimizer!r}")
-    if isinstance(total_steps, bool) or not isinstance(total_steps, numbers.Integral) or total_steps < 1:
+    steps = integral(total_steps)
+    if steps is None or steps < 1:
         raise ConfigError(f"total_steps must be a whole number >= 1, got {total_steps!r}")
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_multiplier(config, int(total_steps)))
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_multiplier(config, steps))
 
 
 def clip_gradients(model_or_params: Union[nn.Module, Iterable[torch.Tensor]], config: Config) -> float:

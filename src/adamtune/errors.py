@@ -5,6 +5,8 @@ The CLI turns any ``AdamtuneError`` into one line on stderr and exit status 2.
 
 from __future__ import annotations
 
+import numbers
+
 import re
 
 
@@ -67,8 +69,6 @@ _WHOLE = re.compile(r"\s*[+-]?[0-9]+\s*")
 
 def integral(value: object) -> int | None:
     """``value`` as an int if it is a whole number type (int, numpy's integers; not bool), else None."""
-    import numbers
-
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         return None
     return int(value)

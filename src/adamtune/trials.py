@@ -152,6 +152,12 @@ class TrialRecord:
         return self.state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.DIVERGED, TrialState.FAILED)
 
 
+def last_line(error: str | None) -> str | None:
+    """The last non-empty line of a traceback (the exception and its message), or None."""
+    lines = (error or "").strip().splitlines()
+    return lines[-1].strip() if lines else None
+
+
 def this_worker() -> str:
     """This process as a trial's ``worker`` attribute: ``HOST pid N``."""
     return f"{socket.gethostname()} pid {os.getpid()}"

@@ -33,7 +33,7 @@ from adamtune.analysis._finding import INFO, WARNING, Finding, fmt, trial_list
 from adamtune.analysis._select import Study, unpack
 from adamtune.commands import command_line
 from adamtune.results import StudySettings
-from adamtune.trials import TrialRecord, TrialState, trials_text
+from adamtune.trials import TrialRecord, TrialState, last_line, trials_text
 
 SORTED_CHANCE = 0.05
 # A share of failed trials at which the finding is a warning whatever else holds: one in five.
@@ -83,12 +83,6 @@ class Failures:
         """The smallest lr that failed, when every lr above the trained ones failed: the top the
         next lr window stays below (None otherwise)."""
         return self.bound if self.sorted_by == "lr" and self.side == ABOVE else None
-
-
-def last_line(error: str | None) -> str | None:
-    """The last non-empty line of a traceback (the exception and its message), or None."""
-    lines = (error or "").strip().splitlines()
-    return lines[-1].strip() if lines else None
 
 
 def failures(study: Study, settings: StudySettings | None = None) -> Failures:

@@ -20,7 +20,7 @@ from adamtune.report.findings import IN_NEXT_NOTE, SUGGESTION_LABELS, suggestion
 from adamtune.report.terminal import best_snippet, best_step_note, fmt, noise_note
 from adamtune.storage import SQLITE_MAGIC, sqlite_path
 from adamtune.results import TuneResult, fixed_description, tuned_description
-from adamtune.trials import TrialRecord, TrialState, trials_text
+from adamtune.trials import TrialRecord, TrialState, last_line, trials_text
 
 
 class ReportError(AdamtuneError):
@@ -427,8 +427,7 @@ def _trial_row(a: StudyAnalysis, t: TrialRecord, tuned: tuple[str, ...], reruns:
     value = "diverged" + (f" @ step {t.steps}" if t.steps else "") if t.state == TrialState.DIVERGED else fmt(t.value)
     error = ""
     if t.error:
-        last = t.error.strip().splitlines()[-1] if t.error.strip() else ""
-        error = f'<details><summary>{e(last)}</summary><pre>{e(t.error)}</pre></details>'
+        error = f'<details><summary>{e(last_line(t.error) or "")}</summary><pre>{e(t.error)}</pre></details>'
     cells = "".join(f"<td>{e(fmt(t.params.get(n)))}</td>" for n in tuned)
     duration = f"{t.duration_s:.1f} s" if t.duration_s is not None else "—"
     return (
