@@ -53,6 +53,14 @@ def _workload(**kw):
     (dict(name=7), r"workload name must be a non-empty string, got 7$"),
     (dict(name=""), r"workload name must be a non-empty string, got ''$"),
     (dict(name=" "), r"workload name must be a non-empty string, got ' '$"),
+    # a string or None raised TypeError from the comparison
+    (dict(divergence_factor="3"), r"workload 'w': divergence_factor must be a number > 1, got '3'$"),
+    (dict(divergence_factor=None), r"workload 'w': divergence_factor must be a number > 1, got None$"),
+    (dict(divergence_factor=1.0), r"workload 'w': divergence_factor must be a number > 1, got 1.0$"),
+    # 0-d tensors raised IndexError: no first dimension to count examples by
+    (dict(train_data=(torch.tensor(1.0), torch.tensor(1))),
+     r"workload 'w': train_data: inputs and targets must have one row per example \(a first dimension\), "
+     r"got shapes \(\), \(\)$"),
     (dict(name="[bold]x\n2"),
      r"workload name must be printable \(no newline, tab or other control character\), got '\[bold\]x\\n2'$"),
 ])

@@ -189,8 +189,9 @@ class Workload:
                    else "add it and name it: metrics={'accuracy': adamtune.accuracy}, objective='val_accuracy'")
             raise WorkloadError(f"workload {self.name!r}: objective 'val_loss' is a loss: direction must be "
                                 f"'minimize'; to maximise a metric, {how}")
-        if not self.divergence_factor > 1:
-            raise WorkloadError(f"workload {self.name!r}: divergence_factor must be > 1, got {self.divergence_factor}")
+        if (isinstance(self.divergence_factor, bool) or not isinstance(self.divergence_factor, numbers.Real)
+                or not self.divergence_factor > 1):
+            raise WorkloadError(f"workload {self.name!r}: divergence_factor must be a number > 1, got {self.divergence_factor!r}")
         for data, which in ((self.train_data, "train_data"), (self.valid_data, "valid_data")):
             if isinstance(data, DataLoader):
                 raise WorkloadError(f"workload {self.name!r}: {which} must be a Dataset or (inputs, targets) tensors, "
@@ -325,6 +326,10 @@ def num_examples(data: Data) -> int:
         if len(data) != 2 or not all(isinstance(t, Tensor) for t in data):
             got = ", ".join(type(t).__name__ for t in data)
             raise WorkloadError(f"data must be an (inputs, targets) pair of tensors or a Dataset, got a tuple of ({got})")
+        if any(t.dim() == 0 for t in data):  # a 0-d tensor has no first dimension to index examples by
+            shapes = ", ".join(str(tuple(t.shape)) for t in data)
+            raise WorkloadError(f"inputs and targets must have one row per example (a first dimension), "
+                                f"got shapes {shapes}")
         if data[0].shape[0] != data[1].shape[0]:
             raise WorkloadError(
                 f"inputs and targets must have the same length, got {data[0].shape[0]} and {data[1].shape[0]}"
