@@ -128,6 +128,30 @@ def test_a_function_that_cannot_be_an_objective_is_refused_before_a_study_is_mad
     assert not os.path.exists(storage.removeprefix("sqlite:///"))  # no study, not even a database, was made
 
 
+def _value(config, trial):
+    return config.lr
+
+
+def _raise(settings, n):
+    raise RuntimeError("on_start broke")
+
+
+@pytest.mark.parametrize("refused", [dict(batch=2), dict(on_start=_raise)], ids=["batch-in-objective-mode",
+                                                                              "on_start-raises"])
+def test_a_run_refused_after_its_study_was_made_leaves_no_study(storage, refused):
+    """A batch refused in objective mode, or an on_start that raised, left an empty study whose
+    optimizer, seed and space every later run was held to (and a new SQLite file behind)."""
+    with pytest.raises((StudyError, RuntimeError)):
+        adamtune.tune(_value, budget=2, storage=storage, **refused)
+    assert not os.path.exists(storage.removeprefix("sqlite:///"))  # the file this run made is gone too
+    adamtune.tune(_value, budget=1, storage=storage, study="other")  # another study keeps the file
+    with pytest.raises((StudyError, RuntimeError)):
+        adamtune.tune(_value, budget=2, storage=storage, **refused)
+    assert optuna.study.get_all_study_names(storage) == ["other"]
+    r = adamtune.tune(_value, budget=2, storage=storage, optimizer="adam")  # not held to the refused run's adamw
+    assert r.settings.optimizer == "adam" and len(r.trials) == 2
+
+
 def test_show_json_shape(storage, tiny_ref):
     r = adamtune.tune(tiny_ref, budget=4, storage=storage, pruner="none")
     data = json.loads(json.dumps(to_json(adamtune.load("tiny", storage))))

@@ -35,10 +35,10 @@ import optuna
 
 from adamtune.errors import AdamtuneError, StorageError, StudyError, first_line, integral
 from adamtune.results import StudySettings, TuneResult, result_of
-from adamtune.storage import check_url, is_new_file, open_storage, settle, sqlite_path, storage_url, study_names
+from adamtune.storage import check_url, settle, sqlite_path, storage_url
 from adamtune.study import (
     Objective, OpenedStudy, check_callbacks, counted_trials, open_study, refuse_all_failed, resolve_batch,
-    sigterm_as_interrupt, warn,
+    sigterm_as_interrupt, unmake, warn,
 )
 from adamtune.heartbeat import end_lost
 from adamtune.trials import TrialRecord, trials_text
@@ -287,12 +287,10 @@ def tune_on_ray(
     check_url(url)
     url = _absolute(url)
     say = notice or warn
-    new_file = is_new_file(url)
     with contextlib.ExitStack() as stack:
         # A named cluster is reached before the study is stored (it may not be there, or not be
         # Ray); the local one is started after the input is checked (that takes seconds).
         ray = stack.enter_context(_connected(address)) if address is not None else None
-        before = _studies_in(url, new_file)
         opened = open_study(workload_or_objective, **{**options, "storage": url}, notice=say)
         if gpus is None:
             gpus = 1.0 if opened.device.startswith("cuda") else 0.0
@@ -308,51 +306,13 @@ def tune_on_ray(
             # A run stopped before any worker started (the cluster cannot hold a worker, Ctrl-C while
             # it starts) stores nothing: the study it made is not left to fix a later run's
             # optimizer, seed and space.
-            if before is not None and opened.study.study_name not in before:
-                unmade = _unmake(opened, new_file)
+            unmade = unmake(opened)
             raise
         if k is None:
             return result_of(opened.study, opened.settings)
         return _run(ray, opened, workload_or_objective, url, workers, cpus, gpus, k, options, on_trial, say,
                     max_consecutive_failures)
     raise AssertionError("unreachable")  # for type checkers: the with block returns or raises
-
-
-def _studies_in(url: str, new_file: bool) -> set[str] | None:
-    """The names of the studies ``url`` holds now (none in a file yet to be made); None where
-    they cannot be read here (open_study says why, in its turn)."""
-    if new_file:
-        return set()
-    try:
-        store = open_storage(url)
-    except Exception:  # noqa: BLE001 - a damaged file, a server not there: said by open_study
-        return None
-    try:
-        return set(study_names(store))
-    except Exception:  # noqa: BLE001
-        return None
-    finally:
-        settle(store)
-
-
-def _unmake(opened: OpenedStudy, new_file: bool) -> bool:
-    """Delete the study this run made, if no trial is in it yet, and the SQLite file this run
-    made, if no other study is in it. Returns whether the file was removed (nothing is left to
-    settle); a deletion that fails leaves the study as it is."""
-    path = sqlite_path(opened.url) if new_file else None
-    try:
-        if opened.study.get_trials(deepcopy=False):  # another process's trials: the study is in use
-            return False
-        optuna.delete_study(study_name=opened.study.study_name, storage=opened.store)
-        if path is None or study_names(opened.store):
-            return False
-    except Exception:  # noqa: BLE001 - the refusal under way is what the user hears about
-        return False
-    settle(opened.store)  # closes its connections
-    for suffix in ("", "-wal", "-shm", "-journal"):
-        with contextlib.suppress(OSError):
-            os.remove(path + suffix)
-    return True
 
 
 def _prepare(ray: Any, opened: OpenedStudy, url: str, workers: int, cpus: float | None, gpus: float,

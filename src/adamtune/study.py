@@ -45,8 +45,8 @@ from adamtune.results import (
 from adamtune.retries import duplicates, point_of, retry_cut_short, retry_numbers
 from adamtune.space import SearchSpace, check_optimizer, check_task, preset, with_overrides
 from adamtune.storage import (
-    HeldWrites, ask_many, check_url, fail_if_running, is_new_file, open_storage, settle, sql_backend, storage_url,
-    tell_many, write_kept, writes_kept,
+    HeldWrites, ask_many, check_url, fail_if_running, is_new_file, open_storage, settle, sql_backend, sqlite_path,
+    storage_url, study_names, tell_many, write_kept, writes_kept,
 )
 from adamtune.trials import (
     ATTR_CONFIG, ATTR_CURVE, ATTR_ENGINE, ATTR_INTERRUPTED, ATTR_DIVERGED_AT, ATTR_GRAD_NORMS, ATTR_RETRY_OF, ATTR_STATE,
@@ -465,6 +465,8 @@ class OpenedStudy:
     Attributes:
         remaining: trials the budget has left (cut-short trials to run again included).
         wanted_batch: the batch asked for (None = auto).
+        made: this call made the study (it did not exist, and no other process made it first).
+        new_file: this call made the SQLite file holding it.
     """
 
     study: optuna.Study
@@ -476,6 +478,8 @@ class OpenedStudy:
     wanted_batch: int | None
     remaining: int
     url: str = ""
+    made: bool = False
+    new_file: bool = False
 
 
 def open_study(
@@ -509,7 +513,8 @@ def open_study(
     wanted_batch = parse_batch(batch, max_memory)
     dev = check_device(device)
     # A new SQLite file is created only once every argument has been checked.
-    store = None if is_new_file(url) else open_storage(url)
+    new_file = is_new_file(url)
+    store = None if new_file else open_storage(url)
     objective_fn: Objective | None = None
     workload: Workload | None = None
     workload_ref: str | None = None
@@ -648,7 +653,31 @@ def open_study(
     if retried:
         (notice or warn)(f"{trials_text(len(retried))} cut short earlier: run again first, with the same "
                           "hyperparameters and initial weights")
-    return OpenedStudy(the_study, settings, store, workload, objective_fn, dev, wanted_batch, remaining, url)
+    return OpenedStudy(the_study, settings, store, workload, objective_fn, dev, wanted_batch, remaining, url,
+                       made=existing is None, new_file=new_file)
+
+
+def unmake(opened: OpenedStudy) -> bool:
+    """Delete the study ``opened`` made, if no trial is in it yet, and the SQLite file it made, if
+    no other study is in it: a run refused before its first trial leaves nothing to fix a later
+    run's optimizer, seed and space. Returns whether the file was removed (nothing is left to
+    settle); a study this call did not make, or a deletion that fails, is left as it is."""
+    if not opened.made:
+        return False
+    path = sqlite_path(opened.url) if opened.new_file else None
+    try:
+        if opened.study.get_trials(deepcopy=False):  # another process's trials: the study is in use
+            return False
+        optuna.delete_study(study_name=opened.study.study_name, storage=opened.store)
+        if path is None or study_names(opened.store):
+            return False
+    except Exception:  # noqa: BLE001 - the refusal under way is what the user hears about
+        return False
+    settle(opened.store)  # closes its connections
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        with contextlib.suppress(OSError):
+            os.remove(path + suffix)
+    return True
 
 
 def _check_objective(fn: Callable) -> None:
@@ -786,13 +815,18 @@ def tune(
     quota = remaining if max_trials is not None else math.inf  # trials that count this call may still run
     runner = _Runner(the_study, settings, workload, opened.objective_fn, opened.device, on_trial,
                      max_consecutive_failures, notice or warn, opened.url)
+    unmade = False
     try:
-        if remaining == 0 and max_consecutive_failures is not None:
-            refuse_all_failed(opened)
-        if on_start is not None:
-            on_start(settings, remaining)
-        k = resolve_batch(opened.wanted_batch, workload, the_sampler, remaining, opened.device, max_memory,
-                          notice or warn)
+        try:
+            if remaining == 0 and max_consecutive_failures is not None:
+                refuse_all_failed(opened)
+            if on_start is not None:
+                on_start(settings, remaining)
+            k = resolve_batch(opened.wanted_batch, workload, the_sampler, remaining, opened.device, max_memory,
+                              notice or warn)
+        except BaseException:  # a batch refused, on_start raising, Ctrl-C: no trial ran
+            unmade = unmake(opened)
+            raise
         with sigterm_as_interrupt(), Heartbeat(the_study) as heartbeat:
             runner.heartbeat = heartbeat
             while remaining > 0:
@@ -810,7 +844,8 @@ def tune(
             raise runner.failed(f"every trial of this run failed ({runner.failures})")
         return result_of(the_study, settings)
     finally:
-        settle(store)
+        if not unmade:  # a removed file has nothing to settle
+            settle(store)
 
 
 def _tell_many(study: optuna.Study, done: Sequence[tuple[optuna.trial.Trial, Outcome]]) -> list[int]:
