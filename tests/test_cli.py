@@ -744,7 +744,7 @@ def test_a_file_that_cannot_be_read_is_one_line(tmp_path):
         for command in ("show", "studies", "tune"):
             r = runner.invoke(app, [command, "--storage", f"sqlite:///{path}"])
             assert r.exit_code == 2 and "Traceback" not in r.output
-            assert r.stderr.strip() == f"adamtune: error: cannot read '{path}': No such device or address"
+            assert r.stderr.strip() == f"adamtune: error: cannot read '{path}': it is a socket, not a database file"
 
 
 def test_a_file_the_user_may_not_read_is_one_line(finished, adamtune_command):

@@ -9,7 +9,7 @@ import pytest
 
 from adamtune.errors import StorageError
 from adamtune.storage import (
-    ask_many, open_storage, report_many, set_user_attrs, settle, should_prune_many, tell_many,
+    ask_many, check_url, open_storage, report_many, set_user_attrs, settle, should_prune_many, tell_many,
     write_kept, writes_held, writes_kept,
 )
 
@@ -588,3 +588,42 @@ def test_settle_neither_waits_for_nor_blocks_another_process_reading_the_study(t
         reader.wait()
     settle(patient)  # nobody else has the file open: the .db alone holds the study
     assert not os.path.exists(f"{path}-wal") and not os.path.exists(f"{path}-shm")
+
+
+def test_checking_a_url_leaves_this_process_s_sqlite_locks_so_other_processes_keep_its_log(tmp_path):
+    """check_url read the file's first bytes with open(): closing that descriptor dropped every
+    POSIX lock of this process on the file, its SQLite connections' too. The next process to
+    close a connection took itself for the last, checkpointed and deleted the -wal and -shm
+    files this process still used; what workers wrote next never reached it (tune_on_ray in a
+    notebook holding a study open returned none of its workers' trials)."""
+    path = str(tmp_path / "s.db")
+    url = f"sqlite:///{path}"
+    store = open_storage(url)
+    study = optuna.create_study(study_name="s", storage=store)
+    assert study.get_trials() == []  # this process holds a connection, in WAL mode
+    check_url(url)
+    check_url(url, must_exist=True)
+    other = ("import optuna, sys; s = optuna.load_study(study_name='s', storage=sys.argv[1]); "
+             "s.tell(s.ask(), 1.0)")
+    for _ in range(2):  # each closes its connection; the second writes into the log the first left
+        subprocess.run([sys.executable, "-c", other, url], check=True, timeout=120)
+    assert os.path.exists(path + "-wal")
+    assert len(study.get_trials()) == 2
+    settle(store)
+
+
+@pytest.mark.parametrize("kind", ["fifo", "socket"])
+def test_a_storage_path_that_is_no_regular_file_is_refused_without_opening_it(tmp_path, kind):
+    """A FIFO made every command wait forever on its open()."""
+    import socket
+
+    path = tmp_path / "s.db"
+    if kind == "fifo":
+        os.mkfifo(path)
+        said = "a FIFO"
+    else:
+        sock = socket.socket(socket.AF_UNIX)
+        sock.bind(str(path))
+        said = "a socket"
+    with pytest.raises(StorageError, match=f"^cannot read '{path}': it is {said}, not a database file$"):
+        check_url(f"sqlite:///{path}")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import errno
 import math
 import os
 import re
@@ -1041,16 +1042,10 @@ def check_url(url: str, *, must_exist: bool = False) -> None:
             raise StorageError(f"storage {path!r} ends with '/', as a directory does; for the database file write "
                                f"sqlite:///{path.rstrip('/' + os.sep)}")
         if os.path.exists(path):
-            try:
-                with open(path, "rb") as f:
-                    head = f.read(len(SQLITE_MAGIC))
-            except OSError as e:  # no permission to read, a socket or device, an I/O error
-                raise StorageError(f"cannot read {path!r}: {e.strerror or e}") from None
-            if head and head != SQLITE_MAGIC:
-                raise StorageError(f"{path!r} is not a SQLite database (corrupt, or another kind of file)")
-            if not head and must_exist:  # reading must not write Optuna's tables into it
+            empty = _empty_sqlite_file(path)
+            if empty and must_exist:  # reading must not write Optuna's tables into it
                 raise StorageError(f"no study database at {path!r}: the file is empty; run `adamtune tune` first")
-            tables = _sqlite_tables(path) if head else None
+            tables = None if empty else _sqlite_tables(path, refuse_other=True)
             if tables is not None and tables and "studies" not in tables:
                 raise StorageError(f"{path!r} is a SQLite database of something else (tables {', '.join(sorted(tables)[:3])}"
                                    f"{', ...' if len(tables) > 3 else ''}), not a study storage; name another file")
@@ -1112,7 +1107,35 @@ def _missing_driver(url: str, e: ImportError) -> StorageError:
     return StorageError(f"storage {scheme} needs {what}, which is not installed ({install})")
 
 
-def _sqlite_tables(path: str) -> set[str] | None:
+def _empty_sqlite_file(path: str) -> bool:
+    """Whether ``path`` is an empty file; refused unless it is a regular file this user may read.
+
+    Read without opening it: closing any descriptor of a file drops every POSIX lock this
+    process holds on it, those of its SQLite connections too (SQLite coordinates only its own
+    descriptors). With its shared lock gone, a worker closing its connection took itself for
+    the last one and deleted the ``-wal`` and ``-shm`` files this process still used: a
+    notebook holding a study open saw none of its workers' trials in ``tune_on_ray``'s result,
+    and what it wrote next went into a deleted log.
+
+    Raises:
+        StorageError: a socket, device or FIFO, or no permission to read it.
+    """
+    import stat
+
+    try:
+        st = os.stat(path)
+    except OSError as e:
+        raise StorageError(f"cannot read {path!r}: {e.strerror or e}") from None
+    if not stat.S_ISREG(st.st_mode):
+        kind = ("a socket" if stat.S_ISSOCK(st.st_mode) else "a FIFO" if stat.S_ISFIFO(st.st_mode)
+                else "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else "not a file")
+        raise StorageError(f"cannot read {path!r}: it is {kind}, not a database file")
+    if not os.access(path, os.R_OK):
+        raise StorageError(f"cannot read {path!r}: {os.strerror(errno.EACCES)}")
+    return st.st_size == 0
+
+
+def _sqlite_tables(path: str, refuse_other: bool = False) -> set[str] | None:
     """The tables of the SQLite file ``path``, read without writing; None if it cannot be read
     here (left to Optuna to open, or to say why it cannot).
 
@@ -1124,6 +1147,9 @@ def _sqlite_tables(path: str) -> set[str] | None:
     ``-wal`` file, but Optuna makes its tables before adamtune puts the file in WAL mode, so
     they are in the file itself; a file with no table there and a log beside it is left to
     :func:`_open_read_only`, which reads the log too.
+
+    Raises:
+        StorageError: with ``refuse_other``, when the file is not a SQLite database.
     """
     import sqlite3
 
@@ -1135,7 +1161,9 @@ def _sqlite_tables(path: str) -> set[str] | None:
             tables = {name for (name,) in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         finally:
             con.close()
-    except sqlite3.Error:
+    except sqlite3.Error as e:
+        if refuse_other and getattr(e, "sqlite_errorcode", None) == sqlite3.SQLITE_NOTADB:
+            raise StorageError(f"{path!r} is not a SQLite database (corrupt, or another kind of file)") from None
         return None
     if not tables and not writable and _has_log(path):
         return None
