@@ -2,6 +2,7 @@ import os
 import signal
 import sqlite3
 import subprocess
+import sys
 import time
 
 import optuna
@@ -190,8 +191,9 @@ def test_a_stalled_worker_whose_trial_was_ended_elsewhere_goes_on(storage, outco
     assert [(t.state, t.interrupted) for t in r.trials] == [
         (adamtune.TrialState.COMPLETE, False), (adamtune.TrialState.FAILED, True),
         (adamtune.TrialState.COMPLETE, False), (adamtune.TrialState.COMPLETE, False)]
-    assert notes == ["1 trial (1) had been ended by another worker while this one trained it (no heartbeat for over "
-                     "10 minutes); its result is not stored: cut short, run again by the study"]
+    assert notes == ["1 trial (1) had been ended as lost by another run while this one trained it (no heartbeat seen "
+                     "for over 10 minutes, or its process not seen running); its result is not stored: cut short, "
+                     "run again by the study"]
 
 
 def test_a_stalled_batch_whose_trials_were_ended_elsewhere_stores_the_others(storage, tiny_ref, monkeypatch):
@@ -213,7 +215,7 @@ def test_a_stalled_batch_whose_trials_were_ended_elsewhere_stores_the_others(sto
     r = adamtune.tune(tiny_ref, budget=4, batch=4, pruner="none", storage=storage, notice=notes.append)
     assert [t.state for t in r.trials[:4]] == [adamtune.TrialState.COMPLETE, adamtune.TrialState.FAILED,
                                               adamtune.TrialState.FAILED, adamtune.TrialState.COMPLETE]
-    assert "2 trials (1, 2) had been ended by another worker while this one trained them" in notes[0]
+    assert "2 trials (1, 2) had been ended as lost by another run while this one trained them" in notes[0]
     assert r.count(adamtune.TrialState.COMPLETE) == 4  # the study made up for them
 
 
@@ -241,9 +243,10 @@ def test_ctrl_c_after_trials_were_ended_elsewhere_names_them_in_one_line(storage
     notes = []
     with pytest.raises(KeyboardInterrupt):
         adamtune.tune(tiny_ref, budget=4, batch=4, pruner="none", storage=storage, notice=notes.append)
-    assert [n for n in notes if "ended by another worker" in n] == [
-        "2 trials (1, 2) had been ended by another worker while this one trained them (no heartbeat for over 10 "
-        "minutes); their results are not stored: cut short, run again by the study"]
+    assert [n for n in notes if "ended as lost by another run" in n] == [
+        "2 trials (1, 2) had been ended as lost by another run while this one trained them (no heartbeat seen for "
+        "over 10 minutes, or its process not seen running); their results are not stored: cut short, run again by "
+        "the study"]
     states = [t.state for t in optuna.load_study(study_name="tiny", storage=storage).get_trials()]
     assert states == [optuna.trial.TrialState.FAIL] * 4  # the other two cut short here
 
@@ -356,3 +359,50 @@ def test_a_running_trial_an_older_adamtune_marked_cut_short_uses_the_budget_unti
     assert r.trials[3].state == adamtune.TrialState.FAILED and r.trials[3].interrupted
     (rerun,) = r.trials[4:]
     assert rerun.retry_of == 3 and rerun.state == adamtune.TrialState.COMPLETE
+
+
+def _run_isolated(unshare, code, *, nobody=False, hidepid=False):
+    """``code`` run by this Python in new namespaces (``unshare`` options), with /proc remounted
+    with ``hidepid=2`` and as user nobody where asked; its stdout. Skipped where this user may
+    not make them (not root, a container without the privilege)."""
+    import shutil
+
+    if os.geteuid() != 0 or shutil.which("unshare") is None or shutil.which("setpriv") is None:
+        pytest.skip("needs root, unshare and setpriv")
+    script = '"$0" -c "$1"'
+    if nobody:
+        script = f"setpriv --reuid=65534 --regid=65534 --clear-groups {script}"
+    script = f"exec {script}"
+    if hidepid:
+        script = f"mount -t proc -o hidepid=2 proc /proc && {script}"
+    r = subprocess.run(["unshare", *unshare, "sh", "-c", script, sys.executable, code], capture_output=True,
+                       text=True, timeout=120, cwd="/")
+    if r.returncode != 0 and ("unshare" in r.stderr or "mount" in r.stderr):
+        pytest.skip(f"namespaces not available here: {r.stderr.strip()}")
+    assert r.returncode == 0, r.stderr
+    return r.stdout.strip()
+
+
+def test_a_live_worker_hidden_by_hidepid_is_not_taken_for_gone():
+    """With /proc mounted hidepid=2 (shared login nodes), another user's process has no /proc
+    entry: it was taken as ended, and another user's tune ended a live run's trials."""
+    alive = subprocess.Popen(["sleep", "120"])
+    ended = subprocess.Popen(["sleep", "120"])
+    try:
+        records = [_process_of(alive.pid), _process_of(ended.pid)]
+        ended.kill()
+        ended.wait()
+        code = ("import sys; from adamtune.heartbeat import gone_pid, this_process; here = this_process(); "
+                f"print([gone_pid(p, here) for p in {records!r}], here is not None)")
+        assert _run_isolated(["--mount", "--propagation", "private"], code, nobody=True, hidepid=True) == \
+            f"[None, {ended.pid}] True"  # the live one cannot be seen, so it is not gone; the ended one is
+    finally:
+        alive.kill()
+        alive.wait()
+
+
+def test_a_proc_of_another_pid_namespace_tells_nothing_about_this_process():
+    """In a pid namespace without its own /proc (unshare --pid without --mount-proc), this
+    process's pid named another process of the host's /proc: a trial's liveness was tied to it."""
+    assert _run_isolated(["--pid", "--fork"], "from adamtune.heartbeat import this_process; "
+                                              "print(this_process())") == "None"

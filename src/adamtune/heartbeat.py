@@ -80,37 +80,56 @@ def _process(pid: int) -> str | None:  # by pid: a forked worker is another proc
     try:
         boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
         ns = os.stat("/proc/self/ns/pid")
+        # /proc mounted for another pid namespace (a sandbox's `unshare --pid` without its own
+        # /proc) shows other processes under this one's pids: it tells nothing about them.
+        ours = os.readlink("/proc/self") == str(os.getpid())
     except OSError:
         return None
     start = _start_of(pid)
-    if not boot or start is None:
+    if not boot or not ours or start is None or start == _ENDED:
         return None
     return f"{boot} {ns.st_dev}:{ns.st_ino} {pid} {start}"
 
 
+_ENDED = -1  # _start_of: the process does not run
+
+
 def _start_of(pid: int) -> int | None:
-    """When process ``pid`` started (clock ticks after boot); None if it does not run (no such
-    process, or a zombie: it ended and its parent has not collected it)."""
+    """When process ``pid`` started (clock ticks after boot); ``_ENDED`` if it does not run (no
+    such process, or a zombie: it ended and its parent has not collected it); None where nothing
+    tells: its /proc entry hidden from this user (/proc mounted with ``hidepid``, systemd's
+    ``ProtectProc``) while the process runs, or unreadable."""
     try:
         text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        try:
+            os.kill(pid, 0)  # sends nothing: asks whether the process exists
+        except ProcessLookupError:
+            return _ENDED
+        except OSError:  # PermissionError: it runs, as another user
+            return None
+        return None  # it runs; /proc does not show it
+    try:
         fields = text[text.rindex(")") + 2:].split()  # after the command's name, which may hold spaces
-        return None if fields[0] in ("Z", "X") else int(fields[19])  # the state, and field 22: starttime
-    except (OSError, ValueError, IndexError):
+        return _ENDED if fields[0] in ("Z", "X") else int(fields[19])  # the state, and field 22: starttime
+    except (ValueError, IndexError):
         return None
 
 
 def gone_pid(process: str | None, here: str | None) -> int | None:
     """The pid of ``process`` (a worker's ``this_process()``) when it ran on the machine and in the
     process namespace of ``here`` (this process's), since its last boot, and no longer runs;
-    else None (it runs, it ran elsewhere, or nothing can tell)."""
+    else None (it runs, it ran elsewhere, or nothing can tell: its heartbeat will)."""
     if not process or not here:
         return None
     try:
         boot, ns, pid, start = process.split()
-        alive = _start_of(int(pid))
-        if here.split()[:2] != [boot, ns] or alive == int(start):
+        if here.split()[:2] != [boot, ns]:
             return None
-        return int(pid)
+        now = _start_of(int(pid))
+        if now is None or now == int(start):  # hidden from this user, or the same process
+            return None
+        return int(pid)  # ended, or the pid is another process's now
     except ValueError:
         return None
 

@@ -1333,10 +1333,11 @@ class _Runner:
     def _ended_elsewhere(self, numbers: Sequence[int]) -> None:
         self.uncounted += len(numbers)
         if numbers:
-            self.notice(f"{trials_text(len(numbers))} ({', '.join(map(str, numbers))}) had been ended by another "
-                        f"worker while this one trained {'them' if len(numbers) > 1 else 'it'} (no heartbeat for over "
-                        f"{GRACE_S / 60:g} minutes); {'their results are' if len(numbers) > 1 else 'its result is'} "
-                        "not stored: cut short, run again by the study")
+            self.notice(f"{trials_text(len(numbers))} ({', '.join(map(str, numbers))}) had been ended as lost by "
+                        f"another run while this one trained {'them' if len(numbers) > 1 else 'it'} (no heartbeat "
+                        f"seen for over {GRACE_S / 60:g} minutes, or its process not seen running); "
+                        f"{'their results are' if len(numbers) > 1 else 'its result is'} not stored: cut short, run "
+                        "again by the study")
 
     def _fail(self, trial: optuna.trial.Trial, tb: str, count: bool = True, gone: list[int] | None = None) -> None:
         """End ``trial`` as failed with ``tb`` (cut short, not counted, unless ``count``). A trial
