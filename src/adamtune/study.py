@@ -51,7 +51,7 @@ from adamtune.storage import (
 from adamtune.trials import (
     ATTR_CONFIG, ATTR_CURVE, ATTR_ENGINE, ATTR_INTERRUPTED, ATTR_DIVERGED_AT, ATTR_GRAD_NORMS, ATTR_RETRY_OF, ATTR_STATE,
     ATTR_PROCESS, ATTR_STEPS, ATTR_TRACEBACK, ATTR_WORKER,
-    Curve, TrialRecord, TrialState, ranked, state_of, this_worker, trials_text,
+    Curve, TrialRecord, TrialState, last_line, ranked, state_of, this_worker, trials_text,
 )
 from adamtune.workloads import Workload, describe, load_workload
 from adamtune.workloads._base import FactoryError
@@ -1319,7 +1319,7 @@ class _Runner:
                 continue
             if outcome.status == "failed":
                 self.failures += 1
-                self.last_error = _error_line(outcome.error or "")
+                self.last_error = last_line(outcome.error) or "unknown"
             else:
                 self.failures = 0
                 self.ended += 1
@@ -1361,7 +1361,7 @@ class _Runner:
             self.uncounted += 1
             return
         self.failures += 1
-        self.last_error = _error_line(tb)
+        self.last_error = last_line(tb) or "unknown"
         self._notify([trial])
         if self.max_failures is not None and self.failures >= self.max_failures:
             raise self.failed(f"{self.failures} trials in a row failed; stopping")
@@ -1398,14 +1398,7 @@ def refuse_all_failed(opened: OpenedStudy) -> None:
         raise failures_error(
             f"study {opened.study.study_name!r} has used its budget of {opened.settings.budget} trials and every one "
             "failed; fix the error, then pass a larger --budget to run more, or use a new --study name",
-            _error_line(counted[-1].error or ""), opened.study.study_name, opened.url)
-
-
-def _error_line(tb: str) -> str:
-    """A traceback's last line, with the exception's class as the user wrote it:
-    "adamtune.errors.WorkloadError: ..." -> "WorkloadError: ..."."""
-    last = tb.strip().splitlines()
-    return re.sub(r"^(?:[A-Za-z_<][\w<>]*\.)+(?=[A-Za-z_]\w*: )", "", last[-1]) if last else "unknown"
+            last_line(counted[-1].error) or "unknown", opened.study.study_name, opened.url)
 
 
 def _finished_numbers(study: optuna.Study) -> set[int]:

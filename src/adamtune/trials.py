@@ -12,6 +12,7 @@ import dataclasses
 import enum
 import math
 import os
+import re
 import socket
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -153,9 +154,13 @@ class TrialRecord:
 
 
 def last_line(error: str | None) -> str | None:
-    """The last non-empty line of a traceback (the exception and its message), or None."""
+    """The last non-empty line of a traceback (the exception and its message), with the
+    exception's class as the user wrote it (``adamtune.errors.WorkloadError: ...`` ->
+    ``WorkloadError: ...``), or None."""
     lines = (error or "").strip().splitlines()
-    return lines[-1].strip() if lines else None
+    if not lines:
+        return None
+    return re.sub(r"^(?:[A-Za-z_<][\w<>]*\.)+(?=[A-Za-z_]\w*: )", "", lines[-1].strip())
 
 
 def this_worker() -> str:
