@@ -12,7 +12,6 @@ import dataclasses
 import inspect
 import math
 import os
-import re
 import signal
 import threading
 import time
