@@ -28,6 +28,18 @@ def test_an_unknown_name_is_an_attribute_error():
         exec("from adamtune import tunes", {})
 
 
+def test_the_submodules_the_readme_spells_out_work_after_a_plain_import():
+    """`adamtune.report.html.write_report(...)` (the README's way to the report from Python) raised
+    AttributeError after `import adamtune`: nothing had imported adamtune.report."""
+    code = ("import adamtune; print(adamtune.report.html.write_report.__name__, adamtune.cluster.tune_on_ray.__name__, "
+            "adamtune.analysis.__name__)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["write_report", "tune_on_ray", "adamtune.analysis"]
+    with pytest.raises(AttributeError, match="module 'adamtune.report' has no attribute 'htm'"):
+        adamtune.report.htm  # noqa: B018
+
+
 def test_the_cli_starts_without_torch():
     # `adamtune --help` and `adamtune dashboard` never train: they must not wait for torch to import.
     code = "import sys, adamtune.cli; print(sorted(m for m in ('torch', 'adamtune.study') if m in sys.modules))"

@@ -32,7 +32,14 @@ __all__ = [
 ]
 
 
+# Submodules the README spells out in full after a plain `import adamtune`
+# (`adamtune.report.html.write_report(...)`, `adamtune.cluster.tune_on_ray(...)`): imported on first use too.
+_SUBMODULES = ("analysis", "cluster", "engine", "optim", "report", "workloads")
+
+
 def __getattr__(name: str):
+    if name in _SUBMODULES:
+        return importlib.import_module(f"adamtune.{name}")  # which sets it on this package
     if name not in _HOME:
         raise AttributeError(f"module 'adamtune' has no attribute {name!r}")
     value = getattr(importlib.import_module(f"adamtune.{_HOME[name]}"), name)
@@ -41,7 +48,7 @@ def __getattr__(name: str):
 
 
 def __dir__():
-    return sorted(set(globals()) | set(_HOME))
+    return sorted(set(globals()) | set(_HOME) | set(_SUBMODULES))
 
 
 if TYPE_CHECKING:  # what type checkers and IDEs read
