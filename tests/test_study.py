@@ -478,6 +478,52 @@ def test_objective_mode_with_pruning(storage):
         adamtune.tune(storage=storage, study="mine", budget=20)
 
 
+def _optuna_order(config, trial):
+    for step in (20, 40):
+        trial.report(0.43, step)  # Optuna's report(value, step)
+    return 0.4
+
+
+def _backwards(config, trial):
+    trial.report(20, 0.5)
+    trial.report(10, 0.4)
+    return 0.4
+
+
+def _no_return(config, trial):
+    trial.report(10, 0.5)
+
+
+def _text(config, trial):
+    return "0.5"
+
+
+@pytest.mark.parametrize("objective, said", [
+    # stored every evaluation at step 0 with the step numbers as values: "nothing learned, lr 0.01..10"
+    (_optuna_order, "StudyError: trial.report(step, value): step must be a whole number of training steps >= 0, "
+                    "got 0.43; adamtune's order is report(step, value), Optuna's is report(value, step)"),
+    (_backwards, "StudyError: trial.report(step, value): each report is an evaluation at a later step, got step 10 "
+                 "after step 20"),
+    (_no_return, "StudyError: the objective returned None: it must return the trial's value (a float), e.g. its "
+                 "best validation loss"),
+    (_text, "StudyError: the objective's return value must be a number (a float or a one-value tensor), got '0.5'"),
+], ids=["optuna-order", "backwards", "no-return", "text"])
+def test_an_objective_reporting_or_returning_what_is_no_evaluation_fails_saying_so(storage, objective, said):
+    with pytest.raises(StudyError) as e:
+        adamtune.tune(objective, budget=2, storage=storage, max_consecutive_failures=1)
+    assert str(e.value).startswith(f"a trial failed; stopping. Last error: {said} (every traceback: ")
+
+
+def test_an_objective_may_report_whole_float_steps_and_tensors(storage):
+    def objective(config, trial):
+        trial.report(10.0, torch.tensor(0.5))
+        trial.report(20, 0.4, train_loss=torch.tensor([0.3]))
+        return torch.tensor(0.4)
+
+    (t,) = adamtune.tune(objective, budget=1, storage=storage).trials
+    assert t.curve.steps == (10, 20) and t.value == pytest.approx(0.4)
+
+
 def test_objective_nan_is_diverged(storage):
     def objective(config, trial):
         trial.report(1, float("nan"))

@@ -12,6 +12,7 @@ import dataclasses
 import inspect
 import math
 import os
+import reprlib
 import signal
 import threading
 import time
@@ -160,15 +161,34 @@ class Trial:
 
     @property
     def number(self) -> int:
+        """The trial's number in the study (0, 1, ...), as ``adamtune show`` lists it."""
         return self._trial.number
 
     def report(self, step: int, value: float, **metrics: float) -> None:
-        value = float(value)
-        self.last_step = int(step)
-        self._curve["step"].append(int(step))
+        """Record the objective's ``value`` at training ``step`` (and extra ``metrics`` as
+        keywords), for the learning curve, the pruner and divergence: a NaN/inf value marks the
+        trial diverged. Note the order: adamtune's ``report(step, value)``, Optuna's
+        ``report(value, step)``.
+
+        Raises:
+            StudyError: ``step`` is not a whole number >= 0, or not after the last reported step.
+        """
+        n_step = integral(step)
+        if n_step is None and isinstance(step, float) and step.is_integer():
+            n_step = int(step)
+        if n_step is None or n_step < 0:
+            raise StudyError(f"trial.report(step, value): step must be a whole number of training steps >= 0, got "
+                             f"{step!r}; adamtune's order is report(step, value), Optuna's is report(value, step)")
+        if self._curve["step"] and n_step <= self._curve["step"][-1]:
+            raise StudyError(f"trial.report(step, value): each report is an evaluation at a later step, got step "
+                             f"{n_step} after step {self._curve['step'][-1]}")
+        value = _reported(value, "value")
+        step = n_step
+        self.last_step = step
+        self._curve["step"].append(step)
         n = len(self._curve["step"])
         for name, v in {self._metric: value, **metrics}.items():
-            v = float(v)
+            v = _reported(v, name)
             col = self._curve.setdefault(name, [float("nan")] * (n - 1))
             col.append(v if math.isfinite(v) else float("nan"))
         for col in self._curve.values():
@@ -186,6 +206,8 @@ class Trial:
         return self.saw_nonfinite or self._trial.should_prune()
 
     def log_grad_norm(self, norm: float) -> None:
+        """Record one step's gradient norm (``adamtune.clip_gradients`` returns it), from which
+        the report recommends a clipping threshold."""
         self._norms.append(float(norm))
 
     def _outcome(self, value: float, direction: str) -> Outcome:
@@ -194,6 +216,17 @@ class Trial:
             at = self.diverged_at if self.diverged_at is not None else self.last_step
             return Outcome("diverged", infeasible(direction), self.last_step, self._curve, norms, at)
         return Outcome("complete", value, self.last_step, self._curve, norms)
+
+
+def _reported(value: Any, what: str) -> float:
+    """A reported or returned ``value`` as a float; one line naming ``what`` where it is none."""
+    if isinstance(value, (str, bytes, bool)) or value is None:
+        raise StudyError(f"{what} must be a number (a float or a one-value tensor), got {reprlib.repr(value)}")
+    try:
+        return float(value)
+    except (TypeError, ValueError, RuntimeError):
+        raise StudyError(f"{what} must be a number (a float or a one-value tensor), got "
+                         f"{type(value).__name__} {reprlib.repr(value)}") from None
 
 
 class _KnownSpaceQMC(optuna.samplers.QMCSampler):
@@ -1145,7 +1178,10 @@ class _Runner:
                 user_trial = Trial(trial, config, s.metric, seed=self._init_seed(trial))
                 try:
                     value = self.objective_fn(config, user_trial)
-                    outcome = user_trial._outcome(float(value), s.direction)
+                    if value is None:
+                        raise StudyError("the objective returned None: it must return the trial's value (a float), "
+                                         "e.g. its best validation loss")
+                    outcome = user_trial._outcome(_reported(value, "the objective's return value"), s.direction)
                 except optuna.TrialPruned:  # after a NaN/inf report, should_prune() said stop: it diverged
                     outcome = user_trial._outcome(0.0, s.direction)
                     if not user_trial.saw_nonfinite:
@@ -1327,7 +1363,7 @@ class _Runner:
         if stop:
             for trial, outcome in spare:
                 self._fail(trial, outcome.error or "unknown", count=False)
-            raise self.failed(f"{stop} trials in a row failed; stopping")
+            raise self.failed(f"{_in_a_row(stop)} failed; stopping")
 
     def _ended_elsewhere(self, numbers: Sequence[int]) -> None:
         self.uncounted += len(numbers)
@@ -1363,7 +1399,7 @@ class _Runner:
         self.last_error = last_line(tb) or "unknown"
         self._notify([trial])
         if self.max_failures is not None and self.failures >= self.max_failures:
-            raise self.failed(f"{self.failures} trials in a row failed; stopping")
+            raise self.failed(f"{_in_a_row(self.failures)} failed; stopping")
 
     def failed(self, what: str) -> StudyError:
         return failures_error(what, self.last_error, self.study.study_name, self.url)
@@ -1380,6 +1416,10 @@ class _Runner:
         for j, trial in enumerate(trials):
             later = {t.number for t in trials[j + 1:]}
             self.on_trial(by_number[trial.number], _with_running(now, later) if later else now)
+
+
+def _in_a_row(n: int) -> str:
+    return "a trial" if n == 1 else f"{n} trials in a row"
 
 
 def failures_error(what: str, last_error: str, study_name: str, url: str | None) -> StudyError:
