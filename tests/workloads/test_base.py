@@ -53,6 +53,9 @@ def _workload(**kw):
     (dict(name=7), r"workload name must be a non-empty string, got 7$"),
     (dict(name=""), r"workload name must be a non-empty string, got ''$"),
     (dict(name=" "), r"workload name must be a non-empty string, got ' '$"),
+    # minimised silently: the "best" trial was below chance and ASHA pruned the good ones
+    (dict(objective="val_accuracy"),
+     r"workload 'w': objective 'val_accuracy' is adamtune.accuracy, higher is better: set direction='maximize'$"),
     # a string or None raised TypeError from the comparison
     (dict(divergence_factor="3"), r"workload 'w': divergence_factor must be a number > 1, got '3'$"),
     (dict(divergence_factor=None), r"workload 'w': divergence_factor must be a number > 1, got None$"),

@@ -189,6 +189,10 @@ class Workload:
                    else "add it and name it: metrics={'accuracy': adamtune.accuracy}, objective='val_accuracy'")
             raise WorkloadError(f"workload {self.name!r}: objective 'val_loss' is a loss: direction must be "
                                 f"'minimize'; to maximise a metric, {how}")
+        if (self.direction == "minimize" and self.objective != "val_loss"
+                and self.metrics[self.objective[len("val_"):]] is accuracy):
+            raise WorkloadError(f"workload {self.name!r}: objective {self.objective!r} is adamtune.accuracy, higher "
+                                "is better: set direction='maximize'")
         if (isinstance(self.divergence_factor, bool) or not isinstance(self.divergence_factor, numbers.Real)
                 or not self.divergence_factor > 1):
             raise WorkloadError(f"workload {self.name!r}: divergence_factor must be a number > 1, got {self.divergence_factor!r}")
