@@ -184,7 +184,10 @@ def test_clipping_is_offered_ready_to_set_only_where_trials_diverged(normal_anal
     # the report in the same words, with the Python call of a study of its own (objective mode)
     page = render_html(hostile_analysis)
     assert "<b>→ clip in a new study:</b>" in page
+    s = hostile_analysis.result.settings
     assert html.escape(f"adamtune.tune(objective, study={f.new_study.study!r}, budget=12,\n"
+                       f"              optimizer='adamw', task='generic', seed={s.seed}, sampler={s.sampler!r}, "
+                       f"pruner={s.pruner!r}, direction='minimize',\n"
                        f"              space={list(args)!r})") in page
 
 

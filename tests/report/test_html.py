@@ -1,6 +1,7 @@
 import fcntl
 import hashlib
 import html
+import math
 import os
 import re
 import shutil
@@ -144,6 +145,32 @@ def test_the_report_never_overwrites_the_storage_or_another_database(hostile_ana
     with pytest.raises(ReportError, match=f"^'{other}' is a SQLite database, which the report must not overwrite"):
         write_report(hostile_analysis, other, storage)
     assert {p: p.read_bytes() for p in (db, other)} == before
+
+
+def test_the_python_call_a_report_proposes_runs_on_from_the_study_it_was_made_from(tmp_path):
+    """It named only study, budget and space: run as printed it made a new study in ./adamtune.db
+    with adamw, seed 0 and minimize instead of this one's adam, seed 5 and maximize."""
+    import adamtune
+    from adamtune.analysis import analyze
+    from adamtune.report.html import _python_call
+
+    def score(config, trial):
+        return -abs(math.log10(config.lr) + 2.5)
+
+    url = f"sqlite:///{tmp_path / 'score.db'}"
+    r = adamtune.tune(score, optimizer="adam", seed=5, direction="maximize", sampler="random", pruner="none",
+                      budget=6, storage=url, study="score")
+    a = analyze(r, storage=url)
+    call = _python_call(a, "score-next", a.next_space.set_arguments)
+    assert call.startswith(f"adamtune.tune(objective, storage={url!r}, study='score-next', budget=6,\n"
+                           "              optimizer='adam', task='generic', seed=5, sampler='random', pruner='none', "
+                           "direction='maximize',\n")
+    namespace = {"adamtune": adamtune, "objective": score}
+    exec(call.replace("score-next", "score-again"), namespace)  # it runs, as printed, on the study's settings
+    again = adamtune.load("score-again", url).settings
+    assert (again.optimizer, again.seed, again.direction, again.sampler) == ("adam", 5, "maximize", "random")
+    assert _python_call(a, "score", (), continues=True) == (
+        f"adamtune.tune(objective, storage={url!r}, study='score', budget=12)")
 
 
 @pytest.mark.parametrize("states", [(), ("diverged", "diverged", "failed")], ids=["no trials", "no result"])

@@ -18,7 +18,7 @@ from adamtune.errors import AdamtuneError
 from adamtune.report import plots
 from adamtune.report.findings import IN_NEXT_NOTE, SUGGESTION_LABELS, suggestion_label
 from adamtune.report.terminal import best_snippet, best_step_note, fmt, noise_note
-from adamtune.storage import SQLITE_MAGIC, sqlite_path
+from adamtune.storage import SQLITE_MAGIC, redact, sqlite_path
 from adamtune.results import TuneResult, fixed_description, tuned_description
 from adamtune.trials import TrialRecord, TrialState, last_line, trials_text
 
@@ -309,12 +309,18 @@ def _command_html(command: str) -> str:
 
 
 def _python_call(a: StudyAnalysis, study: str | None, set_arguments: tuple[str, ...], continues: bool = False) -> str:
-    """The ``adamtune.tune(...)`` call of a study whose workload was a Python object (no command line)."""
-    first = "workload" if a.result.settings.workload_info else "objective"
-    budget = a.result.settings.budget
+    """The ``adamtune.tune(...)`` call of a study whose workload was a Python object (no command
+    line): the storage, and for a new study every setting the study was made with, so it runs on
+    from this study's optimizer, seed and direction, not from tune()'s defaults."""
+    s = a.result.settings
+    first = "workload" if s.workload_info else "objective"
+    where = f", storage={redact(a.storage)!r}" if a.storage else ""
     if continues:
-        return f"adamtune.tune({first}, study={study!r}, budget={2 * budget})"
-    return (f"adamtune.tune({first}, study={study!r}, budget={budget},\n"
+        return f"adamtune.tune({first}{where}, study={study!r}, budget={2 * s.budget})"
+    direction = f", direction={s.direction!r}" if not s.workload_info else ""
+    return (f"adamtune.tune({first}{where}, study={study!r}, budget={s.budget},\n"
+            f"              optimizer={s.optimizer!r}, task={s.task!r}, seed={s.seed!r}, sampler={s.sampler!r}, "
+            f"pruner={s.pruner!r}{direction},\n"
             f"              space={list(set_arguments)!r})")
 
 
