@@ -152,6 +152,29 @@ def test_a_run_refused_after_its_study_was_made_leaves_no_study(storage, refused
     assert r.settings.optimizer == "adam" and len(r.trials) == 2
 
 
+def _objective_in(path, offset):
+    namespace = {}
+    exec(compile(f"def objective(config, trial):\n    return {offset} + config.lr\n", str(path), "exec"), namespace)
+    return namespace["objective"]
+
+
+def test_another_scripts_objective_of_the_same_name_does_not_continue_a_study_by_its_default_name(storage, tmp_path):
+    """Two scripts' `def objective` shared the study named after it: the second ran nothing and
+    returned the first one's best value as its own; a larger budget mixed both loops' values."""
+    a, b = _objective_in(tmp_path / "a.py", 1), _objective_in(tmp_path / "b.py", 5)
+    adamtune.tune(a, budget=2, storage=storage)
+    with pytest.raises(StudyError) as e:
+        adamtune.tune(b, budget=4, storage=storage)
+    assert str(e.value) == (f"study 'objective' was made by objective() of {tmp_path / 'a.py'}, not by this objective() "
+                            f"of {tmp_path / 'b.py'}; give this one a study of its own (tune(..., study='...')), or pass "
+                            "study='objective' to continue that one")
+    assert len(adamtune.tune(a, budget=3, storage=storage).trials) == 3  # its own script continues it
+    assert len(adamtune.tune(b, budget=4, storage=storage, study="objective").trials) == 4  # named: on purpose
+    # a REPL's or a notebook's function has no file of its own (a cell's changes as it is run again)
+    c = _objective_in("<stdin>", 1)
+    assert len(adamtune.tune(c, budget=5, storage=storage).trials) == 5
+
+
 def test_show_json_shape(storage, tiny_ref):
     r = adamtune.tune(tiny_ref, budget=4, storage=storage, pruner="none")
     data = json.loads(json.dumps(to_json(adamtune.load("tiny", storage))))

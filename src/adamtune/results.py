@@ -29,6 +29,9 @@ SETTINGS_ATTR = "adamtune"
 # it read the settings attribute with exactly the fields they know.
 SPACE_BUDGET_ATTR = "adamtune_space_budget"
 MAX_BUDGET = 1_000_000  # the most trials a study may have
+# An objective-mode study's function, "FILE:QUALNAME": two scripts' functions both named
+# `objective` would share one study by their default name.
+OBJECTIVE_ATTR = "adamtune_objective"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import inspect
 import math
 import os
@@ -39,7 +40,7 @@ from adamtune.errors import (
 from adamtune.heartbeat import GRACE_S, Heartbeat, end_lost, lost_text, this_process
 from adamtune.quiet import quiet_optuna
 from adamtune.results import (
-    MAX_BUDGET, SETTINGS_ATTR, SPACE_BUDGET_ATTR, StudySettings, TuneResult, list_studies, load, load_existing,
+    MAX_BUDGET, OBJECTIVE_ATTR, SETTINGS_ATTR, SPACE_BUDGET_ATTR, StudySettings, TuneResult, list_studies, load, load_existing,
     read_settings, result_of, tuned_description,
 )
 from adamtune.retries import duplicates, point_of, retry_cut_short, retry_numbers
@@ -463,8 +464,34 @@ def _look(store: Any, name: str) -> optuna.Study | None:
         time.sleep(0.05)
 
 
+def _made_by(fn: Callable) -> str | None:
+    """Where objective ``fn`` is defined, ``"FILE:QUALNAME"`` (a ``functools.partial``'s function,
+    a callable object's class); None where nothing says (a builtin)."""
+    target = fn.func if isinstance(fn, functools.partial) else fn
+    code = getattr(target, "__code__", None) or getattr(getattr(type(target), "__call__", None), "__code__", None)
+    if code is None:
+        return None
+    qualname = getattr(target, "__qualname__", None) or type(target).__qualname__
+    return f"{os.path.abspath(code.co_filename)}:{qualname}"
+
+
+def _same_maker(stored: str | None, now: str | None) -> bool:
+    """Whether two :func:`_made_by` records may be the same function: unknown, or code with no file
+    of its own (a REPL's ``<stdin>``, a notebook's cells, whose file changes as a cell is run
+    again), is taken as the same."""
+    def own_file(made: str | None) -> bool:
+        return made is not None and not made.startswith("<") and "<" not in made.rsplit(":", 1)[0] \
+            and "ipykernel_" not in made
+    return not (own_file(stored) and own_file(now)) or stored == now
+
+
+def _where(made: str) -> str:
+    path, _, qualname = made.rpartition(":")
+    return f"{qualname}() of {path}"
+
+
 def _make_or_load(store: Any, name: str, existing: optuna.Study | None, settings: StudySettings,
-                  workload: Workload | None) -> optuna.Study | None:
+                  workload: Workload | None, made_by: str | None = None) -> optuna.Study | None:
     """Study ``name`` with its sampler and pruner, and ``settings`` stored in it: made when
     ``existing`` is None, else loaded.
 
@@ -484,6 +511,8 @@ def _make_or_load(store: Any, name: str, existing: optuna.Study | None, settings
             return None
         if existing is None:
             the_study.set_metric_names([settings.metric])
+            if made_by is not None:
+                the_study.set_user_attr(OBJECTIVE_ATTR, made_by)
     if settings.space_budget is not None:
         the_study.set_user_attr(SPACE_BUDGET_ATTR, settings.space_budget)
     the_study.set_user_attr(SETTINGS_ATTR, settings.to_json())
@@ -645,6 +674,13 @@ def open_study(
         info = describe(workload) if workload is not None else {}
         if stored is not None:
             _check_continues(name, stored, metric, the_direction, info)
+        if existing is not None and objective_fn is not None and study is None:
+            # named after the function alone: another script's `objective` would continue this study
+            was, now = existing.user_attrs.get(OBJECTIVE_ATTR), _made_by(objective_fn)
+            if not _same_maker(was, now):
+                raise StudyError(f"study {name!r} was made by {_where(was)}, not by this {_where(now)}; give this "
+                                 f"one a study of its own (tune(..., study='...')), or pass study={name!r} to "
+                                 "continue that one")
         # The first build of the model, after every quicker check: a factory wrong for every trial
         # is refused before anything is stored (it failed each trial, using up the budget).
         model = first_build(workload) if workload is not None else None
@@ -668,7 +704,8 @@ def open_study(
         )
         if store is None:
             store = open_storage(url)
-        the_study = _make_or_load(store, name, existing, settings, workload)
+        the_study = _make_or_load(store, name, existing, settings, workload,
+                                  _made_by(objective_fn) if objective_fn is not None else None)
         if the_study is not None:
             break
         # Another process made the study since this one looked (workers of a job array started
@@ -795,7 +832,9 @@ def tune(
         pruner: ``asha`` (default), ``median``, ``none``.
         storage: an Optuna storage URL (default ``sqlite:///adamtune.db``), or the path of a
             SQLite file (a ``pathlib.Path``).
-        study: the study name (default: the workload's name, or the objective's).
+        study: the study name (default: the workload's name, or the objective function's; a
+            study named so by default is continued only by a function of the same name in the
+            same file, so two scripts' ``objective`` functions do not share one study).
         seed: fixes the sampler, every trial's initial weights and the minibatch order.
         direction: objective mode only: ``minimize`` (default) or ``maximize``.
         device: where managed trials train (``"cpu"``, ``"cuda"``, ``"cuda:1"``; default: CUDA
