@@ -175,6 +175,15 @@ def test_another_scripts_objective_of_the_same_name_does_not_continue_a_study_by
     assert len(adamtune.tune(c, budget=5, storage=storage).trials) == 5
 
 
+def test_a_search_space_brings_its_optimizer_and_another_one_given_is_refused(storage):
+    """SearchSpace("adam", ...) without optimizer= was refused as 'the optimizer is adamw', a
+    default the user never gave."""
+    space = adamtune.preset("adam", "generic", 4)
+    assert adamtune.tune(_value, space=space, budget=1, storage=storage).settings.optimizer == "adam"
+    with pytest.raises(adamtune.SpaceError, match="^the search space is for adam, but the optimizer is adamw$"):
+        adamtune.tune(_value, space=space, optimizer="adamw", budget=1, storage=storage, study="other")
+
+
 def test_show_json_shape(storage, tiny_ref):
     r = adamtune.tune(tiny_ref, budget=4, storage=storage, pruner="none")
     data = json.loads(json.dumps(to_json(adamtune.load("tiny", storage))))

@@ -632,7 +632,9 @@ def open_study(
             check_task(task)
         if seed is not None:
             _check_seed(seed)
-        opt = _pick("optimizer", optimizer, stored and stored.optimizer, "adamw", name)
+        # a SearchSpace names its optimizer: the default where none is given
+        opt = _pick("optimizer", optimizer, stored and stored.optimizer,
+                    space.optimizer if isinstance(space, SearchSpace) else "adamw", name)
         the_task = _pick("task", task, stored and stored.task, workload.task if workload else "generic", name)
         n_budget = budget if budget is not None else (stored.budget if stored is not None else DEFAULT_BUDGET)
         if integral(n_budget) is None or not 1 <= n_budget <= MAX_BUDGET:
