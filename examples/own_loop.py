@@ -40,6 +40,6 @@ def objective(config: adamtune.Config, trial: adamtune.Trial) -> float:
 if __name__ == "__main__":
     result = adamtune.tune(objective, budget=12, storage="sqlite:///own-loop.db", study="own-loop")
     print(f"best val_loss {result.best_value:.4f} (predicting the mean: {Y_VAL.var().item():.4f})")
-    print(adamtune.python_snippet(result.best_config))
+    print(result.paste_code())  # the torch.optim line, as adamtune best prints it
     # tune() prints nothing itself: the findings, the next search space and the plots are in the report
     print("findings and plots: adamtune report --storage sqlite:///own-loop.db --study own-loop")

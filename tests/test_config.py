@@ -206,6 +206,32 @@ def test_a_snippet_with_a_schedule_runs_as_pasted_and_schedules_as_the_trial_did
         assert got.lr_lambdas[0](step) == want.lr_lambdas[0](step)
 
 
+def test_a_snippet_without_its_steps_says_to_set_them_and_claims_no_number():
+    """Its comment said 'the steps the trial trained' beside `total_steps = ...`."""
+    code = python_snippet(Config(lr=1e-3, warmup=0.1))
+    assert "total_steps = ...  # set it to the steps your loop trains: warmup and the schedule are fractions of them" \
+        in code.splitlines()
+
+
+def test_a_results_paste_code_fills_in_the_steps_its_best_trial_reported(tmp_path):
+    """From Python, python_snippet(result.best_config) had no step count: the one `adamtune best`
+    prints was internal."""
+    import adamtune
+
+    def objective(config, trial):
+        for step in (10, 20):
+            trial.report(step, config.lr)
+        return config.lr
+
+    r = adamtune.tune(objective, budget=2, storage=f"sqlite:///{tmp_path / 's.db'}", space=["warmup=0.1"])
+    code = r.paste_code()
+    assert "total_steps = 20  # the last step the trial reported: set the steps your loop trains" in code
+    namespace = {"torch": torch, "model": Net()}
+    exec(code, namespace)
+    want = make_scheduler(make_optimizer(Net(), r.best_config), r.best_config, total_steps=20)
+    assert [namespace["scheduler"].lr_lambdas[0](i) for i in range(20)] == [want.lr_lambdas[0](i) for i in range(20)]
+
+
 @pytest.mark.parametrize("optimizer", ["adam", "adamw"])
 def test_make_optimizer_runs_torchs_fused_kernel_and_matches_the_default(optimizer):
     torch.manual_seed(0)

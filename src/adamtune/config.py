@@ -401,7 +401,8 @@ def python_snippet(config: Config, model_name: str = "model", total_steps: int |
     if config.warmup > 0 or config.schedule != "constant":
         steps = "..." if total_steps is None else str(total_steps)
         lines.append("import adamtune")
-        said = ("the last step the trial reported: set the steps your loop trains" if steps_reported
+        said = ("set it to the steps your loop trains" if total_steps is None
+                else "the last step the trial reported: set the steps your loop trains" if steps_reported
                 else "the steps the trial trained")
         lines.append(f"total_steps = {steps}  # {said}: warmup and the schedule are fractions of them")
         lines.append(

@@ -17,7 +17,7 @@ import optuna
 
 from adamtune import guide
 from adamtune.commands import command_line
-from adamtune.config import TORCH_DEFAULTS, Config
+from adamtune.config import TORCH_DEFAULTS, Config, python_snippet
 from adamtune.errors import AdamtuneError, StudyError
 from adamtune.retries import first_trials
 from adamtune.space import SearchSpace
@@ -115,7 +115,17 @@ _CHANGED = "the database was changed outside adamtune"
 
 @dataclasses.dataclass(frozen=True)
 class TuneResult:
-    """A study read back from storage: its settings, every trial, and the best one."""
+    """A study read back from storage: its settings, every trial, and the best one.
+
+    Attributes:
+        study_name: the study's name in its storage.
+        settings: what the study was made with (optimizer, task, search space, budget, seed,
+            sampler, pruner, metric, direction, workload).
+        trials: every trial, by number, in every state (complete, pruned, diverged, failed, running).
+        best: the best *completed* trial by the study's metric and direction (a pruned or
+            diverged trial is never best), or None.
+        study: the Optuna study, for what adamtune does not wrap.
+    """
 
     study_name: str
     settings: StudySettings
@@ -125,11 +135,27 @@ class TuneResult:
 
     @property
     def best_config(self) -> Config | None:
+        """The best trial's configuration (every hyperparameter, tuned or fixed), or None."""
         return Config(**self.best.config) if self.best is not None and self.best.config else None
 
     @property
     def best_value(self) -> float | None:
+        """The best trial's objective value: its best evaluation (managed workloads) or what the
+        objective function returned; None without a completed trial."""
         return self.best.value if self.best is not None else None
+
+    def paste_code(self, model_name: str = "model") -> str | None:
+        """The best configuration as ready-to-paste PyTorch code (what ``adamtune best`` prints),
+        with the scheduler's ``total_steps`` filled in: a workload's steps, or (objective mode) the
+        last step the best trial reported, which the code says; None without a completed trial."""
+        cfg = self.best_config
+        if cfg is None:
+            return None
+        steps = self.settings.workload_info.get("steps")
+        if isinstance(steps, int):  # a workload's: every trial trained to the end trains these
+            return python_snippet(cfg, model_name, total_steps=steps)
+        # An objective function's own loop: adamtune knows only the steps the best trial reported.
+        return python_snippet(cfg, model_name, total_steps=self.best.steps or None, steps_reported=True)
 
     @property
     def cut_short(self) -> int:
@@ -144,10 +170,12 @@ class TuneResult:
         return {t.number: first[t.number] for t in self.trials if t.number in first and t.finished}
 
     def count(self, state: TrialState) -> int:
+        """How many trials are in ``state``."""
         return sum(1 for t in self.trials if t.state == state)
 
     @property
     def finished(self) -> int:
+        """How many trials have ended (complete, pruned, diverged or failed)."""
         return sum(1 for t in self.trials if t.finished)
 
 

@@ -13,7 +13,7 @@ from rich.measure import Measurement
 from rich.table import Table
 
 from adamtune.analysis import Progress, diagnose_curve, progress, progress_findings
-from adamtune.config import Config, python_snippet
+from adamtune.config import Config
 from adamtune.results import TuneResult
 from adamtune.trials import TrialRecord, TrialState, ranked, trials_text
 
@@ -128,14 +128,7 @@ def retries_line(result: TuneResult) -> str | None:
 
 
 def best_snippet(result: TuneResult) -> str | None:
-    cfg = result.best_config
-    if cfg is None:
-        return None
-    steps = result.settings.workload_info.get("steps")
-    if isinstance(steps, int):  # a workload's: every trial trained to the end trains these
-        return python_snippet(cfg, total_steps=steps)
-    # An objective function's own loop: adamtune knows only the steps the best trial reported.
-    return python_snippet(cfg, total_steps=result.best.steps or None, steps_reported=True)
+    return result.paste_code()
 
 
 def noise_note(result: TuneResult, learned: Progress | None = None) -> str | None:
