@@ -63,7 +63,19 @@ __all__ = ["StudySettings", "Trial", "TrialPruned", "TuneResult", "list_studies"
 SAMPLERS: tuple[str, ...] = ("quasi-random", "tpe", "gp", "random")
 PRUNERS: tuple[str, ...] = ("asha", "median", "none")
 DEFAULT_BUDGET = 16
-TrialPruned = optuna.TrialPruned
+
+
+class TrialPruned(optuna.TrialPruned):
+    """Raise it in an objective function when ``trial.should_prune()`` says so: the trial ends as
+    pruned, with the evaluations it reported::
+
+        trial.report(step, val_loss)  # adamtune's order: step first
+        if trial.should_prune():
+            raise adamtune.TrialPruned()
+
+    Optuna's own ``optuna.TrialPruned`` is taken the same way."""
+
+
 Objective = Callable[[Config, "Trial"], float]
 
 

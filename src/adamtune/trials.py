@@ -37,6 +37,11 @@ ATTR_PROCESS = "process"  # heartbeat.this_process() of the worker: tells, on it
 
 
 class TrialState(str, enum.Enum):
+    """How a trial ended: ``complete`` (trained to the end), ``pruned`` (stopped by the pruner),
+    ``diverged`` (its loss turned NaN/inf or past the workload's divergence_factor), ``failed``
+    (the user's code raised; or cut short by Ctrl-C, SIGTERM or a lost worker, then not counted
+    in the budget), ``running``, ``waiting`` (queued to run again)."""
+
     COMPLETE = "complete"
     PRUNED = "pruned"
     DIVERGED = "diverged"

@@ -101,8 +101,12 @@ class Workload:
     Attributes:
         name: shown in tables; the default study name, so held to ``--study``'s rule: a
             non-empty string with no newline, tab or other control character.
-        model: builds a fresh model; called once per trial after the trial's seed is set,
-            so the initial weights depend only on (study seed, trial number).
+        model: builds a fresh model; called for each trial after the trial's seed is set, so
+            the initial weights depend only on the study's seed and the trial's point (a trial
+            run again gets its point's weights). It is called a few times more: twice at its
+            first use (a check that it builds a new module each call), and once to measure a
+            batch's memory, so keep it cheap (load pretrained weights from a local file or a
+            cache, not a download).
         train_data, valid_data: ``(inputs, targets)`` tensors or a ``torch.utils.data.Dataset``
             returning ``(input, target)`` pairs that collate to an inputs tensor and a targets
             tensor (numbers and numpy arrays do). Not a ``DataLoader`` or an ``IterableDataset``:
