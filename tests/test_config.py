@@ -299,3 +299,10 @@ def test_numpy_numbers_are_taken_where_python_numbers_are():
     assert all(type(getattr(cfg, name)) is float for name in ("lr", "beta1", "max_grad_norm", "weight_decay"))
     scheduler = make_scheduler(make_optimizer(Net(), cfg.replace(warmup=0.5)), cfg.replace(warmup=0.5), np.int64(10))
     assert scheduler.lr_lambdas[0](0) == pytest.approx(0.2)
+
+
+@pytest.mark.parametrize("cfg", [Config(lr=1e-3, warmup=0.1, schedule="cosine"), Config(optimizer="adadelta", rho=0.95),
+                                 Config(optimizer="adam", max_grad_norm=1.0)])
+def test_params_round_trip_through_from_params(cfg):
+    """A cosine schedule was lost: params() left it out and from_params refused it."""
+    assert Config.from_params(cfg.optimizer, cfg.params()) == cfg

@@ -52,8 +52,10 @@ _TORCH_CLASS = {"adamw": "AdamW", "adam": "Adam", "adadelta": "Adadelta"}
 class Config:
     """One optimizer configuration, validated on construction.
 
-    Fields left as ``None`` take PyTorch's default for ``optimizer`` (e.g. AdamW's
-    ``weight_decay=0.01``, Adadelta's ``lr=1.0`` and ``eps=1e-6``).
+    ``lr``, ``eps`` and ``weight_decay`` left as ``None`` take PyTorch's default for
+    ``optimizer`` (e.g. AdamW's ``weight_decay=0.01``, Adadelta's ``lr=1.0`` and ``eps=1e-6``),
+    filled in when the Config is made: ``replace(optimizer=...)`` keeps them as they are, so
+    give them again (or None) when the other optimizer's defaults are meant.
 
     Attributes:
         optimizer: ``"adamw"``, ``"adam"`` or ``"adadelta"``.
@@ -114,27 +116,31 @@ class Config:
             f"schedule must be one of {', '.join(SCHEDULES)}, got {self.schedule!r}",
         )
 
-    def params(self) -> dict[str, float | None]:
-        """The hyperparameters this optimizer actually uses, plus clipping and warmup."""
-        out: dict[str, float | None] = {n: getattr(self, n) for n in OPTIMIZER_PARAMS[self.optimizer]}
+    def params(self) -> dict[str, float | str | None]:
+        """The hyperparameters this optimizer actually uses, plus clipping, warmup and schedule:
+        ``Config.from_params(c.optimizer, c.params()) == c`` for the fields it reads."""
+        out: dict[str, float | str | None] = {n: getattr(self, n) for n in OPTIMIZER_PARAMS[self.optimizer]}
         out["max_grad_norm"] = self.max_grad_norm
         out["warmup"] = self.warmup
+        out["schedule"] = self.schedule
         return out
 
     def replace(self, **changes: object) -> Config:
-        """A copy with some fields changed (validated again)."""
+        """A copy with some fields changed (validated again); the others, lr, eps and
+        weight_decay included, are kept as they are, whatever the optimizer becomes."""
         return dataclasses.replace(self, **changes)
 
     @classmethod
     def from_params(cls, optimizer: str, params: Mapping[str, object], **extra: object) -> Config:
-        """Build from a mapping that uses adamtune's names; unknown names raise ConfigError."""
+        """Build from a mapping that uses adamtune's names (those of :meth:`params`); unknown
+        names raise ConfigError."""
         if not isinstance(params, Mapping):
             raise ConfigError(f"Config.from_params needs a mapping of hyperparameter names to values, such as "
                               f"{{'lr': 1e-3}}, got {type(params).__name__} {params!r}")
-        unknown = sorted(set(params) - set(ALL_PARAMS))
+        unknown = sorted(set(params) - set(ALL_PARAMS) - {"schedule"})
         if unknown:
             raise ConfigError(
-                f"unknown hyperparameter {unknown[0]!r}; known: {', '.join(ALL_PARAMS)}"
+                f"unknown hyperparameter {unknown[0]!r}; known: {', '.join(ALL_PARAMS)}, schedule"
             )
         return cls(optimizer=optimizer, **dict(params), **extra)  # type: ignore[arg-type]
 

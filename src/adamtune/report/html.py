@@ -200,7 +200,7 @@ show what happened to the trials that ran.</p></section>"""
     rows = "".join(
         f'<tr class="{"tuned" if name in tuned else "fixed"}"><th>{e(name)}</th>'
         f'<td>{e(fmt(v) if isinstance(v, float) else ("off" if v is None else v))}</td></tr>'
-        for name, v in {**cfg.params(), **({"schedule": cfg.schedule} if cfg.schedule != "constant" else {})}.items()
+        for name, v in cfg.params().items() if name != "schedule" or v != "constant"
     )
     snippet = best_snippet(r)
     note = best_step_note(r)

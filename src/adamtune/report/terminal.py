@@ -178,7 +178,7 @@ def best_step_note(result: TuneResult) -> str | None:
 
 
 def config_dict(config: Config) -> dict[str, Any]:
-    return {"optimizer": config.optimizer, **config.params(), "schedule": config.schedule}
+    return {"optimizer": config.optimizer, **config.params()}
 
 
 def _num(x: float | None) -> float | None:
