@@ -10,8 +10,9 @@ from adamtune.report.plain import spell
 
 
 @pytest.mark.parametrize("char, text", [("·", "*"), ("→", "->"), ("≈", "~"), ("—", "-"), ("★", "*"), ("λ", "lambda"),
-                                        ("β", "beta"), ("Δ", "Delta"), ("é", "e"), ("²", "2"), ("ᵢ", "i"), ("\u0302", ""),
-                                        ("名", "?")])
+                                        ("β", "beta"), ("Δ", "Delta"), ("²", "2"), ("ᵢ", "i"), ("３", "3"), ("\u0302", ""),
+                                        # a name's letters: told apart from another name's (nlé is not nle)
+                                        ("é", "\\xe9"), ("名", "\\u540d")])
 def test_each_character_is_spelt_in_ascii(char, text):
     assert spell(char) == text
 
@@ -38,7 +39,7 @@ def test_an_ascii_terminal_gets_every_command_in_ascii_not_a_traceback(run, tmp_
     rc, out, err = run("ascii", "explain", "weight_decay")
     assert rc == 0 and "1/(lr*lambda)" in out and "theta <- theta*(1 - lr*lambda)" in out.replace("\n", " "), err
     rc, out, err = run("ascii", "show", "--storage", db, "--study", "nöne")  # an error line, on standard error
-    assert rc == 2 and out == "" and err.strip() == "adamtune: error: no study 'none' in this storage; it holds: tiny"
+    assert rc == 2 and out == "" and err.strip() == "adamtune: error: no study 'n\\xf6ne' in this storage; it holds: tiny"
 
 
 def test_a_latin1_terminal_gets_what_latin1_has_and_ascii_for_the_rest(run, tmp_path, tiny_ref):

@@ -26,7 +26,10 @@ _SPELT = {
 
 def spell(char: str) -> str:
     """``char`` in ASCII: adamtune's symbols as ``_SPELT`` says, a Greek letter by its name
-    (θ: theta), a letter with marks without them (é: e, ²: 2, ３: 3), anything else ``?``."""
+    (θ: theta), a sub- or superscript or a full-width form as its plain character (²: 2, ᵢ: i,
+    ３: 3), and anything else, a name's letters with marks included (é, 名), as Python escapes
+    it (``\xe9``, ``\u540d``): spelt ``e``, the study ``nlé`` was named ``nle`` in an error
+    saying no study of that name exists, which another study may be called."""
     if char in _SPELT:
         return _SPELT[char]
     name = unicodedata.name(char, "")
@@ -35,8 +38,11 @@ def spell(char: str) -> str:
         return word if "SMALL" in name else word.capitalize()
     if unicodedata.combining(char):
         return ""  # a mark over the letter before it (x̂: x)
-    plain = unicodedata.normalize("NFKD", char).encode("ascii", "ignore").decode()
-    return plain or "?"
+    if unicodedata.normalize("NFD", char) == char:  # no letter with marks: a compatibility form
+        plain = unicodedata.normalize("NFKD", char)
+        if plain.isascii() and plain.isprintable():
+            return plain
+    return char.encode("ascii", "backslashreplace").decode()
 
 
 def _spell_errors(e: UnicodeError) -> tuple[str, int]:
