@@ -91,6 +91,61 @@ def test_a_lost_workers_share_runs_in_a_new_worker(cluster, storage, tmp_path):
     assert rerun.retry_of == gone.number and rerun.params == gone.params
 
 
+def test_a_run_whose_make_up_rounds_run_out_ends_its_lost_trials_and_says_the_budget_is_not_filled(
+        cluster, storage, tmp_path):
+    """A worker is lost (SIGKILL, as the out-of-memory killer does) in the first round and in both
+    make-up rounds, the other workers of a round finish. Each make-up round gets as many workers
+    as the run has (the budget left allowing); the last lost note does not promise new workers;
+    the last round's lost trial is ended too (not left running, for the command to call "in
+    training elsewhere"); and the run raises, counting the workers lost over every round, with
+    the finished trials kept."""
+    import math
+    import signal
+
+    token = tmp_path / "kill"  # one trial of each round takes it and kills its worker
+
+    def objective(config, trial):
+        try:
+            os.rename(token, tmp_path / f"used-{os.getpid()}")  # atomic: one taker only
+        except FileNotFoundError:
+            pass
+        else:
+            os.kill(os.getpid(), signal.SIGKILL)
+        value = (math.log10(config.lr) + 3) ** 2
+        trial.report(1, value)
+        return value
+
+    notes = []
+
+    def notice(message):
+        notes.append(message)
+        if message.startswith("making up"):  # said here before the round's workers start
+            token.touch()
+
+    token.touch()
+    with pytest.raises(StudyError) as raised:
+        tune_on_ray(objective, workers=2, budget=4, storage=storage, study="unfilled", notice=notice)
+    assert str(raised.value) == ("the budget is not filled: 3 of 4 trials; 3 of the 5 workers this run started were "
+                                 "lost (in 3 rounds); the finished trials are kept: run the same command again to "
+                                 "make up for the rest")
+    made_up = [n for n in notes if n.startswith("making up")]
+    assert made_up == ["making up for the lost worker: 2 trials of the budget left, 2 workers started",
+                       "making up for the lost worker: 1 trial of the budget left, 1 worker started"], notes
+    lost = [n for n in notes if n.startswith("a worker was lost")]
+    assert len(lost) == 3, notes
+    assert all(n.endswith("what it leaves of the budget runs in new workers") for n in lost[:2]), lost
+    assert "runs in new workers" not in lost[2]
+    assert lost[2].endswith("run the same command again to make up for what it leaves of the budget"), lost[2]
+    trials = adamtune.load("unfilled", storage).trials
+    assert not [t for t in trials if t.state == TrialState.RUNNING]  # the last round's lost trial is ended too
+    gone = [t for t in trials if t.state == TrialState.FAILED]
+    assert len(gone) == 3 and all(t.interrupted and "no longer runs" in t.error for t in gone)
+    assert len([t for t in trials if t.state == TrialState.COMPLETE]) == 3  # kept
+    # "run the same command again": with no worker lost, it fills the budget
+    r = tune_on_ray(objective, workers=2, budget=4, storage=storage, study="unfilled", notice=notice)
+    assert r.count(TrialState.COMPLETE) == 4 and r.count(TrialState.RUNNING) == 0
+
+
 def test_the_workers_find_what_one_process_finds(cluster, storage, tiny_ref):
     """Quasi-random search: the same points, and on the CPU the same values, as one process."""
     r = tune_on_ray(tiny_ref, workers=2, budget=6, batch=3, pruner="none", storage=storage, study="ray",

@@ -40,7 +40,7 @@ from adamtune.study import (
     Objective, OpenedStudy, check_callbacks, counted_trials, open_study, refuse_all_failed, resolve_batch,
     sigterm_as_interrupt, unmake, warn,
 )
-from adamtune.heartbeat import end_lost
+from adamtune.heartbeat import GRACE_S, end_lost
 from adamtune.trials import TrialRecord, trials_text
 from adamtune.workloads import Workload
 
@@ -276,6 +276,10 @@ def tune_on_ray(
             unreachable, a SQLite storage with a cluster of several nodes, or a worker's own
             error (the first, as the worker raised it). A study this run made is removed again
             when it is refused before any worker starts.
+        StudyError: workers were lost (killed, out of memory) and the rounds of new workers
+            started for them (up to ``MAKE_UP_ROUNDS``) could not fill the budget: the message
+            says how many trials finished of the budget; they stay stored, and the same call run
+            again makes up for the rest.
     """
     workers = check_workers(workers)
     check_callbacks(on_trial=on_trial, on_start=on_start, notice=notice)
@@ -362,10 +366,13 @@ def _run(ray: Any, opened: OpenedStudy, workload_or_objective: Any, url: str, wo
     # while its trials still count; adamtune's own note says what became of them.
     task_fn = ray.remote(num_cpus=cpus or 1, num_gpus=gpus, max_retries=0)(_worker)
     follow = _Follower(the_study, settings, on_trial)
+    started = lost_in_all = 0
     for round_ in range(MAKE_UP_ROUNDS + 1):
+        last = round_ == MAKE_UP_ROUNDS
         refs = [task_fn.remote(sent, {**shared, "max_trials": n}, threads, os.getcwd()) for n in shares]
+        started += len(refs)
         try:
-            errors, lost = _wait(ray, refs, follow, say)
+            errors, lost = _wait(ray, refs, follow, say, last)
         except KeyboardInterrupt:
             # Each worker gets a KeyboardInterrupt and ends its trials as cut short.
             for ref in refs:
@@ -376,25 +383,46 @@ def _run(ray: Any, opened: OpenedStudy, workload_or_objective: Any, url: str, wo
                 follow.poll()
             raise
         follow.poll()
+        lost_in_all += lost
+        if lost:
+            # A lost worker's trials on this machine end at once (their process is gone), in the
+            # last round too: none is left running for the end of the run to call in training.
+            _end_lost_workers_trials(the_study)
         if errors:
             raise errors[0]
-        if not lost or round_ == MAKE_UP_ROUNDS:
+        if not lost:
             break
-        # A lost worker's share: its trials on this machine end at once (their process is
-        # gone), and the trials left in the budget run in another round of workers.
-        _end_lost_workers_trials(the_study)
         left = max(0, settings.budget - counted_trials(the_study))
-        if not left:
+        if not left or last:
             break
-        n = min(lost, left)
+        # What the budget has left runs in another round of workers, as many as the run has
+        # (one lost of eight is made up by eight, not by one while seven slots wait).
+        n = min(workers, left)
         shares = [left // n + (i < left % n) for i in range(n)]
         say(f"making up for the lost worker{'s' if lost > 1 else ''}: {trials_text(left)} of the budget left, "
             f"{n} worker{'s' if n > 1 else ''} started")
-    if lost == len(refs):
-        raise StudyError(f"every worker was lost ({lost}); the trials they were training stay running until their "
-                         "heartbeat is stale (at once for a worker of this machine), then a later run of the study "
-                         "makes up for them")
+    if lost_in_all:
+        _refuse_unfilled(the_study, settings.budget, lost_in_all, started, round_ + 1)
     return result_of(the_study, settings)
+
+
+def _refuse_unfilled(study: optuna.Study, budget: int, lost: int, started: int, rounds: int) -> None:
+    """StudyError when workers were lost and the study has fewer finished trials than its
+    budget: a run short of its budget does not end as a success. Its finished trials stay stored."""
+    running = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)))
+    done = counted_trials(study) - running  # a running trial counts, but is not done
+    if done >= budget:
+        return
+    in_rounds = f"in {rounds} round{'s' if rounds > 1 else ''}"
+    who = (f"every worker this run started was lost ({lost}, {in_rounds})" if lost == started
+           else f"{lost} of the {started} workers this run started were lost ({in_rounds})")
+    still = ""
+    if running:  # another machine's lost worker's, which cannot be seen from here until its heartbeat is stale
+        still = (f"; {trials_text(running)} still {'count' if running > 1 else 'counts'} as running: one whose "
+                 f"worker was lost ends as cut short once its heartbeat is stale ({GRACE_S / 60:g} minutes)")
+    kept = "the finished trials are kept: " if done else ""
+    raise StudyError(f"the budget is not filled: {done} of {budget} trials; {who}{still}; {kept}run the same command "
+                     "again to make up for the rest")
 
 
 def _end_lost_workers_trials(study: optuna.Study) -> None:
@@ -412,9 +440,10 @@ def _end_lost_workers_trials(study: optuna.Study) -> None:
         time.sleep(0.2)
 
 
-def _wait(ray: Any, refs: list, follow: "_Follower", say: Callable[[str], None]) -> tuple[list[AdamtuneError], int]:
+def _wait(ray: Any, refs: list, follow: "_Follower", say: Callable[[str], None],
+          last: bool) -> tuple[list[AdamtuneError], int]:
     """Follow the study until every worker is done; returns the workers' errors (adamtune's own)
-    and how many workers were lost."""
+    and how many workers were lost. ``last``: no round of workers follows this one."""
     errors: list[AdamtuneError] = []
     lost = 0
     pending = list(refs)
@@ -437,9 +466,12 @@ def _wait(ray: Any, refs: list, follow: "_Follower", say: Callable[[str], None])
                 continue
             except ray.exceptions.RayError as e:  # the worker's process or machine was lost
                 lost += 1
+                then = (f"no new worker is started for it (this run's {MAKE_UP_ROUNDS} rounds making up for lost "
+                        "workers are used up): run the same command again to make up for what it leaves of the budget"
+                        if last else "once the other workers are done, what it leaves of the budget runs in new workers")
                 say(f"a worker was lost ({type(e).__name__}: {first_line(e)}); the trials it was training end as cut "
                     "short once they are found lost (at once where its process ran on this machine, else when "
-                    "their heartbeat is stale), and what it leaves of the budget runs in new workers")
+                    f"their heartbeat is stale), and {then}")
                 continue
             for message in out["notices"]:
                 say(f"{out['worker']}: {message}")
