@@ -236,3 +236,35 @@ def test_an_lr_window_too_high_is_not_said_to_only_mark_where_instability_begins
     assert s.window_too_high and not s.limits_best
     (f,) = stability_findings(s)
     assert f.kind == "lr_too_high" and "only marks" not in f.detail
+
+
+# An early best (0.2 at step 40), a spike, and back down: the second half is mostly the way down.
+SPIKE = (1.0, 0.5, 0.3, 0.2, 0.4, 0.38, 0.3, 0.22, 0.215, 0.21)
+
+
+def test_a_spike_after_an_early_best_that_comes_back_down_is_a_dip_not_saturation(syn):
+    d = judge(syn, SPIKE)
+    assert not d.late_variance  # the second half alone swings little: 0.38, 0.3, 0.22, 0.215, 0.21
+    assert d.within_noise and d.swing == pytest.approx(0.19 / 0.8)
+    assert not d.saturated_early and not d.overfitting and d.kinds == ()
+
+
+@pytest.mark.parametrize("val", [
+    SPIKE[:-3] + (0.36, 0.37, 0.36),  # the spike came back down less than the end lies above the best
+    SPIKE[:4] + (0.9, 0.6, 0.5, 0.45, 0.42, 0.42),  # a loss spike not recovered from: 28% of the improvement
+])
+def test_an_end_that_stays_well_above_an_early_best_is_a_length_to_keep(syn, val):
+    d = judge(syn, val)
+    assert not d.within_noise and d.kinds == ("overfitting",)  # the training loss kept falling
+
+
+def test_a_curve_climbing_beyond_its_jitter_is_still_overfitting(syn):
+    jittery = OVERFIT[:5] + (0.33, 0.31, 0.42, 0.4, 0.52)  # up 0.22, down 0.02 twice on the way
+    d = judge(syn, jittery)
+    assert d.overfitting and not d.within_noise and d.swing < d.rise
+
+
+def test_an_end_within_one_percent_of_its_best_keeps_its_saturation(syn):
+    flat_noise = EARLY[:2] + (0.2, 0.2005, 0.1998, 0.2004, 0.2001, 0.2003, 0.1999, 0.2002)
+    d = judge(syn, flat_noise)
+    assert d.saturated_early and not d.within_noise

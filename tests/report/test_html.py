@@ -355,7 +355,7 @@ def test_a_best_evaluation_that_is_a_dip_of_late_noise_is_no_length_to_train():
     result = _study_ending_above_its_best().result
     curve = Curve((10, 20, 30, 40, 50, 60, 70, 80), {"value": (1.0, 0.5, 0.3, 0.2, 0.26, 0.15, 0.24, 0.17)})
     d = diagnose_curve(curve, "value")
-    assert d.late_variance and d.rise <= d.jitter
+    assert d.late_variance and d.within_noise
     best = dataclasses.replace(result.best, curve=curve, value=0.15, steps=80)
     note = best_step_note(dataclasses.replace(result, best=best))
     assert note == ("its best evaluation, at step 60 of 80; it ended at 0.17: the curve swings up and down late in "

@@ -9,7 +9,7 @@ from adamtune.analysis._analyze import StudyAnalysis, analyze
 from adamtune.analysis._boundary import BoundaryCheck, boundary_check, boundary_findings, widen
 from adamtune.analysis._clipping import ClipAdvice, clip_advice, clip_findings
 from adamtune.analysis._curves import (
-    CurveDiagnosis, Progress, Stability, curve_findings, diagnose_best, diagnose_curve, progress, progress_findings,
+    ENDED_AS_GOOD, CurveDiagnosis, Progress, Stability, curve_findings, diagnose_best, diagnose_curve, progress, progress_findings,
     stability, stability_findings,
 )
 from adamtune.analysis._decay import DecayTimescale, decay_findings, decay_timescale
@@ -26,7 +26,7 @@ from adamtune.analysis._select import top_trials
 
 __all__ = [
     "AxisPlotInfo", "AxisPoint", "BoundaryCheck", "ChangeStudy", "ClipAdvice", "CurveDiagnosis", "CurveSeries", "CurvesInfo",
-    "DecayTimescale", "Failures", "Finding", "HeatmapCell", "HeatmapInfo", "Importance", "IsolationBucket", "IsolationInfo", "NextDimension",
+    "DecayTimescale", "ENDED_AS_GOOD", "Failures", "Finding", "HeatmapCell", "HeatmapInfo", "Importance", "IsolationBucket", "IsolationInfo", "NextDimension",
     "NextSpace", "Progress", "Stability", "StudyAnalysis", "analyze", "axis_plot_info", "boundary_check", "boundary_findings",
     "change_study", "clip_advice", "clip_findings", "curve_findings", "curves_info", "decay_findings", "decay_timescale", "diagnose_best", "diagnose_curve",
     "failure_findings", "failures",

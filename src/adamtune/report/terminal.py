@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.measure import Measurement
 from rich.table import Table
 
-from adamtune.analysis import Progress, diagnose_curve, progress, progress_findings
+from adamtune.analysis import ENDED_AS_GOOD, Progress, diagnose_curve, progress, progress_findings
 from adamtune.config import Config
 from adamtune.results import TuneResult
 from adamtune.trials import TrialRecord, TrialState, ranked, trials_text
@@ -140,10 +140,6 @@ def noise_note(result: TuneResult, learned: Progress | None = None) -> str | Non
     return f"best by noise, not a recommendation ({found[0].title})" if found else None
 
 
-# A best trial whose last evaluation is within this fraction of its best ended as good as it got.
-ENDED_AS_GOOD = 0.01
-
-
 def best_step_note(result: TuneResult) -> str | None:
     """Where the best trial's value comes from when it is not its last evaluation (the objective
     is a trial's best evaluation): the step to stop at, or None."""
@@ -161,11 +157,12 @@ def best_step_note(result: TuneResult) -> str | None:
     if gap < ENDED_AS_GOOD:  # noise between evaluations: nothing to act on
         return f"{where}; it ended within {ENDED_AS_GOOD:.0%} of it, at {fmt(values[-1])}"
     curve = diagnose_curve(best.curve, result.settings.metric, result.settings.direction, best.number)
-    if curve.judged and curve.late_variance and (not curve.overfitting or curve.rise <= curve.jitter):
-        # Up and down late in training, by more than the end lies above the best: the best
-        # evaluation is one dip of that noise; retrained (another seed, other minibatches) the
-        # curve dips elsewhere, so a shorter run is no better.
-        return (f"{where}; it ended at {fmt(values[-1])}: the curve swings up and down late in training, so step "
+    if curve.judged and curve.within_noise:
+        # Up and down after the best (or late in training) by more than the end lies above it: the
+        # best evaluation is one dip of that noise; retrained (another seed, other minibatches) the
+        # curve dips elsewhere, so a shorter run is no better. The curve findings say the same.
+        when = "late in training" if curve.late_variance else f"after step {hits[0]}"
+        return (f"{where}; it ended at {fmt(values[-1])}: the curve swings up and down {when}, so step "
                 f"{hits[0]} is a dip of that noise, not a better length to train (another seed dips elsewhere); "
                 "a decaying lr schedule steadies it")
     config = best.config or {}
