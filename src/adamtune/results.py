@@ -32,6 +32,11 @@ MAX_BUDGET = 1_000_000  # the most trials a study may have
 # An objective-mode study's function, "FILE:QUALNAME": two scripts' functions both named
 # `objective` would share one study by their default name.
 OBJECTIVE_ATTR = "adamtune_objective"
+# What a new study gets when not told (``open_study``); the next-study commands the analysis
+# prints leave out what equals these, so the two read one value.
+DEFAULT_SEED = 0
+DEFAULT_SAMPLER = "quasi-random"
+DEFAULT_PRUNER = "asha"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -40,8 +40,8 @@ from adamtune.errors import (
 from adamtune.heartbeat import GRACE_S, Heartbeat, end_lost, lost_text, this_process
 from adamtune.quiet import quiet_optuna
 from adamtune.results import (
-    MAX_BUDGET, OBJECTIVE_ATTR, SETTINGS_ATTR, SPACE_BUDGET_ATTR, StudySettings, TuneResult, list_studies, load, load_existing,
-    read_settings, result_of, tuned_description,
+    DEFAULT_PRUNER, DEFAULT_SAMPLER, DEFAULT_SEED, MAX_BUDGET, OBJECTIVE_ATTR, SETTINGS_ATTR, SPACE_BUDGET_ATTR,
+    StudySettings, TuneResult, list_studies, load, load_existing, read_settings, result_of, tuned_description,
 )
 from adamtune.retries import duplicates, point_of, retry_cut_short, retry_numbers
 from adamtune.space import SearchSpace, check_optimizer, check_task, preset, with_overrides
@@ -652,9 +652,9 @@ def open_study(
         if integral(n_budget) is None or not 1 <= n_budget <= MAX_BUDGET:
             raise SpaceError(f"budget must be a whole number of trials in 1..{MAX_BUDGET}, got {n_budget!r}")
         n_budget = int(n_budget)
-        the_seed = _check_seed(_pick("seed", seed, stored and stored.seed, 0, name))
-        the_sampler = sampler if sampler is not None else (stored.sampler if stored is not None else "quasi-random")
-        the_pruner = pruner if pruner is not None else (stored.pruner if stored is not None else "asha")
+        the_seed = _check_seed(_pick("seed", seed, stored and stored.seed, DEFAULT_SEED, name))
+        the_sampler = sampler if sampler is not None else (stored.sampler if stored is not None else DEFAULT_SAMPLER)
+        the_pruner = pruner if pruner is not None else (stored.pruner if stored is not None else DEFAULT_PRUNER)
         if the_sampler not in SAMPLERS:
             raise StudyError(f"sampler must be one of {', '.join(SAMPLERS)}, got {the_sampler!r}")
         if the_pruner not in PRUNERS:

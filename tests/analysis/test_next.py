@@ -266,6 +266,23 @@ def test_the_next_search_keeps_the_studys_sampler_pruner_and_seed(syn):
             in next_space(trials, other, study_name="s").command)
 
 
+def test_the_next_study_leaves_out_exactly_what_tune_uses_when_not_told(syn):
+    """One value for what `adamtune tune` uses when not told (results.DEFAULT_*), read by study.py and by
+    the commands the analysis prints: changed in one of them alone, a command dropped a flag it needed."""
+    import dataclasses
+
+    from adamtune import results, study
+
+    assert (study.DEFAULT_SAMPLER, study.DEFAULT_PRUNER, study.DEFAULT_SEED) == (
+        results.DEFAULT_SAMPLER, results.DEFAULT_PRUNER, results.DEFAULT_SEED) == ("quasi-random", "asha", 0)
+    lr_u = (0.02, 0.15, 0.3, 0.45, 0.6, 0.75, 0.85, 0.95)  # the best at lr's upper edge: a new study
+    trials = trials_at(syn, lr_u, (0.5, 0.1, 0.9, 0.3, 0.7, 0.2, 0.6, 0.4), [1 - u for u in lr_u])
+    settings = syn.settings(syn.LR, syn.WD, budget=8)
+    told = dataclasses.replace(settings, sampler=results.DEFAULT_SAMPLER, pruner=results.DEFAULT_PRUNER,
+                               seed=results.DEFAULT_SEED)
+    assert "--budget 8 --study s-next" in next_space(trials, told, study_name="s").command
+
+
 def test_a_window_kept_for_too_few_completed_trials_says_so(syn):
     settings = syn.settings(syn.LR, syn.WD, budget=8)
     trials = trials_at(syn, (0.5, 0.55, 0.6, 0.1), (0.5, 0.4, 0.3, 0.9), (0.1, 0.2, 0.3, 0.5))

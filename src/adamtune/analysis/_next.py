@@ -58,7 +58,7 @@ from adamtune.commands import command_line
 from adamtune.config import TORCH_DEFAULTS, Config
 from adamtune.errors import AdamtuneError
 from adamtune.space import Dimension, SearchSpace, parse_override, preset, with_overrides
-from adamtune.results import MAX_BUDGET, StudySettings
+from adamtune.results import DEFAULT_PRUNER, DEFAULT_SAMPLER, DEFAULT_SEED, MAX_BUDGET, StudySettings
 from adamtune.trials import completed
 
 NARROW_MIN_COMPLETED = 5
@@ -74,8 +74,9 @@ RAISE_DECADES = 3.0
 NARROW, WIDEN, KEEP, LOWER, RAISE = "narrow", "widen", "keep", "lower", "raise"
 TOO_FEW_REASON = f"fewer than {NARROW_MIN_COMPLETED} completed trials"
 
-# What `adamtune tune` uses when not told (study.py): a command leaves these out.
-_DEFAULT_OPTIONS = (("--sampler", "sampler", "quasi-random"), ("--pruner", "pruner", "asha"), ("--seed", "seed", 0))
+# What `adamtune tune` uses when not told (the one value study.py reads too): a command leaves these out.
+_DEFAULT_OPTIONS = (("--sampler", "sampler", DEFAULT_SAMPLER), ("--pruner", "pruner", DEFAULT_PRUNER),
+                    ("--seed", "seed", DEFAULT_SEED))
 
 
 @dataclasses.dataclass(frozen=True)
