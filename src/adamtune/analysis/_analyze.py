@@ -12,7 +12,7 @@ from adamtune.analysis._curves import (
     stability_findings,
 )
 from adamtune.analysis._failures import Failures, failure_findings, failure_limited, failures
-from adamtune.analysis._finding import WARNING, Finding
+from adamtune.analysis._finding import WARNING, Finding, fmt
 from adamtune.analysis._format import window_text
 from adamtune.analysis._importance import Importance, importance
 from adamtune.analysis._next import NARROW_MIN_COMPLETED, NextSpace, change_study, next_space
@@ -112,11 +112,24 @@ class StudyAnalysis:
     @property
     def keep_text(self) -> str:
         """Why the next search keeps every window and continues this study, and what more trials of it
-        give: the terminal's ``Next:`` line and the report's lead over the next search say these words."""
+        give -- or that the error comes first, when the trials failed and none completed: the terminal's
+        ``Next:`` line and the report's lead over the next search say these words."""
         ns, s = self.next_space, self.result.settings
-        if self.progress.nothing_learned:  # kept only where larger lrs failed (``next_space``)
-            return ("no trial learned anything, and the larger lrs failed: more trials of this study would repeat "
-                    "that; the findings say what to look at first")
+        if self.progress.nothing_learned:
+            # lr is kept, not raised, only where the larger lrs failed (``next_space``)
+            why = ", and the larger lrs failed" if self.failures.lr_ceiling is not None else ""
+            return (f"no trial learned anything{why}: more trials of this study would repeat that; the findings say "
+                    "what to look at first")
+        failed = len(self.failures.failed)
+        if (self.completed == 0 and failed and self.failures.lr_ceiling is None
+                and failed >= max(self.result.count(TrialState.DIVERGED), self.result.count(TrialState.PRUNED))):
+            # Nothing completed because the code raised, at no lr in particular: more trials raise too.
+            ran = self.failures.ran
+            who = "every trial failed" if failed == ran else f"{failed} of {ran} trials failed"
+            tracebacks = command_line("show", "--json", storage=self.storage, study=self.result.study_name)
+            return (f"fix the error first: {who} and none completed, so more trials of this study would fail the same "
+                    f"way; the failed-trials finding gives the error, and every traceback: {tracebacks}; once it is "
+                    f"fixed, this command runs more trials")
         if ns.too_few_to_narrow:
             n = ns.completed
             text = (f"too few completed trials to move the windows, {n} of the {MIN_COMPLETED} it takes to widen one "
@@ -129,6 +142,28 @@ class StudyAnalysis:
         text = ("the windows hold: where the best trials sit gives no reason to move them; more trials of this study "
                 "try new points of the same search")
         return text + ("; add --sampler tpe to exploit what it found" if s.sampler == "quasi-random" else "")
+
+    @property
+    def tuned_lr_text(self) -> str:
+        """Why the next search tunes an lr the study fixed (``NextSpace.tuned_lr``): the terminal's
+        ``Next search:`` line and the report's lead over it say these words ("" when it does not)."""
+        ns, s = self.next_space, self.result.settings
+        if ns.tuned_lr is None:
+            return ""
+        window = f"{window_text(ns.tuned_lr)}, the lr window adamtune searches for {s.optimizer}"
+        x = ns.fixed_lr
+        if x is None:
+            text = f"no trial learned anything, and lr was not tuned: the next search tunes it over {window}"
+        elif x < ns.tuned_lr.low or x > ns.tuned_lr.high:
+            side = "below" if x < ns.tuned_lr.low else "above"
+            text = (f"no trial learned anything with lr fixed at {fmt(x)}, {side} {window}: the next search tunes lr "
+                    f"over that window")
+        else:
+            text = f"no trial learned anything with lr fixed at {fmt(x)}: the next search tunes lr over {window}"
+        text += " and keeps the rest; a study continued would keep its fixed lr"
+        if x is not None and ns.tuned_lr.low <= x <= ns.tuned_lr.high:
+            text += "; if no lr there learns either, look at the model, the data and the loss"
+        return text
 
 
 # The kinds of finding whose --set suggestion is a change to try in a study of its own.

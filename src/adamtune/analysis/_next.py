@@ -19,7 +19,9 @@ Per tuned dimension, on the window's own scale (0 = low, 1 = high):
   trained to the end lies below it: the next budget is not spent where every trial diverged.
 - **raise** the lr window when no trial learned anything (``_curves.Progress``): to
   ``RAISE_DECADES`` decades from the top of the old one; the other dimensions are kept, since
-  the best trials are then best by noise.
+  the best trials are then best by noise. When the study did not tune lr (``--set lr=1e-9``),
+  its fixed lr is the first suspect: the next search tunes lr over the window adamtune searches
+  for the optimizer and task (``guide.search_window``), the rest kept.
 - **keep** otherwise.
 - the lr window's top also stops below the smallest lr that failed when the failed trials are
   the ones with the largest lrs (``_failures``: every lr above those that ran failed, which
@@ -48,6 +50,7 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from types import EllipsisType
 
+from adamtune import guide
 from adamtune.analysis._boundary import BoundaryCheck, below_divergence, boundary_check, round_down
 from adamtune.analysis._format import set_argument
 from adamtune.analysis._clipping import ClipAdvice, clip_advice
@@ -117,7 +120,7 @@ class NextSpace:
             storage already (one with this space is continued: the command can run twice).
             When nothing changes, the study itself (see ``continues``).
         replaced: the fixed values the next study sets otherwise (``max_grad_norm`` that
-            clipped too often).
+            clipped too often; ``lr``, tuned, when it was fixed and no trial learned).
         continues: nothing changes, so the command continues this study with twice its
             budget (new points of the same search) instead of making a new study that would
             run the very same trials again.
@@ -125,6 +128,9 @@ class NextSpace:
             failed (None when the failures do not sort by lr, or it did not move the window).
         completed: how many of the study's trials completed (narrowing takes
             ``NARROW_MIN_COMPLETED``).
+        tuned_lr: the lr window the next search tunes where the study fixed lr and no trial
+            learned (``replaced`` then names lr); None otherwise.
+        fixed_lr: the lr the study trained at then (None: not known).
     """
 
     dimensions: tuple[NextDimension, ...]
@@ -135,6 +141,8 @@ class NextSpace:
     continues: bool = False
     below_failed: float | None = None
     completed: int = 0
+    tuned_lr: Dimension | None = None
+    fixed_lr: float | None = None
 
     @property
     def changed(self) -> bool:
@@ -274,7 +282,14 @@ def next_space(
     if fixed.get("max_grad_norm") is not None and clip is not None and clip.too_often:
         fixed["max_grad_norm"] = float(f"{clip.threshold:.3g}")  # the clipping finding's, not one it condemns
         replaced = ("max_grad_norm",)
-    args = _arguments(settings, [d.window for d in dims], fixed)
+    windows = [d.window for d in dims]
+    tuned_lr = _lr_to_tune(settings) if learned.nothing_learned and not any(d.name == "lr" for d in dims) else None
+    fixed_lr = None
+    if tuned_lr is not None:  # a fixed lr that learned nothing: more trials at it would learn nothing too
+        fixed_lr = fixed.pop("lr", learned.largest_lr)
+        windows.insert(0, tuned_lr)
+        replaced = ("lr", *replaced)
+    args = _arguments(settings, windows, fixed)
     n_completed = len(completed(trials))
     if study_name and not replaced and all(d.change == KEEP for d in dims):
         # The same space and seed in a new study would draw the same trials again.
@@ -282,7 +297,8 @@ def next_space(
                          continues=True, completed=n_completed)
     name = _new_name(study_name, settings, args, taken or {}) if study_name else None
     return NextSpace(tuple(dims), tuple(args), _command(settings, name, storage, args), name, replaced,
-                     below_failed=below_failed, completed=n_completed)
+                     below_failed=below_failed, completed=n_completed, tuned_lr=tuned_lr,
+                     fixed_lr=fixed_lr)
 
 
 def change_study(
@@ -317,6 +333,15 @@ def change_study(
         return None
     name = _new_name(study_name, settings, args, taken or {}, suffix=param) if study_name else None
     return ChangeStudy(change, tuple(args), name, _command(settings, name, storage, args))
+
+
+def _lr_to_tune(settings: StudySettings) -> Dimension | None:
+    """The lr window a next search tunes when the study did not tune lr: the one adamtune searches
+    for the study's optimizer and task (None if that is no valid window)."""
+    try:
+        return Dimension("lr", *guide.search_window(settings.optimizer, settings.task, "lr"))
+    except (AdamtuneError, KeyError, TypeError):
+        return None
 
 
 def _arguments(settings: StudySettings, windows: Sequence[Dimension], fixed: Mapping[str, object],

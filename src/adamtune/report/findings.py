@@ -59,7 +59,9 @@ def findings_lines(analysis: StudyAnalysis) -> list[Text]:
             lines.append(Text.assemble(f"      → {suggestion_label(f)}: ", (suggestion_text(f), "bold"), after))
     ns = analysis.next_space
     if ns.changed:
-        lines.append(Text.assemble(("Next search: ", "bold"), ns.command or " ".join(f"--set {a}" for a in ns.set_arguments)))
+        command = ns.command or " ".join(f"--set {a}" for a in ns.set_arguments)
+        note = f"  ({analysis.tuned_lr_text})" if ns.tuned_lr is not None else ""  # an lr the study fixed
+        lines.append(Text.assemble(("Next search: ", "bold"), command, note))
     elif ns.continues and ns.command:
         lines.append(Text.assemble(("Next: ", "bold"), ns.command, f"  ({analysis.keep_text})"))
     return lines

@@ -326,9 +326,13 @@ def _python_call(a: StudyAnalysis, study: str | None, set_arguments: tuple[str, 
 
 def _next(a: StudyAnalysis) -> str:
     ns = a.next_space
-    if not ns.dimensions:
+    if not ns.dimensions and ns.tuned_lr is None:
         return ""
-    rows = "".join(
+    rows = "" if ns.tuned_lr is None else (  # an lr the study fixed, tuned now
+        f'<tr><th>lr</th><td>{e("fixed" if ns.fixed_lr is None else f"fixed at {ns.fixed_lr:.4g}")}</td>'
+        f'<td class="arrow">→</td><td><b>{e(window_text(ns.tuned_lr))}</b></td>'
+        f'<td><span class="change widen">tune</span></td><td class="note">no trial learned at the fixed lr</td></tr>')
+    rows += "".join(
         f'<tr><th>{e(d.name)}</th><td>{e(window_text(d.previous))}</td>'
         f'<td class="arrow">→</td><td><b>{e(window_text(d.window))}</b></td>'
         f'<td><span class="change {e(d.change)}">{e(d.change)}</span></td><td class="note">{e(d.reason)}</td></tr>'
@@ -352,6 +356,9 @@ def _next_lead(a: StudyAnalysis) -> str:
         return f"{a.stability.how_many_diverged.capitalize()}: search smaller learning rates before anything else."
     if ns.raised:
         return "No trial learned anything: search larger learning rates before anything else."
+    if ns.tuned_lr is not None:
+        text = a.tuned_lr_text  # the terminal's words
+        return f"{text[0].upper()}{text[1:]}."
     if ns.changed:
         lead = "Coarse to fine: narrow around the best trials, widen where they hit an edge."
         if ns.below_failed is not None:
