@@ -62,6 +62,29 @@ def test_a_range_above_the_window_searched_is_said_and_given_as_a_window_to_test
             "fixed values (a study continued keeps its own search space).") in f.detail
 
 
+@pytest.mark.parametrize("lr_top, suggestion, said", [
+    (1e-2, "--set weight_decay=0.35:6.3", None),  # 0.01 x 6.261: the per-step multiplier stays above 0.93
+    (0.1, "--set weight_decay=0.35:5", "Its top stops at 5, not 6.261: that study searches lr up to 0.1, where a "
+                                       "larger weight_decay puts lr·weight_decay past 0.5"),
+    (1.0, None, "where a weight_decay above 0.5 puts lr·weight_decay past 0.5 (AdamW's per-step multiplier 1 - "
+                "lr·weight_decay reaches zero at 1): that leaves too little of the range to test"),
+    (10.0, None, "But a study testing it searches lr up to 10, where a weight_decay above 0.05 puts lr·weight_decay "
+                 "past 0.5 (AdamW's per-step multiplier 1 - lr·weight_decay reaches zero at 1): that leaves none of "
+                 "the range to test. Narrow the lr window around trial 0's lr first, then test it."),
+])
+def test_the_window_to_test_keeps_lr_times_weight_decay_within_a_half_at_the_top_of_its_lr_window(
+        syn, lr_top, suggestion, said):
+    """Computed at the best trial's lr, the window is tried over the test study's whole lr window: at
+    lr·weight_decay = 1 AdamW's multiplier 1 - lr·weight_decay reaches zero (the audit: up to 3 x 2.4)."""
+    d = best(syn, 0.007113, 0.002363)
+    (f,) = decay_findings(d, test_lr=Dimension("lr", 1e-5, lr_top, "log"))
+    assert f.suggestion == ((suggestion,) if suggestion else ())
+    if suggestion:
+        top = float(suggestion.rsplit(":", 1)[1])
+        assert lr_top * top <= 0.5 * 1.02
+    assert said is None and "Its top stops" not in f.detail or said in f.detail
+
+
 def test_a_range_above_the_rule_of_thumb_is_said_when_weight_decay_was_not_searched(syn):
     settings = dataclasses.replace(syn.settings(syn.LR), workload_info=RUN)  # weight_decay not tuned
     trials = [syn.trial(0, 0.1, config={"lr": 0.02, "weight_decay": 1e-4}, steps=400, lr=0.02)]

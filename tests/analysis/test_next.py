@@ -132,16 +132,42 @@ def test_most_trials_diverged_with_one_that_trained_below_them_lowers_the_window
     assert "most trials diverged, from lr 0.2" in lr.reason
 
 
-def test_a_narrowed_lr_window_stops_below_the_lrs_where_every_trial_diverged(syn):
-    # the best trials sit at 1e-3..2e-3; everything from 3.4e-3 up diverged, nothing above it trained
+def diverged_above_the_best(syn):
+    """The best trials sit at 1e-3..2e-3; everything from 3.4e-3 up diverged, nothing above it trained."""
     settings = syn.settings(Dimension("lr", 1e-5, 1e-1, "log"), syn.WD, budget=16)
     lrs = (1e-5, 3e-5, 1e-4, 3e-4, 6e-4, 1e-3, 1.5e-3, 2e-3, 2.5e-3)
     values = (2.0, 1.5, 1.0, 0.6, 0.4, 0.2, 0.15, 0.1, 0.3)
     trials = [syn.trial(i, v, lr=lr, weight_decay=0.01) for i, (lr, v) in enumerate(zip(lrs, values))]
     trials += [syn.trial(9 + i, None, syn.S.DIVERGED, lr=lr, weight_decay=0.01)
                for i, lr in enumerate((3.4e-3, 1e-2, 3e-2, 9e-2))]
-    lr = next_space(trials, settings).dimensions[0]
+    return trials, settings
+
+
+def test_a_narrowed_lr_window_stops_below_the_lrs_where_every_trial_diverged(syn):
+    trials, settings = diverged_above_the_best(syn)
+    ns = next_space(trials, settings)
+    lr = ns.dimensions[0]
     assert lr.change == "narrow" and lr.window.high == pytest.approx(3e-3) and lr.window.low < 1e-3
+    assert ns.below_diverged == 3.4e-3 and ns.cut_lr == lr.window and ns.cut_lr_text == "below the lrs that diverged"
+
+
+def test_a_change_to_try_takes_lr_from_the_next_search_where_it_stops_below_diverged_or_failed_lrs(syn):
+    """A weight_decay window to test, run over the study's lr window, spent its budget on the lrs the
+    next search had just cut off (the same seed draws the same points); a clipping threshold is tried
+    at the study's own lrs: whether it lets them train is what it tests."""
+    from adamtune.analysis import change_study
+
+    trials, settings = diverged_above_the_best(syn)
+    ns = next_space(trials, settings, study_name="s")
+    test = change_study(settings, "--set weight_decay=0.5:9", ns, "s")
+    assert test.set_arguments == (f"lr={ns.dimensions[0].window.low:.2g}:0.003", "beta1=0.9", "weight_decay=0.5:9")
+    assert ns.dimensions[0].set_argument == test.set_arguments[0]
+    assert "--study s-weight_decay --set lr=" in test.command
+    assert change_study(settings, "max_grad_norm=1.2", ns, "s").set_arguments[0] == "lr=1e-05:0.1"
+    # nothing cut (no divergence): the study's own lr window
+    ok = next_space(trials[:9], settings, study_name="s")
+    assert ok.cut_lr is None
+    assert change_study(settings, "weight_decay=0.5:9", ok, "s").set_arguments[0] == "lr=1e-05:0.1"
 
 
 def test_a_fixed_clipping_threshold_that_clipped_most_steps_is_replaced_by_the_advised_one(syn):

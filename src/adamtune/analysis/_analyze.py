@@ -15,15 +15,15 @@ from adamtune.analysis._failures import Failures, failure_findings, failure_limi
 from adamtune.analysis._finding import WARNING, Finding, fmt
 from adamtune.analysis._format import window_text
 from adamtune.analysis._importance import Importance, importance
-from adamtune.analysis._next import NARROW_MIN_COMPLETED, NextSpace, change_study, next_space
+from adamtune.analysis._next import NARROW_MIN_COMPLETED, NextSpace, change_lr, change_study, next_space
 from adamtune.analysis._plots import (
     AxisPlotInfo, CurvesInfo, HeatmapInfo, IsolationInfo, axis_plot_info, curves_info, heatmap_info,
     isolation_info, sorted_for_table,
 )
 from adamtune.analysis._select import top_trials
 from adamtune.commands import command_line
-from adamtune.results import TuneResult, stored_spaces
-from adamtune.space import SearchSpace
+from adamtune.results import StudySettings, TuneResult, stored_spaces
+from adamtune.space import Dimension, SearchSpace
 from adamtune.trials import TrialRecord, TrialState, completed, trials_text
 
 
@@ -193,11 +193,15 @@ def analyze(result: TuneResult, storage: str | None = None) -> StudyAnalysis:
     diagnoses = diagnose_best(result)
     clip = clip_advice(result, stab=stab)
     lr_at_upper_edge = any(c.name == "lr" and c.edge == UPPER for c in checks) and not learned.nothing_learned
+    taken = _taken(result)
+    ns = next_space(result, checks=checks, storage=storage, taken=taken, stab=stab, learned=learned, clip=clip,
+                    failed=failed)
     findings = (*progress_findings(learned, s.metric), *(() if learned.nothing_learned else boundary_findings(checks)),
                 *stability_findings(stab), *failure_findings(failed, result.study_name, storage),
                 *curve_findings(diagnoses, s.metric), *clip_findings(clip),
                 *decay_findings(decay, checks, too_few=len(completed(result.trials)) < MIN_COMPLETED,
-                                nothing_learned=learned.nothing_learned))
+                                nothing_learned=learned.nothing_learned, test_lr=_test_lr(s, ns),
+                                test_lr_why=ns.cut_lr_text if change_lr(ns, "weight_decay") else ""))
     findings = _with_decay_advice(findings, () if learned.nothing_learned else checks, decay)
     if lr_at_upper_edge:
         # Slow progress at the top of the lr window is the lr's doing first: longer runs would
@@ -205,9 +209,6 @@ def analyze(result: TuneResult, storage: str | None = None) -> StudyAnalysis:
         findings = tuple(dataclasses.replace(f, title=STILL_IMPROVING_AT_LR_EDGE) if f.kind == "still_improving"
                          else f for f in findings)
     findings = tuple(sorted(findings, key=lambda f: f.severity != WARNING))  # stable: keeps the order above
-    taken = _taken(result)
-    ns = next_space(result, checks=checks, storage=storage, taken=taken, stab=stab, learned=learned, clip=clip,
-                    failed=failed)
     findings = tuple(
         dataclasses.replace(f, new_study=change_study(s, f.suggestion[0], ns, result.study_name, storage, taken))
         if f.kind in TRIED and f.suggestion else f for f in findings)
@@ -251,6 +252,12 @@ def _with_decay_advice(findings: tuple[Finding, ...], checks: tuple[BoundaryChec
     else:
         return findings
     return tuple(dataclasses.replace(f, detail=f.detail + note) if f.kind == "overfitting" else f for f in findings)
+
+
+def _test_lr(settings: StudySettings, ns: NextSpace) -> Dimension | None:
+    """The lr window a weight_decay window to test is tried over (``change_study``'s), for
+    ``decay_findings``: the next search's where it cuts lr, else the study's (None: lr fixed)."""
+    return change_lr(ns, "weight_decay") or next((d for d in settings.space.dimensions if d.name == "lr"), None)
 
 
 def _taken(result: TuneResult) -> dict[str, SearchSpace | None]:

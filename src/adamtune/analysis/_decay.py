@@ -14,8 +14,11 @@ calls over-regularising for typical lrs and long runs. The finding then says so,
 window is held back when the lr it is computed at is not settled (lr's boundary check fires at
 either edge, or too few trials completed), when the study already searched into the range and its
 best trials sit at the lower edge of weight_decay's window (it preferred weaker decay), and when
-the next search's widened weight_decay window reaches the range anyway. When no trial learned,
-there is no finding: the best trial is best by noise.
+the next search's widened weight_decay window reaches the range anyway. The study that tests it
+searches its lr window too (``change_study``: the study's, or the next search's where that cuts lr
+below lrs that failed or diverged), so the window's top stops where lr·weight_decay at the top of
+that lr window would pass ``MAX_DECAY_PER_STEP``; with too little of the range left, it waits for a
+narrower lr window. When no trial learned, there is no finding: the best trial is best by noise.
 
 The same timescale bounds the boundary check's weight_decay proposals (``decay_window_limit``):
 a window is not widened down where decay barely acts (smaller values act even less), and not
@@ -42,6 +45,12 @@ if TYPE_CHECKING:  # _boundary imports this module
 
 # τ this many times the run (or this fraction of an epoch) is far enough out to say so.
 BEYOND = 2.0
+# The most of the weights a weight_decay window to test may take in one step at the top of the lr
+# window it is tried over: lr·weight_decay stays at or below this. The window is computed at the best
+# trial's lr, but its study samples every lr of its window with every weight_decay of this one: at
+# lr·weight_decay = 1 AdamW's per-step multiplier 1 - lr·weight_decay reaches zero, and past it the
+# weights flip sign every step (guide.SHORTEST_DECAY_TIMESCALE_OF_RUN's note).
+MAX_DECAY_PER_STEP = 0.5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,17 +110,28 @@ class DecayTimescale:
         """The largest λ adamtune proposes at this lr: the one whose τ is ``shortest``."""
         return guide.weight_decay_for_timescale(self.lr, self.shortest)
 
-    def window_to_try(self) -> Dimension | None:
+    def window_to_try(self, lr_top: float | None = None) -> Dimension | None:
         """The weight_decay window that tests the advised range: τ from the run down to ``shortest``
-        (one epoch; without an epoch, or with a run shorter than one: a tenth of the run)."""
+        (one epoch; without an epoch, or with a run shorter than one: a tenth of the run) at the best
+        trial's lr; its top no higher than ``lr_cap(lr_top)`` (None: tried at this lr alone). None
+        when the cap leaves no window, or one whose top is under ``BEYOND`` times its low end: decay
+        barely faster than over the whole run tests nothing."""
+        top = min(self.strongest, lr_cap(lr_top or self.lr))
+        if top < self.strongest and top < BEYOND * self.low:
+            return None
         try:
-            return Dimension("weight_decay", self.low, self.strongest, "log")
+            return Dimension("weight_decay", self.low, top, "log")
         except AdamtuneError:  # a λ too large to be a number
             return None
 
     @property
     def too_short(self) -> bool:
         return self.epoch is not None and self.timescale * BEYOND < self.epoch
+
+
+def lr_cap(lr_top: float) -> float:
+    """The largest weight_decay a window to test tried up to lr ``lr_top`` may reach (``MAX_DECAY_PER_STEP``)."""
+    return MAX_DECAY_PER_STEP / lr_top
 
 
 def decay_timescale(study: Study, settings: StudySettings | None = None) -> DecayTimescale | None:
@@ -195,7 +215,8 @@ def _check(checks: Sequence[BoundaryCheck], name: str) -> BoundaryCheck | None:
 
 
 def decay_findings(d: DecayTimescale | None, checks: Sequence[BoundaryCheck] = (), too_few: bool = False,
-                   nothing_learned: bool = False) -> tuple[Finding, ...]:
+                   nothing_learned: bool = False, test_lr: Dimension | None = None,
+                   test_lr_why: str = "") -> tuple[Finding, ...]:
     """An info finding when the best trial's τ lies far outside one epoch .. the whole run.
 
     Args:
@@ -206,6 +227,10 @@ def decay_findings(d: DecayTimescale | None, checks: Sequence[BoundaryCheck] = (
         too_few: fewer trials completed than the other checks need; the best one's lr, at which
             the window is computed, is not settled either, so the window to test waits too.
         nothing_learned: no trial learned anything; the best trial is best by noise: no finding.
+        test_lr: the lr window the study testing the window searches (``change_study``'s; None: lr
+            is fixed, at the best trial's lr): the window's top keeps lr·weight_decay at its top
+            within ``MAX_DECAY_PER_STEP``, and with none left, it waits for a narrower lr window.
+        test_lr_why: why that lr window is not the study's own ("below the lrs that failed"), or "".
     """
     if nothing_learned or d is None or not (d.too_long or d.too_short):
         return ()
@@ -224,6 +249,7 @@ def decay_findings(d: DecayTimescale | None, checks: Sequence[BoundaryCheck] = (
               f"timescale rule (Wang & Aitchison 2024) puts a good τ between one epoch and the whole run: at this "
               f"lr, {window}.")
     suggestion: tuple[str, ...] = ()
+    lr_top = test_lr.high if test_lr is not None else d.lr
     test = d.window_to_try() if d.too_long and d.above_usual else None
     if test is not None:
         where = (f"the top of the weight_decay window this study searched ({fmt(d.searched)})" if d.above_window else
@@ -245,10 +271,26 @@ def decay_findings(d: DecayTimescale | None, checks: Sequence[BoundaryCheck] = (
         elif wd is not None and wd.edge == "upper" and wd.proposal is not None and wd.proposal.high >= d.low:
             detail += (f" The next search's weight_decay window, widened at its top to {window_text(wd.proposal)}, "
                        f"reaches into that range: it tests it.")
+        elif (capped := d.window_to_try(lr_top)) is None:
+            cap = lr_cap(lr_top)
+            left = "none" if cap <= d.low else "too little"
+            detail += (f" But a study testing it searches lr up to {fmt(lr_top)}, where a weight_decay above "
+                       f"{fmt(cap)} puts lr·weight_decay past {MAX_DECAY_PER_STEP:g} (AdamW's per-step multiplier "
+                       f"1 - lr·weight_decay reaches zero at 1): that leaves {left} of the range to test. Narrow the "
+                       f"lr window around trial {d.trial}'s lr first, then test it.")
         else:
-            suggestion = (f"--set {set_argument(test)}",)
+            suggestion = (f"--set {set_argument(capped)}",)
             tenth = (f" (τ from the run down to {d.shortest_text})" if d.epoch is None or d.epoch >= d.run else "")
+            other = "other windows and fixed values"
+            if test_lr is not None and test_lr_why:
+                other = (f"other windows and fixed values, but lr's window cut {test_lr_why}, "
+                         f"{window_text(test_lr)}, as in the next search")
             detail += (f" Only the validation loss can tell whether it helps: test it in a new study, with "
-                       f"{suggestion[0]}{tenth} and this study's other windows and fixed values (a study continued "
-                       f"keeps its own search space).")
+                       f"{suggestion[0]}{tenth} and this study's {other} (a study continued keeps its own search "
+                       f"space).")
+            if capped.high < test.high:
+                detail += (f" Its top stops at {fmt(capped.high)}, not {fmt(test.high)}: that study searches lr up "
+                           f"to {fmt(lr_top)}, where a larger weight_decay puts lr·weight_decay past "
+                           f"{MAX_DECAY_PER_STEP:g} (AdamW's per-step multiplier 1 - lr·weight_decay reaches zero "
+                           f"at 1, and turns negative past it).")
     return (Finding("decay_timescale", INFO, title, detail, (d.trial,), suggestion),)

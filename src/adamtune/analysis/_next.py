@@ -40,7 +40,10 @@ tune``'s defaults.
 
 ``change_study`` is the other kind of new study the findings propose: one change a finding
 gives (``--set max_grad_norm=1.23``, a weight_decay window to test) tried against this study,
-every other window and fixed value as this study had them, so what differs is that change.
+every other window and fixed value as this study had them, so what differs is that change --
+but for lr's window where the next search cuts it below lrs that failed or diverged
+(``NextSpace.cut_lr``): the same seed would draw the same failing lrs again. A clipping
+threshold is tried at the study's own lrs: what it tests is whether clipping lets them train.
 """
 
 from __future__ import annotations
@@ -80,6 +83,9 @@ TOO_FEW_REASON = f"fewer than {NARROW_MIN_COMPLETED} completed trials"
 # What `adamtune tune` uses when not told (the one value study.py reads too): a command leaves these out.
 _DEFAULT_OPTIONS = (("--sampler", "sampler", DEFAULT_SAMPLER), ("--pruner", "pruner", DEFAULT_PRUNER),
                     ("--seed", "seed", DEFAULT_SEED))
+# The changes tried at the study's own lrs even where the next search cuts lr (``change_study``):
+# clipping is for instability, so its test keeps the lrs that diverged or failed.
+AT_THE_STUDYS_LRS = ("max_grad_norm",)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,6 +134,8 @@ class NextSpace:
             failed (None when the failures do not sort by lr, or it did not move the window).
         completed: how many of the study's trials completed (narrowing takes
             ``NARROW_MIN_COMPLETED``).
+        below_diverged: the smallest lr that diverged, when the next lr window stops below it
+            (lowered, or narrowed and cut); None otherwise.
         tuned_lr: the lr window the next search tunes where the study fixed lr and no trial
             learned (``replaced`` then names lr); None otherwise.
         fixed_lr: the lr the study trained at then (None: not known).
@@ -141,6 +149,7 @@ class NextSpace:
     continues: bool = False
     below_failed: float | None = None
     completed: int = 0
+    below_diverged: float | None = None
     tuned_lr: Dimension | None = None
     fixed_lr: float | None = None
 
@@ -159,6 +168,20 @@ class NextSpace:
         return any(d.change == RAISE for d in self.dimensions)
 
     @property
+    def cut_lr(self) -> Dimension | None:
+        """lr's next window where it stops below lrs that failed or diverged (None: not cut there)."""
+        if self.below_failed is None and self.below_diverged is None:
+            return None
+        return next((d.window for d in self.dimensions if d.name == "lr"), None)
+
+    @property
+    def cut_lr_text(self) -> str:
+        """Why ``cut_lr`` stops where it does, in a few words ("" when it does not)."""
+        if self.cut_lr is None:
+            return ""
+        return "below the lrs that failed" if self.below_failed is not None else "below the lrs that diverged"
+
+    @property
     def too_few_to_narrow(self) -> bool:
         """Whether a window is kept only because fewer than ``NARROW_MIN_COMPLETED`` trials completed."""
         return self.completed < NARROW_MIN_COMPLETED and any(d.reason == TOO_FEW_REASON for d in self.dimensions)
@@ -167,7 +190,8 @@ class NextSpace:
 @dataclasses.dataclass(frozen=True)
 class ChangeStudy:
     """A new study that tries one change a finding gives against this study: this study's
-    windows and fixed values, that one changed (``change_study``).
+    windows and fixed values, that one changed (``change_study``), and lr's window the next
+    search's where that cuts lr below lrs that failed or diverged (``change_lr``).
 
     Attributes:
         change: the ``NAME=...`` argument it tries (the finding's ``--set``).
@@ -225,6 +249,7 @@ def next_space(
     diverged_lr = stab.smallest_diverged_lr if stab.window_too_high else None
     learned = learned if learned is not None else progress(trials, settings)
     dims = []
+    below_diverged = None
     for dim in settings.space.dimensions:
         if learned.nothing_learned:
             if dim.name == "lr" and failed.lr_ceiling is not None:  # up is where every trial failed
@@ -243,6 +268,7 @@ def next_space(
             with contextlib.suppress(AdamtuneError):
                 window = Dimension(dim.name, high / 10 ** LOWER_DECADES, high, dim.scale)
                 dims.append(NextDimension(dim.name, LOWER, window, dim, f"{why}, from lr {diverged_lr:.3g}: a smaller lr"))
+                below_diverged = diverged_lr
                 continue
         positions = [u for u in (unit(dim, t) for t in top) if u is not None]
         if not enough or not positions:
@@ -268,7 +294,10 @@ def next_space(
         if hi - lo > KEEP_ABOVE:
             dims.append(NextDimension(dim.name, KEEP, dim, dim, "the best trials spread over most of the window"))
             continue
-        window = below_divergence(_window(dim, lo, hi), stab)
+        narrowed = _window(dim, lo, hi)
+        window = below_divergence(narrowed, stab)
+        if window != narrowed:
+            below_diverged = stab.smallest_diverged_lr
         dims.append(NextDimension(dim.name, NARROW, window, dim, f"around the {len(positions)} best trials"))
     below_failed = None
     for i, d in enumerate(dims):
@@ -297,8 +326,8 @@ def next_space(
                          continues=True, completed=n_completed)
     name = _new_name(study_name, settings, args, taken or {}) if study_name else None
     return NextSpace(tuple(dims), tuple(args), _command(settings, name, storage, args), name, replaced,
-                     below_failed=below_failed, completed=n_completed, tuned_lr=tuned_lr,
-                     fixed_lr=fixed_lr)
+                     below_failed=below_failed, completed=n_completed, below_diverged=below_diverged,
+                     tuned_lr=tuned_lr, fixed_lr=fixed_lr)
 
 
 def change_study(
@@ -310,7 +339,8 @@ def change_study(
     Args:
         settings: the study's settings.
         change: one ``--set`` argument, ``NAME=VALUE`` or ``NAME=LOW:HIGH`` (``--set `` before it is dropped).
-        next_search: the study's next search: a change it makes already gets no study of its own.
+        next_search: the study's next search: a change it makes already gets no study of its own,
+            and lr's window is its where it cuts lr below lrs that failed or diverged (``change_lr``).
         study_name, storage, taken: as for ``next_space``.
 
     Returns:
@@ -325,7 +355,8 @@ def change_study(
         return ChangeStudy(change, in_next=True)
     param = change.split("=", 1)[0]
     fixed = {k: v for k, v in settings.space.fixed if k != param}
-    windows = [d for d in settings.space.dimensions if d.name != param]
+    cut = change_lr(next_search, param)
+    windows = [cut if d.name == "lr" and cut is not None else d for d in settings.space.dimensions if d.name != param]
     args = [*_arguments(settings, windows, fixed, leave_out=param), change]
     try:
         with_overrides(preset(settings.optimizer, settings.task, settings.budget), args)
@@ -333,6 +364,15 @@ def change_study(
         return None
     name = _new_name(study_name, settings, args, taken or {}, suffix=param) if study_name else None
     return ChangeStudy(change, tuple(args), name, _command(settings, name, storage, args))
+
+
+def change_lr(next_search: NextSpace | None, param: str) -> Dimension | None:
+    """lr's window in the study that tries a change to ``param`` where it is not the study's own:
+    the next search's, where that is cut below lrs that failed or diverged (``NextSpace.cut_lr``;
+    not for ``AT_THE_STUDYS_LRS``). None: the study's lr window (or fixed lr) stays."""
+    if next_search is None or param == "lr" or param in AT_THE_STUDYS_LRS:
+        return None
+    return next_search.cut_lr
 
 
 def _lr_to_tune(settings: StudySettings) -> Dimension | None:
