@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import inspect
 import json
 import math
@@ -188,8 +189,8 @@ def tune(
     it again first runs the trials cut short again, with the same hyperparameters and initial
     weights.
     """
-    from adamtune.report.terminal import (best_snippet, best_step_note, best_trials, counts_line, fmt, noise_note,
-                                         print_table, trial_value_text, trials_table)
+    from adamtune.report.terminal import (best_snippet, best_step_note, best_trials, confirm_hint, counts_line, fmt,
+                                         noise_note, print_table, trial_value_text, trials_table)
     from adamtune.trials import TrialState, trials_text
     from adamtune.results import fixed_description, tuned_description
     from adamtune.study import tune as run_tune
@@ -295,6 +296,9 @@ def tune(
                           f"{f' ({note})' if note else ''}. Paste:\n",
                           highlight=False)
             print(snippet)
+            hint = confirm_hint(result, storage)
+            if hint:
+                console.print(f"\n{hint}", highlight=False, markup=False, soft_wrap=True)
         from adamtune.report.findings import finish_study
 
         finish_study(console, result, storage, write_report=not no_report, errors=err)
@@ -388,6 +392,38 @@ def best(
         if note:
             print(f"# {note}")
         print(snippet)
+
+
+@app.command()
+def confirm(
+    storage: str = typer.Option(DEFAULT_STORAGE, metavar="URL", show_default=False, help=STORAGE_HELP),
+    study: Optional[str] = typer.Option(None, metavar="NAME", help="Study name (may be omitted when the storage holds one)."),
+    top: str = typer.Option("3", metavar="N", help="How many of the best completed trials to train again, 1 to 16."),
+    seeds: str = typer.Option("3", metavar="N", help="Other seeds each is trained with, 2 to 64: new initial weights "
+                                                     "and a new minibatch order per seed, the same for every candidate."),
+    workload: Optional[str] = typer.Option(None, "--workload", "-w", metavar="WORKLOAD",
+                                           help="The study's workload, where it cannot be read from the study. Default: the study's own."),
+    device: Optional[str] = typer.Option(None, metavar="DEVICE", help="cpu, cuda or cuda:N. Default: cuda when available."),
+) -> None:
+    """Train the study's best trials again with other seeds, and say which to adopt.
+
+    A trial's value is one seed's best evaluation; on a noisy curve the study's best is partly
+    that seed's luck. Each seed trains every candidate at once as one vmapped model. The means
+    and spreads are kept in the study; the paste code is the configuration best on average.
+    """
+    from adamtune.confirmation import confirm as run_confirm, summary
+    from adamtune.results import load
+
+    with _user_errors():
+        result = load(study, _on_disk(storage))
+        found = run_confirm(result, workload, top=_whole("--top", top), seeds=_whole("--seeds", seeds), device=device,
+                            notice=lambda m: err.print(f"note: {m}", highlight=False, markup=False))
+        for line in summary(found):
+            console.print(line, highlight=False, markup=False, soft_wrap=True)
+        chosen = next(t for t in result.trials if t.number == found.best.number)
+        if not found.best.diverged:
+            console.print(f"\nPaste (trial {chosen.number}, best on average):", highlight=False)
+            print(dataclasses.replace(result, best=chosen).paste_code())
 
 
 @app.command()

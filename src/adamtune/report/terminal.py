@@ -13,6 +13,7 @@ from rich.measure import Measurement
 from rich.table import Table
 
 from adamtune.analysis import ENDED_AS_GOOD, Progress, diagnose_curve, progress, progress_findings
+from adamtune.commands import command_line
 from adamtune.config import Config
 from adamtune.results import TuneResult
 from adamtune.trials import TrialRecord, TrialState, ranked, trials_text
@@ -172,6 +173,20 @@ def best_step_note(result: TuneResult) -> str | None:
                 f"{best.steps}-step run (training {hits[0]} steps instead would squeeze its lr schedule)")
     return (f"{where}; it ended at {fmt(values[-1])}: keep the checkpoint of step {hits[0]}, or train "
             f"{hits[0]} steps")
+
+
+def confirm_hint(result: TuneResult, storage: str | None) -> str | None:
+    """When the best trial's value is a dip of its curve's noise (one seed's luck), the command
+    that retrains the best trials with other seeds before one is adopted; else None. Only a
+    managed workload's study (adamtune trains it again)."""
+    best = result.best
+    if best is None or result.settings.metric == "value":
+        return None
+    curve = diagnose_curve(best.curve, result.settings.metric, result.settings.direction, best.number)
+    if not (curve.judged and curve.within_noise):
+        return None
+    return (f"Its value is one seed's dip of a noisy curve; before adopting it, train the best trials again with "
+            f"other seeds: {command_line('confirm', storage=storage, study=result.study_name)}")
 
 
 def config_dict(config: Config) -> dict[str, Any]:

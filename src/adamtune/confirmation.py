@@ -1,0 +1,221 @@
+"""Confirm a study's best trials with other seeds before adopting one.
+
+A trial's value is its best evaluation on one seed: one draw of the initial weights and of the
+minibatch order. On a noisy curve, the study's best is partly that draw's luck (the playbook's
+"Determining whether to adopt a change": rerun the candidates with a few seeds). ``confirm``
+trains the study's top trials again with ``seeds`` other seeds each -- new initial weights and a
+new minibatch order per seed, one stacked (vmapped) model per seed holding every candidate --
+and says which configuration is best on average and whether its lead exceeds the seeds' noise.
+The results are kept in the study (attribute ``adamtune_confirm``), beside its trials.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import statistics
+from collections.abc import Callable, Sequence
+
+from adamtune.config import Config
+from adamtune.engine import Outcome, data_seed, init_seed, train_trial
+from adamtune.engine.batched import NotBatchable, train_members, why_not_batchable
+from adamtune.errors import StudyError, integral
+from adamtune.results import TuneResult
+from adamtune.study import check_device, warn
+from adamtune.trials import TrialRecord, oriented, ranked, trials_text
+from adamtune.workloads import Workload, load_workload
+
+CONFIRM_ATTR = "adamtune_confirm"
+MAX_TOP, MAX_SEEDS = 16, 64
+
+
+@dataclasses.dataclass(frozen=True)
+class Retrained:
+    """One configuration trained again with other seeds.
+
+    Attributes:
+        number: the study's trial whose configuration it is.
+        tuned: that trial's value in the study (its own seed's best evaluation).
+        best: each seed's best evaluation (the study's objective); +-inf where it diverged.
+        end: each seed's last evaluation; NaN where it diverged.
+    """
+
+    number: int
+    tuned: float
+    best: tuple[float, ...]
+    end: tuple[float, ...]
+
+    @property
+    def diverged(self) -> int:
+        return sum(1 for v in self.best if not math.isfinite(v))
+
+    @property
+    def mean(self) -> float:
+        """The mean best evaluation over the seeds (inf/-inf where one diverged)."""
+        return statistics.fmean(self.best)
+
+    @property
+    def sd(self) -> float:
+        finite = [v for v in self.best if math.isfinite(v)]
+        return statistics.stdev(finite) if len(finite) > 1 else math.nan
+
+    @property
+    def end_mean(self) -> float:
+        finite = [v for v in self.end if math.isfinite(v)]
+        return statistics.fmean(finite) if finite and not self.diverged else math.nan
+
+
+@dataclasses.dataclass(frozen=True)
+class Confirmation:
+    """A study's top trials retrained with other seeds, best on average first."""
+
+    study_name: str
+    metric: str
+    direction: str
+    seeds: int
+    retrained: tuple[Retrained, ...]
+    tuned_best: int  # the study's best trial
+
+    @property
+    def best(self) -> Retrained:
+        return self.retrained[0]
+
+    def verdict(self) -> str:
+        """What to adopt, in a sentence or two."""
+        first = self.best
+        if first.diverged:
+            return (f"every configuration diverged with at least one of {self.seeds} seeds: none is safe to adopt; "
+                    "lower lr or add warmup")
+        lines = []
+        if first.number == self.tuned_best:
+            lines.append(f"trial {first.number}, the study's best, is also best on average over {self.seeds} seeds")
+        else:
+            lines.append(f"trial {first.number} is best on average over {self.seeds} seeds, not the study's best "
+                         f"trial {self.tuned_best}: adopt trial {first.number}'s configuration")
+        if len(self.retrained) > 1:
+            second = self.retrained[1]
+            gap = abs(second.mean - first.mean)
+            se = math.sqrt((first.sd ** 2 + second.sd ** 2) / self.seeds) if not second.diverged else 0.0
+            if second.diverged:
+                lines.append(f"trial {second.number} diverged with {second.diverged} of {self.seeds} seeds")
+            elif math.isfinite(se) and gap <= 2 * se:
+                steadier = (f"; trial {second.number} varies less from seed to seed (sd {_g(second.sd)} against "
+                            f"{_g(first.sd)})" if second.sd < first.sd / 2 else "")
+                lines.append(f"its lead over trial {second.number} ({_g(gap)}) is within the seeds' noise "
+                             f"(2 standard errors: {_g(2 * se)}): either will do; more seeds would tell them apart"
+                             f"{steadier}")
+            elif math.isfinite(se):
+                lines.append(f"its lead over trial {second.number} ({_g(gap)}) is beyond the seeds' noise "
+                             f"(2 standard errors: {_g(2 * se)})")
+        tuned = next(r for r in self.retrained if r.number == self.tuned_best)
+        if not tuned.diverged and math.isfinite(tuned.sd) and oriented(tuned.tuned, self.direction) \
+                < oriented(tuned.mean, self.direction) - tuned.sd:
+            lines.append(f"trial {tuned.number}'s {self.metric} in the study ({_g(tuned.tuned)}) is more than a "
+                         f"standard deviation better than its mean over seeds ({_g(tuned.mean)}): one seed's luck, "
+                         "so expect the mean")
+        return "; ".join(lines)
+
+    def to_json(self) -> dict:
+        return {"seeds": self.seeds, "trials": {str(r.number): {"tuned": _num(r.tuned), "best": [_num(v) for v in r.best],
+                                                               "end": [_num(v) for v in r.end]}
+                                                for r in self.retrained}}
+
+
+def _num(x: float) -> float | None:
+    return x if math.isfinite(x) else None
+
+
+def _g(x: float) -> str:
+    return f"{x:.4g}"
+
+
+def check_counts(top: object, seeds: object) -> tuple[int, int]:
+    """``(top, seeds)`` as whole numbers in their ranges, else one line saying what must hold."""
+    n_top, n_seeds = integral(top), integral(seeds)
+    if n_top is None or not 1 <= n_top <= MAX_TOP:
+        raise StudyError(f"top must be a whole number of trials in 1..{MAX_TOP}, got {top!r}")
+    if n_seeds is None or not 2 <= n_seeds <= MAX_SEEDS:
+        raise StudyError(f"seeds must be a whole number in 2..{MAX_SEEDS} (one seed tells nothing of the noise), "
+                         f"got {seeds!r}")
+    return n_top, n_seeds
+
+
+def confirm(result: TuneResult, workload: Workload | str | None = None, *, top: int = 3, seeds: int = 3,
+            device: str | None = None, notice: Callable[[str], None] | None = None) -> Confirmation:
+    """Train ``result``'s ``top`` best completed trials again with ``seeds`` other seeds each and
+    store what they reach in the study.
+
+    Seed ``r`` (1..seeds) trains every candidate from the initial weights and in the minibatch
+    order of study seed ``seed + r``, so the candidates meet the same draws (a paired
+    comparison) and none meets the study's own. The candidates train as one stacked model per
+    seed where the model can be vmapped, else one at a time.
+
+    Args:
+        workload: the study's workload (default: the one it stored, a built-in or file reference);
+            needed for a study made from a Workload object.
+
+    Raises:
+        StudyError: an objective-mode study (adamtune cannot train it), no completed trial, or
+            bad ``top``/``seeds``.
+    """
+    n_top, n_seeds = check_counts(top, seeds)
+    s = result.settings
+    if s.metric == "value":
+        raise StudyError(f"study {result.study_name!r} trains with your own objective function: adamtune cannot "
+                         "train it again; rerun its best configurations in your loop with other seeds")
+    if workload is None:
+        if s.workload is None:
+            raise StudyError(f"study {result.study_name!r} was made from a Workload object: pass it "
+                             "(adamtune.confirm(result, workload))")
+        workload = s.workload
+    w = load_workload(workload) if isinstance(workload, str) else workload
+    candidates: Sequence[TrialRecord] = ranked(result.trials, s.direction)[:n_top]
+    if not candidates:
+        raise StudyError(f"study {result.study_name!r} has no completed trial to confirm yet")
+    dev = check_device(device)
+    configs = [Config(**t.config) for t in candidates]
+    say = notice or warn
+    outcomes: list[list[Outcome]] = []
+    batched = len(configs) > 1 and why_not_batchable(w.build_model()) is None
+    for r in range(1, n_seeds + 1):
+        study_seed = s.seed + r
+        inits = [init_seed(study_seed, t.number) for t in candidates]
+        if batched:
+            try:
+                outcomes.append(train_members(w, configs, init_seeds=inits, data_seed=data_seed(study_seed), device=dev))
+                continue
+            except NotBatchable as e:
+                say(f"training the candidates one at a time: {e}")
+                batched = False
+        outcomes.append([train_trial(w, c, init_seed=i, data_seed=data_seed(study_seed), device=dev)
+                         for c, i in zip(configs, inits)])
+    retrained = []
+    for j, t in enumerate(candidates):
+        runs = [seed_runs[j] for seed_runs in outcomes]
+        retrained.append(Retrained(t.number, t.value, tuple(o.value for o in runs),
+                                   tuple(_last(o, s.metric) for o in runs)))
+    retrained.sort(key=lambda x: (x.diverged, oriented(x.mean, s.direction), x.number))
+    found = Confirmation(result.study_name, s.metric, s.direction, n_seeds, tuple(retrained), result.best.number)
+    result.study.set_user_attr(CONFIRM_ATTR, json.dumps(found.to_json()))
+    return found
+
+
+def _last(outcome: Outcome, metric: str) -> float:
+    if outcome.status != "complete":
+        return math.nan
+    values = outcome.curve.get(metric) or []
+    return float(values[-1]) if values else math.nan
+
+
+def summary(found: Confirmation) -> list[str]:
+    """The confirmation as lines for a terminal: one per candidate, then the verdict."""
+    lines = [f"{trials_text(len(found.retrained))} of study {found.study_name} trained again with {found.seeds} other "
+             f"seeds each ({found.metric}: best evaluation, mean ± sd; the study's own seed's in brackets)"]
+    for r in found.retrained:
+        spread = f"{_g(r.mean)} ± {_g(r.sd)}" if not r.diverged else f"diverged with {r.diverged} of {found.seeds} seeds"
+        end = f", at the end {_g(r.end_mean)}" if math.isfinite(r.end_mean) else ""
+        star = "★" if r is found.best else " "
+        lines.append(f"  {star} trial {r.number:>3}  {spread}{end}  [{_g(r.tuned)}]")
+    lines.append(found.verdict())
+    return lines
