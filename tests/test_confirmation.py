@@ -43,6 +43,14 @@ def test_each_candidate_trains_with_the_same_other_seeds_batched_as_alone_and_th
                         "mean ± sd; the study's own seed's in brackets)")
     assert lines[1].startswith(f"  ★ trial {found.best.number:>3}  ")
     assert "best on average over 2 seeds" in lines[-1]
+    # the report shows it, read back from the study
+    from adamtune.analysis import analyze
+    from adamtune.report.html import render_html
+
+    page = render_html(analyze(adamtune.load("tiny", storage)))
+    card = page[page.index('id="confirmed"'):].split("</section>")[0]
+    assert "The best trials trained again with 2 other seeds each (adamtune confirm)" in card
+    assert f"<td>★ {found.best.number}</td>" in card and card.count("<tr>") == 4  # the header and 3 candidates
 
 
 def test_what_cannot_be_confirmed_is_refused_in_one_line(storage, tiny_ref):

@@ -122,6 +122,30 @@ class Confirmation:
                                                 for r in self.retrained}}
 
 
+def stored(result: TuneResult) -> Confirmation | None:
+    """The last confirmation kept in ``result``'s study, or None (none made, or unreadable)."""
+    text = result.study.user_attrs.get(CONFIRM_ATTR) if result.study is not None else None
+    if result.best is None or not isinstance(text, str):
+        return None
+    worst = math.inf if result.settings.direction == "minimize" else -math.inf
+    try:
+        data = json.loads(text)
+        retrained = [Retrained(int(n), _back(d["tuned"]), tuple(worst if v is None else float(v) for v in d["best"]),
+                               tuple(_back(v) for v in d["end"])) for n, d in data["trials"].items()]
+        seeds = int(data["seeds"])
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+    if not retrained or result.best.number not in {r.number for r in retrained}:
+        return None  # made before the study's best changed: it says nothing of it
+    retrained.sort(key=lambda x: (x.diverged, oriented(x.mean, result.settings.direction), x.number))
+    return Confirmation(result.study_name, result.settings.metric, result.settings.direction, seeds,
+                        tuple(retrained), result.best.number)
+
+
+def _back(v: float | None) -> float:
+    return math.nan if v is None else float(v)  # JSON's null: a seed that diverged
+
+
 def _num(x: float) -> float | None:
     return x if math.isfinite(x) else None
 

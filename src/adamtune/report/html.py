@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import html
+import math
 import os
 import re
 from pathlib import Path
@@ -458,10 +459,35 @@ def _table(a: StudyAnalysis) -> str:
     return f'<section id="trials" class="card"><h2>All trials</h2><div class="scroll"><table class="trials"><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table></div></section>'
 
 
+def _confirmed(a: StudyAnalysis) -> str:
+    """The study's best trials trained again with other seeds (``adamtune confirm``), if it was done."""
+    from adamtune.confirmation import stored
+
+    found = stored(a.result)
+    if found is None:
+        return ""
+    rows = []
+    for r in found.retrained:
+        star = "★ " if r is found.best else ""
+        spread = f"{fmt(r.mean)} ± {fmt(r.sd)}" if not r.diverged else f"diverged with {r.diverged} of {found.seeds}"
+        end = fmt(r.end_mean) if math.isfinite(r.end_mean) else ""
+        rows.append(f"<tr><td>{star}{r.number}</td><td>{e(fmt(r.tuned))}</td><td>{e(spread)}</td><td>{e(end)}</td></tr>")
+    return f"""
+<section id="confirmed" class="card">
+  <h2>Confirmed with other seeds</h2>
+  <p class="lead">The best trials trained again with {found.seeds} other seeds each (adamtune confirm): new initial
+  weights and minibatch order per seed, the same for every candidate.</p>
+  <table class="trials"><tr><th>trial</th><th>{e(found.metric)} in the study (its own seed)</th>
+  <th>best evaluation over the seeds, mean ± sd</th><th>at the end, mean</th></tr>{"".join(rows)}</table>
+  <p>{e(found.verdict())}.</p>
+</section>"""
+
+
 def render_html(analysis: StudyAnalysis) -> str:
     """The whole report as one HTML document."""
     a = analysis
     main = f"""{_best(a)}
+{_confirmed(a)}
 {_findings(a)}
 <div class="two">{_next(a)}{_importance(a)}</div>
 {_plots(a)}
