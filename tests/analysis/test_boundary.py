@@ -283,3 +283,86 @@ def test_weight_decay_whose_top_already_forgets_within_an_epoch_is_not_widened_u
     assert "where decay is already as strong as adamtune proposes: not widened up" in f.title
     assert ("the window's top 3 already gives a decay timescale 1/(lr·weight_decay) of 19 steps, no more than one "
             "epoch (22 steps), the shortest adamtune proposes") in f.detail
+
+
+# The audit's digits-cnn loop (tests record its trials: number, state, val_loss, lr, weight_decay, beta1).
+CNN_NEXT = (  # digits-cnn-next: 16 trials, 4 complete, ASHA pruned the rest
+    (0, "C", 0.0687958, 0.0490639, 0.147856, 0.988963), (1, "P", 2.2658, 4.81972e-05, 0.000653422, 0.637603),
+    (2, "P", 1.63407, 0.000550154, 0.00542845, 0.998973), (3, "C", 0.0494139, 0.00247345, 2.42328e-05, 0.863802),
+    (4, "C", 0.0414912, 0.0161542, 0.0214901, 0.810111), (5, "P", 0.415784, 0.00122921, 9.22619e-05, 0.978911),
+    (6, "P", 2.22928, 0.00018273, 0.0380497, 0.95007), (7, "P", 0.778859, 0.0636372, 0.00016172, 0.997169),
+    (8, "P", 0.369983, 0.117211, 0.00236269, 0.969874), (9, "P", 2.23859, 0.000113565, 1.76203e-05, 0.995194),
+    (10, "P", 0.0876126, 0.00226711, 0.196735, 0.685382), (11, "P", 0.192053, 0.0100313, 0.00148204, 0.987579),
+    (12, "P", 0.301357, 0.00455693, 0.05831, 0.998254), (13, "P", 1.89424, 0.000342006, 0.000457884, 0.917689),
+    (14, "P", 2.23923, 8.88691e-05, 0.0078056, 0.99351), (15, "C", 0.0632514, 0.0304593, 6.06802e-05, 0.400531),
+)
+CNN_FIRST = (  # digits-cnn, the study before it: 16 trials, 5 complete
+    (0, "C", 0.105135, 0.00419803, 0.147856, 0.993167), (1, "P", 2.27138, 4.1173e-05, 0.000653422, 0.888257),
+    (2, "P", 2.15456, 0.000209285, 0.00542845, 0.998979), (3, "P", 1.2911, 0.000571033, 2.42328e-05, 0.948942),
+    (4, "C", 0.0670451, 0.00199926, 0.0214901, 0.933384), (5, "P", 1.96522, 0.000357996, 9.22619e-05, 0.988527),
+    (6, "P", 2.27704, 0.000100254, 0.0380497, 0.97713), (7, "C", 0.0931648, 0.00499422, 0.00016172, 0.9977),
+    (8, "C", 0.0724114, 0.0075092, 0.00236269, 0.984736), (9, "P", 2.25972, 7.29735e-05, 1.76203e-05, 0.996487),
+    (10, "P", 1.05697, 0.000538764, 0.196735, 0.900212), (11, "P", 0.367054, 0.00145443, 0.00148204, 0.992489),
+    (12, "P", 1.19943, 0.000858742, 0.05831, 0.998438), (13, "P", 2.21599, 0.000152363, 0.000457884, 0.965879),
+    (14, "P", 2.25932, 6.19518e-05, 0.0078056, 0.995533), (15, "C", 0.058287, 0.00305346, 6.06802e-05, 0.832829),
+)
+
+
+def cnn_study(syn, rows, lr_high, beta1_low):
+    from dataclasses import replace
+
+    states = {"C": syn.S.COMPLETE, "P": syn.S.PRUNED}
+    trials = [syn.trial(n, v, states[s], config={"lr": lr, "weight_decay": wd, "beta1": b1, "warmup": 0.0}, steps=300,
+                        lr=lr, weight_decay=wd, beta1=b1) for n, s, v, lr, wd, b1 in rows]
+    settings = replace(
+        syn.settings(Dimension("lr", 3e-05, lr_high, "log"), syn.WD, Dimension("beta1", beta1_low, 0.999, "log1m")),
+        workload="digits-cnn", workload_name="digits-cnn", task="cnn", pruner="asha",
+        workload_info={"steps": 300, "batch_size": 64, "eval_every": 25, "train_examples": 1438})
+    return trials, settings
+
+
+def test_the_worst_of_three_best_of_four_completed_trials_does_not_widen_beta1(syn):
+    # The audit's digits-cnn-next: the best trial (4, beta1 0.81) is 21% from the bottom of 0.25..0.999, outside
+    # the band; only trial 15 (beta1 0.40, val_loss 0.0633) sits in it, the worst of the "3 best", which are 3 of
+    # the 4 completed trials (the 4th: 0.0688). It widened beta1 again, to 0.078..0.999 (no momentum to speak of),
+    # and the next study's best was no better. Trial 15 lies in the worse half of the completed trials' values:
+    # it says no more about where the good beta1s are than the worst trial does.
+    from adamtune.analysis import next_space
+
+    trials, settings = cnn_study(syn, CNN_NEXT, 0.18, 0.25)
+    beta1 = check_of(boundary_check(trials, settings), "beta1")
+    assert [n for n, _ in beta1.top_positions] == [4, 3, 15] and beta1.top_positions[2][1] < beta1.band
+    assert beta1.edge is None and beta1.proposal is None
+    assert not [f for f in boundary_findings(boundary_check(trials, settings)) if "beta1" in f.title]
+    ns = next_space(trials, settings)
+    assert not any(a.startswith("beta1=") and a != "beta1=0.25:0.999" for a in ns.set_arguments)
+    assert "beta1=0.078:0.999" not in (ns.command or "")
+
+
+def test_a_best_trial_in_the_band_widens_though_the_top_set_is_most_of_the_completed_trials(syn):
+    # The study before it, digits-cnn: 5 completed; the best trial itself (15, beta1 0.83) is 3% from the
+    # bottom of 0.8..0.999: widened down, as before. Its lr: the best (15) is in the outer quarter and trial 8,
+    # in the band at the top, is 0.0724 against the best's 0.0583 and the worst's 0.105: the better half.
+    trials, settings = cnn_study(syn, CNN_FIRST, 0.01, 0.8)
+    checks = boundary_check(trials, settings)
+    assert check_of(checks, "beta1").edge == "lower" and check_of(checks, "beta1").set_argument == "beta1=0.25:0.999"
+    assert check_of(checks, "lr").edge == "upper" and check_of(checks, "lr").set_argument == "lr=3e-05:0.18"
+    titles = [f.title for f in boundary_findings(checks)]
+    assert "beta1: the best trials sit at the lower edge of its window 0.8..0.999" in titles
+    assert "lr: the best trials sit at the upper edge of its window 3e-05..0.01" in titles
+
+
+def test_few_completed_trials_all_crowding_the_edge_still_widen(syn):
+    # 4 completed, the best just outside the band and the next best inside it, close in value: a clear edge
+    positions = (0.05, 0.2, 0.4, 0.5, 0.8, 0.95, 0.7, 0.6)  # 8 trials: the band is 1/8
+    states = {i: syn.S.PRUNED for i in range(4)}
+    values = {0.8: 0.10, 0.95: 0.11, 0.7: 0.13, 0.6: 0.30}
+    trials, settings = study(syn, lambda u: values.get(u, 1.0), positions=positions, states=states)
+    lr = check_of(boundary_check(trials, settings), "lr")
+    assert lr.edge == "upper" and lr.best_position == pytest.approx(0.8)
+    (f,) = boundary_findings(boundary_check(trials, settings))
+    assert "lr: the best trials sit at the upper edge" in f.title and f.suggestion
+    # the same, the trial in the band now the second worst of the four: no edge
+    values = {0.8: 0.10, 0.95: 0.25, 0.7: 0.13, 0.6: 0.30}
+    trials, settings = study(syn, lambda u: values.get(u, 1.0), positions=positions, states=states)
+    assert check_of(boundary_check(trials, settings), "lr").edge is None

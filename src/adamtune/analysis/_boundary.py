@@ -15,6 +15,15 @@ The rule, per dimension and edge (positions are ``Dimension.to_unit``: 0 at ``lo
   of the window on that side, so one lucky trial in a dimension that does not matter does not
   fire it.
 
+When the best trials are most of the completed ones (3 of at most 5; the rule's ``FEW``),
+belonging to them says little: the third best of 4 is the second worst. Then another best trial
+in the band counts only when its value is ``close`` to the best's: in the better half of the
+completed trials' values (no further from the best's than from the worst's). A trial in the worse
+half is no more like the best than like the worst, so its position says nothing about where the
+good values are; the best trial's own position in the band still counts. The audit's
+digits-cnn-next widened beta1 to 0.078..0.999 on the third best of 4 completed trials, 0.0633
+against the best's 0.0415 and the worst's 0.0688, and the next study's best was no better.
+
 It needs ``MIN_COMPLETED`` (2) completed trials: one trial is not "the best trials". It does
 not fire when a trial at or beyond the best trial's position towards that edge diverged: then
 the edge is the stability limit and there is nothing to gain beyond it (an info finding says
@@ -47,10 +56,12 @@ from adamtune.analysis._select import Study, lr_of, top_trials, unit, unpack
 from adamtune.errors import AdamtuneError
 from adamtune.space import Dimension, SearchSpace
 from adamtune.results import StudySettings
-from adamtune.trials import TrialRecord, TrialState
+from adamtune.trials import TrialRecord, TrialState, ranked
 
 EDGE_BAND = 0.1
 NEAR = 0.25
+# The best trials are "most of the completed ones" when more than this share of them.
+FEW = 0.5
 WIDEN = 0.5
 MIN_COMPLETED = 2
 LOWER, UPPER = "lower", "upper"
@@ -108,6 +119,7 @@ def boundary_check(study: Study, settings: StudySettings | None = None, stab: St
     top = top_trials(trials, settings.direction)
     if len(top) < MIN_COMPLETED:
         top = []
+    close = _close_to_the_best(trials, settings.direction)
     stab = stab if stab is not None else stability(trials, settings)
     stable_lr = stab.largest_stable_lr
     decay = decay_timescale(trials, settings) if decay is ... else decay
@@ -121,10 +133,12 @@ def boundary_check(study: Study, settings: StudySettings | None = None, stab: St
             continue
         best = positions[0][1]
         us = [u for _, u in positions]
+        # the positions that may put the best trials in the band: the best's, and the others' when close
+        counted = [best, *(u for n, u in positions[1:] if n in close)]
         edge = None
-        if best <= NEAR and min(us) <= band and all(u <= 0.5 for u in us):
+        if best <= NEAR and min(counted) <= band and all(u <= 0.5 for u in us):
             edge = LOWER
-        elif best >= 1 - NEAR and max(us) >= 1 - band and all(u >= 0.5 for u in us):
+        elif best >= 1 - NEAR and max(counted) >= 1 - band and all(u >= 0.5 for u in us):
             edge = UPPER
         limit: tuple[int, ...] = ()
         if edge is not None:
@@ -145,6 +159,17 @@ def boundary_check(study: Study, settings: StudySettings | None = None, stab: St
             proposal = below_divergence(proposal, stab)
         out.append(BoundaryCheck(dim.name, dim, band, best, positions, edge, limit, proposal, note))
     return tuple(out)
+
+
+def _close_to_the_best(trials: Sequence[TrialRecord], direction: str) -> set[int]:
+    """Numbers of the completed trials whose place among the best trials counts (see the module's
+    docstring): every one, unless the best trials are most of the completed ones; then those whose
+    value is no further from the best's than from the worst completed trial's."""
+    done = ranked(trials, direction)
+    if len(top_trials(trials, direction)) <= FEW * len(done):
+        return {t.number for t in done}
+    best, worst = done[0].value, done[-1].value
+    return {t.number for t in done if abs(t.value - best) <= abs(worst - t.value)}
 
 
 def below_divergence(window: Dimension, stab: Stability) -> Dimension:
