@@ -177,7 +177,8 @@ def test_clipping_is_offered_ready_to_set_only_where_trials_diverged(normal_anal
     assert "--set max_grad_norm" not in render_html(normal_analysis)
     # a trial diverged: the same threshold, ready to set, in the terminal and in the report alike
     (f,) = hostile_analysis.of_kind("clip")
-    assert f.title.startswith("clipping: max_grad_norm ≈ ") and f.suggestion[0].startswith("--set max_grad_norm=")
+    assert f.title.startswith("warmup first (--set warmup=0.05), then clipping: max_grad_norm ≈ ")  # warmup first
+    assert f.suggestion[0].startswith("--set max_grad_norm=")
     args = f.new_study.set_arguments
     assert args == ("lr=1e-05:0.01", "weight_decay=1e-05:0.3", "beta1=0.8:0.999", f.suggestion[0].removeprefix("--set "))
     assert f"      → clip in a new study: {' '.join('--set ' + a for a in args)}" in plain(hostile_analysis).splitlines()

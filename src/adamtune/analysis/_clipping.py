@@ -7,11 +7,16 @@ percentile of the unclipped gradient norms and calls clipping more than
 That percentile says which threshold to use once clipping is needed, not that it is: clipping is
 for instability (loss spikes, divergence; after warmup), and turned on in a stable run it clips
 a tenth of the steps. So the ready ``--set max_grad_norm=...`` comes only when trials diverged
-(``_curves.stability_findings`` of kind ``unstable``; not ``lr_too_high``, the lr window past
-what the model tolerates, whose advice is a smaller lr first) in a study that did not clip (one
-that clipped at a threshold of its own diverged with it), or when a threshold the study set
-clipped too often (the next search replaces it). Otherwise the finding says "if you need
-clipping, use about X".
+near the best trial's lr (``_curves.stability_findings``' ``unstable`` warning: within
+``UNSTABLE_NEAR`` x of it; not the info finding whose divergence, far above the best lr, only marks
+where the window's unstable end begins, nor ``lr_too_high``, the lr window past what the model
+tolerates, whose advice is a smaller lr first) in a study that did not clip (one that clipped at
+a threshold of its own diverged with it), or when a threshold the study set clipped too often
+(the next search replaces it). Otherwise the finding says "if you need clipping, use about X".
+
+The playbook's fix for instability is warmup first, then clipping: where the threshold is offered
+for instability and the best trial ran without warmup (and the study did not tune it), the
+finding's title puts ``--set warmup=0.05`` (``WARMUP_FIRST``) before it.
 """
 
 from __future__ import annotations
@@ -25,6 +30,15 @@ from adamtune.analysis._curves import Stability, stability
 from adamtune.analysis._finding import INFO, WARNING, Finding, fmt
 from adamtune.analysis._select import Study, top_trials, unpack
 from adamtune.results import StudySettings
+
+# The warmup to try before clipping: AlgoPerf's AdamW baseline (the guide's warmup entry), within
+# the playbook's guide.MAX_WARMUP_FRACTION.
+WARMUP_FIRST = 0.05
+
+# Where trials diverged, as the stability finding judges it (``ClipAdvice.divergence``).
+NEAR = "near"  # within UNSTABLE_NEAR x of the best trial's lr (or lr not tuned): the unstable warning
+FAR = "far"  # far above the best trial's lr: only where the window's unstable end begins
+WINDOW = "window"  # most of the lr window diverged: lr_too_high, a smaller lr first
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,10 +56,14 @@ class ClipAdvice:
         current: the max_grad_norm the trial ran with (None = no clipping).
         current_clipped: the share of its steps that ``current`` clipped.
         steps: how many steps the trial's norms cover (the samples are spread evenly over them).
-        unstable: trials diverged where clipping may help (the study has an ``unstable`` finding).
-        diverged: how many trials diverged (where most of the lr window diverged, ``unstable`` is
-            False: a smaller lr is the fix there, not clipping).
+        divergence: where trials diverged: ``NEAR`` the best trial's lr (the ``unstable`` warning,
+            where clipping may help), ``FAR`` above it, over most of the lr ``WINDOW``; "" when none did.
+        diverged: how many trials diverged.
         tuned: max_grad_norm was tuned: ``current`` is what the search chose.
+        diverged_lr: the smallest lr that diverged (None: none did, or lr is unknown).
+        best_lr: the best trial's lr.
+        warmup: the warmup the trial ran with (0: none).
+        warmup_tuned: warmup was tuned: the search tried it.
     """
 
     trial: int
@@ -59,9 +77,24 @@ class ClipAdvice:
     current: float | None = None
     current_clipped: float | None = None
     steps: int = 0
-    unstable: bool = False
+    divergence: str = ""
     diverged: int = 0
     tuned: bool = False
+    diverged_lr: float | None = None
+    best_lr: float | None = None
+    warmup: float = 0.0
+    warmup_tuned: bool = False
+
+    @property
+    def unstable(self) -> bool:
+        """Trials diverged where clipping may help: near the best trial's lr (the ``unstable`` warning)."""
+        return self.divergence == NEAR
+
+    @property
+    def warmup_first(self) -> bool:
+        """Whether warmup, the first fix for instability, is still to try: unstable, and the trial ran
+        without it in a study that did not tune it."""
+        return self.unstable and not self.warmup and not self.warmup_tuned
 
     @property
     def too_often(self) -> bool:
@@ -104,12 +137,16 @@ def clip_advice(study: Study, settings: StudySettings | None = None, stab: Stabi
             would.append((t.number, float((s > threshold).mean())))
     current = (best.config or {}).get("max_grad_norm")
     stab = stab if stab is not None else stability(trials, settings)
+    # (Diverged from the start, no trial trained: there is no best trial, so no advice at all.)
+    divergence = ("" if not stab.diverged else WINDOW if stab.window_too_high else NEAR if stab.limits_best else FAR)
     return ClipAdvice(
         trial=best.number, percentile=guide.CLIP_PERCENTILE, threshold=float(threshold), would_clip=tuple(would),
         p50=g.p50, p99=g.p99, max=g.max, samples=tuple(float(x) for x in samples),
         current=current, current_clipped=g.clipped_fraction if current is not None else None, steps=g.count,
-        unstable=bool(stab.diverged) and not stab.window_too_high, diverged=len(stab.diverged),
+        divergence=divergence, diverged=len(stab.diverged),
         tuned="max_grad_norm" in settings.space.tuned and current is not None,
+        diverged_lr=stab.smallest_diverged_lr, best_lr=stab.best_lr,
+        warmup=(best.config or {}).get("warmup") or 0.0, warmup_tuned="warmup" in settings.space.tuned,
     )
 
 
@@ -148,10 +185,15 @@ def clip_findings(advice: ClipAdvice | None) -> tuple[Finding, ...]:
         title = f"clipping: max_grad_norm ≈ {fmt(a.threshold)} {where}"
     else:
         title = f"if you need clipping (loss spikes, divergence), use max_grad_norm ≈ {fmt(a.threshold)} {where}"
-    if not a.unstable and a.diverged:
-        detail += (f" {a.diverged} trial{'s' if a.diverged > 1 else ''} diverged, where most of the lr window "
-                   "diverges: a smaller lr is the fix there, not clipping; in a stable run this threshold clips a "
-                   "tenth of the steps.")
+    diverged = f"{a.diverged} trial{'s' if a.diverged > 1 else ''} diverged"
+    stable_run = "in a stable run this threshold clips a tenth of the steps."
+    if a.divergence == WINDOW:
+        detail += f" {diverged}, where most of the lr window diverges: a smaller lr is the fix there, not clipping; {stable_run}"
+    elif a.divergence == FAR:
+        far = (f", from lr ≈ {fmt(a.diverged_lr)}, {a.diverged_lr / a.best_lr:.0f}x the best trial's lr ({fmt(a.best_lr)})"
+               if a.diverged_lr is not None and a.best_lr else "")
+        detail += (f" {diverged}{far}: that only marks where the lr window's unstable end begins, so nothing here "
+                   f"calls for clipping; {stable_run}")
     elif not a.unstable:
         detail += (" No trial diverged where clipping could help, so nothing here calls for it: clipping is for "
                    "loss spikes and divergence, and in a stable run this threshold clips a tenth of the steps.")
@@ -159,6 +201,17 @@ def clip_findings(advice: ClipAdvice | None) -> tuple[Finding, ...]:
     if a.unstable and clipped and not warn:
         detail += (f" The trials that diverged ran with max_grad_norm={fmt(a.current)} too: clipping did not stop "
                    "them, so another threshold is no fix (warmup or a smaller lr is).")
-    suggestion = (f"--set max_grad_norm={a.threshold:.3g}",) if (a.unstable and a.current is None) or warn else ()
+    offered = a.unstable and a.current is None
+    if offered and a.warmup_first:  # the playbook's order: warmup, then clipping
+        warmup = f"--set warmup={WARMUP_FIRST:g}"
+        title = f"warmup first ({warmup}), then {title}"
+        detail += (f" Warmup comes first: trial {a.trial} ran without it. Try {warmup} ({WARMUP_FIRST:.0%} of the "
+                   f"steps) before clipping: the clipping study's command with it in place of --set "
+                   f"max_grad_norm={a.threshold:.3g}, under a study name of its own; clip if trials still diverge "
+                   "with it.")
+    elif offered:
+        ran = f"ran with warmup={fmt(a.warmup)} already" if a.warmup else "ran without warmup, which the search tuned"
+        detail += f" Trial {a.trial} {ran}: clipping is the next step."
+    suggestion = (f"--set max_grad_norm={a.threshold:.3g}",) if offered or warn else ()
     return (Finding("clip", WARNING if warn else INFO, title, detail, tuple(n for n, _ in a.would_clip),
                     suggestion),)
