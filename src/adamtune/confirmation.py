@@ -124,8 +124,13 @@ class Confirmation:
 
 def stored(result: TuneResult) -> Confirmation | None:
     """The last confirmation kept in ``result``'s study, or None (none made, or unreadable)."""
-    text = result.study.user_attrs.get(CONFIRM_ATTR) if result.study is not None else None
-    if result.best is None or not isinstance(text, str):
+    if result.best is None or result.study is None:
+        return None
+    try:
+        text = result.study.user_attrs.get(CONFIRM_ATTR)
+    except Exception:  # noqa: BLE001 - a study whose storage is gone (in memory, a file removed): none to show
+        return None
+    if not isinstance(text, str):
         return None
     worst = math.inf if result.settings.direction == "minimize" else -math.inf
     try:

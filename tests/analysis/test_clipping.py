@@ -268,13 +268,18 @@ def test_divergence_near_the_best_lr_offers_clipping_after_warmup(syn):
     assert clip.suggestion == ("--set max_grad_norm=1.23",) and clip.new_study is not None
     assert clip.title == ("warmup first (--set warmup=0.05), then clipping: max_grad_norm ≈ 1.226 (the 90th "
                           "percentile of trial 0's gradient norms)")
-    assert ("Warmup comes first: trial 0 ran without it. Try --set warmup=0.05 (5% of the steps) before clipping: "
-            "the clipping study's command with it in place of --set max_grad_norm=1.23, under a study name of its "
-            "own; clip if trials still diverge with it.") in clip.detail
+    assert ("Warmup comes first: trial 0 ran without it. Try --set warmup=0.05 (5% of the steps) before clipping, "
+            "in the study the unstable finding gives; clip if trials still diverge with it.") in clip.detail
     lines = [line.plain for line in findings_lines(a)]
     i = lines.index("  · " + clip.title)
     assert lines[i + 1].startswith("      → clip in a new study: adamtune tune --workload digits-mlp ")
     assert lines[i + 1].endswith(" --set max_grad_norm=1.23")
+    # warmup, the first step, has a study of its own too, under the unstable warning (listed first)
+    unstable = the(a, "unstable")
+    j = lines.index("  ! " + unstable.title)
+    assert j < i and lines[j + 1].startswith("      → warm up in a new study: adamtune tune --workload digits-mlp ")
+    assert lines[j + 1].endswith(" --study digits-mlp-next-warmup --set lr=1e-05:0.32 --set weight_decay=1e-05:0.3 "
+                                 "--set beta1=0.8:0.999 --set warmup=0.05")
 
 
 def test_a_study_that_warmed_up_and_still_diverged_gets_clipping_as_the_next_step(syn):

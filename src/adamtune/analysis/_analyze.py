@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 from adamtune.analysis._boundary import LOWER, MIN_COMPLETED, UPPER, BoundaryCheck, boundary_check, boundary_findings
-from adamtune.analysis._clipping import ClipAdvice, clip_advice, clip_findings
+from adamtune.analysis._clipping import WARMUP_FIRST, ClipAdvice, clip_advice, clip_findings
 from adamtune.analysis._decay import DecayTimescale, decay_findings, decay_timescale
 from adamtune.analysis._curves import (
     CurveDiagnosis, Progress, Stability, curve_findings, diagnose_best, progress, progress_findings, stability,
@@ -167,7 +167,7 @@ class StudyAnalysis:
 
 
 # The kinds of finding whose --set suggestion is a change to try in a study of its own.
-TRIED = ("clip", "decay_timescale")
+TRIED = ("clip", "decay_timescale", "unstable")
 
 
 STILL_IMPROVING_AT_LR_EDGE = ("still improving at the end: a larger lr first (the best trials sit at lr's upper edge), "
@@ -208,6 +208,10 @@ def analyze(result: TuneResult, storage: str | None = None) -> StudyAnalysis:
         # pay for what a larger lr gives.
         findings = tuple(dataclasses.replace(f, title=STILL_IMPROVING_AT_LR_EDGE) if f.kind == "still_improving"
                          else f for f in findings)
+    if clip is not None and clip.warmup_first and clip.current is None:
+        # the playbook's first fix for instability near the best lr, before clipping: a study of its own
+        findings = tuple(dataclasses.replace(f, suggestion=(f"--set warmup={WARMUP_FIRST:g}",))
+                         if f.kind == "unstable" and f.severity == WARNING else f for f in findings)
     findings = tuple(sorted(findings, key=lambda f: f.severity != WARNING))  # stable: keeps the order above
     findings = tuple(
         dataclasses.replace(f, new_study=change_study(s, f.suggestion[0], ns, result.study_name, storage, taken))

@@ -206,8 +206,7 @@ def clip_findings(advice: ClipAdvice | None) -> tuple[Finding, ...]:
         warmup = f"--set warmup={WARMUP_FIRST:g}"
         title = f"warmup first ({warmup}), then {title}"
         detail += (f" Warmup comes first: trial {a.trial} ran without it. Try {warmup} ({WARMUP_FIRST:.0%} of the "
-                   f"steps) before clipping: the clipping study's command with it in place of --set "
-                   f"max_grad_norm={a.threshold:.3g}, under a study name of its own; clip if trials still diverge "
+                   "steps) before clipping, in the study the unstable finding gives; clip if trials still diverge "
                    "with it.")
     elif offered:
         ran = f"ran with warmup={fmt(a.warmup)} already" if a.warmup else "ran without warmup, which the search tuned"

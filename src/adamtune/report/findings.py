@@ -19,7 +19,7 @@ _MARK = {"warning": ("!", "bold yellow"), "info": ("·", "cyan")}
 
 
 # The word before a finding's ``--set`` suggestion, by kind (the report shows it with the finding's action).
-SUGGESTION_LABELS = {"boundary": "widen", "decay_timescale": "test", "clip": "clip"}
+SUGGESTION_LABELS = {"boundary": "widen", "decay_timescale": "test", "clip": "clip", "unstable": "warm up"}
 IN_NEXT_NOTE = "the Next search sets it"
 
 
