@@ -8,7 +8,8 @@ from typer.testing import CliRunner
 
 import adamtune
 from adamtune.cli import app
-from adamtune.confirmation import CONFIRM_ATTR, confirm, summary
+from adamtune.confirmation import confirm
+from adamtune.confirmed import CONFIRM_ATTR, summary
 from adamtune.engine import data_seed, init_seed, train_trial
 from adamtune.workloads import load_workload
 

@@ -411,7 +411,8 @@ def confirm(
     that seed's luck. Each seed trains every candidate at once as one vmapped model. The means
     and spreads are kept in the study; the paste code is the configuration best on average.
     """
-    from adamtune.confirmation import confirm as run_confirm, summary
+    from adamtune.confirmation import confirm as run_confirm
+    from adamtune.confirmed import summary
     from adamtune.results import load
 
     with _user_errors():

@@ -11,152 +11,21 @@ The results are kept in the study (attribute ``adamtune_confirm``), beside its t
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
-import statistics
 from collections.abc import Callable, Sequence
 
 from adamtune.config import Config
+from adamtune.confirmed import CONFIRM_ATTR, Confirmation, Retrained
 from adamtune.engine import Outcome, data_seed, init_seed, train_trial
 from adamtune.engine.batched import NotBatchable, train_members, why_not_batchable
 from adamtune.errors import StudyError, integral
 from adamtune.results import TuneResult
 from adamtune.study import check_device, warn
-from adamtune.trials import TrialRecord, oriented, ranked, trials_text
+from adamtune.trials import TrialRecord, oriented, ranked
 from adamtune.workloads import Workload, load_workload
 
-CONFIRM_ATTR = "adamtune_confirm"
 MAX_TOP, MAX_SEEDS = 16, 64
-
-
-@dataclasses.dataclass(frozen=True)
-class Retrained:
-    """One configuration trained again with other seeds.
-
-    Attributes:
-        number: the study's trial whose configuration it is.
-        tuned: that trial's value in the study (its own seed's best evaluation).
-        best: each seed's best evaluation (the study's objective); +-inf where it diverged.
-        end: each seed's last evaluation; NaN where it diverged.
-    """
-
-    number: int
-    tuned: float
-    best: tuple[float, ...]
-    end: tuple[float, ...]
-
-    @property
-    def diverged(self) -> int:
-        return sum(1 for v in self.best if not math.isfinite(v))
-
-    @property
-    def mean(self) -> float:
-        """The mean best evaluation over the seeds (inf/-inf where one diverged)."""
-        return statistics.fmean(self.best)
-
-    @property
-    def sd(self) -> float:
-        finite = [v for v in self.best if math.isfinite(v)]
-        return statistics.stdev(finite) if len(finite) > 1 else math.nan
-
-    @property
-    def end_mean(self) -> float:
-        finite = [v for v in self.end if math.isfinite(v)]
-        return statistics.fmean(finite) if finite and not self.diverged else math.nan
-
-
-@dataclasses.dataclass(frozen=True)
-class Confirmation:
-    """A study's top trials retrained with other seeds, best on average first."""
-
-    study_name: str
-    metric: str
-    direction: str
-    seeds: int
-    retrained: tuple[Retrained, ...]
-    tuned_best: int  # the study's best trial
-
-    @property
-    def best(self) -> Retrained:
-        return self.retrained[0]
-
-    def verdict(self) -> str:
-        """What to adopt, in a sentence or two."""
-        first = self.best
-        if first.diverged:
-            return (f"every configuration diverged with at least one of {self.seeds} seeds: none is safe to adopt; "
-                    "lower lr or add warmup")
-        lines = []
-        if first.number == self.tuned_best:
-            lines.append(f"trial {first.number}, the study's best, is also best on average over {self.seeds} seeds")
-        else:
-            lines.append(f"trial {first.number} is best on average over {self.seeds} seeds, not the study's best "
-                         f"trial {self.tuned_best}: adopt trial {first.number}'s configuration")
-        if len(self.retrained) > 1:
-            second = self.retrained[1]
-            gap = abs(second.mean - first.mean)
-            se = math.sqrt((first.sd ** 2 + second.sd ** 2) / self.seeds) if not second.diverged else 0.0
-            if second.diverged:
-                lines.append(f"trial {second.number} diverged with {second.diverged} of {self.seeds} seeds")
-            elif math.isfinite(se) and gap <= 2 * se:
-                steadier = (f"; trial {second.number} varies less from seed to seed (sd {_g(second.sd)} against "
-                            f"{_g(first.sd)})" if second.sd < first.sd / 2 else "")
-                lines.append(f"its lead over trial {second.number} ({_g(gap)}) is within the seeds' noise "
-                             f"(2 standard errors: {_g(2 * se)}): either will do; more seeds would tell them apart"
-                             f"{steadier}")
-            elif math.isfinite(se):
-                lines.append(f"its lead over trial {second.number} ({_g(gap)}) is beyond the seeds' noise "
-                             f"(2 standard errors: {_g(2 * se)})")
-        tuned = next(r for r in self.retrained if r.number == self.tuned_best)
-        if not tuned.diverged and math.isfinite(tuned.sd) and oriented(tuned.tuned, self.direction) \
-                < oriented(tuned.mean, self.direction) - tuned.sd:
-            lines.append(f"trial {tuned.number}'s {self.metric} in the study ({_g(tuned.tuned)}) is more than a "
-                         f"standard deviation better than its mean over seeds ({_g(tuned.mean)}): one seed's luck, "
-                         "so expect the mean")
-        return "; ".join(lines)
-
-    def to_json(self) -> dict:
-        return {"seeds": self.seeds, "trials": {str(r.number): {"tuned": _num(r.tuned), "best": [_num(v) for v in r.best],
-                                                               "end": [_num(v) for v in r.end]}
-                                                for r in self.retrained}}
-
-
-def stored(result: TuneResult) -> Confirmation | None:
-    """The last confirmation kept in ``result``'s study, or None (none made, or unreadable)."""
-    if result.best is None or result.study is None:
-        return None
-    try:
-        text = result.study.user_attrs.get(CONFIRM_ATTR)
-    except Exception:  # noqa: BLE001 - a study whose storage is gone (in memory, a file removed): none to show
-        return None
-    if not isinstance(text, str):
-        return None
-    worst = math.inf if result.settings.direction == "minimize" else -math.inf
-    try:
-        data = json.loads(text)
-        retrained = [Retrained(int(n), _back(d["tuned"]), tuple(worst if v is None else float(v) for v in d["best"]),
-                               tuple(_back(v) for v in d["end"])) for n, d in data["trials"].items()]
-        seeds = int(data["seeds"])
-    except (ValueError, KeyError, TypeError, AttributeError):
-        return None
-    if not retrained or result.best.number not in {r.number for r in retrained}:
-        return None  # made before the study's best changed: it says nothing of it
-    retrained.sort(key=lambda x: (x.diverged, oriented(x.mean, result.settings.direction), x.number))
-    return Confirmation(result.study_name, result.settings.metric, result.settings.direction, seeds,
-                        tuple(retrained), result.best.number)
-
-
-def _back(v: float | None) -> float:
-    return math.nan if v is None else float(v)  # JSON's null: a seed that diverged
-
-
-def _num(x: float) -> float | None:
-    return x if math.isfinite(x) else None
-
-
-def _g(x: float) -> str:
-    return f"{x:.4g}"
 
 
 def check_counts(top: object, seeds: object) -> tuple[int, int]:
@@ -237,14 +106,3 @@ def _last(outcome: Outcome, metric: str) -> float:
     return float(values[-1]) if values else math.nan
 
 
-def summary(found: Confirmation) -> list[str]:
-    """The confirmation as lines for a terminal: one per candidate, then the verdict."""
-    lines = [f"{trials_text(len(found.retrained))} of study {found.study_name} trained again with {found.seeds} other "
-             f"seeds each ({found.metric}: best evaluation, mean ± sd; the study's own seed's in brackets)"]
-    for r in found.retrained:
-        spread = f"{_g(r.mean)} ± {_g(r.sd)}" if not r.diverged else f"diverged with {r.diverged} of {found.seeds} seeds"
-        end = f", at the end {_g(r.end_mean)}" if math.isfinite(r.end_mean) else ""
-        star = "★" if r is found.best else " "
-        lines.append(f"  {star} trial {r.number:>3}  {spread}{end}  [{_g(r.tuned)}]")
-    lines.append(found.verdict())
-    return lines

@@ -19,6 +19,7 @@ from adamtune.errors import AdamtuneError
 from adamtune.report import plots
 from adamtune.report.findings import IN_NEXT_NOTE, SUGGESTION_LABELS, suggestion_label
 from adamtune.report.terminal import best_snippet, best_step_note, fmt, noise_note
+from adamtune.confirmed import stored
 from adamtune.storage import SQLITE_MAGIC, redact, sqlite_path
 from adamtune.results import TuneResult, fixed_description, tuned_description
 from adamtune.trials import TrialRecord, TrialState, last_line, trials_text
@@ -461,8 +462,6 @@ def _table(a: StudyAnalysis) -> str:
 
 def _confirmed(a: StudyAnalysis) -> str:
     """The study's best trials trained again with other seeds (``adamtune confirm``), if it was done."""
-    from adamtune.confirmation import stored
-
     found = stored(a.result)
     if found is None:
         return ""
