@@ -353,6 +353,11 @@ def test_the_shortest_decay_timescale_is_an_epoch_or_a_tenth_of_the_run():
     assert guide.shortest_decay_timescale(400, 1437 / 64) == pytest.approx(1437 / 64)
     assert guide.shortest_decay_timescale(400) == pytest.approx(40)  # the data's size unknown
     assert guide.shortest_decay_timescale(400, 1000) == pytest.approx(40)  # an epoch longer than the run
+    # charlm: 3,956 windows at batch 16 make an epoch of 247 steps in a 250-step run; "τ from one epoch to
+    # the run" left the window to test 0.2236..0.226. Above half the run, the run's own tenth stands in
+    assert guide.shortest_decay_timescale(250, 3956 / 16) == pytest.approx(25)
+    assert guide.shortest_decay_timescale(400, 200) == pytest.approx(200)  # half the run: still the epoch
+    assert guide.shortest_decay_timescale(400, 201) == pytest.approx(40)
     assert guide.shortest_decay_timescale(5) == 1.0  # never under one step: lr·λ <= 1
     with pytest.raises(ConfigError, match="run_steps must be > 0, got 0"):
         guide.shortest_decay_timescale(0)

@@ -141,11 +141,16 @@ STRONG_WEIGHT_DECAY: float = 0.1
 # The shortest AdamW decay timescale τ = 1/(lr·λ) adamtune proposes: one epoch. A good τ lies
 # between about one epoch and the whole run; a shorter one forgets what the model learned from most
 # of the data, and at lr·λ ≥ 1 (τ ≤ 1 step) AdamW's per-step multiplier 1 - lr·λ reaches zero or
-# turns negative. Without the data's size, or when an epoch is longer than the run, this fraction
-# of the run stands in for it (``shortest_decay_timescale``). The decay-timescale finding's window
-# to test ends there, and a weight_decay window widened at its top stops there (at the best
-# trial's lr).
+# turns negative. Without the data's size, or when an epoch is more than
+# ``EPOCH_BOUNDS_DECAY_UP_TO`` of the run, this fraction of the run stands in for it
+# (``shortest_decay_timescale``). The decay-timescale finding's window to test ends there, and a
+# weight_decay window widened at its top stops there (at the best trial's lr).
 SHORTEST_DECAY_TIMESCALE_OF_RUN: float = 0.1
+# The longest epoch, as a fraction of the run, that bounds the shortest τ. An epoch nearly as long
+# as the run leaves "τ between one epoch and the run" no range at all (charlm: an epoch of 247
+# steps in a 250-step run made the window to test 0.2236..0.226); the run's own fraction then
+# stands in, as without the data's size.
+EPOCH_BOUNDS_DECAY_UP_TO: float = 0.5
 
 
 def _one_of(what: str, value: object, choices: tuple[str, ...]) -> None:
@@ -818,16 +823,22 @@ def weight_decay_for_timescale(lr: float, steps: float) -> float:
 def shortest_decay_timescale(run_steps: float, epoch_steps: float | None = None) -> float:
     """The shortest AdamW decay timescale adamtune proposes, in steps (``SHORTEST_DECAY_TIMESCALE_OF_RUN``).
 
-    One epoch when it is known and shorter than the run, else that fraction of the run; never
-    under one step (``lr·λ <= 1``).
+    One epoch when it is known and at most ``EPOCH_BOUNDS_DECAY_UP_TO`` of the run
+    (``epoch_bounds_decay``), else that fraction of the run; never under one step (``lr·λ <= 1``).
 
     Raises:
         ConfigError: ``run_steps <= 0``.
     """
     _positive("run_steps", run_steps)
-    if epoch_steps is not None and 0 < epoch_steps < run_steps:
+    if epoch_steps is not None and epoch_bounds_decay(run_steps, epoch_steps):
         return max(1.0, float(epoch_steps))
     return max(1.0, SHORTEST_DECAY_TIMESCALE_OF_RUN * run_steps)
+
+
+def epoch_bounds_decay(run_steps: float, epoch_steps: float | None) -> bool:
+    """Whether one epoch is the shortest decay timescale adamtune proposes for this run: it is
+    known and no longer than ``EPOCH_BOUNDS_DECAY_UP_TO`` of the run."""
+    return epoch_steps is not None and 0 < epoch_steps <= EPOCH_BOUNDS_DECAY_UP_TO * run_steps
 
 
 def weight_decay_for_run_fraction(lr: float, fraction: float, total_steps: int) -> float:

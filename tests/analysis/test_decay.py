@@ -62,27 +62,63 @@ def test_a_range_above_the_window_searched_is_said_and_given_as_a_window_to_test
             "fixed values (a study continued keeps its own search space).") in f.detail
 
 
-@pytest.mark.parametrize("lr_top, suggestion, said", [
-    (1e-2, "--set weight_decay=0.35:6.3", None),  # 0.01 x 6.261: the per-step multiplier stays above 0.93
-    (0.1, "--set weight_decay=0.35:5", "Its top stops at 5, not 6.261: that study searches lr up to 0.1, where a "
-                                       "larger weight_decay puts lr·weight_decay past 0.5"),
-    (1.0, None, "where a weight_decay above 0.5 puts lr·weight_decay past 0.5 (AdamW's per-step multiplier 1 - "
-                "lr·weight_decay reaches zero at 1): that leaves too little of the range to test"),
-    (10.0, None, "But a study testing it searches lr up to 10, where a weight_decay above 0.05 puts lr·weight_decay "
-                 "past 0.5 (AdamW's per-step multiplier 1 - lr·weight_decay reaches zero at 1): that leaves none of "
-                 "the range to test. Narrow the lr window around trial 0's lr first, then test it."),
+@pytest.mark.parametrize("lr_top, lr_text", [
+    (1e-2, "lr narrowed to 0.0017..0.01"),  # the window's own top is below 4.2 x 0.007113
+    (0.1, "lr narrowed to 0.0017..0.03"),
+    (10.0, "lr narrowed to 0.0017..0.03"),
 ])
-def test_the_window_to_test_keeps_lr_times_weight_decay_within_a_half_at_the_top_of_its_lr_window(
-        syn, lr_top, suggestion, said):
-    """Computed at the best trial's lr, the window is tried over the test study's whole lr window: at
-    lr·weight_decay = 1 AdamW's multiplier 1 - lr·weight_decay reaches zero (the audit: up to 3 x 2.4)."""
+def test_the_study_testing_the_window_searches_lr_around_the_lr_it_is_computed_at(syn, lr_top, lr_text):
+    """The window puts τ between an epoch and the run at the best trial's lr only: the audit's test study
+    searched lr over 4.5 decades and put 7 of its 32 trials there. Within a factor √(run/epoch) of that
+    lr, 3/4 of them land there, and lr·weight_decay stays far from AdamW's 1 at the top."""
+    from adamtune.analysis._decay import share_in_range
+    from adamtune.space import parse_override
+
     d = best(syn, 0.007113, 0.002363)
-    (f,) = decay_findings(d, test_lr=Dimension("lr", 1e-5, lr_top, "log"))
-    assert f.suggestion == ((suggestion,) if suggestion else ())
-    if suggestion:
-        top = float(suggestion.rsplit(":", 1)[1])
-        assert lr_top * top <= 0.5 * 1.02
-    assert said is None and "Its top stops" not in f.detail or said in f.detail
+    within = Dimension("lr", 1e-5, lr_top, "log")
+    lr = d.lr_window_to_try(within)
+    assert d.lr_spread == pytest.approx((400 / (1437 / 64)) ** 0.5)  # 4.2
+    assert lr.low == pytest.approx(0.007113 / d.lr_spread) and lr.high == pytest.approx(min(lr_top, 0.007113 * d.lr_spread))
+    (f,) = decay_findings(d, test_lr=within)
+    assert f.suggestion == ("--set weight_decay=0.35:6.3",) and "Its top stops" not in f.detail
+    assert (f"and this study's other windows and fixed values, but {lr_text}, within a factor of 4.2 of trial 0's lr: "
+            f"the window gives τ = 22..400 steps at that lr only (a trial at k times the lr has a τ k times shorter), "
+            f"and about ") in f.detail
+    test = parse_override(f.suggestion[0].removeprefix("--set "))[1]
+    assert share_in_range(lr, test, d.shortest, d.run) >= 0.74
+    assert share_in_range(within, test, d.shortest, d.run) < 0.5 or lr_top == 1e-2
+    assert lr.high * test.high <= 0.5
+
+
+def test_the_share_of_trials_in_the_range_is_what_a_search_draws():
+    from adamtune.analysis._decay import share_in_range
+
+    # the audit's test study: lr 1e-05..0.32, weight_decay 0.43..7.6, τ = 22..400 steps: 7 of its 32 trials
+    lr, wd = Dimension("lr", 1e-5, 0.32, "log"), Dimension("weight_decay", 0.43, 7.6, "log")
+    assert share_in_range(lr, wd, 1438 / 64, 400) == pytest.approx(0.28, abs=0.01)
+    # by sampling: 200 x 200 points evenly spread on both log scales
+    import math
+    grid = [(lr.from_unit((i + 0.5) / 200), wd.from_unit((j + 0.5) / 200)) for i in range(200) for j in range(200)]
+    inside = sum(1438 / 64 <= 1 / (x * y) <= 400 for x, y in grid) / len(grid)
+    assert inside == pytest.approx(share_in_range(lr, wd, 1438 / 64, 400), abs=0.01)
+    assert math.isclose(share_in_range(lr, Dimension("weight_decay", 1e6, 1e7, "log"), 22, 400), 0.0, abs_tol=1e-12)
+
+
+def test_a_run_too_short_for_lr_times_weight_decay_to_stay_within_a_half_gets_the_window_cut_or_none(syn):
+    """Around the best trial's lr, lr·weight_decay at the top passes 0.5 only in very short runs."""
+    d = best(syn, 0.007113, 0.002363, info={"steps": 20})  # τ down to 2 steps; lr up to 3.2 x 0.007113
+    (f,) = decay_findings(d, test_lr=Dimension("lr", 1e-5, 1.0, "log"))
+    assert f.suggestion == ("--set weight_decay=7:22",)
+    assert ("Its top stops at 22.23, not 70.29: that study searches lr up to 0.02249, where a larger weight_decay puts "
+            "lr·weight_decay past 0.5") in f.detail
+    d = best(syn, 0.007113, 0.002363, info={"steps": 5})  # τ down to 1 step: 28..63 would barely differ
+    (f,) = decay_findings(d, test_lr=Dimension("lr", 1e-5, 1.0, "log"))
+    assert f.suggestion == ()
+    assert ("where a weight_decay above 31.44 puts lr·weight_decay past 0.5 (AdamW's per-step multiplier 1 - "
+            "lr·weight_decay reaches zero at 1): that leaves too little of the range to test in a run this short.") in f.detail
+    # lr fixed (not tuned): every trial at the best trial's lr itself, which leaves more of the range
+    (f,) = decay_findings(d)
+    assert f.suggestion == ("--set weight_decay=28:70",)
 
 
 def test_a_range_above_the_rule_of_thumb_is_said_when_weight_decay_was_not_searched(syn):
@@ -132,9 +168,31 @@ def test_with_lr_at_the_top_of_its_window_lr_comes_first(syn):
 def test_the_window_to_test_waits_for_enough_completed_trials(syn):
     # from one completed trial (the others pruned) its lr is no settled value to compute a window at
     d = best(syn, 0.007113, 0.002363)
-    (f,) = decay_findings(d, too_few=True)
-    assert f.suggestion == () and "too few trials completed to settle the lr" in f.detail
+    (f,) = decay_findings(d, too_few=(3, 5))
+    assert f.suggestion == ()
+    assert ("But too few trials completed to settle the lr it is computed at (3 of the 5 the next search takes to "
+            "narrow the windows): run more trials of this study first") in f.detail
     assert decay_findings(d)[0].suggestion  # with enough, the window to test is given
+
+
+CHARLM = {"steps": 250, "batch_size": 16, "train_examples": 3956}  # an epoch: 247.25 steps of the 250
+
+
+def test_an_epoch_nearly_as_long_as_the_run_gives_the_no_epoch_range_not_a_collapsed_one(syn):
+    """The audit's charlm-next-next: trial 3 (lr 0.01789, weight_decay 0.006447) was offered
+    --set weight_decay=0.22355:0.22604, τ from 250 down to 247 steps: a tuned dimension at a fixed value."""
+    d = best(syn, 0.017893034701671112, 0.006446808129295142, info=CHARLM)
+    (f,) = decay_findings(d, test_lr=Dimension("lr", 1e-5, 3.7, "log"))  # the study's lr window
+    assert f.title == "weight decay barely acts: its timescale 1/(lr·weight_decay) is 8,670 steps, 35x the 250-step run"
+    assert ("puts a good τ between one epoch and the whole run; an epoch of 247 steps is most of the 250-step run, so "
+            "adamtune takes τ down to 10% of the run instead, as without the data's size: at this lr, weight_decay "
+            "from 0.2236 (τ = the run) to 2.236 (τ = 25 steps).") in f.detail
+    assert f.suggestion == ("--set weight_decay=0.22:2.2",)
+    assert "(τ from the run down to 10% of the 250-step run (25 steps))" in f.detail
+    assert "but lr narrowed to 0.0057..0.057, within a factor of 3.2 of trial 0's lr" in f.detail
+    assert d.too_long and not d.epoch_bounds and d.shortest == pytest.approx(25)
+    # a τ of 100 steps lies in that range: not "forgets within an epoch"
+    assert decay_findings(best(syn, 0.01, 1.0, info=CHARLM)) == ()
 
 
 def test_with_lr_at_the_bottom_of_its_window_lr_comes_first_too(syn):

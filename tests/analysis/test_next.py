@@ -319,3 +319,34 @@ def test_a_window_kept_for_too_few_completed_trials_says_so(syn):
     # five completed: what keeps a window now is where the best trials sit
     ns = next_space([*trials, pruned, syn.trial(5, 0.6, lr=syn.lr_at(0.9), weight_decay=0.1)], settings)
     assert ns.completed == 5 and not ns.too_few_to_narrow
+
+
+def test_a_change_computed_at_one_lr_comes_with_the_lr_window_it_needs(syn):
+    """A weight_decay window to test is in range at the best trial's lr only: its study gets the lr
+    window the decay finding gives, not the study's (nor the next search's cut one)."""
+    from adamtune.analysis import change_study
+
+    trials, settings = diverged_above_the_best(syn)
+    ns = next_space(trials, settings, study_name="s")
+    test = change_study(settings, "weight_decay=0.5:9", ns, "s", lr=Dimension("lr", 5e-4, 4e-3, "log"))
+    assert test.set_arguments == ("lr=0.0005:0.004", "beta1=0.9", "weight_decay=0.5:9")
+    assert with_overrides(preset("adamw", "generic", 16), test.set_arguments).dimension("lr") == \
+        Dimension("lr", 5e-4, 4e-3, "log")
+
+
+def test_weight_decay_widened_up_stops_where_lr_times_weight_decay_passes_a_half_at_the_next_lr_windows_top(syn):
+    import dataclasses
+    import math
+
+    settings = dataclasses.replace(syn.settings(Dimension("lr", 1e-3, 1.0, "log"), syn.WD, budget=8),
+                                   workload_info={"steps": 400, "batch_size": 64, "train_examples": 1437})
+    points = [(0.5, 0.95, 0.1), (0.1, 0.9, 0.2), (0.9, 0.85, 0.3), (0.3, 0.1, 1.0), (0.2, 0.3, 1.1), (0.6, 0.2, 1.2),
+              (0.8, 0.5, 1.3), (0.7, 0.4, 1.4)]
+    trials = []
+    for i, (u, w, v) in enumerate(points):
+        lr, wd = 10 ** (math.log10(0.03) + (u - 0.5) * 2), syn.WD.from_unit(w)
+        trials.append(syn.trial(i, v, config={"lr": lr, "weight_decay": wd}, steps=400, lr=lr, weight_decay=wd))
+    lr, wd = next_space(trials, settings).dimensions
+    assert lr.change == "keep" and lr.window.high == 1.0
+    # τ = one epoch at the best trial's lr (0.03) allows 1.5; at lr 1 that is lr·weight_decay 1.5
+    assert wd.change == "widen" and wd.window == Dimension("weight_decay", 1e-5, 0.5, "log")

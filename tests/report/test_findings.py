@@ -159,9 +159,17 @@ def test_the_terminal_gives_the_window_that_tests_a_strong_weight_decay(normal_a
     # 100 steps at lr ~1e-2: tau = the run needs weight_decay ~1 and more, above the searched 0.3
     (f,) = normal_analysis.of_kind("decay_timescale")
     assert f.suggestion and f.suggestion[0].startswith("--set weight_decay=")
-    # in a new study of this study's lr window (a workload passed from Python: its --set arguments)
-    assert f.new_study.set_arguments == ("lr=0.0001:0.1", f.suggestion[0].removeprefix("--set "))
-    assert f"      → test in a new study: --set lr=0.0001:0.1 {f.suggestion[0]}" in plain(normal_analysis).splitlines()
+    # in a new study of this study's windows, lr narrowed around the best trial's lr, where the window puts
+    # τ between an epoch and the run (a workload passed from Python: its --set arguments)
+    from adamtune.analysis import decay_timescale
+    from adamtune.analysis._format import set_argument
+    from adamtune.space import Dimension
+
+    d = decay_timescale(normal_analysis.result)
+    lr = d.lr_window_to_try(Dimension("lr", 1e-4, 0.1, "log"))
+    assert 1e-4 < lr.low < d.lr < lr.high < 0.1
+    assert f.new_study.set_arguments == (set_argument(lr), f.suggestion[0].removeprefix("--set "))
+    assert f"      → test in a new study: --set {set_argument(lr)} {f.suggestion[0]}" in plain(normal_analysis).splitlines()
     # lr at the top of a window set too low: the lr comes first, the decay it needs falls as it rises
     (f,) = low_analysis.of_kind("decay_timescale")
     assert f.suggestion == () and "settle lr first" in f.detail and "→ test" not in plain(low_analysis)

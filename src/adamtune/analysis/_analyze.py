@@ -6,7 +6,7 @@ import dataclasses
 
 from adamtune.analysis._boundary import LOWER, MIN_COMPLETED, UPPER, BoundaryCheck, boundary_check, boundary_findings
 from adamtune.analysis._clipping import WARMUP_FIRST, ClipAdvice, clip_advice, clip_findings
-from adamtune.analysis._decay import DecayTimescale, decay_findings, decay_timescale
+from adamtune.analysis._decay import DecayTimescale, decay_findings, decay_timescale, next_lr_limit
 from adamtune.analysis._curves import (
     CurveDiagnosis, Progress, Stability, curve_findings, diagnose_best, progress, progress_findings, stability,
     stability_findings,
@@ -41,7 +41,8 @@ class StudyAnalysis:
             A clipping threshold or a weight_decay window to try comes with its ``new_study``
             (``TRIED``); a boundary finding's window is the next search's own.
         boundary: the boundary check of each tuned dimension (lr's upper edge not raised when
-            every lr above the trials that trained failed: ``_failures.failure_limited``).
+            every lr above the trials that trained failed: ``_failures.failure_limited``;
+            weight_decay widened up only as far as the next search does: ``_decay.next_lr_limit``).
         stability: diverged trials and the lrs around them.
         progress: whether any trial learned anything.
         failures: the failed trials, their most common error and the dimension they sort by.
@@ -196,11 +197,15 @@ def analyze(result: TuneResult, storage: str | None = None) -> StudyAnalysis:
     taken = _taken(result)
     ns = next_space(result, checks=checks, storage=storage, taken=taken, stab=stab, learned=learned, clip=clip,
                     failed=failed)
+    # weight_decay widened up as the next search widens it: within lr·weight_decay = 0.5 at its lr's top
+    checks = tuple(next_lr_limit(c, ns.lr_window.high if ns.lr_window else None) for c in checks)
+    n_completed = len(completed(result.trials))
+    too_few = (n_completed, NARROW_MIN_COMPLETED) if n_completed < NARROW_MIN_COMPLETED else None  # lr not settled
+    test_lr = _test_lr(s, ns)
     findings = (*progress_findings(learned, s.metric), *(() if learned.nothing_learned else boundary_findings(checks)),
                 *stability_findings(stab), *failure_findings(failed, result.study_name, storage),
                 *curve_findings(diagnoses, s.metric), *clip_findings(clip),
-                *decay_findings(decay, checks, too_few=len(completed(result.trials)) < MIN_COMPLETED,
-                                nothing_learned=learned.nothing_learned, test_lr=_test_lr(s, ns),
+                *decay_findings(decay, checks, too_few=too_few, nothing_learned=learned.nothing_learned, test_lr=test_lr,
                                 test_lr_why=ns.cut_lr_text if change_lr(ns, "weight_decay") else ""))
     findings = _with_decay_advice(findings, () if learned.nothing_learned else checks, decay)
     if lr_at_upper_edge:
@@ -214,7 +219,9 @@ def analyze(result: TuneResult, storage: str | None = None) -> StudyAnalysis:
                          if f.kind == "unstable" and f.severity == WARNING else f for f in findings)
     findings = tuple(sorted(findings, key=lambda f: f.severity != WARNING))  # stable: keeps the order above
     findings = tuple(
-        dataclasses.replace(f, new_study=change_study(s, f.suggestion[0], ns, result.study_name, storage, taken))
+        dataclasses.replace(f, new_study=change_study(
+            s, f.suggestion[0], ns, result.study_name, storage, taken,
+            lr=decay.lr_window_to_try(test_lr) if f.kind == "decay_timescale" and decay is not None else None))
         if f.kind in TRIED and f.suggestion else f for f in findings)
     return StudyAnalysis(
         result=result, findings=findings, boundary=checks, stability=stab, progress=learned, failures=failed,
@@ -247,8 +254,9 @@ def _with_decay_advice(findings: tuple[Finding, ...], checks: tuple[BoundaryChec
         note = f" To raise weight_decay, test the window the weight-decay timescale finding gives: {test}."
     elif wd is not None and wd.edge == UPPER:
         note = (f" But weight_decay's window {window_text(wd.window)} already reaches the strongest decay adamtune "
-                f"proposes at the best trial's lr (its finding says why): regularise otherwise (dropout, data "
-                f"augmentation, more data), or keep the checkpoint of the best evaluation.")
+                f"proposes (at the best trial's lr, or at the top of the next lr window: its finding says why): "
+                f"regularise otherwise (dropout, data augmentation, more data), or keep the checkpoint of the best "
+                f"evaluation.")
     elif wd is not None and wd.edge == LOWER and not (decay is not None and decay.above_window):
         note = (f" But weaker decay did better in this study: its best trials sit at the lower edge of weight_decay's "
                 f"window {window_text(wd.window)}, so a larger weight_decay goes against its trials: regularise "
@@ -259,8 +267,9 @@ def _with_decay_advice(findings: tuple[Finding, ...], checks: tuple[BoundaryChec
 
 
 def _test_lr(settings: StudySettings, ns: NextSpace) -> Dimension | None:
-    """The lr window a weight_decay window to test is tried over (``change_study``'s), for
-    ``decay_findings``: the next search's where it cuts lr, else the study's (None: lr fixed)."""
+    """The lr window a weight_decay window to test would be tried over but for the narrowing around
+    the best trial's lr (``DecayTimescale.lr_window_to_try``): the next search's where it cuts lr,
+    else the study's (None: lr fixed)."""
     return change_lr(ns, "weight_decay") or next((d for d in settings.space.dimensions if d.name == "lr"), None)
 
 

@@ -12,17 +12,26 @@ above the window the study searched, or above ``guide.STRONG_WEIGHT_DECAY`` (0.1
 calls over-regularising for typical lrs and long runs. The finding then says so, and gives the
 ``--set weight_decay=LOW:HIGH`` that tests the range: only the validation loss can tell. The
 window is held back when the lr it is computed at is not settled (lr's boundary check fires at
-either edge, or too few trials completed), when the study already searched into the range and its
-best trials sit at the lower edge of weight_decay's window (it preferred weaker decay), and when
-the next search's widened weight_decay window reaches the range anyway. The study that tests it
-searches its lr window too (``change_study``: the study's, or the next search's where that cuts lr
-below lrs that failed or diverged), so the window's top stops where lr·weight_decay at the top of
-that lr window would pass ``MAX_DECAY_PER_STEP``; with too little of the range left, it waits for a
-narrower lr window. When no trial learned, there is no finding: the best trial is best by noise.
+either edge, or fewer trials completed than the next search takes to narrow a window), when the
+study already searched into the range and its best trials sit at the lower edge of weight_decay's
+window (it preferred weaker decay), and when the next search's widened weight_decay window reaches
+the range anyway.
+
+The window puts τ in the range at the best trial's lr only: a trial at k times that lr has a τ k
+times shorter. So the study that tests it searches lr within ``lr_spread`` of the best trial's lr
+(``DecayTimescale.lr_window_to_try``), inside the lr window it would search otherwise
+(``change_study``: the study's, or the next search's where that cuts lr below lrs that failed or
+diverged); the finding says which share of its trials that puts in the range, against the share
+over the wider window. The window's top also stops where lr·weight_decay at the top of that lr
+window would pass ``MAX_DECAY_PER_STEP`` (only very short runs reach it); with too little of the
+range left, none is given. When no trial learned, there is no finding: the best trial is best by
+noise.
 
 The same timescale bounds the boundary check's weight_decay proposals (``decay_window_limit``):
 a window is not widened down where decay barely acts (smaller values act even less), and not
-widened up past ``guide.shortest_decay_timescale`` (one epoch) at the best trial's lr.
+widened up past ``guide.shortest_decay_timescale`` (one epoch) at the best trial's lr; nor, in the
+next search, past lr·weight_decay = ``MAX_DECAY_PER_STEP`` at the top of its lr window
+(``next_lr_limit``).
 """
 
 from __future__ import annotations
@@ -64,6 +73,8 @@ class DecayTimescale:
         run: the steps of a run; epoch: the steps of one pass over the training data (None
             when the study does not know the data's size).
         low, high: the λ at this lr whose τ is the run, and one epoch (None without an epoch).
+            The strongest λ adamtune proposes is ``strongest``: ``high`` where the epoch bounds
+            the decay (``epoch_bounds``).
         searched: the top of the weight_decay window the study searched (None: not tuned).
     """
 
@@ -82,6 +93,12 @@ class DecayTimescale:
         return self.timescale > BEYOND * self.run
 
     @property
+    def epoch_bounds(self) -> bool:
+        """Whether one epoch is the shortest τ adamtune proposes (``guide.epoch_bounds_decay``): an
+        epoch known and at most half the run, not one nearly as long as the run or longer."""
+        return guide.epoch_bounds_decay(self.run, self.epoch)
+
+    @property
     def above_window(self) -> bool:
         """The advised range starts above the weight_decay window the study searched."""
         return self.searched is not None and self.low > self.searched
@@ -94,13 +111,13 @@ class DecayTimescale:
     @property
     def shortest(self) -> float:
         """The shortest τ adamtune proposes for this run: one epoch, or a tenth of the run without
-        one (``guide.shortest_decay_timescale``)."""
+        one or with one longer than half the run (``guide.shortest_decay_timescale``)."""
         return guide.shortest_decay_timescale(self.run, self.epoch)
 
     @property
     def shortest_text(self) -> str:
         """``shortest`` in words: ``"one epoch (22 steps)"``."""
-        if self.epoch is not None and self.epoch < self.run:
+        if self.epoch_bounds:
             return f"one epoch ({self.shortest:.0f} steps)"
         return (f"{guide.SHORTEST_DECAY_TIMESCALE_OF_RUN:.0%} of the {self.run}-step run ({self.shortest:.0f} "
                 f"step{'s' if self.shortest != 1 else ''})")
@@ -112,8 +129,8 @@ class DecayTimescale:
 
     def window_to_try(self, lr_top: float | None = None) -> Dimension | None:
         """The weight_decay window that tests the advised range: τ from the run down to ``shortest``
-        (one epoch; without an epoch, or with a run shorter than one: a tenth of the run) at the best
-        trial's lr; its top no higher than ``lr_cap(lr_top)`` (None: tried at this lr alone). None
+        (one epoch; without an epoch, or with one longer than half the run: a tenth of the run) at the
+        best trial's lr; its top no higher than ``lr_cap(lr_top)`` (None: tried at this lr alone). None
         when the cap leaves no window, or one whose top is under ``BEYOND`` times its low end: decay
         barely faster than over the whole run tests nothing."""
         top = min(self.strongest, lr_cap(lr_top or self.lr))
@@ -125,13 +142,58 @@ class DecayTimescale:
             return None
 
     @property
+    def lr_spread(self) -> float:
+        """The factor either side of the best trial's lr that the study testing ``window_to_try``
+        searches lr within: √(run / shortest).
+
+        The window gives τ from ``shortest`` to the run at the best trial's lr; at k times that lr
+        each τ is k times shorter. With lr and weight_decay drawn evenly on log scales, lr within a
+        factor s either side puts 1 - ln s / (2 ln(run / shortest)) of the trials' τ in that range:
+        this s puts 3/4 there (digits-mlp: a factor of 4.2 for an epoch of 22 steps in a 400-step
+        run), and lr still moves with weight_decay, since stronger decay may want another lr. The
+        study's whole lr window, 4.5 decades there, put 7 of 32 trials in it.
+        """
+        return math.sqrt(self.run / self.shortest)
+
+    def lr_window_to_try(self, within: Dimension | None) -> Dimension | None:
+        """lr's window in the study that tests ``window_to_try``: within ``lr_spread`` of the best
+        trial's lr, inside ``within`` (the lr window it would search otherwise). None where lr is
+        not tuned (``within`` None); ``within`` itself where that is as narrow already."""
+        if within is None:
+            return None
+        low, high = max(within.low, self.lr / self.lr_spread), min(within.high, self.lr * self.lr_spread)
+        if low <= within.low and high >= within.high:
+            return within
+        try:
+            return Dimension(within.name, low, high, within.scale)
+        except AdamtuneError:  # the best trial's lr outside ``within``, or no width left
+            return within
+
+    @property
     def too_short(self) -> bool:
-        return self.epoch is not None and self.timescale * BEYOND < self.epoch
+        """τ well under ``shortest`` (one epoch where that bounds the decay), with the data's size known."""
+        return self.epoch is not None and self.timescale * BEYOND < self.shortest
 
 
 def lr_cap(lr_top: float) -> float:
     """The largest weight_decay a window to test tried up to lr ``lr_top`` may reach (``MAX_DECAY_PER_STEP``)."""
     return MAX_DECAY_PER_STEP / lr_top
+
+
+def share_in_range(lr: Dimension, weight_decay: Dimension, shortest: float, longest: float) -> float:
+    """The share of a search's (lr, weight_decay) points whose τ = 1/(lr·weight_decay) lies in
+    ``shortest..longest`` steps, both drawn evenly on log scales (what a quasi-random search does)."""
+    # ln lr + ln λ is the sum of two uniform variables: its distribution function is a sum of four
+    # half-squares (the integral of the trapezoid that is its density).
+    a1, a2, b1, b2 = math.log(lr.low), math.log(lr.high), math.log(weight_decay.low), math.log(weight_decay.high)
+
+    def h(x: float) -> float:
+        return max(x, 0.0) ** 2 / 2
+
+    def below(c: float) -> float:
+        return (h(c - a1 - b1) - h(c - a2 - b1) - h(c - a1 - b2) + h(c - a2 - b2)) / ((a2 - a1) * (b2 - b1))
+
+    return below(-math.log(shortest)) - below(-math.log(longest))
 
 
 def decay_timescale(study: Study, settings: StudySettings | None = None) -> DecayTimescale | None:
@@ -210,13 +272,44 @@ def decay_window_limit(dim: Dimension, edge: str, proposal: Dimension | None,
                      f"what the model learned from most of the data.")
 
 
+def next_lr_limit(check: BoundaryCheck, lr_top: float | None) -> BoundaryCheck:
+    """weight_decay's boundary check with its window widened up no further than lr·weight_decay =
+    ``MAX_DECAY_PER_STEP`` at ``lr_top``, the top of the next search's lr window.
+
+    ``decay_window_limit`` bounds the widening at the best trial's lr; the next search samples every
+    lr of its window with every weight_decay of the widened one (lr 0.32 and 7.6: lr·weight_decay
+    2.4, where AdamW's multiplier 1 - lr·weight_decay is negative). With no room left above the
+    window's top, there is no proposal, and the note says why. Any other check, or ``lr_top`` None
+    (the next search does not tune lr), comes back as it is.
+    """
+    if check.name != "weight_decay" or check.edge != "upper" or check.proposal is None or lr_top is None:
+        return check
+    cap = lr_cap(lr_top)
+    if check.proposal.high <= cap:
+        return check
+    multiplier = "AdamW's per-step multiplier 1 - lr·weight_decay reaches zero at 1, and turns negative past it"
+    try:
+        bounded = Dimension(check.name, check.proposal.low, cap, check.proposal.scale)
+    except AdamtuneError:
+        bounded = None
+    if bounded is None or cap <= check.window.high:
+        top = check.window.high
+        return dataclasses.replace(check, proposal=None, note=(
+            f"At the top of the next search's lr window ({fmt(lr_top)}), the window's top {fmt(top)} already gives "
+            f"lr·weight_decay = {lr_top * top:.2g}, {'at' if lr_top * top == MAX_DECAY_PER_STEP else 'past'} the "
+            f"{MAX_DECAY_PER_STEP:g} adamtune proposes at most ({multiplier}), so the window is not widened up."))
+    return dataclasses.replace(check, proposal=bounded, note=(
+        f"It stops at {fmt(cap)}: the next search searches lr up to {fmt(lr_top)}, where a larger weight_decay puts "
+        f"lr·weight_decay past {MAX_DECAY_PER_STEP:g} ({multiplier})."))
+
+
 def _check(checks: Sequence[BoundaryCheck], name: str) -> BoundaryCheck | None:
     return next((c for c in checks if c.name == name), None)
 
 
-def decay_findings(d: DecayTimescale | None, checks: Sequence[BoundaryCheck] = (), too_few: bool = False,
-                   nothing_learned: bool = False, test_lr: Dimension | None = None,
-                   test_lr_why: str = "") -> tuple[Finding, ...]:
+def decay_findings(d: DecayTimescale | None, checks: Sequence[BoundaryCheck] = (),
+                   too_few: tuple[int, int] | None = None, nothing_learned: bool = False,
+                   test_lr: Dimension | None = None, test_lr_why: str = "") -> tuple[Finding, ...]:
     """An info finding when the best trial's τ lies far outside one epoch .. the whole run.
 
     Args:
@@ -224,12 +317,15 @@ def decay_findings(d: DecayTimescale | None, checks: Sequence[BoundaryCheck] = (
             waits until lr is settled (the advised λ moves as lr does). With weight_decay's best
             trials at the lower edge of a window that reached the advised range, or its window
             widened up into that range, there is no separate window to test.
-        too_few: fewer trials completed than the other checks need; the best one's lr, at which
-            the window is computed, is not settled either, so the window to test waits too.
+        too_few: ``(completed, needed)`` when fewer trials completed than the next search takes to
+            narrow a window (``_next.NARROW_MIN_COMPLETED``): the best one's lr, at which the window
+            is computed, is not settled either, so the window to test waits too.
         nothing_learned: no trial learned anything; the best trial is best by noise: no finding.
-        test_lr: the lr window the study testing the window searches (``change_study``'s; None: lr
-            is fixed, at the best trial's lr): the window's top keeps lr·weight_decay at its top
-            within ``MAX_DECAY_PER_STEP``, and with none left, it waits for a narrower lr window.
+        test_lr: the lr window the study testing the window would search but for the narrowing
+            around the best trial's lr (``DecayTimescale.lr_window_to_try``, which ``change_study``
+            is given too): the study's, or the next search's where that cuts lr; None: lr is fixed,
+            at the best trial's lr. The window's top keeps lr·weight_decay at the top of the
+            narrowed window within ``MAX_DECAY_PER_STEP``; with too little left, none is given.
         test_lr_why: why that lr window is not the study's own ("below the lrs that failed"), or "".
     """
     if nothing_learned or d is None or not (d.too_long or d.too_short):
@@ -242,14 +338,23 @@ def decay_findings(d: DecayTimescale | None, checks: Sequence[BoundaryCheck] = (
     else:
         title = (f"weight decay forgets within an epoch: its timescale 1/(lr·weight_decay) is {steps} steps, "
                  f"an epoch {d.epoch:.0f}")
-    window = (f"weight_decay from {fmt(d.low)} (τ = the run) to {fmt(d.high)} (τ = one epoch, {d.epoch:.0f} steps)"
-              if d.high is not None else f"weight_decay of about {fmt(d.low)} (τ = the run)")
+    rule = "puts a good τ between one epoch and the whole run: at this lr, "
+    if d.epoch_bounds:
+        window = f"weight_decay from {fmt(d.low)} (τ = the run) to {fmt(d.high)} (τ = one epoch, {d.epoch:.0f} steps)"
+    elif d.epoch is not None:  # an epoch nearly as long as the run, or longer: that leaves no range
+        rule = (f"puts a good τ between one epoch and the whole run; an epoch of {d.epoch:.0f} steps is "
+                f"{'most of' if d.epoch <= d.run else 'longer than'} the {d.run}-step run, so adamtune takes τ down "
+                f"to {guide.SHORTEST_DECAY_TIMESCALE_OF_RUN:.0%} of the run instead, as without the data's size: at "
+                f"this lr, ")
+        window = f"weight_decay from {fmt(d.low)} (τ = the run) to {fmt(d.strongest)} (τ = {d.shortest:.0f} steps)"
+    else:
+        window = f"weight_decay of about {fmt(d.low)} (τ = the run)"
     detail = (f"Trial {d.trial} ran AdamW with lr={fmt(d.lr)} and weight_decay={fmt(d.weight_decay)} in PyTorch's "
               f"convention (each step multiplies the weights by 1 - lr·weight_decay; τ taken at the peak lr). The "
-              f"timescale rule (Wang & Aitchison 2024) puts a good τ between one epoch and the whole run: at this "
-              f"lr, {window}.")
+              f"timescale rule (Wang & Aitchison 2024) {rule}{window}.")
     suggestion: tuple[str, ...] = ()
-    lr_top = test_lr.high if test_lr is not None else d.lr
+    narrowed = d.lr_window_to_try(test_lr)
+    lr_top = narrowed.high if narrowed is not None else d.lr
     test = d.window_to_try() if d.too_long and d.above_usual else None
     if test is not None:
         where = (f"the top of the weight_decay window this study searched ({fmt(d.searched)})" if d.above_window else
@@ -261,9 +366,11 @@ def decay_findings(d: DecayTimescale | None, checks: Sequence[BoundaryCheck] = (
             way = "larger lr needs a smaller" if lr.edge == "upper" else "smaller lr needs a larger"
             detail += (f" But the best trials sit at the {lr.edge} edge of the lr window: settle lr first (a {way} "
                        f"weight_decay for the same τ).")
-        elif too_few:
-            detail += (" But too few trials completed to settle the lr it is computed at: run more trials of this "
-                       "study first (a larger lr needs a smaller weight_decay for the same τ).")
+        elif too_few is not None:
+            done, needed = too_few
+            detail += (f" But too few trials completed to settle the lr it is computed at ({done} of the {needed} the "
+                       f"next search takes to narrow the windows): run more trials of this study first (a larger lr "
+                       f"needs a smaller weight_decay for the same τ).")
         elif wd is not None and wd.edge == "lower" and not d.above_window:
             detail += (f" But this study searched weight_decay up to {fmt(wd.window.high)}, into that range, and its "
                        f"best trials sit at the lower edge of the window {window_text(wd.window)}: the validation loss "
@@ -276,21 +383,36 @@ def decay_findings(d: DecayTimescale | None, checks: Sequence[BoundaryCheck] = (
             left = "none" if cap <= d.low else "too little"
             detail += (f" But a study testing it searches lr up to {fmt(lr_top)}, where a weight_decay above "
                        f"{fmt(cap)} puts lr·weight_decay past {MAX_DECAY_PER_STEP:g} (AdamW's per-step multiplier "
-                       f"1 - lr·weight_decay reaches zero at 1): that leaves {left} of the range to test. Narrow the "
-                       f"lr window around trial {d.trial}'s lr first, then test it.")
+                       f"1 - lr·weight_decay reaches zero at 1): that leaves {left} of the range to test in a run "
+                       f"this short.")
         else:
             suggestion = (f"--set {set_argument(capped)}",)
-            tenth = (f" (τ from the run down to {d.shortest_text})" if d.epoch is None or d.epoch >= d.run else "")
-            other = "other windows and fixed values"
-            if test_lr is not None and test_lr_why:
-                other = (f"other windows and fixed values, but lr's window cut {test_lr_why}, "
-                         f"{window_text(test_lr)}, as in the next search")
+            tenth = f" (τ from the run down to {d.shortest_text})" if not d.epoch_bounds else ""
             detail += (f" Only the validation loss can tell whether it helps: test it in a new study, with "
-                       f"{suggestion[0]}{tenth} and this study's {other} (a study continued keeps its own search "
-                       f"space).")
+                       f"{suggestion[0]}{tenth} and this study's other windows and fixed values"
+                       f"{_lr_text(d, capped, narrowed, test_lr, test_lr_why)} (a study continued keeps its own "
+                       f"search space).")
             if capped.high < test.high:
                 detail += (f" Its top stops at {fmt(capped.high)}, not {fmt(test.high)}: that study searches lr up "
                            f"to {fmt(lr_top)}, where a larger weight_decay puts lr·weight_decay past "
                            f"{MAX_DECAY_PER_STEP:g} (AdamW's per-step multiplier 1 - lr·weight_decay reaches zero "
                            f"at 1, and turns negative past it).")
     return (Finding("decay_timescale", INFO, title, detail, (d.trial,), suggestion),)
+
+
+def _lr_text(d: DecayTimescale, test: Dimension, narrowed: Dimension | None, within: Dimension | None,
+             why: str) -> str:
+    """The clause that says which lr window the study testing ``test`` searches where it is not
+    the study's own, and why: ``", but lr ..."``, or ""."""
+    if narrowed is None or within is None:  # lr fixed, at the best trial's lr: the window's own
+        return ""
+    cut = f"lr's window cut {why}, {window_text(within)}, as in the next search"
+    if narrowed == within:
+        return f", but {cut}" if why else ""
+    share = share_in_range(narrowed, test, d.shortest, d.run)
+    wide = share_in_range(within, test, d.shortest, d.run)
+    over = cut if why else f"this study's lr window {window_text(within)}"
+    return (f", but lr narrowed to {window_text(narrowed)}, within a factor of {d.lr_spread:.2g} of trial {d.trial}'s "
+            f"lr: the window gives τ = {d.shortest:.0f}..{d.run} steps at that lr only (a trial at k times the lr "
+            f"has a τ k times shorter), and about {share:.0%} of the trials land in that range there, against "
+            f"{wide:.0%} over {over}")

@@ -29,6 +29,9 @@ Per tuned dimension, on the window's own scale (0 = low, 1 = high):
   seed would otherwise draw the same failing lrs again. A kept window is then narrowed to that,
   and lr is neither widened nor raised (no trial learned) up past them. Failures that do not
   sort by lr (a bug at random points) move no window.
+- a weight_decay window widened at its top stops where lr·weight_decay at the top of the next lr
+  window passes ``_decay.MAX_DECAY_PER_STEP`` (``_decay.next_lr_limit``; the boundary check bounds
+  it at the best trial's lr only); with no room left, it is kept.
 
 The study's fixed values are carried over, but a fixed ``max_grad_norm`` that the clipping
 advice calls too aggressive (it clipped most steps) is replaced by the advised threshold.
@@ -43,7 +46,9 @@ gives (``--set max_grad_norm=1.23``, a weight_decay window to test) tried agains
 every other window and fixed value as this study had them, so what differs is that change --
 but for lr's window where the next search cuts it below lrs that failed or diverged
 (``NextSpace.cut_lr``): the same seed would draw the same failing lrs again. A clipping
-threshold is tried at the study's own lrs: what it tests is whether clipping lets them train.
+threshold is tried at the study's own lrs: what it tests is whether clipping lets them train. A
+change computed at one lr (a weight_decay window to test: τ = 1/(lr·weight_decay) is in range at
+the best trial's lr only) comes with the lr window it needs (``change_study``'s ``lr``).
 """
 
 from __future__ import annotations
@@ -58,6 +63,7 @@ from adamtune.analysis._boundary import BoundaryCheck, below_divergence, boundar
 from adamtune.analysis._format import set_argument
 from adamtune.analysis._clipping import ClipAdvice, clip_advice
 from adamtune.analysis._curves import Progress, Stability, progress, stability
+from adamtune.analysis._decay import next_lr_limit
 from adamtune.analysis._failures import Failures, failure_limited, failures
 from adamtune.analysis._select import Study, top_trials, unit, unpack
 from adamtune.commands import command_line
@@ -182,6 +188,11 @@ class NextSpace:
         return "below the lrs that failed" if self.below_failed is not None else "below the lrs that diverged"
 
     @property
+    def lr_window(self) -> Dimension | None:
+        """lr's window in the next search (None: it does not tune lr)."""
+        return self.tuned_lr or next((d.window for d in self.dimensions if d.name == "lr"), None)
+
+    @property
     def too_few_to_narrow(self) -> bool:
         """Whether a window is kept only because fewer than ``NARROW_MIN_COMPLETED`` trials completed."""
         return self.completed < NARROW_MIN_COMPLETED and any(d.reason == TOO_FEW_REASON for d in self.dimensions)
@@ -304,6 +315,7 @@ def next_space(
         moved = _below_failures(d, failed, stab) if d.name == "lr" and failed.lr_ceiling is not None else d
         if moved is not d:
             dims[i], below_failed = moved, failed.lr_ceiling
+    dims = _decay_limited(dims, checks.get("weight_decay"))
 
     fixed = dict(settings.space.fixed)
     clip = clip_advice(trials, settings, stab) if clip is ... else clip
@@ -332,7 +344,7 @@ def next_space(
 
 def change_study(
     settings: StudySettings, change: str, next_search: NextSpace | None = None, study_name: str | None = None,
-    storage: str | None = None, taken: Mapping[str, SearchSpace | None] | None = None,
+    storage: str | None = None, taken: Mapping[str, SearchSpace | None] | None = None, lr: Dimension | None = None,
 ) -> ChangeStudy | None:
     """The new study that tries ``change`` against this study (see ``ChangeStudy``).
 
@@ -342,6 +354,10 @@ def change_study(
         next_search: the study's next search: a change it makes already gets no study of its own,
             and lr's window is its where it cuts lr below lrs that failed or diverged (``change_lr``).
         study_name, storage, taken: as for ``next_space``.
+        lr: lr's window where the change needs one of its own (a weight_decay window to test, in
+            range at the best trial's lr only: ``DecayTimescale.lr_window_to_try``); None: the
+            study's, or the next search's where that cuts lr (``change_lr``). Where the study
+            does not tune lr, its fixed lr stays.
 
     Returns:
         None when ``change`` does not apply to the study's optimizer (it then makes no valid space).
@@ -355,8 +371,8 @@ def change_study(
         return ChangeStudy(change, in_next=True)
     param = change.split("=", 1)[0]
     fixed = {k: v for k, v in settings.space.fixed if k != param}
-    cut = change_lr(next_search, param)
-    windows = [cut if d.name == "lr" and cut is not None else d for d in settings.space.dimensions if d.name != param]
+    own = lr or change_lr(next_search, param)
+    windows = [own if d.name == "lr" and own is not None else d for d in settings.space.dimensions if d.name != param]
     args = [*_arguments(settings, windows, fixed, leave_out=param), change]
     try:
         with_overrides(preset(settings.optimizer, settings.task, settings.budget), args)
@@ -422,6 +438,27 @@ def _raise(dim: Dimension, largest_lr: float | None) -> NextDimension:
             tried = f"lr up to {largest_lr:.3g}" if largest_lr is not None else "the lrs tried"
             return NextDimension(dim.name, RAISE, window, dim, f"no trial learned, with {tried}: a larger lr")
     return NextDimension(dim.name, KEEP, dim, dim, "no trial learned: nothing to narrow around")
+
+
+def _decay_limited(dims: list[NextDimension], check: BoundaryCheck | None) -> list[NextDimension]:
+    """``dims`` with weight_decay's window widened up no further than lr·weight_decay =
+    ``MAX_DECAY_PER_STEP`` at the top of lr's next window (``next_lr_limit``), or kept."""
+    lr = next((d.window for d in dims if d.name == "lr"), None)
+    if check is None or lr is None:
+        return dims
+    limited = next_lr_limit(check, lr.high)
+    if limited is check:
+        return dims
+    out = []
+    for d in dims:
+        if d.name == limited.name and d.change == WIDEN:
+            d = (dataclasses.replace(d, window=limited.proposal) if limited.proposal is not None else
+                 NextDimension(d.name, KEEP, d.previous, d.previous,
+                               f"the best trials sit at its upper edge, but at the top of the lr window "
+                               f"({lr.high:.3g}) its top gives lr·weight_decay = {lr.high * d.previous.high:.2g} "
+                               f"already: not widened up"))
+        out.append(d)
+    return out
 
 
 def _below_failures(d: NextDimension, failed: Failures, stab: Stability) -> NextDimension:
