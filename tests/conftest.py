@@ -69,3 +69,27 @@ def sql_log():
             for event, handler in handlers.items():
                 sqlalchemy.event.remove(engine, event, handler)
     return record
+
+
+@pytest.fixture
+def unprivileged_copy(tmp_path):
+    """``copy(storage, mode) -> (the copy's path, the command prefix)``: the study's SQLite file
+    copied with ``mode`` into a directory of its own, and how to run a command as a user the mode
+    binds (root reads and writes any file: the command then runs as nobody, without capabilities)."""
+    import shutil
+    import tempfile
+
+    if os.geteuid() == 0 and shutil.which("setpriv") is None:
+        pytest.skip("setpriv is needed to run a command as nobody here")
+    prefix = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] if os.geteuid() == 0 else []
+    home = tempfile.mkdtemp(prefix="adamtune-perm-")  # not under tmp_path: private to its owner
+    os.chmod(home, 0o755)
+
+    def copy(storage, mode):
+        path = os.path.join(home, "study.db")
+        shutil.copy(storage[len("sqlite:///"):], path)
+        os.chmod(path, mode)
+        return path, prefix
+
+    yield copy
+    shutil.rmtree(home, ignore_errors=True)

@@ -747,27 +747,13 @@ def test_a_file_that_cannot_be_read_is_one_line(tmp_path):
             assert r.stderr.strip() == f"adamtune: error: cannot read '{path}': it is a socket, not a database file"
 
 
-def test_a_file_the_user_may_not_read_is_one_line(finished, adamtune_command):
+def test_a_file_the_user_may_not_read_is_one_line(finished, adamtune_command, unprivileged_copy):
     """Mode 000; as root (who reads it anyway) the command runs as nobody, without capabilities."""
-    import shutil
-    import tempfile
-
-    command = [adamtune_command, "show", "--storage"]
-    if os.geteuid() == 0:
-        if shutil.which("setpriv") is None:
-            pytest.skip("setpriv is needed to run a command as nobody here")
-        command = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *command]
-    home = tempfile.mkdtemp(prefix="adamtune-perm-")  # not under tmp_path: private to its owner
-    try:
-        os.chmod(home, 0o755)
-        path = os.path.join(home, "locked.db")
-        shutil.copy(finished[len("sqlite:///"):], path)
-        os.chmod(path, 0)
-        r = subprocess.run([*command, f"sqlite:///{path}"], capture_output=True, text=True, cwd=home, timeout=300)
-        assert r.returncode == 2, r.stderr
-        assert r.stderr.strip() == f"adamtune: error: cannot read '{path}': Permission denied"
-    finally:
-        shutil.rmtree(home, ignore_errors=True)
+    path, prefix = unprivileged_copy(finished, 0)
+    r = subprocess.run([*prefix, adamtune_command, "show", "--storage", f"sqlite:///{path}"], capture_output=True,
+                       text=True, cwd=os.path.dirname(path), timeout=300)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.strip() == f"adamtune: error: cannot read '{path}': Permission denied"
 
 
 def test_a_storage_url_ending_in_a_slash_is_refused_alike_by_every_command(finished):

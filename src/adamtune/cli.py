@@ -375,6 +375,7 @@ def best(
     when the trial's best evaluation was not its last.
     """
     from adamtune.errors import StudyError
+    from adamtune.confirmed import stored
     from adamtune.report.terminal import best_snippet, best_step_note, fmt, noise_note
     from adamtune.results import load
 
@@ -388,9 +389,16 @@ def best(
         noise = noise_note(result)
         if noise:
             print(f"# {noise}")
-        note = best_step_note(result)
-        if note:
-            print(f"# {note}")
+        found = stored(result)
+        other = found.other_choice() if found is not None else None
+        if other:  # what to adopt is the configuration best on average: its code
+            print(f"# {other}; its code:")
+            chosen = next(t for t in result.trials if t.number == found.best.number)
+            snippet = dataclasses.replace(result, best=chosen).paste_code()
+        else:
+            note = best_step_note(result)
+            if note:
+                print(f"# {note}")
         print(snippet)
 
 
@@ -399,7 +407,7 @@ def confirm(
     storage: str = typer.Option(DEFAULT_STORAGE, metavar="URL", show_default=False, help=STORAGE_HELP),
     study: Optional[str] = typer.Option(None, metavar="NAME", help="Study name (may be omitted when the storage holds one)."),
     top: str = typer.Option("3", metavar="N", help="How many of the best completed trials to train again, 1 to 16."),
-    seeds: str = typer.Option("3", metavar="N", help="Other seeds each is trained with, 2 to 64: new initial weights "
+    seeds: str = typer.Option("5", metavar="N", help="Other seeds each is trained with, 2 to 64: new initial weights "
                                                      "and a new minibatch order per seed, the same for every candidate."),
     workload: Optional[str] = typer.Option(None, "--workload", "-w", metavar="WORKLOAD",
                                            help="The study's workload, where it cannot be read from the study. Default: the study's own."),
@@ -413,12 +421,22 @@ def confirm(
     """
     from adamtune.confirmation import confirm as run_confirm
     from adamtune.confirmed import summary
+    from adamtune.errors import Terminated
+    from adamtune.study import sigterm_as_interrupt
     from adamtune.results import load
 
     with _user_errors():
         result = load(study, _on_disk(storage))
-        found = run_confirm(result, workload, top=_whole("--top", top), seeds=_whole("--seeds", seeds), device=device,
-                            notice=lambda m: err.print(f"note: {m}", highlight=False, markup=False))
+        try:
+            with sigterm_as_interrupt():
+                found = run_confirm(result, workload, top=_whole("--top", top), seeds=_whole("--seeds", seeds),
+                                    device=device,
+                                    notice=lambda m: err.print(f"note: {m}", highlight=False, markup=False),
+                                    on_seed=lambda r, n: err.print(f"seed {r} of {n} trained", highlight=False))
+        except KeyboardInterrupt as e:  # nothing is stored before the end: the study is as it was
+            err.print(f"adamtune: {'terminated (SIGTERM)' if isinstance(e, Terminated) else 'interrupted'}; nothing "
+                      "of this confirmation is kept, the study is as it was", highlight=False)
+            raise typer.Exit(143 if isinstance(e, Terminated) else 130) from None
         for line in summary(found):
             console.print(line, highlight=False, markup=False, soft_wrap=True)
         chosen = next(t for t in result.trials if t.number == found.best.number)

@@ -18,12 +18,12 @@ from collections.abc import Callable, Sequence
 from adamtune.config import Config
 from adamtune.confirmed import CONFIRM_ATTR, Confirmation, Retrained
 from adamtune.engine import Outcome, data_seed, init_seed, train_trial
-from adamtune.engine.batched import NotBatchable, train_members, why_not_batchable
-from adamtune.errors import StudyError, integral
+from adamtune.engine.batched import NotBatchable, members_per_chunk, train_members, why_not_batchable
+from adamtune.errors import AdamtuneError, StudyError, WorkloadError, first_line, integral
 from adamtune.results import TuneResult
-from adamtune.study import check_device, warn
+from adamtune.study import check_device, warn, workload_changes
 from adamtune.trials import TrialRecord, oriented, ranked
-from adamtune.workloads import Workload, load_workload
+from adamtune.workloads import Workload, describe, load_workload
 
 MAX_TOP, MAX_SEEDS = 16, 64
 
@@ -39,64 +39,102 @@ def check_counts(top: object, seeds: object) -> tuple[int, int]:
     return n_top, n_seeds
 
 
-def confirm(result: TuneResult, workload: Workload | str | None = None, *, top: int = 3, seeds: int = 3,
-            device: str | None = None, notice: Callable[[str], None] | None = None) -> Confirmation:
+def confirm(result: TuneResult, workload: Workload | str | None = None, *, top: int = 3, seeds: int = 5,
+            device: str | None = None, notice: Callable[[str], None] | None = None,
+            on_seed: Callable[[int, int], None] | None = None) -> Confirmation:
     """Train ``result``'s ``top`` best completed trials again with ``seeds`` other seeds each and
     store what they reach in the study.
 
-    Seed ``r`` (1..seeds) trains every candidate from the initial weights and in the minibatch
-    order of study seed ``seed + r``, so the candidates meet the same draws (a paired
-    comparison) and none meets the study's own. The candidates train as one stacked model per
-    seed where the model can be vmapped, else one at a time.
+    Seed ``r`` (1..seeds) trains every candidate from the same initial weights and in the same
+    minibatch order, those of study seed ``seed + r`` (a paired comparison; none is the study's
+    own draw). The candidates train as one stacked model per seed where the model can be
+    vmapped (in chunks that fit the memory budget), else one at a time.
 
     Args:
         workload: the study's workload (default: the one it stored, a built-in or file reference);
-            needed for a study made from a Workload object.
+            needed for a study made from a Workload object, and held to the setup the study was
+            trained with (objective, direction, steps, batch size, evaluation interval, data sizes).
+        on_seed: called with ``(r, seeds)`` as seed ``r`` is done.
 
     Raises:
-        StudyError: an objective-mode study (adamtune cannot train it), no completed trial, or
-            bad ``top``/``seeds``.
+        StudyError: an objective-mode study (adamtune cannot train it), no completed trial, a
+            workload other than the study's, bad ``top``/``seeds``, or the training failing (the
+            workload's code raising).
     """
     n_top, n_seeds = check_counts(top, seeds)
     s = result.settings
+    name = result.study_name
     if s.metric == "value":
-        raise StudyError(f"study {result.study_name!r} trains with your own objective function: adamtune cannot "
-                         "train it again; rerun its best configurations in your loop with other seeds")
-    if workload is None:
-        if s.workload is None:
-            raise StudyError(f"study {result.study_name!r} was made from a Workload object: pass it "
-                             "(adamtune.confirm(result, workload))")
-        workload = s.workload
-    w = load_workload(workload) if isinstance(workload, str) else workload
+        raise StudyError(f"study {name!r} trains with your own objective function: adamtune cannot train it again; "
+                         "rerun its best configurations in your loop with other seeds")
+    w = _workload_of(result, workload)
+    if (w.objective, w.direction) != (s.metric, s.direction):
+        raise StudyError(f"study {name!r} {s.direction}s {s.metric}, workload {w.name!r} {w.direction}s "
+                         f"{w.objective}: give the study's own workload")
+    changed = workload_changes(s, describe(w))
+    if changed:
+        raise StudyError(f"study {name!r} was trained with another workload setup ({', '.join(changed)}): its trials "
+                         "would not compare with this confirmation's; give the study's own workload")
     candidates: Sequence[TrialRecord] = ranked(result.trials, s.direction)[:n_top]
     if not candidates:
-        raise StudyError(f"study {result.study_name!r} has no completed trial to confirm yet")
+        raise StudyError(f"study {name!r} has no completed trial to confirm yet")
     dev = check_device(device)
     configs = [Config(**t.config) for t in candidates]
     say = notice or warn
     outcomes: list[list[Outcome]] = []
-    batched = len(configs) > 1 and why_not_batchable(w.build_model()) is None
-    for r in range(1, n_seeds + 1):
-        study_seed = s.seed + r
-        inits = [init_seed(study_seed, t.number) for t in candidates]
-        if batched:
-            try:
-                outcomes.append(train_members(w, configs, init_seeds=inits, data_seed=data_seed(study_seed), device=dev))
-                continue
-            except NotBatchable as e:
-                say(f"training the candidates one at a time: {e}")
-                batched = False
-        outcomes.append([train_trial(w, c, init_seed=i, data_seed=data_seed(study_seed), device=dev)
-                         for c, i in zip(configs, inits)])
+    try:
+        model = w.build_model()
+        chunk = members_per_chunk(w, dev, None, model) if why_not_batchable(model) is None else 1
+        for r in range(1, n_seeds + 1):
+            study_seed = s.seed + r
+            init, data = init_seed(study_seed, 0), data_seed(study_seed)
+            runs: list[Outcome] = []
+            for i in range(0, len(configs), chunk):
+                part = configs[i:i + chunk]
+                if len(part) > 1:
+                    try:
+                        runs += train_members(w, part, init_seeds=[init] * len(part), data_seed=data, device=dev)
+                        continue
+                    except NotBatchable as e:
+                        say(f"training the candidates one at a time: {e}")
+                        chunk = 1
+                runs += [train_trial(w, c, init_seed=init, data_seed=data, device=dev) for c in part]
+            outcomes.append(runs)
+            if on_seed is not None:
+                on_seed(r, n_seeds)
+    except (AdamtuneError, KeyboardInterrupt):
+        raise
+    except Exception as e:  # noqa: BLE001 - the workload's code: one line, as a failed trial's
+        raise StudyError(f"training the candidates failed: {type(e).__name__}: {first_line(e)}; nothing of this "
+                         "confirmation is kept") from None
     retrained = []
     for j, t in enumerate(candidates):
-        runs = [seed_runs[j] for seed_runs in outcomes]
-        retrained.append(Retrained(t.number, t.value, tuple(o.value for o in runs),
-                                   tuple(_last(o, s.metric) for o in runs)))
+        mine = [seed_runs[j] for seed_runs in outcomes]
+        retrained.append(Retrained(t.number, t.value, tuple(o.value for o in mine),
+                                   tuple(_last(o, s.metric) for o in mine)))
     retrained.sort(key=lambda x: (x.diverged, oriented(x.mean, s.direction), x.number))
-    found = Confirmation(result.study_name, s.metric, s.direction, n_seeds, tuple(retrained), result.best.number)
-    result.study.set_user_attr(CONFIRM_ATTR, json.dumps(found.to_json()))
+    found = Confirmation(name, s.metric, s.direction, n_seeds, tuple(retrained), result.best.number)
+    try:
+        result.study.set_user_attr(CONFIRM_ATTR, json.dumps(found.to_json()))
+    except Exception as e:  # noqa: BLE001 - read-only media, a server gone: the results are still printed
+        say(f"the results could not be kept in study {name!r} (its storage refused the write: {first_line(e)}); "
+            "they are shown only")
     return found
+
+
+def _workload_of(result: TuneResult, workload: Workload | str | None) -> Workload:
+    """The workload to train ``result``'s trials with: ``workload``, else the one its study stored."""
+    if workload is not None:
+        return load_workload(workload) if isinstance(workload, str) else workload
+    ref = result.settings.workload
+    if ref is None:
+        raise StudyError(f"study {result.study_name!r} was made from a Workload object: give it (adamtune confirm "
+                         "--workload FILE.py:ATTR, or adamtune.confirm(result, workload) in Python)")
+    try:
+        return load_workload(ref)
+    except WorkloadError as e:  # a relative path is relative to where the study was made
+        raise WorkloadError(f"study {result.study_name!r} tunes workload {ref!r}, which cannot be loaded from here: "
+                            f"{e}; run adamtune from the directory the study was made in, or give --workload") from None
 
 
 def _last(outcome: Outcome, metric: str) -> float:

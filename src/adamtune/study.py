@@ -484,7 +484,7 @@ def _made_by(fn: Callable) -> str | None:
     if code is None:
         return None
     qualname = getattr(target, "__qualname__", None) or type(target).__qualname__
-    return f"{os.path.abspath(code.co_filename)}:{qualname}"
+    return f"{os.path.realpath(code.co_filename)}:{qualname}"
 
 
 def _same_maker(stored: str | None, now: str | None) -> bool:
@@ -795,14 +795,20 @@ def _aims(metric: str, direction: str, workload: bool) -> str:
     return f"{direction}s {metric}" if workload else f"{direction}s the value of an objective function"
 
 
+def workload_changes(stored: StudySettings, info: dict[str, Any]) -> list[str]:
+    """What of the workload setup the study was trained with differs in ``info`` (a workload's
+    ``describe``): ``["steps 40 -> 400"]``; trials of either would not compare."""
+    return [f"{what} {stored.workload_info[k]} -> {info[k]}" for k, what in _KEPT.items()
+            if k in stored.workload_info and k in info and stored.workload_info[k] != info[k]]
+
+
 def _check_continues(name: str, stored: StudySettings, metric: str, direction: str, info: dict[str, Any]) -> None:
     """Refuse to continue study ``name`` with another objective, direction, mode or workload setup."""
     was, now = stored.metric != "value", bool(info)  # objective mode's metric is "value"
     if (was, stored.metric, stored.direction) != (now, metric, direction):
         raise StudyError(f"study {name!r} {_aims(stored.metric, stored.direction, was)}, this run "
                          f"{_aims(metric, direction, now)}; use a new --study name")
-    changed = [f"{what} {stored.workload_info[k]} -> {info[k]}" for k, what in _KEPT.items()
-               if k in stored.workload_info and k in info and stored.workload_info[k] != info[k]]
+    changed = workload_changes(stored, info)
     if changed:
         raise StudyError(f"study {name!r} was trained with another workload setup ({', '.join(changed)}): its trials "
                          "would not compare with this run's; use a new --study name")

@@ -6,6 +6,7 @@ and workload names, metric names, parameter values, tracebacks -- goes through `
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import html
 import math
@@ -207,6 +208,12 @@ show what happened to the trials that ran.</p></section>"""
     snippet = best_snippet(r)
     note = best_step_note(r)
     at_step = f'\n    <p class="note">{e(note[0].upper() + note[1:])}.</p>' if note else ""
+    found = stored(r)
+    other = found.other_choice() if found is not None else None
+    if other:  # seeds say another configuration: the card says so, and the code is that one's
+        at_step = f'\n    <p class="verdict">{e(other[0].upper() + other[1:])} (below, Confirmed with other seeds).</p>'
+        chosen = next(t for t in r.trials if t.number == found.best.number)
+        snippet = dataclasses.replace(r, best=chosen).paste_code()
     noise = noise_note(r, a.progress)
     runners = ""
     if len(a.top) > 1:
@@ -249,7 +256,7 @@ show what happened to the trials that ran.</p></section>"""
     <p class="note"><span class="legend-dot">●</span> tuned; the others are fixed or PyTorch's defaults.</p>
   </div>
   <div class="card code">
-    <h2>Paste into your training script</h2>
+    <h2>Paste into your training script{f" (trial {found.best.number})" if other else ""}</h2>
     <pre><code>{e(snippet)}</code></pre>
     <p class="hint">Weight decay goes to tensors of two or more dimensions (weight matrices, embeddings);
     1-D ones (biases, normalisation weights) get 0, exactly as adamtune trained this trial.</p>
