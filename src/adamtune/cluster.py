@@ -48,6 +48,7 @@ MAX_WORKERS = 1024
 POLL_S = 1.0  # how often the study is read for trials the workers stored
 CANCEL_WAIT_S = 60.0  # how long the workers get to end their trials as cut short after Ctrl-C
 LOST_SETTLE_S = 10.0  # how long a lost worker's process gets to end before its trials are looked at
+CANCELLED_SETTLE_S = 30.0  # how long cancelled workers get to end their trials as cut short
 MAKE_UP_ROUNDS = 2  # rounds of workers started for the share of workers lost (a lost one may be lost again)
 
 RAY_MISSING = "Ray is not installed: pip install -c constraints.txt -e '.[ray]' (or pip install ray)"
@@ -379,6 +380,11 @@ def _run(ray: Any, opened: OpenedStudy, workload_or_objective: Any, url: str, wo
                 ray.cancel(ref)
             with contextlib.suppress(Exception):
                 ray.wait(refs, num_returns=len(refs), timeout=CANCEL_WAIT_S)
+            # A cancelled task's result is ready at once, while its worker may still be ending its
+            # trials (slowly on a loaded machine); Ray's shutdown would then kill it mid-write and
+            # leave them running. Wait for them to end, and end those of a worker already gone.
+            with contextlib.suppress(Exception):
+                _end_lost_workers_trials(the_study, within=CANCELLED_SETTLE_S)
             with contextlib.suppress(Exception):
                 follow.poll()
             raise
@@ -425,12 +431,12 @@ def _refuse_unfilled(study: optuna.Study, budget: int, lost: int, started: int, 
                      "again to make up for the rest")
 
 
-def _end_lost_workers_trials(study: optuna.Study) -> None:
+def _end_lost_workers_trials(study: optuna.Study, within: float = LOST_SETTLE_S) -> None:
     """End the lost trials of workers whose process ran on this machine. Ray reports a worker
     lost as its connection closes, which can be moments before its process has ended (then it
-    still looks alive): while trials are running, look again for up to ``LOST_SETTLE_S``
+    still looks alive): while trials are running, look again for up to ``within`` seconds
     (another process's trials keep it looking that long)."""
-    deadline = time.monotonic() + LOST_SETTLE_S
+    deadline = time.monotonic() + within
     while True:
         end_lost(study)
         if not study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
