@@ -1173,6 +1173,29 @@ def test_a_model_factory_returning_no_module_is_refused_before_the_study_is_made
     assert not (tmp_path / "s.db").exists()
 
 
+class _NoParameters(nn.Module):
+    def forward(self, x):
+        return x[:, :3]
+
+
+def _frozen():
+    net = nn.Linear(8, 3)
+    net.requires_grad_(False)
+    return net
+
+
+@pytest.mark.parametrize("batch", [1, "auto"], ids=["sequential", "batched"])
+@pytest.mark.parametrize("model", [_NoParameters, _frozen], ids=["none", "frozen"])
+def test_a_model_with_nothing_to_tune_is_refused_before_the_study_is_made(tmp_path, tiny_file, batch, model):
+    """Every trial failed on make_optimizer's 'no trainable parameters', three in a row, then stopped."""
+    w = dataclasses.replace(load_workload(f"{tiny_file}:tiny"), model=model)
+    with pytest.raises(adamtune.WorkloadError, match=r"^workload 'tiny': model\(\) returned a \w+ with no trainable "
+                                                     r"parameter \(none, or all with requires_grad=False\): there is "
+                                                     r"nothing for the optimizer to tune$"):
+        adamtune.tune(w, budget=4, batch=batch, storage=f"sqlite:///{tmp_path / 's.db'}")
+    assert not (tmp_path / "s.db").exists()
+
+
 def test_a_trial_whose_cut_short_end_cannot_be_stored_is_left_running_without_the_mark(storage):
     """Ctrl-C ends the trial in training as cut short: its traceback, its mark and its state in
     one write. When that write fails (here a trigger refuses the state; a kill in the middle is the

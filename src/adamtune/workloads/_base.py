@@ -59,6 +59,10 @@ class NotAModule(FactoryError):
     """``model()`` returned something other than an ``nn.Module``."""
 
 
+class NoParameters(FactoryError):
+    """``model()`` returned a module with no trainable parameter: nothing for an optimizer to tune."""
+
+
 # every module model() built that is still alive: one seen again was handed out twice
 _BUILT: weakref.WeakSet[nn.Module] = weakref.WeakSet()
 
@@ -233,8 +237,9 @@ class Workload:
         trains.
 
         Raises:
-            FactoryError: ``model()`` returned no ``nn.Module`` (NotAModule) or a module it had
-                returned before (ModelReused): the workload is wrong for every trial.
+            FactoryError: ``model()`` returned no ``nn.Module`` (NotAModule), a module it had
+                returned before (ModelReused), or one with no trainable parameter (NoParameters):
+                the workload is wrong for every trial.
         """
         check = not _checked(self.model)
         drawn_from = torch.random.get_rng_state() if check else None
@@ -262,6 +267,10 @@ class Workload:
             # lazy modules (nn.LazyLinear) take their shapes from a first forward: one on two
             # training examples, in eval mode (no running statistics move), where the model is
             _materialize(model, take(self.train_data, torch.arange(min(2, num_examples(self.train_data))))[0])
+        if not any(p.requires_grad for p in model.parameters()):
+            raise NoParameters(f"workload {self.name!r}: model() returned a {type(model).__name__} with no trainable "
+                               "parameter (none, or all with requires_grad=False): there is nothing for the optimizer "
+                               "to tune")
         return model
 
     @property
