@@ -97,6 +97,11 @@ def test_the_demo_says_its_best_is_a_dip_and_gives_the_command_that_confirms_it(
     hint = ("Its value is one seed's dip of a noisy curve; before adopting it, train the best trials again with other "
             f"seeds: adamtune confirm --storage {url} --study digits-mlp")
     assert hint in r.stdout.splitlines()
+    from adamtune.analysis import analyze
+    from adamtune.report.html import render_html
+
+    page = render_html(analyze(adamtune.load("digits-mlp", url), storage=url))
+    assert f"<p class=\"note\">{hint.replace(chr(39), '&#x27;')}.</p>" in page  # the report's card says the same
     r = runner.invoke(app, ["confirm", "--storage", url, "--study", "digits-mlp"])
     assert r.exit_code == 0, r.output
     lines = r.stdout.splitlines()

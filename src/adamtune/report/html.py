@@ -19,7 +19,7 @@ from adamtune.config import Config
 from adamtune.errors import AdamtuneError
 from adamtune.report import plots
 from adamtune.report.findings import IN_NEXT_NOTE, SUGGESTION_LABELS, suggestion_label
-from adamtune.report.terminal import best_snippet, best_step_note, fmt, noise_note
+from adamtune.report.terminal import best_snippet, best_step_note, confirm_hint, fmt, noise_note
 from adamtune.confirmed import stored
 from adamtune.storage import SQLITE_MAGIC, redact, sqlite_path
 from adamtune.results import TuneResult, fixed_description, tuned_description
@@ -210,6 +210,9 @@ show what happened to the trials that ran.</p></section>"""
     at_step = f'\n    <p class="note">{e(note[0].upper() + note[1:])}.</p>' if note else ""
     found = stored(r)
     other = found.other_choice() if found is not None else None
+    hint = confirm_hint(r, a.storage) if found is None else None
+    if hint:  # one seed's dip: the command that trains the best trials again with other seeds
+        at_step += f'\n    <p class="note">{e(hint)}.</p>'
     if other:  # seeds say another configuration: the card says so, and the code is that one's
         at_step = f'\n    <p class="verdict">{e(other[0].upper() + other[1:])} (below, Confirmed with other seeds).</p>'
         chosen = next(t for t in r.trials if t.number == found.best.number)
