@@ -80,8 +80,7 @@ def test_the_command_prints_the_means_the_verdict_and_the_paste_code_of_the_best
     assert r.exit_code == 0, r.output
     lines = r.stdout.splitlines()
     assert lines[0].startswith("2 trials of study tiny trained again with 2 other seeds each")
-    chosen = int(lines[1].split("trial")[1].split()[0])
-    assert f"Paste (trial {chosen}, best on average):" in lines
+    assert any(line.startswith("Paste (trial ") and line.endswith(", the one to adopt):") for line in lines)
     assert any(line.startswith("optimizer = torch.optim.AdamW(") for line in lines)
     r = runner.invoke(app, ["confirm", "--storage", storage, "--seeds", "x"])
     assert r.exit_code == 2 and r.stderr.strip() == "adamtune: error: --seeds must be a whole number, got 'x'"
@@ -101,7 +100,7 @@ def test_the_demo_says_its_best_is_a_dip_and_gives_the_command_that_confirms_it(
     from adamtune.report.html import render_html
 
     page = render_html(analyze(adamtune.load("digits-mlp", url), storage=url))
-    assert f"<p class=\"note\">{hint.replace(chr(39), '&#x27;')}.</p>" in page  # the report's card says the same
+    assert f"<p class=\"note\">{hint.replace(chr(39), '&#x27;')}</p>" in page  # the report's card says the same
     r = runner.invoke(app, ["confirm", "--storage", url, "--study", "digits-mlp"])
     assert r.exit_code == 0, r.output
     lines = r.stdout.splitlines()
@@ -160,9 +159,23 @@ def test_best_and_the_report_name_the_configuration_best_on_average_when_it_is_n
     r = runner.invoke(app, ["best", "--storage", storage])
     assert r.exit_code == 0, r.output
     said = (f"# adamtune confirm found trial {runner_up.number} best on average over 3 other seeds (val_loss 0.31 ± "
-            f"0.01; trial {best.number}: 0.6 ± 0.1): adopt trial {runner_up.number}'s configuration; its code:")
+            f"0.01; trial {best.number}: 0.6 ± 0.1), beyond the noise and no worse at the end: adopt trial "
+            f"{runner_up.number}'s configuration; its code:")
     assert said in r.stdout.splitlines()
     lr = adamtune.load("tiny", storage).trials[runner_up.number].config["lr"]
     assert f"lr={lr:.5g}"[:8] in r.stdout
     page = render_html(analyze(adamtune.load("tiny", storage), storage=storage))
-    assert f"Paste into your training script (trial {runner_up.number})" in page
+    card = page[page.index('id="best"'):].split("</section>")[0]  # the card is the adopted trial's, saying why
+    assert f'<div class="sub">trial {runner_up.number} · ' in card and "beyond the noise and no worse at the end" in card
+    # a lead within the noise, or one that ends training worse, changes nothing: the study's best stays
+    studied.study.set_user_attr(CONFIRM_ATTR, json.dumps({"seeds": 3, "trials": {
+        str(best.number): {"tuned": best.value, "best": [0.5, 0.6, 0.7], "end": [0.5, 0.6, 0.7]},
+        str(runner_up.number): {"tuned": runner_up.value, "best": [0.3, 0.31, 0.32], "end": [0.9, 0.9, 0.9]}}}))
+    r = runner.invoke(app, ["best", "--storage", storage])
+    assert "adamtune confirm found" not in r.stdout
+    from adamtune.confirmed import stored
+
+    assert stored(adamtune.load("tiny", storage)).verdict().startswith(
+        f"trial {runner_up.number} is best on average over 3 seeds, not the study's best trial {best.number}, but it "
+        "ends training worse on average (0.9 against 0.6): its lead is in its curve's dips: keep trial "
+        f"{best.number}'s configuration, or confirm with more seeds")

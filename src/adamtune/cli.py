@@ -393,7 +393,7 @@ def best(
         other = found.other_choice() if found is not None else None
         if other:  # what to adopt is the configuration best on average: its code
             print(f"# {other}; its code:")
-            chosen = next(t for t in result.trials if t.number == found.best.number)
+            chosen = next(t for t in result.trials if t.number == found.adopt())
             snippet = dataclasses.replace(result, best=chosen).paste_code()
         else:
             note = best_step_note(result)
@@ -439,9 +439,9 @@ def confirm(
             raise typer.Exit(143 if isinstance(e, Terminated) else 130) from None
         for line in summary(found):
             console.print(line, highlight=False, markup=False, soft_wrap=True)
-        chosen = next(t for t in result.trials if t.number == found.best.number)
+        chosen = next(t for t in result.trials if t.number == found.adopt())
         if not found.best.diverged:
-            console.print(f"\nPaste (trial {chosen.number}, best on average):", highlight=False)
+            console.print(f"\nPaste (trial {chosen.number}, the one to adopt):", highlight=False)
             print(dataclasses.replace(result, best=chosen).paste_code())
 
 

@@ -75,15 +75,19 @@ class Confirmation:
         lines = []
         if first.number == self.tuned_best:
             lines.append(f"trial {first.number}, the study's best, is also best on average over {self.seeds} seeds")
-        else:
+        elif self._switch():
             lines.append(f"trial {first.number} is best on average over {self.seeds} seeds, not the study's best "
                          f"trial {self.tuned_best}: adopt trial {first.number}'s configuration")
+        else:
+            lines.append(f"trial {first.number} is best on average over {self.seeds} seeds, not the study's best "
+                         f"trial {self.tuned_best}, {self._why_keep()}: keep trial {self.tuned_best}'s configuration, "
+                         "or confirm with more seeds")
         if len(self.retrained) > 1:
             second = self.retrained[1]
             if second.diverged:
                 lines.append(f"trial {second.number} diverged with {second.diverged} of {self.seeds} seeds")
             else:
-                lines.append(self._lead(first, second))
+                lines.append(self._lead(first, second)[0])
         tuned = next(r for r in self.retrained if r.number == self.tuned_best)
         if not tuned.diverged and math.isfinite(tuned.sd) and oriented(tuned.tuned, self.direction) \
                 < oriented(tuned.mean, self.direction) - tuned.sd:
@@ -92,23 +96,51 @@ class Confirmation:
                          "so expect the mean")
         return "; ".join(lines)
 
-    def other_choice(self) -> str | None:
-        """When the configuration best on average is not the study's best trial's, one sentence
-        saying so (for the places that show the study's best: ``adamtune best``, the report's
-        card); else None."""
+    def _switch(self) -> bool:
+        """Whether the seeds say to adopt another configuration than the study's best trial's: best
+        on average by more than the noise, and no worse at the end of training (ranking by each
+        seed's best evaluation still favours a curve that swings; its end tells)."""
         first = self.best
+        tuned = next(r for r in self.retrained if r.number == self.tuned_best)
         if first.diverged or first.number == self.tuned_best:
+            return False
+        if tuned.diverged:
+            return True
+        beyond = self._lead(first, tuned)[1]
+        ends = not (math.isfinite(first.end_mean) and math.isfinite(tuned.end_mean)) or \
+            oriented(first.end_mean, self.direction) <= oriented(tuned.end_mean, self.direction)
+        return beyond and ends
+
+    def _why_keep(self) -> str:
+        first = self.best
+        tuned = next(r for r in self.retrained if r.number == self.tuned_best)
+        if not self._lead(first, tuned)[1]:
+            return "but by less than the seeds' noise"
+        return (f"but it ends training worse on average ({_g(first.end_mean)} against {_g(tuned.end_mean)}): its lead "
+                "is in its curve's dips")
+
+    def adopt(self) -> int:
+        """The trial whose configuration to adopt: the one best on average where the seeds say so
+        (``_switch``), else the study's best."""
+        return self.best.number if self.best.number == self.tuned_best or self._switch() else self.tuned_best
+
+    def other_choice(self) -> str | None:
+        """When the seeds say to adopt another configuration than the study's best trial's (see
+        ``_switch``), one sentence saying so (for the places that show the study's best:
+        ``adamtune best``, the report's card); else None."""
+        if not self._switch():
             return None
+        first = self.best
         tuned = next(r for r in self.retrained if r.number == self.tuned_best)
         theirs = f"{_g(tuned.mean)} ± {_g(tuned.sd)}" if not tuned.diverged else "diverged with some"
         return (f"adamtune confirm found trial {first.number} best on average over {self.seeds} other seeds "
-                f"({self.metric} {_g(first.mean)} ± {_g(first.sd)}; trial {self.tuned_best}: {theirs}): adopt trial "
-                f"{first.number}'s configuration")
+                f"({self.metric} {_g(first.mean)} ± {_g(first.sd)}; trial {self.tuned_best}: {theirs}), beyond the "
+                f"noise and no worse at the end: adopt trial {first.number}'s configuration")
 
-    def _lead(self, first: Retrained, second: Retrained) -> str:
-        """Whether ``first``'s lead over ``second`` is beyond the seeds' noise: a paired comparison
-        (seed r gave both the same initial weights and minibatches), the 95% t-interval of the
-        mean difference, which with few seeds is wide (t = 4.3 for 3 seeds)."""
+    def _lead(self, first: Retrained, second: Retrained) -> tuple[str, bool]:
+        """Whether ``first``'s lead over ``second`` is beyond the seeds' noise, in words and as a
+        bool: a paired comparison (seed r gave both the same initial weights and minibatches), the
+        95% t-interval of the mean difference, which with few seeds is wide (t = 4.3 for 3 seeds)."""
         from scipy.stats import t as student_t
 
         gap = abs(second.mean - first.mean)
@@ -116,10 +148,10 @@ class Confirmation:
         half = student_t.ppf(0.975, self.seeds - 1) * statistics.stdev(diffs) / math.sqrt(self.seeds)
         if gap > half:
             return (f"its lead over trial {second.number} ({_g(gap)}) is beyond the seeds' noise (the 95% interval "
-                    f"of the difference over {self.seeds} seeds: ±{_g(half)})")
+                    f"of the difference over {self.seeds} seeds: ±{_g(half)})"), True
         return (f"its lead over trial {second.number} ({_g(gap)}) is within the seeds' noise (the 95% interval of "
                 f"the difference over {self.seeds} seeds: ±{_g(half)}): either will do, as far as {self.seeds} seeds "
-                "tell")
+                "tell"), False
 
     def to_json(self) -> dict:
         return {"seeds": self.seeds, "trials": {str(r.number): {"tuned": _num(r.tuned), "best": [_num(v) for v in r.best],

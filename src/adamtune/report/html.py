@@ -151,7 +151,7 @@ def _header(a: StudyAnalysis, sections: str) -> str:
     """The title, the study's facts and counts, and links to those of ``sections`` rendered."""
     plots = [x for x in ("axes", "isolation", "heatmaps", "gradnorms") if f'id="{x}"' in sections]
     best = "Best trial" if a.progress.nothing_learned else "Best configuration"
-    links = [(x, label) for x, label in (("best", best), ("findings", "Findings"),
+    links = [(x, label) for x, label in (("best", best), ("confirmed", "Other seeds"), ("findings", "Findings"),
                                          ("next", "Next search"), (plots[0] if plots else "", "Plots"),
                                          ("curves", "Training curves"), ("trials", "All trials"))
              if x and f'id="{x}"' in sections]
@@ -198,6 +198,10 @@ def _best(a: StudyAnalysis) -> str:
 <section id="best" class="card empty"><h2>Recommended configuration</h2>
 <p>No trial completed, so there is no configuration to recommend yet. The findings and plots below
 show what happened to the trials that ran.</p></section>"""
+    found = stored(r)
+    other = found.other_choice() if found is not None else None
+    if other:  # the seeds say to adopt another trial: the card is that one's, and says why
+        r = dataclasses.replace(r, best=next(t for t in r.trials if t.number == found.adopt()))
     cfg: Config = r.best_config
     tuned = set(s.space.tuned)
     rows = "".join(
@@ -208,15 +212,11 @@ show what happened to the trials that ran.</p></section>"""
     snippet = best_snippet(r)
     note = best_step_note(r)
     at_step = f'\n    <p class="note">{e(note[0].upper() + note[1:])}.</p>' if note else ""
-    found = stored(r)
-    other = found.other_choice() if found is not None else None
     hint = confirm_hint(r, a.storage) if found is None else None
     if hint:  # one seed's dip: the command that trains the best trials again with other seeds
-        at_step += f'\n    <p class="note">{e(hint)}.</p>'
-    if other:  # seeds say another configuration: the card says so, and the code is that one's
-        at_step = f'\n    <p class="verdict">{e(other[0].upper() + other[1:])} (below, Confirmed with other seeds).</p>'
-        chosen = next(t for t in r.trials if t.number == found.best.number)
-        snippet = dataclasses.replace(r, best=chosen).paste_code()
+        at_step += f'\n    <p class="note">{e(hint)}</p>'
+    if other:
+        at_step = f'\n    <p class="verdict">{e(other)} (Confirmed with other seeds, below).</p>'
     noise = noise_note(r, a.progress)
     runners = ""
     if len(a.top) > 1:
@@ -259,7 +259,7 @@ show what happened to the trials that ran.</p></section>"""
     <p class="note"><span class="legend-dot">●</span> tuned; the others are fixed or PyTorch's defaults.</p>
   </div>
   <div class="card code">
-    <h2>Paste into your training script{f" (trial {found.best.number})" if other else ""}</h2>
+    <h2>Paste into your training script</h2>
     <pre><code>{e(snippet)}</code></pre>
     <p class="hint">Weight decay goes to tensors of two or more dimensions (weight matrices, embeddings);
     1-D ones (biases, normalisation weights) get 0, exactly as adamtune trained this trial.</p>

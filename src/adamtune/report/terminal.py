@@ -185,8 +185,10 @@ def confirm_hint(result: TuneResult, storage: str | None) -> str | None:
     curve = diagnose_curve(best.curve, result.settings.metric, result.settings.direction, best.number)
     if not (curve.judged and curve.within_noise):
         return None
-    return (f"Its value is one seed's dip of a noisy curve; before adopting it, train the best trials again with "
-            f"other seeds: {command_line('confirm', storage=storage, study=result.study_name)}")
+    how = (command_line("confirm", storage=storage, study=result.study_name) if result.settings.workload is not None
+           else "adamtune.confirm(result, workload) in Python (the study was made from a Workload object)")
+    return f"Its value is one seed's dip of a noisy curve; before adopting it, train the best trials again with " \
+           f"other seeds: {how}"
 
 
 def config_dict(config: Config) -> dict[str, Any]:
