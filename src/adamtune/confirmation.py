@@ -117,8 +117,9 @@ def confirm(result: TuneResult, workload: Workload | str | None = None, *, top: 
     try:
         result.study.set_user_attr(CONFIRM_ATTR, json.dumps(found.to_json()))
     except Exception as e:  # noqa: BLE001 - read-only media, a server gone: the results are still printed
-        say(f"the results could not be kept in study {name!r} (its storage refused the write: {first_line(e)}); "
-            "they are shown only")
+        cause = e.__cause__ or e  # Optuna's StorageInternalError over the database's own words
+        say(f"the results could not be kept in study {name!r} (its storage refused the write: "
+            f"{first_line(getattr(cause, 'orig', None) or cause)}); they are shown only")
     return found
 
 

@@ -73,7 +73,9 @@ class Confirmation:
             return (f"every configuration diverged with at least one of {self.seeds} seeds: none is safe to adopt; "
                     "lower lr or add warmup")
         lines = []
-        if first.number == self.tuned_best:
+        if len(self.retrained) == 1:
+            lines.append(f"trial {first.number}, the study's best, averages {_g(first.mean)} over {self.seeds} seeds")
+        elif first.number == self.tuned_best:
             lines.append(f"trial {first.number}, the study's best, is also best on average over {self.seeds} seeds")
         elif self._switch():
             lines.append(f"trial {first.number} is best on average over {self.seeds} seeds, not the study's best "

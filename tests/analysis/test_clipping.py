@@ -216,7 +216,7 @@ def stored_study(syn, name, rows, windows, every, fixed=(), workload="charlm", t
     trials = []
     for number, state, value, steps, *params, norms, val_loss in rows:
         p = dict(zip(names, params))
-        config = {"optimizer": "adamw", "beta1": 0.9, **dict(fixed), **p, "max_grad_norm": None, "warmup": 0.0}
+        config = {"optimizer": "adamw", "beta1": 0.9, "max_grad_norm": None, **dict(fixed), **p, "warmup": 0.0}
         curve = syn.curve([every * (i + 1) for i in range(len(val_loss))], val_loss=val_loss)
         trials.append(syn.trial(number, value, states[state], curve=curve, config=config, steps=steps,
                                 grad_norms=GradNorms(*norms, 0.0), **p))
@@ -292,3 +292,21 @@ def test_a_study_that_warmed_up_and_still_diverged_gets_clipping_as_the_next_ste
     (f,) = clip_findings(clip_advice(trials, settings))
     assert f.title.startswith("clipping: max_grad_norm ≈ 1.891") and f.suggestion == ("--set max_grad_norm=1.89",)
     assert "Trial 0 ran with warmup=0.05 already: clipping is the next step." in f.detail
+
+
+def test_a_study_that_clipped_and_still_diverged_is_offered_warmup_at_its_own_lrs(syn):
+    """It was told 'another threshold is no fix (warmup or a smaller lr is)' with no warmup study to run; a
+    warmup study took the next search's lr window, cut below the lrs that diverged, so it tested nothing."""
+    from adamtune.space import Dimension
+    from adamtune.report.findings import findings_lines
+
+    a = stored_study(syn, "digits-mlp-next", MLP_NEXT_16,
+                     (Dimension("lr", 1e-05, 0.32, "log"), syn.WD, syn.BETA1), 25, workload="digits-mlp",
+                     task="generic", info={"steps": 400, "batch_size": 64, "train_examples": 1438},
+                     fixed=(("max_grad_norm", 1.2),))
+    unstable = the(a, "unstable")
+    assert unstable.severity == "warning" and unstable.suggestion == ("--set warmup=0.05",)
+    assert "another threshold is no fix (warmup or a smaller lr is)" in the(a, "clip").detail
+    lines = [line.plain for line in findings_lines(a)]
+    (warm,) = [line for line in lines if line.startswith("      → warm up in a new study: ")]
+    assert " --set lr=1e-05:0.32 " in warm and warm.endswith(" --set max_grad_norm=1.2 --set warmup=0.05")

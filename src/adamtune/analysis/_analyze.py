@@ -213,7 +213,7 @@ def analyze(result: TuneResult, storage: str | None = None) -> StudyAnalysis:
         # pay for what a larger lr gives.
         findings = tuple(dataclasses.replace(f, title=STILL_IMPROVING_AT_LR_EDGE) if f.kind == "still_improving"
                          else f for f in findings)
-    if clip is not None and clip.warmup_first and clip.current is None:
+    if clip is not None and clip.warmup_first:  # a study that clipped and still diverged too
         # the playbook's first fix for instability near the best lr, before clipping: a study of its own
         findings = tuple(dataclasses.replace(f, suggestion=(f"--set warmup={WARMUP_FIRST:g}",))
                          if f.kind == "unstable" and f.severity == WARNING else f for f in findings)

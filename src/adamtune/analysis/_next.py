@@ -90,8 +90,9 @@ TOO_FEW_REASON = f"fewer than {NARROW_MIN_COMPLETED} completed trials"
 _DEFAULT_OPTIONS = (("--sampler", "sampler", DEFAULT_SAMPLER), ("--pruner", "pruner", DEFAULT_PRUNER),
                     ("--seed", "seed", DEFAULT_SEED))
 # The changes tried at the study's own lrs even where the next search cuts lr (``change_study``):
-# clipping is for instability, so its test keeps the lrs that diverged or failed.
-AT_THE_STUDYS_LRS = ("max_grad_norm",)
+# clipping and warmup are for instability, so their tests keep the lrs that diverged or failed
+# (and draw the study's very points).
+AT_THE_STUDYS_LRS = ("max_grad_norm", "warmup")
 
 
 @dataclasses.dataclass(frozen=True)
