@@ -416,8 +416,10 @@ def confirm(
     """Train the study's best trials again with other seeds, and say which to adopt.
 
     A trial's value is one seed's best evaluation; on a noisy curve the study's best is partly
-    that seed's luck. Each seed trains every candidate at once as one vmapped model. The means
-    and spreads are kept in the study; the paste code is the configuration best on average.
+    that seed's luck. Each seed trains every candidate at once as one vmapped model, from the same
+    initial weights and minibatches. The means and spreads are kept in the study; the paste code
+    is the configuration to adopt: the one best on average where its lead beats the seeds' noise
+    and it ends training no worse, else the study's best.
     """
     from adamtune.confirmation import confirm as run_confirm
     from adamtune.confirmed import summary
