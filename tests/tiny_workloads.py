@@ -24,6 +24,14 @@ def tiny() -> adamtune.Workload:
     )
 
 
+def tiny_long() -> adamtune.Workload:
+    """The same model trained 50 times longer: a batch trains for a second or so, long enough to be
+    caught training."""
+    import dataclasses
+
+    return dataclasses.replace(tiny(), name="tiny-long", steps=2000, eval_every=500)
+
+
 def tiny_accuracy() -> adamtune.Workload:
     """Same model, judged by validation accuracy (maximised)."""
     import dataclasses
