@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import inspect
 import json
 import math
@@ -375,7 +374,7 @@ def best(
     when the trial's best evaluation was not its last.
     """
     from adamtune.errors import StudyError
-    from adamtune.confirmed import stored
+    from adamtune.confirmed import adopted, stored
     from adamtune.report.terminal import best_snippet, best_step_note, fmt, noise_note
     from adamtune.results import load
 
@@ -393,8 +392,7 @@ def best(
         other = found.other_choice() if found is not None else None
         if other:  # what to adopt is the configuration best on average: its code
             print(f"# {other}; its code:")
-            chosen = next(t for t in result.trials if t.number == found.adopt())
-            snippet = dataclasses.replace(result, best=chosen).paste_code()
+            snippet = adopted(result, found).paste_code()
         else:
             note = best_step_note(result)
             if note:
@@ -422,7 +420,7 @@ def confirm(
     and it ends training no worse, else the study's best.
     """
     from adamtune.confirmation import confirm as run_confirm
-    from adamtune.confirmed import summary
+    from adamtune.confirmed import adopted, summary
     from adamtune.errors import Terminated
     from adamtune.study import sigterm_as_interrupt
     from adamtune.results import load
@@ -441,10 +439,10 @@ def confirm(
             raise typer.Exit(143 if isinstance(e, Terminated) else 130) from None
         for line in summary(found):
             console.print(line, highlight=False, markup=False, soft_wrap=True)
-        chosen = next(t for t in result.trials if t.number == found.adopt())
         if not found.best.diverged:
-            console.print(f"\nPaste (trial {chosen.number}, the one to adopt):", highlight=False)
-            print(dataclasses.replace(result, best=chosen).paste_code())
+            chosen = adopted(result, found)
+            console.print(f"\nPaste (trial {chosen.best.number}, the one to adopt):", highlight=False)
+            print(chosen.paste_code())
 
 
 @app.command()

@@ -16,13 +16,13 @@ import math
 from collections.abc import Callable, Sequence
 
 from adamtune.config import Config
-from adamtune.confirmed import CONFIRM_ATTR, Confirmation, Retrained
+from adamtune.confirmed import CONFIRM_ATTR, Confirmation, Retrained, best_first
 from adamtune.engine import Outcome, data_seed, init_seed, train_trial
 from adamtune.engine.batched import NotBatchable, members_per_chunk, train_members, why_not_batchable
 from adamtune.errors import AdamtuneError, StudyError, WorkloadError, first_line, integral
 from adamtune.results import TuneResult
 from adamtune.study import check_device, warn, workload_changes
-from adamtune.trials import TrialRecord, oriented, ranked
+from adamtune.trials import TrialRecord, ranked
 from adamtune.workloads import Workload, describe, load_workload
 
 MAX_TOP, MAX_SEEDS = 16, 64
@@ -112,8 +112,7 @@ def confirm(result: TuneResult, workload: Workload | str | None = None, *, top: 
         mine = [seed_runs[j] for seed_runs in outcomes]
         retrained.append(Retrained(t.number, t.value, tuple(o.value for o in mine),
                                    tuple(_last(o, s.metric) for o in mine)))
-    retrained.sort(key=lambda x: (x.diverged, oriented(x.mean, s.direction), x.number))
-    found = Confirmation(name, s.metric, s.direction, n_seeds, tuple(retrained), result.best.number)
+    found = Confirmation(name, s.metric, s.direction, n_seeds, best_first(retrained, s.direction), result.best.number)
     try:
         result.study.set_user_attr(CONFIRM_ATTR, json.dumps(found.to_json()))
     except Exception as e:  # noqa: BLE001 - read-only media, a server gone: the results are still printed

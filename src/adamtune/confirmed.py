@@ -66,6 +66,11 @@ class Confirmation:
     def best(self) -> Retrained:
         return self.retrained[0]
 
+    @property
+    def tuned(self) -> Retrained:
+        """The study's best trial, trained again."""
+        return next(r for r in self.retrained if r.number == self.tuned_best)
+
     def verdict(self) -> str:
         """What to adopt, in a sentence or two."""
         first = self.best
@@ -90,7 +95,7 @@ class Confirmation:
                 lines.append(f"trial {second.number} diverged with {second.diverged} of {self.seeds} seeds")
             else:
                 lines.append(self._lead(first, second)[0])
-        tuned = next(r for r in self.retrained if r.number == self.tuned_best)
+        tuned = self.tuned
         if not tuned.diverged and math.isfinite(tuned.sd) and oriented(tuned.tuned, self.direction) \
                 < oriented(tuned.mean, self.direction) - tuned.sd:
             lines.append(f"trial {tuned.number}'s {self.metric} in the study ({_g(tuned.tuned)}) is more than a "
@@ -103,7 +108,7 @@ class Confirmation:
         on average by more than the noise, and no worse at the end of training (ranking by each
         seed's best evaluation still favours a curve that swings; its end tells)."""
         first = self.best
-        tuned = next(r for r in self.retrained if r.number == self.tuned_best)
+        tuned = self.tuned
         if first.diverged or first.number == self.tuned_best:
             return False
         if tuned.diverged:
@@ -115,7 +120,7 @@ class Confirmation:
 
     def _why_keep(self) -> str:
         first = self.best
-        tuned = next(r for r in self.retrained if r.number == self.tuned_best)
+        tuned = self.tuned
         if not self._lead(first, tuned)[1]:
             return "but by less than the seeds' noise"
         return (f"but it ends training worse on average ({_g(first.end_mean)} against {_g(tuned.end_mean)}): its lead "
@@ -133,7 +138,7 @@ class Confirmation:
         if not self._switch():
             return None
         first = self.best
-        tuned = next(r for r in self.retrained if r.number == self.tuned_best)
+        tuned = self.tuned
         theirs = f"{_g(tuned.mean)} ± {_g(tuned.sd)}" if not tuned.diverged else "diverged with some"
         return (f"adamtune confirm found trial {first.number} best on average over {self.seeds} other seeds "
                 f"({self.metric} {_g(first.mean)} ± {_g(first.sd)}; trial {self.tuned_best}: {theirs}), beyond the "
@@ -181,9 +186,20 @@ def stored(result: TuneResult) -> Confirmation | None:
         return None
     if not retrained or result.best.number not in {r.number for r in retrained}:
         return None  # made before the study's best changed: it says nothing of it
-    retrained.sort(key=lambda x: (x.diverged, oriented(x.mean, result.settings.direction), x.number))
     return Confirmation(result.study_name, result.settings.metric, result.settings.direction, seeds,
-                        tuple(retrained), result.best.number)
+                        best_first(retrained, result.settings.direction), result.best.number)
+
+
+def best_first(retrained: list[Retrained], direction: str) -> tuple[Retrained, ...]:
+    """``retrained`` best on average first (those that diverged with some seed last; ties: the
+    earlier trial first), as a Confirmation holds them."""
+    return tuple(sorted(retrained, key=lambda x: (x.diverged, oriented(x.mean, direction), x.number)))
+
+
+def adopted(result: TuneResult, found: Confirmation) -> TuneResult:
+    """``result`` with the trial ``found`` says to adopt as its best (its card, its paste code)."""
+    number = found.adopt()
+    return dataclasses.replace(result, best=next(t for t in result.trials if t.number == number))
 
 
 def _back(v: float | None) -> float:

@@ -6,7 +6,6 @@ and workload names, metric names, parameter values, tracebacks -- goes through `
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import html
 import math
@@ -20,7 +19,7 @@ from adamtune.errors import AdamtuneError
 from adamtune.report import plots
 from adamtune.report.findings import IN_NEXT_NOTE, SUGGESTION_LABELS, suggestion_label
 from adamtune.report.terminal import best_snippet, best_step_note, confirm_hint, fmt, noise_note
-from adamtune.confirmed import stored
+from adamtune.confirmed import adopted, stored
 from adamtune.storage import SQLITE_MAGIC, redact, sqlite_path
 from adamtune.results import TuneResult, fixed_description, tuned_description
 from adamtune.trials import TrialRecord, TrialState, last_line, trials_text
@@ -201,7 +200,7 @@ show what happened to the trials that ran.</p></section>"""
     found = stored(r)
     other = found.other_choice() if found is not None else None
     if other:  # the seeds say to adopt another trial: the card is that one's, and says why
-        r = dataclasses.replace(r, best=next(t for t in r.trials if t.number == found.adopt()))
+        r = adopted(r, found)
     cfg: Config = r.best_config
     tuned = set(s.space.tuned)
     rows = "".join(
