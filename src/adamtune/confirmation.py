@@ -84,20 +84,21 @@ def confirm(result: TuneResult, workload: Workload | str | None = None, *, top: 
     outcomes: list[list[Outcome]] = []
     try:
         model = w.build_model()
-        chunk = members_per_chunk(w, dev, None, model) if why_not_batchable(model) is None else 1
+        batchable = why_not_batchable(model) is None
+        chunk = members_per_chunk(w, dev, None, model) if batchable else len(configs)
+        parts = [configs[i:i + chunk] for i in range(0, len(configs), chunk)]
         for r in range(1, n_seeds + 1):
             study_seed = s.seed + r
             init, data = init_seed(study_seed, 0), data_seed(study_seed)
             runs: list[Outcome] = []
-            for i in range(0, len(configs), chunk):
-                part = configs[i:i + chunk]
-                if len(part) > 1:
+            for part in parts:
+                if batchable and len(part) > 1:
                     try:
                         runs += train_members(w, part, init_seeds=[init] * len(part), data_seed=data, device=dev)
                         continue
-                    except NotBatchable as e:
+                    except NotBatchable as e:  # every part after it trains one at a time too
                         say(f"training the candidates one at a time: {e}")
-                        chunk = 1
+                        batchable = False
                 runs += [train_trial(w, c, init_seed=init, data_seed=data, device=dev) for c in part]
             outcomes.append(runs)
             if on_seed is not None:
