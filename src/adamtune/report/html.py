@@ -19,7 +19,7 @@ from adamtune.errors import AdamtuneError
 from adamtune.report import plots
 from adamtune.report.findings import IN_NEXT_NOTE, SUGGESTION_LABELS, suggestion_label
 from adamtune.report.terminal import best_snippet, best_step_note, confirm_hint, fmt, noise_note
-from adamtune.confirmed import adopted, stored
+from adamtune.confirmed import Confirmation, adopted, stored
 from adamtune.storage import SQLITE_MAGIC, redact, sqlite_path
 from adamtune.results import TuneResult, fixed_description, tuned_description
 from adamtune.trials import TrialRecord, TrialState, last_line, trials_text
@@ -190,14 +190,13 @@ def _header(a: StudyAnalysis, sections: str) -> str:
 </header>"""
 
 
-def _best(a: StudyAnalysis) -> str:
+def _best(a: StudyAnalysis, found: Confirmation | None) -> str:
     r, s = a.result, a.result.settings
     if r.best is None or r.best_config is None:
         return """
 <section id="best" class="card empty"><h2>Recommended configuration</h2>
 <p>No trial completed, so there is no configuration to recommend yet. The findings and plots below
 show what happened to the trials that ran.</p></section>"""
-    found = stored(r)
     other = found.other_choice() if found is not None else None
     if other:  # the seeds say to adopt another trial: the card is that one's, and says why
         r = adopted(r, found)
@@ -469,9 +468,8 @@ def _table(a: StudyAnalysis) -> str:
     return f'<section id="trials" class="card"><h2>All trials</h2><div class="scroll"><table class="trials"><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table></div></section>'
 
 
-def _confirmed(a: StudyAnalysis) -> str:
+def _confirmed(found: Confirmation | None) -> str:
     """The study's best trials trained again with other seeds (``adamtune confirm``), if it was done."""
-    found = stored(a.result)
     if found is None:
         return ""
     rows = []
@@ -494,8 +492,9 @@ def _confirmed(a: StudyAnalysis) -> str:
 def render_html(analysis: StudyAnalysis) -> str:
     """The whole report as one HTML document."""
     a = analysis
-    main = f"""{_best(a)}
-{_confirmed(a)}
+    found = stored(a.result)  # the study's confirmation with other seeds, read once
+    main = f"""{_best(a, found)}
+{_confirmed(found)}
 {_findings(a)}
 <div class="two">{_next(a)}{_importance(a)}</div>
 {_plots(a)}
