@@ -611,6 +611,7 @@ def open_study(
         else:
             name = "digits-mlp"
     given = workload, workload_ref  # a second look starts again from what this call was given
+    made_by = _made_by(objective_fn) if objective_fn is not None else None
     existing = _look(store, name) if store is not None else None
     while True:
         workload, workload_ref = given
@@ -690,7 +691,7 @@ def open_study(
             _check_continues(name, stored, metric, the_direction, info)
         if existing is not None and objective_fn is not None and study is None:
             # named after the function alone: another script's `objective` would continue this study
-            was, now = existing.user_attrs.get(OBJECTIVE_ATTR), _made_by(objective_fn)
+            was, now = existing.user_attrs.get(OBJECTIVE_ATTR), made_by
             if not _same_maker(was, now):
                 raise StudyError(f"study {name!r} was made by {_where(was)}, not by this {_where(now)}; give this "
                                  f"one a study of its own (tune(..., study='...')), or pass study={name!r} to "
@@ -718,8 +719,7 @@ def open_study(
         )
         if store is None:
             store = open_storage(url)
-        the_study = _make_or_load(store, name, existing, settings, workload,
-                                  _made_by(objective_fn) if objective_fn is not None else None)
+        the_study = _make_or_load(store, name, existing, settings, workload, made_by)
         if the_study is not None:
             break
         # Another process made the study since this one looked (workers of a job array started
