@@ -145,6 +145,27 @@ def test_the_workloads_code_failing_is_one_line_and_a_storage_refusing_the_write
     assert r.stdout.startswith("2 trials of study tiny trained again with 2 other seeds each")
 
 
+def test_a_metric_turning_nan_fails_the_confirmation_it_is_no_divergence(storage, tiny_file):
+    """A metric NaN while the loss stayed finite was counted as the candidate diverging with that
+    seed: the verdict advised "lower lr or add warmup", or adopting another trial."""
+    import dataclasses
+
+    import torch
+
+    w = load_workload(f"{tiny_file}:tiny_accuracy")
+    made = adamtune.tune(w, budget=3, pruner="none", storage=storage, study="acc", notice=lambda m: None)
+
+    def broken(output, target):
+        return torch.tensor(math.nan)
+
+    with pytest.raises(adamtune.StudyError, match=r"^training the candidates failed: WorkloadError: the objective's "
+                                                  r"metric 'accuracy' returned nan at step \d+ while the loss was "
+                                                  r"finite \(val_loss [\d.]+\): check the metric; nothing of this "
+                                                  r"confirmation is kept$"):
+        confirm(made, dataclasses.replace(w, metrics={"accuracy": broken}), top=2, seeds=2)
+    assert "adamtune_confirm" not in adamtune.load("acc", storage).study.user_attrs
+
+
 def test_best_and_the_report_name_the_configuration_best_on_average_when_it_is_not_the_studys_best(studied, storage):
     """After confirm said 'adopt trial 7', best and the report's card still showed trial 0's code."""
     import json

@@ -108,6 +108,9 @@ def confirm(result: TuneResult, workload: Workload | str | None = None, *, top: 
     except Exception as e:  # noqa: BLE001 - the workload's code: one line, as a failed trial's
         raise StudyError(f"training the candidates failed: {type(e).__name__}: {first_line(e)}; nothing of this "
                          "confirmation is kept") from None
+    failed = next((o for seed_runs in outcomes for o in seed_runs if o.status == "failed"), None)
+    if failed is not None:  # the workload's metric at fault (NaN while the loss was finite), not divergence
+        raise StudyError(f"training the candidates failed: {failed.error}; nothing of this confirmation is kept")
     retrained = []
     for j, t in enumerate(candidates):
         mine = [seed_runs[j] for seed_runs in outcomes]
