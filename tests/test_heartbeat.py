@@ -1,4 +1,5 @@
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -413,3 +414,26 @@ def test_a_proc_of_another_pid_namespace_tells_nothing_about_this_process():
     process's pid named another process of the host's /proc: a trial's liveness was tied to it."""
     assert _run_isolated(["--pid", "--fork"], "from adamtune.heartbeat import this_process; "
                                               "print(this_process())") == "None"
+
+
+def test_heartbeats_that_keep_failing_are_said_once_before_other_runs_end_the_trials(tmp_path):
+    """A stamp that failed was skipped without a word, however long it kept failing: other runs
+    then ended the worker's live trials as lost and nothing said why."""
+
+    path = tmp_path / "s.db"
+    study = optuna.create_study(storage=f"sqlite:///{path}")
+    said = []
+    with Heartbeat(study, interval_s=0.05, notice=said.append, warn_after_s=0.3) as heartbeat:
+        heartbeat.watch([study.ask()])
+        deadline = time.monotonic() + 30
+        while not _stamps(path) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with sqlite3.connect(path) as db:  # the database loses the table: every stamp fails from now on
+            db.execute("DROP TABLE trial_heartbeats")
+        while not said and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.5)  # more failed stamps: said once
+    assert len(said) == 1, said
+    assert re.fullmatch(r"the heartbeat of this run's trials has failed for over \d+ seconds \(OperationalError: "
+                        r"no such table: trial_heartbeats\); other runs of this study end them as lost once 10 "
+                        r"minutes pass without one", said[0]), said[0]

@@ -35,12 +35,14 @@ import functools
 import json
 import os
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import optuna
 
+from adamtune.errors import first_line
 from adamtune.storage import fail_if_running, one_transaction, sql_backend
 from adamtune.trials import ATTR_INTERRUPTED, ATTR_PROCESS, ATTR_TRACEBACK
 
@@ -261,12 +263,17 @@ class Heartbeat:
     Use as a context manager around training; ``watch(trials)`` as trials are made. The first
     stamp follows at once (within ``SETTLE_S``, so that trials watched one by one as a batch is
     made share a transaction), then one every ``interval_s``; a trial stops being stamped once
-    it is no longer running. A stamp that fails (the database busy) is simply followed by the next.
+    it is no longer running. A stamp that fails (the database busy) is followed by the next; once
+    none has come for ``warn_after_s`` (half of ``GRACE_S``), ``notice`` says so, with why, once
+    until a stamp comes again: other runs are about to end these trials as lost.
     """
 
-    def __init__(self, study: optuna.Study, interval_s: float | None = None) -> None:
+    def __init__(self, study: optuna.Study, interval_s: float | None = None,
+                 notice: Callable[[str], None] | None = None, warn_after_s: float = GRACE_S / 2) -> None:
         self._backend = sql_backend(study)
         self._interval = INTERVAL_S if interval_s is None else interval_s
+        self._notice = notice
+        self._warn_after = warn_after_s
         self._ids: set[int] = set()
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -293,6 +300,7 @@ class Heartbeat:
         self._wake.set()
 
     def _run(self) -> None:
+        last_stamp, told = time.monotonic(), False
         while True:
             self._wake.wait(self._interval)
             self._stop.wait(SETTLE_S)  # a batch being made, one trial after another, shares a stamp
@@ -305,7 +313,20 @@ class Heartbeat:
                 continue
             try:
                 running = beat(self._backend, ids)
-            except Exception:  # noqa: BLE001 - a missed stamp; the next one follows
+            except Exception as e:  # noqa: BLE001 - a missed stamp; the next one follows
+                if not told and self._notice is not None and time.monotonic() - last_stamp >= self._warn_after:
+                    told = True
+                    e = getattr(e, "orig", None) or e  # the database's own words under SQLAlchemy's
+                    self._notice(f"the heartbeat of this run's trials has failed for over "
+                                 f"{_duration(time.monotonic() - last_stamp)} ({type(e).__name__}: {first_line(e)}); "
+                                 f"other runs of this study end them as lost once {GRACE_S / 60:g} minutes pass "
+                                 "without one")
                 continue
+            last_stamp, told = time.monotonic(), False
             with self._lock:
                 self._ids -= set(ids) - running
+
+
+def _duration(seconds: float) -> str:
+    """``"5 minutes"``, ``"40 seconds"``: how long the stamps have failed."""
+    return f"{seconds / 60:.0f} minutes" if seconds >= 120 else f"{seconds:.0f} seconds"

@@ -918,7 +918,7 @@ def tune(
         except BaseException:  # a batch refused, on_start raising, Ctrl-C: no trial ran
             unmade = unmake(opened)
             raise
-        with sigterm_as_interrupt(), Heartbeat(the_study) as heartbeat:
+        with sigterm_as_interrupt(), Heartbeat(the_study, notice=notice or warn) as heartbeat:
             runner.heartbeat = heartbeat
             while remaining > 0:
                 n = min(k, remaining)
