@@ -9,6 +9,9 @@ import json
 import math
 import statistics
 
+from optuna.exceptions import StorageInternalError
+from sqlalchemy.exc import SQLAlchemyError
+
 from adamtune.results import TuneResult
 from adamtune.trials import oriented, trials_text
 
@@ -172,7 +175,7 @@ def stored(result: TuneResult) -> Confirmation | None:
         return None
     try:
         text = result.study.user_attrs.get(CONFIRM_ATTR)
-    except Exception:  # noqa: BLE001 - a study whose storage is gone (in memory, a file removed): none to show
+    except (StorageInternalError, SQLAlchemyError, OSError):  # its storage gone (a file removed): none to show
         return None
     if not isinstance(text, str):
         return None

@@ -22,6 +22,7 @@ from adamtune.analysis._plots import (
 )
 from adamtune.analysis._select import top_trials
 from adamtune.commands import command_line
+from adamtune.confirmed import Confirmation, stored
 from adamtune.results import StudySettings, TuneResult, stored_spaces
 from adamtune.space import Dimension, SearchSpace
 from adamtune.trials import TrialRecord, TrialState, completed, trials_text
@@ -55,6 +56,8 @@ class StudyAnalysis:
         table: every trial in the order the report's table lists them.
         axes, isolation, heatmaps, curve_plots: what the plots show.
         storage: the storage URL the commands it proposes name (None: the default storage).
+        confirmation: the study's best trials trained again with other seeds (``adamtune confirm``),
+            as kept in the study; None when none was made since its best trial changed.
     """
 
     result: TuneResult
@@ -75,6 +78,7 @@ class StudyAnalysis:
     heatmaps: tuple[HeatmapInfo, ...]
     curve_plots: tuple[CurvesInfo, ...]
     storage: str | None = None
+    confirmation: Confirmation | None = None
 
     @property
     def warnings(self) -> tuple[Finding, ...]:
@@ -230,7 +234,7 @@ def analyze(result: TuneResult, storage: str | None = None) -> StudyAnalysis:
         top=tuple(top_trials(result.trials, s.direction)), completed=len(completed(result.trials)),
         table=sorted_for_table(result),
         axes=axis_plot_info(result), isolation=isolation_info(result), heatmaps=heatmap_info(result),
-        curve_plots=curves_info(result), storage=storage,
+        curve_plots=curves_info(result), storage=storage, confirmation=stored(result),
     )
 
 

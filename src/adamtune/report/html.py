@@ -19,7 +19,7 @@ from adamtune.errors import AdamtuneError
 from adamtune.report import plots
 from adamtune.report.findings import IN_NEXT_NOTE, SUGGESTION_LABELS, suggestion_label
 from adamtune.report.terminal import best_snippet, best_step_note, confirm_hint, fmt, noise_note
-from adamtune.confirmed import Confirmation, adopted, stored
+from adamtune.confirmed import Confirmation, adopted
 from adamtune.storage import SQLITE_MAGIC, redact, sqlite_path
 from adamtune.results import TuneResult, fixed_description, tuned_description
 from adamtune.trials import TrialRecord, TrialState, last_line, trials_text
@@ -492,7 +492,7 @@ def _confirmed(found: Confirmation | None) -> str:
 def render_html(analysis: StudyAnalysis) -> str:
     """The whole report as one HTML document."""
     a = analysis
-    found = stored(a.result)  # the study's confirmation with other seeds, read once
+    found = a.confirmation
     main = f"""{_best(a, found)}
 {_confirmed(found)}
 {_findings(a)}
