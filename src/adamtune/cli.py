@@ -349,8 +349,7 @@ def show(
             console.print(f"trial {t.number} failed: {last_line(t.error) or ''}", highlight=False, markup=False)
         if failed:
             more = len(failed) - SHOWN_FAILURES
-            every = command_line("show", "--json", storage=None if storage == DEFAULT_STORAGE else storage,
-                                 study=result.study_name)
+            every = command_line("show", "--json", storage=storage, study=result.study_name)
             console.print(f"... and {more} more failed; every traceback: {every}" if more > 0
                           else f"every traceback: {every}", highlight=False, markup=False, soft_wrap=True)
         gone = lost(result.study)

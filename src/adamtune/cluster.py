@@ -38,10 +38,10 @@ from adamtune.results import StudySettings, TuneResult, result_of
 from adamtune.storage import check_url, settle, sqlite_path, storage_url
 from adamtune.study import (
     Objective, OpenedStudy, check_callbacks, counted_trials, open_study, refuse_all_failed, resolve_batch,
-    sigterm_as_interrupt, unmake, warn,
+    sigterm_as_interrupt, tune, unmake, warn,
 )
 from adamtune.heartbeat import GRACE_S, end_lost
-from adamtune.trials import TrialRecord, trials_text
+from adamtune.trials import TrialRecord, this_worker, trials_text
 from adamtune.workloads import Workload
 
 MAX_WORKERS = 1024
@@ -220,9 +220,6 @@ def _worker(workload: Union[str, Workload, Objective, None], options: dict[str, 
             cwd: str | None = None) -> dict[str, Any]:
     """Run in a Ray task: :func:`adamtune.tune` on the shared study; returns its notices."""
     import torch
-
-    from adamtune.study import tune
-    from adamtune.trials import this_worker
 
     if cwd is not None and os.path.isdir(cwd):
         # The driver's directory, where the machine has it: a relative workload path or module

@@ -11,7 +11,7 @@ import dataclasses
 import math
 import numbers
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Literal, Union
+from typing import TYPE_CHECKING, Union
 
 from adamtune.errors import ConfigError, integral
 
@@ -21,8 +21,6 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-OptimizerName = Literal["adamw", "adam", "adadelta"]
-ScheduleName = Literal["constant", "cosine"]
 
 OPTIMIZERS: tuple[str, ...] = ("adamw", "adam", "adadelta")
 SCHEDULES: tuple[str, ...] = ("constant", "cosine")

@@ -27,8 +27,8 @@ import optuna
 import torch
 from torch import nn
 
-import adamtune.storage
 from adamtune import guide
+from adamtune import storage as storage_module
 from adamtune.commands import command_line
 from adamtune.config import Config
 from adamtune.engine import Outcome, data_seed, infeasible, init_seed, train_trial
@@ -41,7 +41,7 @@ from adamtune.heartbeat import GRACE_S, Heartbeat, end_lost, lost_text, this_pro
 from adamtune.quiet import quiet_optuna
 from adamtune.results import (
     DEFAULT_PRUNER, DEFAULT_SAMPLER, DEFAULT_SEED, MAX_BUDGET, OBJECTIVE_ATTR, SETTINGS_ATTR, SPACE_BUDGET_ATTR,
-    StudySettings, TuneResult, list_studies, load, load_existing, read_settings, result_of, tuned_description,
+    StudySettings, TuneResult, load_existing, read_settings, result_of,
 )
 from adamtune.retries import duplicates, point_of, retry_cut_short, retry_numbers
 from adamtune.space import SearchSpace, check_optimizer, check_task, preset, with_overrides
@@ -56,9 +56,6 @@ from adamtune.trials import (
 )
 from adamtune.workloads import Workload, describe, load_workload
 from adamtune.workloads._base import FactoryError
-
-# Reading a study moved to results.py; these names are still found here, where they were.
-__all__ = ["StudySettings", "Trial", "TrialPruned", "TuneResult", "list_studies", "load", "tune", "tuned_description"]
 
 SAMPLERS: tuple[str, ...] = ("quasi-random", "tpe", "gp", "random")
 PRUNERS: tuple[str, ...] = ("asha", "median", "none")
@@ -96,7 +93,7 @@ def _cut_short(e: BaseException) -> str:
 
 # Where the study's storage is written and read: Optuna's storages and adamtune's own writes.
 _STORAGE_CODE = (os.path.join(os.path.realpath(os.path.dirname(optuna.storages.__file__)), ""),
-                 os.path.realpath(adamtune.storage.__file__))
+                 os.path.realpath(storage_module.__file__))
 
 
 def _storage_failed(e: BaseException) -> bool:
