@@ -44,6 +44,12 @@ class OutputClosed(KeyboardInterrupt):
     handled like Ctrl-C, so the trials being trained end as cut short, not as failed."""
 
 
+class AdamtuneWarning(UserWarning):
+    """A notice from adamtune that does not stop the study (batching fell back, a trial cut short
+    earlier runs again): what ``tune(..., notice=None)`` and ``confirm`` warn with. Filter it like
+    any warning: ``warnings.simplefilter("ignore", adamtune.AdamtuneWarning)``."""
+
+
 def first_line(e: BaseException) -> str:
     """The first line of an exception's message (its type name if it has none)."""
     text = str(e).strip()

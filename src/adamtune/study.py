@@ -35,7 +35,8 @@ from adamtune.engine import Outcome, data_seed, infeasible, init_seed, train_tri
 from adamtune.engine.batched import NotBatchable, member_bytes, members_per_chunk, train_members, why_not_batchable
 from adamtune.engine.monitor import summarize_norms
 from adamtune.errors import (
-    OutputClosed, SpaceError, StudyError, Terminated, WorkloadError, first_line, integral, name_problem, whole_number,
+    AdamtuneWarning, OutputClosed, SpaceError, StudyError, Terminated, WorkloadError, first_line, integral,
+    name_problem, whole_number,
 )
 from adamtune.heartbeat import GRACE_S, Heartbeat, end_lost, lost_text, this_process
 from adamtune.quiet import quiet_optuna
@@ -958,10 +959,6 @@ def _tell_many(study: optuna.Study, done: Sequence[tuple[optuna.trial.Trial, Out
         else:
             told.append((trial, outcome.value, None, attrs))
     return tell_many(study, told)
-
-
-class AdamtuneWarning(UserWarning):
-    """A notice from adamtune that does not stop the study (e.g. batching fell back)."""
 
 
 def warn(message: str) -> None:

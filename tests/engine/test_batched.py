@@ -1,6 +1,7 @@
 import dataclasses
 import math
 import os
+import warnings
 
 import pytest
 import torch
@@ -225,6 +226,16 @@ def test_study_falls_back_to_sequential_with_one_notice(storage, model, why):
     assert events == ["notice"] + ["trial"] * 3  # said before the trials run one at a time, not after
     assert [t.state for t in r.trials] == [TrialState.COMPLETE] * 3  # no trial lost to the fallback
     assert all(ft.user_attrs["engine"] == "sequential" for ft in r.study.trials)
+
+
+def test_without_a_notice_function_the_fallback_is_an_adamtune_warning_python_can_filter(storage):
+    w = dataclasses.replace(_digits(steps=20, eval_every=10), model=NotVmappable)
+    with pytest.warns(adamtune.AdamtuneWarning, match="^training trials one at a time"):
+        adamtune.tune(w, budget=2, storage=storage, pruner="none")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warnings.simplefilter("ignore", adamtune.AdamtuneWarning)
+        adamtune.tune(w, budget=4, storage=storage, pruner="none")
 
 
 def _loss_read_as_a_number(output, target):
