@@ -58,7 +58,6 @@ from adamtune.trials import (
 from adamtune.workloads import Workload, describe, load_workload
 from adamtune.workloads._base import FactoryError
 
-SAMPLERS: tuple[str, ...] = ("quasi-random", "tpe", "gp", "random")
 PRUNERS: tuple[str, ...] = ("asha", "median", "none")
 DEFAULT_BUDGET = 16
 
@@ -335,34 +334,44 @@ class _GP(_SeededPerTrial, optuna.samplers.GPSampler):
         self._trial_seed = seed
 
 
+def _startup(space: SearchSpace) -> int:
+    return min(10, max(4, len(space.tuned) * 3))
+
+
+# Each --sampler: how it is made, and whether it draws a trial's values from the trial's point
+# alone (retries.py; told the study's retries), without reading the other trials (draws_alone).
+_SAMPLERS: dict[str, tuple[Callable[[int, SearchSpace], optuna.samplers.BaseSampler], bool]] = {
+    "quasi-random": (lambda seed, space: _KnownSpaceQMC(space.distributions(), qmc_type="sobol", scramble=True,
+                                                        seed=seed), True),
+    "tpe": (lambda seed, space: _TPE(seed, n_startup_trials=_startup(space)), False),
+    "gp": (lambda seed, space: _GP(seed, n_startup_trials=_startup(space)), False),
+    "random": (lambda seed, space: _PointRandom(seed), True),
+}
+SAMPLERS: tuple[str, ...] = tuple(_SAMPLERS)
+
+
 def make_sampler(name: str, seed: int, space: SearchSpace) -> optuna.samplers.BaseSampler:
     """The Optuna sampler for ``name``; seeded so a fresh study is reproducible.
 
     The quasi-random and random samplers draw each trial's values from the seed and the
     trial's point (``retries.py``); TPE and GP draw trial n's random numbers from (seed, n).
     """
-    if name == "quasi-random":
-        return _KnownSpaceQMC(space.distributions(), qmc_type="sobol", scramble=True, seed=seed)
-    if name == "tpe":
-        return _TPE(seed, n_startup_trials=min(10, max(4, len(space.tuned) * 3)))
-    if name == "gp":
-        return _GP(seed, n_startup_trials=min(10, max(4, len(space.tuned) * 3)))
-    if name == "random":
-        return _PointRandom(seed)
-    raise StudyError(f"sampler must be one of {', '.join(SAMPLERS)}, got {name!r}")
+    if name not in _SAMPLERS:
+        raise StudyError(f"sampler must be one of {', '.join(SAMPLERS)}, got {name!r}")
+    sampler = _SAMPLERS[name][0](seed, space)
+    sampler.adamtune_name = name
+    return sampler
 
 
-# The samplers that draw a trial's values from its point (retries.py): told the study's retries.
-_POINT_SAMPLERS = (_KnownSpaceQMC, _PointRandom)
-
-
-def draws_alone(sampler: optuna.samplers.BaseSampler) -> bool:
-    """Whether ``sampler`` draws a trial's parameters without reading other trials': the
-    quasi-random points (point i is trial i) and random sampling. A batch's parameters are then
-    stored in one write after all are drawn. TPE (a constant liar: it counts the running
-    trials' parameters as bad, which keeps a batch spread out) and GP read the study, so each
-    trial's parameters are stored before the next trial is drawn."""
-    return type(sampler) in _POINT_SAMPLERS
+def draws_alone(sampler: optuna.samplers.BaseSampler | str) -> bool:
+    """Whether ``sampler`` (or the sampler of that name) draws a trial's parameters without
+    reading other trials': the quasi-random points (point i is trial i) and random sampling. A
+    batch's parameters are then stored in one write after all are drawn, and a batch may be the
+    whole budget. TPE (a constant liar: it counts the running trials' parameters as bad, which
+    keeps a batch spread out) and GP read the study, so each trial's parameters are stored before
+    the next trial is drawn."""
+    name = sampler if isinstance(sampler, str) else getattr(sampler, "adamtune_name", None)
+    return name in _SAMPLERS and _SAMPLERS[name][1]
 
 
 class QuarterOfFirstComplete(optuna.pruners.BasePruner):
@@ -1076,7 +1085,7 @@ def resolve_batch(wanted: int | None, workload: Workload | None, sampler: str, r
         notice(f"training trials one at a time: {reason}")
         return 1
     most = AUTO_BATCH_MAX["cuda" if str(device).startswith("cuda") else "cpu"]
-    k = wanted if wanted is not None else (min(remaining, most) if sampler in ("quasi-random", "random")
+    k = wanted if wanted is not None else (min(remaining, most) if draws_alone(sampler)
                                            else AUTO_BATCH_BAYES)
     k = min(k, remaining)  # a batch larger than what remains trains what remains: the note is about those
     if fits < k:
@@ -1117,7 +1126,7 @@ class _Runner:
         to ``asked`` without a Config); returns their numbers."""
         trials = self.study.get_trials(deepcopy=False)
         self.retries = retry_numbers(trials)
-        if type(self.study.sampler) in _POINT_SAMPLERS:
+        if draws_alone(self.study.sampler):
             self.study.sampler.retries = self.retries
         running = {t.number for t in trials if t.state == optuna.trial.TrialState.RUNNING}
         mine = [t.number for t in created if t.number in running]  # not those failed asking
