@@ -1,4 +1,5 @@
-"""The `adamtune` command line, over the public API only."""
+"""The `adamtune` command line: it reads the options, calls adamtune's modules and prints what they
+return; the modules are imported inside each command, so `--help` does not wait for torch."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import os
 import re
 import sys
 import warnings
-from typing import Iterator, List, Optional
+from typing import TYPE_CHECKING, Iterator, List, Optional
 
 import typer
 from rich.console import Console
@@ -20,6 +21,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from adamtune.errors import AdamtuneError, OutputClosed
 from adamtune.storage import DAMAGED, DEFAULT_STORAGE, damaged, redact
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from adamtune.results import TuneResult
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -202,7 +208,7 @@ def tune(
         )
         state: dict = {}
 
-        def note(msg: str) -> None:  # held until the study's header is printed: it is about this study
+        def held_notice(msg: str) -> None:  # held until the study's header is printed: it is about this study
             state.setdefault("held", []).append(msg)
             if state.get("started"):
                 flush_notes()
@@ -248,7 +254,7 @@ def tune(
             optimizer=optimizer, task=task, budget=_whole("--budget", budget), space=set_ or None,
             sampler=sampler, pruner=pruner, storage=_on_disk(storage), study=study, seed=_whole("--seed", seed),
             device=device, on_trial=on_trial, on_start=on_start, batch=batch, max_memory=parse_size(max_memory),
-            notice=note,
+            notice=held_notice,
         )
         n_workers = _whole("--workers", workers)
         cpus = _whole("--cpus-per-worker", cpus_per_worker)
@@ -298,9 +304,36 @@ def tune(
             hint = confirm_hint(result, storage)
             if hint:
                 console.print(f"\n{hint}", highlight=False, markup=False, soft_wrap=True)
-        from adamtune.report.findings import finish_study
-
         finish_study(console, result, storage, write_report=not no_report, errors=err)
+
+
+def finish_study(console: Console, result: TuneResult, storage: str | None, *, write_report: bool = True,
+                 errors: Console | None = None) -> Path | None:
+    """What ``adamtune tune`` prints at the end of a study: the findings and where the report went.
+
+    The report goes next to the storage (``default_report_path``). A report that cannot be written
+    does not undo a finished study: it gets a one-line warning on ``errors`` and None is returned.
+    """
+    from adamtune.analysis import analyze
+    from adamtune.report.findings import print_findings
+
+    analysis = analyze(result, storage=storage)
+    console.print()
+    print_findings(console, analysis)
+    if not write_report:
+        return None
+    # Only now: the report's plots import matplotlib (seconds on a busy laptop).
+    from adamtune.report.html import ReportError, default_report_path
+    from adamtune.report.html import write_report as write
+
+    path = default_report_path(storage, result.study_name)
+    try:
+        written = write(analysis, path, storage)
+    except ReportError as e:
+        (errors or console).print(Text(f"adamtune: warning: {e}"), soft_wrap=True)
+        return None
+    console.print(Text.assemble(("Report: ", "bold"), os.fspath(written)), soft_wrap=True, highlight=False)
+    return written
 
 
 # `adamtune show` prints the last line of this many failed trials' tracebacks, then how many more.

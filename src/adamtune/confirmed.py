@@ -9,9 +9,6 @@ import json
 import math
 import statistics
 
-from optuna.exceptions import StorageInternalError
-from sqlalchemy.exc import SQLAlchemyError
-
 from adamtune.results import TuneResult
 from adamtune.trials import oriented, trials_text
 
@@ -170,13 +167,11 @@ class Confirmation:
 
 
 def stored(result: TuneResult) -> Confirmation | None:
-    """The last confirmation kept in ``result``'s study, or None (none made, or unreadable)."""
-    if result.best is None or result.study is None:
+    """The last confirmation kept in ``result``'s study as it was read (``TuneResult.attrs``), or None
+    (none made, or unreadable)."""
+    if result.best is None:
         return None
-    try:
-        text = result.study.user_attrs.get(CONFIRM_ATTR)
-    except (StorageInternalError, SQLAlchemyError, OSError):  # its storage gone (a file removed): none to show
-        return None
+    text = result.attrs.get(CONFIRM_ATTR)
     if not isinstance(text, str):
         return None
     worst = math.inf if result.settings.direction == "minimize" else -math.inf

@@ -130,6 +130,8 @@ class TuneResult:
         best: the best *completed* trial by the study's metric and direction (a pruned or
             diverged trial is never best), or None.
         study: the Optuna study, for what adamtune does not wrap.
+        attrs: the study's user attributes as they were read with its trials (what ``adamtune
+            confirm`` kept, among them: ``adamtune.confirmed.stored`` reads it).
     """
 
     study_name: str
@@ -137,6 +139,7 @@ class TuneResult:
     trials: tuple[TrialRecord, ...]
     best: TrialRecord | None
     study: optuna.Study
+    attrs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
     def best_config(self) -> Config | None:
@@ -243,7 +246,7 @@ def result_of(study: optuna.Study, settings: StudySettings | None = None) -> Tun
     except StudyError as e:  # names the trial and the attribute
         raise StudyError(f"study {study.study_name!r}, {e}: {_CHANGED}") from None
     order = ranked(records, settings.direction)
-    return TuneResult(study.study_name, settings, records, order[0] if order else None, study)
+    return TuneResult(study.study_name, settings, records, order[0] if order else None, study, study.user_attrs)
 
 
 def load(study: str | None = None, storage: str | os.PathLike | None = None) -> TuneResult:

@@ -138,7 +138,7 @@ def test_the_report_at_the_end_of_a_study_never_overwrites_a_database(normal_ana
     """A SQLite file where the report would go (another study's storage): a warning, the file kept."""
     import sqlite3
 
-    from adamtune.report.findings import finish_study
+    from adamtune.cli import finish_study
     from adamtune.report.html import default_report_path
 
     storage = f"sqlite:///{tmp_path / 'runs.db'}"

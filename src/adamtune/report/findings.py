@@ -1,4 +1,4 @@
-"""The short version of a study's findings for the terminal, and the end-of-study summary.
+"""The short version of a study's findings for the terminal.
 
 Renders ``adamtune.analysis`` records; computes nothing new. User text (metric names, study
 names) goes into rich ``Text`` objects, never into markup, so brackets in it print as they are.
@@ -6,14 +6,10 @@ names) goes into rich ``Text`` objects, never into markup, so brackets in it pri
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 from rich.console import Console
 from rich.text import Text
 
-from adamtune.analysis import Finding, StudyAnalysis, analyze
-from adamtune.results import TuneResult
+from adamtune.analysis import Finding, StudyAnalysis
 
 _MARK = {"warning": ("!", "bold yellow"), "info": ("·", "cyan")}
 
@@ -71,31 +67,3 @@ def print_findings(console: Console, analysis: StudyAnalysis) -> None:
     """Print ``findings_lines`` (soft-wrapped: commands stay copyable)."""
     for line in findings_lines(analysis):
         console.print(line, soft_wrap=True, highlight=False)
-
-
-def finish_study(
-    console: Console, result: TuneResult, storage: str | None, *, write_report: bool = True,
-    errors: Console | None = None,
-) -> Path | None:
-    """What ``adamtune tune`` prints at the end of a study: the findings and where the report went.
-
-    The report goes next to the storage (``default_report_path``). A report that cannot be written
-    does not undo a finished study: it gets a one-line warning on ``errors`` and None is returned.
-    """
-    analysis = analyze(result, storage=storage)
-    console.print()
-    print_findings(console, analysis)
-    if not write_report:
-        return None
-    # Only now: the report's plots import matplotlib (seconds on a busy laptop).
-    from adamtune.report.html import ReportError, default_report_path
-    from adamtune.report.html import write_report as write
-
-    path = default_report_path(storage, result.study_name)
-    try:
-        written = write(analysis, path, storage)
-    except ReportError as e:
-        (errors or console).print(Text(f"adamtune: warning: {e}"), soft_wrap=True)
-        return None
-    console.print(Text.assemble(("Report: ", "bold"), os.fspath(written)), soft_wrap=True, highlight=False)
-    return written
