@@ -83,7 +83,10 @@ def test_the_command_prints_the_means_the_verdict_and_the_paste_code_of_the_best
     assert any(line.startswith("Paste (trial ") and line.endswith(", the one to adopt):") for line in lines)
     assert any(line.startswith("optimizer = torch.optim.AdamW(") for line in lines)
     r = runner.invoke(app, ["confirm", "--storage", storage, "--seeds", "x"])
-    assert r.exit_code == 2 and r.stderr.strip() == "adamtune: error: --seeds must be a whole number, got 'x'"
+    assert r.exit_code == 2 and r.stderr.strip() == ("adamtune: error: --seeds must be a whole number in 2..64 (one "
+                                                     "seed tells nothing of the noise), got 'x'")
+    r = runner.invoke(app, ["confirm", "--storage", storage, "--top", "0"])  # named as the option, as --seeds is
+    assert r.exit_code == 2 and r.stderr.strip() == "adamtune: error: --top must be a whole number of trials in 1..16, got 0"
 
 
 def test_the_demo_says_its_best_is_a_dip_and_gives_the_command_that_confirms_it(tmp_path, monkeypatch):
@@ -158,7 +161,8 @@ def test_a_metric_turning_nan_fails_the_confirmation_it_is_no_divergence(storage
     def broken(output, target):
         return torch.tensor(math.nan)
 
-    with pytest.raises(adamtune.StudyError, match=r"^training the candidates failed: WorkloadError: the objective's "
+    with pytest.raises(adamtune.StudyError, match=r"^training the candidates failed: trial \d+ with seed 1: "
+                                                  r"WorkloadError: the objective's "
                                                   r"metric 'accuracy' returned nan at step \d+ while the loss was "
                                                   r"finite \(val_loss [\d.]+\): check the metric; nothing of this "
                                                   r"confirmation is kept$"):
@@ -198,5 +202,107 @@ def test_best_and_the_report_name_the_configuration_best_on_average_when_it_is_n
 
     assert stored(adamtune.load("tiny", storage)).verdict().startswith(
         f"trial {runner_up.number} is best on average over 3 seeds, not the study's best trial {best.number}, but it "
-        "ends training worse on average (0.9 against 0.6): its lead is in its curve's dips: keep trial "
-        f"{best.number}'s configuration, or confirm with more seeds")
+        "ends training worse on average (0.9 against 0.6; beyond the seeds' noise, ±0.2484), so its lead may lie in "
+        f"its curve's swings: keep trial {best.number}'s configuration, or confirm with more seeds")
+
+
+def test_a_study_that_learned_nothing_has_nothing_to_confirm(storage):
+    """Paired seeds made a 0.0001 lead at chance-level loss "beyond the noise": confirm said to adopt
+    a trial of a study whose best was noise, and best and the report took it."""
+    made = adamtune.tune("digits-mlp", budget=3, pruner="none", storage=storage, study="flat",
+                         space=["lr=1e-9:1e-8"], notice=lambda m: None)
+    with pytest.raises(adamtune.StudyError, match=r"^study 'flat' learned nothing \(nothing learned: no trial moved "
+                                                  r"val_loss by 1% from its first evaluation\): its best trial is best "
+                                                  r"by noise, so there is nothing to confirm; run the next search"):
+        confirm(made, top=2, seeds=2)
+    r = runner.invoke(app, ["confirm", "--storage", storage, "--study", "flat", "--seeds", "2"])
+    assert r.exit_code == 2 and len(r.stderr.strip().splitlines()) == 1 and "learned nothing" in r.stderr
+
+
+def _keep(result, seeds, trials):
+    result.study.set_user_attr(CONFIRM_ATTR, json.dumps({"seeds": seeds, "trials": {
+        str(n): {"tuned": next(t.value for t in result.trials if t.number == n), "best": best, "end": end}
+        for n, (best, end) in trials.items()}}))
+
+
+def test_every_place_that_shows_the_best_follows_the_confirmation(studied, storage):
+    """tune's end printed the trial confirm rejected (and asked to confirm again), show --json had no
+    word of it; after "none is safe to adopt" best and the report still recommended the trial."""
+    best, second, third = [t.number for t in sorted((t for t in studied.trials if t.value is not None),
+                                                    key=lambda t: t.value)][:3]
+    _keep(studied, 3, {best: ([0.5, 0.6, 0.7], [0.5, 0.6, 0.7]), second: ([0.3, 0.31, 0.32], [0.3, 0.31, 0.32])})
+    r = runner.invoke(app, ["tune", "--storage", storage, "--study", "tiny", "--no-report"])  # nothing trains: the budget is reached
+    assert r.exit_code == 0, r.output
+    lines = r.stdout.splitlines()
+    head = next(i for i, line in enumerate(lines) if line.startswith("Best: "))
+    assert lines[head].startswith(f"Best: trial {best}, val_loss = ") and lines[head].endswith(
+        f"adopt trial {second}'s configuration. Paste (trial {second}):")
+    lr = next(t for t in studied.trials if t.number == second).config["lr"]
+    assert f"lr={lr:.5g}"[:8] in "\n".join(lines[head:])
+    assert not any("adamtune confirm --" in line for line in lines)  # no hint to confirm what is confirmed
+    shown = json.loads(runner.invoke(app, ["show", "--json", "--storage", storage]).stdout)
+    assert shown["best"]["number"] == best and shown["confirmed"]["adopt"] == second
+    assert shown["confirmed"]["trials"][0]["number"] == second and shown["confirmed"]["trials"][0]["best"] == [
+        0.3, 0.31, 0.32]
+    # each diverged with some seed: none is safe to adopt, said wherever the best is shown
+    _keep(studied, 3, {best: ([0.5, None, 0.7], [0.5, None, 0.7]), second: ([0.3, 0.31, None], [0.3, 0.31, None])})
+    unsafe = ("adamtune confirm trained the best 2 trials with 3 other seeds and each diverged with at least one: "
+              "none is safe to adopt; lower lr or add warmup")
+    r = runner.invoke(app, ["best", "--storage", storage])
+    assert f"# {unsafe}" in r.stdout.splitlines()
+    from adamtune.analysis import analyze
+    from adamtune.report.html import render_html
+
+    page = render_html(analyze(adamtune.load("tiny", storage), storage=storage))
+    card = page[page.index('id="best"'):].split("</section>")[0]
+    assert "<h2>Best trial: not safe to adopt</h2>" in card and unsafe[1:] in card
+    assert json.loads(runner.invoke(app, ["show", "--json", "--storage", storage]).stdout)["confirmed"]["adopt"] is None
+    # made before the third best finished: it was never trained again, and that is said
+    _keep(studied, 3, {best: ([0.3, 0.31, 0.32], [0.3, 0.31, 0.32]), second: ([0.5, 0.6, 0.7], [0.5, 0.6, 0.7]),
+                       max(t.number for t in studied.trials if t.number not in (best, second, third)):
+                           ([0.5, 0.6, 0.7], [0.5, 0.6, 0.7])})
+    r = runner.invoke(app, ["best", "--storage", storage])
+    assert (f"# the confirmation was trial {third}, now among the best 3, was not trained again: run adamtune "
+            "confirm again to include it") in r.stdout.splitlines()
+
+
+def test_confirming_again_with_more_seeds_trains_only_the_new_ones_and_other_candidates_replace_it(studied, storage):
+    said = []
+    two = confirm(studied, top=2, seeds=2, notice=said.append)
+    assert said == []
+    trained = []
+    three = confirm(adamtune.load("tiny", storage), top=2, seeds=3, notice=said.append,
+                    on_seed=lambda r, n: trained.append(r))
+    assert said == ["seeds 1..2 are the confirmation kept in the study; training seed 3"] and trained == [3]
+    for r in two.retrained:
+        again = next(x for x in three.retrained if x.number == r.number)
+        assert again.best[:2] == r.best and again.end[:2] == r.end and len(again.best) == 3
+    assert json.loads(adamtune.load("tiny", storage).study.user_attrs[CONFIRM_ATTR])["finished"] == 6
+    said.clear()
+    confirm(adamtune.load("tiny", storage), top=3, seeds=2, notice=said.append)
+    numbers = ", ".join(str(r.number) for r in three.retrained)
+    assert said == [f"this replaces the confirmation kept in the study (trials {numbers} with 3 seeds)"]
+    said.clear()
+    confirm(adamtune.load("tiny", storage), top=9, seeds=2, notice=said.append)
+    assert said[0] == "study 'tiny' has 6 completed trials: confirming those 6"
+
+
+def test_picking_the_best_of_more_candidates_widens_the_interval_its_lead_must_beat():
+    """Of 16 equal candidates, the best on average beat a plain 95% interval in about 1 of 6 draws."""
+    from scipy.stats import t as student_t
+
+    from adamtune.confirmed import Confirmation, Retrained
+
+    tuned = Retrained(0, 0.5, (0.50, 0.61, 0.70), (0.5, 0.6, 0.7))
+    first = Retrained(1, 0.6, (0.40, 0.50, 0.62), (0.4, 0.5, 0.6))
+    others = [Retrained(n, 0.7, (0.7, 0.8, 0.9), (0.7, 0.8, 0.9)) for n in range(2, 2 + 14)]
+    diffs = [b - a for a, b in zip(first.best, tuned.best)]
+    sd = (sum((d - sum(diffs) / 3) ** 2 for d in diffs) / 2) ** 0.5
+    for k, extra in ((2, []), (3, others[:1]), (16, others)):
+        found = Confirmation("s", "val_loss", "minimize", 3, (first, tuned, *extra), 0)
+        half = student_t.ppf(1 - 0.025 / (k - 1), 2) * sd / 3 ** 0.5
+        text, beyond = found._lead(first, tuned)
+        assert f"±{half:.4g})" in text and beyond == (0.0967 > half)
+        assert ("widened for picking the best of" in text) == (k > 2)
+    assert Confirmation("s", "val_loss", "minimize", 3, (first, tuned), 0).adopt() == 1  # plain 95%: beyond
+    assert Confirmation("s", "val_loss", "minimize", 3, (first, tuned, *others), 0).adopt() == 0  # best of 16: not

@@ -122,6 +122,14 @@ def _whole(option: str, text: Optional[str]) -> Optional[int]:
     return number
 
 
+def _count(text: str) -> int | str:
+    """An integer option's text as an int, or the text itself for the check that names its range."""
+    from adamtune.errors import whole_number
+
+    number = whole_number(text)
+    return text if number is None else number
+
+
 def _on_disk(storage: str) -> str:
     """``storage``, refused if it is in-memory SQLite: a command's study would end with it."""
     from adamtune.errors import StorageError
@@ -194,8 +202,9 @@ def tune(
     it again first runs the trials cut short again, with the same hyperparameters and initial
     weights.
     """
-    from adamtune.report.terminal import (best_snippet, best_step_note, best_trials, confirm_hint, counts_line, fmt,
-                                         noise_note, print_table, trial_value_text, trials_table)
+    from adamtune.confirmed import stored
+    from adamtune.report.terminal import (best_snippet, best_step_note, best_trials, confirm_hint, confirmed_best,
+                                         counts_line, fmt, noise_note, print_table, trial_value_text, trials_table)
     from adamtune.trials import TrialState, trials_text
     from adamtune.results import fixed_description, tuned_description
     from adamtune.study import tune as run_tune
@@ -296,14 +305,20 @@ def tune(
                                f"{fmt(result.best_value)}, {noise}: no configuration to paste yet; the next "
                                "search below says what to run instead"), soft_wrap=True, highlight=False)
         else:
-            note = best_step_note(result)
-            console.print(f"\nBest: trial {result.best.number}, {escape(result.settings.metric)} = {fmt(result.best_value)}"
-                          f"{f' ({note})' if note else ''}. Paste:\n",
-                          highlight=False)
-            print(snippet)
-            hint = confirm_hint(result, storage)
+            found = stored(result)
+            chosen, said = confirmed_best(result, found)
+            best = f"\nBest: trial {result.best.number}, {result.settings.metric} = {fmt(result.best_value)}"
+            if chosen is not result:  # adamtune confirm chose another trial: its code
+                console.print(Text(f"{best}; {said}. Paste (trial {chosen.best.number}):\n"), highlight=False,
+                              soft_wrap=True)
+                print(chosen.paste_code())
+            else:
+                note = best_step_note(result)
+                console.print(Text(f"{best}{f' ({note})' if note else ''}. Paste:\n"), highlight=False)
+                print(snippet)
+            hint = confirm_hint(result, storage) if found is None else said
             if hint:
-                console.print(f"\n{hint}", highlight=False, markup=False, soft_wrap=True)
+                console.print(f"\n{hint[0].upper()}{hint[1:]}", highlight=False, markup=False, soft_wrap=True)
         finish_study(console, result, storage, write_report=not no_report, errors=err)
 
 
@@ -406,8 +421,8 @@ def best(
     when the trial's best evaluation was not its last.
     """
     from adamtune.errors import StudyError
-    from adamtune.confirmed import adopted, stored
-    from adamtune.report.terminal import best_snippet, best_step_note, fmt, noise_note
+    from adamtune.confirmed import stored
+    from adamtune.report.terminal import best_snippet, best_step_note, confirmed_best, fmt, noise_note
     from adamtune.results import load
 
     with _user_errors():
@@ -420,15 +435,15 @@ def best(
         noise = noise_note(result)
         if noise:
             print(f"# {noise}")
-        found = stored(result)
-        other = found.other_choice() if found is not None else None
-        if other:  # what to adopt is the configuration best on average: its code
-            print(f"# {other}; its code:")
-            snippet = adopted(result, found).paste_code()
+        chosen, said = confirmed_best(result, stored(result), noise)
+        if chosen is not result:  # what to adopt is the configuration best on average: its code
+            print(f"# {said}; its code:")
+            snippet = chosen.paste_code()
         else:
             note = best_step_note(result)
-            if note:
-                print(f"# {note}")
+            for line in (note, said):
+                if line:
+                    print(f"# {line}")
         print(snippet)
 
 
@@ -447,9 +462,10 @@ def confirm(
 
     A trial's value is one seed's best evaluation; on a noisy curve the study's best is partly
     that seed's luck. Each seed trains every candidate at once as one vmapped model, from the same
-    initial weights and minibatches. The means and spreads are kept in the study; the paste code
-    is the configuration to adopt: the one best on average where its lead beats the seeds' noise
-    and it ends training no worse, else the study's best.
+    initial weights and minibatches. The means and spreads are kept in the study (`best`, `tune`
+    and the report follow them); the paste code is the configuration to adopt: the one best on
+    average where its lead beats the seeds' noise and it ends training no worse, else the study's
+    best. Asked again for the same trials with more seeds, only the new seeds train.
     """
     from adamtune.confirmation import confirm as run_confirm
     from adamtune.confirmed import adopted, summary
@@ -461,7 +477,7 @@ def confirm(
         result = load(study, _on_disk(storage))
         try:
             with sigterm_as_interrupt():
-                found = run_confirm(result, workload, top=_whole("--top", top), seeds=_whole("--seeds", seeds),
+                found = run_confirm(result, workload, top=_count(top), seeds=_count(seeds), names=("--top", "--seeds"),
                                     device=device,
                                     notice=lambda m: err.print(f"note: {m}", highlight=False, markup=False),
                                     on_seed=lambda r, n: err.print(f"seed {r} of {n} trained", highlight=False))

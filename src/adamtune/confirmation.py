@@ -16,7 +16,8 @@ import math
 from collections.abc import Callable, Sequence
 
 from adamtune.config import Config
-from adamtune.confirmed import CONFIRM_ATTR, Confirmation, Retrained, best_first
+from adamtune.analysis import progress, progress_findings
+from adamtune.confirmed import CONFIRM_ATTR, Confirmation, Retrained, best_first, stored
 from adamtune.engine import Outcome, data_seed, init_seed, train_trial
 from adamtune.engine.batched import NotBatchable, members_per_chunk, train_members, why_not_batchable
 from adamtune.errors import AdamtuneError, StudyError, WorkloadError, first_line, integral
@@ -28,40 +29,45 @@ from adamtune.workloads import Workload, describe, load_workload
 MAX_TOP, MAX_SEEDS = 16, 64
 
 
-def check_counts(top: object, seeds: object) -> tuple[int, int]:
-    """``(top, seeds)`` as whole numbers in their ranges, else one line saying what must hold."""
+def check_counts(top: object, seeds: object, names: tuple[str, str] = ("top", "seeds")) -> tuple[int, int]:
+    """``(top, seeds)`` as whole numbers in their ranges, else one line saying what must hold
+    (``names``: what the caller calls them, ``--top`` on the command line)."""
     n_top, n_seeds = integral(top), integral(seeds)
     if n_top is None or not 1 <= n_top <= MAX_TOP:
-        raise StudyError(f"top must be a whole number of trials in 1..{MAX_TOP}, got {top!r}")
+        raise StudyError(f"{names[0]} must be a whole number of trials in 1..{MAX_TOP}, got {top!r}")
     if n_seeds is None or not 2 <= n_seeds <= MAX_SEEDS:
-        raise StudyError(f"seeds must be a whole number in 2..{MAX_SEEDS} (one seed tells nothing of the noise), "
+        raise StudyError(f"{names[1]} must be a whole number in 2..{MAX_SEEDS} (one seed tells nothing of the noise), "
                          f"got {seeds!r}")
     return n_top, n_seeds
 
 
 def confirm(result: TuneResult, workload: Workload | str | None = None, *, top: int = 3, seeds: int = 5,
             device: str | None = None, notice: Callable[[str], None] | None = None,
-            on_seed: Callable[[int, int], None] | None = None) -> Confirmation:
+            on_seed: Callable[[int, int], None] | None = None, names: tuple[str, str] = ("top", "seeds")) -> Confirmation:
     """Train ``result``'s ``top`` best completed trials again with ``seeds`` other seeds each and
     store what they reach in the study.
 
     Seed ``r`` (1..seeds) trains every candidate from the same initial weights and in the same
     minibatch order, those of study seed ``seed + r`` (a paired comparison; none is the study's
     own draw). The candidates train as one stacked model per seed where the model can be
-    vmapped (in chunks that fit the memory budget), else one at a time.
+    vmapped (in chunks that fit the memory budget), else one at a time. Where the study keeps a
+    confirmation of the same candidates, its seeds are reused (seed r is the same draw) and only
+    the seeds beyond them train; a confirmation of other candidates is replaced, with a notice.
 
     Args:
         workload: the study's workload (default: the one it stored, a built-in or file reference);
             needed for a study made from a Workload object, and held to the setup the study was
             trained with (objective, direction, steps, batch size, evaluation interval, data sizes).
         on_seed: called with ``(r, seeds)`` as seed ``r`` is done.
+        names: what the messages call ``top`` and ``seeds`` (``--top`` on the command line).
 
     Raises:
         StudyError: an objective-mode study (adamtune cannot train it), no completed trial, a
-            workload other than the study's, bad ``top``/``seeds``, or the training failing (the
-            workload's code raising).
+            study that learned nothing (its best is noise), a workload other than the study's, bad
+            ``top``/``seeds``, or the training failing (the workload's code raising, its metric
+            returning NaN while the loss is finite).
     """
-    n_top, n_seeds = check_counts(top, seeds)
+    n_top, n_seeds = check_counts(top, seeds, names)
     s = result.settings
     name = result.study_name
     if s.metric == "value":
@@ -78,16 +84,33 @@ def confirm(result: TuneResult, workload: Workload | str | None = None, *, top: 
     candidates: Sequence[TrialRecord] = ranked(result.trials, s.direction)[:n_top]
     if not candidates:
         raise StudyError(f"study {name!r} has no completed trial to confirm yet")
+    learned = progress_findings(progress(result), s.metric)
+    if learned:
+        raise StudyError(f"study {name!r} learned nothing ({learned[0].title}): its best trial is best by noise, so "
+                         "there is nothing to confirm; run the next search its findings give (adamtune report)")
     dev = check_device(device)
     configs = [Config(**t.config) for t in candidates]
     say = notice or warn
+    if len(candidates) < n_top:
+        n = len(candidates)
+        say(f"study {name!r} has {n} completed trial{'' if n == 1 else 's'}: confirming {_those(n)}")
+    earlier, kept = stored(result), 0
+    if earlier is not None and {r.number for r in earlier.retrained} == {t.number for t in candidates}:
+        kept = min(earlier.seeds, n_seeds)  # seed r is the same draw for the same candidates: kept, not trained again
+        say(f"{_seeds(1, kept)} {'is' if kept == 1 else 'are'} the confirmation kept in the study"
+            + (f"; training {_seeds(kept + 1, n_seeds)}" if kept < n_seeds else ""))
+    elif earlier is not None:
+        say(f"this replaces the confirmation kept in the study (trials "
+            f"{', '.join(str(r.number) for r in earlier.retrained)} with {earlier.seeds} seeds)")
+    elif CONFIRM_ATTR in result.attrs:
+        say("this replaces the confirmation kept in the study, made before its best trial changed")
     outcomes: list[list[Outcome]] = []
     try:
         model = w.build_model()
         batchable = why_not_batchable(model) is None
         chunk = members_per_chunk(w, dev, None, model) if batchable else len(configs)
         parts = [configs[i:i + chunk] for i in range(0, len(configs), chunk)]
-        for r in range(1, n_seeds + 1):
+        for r in range(kept + 1, n_seeds + 1):
             study_seed = s.seed + r
             init, data = init_seed(study_seed, 0), data_seed(study_seed)
             runs: list[Outcome] = []
@@ -108,15 +131,22 @@ def confirm(result: TuneResult, workload: Workload | str | None = None, *, top: 
     except Exception as e:  # noqa: BLE001 - the workload's code: one line, as a failed trial's
         raise StudyError(f"training the candidates failed: {type(e).__name__}: {first_line(e)}; nothing of this "
                          "confirmation is kept") from None
-    failed = next((o for seed_runs in outcomes for o in seed_runs if o.status == "failed"), None)
-    if failed is not None:  # the workload's metric at fault (NaN while the loss was finite), not divergence
-        raise StudyError(f"training the candidates failed: {failed.error}; nothing of this confirmation is kept")
+    for r, seed_runs in enumerate(outcomes, start=kept + 1):
+        for t, o in zip(candidates, seed_runs):
+            if o.status == "failed":  # the workload's metric at fault (NaN while the loss was finite), not divergence
+                raise StudyError(f"training the candidates failed: trial {t.number} with seed {r}: {o.error}; "
+                                 "nothing of this confirmation is kept")
+    before = {r.number: r for r in earlier.retrained} if kept else {}
     retrained = []
     for j, t in enumerate(candidates):
         mine = [seed_runs[j] for seed_runs in outcomes]
-        retrained.append(Retrained(t.number, t.value, tuple(o.value for o in mine),
-                                   tuple(_last(o, s.metric) for o in mine)))
-    found = Confirmation(name, s.metric, s.direction, n_seeds, best_first(retrained, s.direction), result.best.number)
+        old = before.get(t.number)
+        retrained.append(Retrained(t.number, t.value,
+                                   (*(old.best[:kept] if old else ()), *(o.value for o in mine)),
+                                   (*(old.end[:kept] if old else ()), *(_last(o, s.metric) for o in mine))))
+    finished = sum(1 for t in result.trials if t.finished)
+    found = Confirmation(name, s.metric, s.direction, n_seeds, best_first(retrained, s.direction), result.best.number,
+                         finished)
     try:
         result.study.set_user_attr(CONFIRM_ATTR, json.dumps(found.to_json()))
     except Exception as e:  # noqa: BLE001 - read-only media, a server gone: the results are still printed
@@ -148,3 +178,11 @@ def _last(outcome: Outcome, metric: str) -> float:
     return float(values[-1]) if values else math.nan
 
 
+
+
+def _those(n: int) -> str:
+    return "it" if n == 1 else f"those {n}"
+
+
+def _seeds(first: int, last: int) -> str:
+    return f"seed {first}" if first == last else f"seeds {first}..{last}"

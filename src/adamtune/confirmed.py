@@ -10,7 +10,7 @@ import math
 import statistics
 
 from adamtune.results import TuneResult
-from adamtune.trials import oriented, trials_text
+from adamtune.trials import oriented, ranked, trials_text
 
 CONFIRM_ATTR = "adamtune_confirm"
 
@@ -61,6 +61,8 @@ class Confirmation:
     seeds: int
     retrained: tuple[Retrained, ...]
     tuned_best: int  # the study's best trial
+    finished: int | None = None  # the study's finished trials when it was made (None: not recorded)
+    missing: tuple[int, ...] = ()  # trials now among the study's best len(retrained) that were not trained again
 
     @property
     def best(self) -> Retrained:
@@ -103,6 +105,26 @@ class Confirmation:
                          "so expect the mean")
         return "; ".join(lines)
 
+    def caution(self) -> str | None:
+        """For the places that show the study's best (``adamtune best``, ``tune``'s end, the
+        report's card) when the seeds found none safe: one sentence saying so; else None."""
+        if not self.best.diverged:
+            return None
+        return (f"adamtune confirm trained the best {trials_text(len(self.retrained))} with {self.seeds} other seeds "
+                "and each diverged with at least one: none is safe to adopt; lower lr or add warmup")
+
+    def stale(self) -> str | None:
+        """When trials now among the study's best were not trained again (the study went on after
+        it was made): one sentence saying so; else None."""
+        if not self.missing:
+            return None
+        when = f"made when the study had {self.finished} finished trials; " if self.finished is not None else ""
+        who = ", ".join(str(n) for n in self.missing)
+        one = len(self.missing) == 1
+        return (f"the confirmation was {when}trial{'' if one else 's'} {who}, now among the best "
+                f"{len(self.retrained)}, {'was' if one else 'were'} not trained again: run adamtune confirm again "
+                f"to include {'it' if one else 'them'}")
+
     def _switch(self) -> bool:
         """Whether the seeds say to adopt another configuration than the study's best trial's: best
         on average by more than the noise, and no worse at the end of training (ranking by each
@@ -123,8 +145,13 @@ class Confirmation:
         tuned = self.tuned
         if not self._lead(first, tuned)[1]:
             return "but by less than the seeds' noise"
-        return (f"but it ends training worse on average ({_g(first.end_mean)} against {_g(tuned.end_mean)}): its lead "
-                "is in its curve's dips")
+        noise = ""
+        if all(math.isfinite(v) for v in (*first.end, *tuned.end)):
+            half = self._half([b - a for a, b in zip(first.end, tuned.end)], 1)
+            inside = abs(first.end_mean - tuned.end_mean) <= half
+            noise = f"; {'within' if inside else 'beyond'} the seeds' noise, ±{_g(half)}"
+        return (f"but it ends training worse on average ({_g(first.end_mean)} against {_g(tuned.end_mean)}{noise}), "
+                "so its lead may lie in its curve's swings")
 
     def adopt(self) -> int:
         """The trial whose configuration to adopt: the one best on average where the seeds say so
@@ -144,24 +171,33 @@ class Confirmation:
                 f"({self.metric} {_g(first.mean)} ± {_g(first.sd)}; trial {self.tuned_best}: {theirs}), beyond the "
                 f"noise and no worse at the end: adopt trial {first.number}'s configuration")
 
+    def _half(self, diffs: list[float], comparisons: int) -> float:
+        """The half-width of the 95% t-interval of the mean of ``diffs`` (paired differences, one
+        per seed), Bonferroni-widened for ``comparisons`` comparisons made at once."""
+        from scipy.stats import t as student_t
+
+        return student_t.ppf(1 - 0.025 / comparisons, len(diffs) - 1) * statistics.stdev(diffs) / math.sqrt(len(diffs))
+
     def _lead(self, first: Retrained, second: Retrained) -> tuple[str, bool]:
         """Whether ``first``'s lead over ``second`` is beyond the seeds' noise, in words and as a
         bool: a paired comparison (seed r gave both the same initial weights and minibatches), the
-        95% t-interval of the mean difference, which with few seeds is wide (t = 4.3 for 3 seeds)."""
-        from scipy.stats import t as student_t
-
+        95% t-interval of the mean difference, which with few seeds is wide (t = 4.3 for 3 seeds).
+        ``first`` is the best on average of the candidates: picked from k of them, its lead over
+        any one would pass a plain 95% interval by chance more often than 5% (about 1 in 6 for 16
+        equal candidates), so the interval is widened for the k - 1 comparisons (Bonferroni)."""
+        k = len(self.retrained)
         gap = abs(second.mean - first.mean)
-        diffs = [b - a for a, b in zip(first.best, second.best)]
-        half = student_t.ppf(0.975, self.seeds - 1) * statistics.stdev(diffs) / math.sqrt(self.seeds)
+        half = self._half([b - a for a, b in zip(first.best, second.best)], max(1, k - 1))
+        interval = (f"the 95% interval of the difference over {self.seeds} seeds"
+                    f"{f', widened for picking the best of {k}' if k > 2 else ''}: ±{_g(half)}")
         if gap > half:
-            return (f"its lead over trial {second.number} ({_g(gap)}) is beyond the seeds' noise (the 95% interval "
-                    f"of the difference over {self.seeds} seeds: ±{_g(half)})"), True
-        return (f"its lead over trial {second.number} ({_g(gap)}) is within the seeds' noise (the 95% interval of "
-                f"the difference over {self.seeds} seeds: ±{_g(half)}): either will do, as far as {self.seeds} seeds "
-                "tell"), False
+            return f"its lead over trial {second.number} ({_g(gap)}) is beyond the seeds' noise ({interval})", True
+        return (f"its lead over trial {second.number} ({_g(gap)}) is within the seeds' noise ({interval}): "
+                f"{self.seeds} seeds do not tell them apart"
+                f"{' (2 seeds tell only a large lead from the noise: try 5)' if self.seeds == 2 else ''}"), False
 
     def to_json(self) -> dict:
-        return {"seeds": self.seeds, "trials": {str(r.number): {"tuned": _num(r.tuned), "best": [_num(v) for v in r.best],
+        return {"seeds": self.seeds, "finished": self.finished, "trials": {str(r.number): {"tuned": _num(r.tuned), "best": [_num(v) for v in r.best],
                                                                "end": [_num(v) for v in r.end]}
                                                 for r in self.retrained}}
 
@@ -180,12 +216,17 @@ def stored(result: TuneResult) -> Confirmation | None:
         retrained = [Retrained(int(n), _back(d["tuned"]), tuple(worst if v is None else float(v) for v in d["best"]),
                                tuple(_back(v) for v in d["end"])) for n, d in data["trials"].items()]
         seeds = int(data["seeds"])
+        finished = data.get("finished")
+        finished = None if finished is None else int(finished)
     except (ValueError, KeyError, TypeError, AttributeError):
         return None
-    if not retrained or result.best.number not in {r.number for r in retrained}:
+    numbers = {r.number for r in retrained}
+    if not retrained or result.best.number not in numbers:
         return None  # made before the study's best changed: it says nothing of it
+    now = [t.number for t in ranked(result.trials, result.settings.direction)[:len(retrained)]]
     return Confirmation(result.study_name, result.settings.metric, result.settings.direction, seeds,
-                        best_first(retrained, result.settings.direction), result.best.number)
+                        best_first(retrained, result.settings.direction), result.best.number, finished,
+                        tuple(n for n in now if n not in numbers))
 
 
 def best_first(retrained: list[Retrained], direction: str) -> tuple[Retrained, ...]:

@@ -18,8 +18,8 @@ from adamtune.config import Config
 from adamtune.errors import AdamtuneError
 from adamtune.report import plots
 from adamtune.report.findings import IN_NEXT_NOTE, SUGGESTION_LABELS, suggestion_label
-from adamtune.report.terminal import best_snippet, best_step_note, confirm_hint, fmt, noise_note
-from adamtune.confirmed import Confirmation, adopted
+from adamtune.report.terminal import best_snippet, best_step_note, confirm_hint, confirmed_best, fmt, noise_note
+from adamtune.confirmed import Confirmation
 from adamtune.storage import SQLITE_MAGIC, redact, sqlite_path
 from adamtune.results import TuneResult, fixed_description, tuned_description
 from adamtune.trials import TrialRecord, TrialState, last_line, trials_text
@@ -197,9 +197,8 @@ def _best(a: StudyAnalysis, found: Confirmation | None) -> str:
 <section id="best" class="card empty"><h2>Recommended configuration</h2>
 <p>No trial completed, so there is no configuration to recommend yet. The findings and plots below
 show what happened to the trials that ran.</p></section>"""
-    other = found.other_choice() if found is not None else None
-    if other:  # the seeds say to adopt another trial: the card is that one's, and says why
-        r = adopted(r, found)
+    noise = noise_note(r, a.progress)
+    r, said = confirmed_best(r, found, noise)  # the seeds chose another trial: the card is that one's, and says why
     cfg: Config = r.best_config
     tuned = set(s.space.tuned)
     rows = "".join(
@@ -213,9 +212,9 @@ show what happened to the trials that ran.</p></section>"""
     hint = confirm_hint(r, a.storage) if found is None else None
     if hint:  # one seed's dip: the command that trains the best trials again with other seeds
         at_step += f'\n    <p class="note">{e(hint)}</p>'
-    if other:
-        at_step = f'\n    <p class="verdict">{e(other)} (Confirmed with other seeds, below).</p>'
-    noise = noise_note(r, a.progress)
+    if said:
+        at_step = f'\n    <p class="verdict">{e(said[0].upper() + said[1:])} (Confirmed with other seeds, below).</p>'
+    unsafe = found is not None and noise is None and found.caution() is not None
     runners = ""
     if len(a.top) > 1:
         head = "".join(f"<th>{e(n)}</th>" for n in ("trial", s.metric, *s.space.tuned))
@@ -249,7 +248,7 @@ show what happened to the trials that ran.</p></section>"""
     return f"""
 <section id="best" class="hero">
   <div class="card best">
-    <h2>Recommended configuration</h2>
+    <h2>{"Best trial: not safe to adopt" if unsafe else "Recommended configuration"}</h2>
     <div class="bignum"><span class="value">{e(fmt(r.best.value))}</span>
       <span class="unit">{e(s.metric)}</span></div>
     <div class="sub">trial {e(r.best.number)} · {e(cfg.optimizer)} · {e(r.best.steps)} steps</div>{at_step}

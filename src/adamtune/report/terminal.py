@@ -15,6 +15,7 @@ from rich.table import Table
 from adamtune.analysis import ENDED_AS_GOOD, Progress, diagnose_curve, progress, progress_findings
 from adamtune.commands import command_line
 from adamtune.config import Config
+from adamtune.confirmed import Confirmation, adopted, stored
 from adamtune.results import TuneResult
 from adamtune.trials import TrialRecord, TrialState, ranked, trials_text
 
@@ -191,6 +192,20 @@ def confirm_hint(result: TuneResult, storage: str | None) -> str | None:
            f"other seeds: {how}"
 
 
+def confirmed_best(result: TuneResult, found: Confirmation | None,
+                   noise: str | None = None) -> tuple[TuneResult, str | None]:
+    """What the places that show the study's best (``tune``'s end, ``adamtune best``, the report's
+    card) show after ``adamtune confirm``: ``result`` with the trial to adopt as its best (another
+    trial where the seeds chose it), and what to say with it: that choice, that the seeds found
+    none safe, that trials now among the best were not trained again; None with nothing to say.
+    Where nothing was learned (``noise``: ``noise_note``) a confirmation changes nothing."""
+    if found is None or noise is not None:
+        return result, None
+    other = found.other_choice()
+    said = "; ".join(x for x in (other or found.caution(), found.stale()) if x) or None
+    return (adopted(result, found) if other else result), said
+
+
 def config_dict(config: Config) -> dict[str, Any]:
     return {"optimizer": config.optimizer, **config.params()}
 
@@ -241,4 +256,18 @@ def to_json(result: TuneResult) -> dict[str, Any]:
         "workload": s.workload or s.workload_name, "optimizer": s.optimizer, "task": s.task,
         "budget": s.budget, "seed": s.seed, "sampler": s.sampler, "pruner": s.pruner,
         "space": s.space.to_dict(), "counts": state_counts(result), "trials": trials, "best": best,
+        "confirmed": _confirmed_json(stored(result)),
     })
+
+
+def _confirmed_json(found: Confirmation | None) -> dict[str, Any] | None:
+    """``adamtune confirm``'s result as kept in the study: the trial to adopt, the verdict, and each
+    candidate's per-seed values (best first); None when the study keeps none for its best."""
+    if found is None:
+        return None
+    return {
+        "seeds": found.seeds, "adopt": None if found.caution() else found.adopt(), "verdict": found.verdict(),
+        "stale": found.stale(), "finished_trials": found.finished,
+        "trials": [{"number": r.number, "tuned": r.tuned, "mean": r.mean, "sd": r.sd, "end_mean": r.end_mean,
+                    "best": list(r.best), "end": list(r.end)} for r in found.retrained],
+    }
