@@ -1075,3 +1075,14 @@ def test_show_says_how_many_more_failed_than_it_lists_and_where_every_traceback_
     lines = runner.invoke(app, ["show", "--storage", storage, "--study", "few"]).stdout.strip().splitlines()
     assert lines[-1] == f"every traceback: adamtune show --json --storage {storage} --study few"
     assert "more failed" not in lines[-1] and lines[-2].startswith("trial ")
+
+
+def test_the_header_and_help_say_the_transformer_task_is_for_fine_tuning(storage, tiny_ref):
+    """A Transformer trained from scratch with --task transformer got fine-tuning lrs (up to 3e-4),
+    a near-chance best and "train longer": only the README's table said what the task is for."""
+    r = runner.invoke(app, ["tune", "--workload", tiny_ref, "--task", "transformer", "--budget", "1", "--storage",
+                            storage, "--no-report"])
+    assert r.exit_code == 0, r.output
+    assert " · task transformer (fine-tuning) · " in r.stdout.splitlines()[0]
+    help_text = " ".join(runner.invoke(app, ["tune", "--help"], env={"COLUMNS": "200"}).stdout.split())
+    assert "transformer (fine-tuning a pretrained model: lr up to 3e-4; a Transformer trained from scratch" in help_text

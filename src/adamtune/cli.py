@@ -148,7 +148,7 @@ def tune(
         help="Built-in (digits-mlp, digits-cnn, charlm), path/file.py:ATTR or module:ATTR. "
              "Default: the study's own, else digits-mlp."),
     optimizer: Optional[str] = typer.Option(None, metavar="NAME", help="adamw, adam or adadelta. Default: the study's own, else adamw."),
-    task: Optional[str] = typer.Option(None, metavar="TASK", help="Preset windows: generic, cnn, transformer, llm (llm also fixes beta2 at 0.95 while the budget does not tune it; otherwise untuned values are PyTorch's defaults). Default: the study's own, else the workload's."),
+    task: Optional[str] = typer.Option(None, metavar="TASK", help="Preset windows: generic, cnn, transformer (fine-tuning a pretrained model: lr up to 3e-4; a Transformer trained from scratch wants generic, or llm for a language model), llm (pretraining; also fixes beta2 at 0.95 while the budget does not tune it; otherwise untuned values are PyTorch's defaults). Default: the study's own, else the workload's."),
     budget: Optional[str] = typer.Option(
         None, metavar="N",
         help="Total trials of the study, 1 to 1000000 (default: the study's own, else 16). It also picks what is tuned: AdamW: lr; 6-9 "
@@ -203,6 +203,7 @@ def tune(
     weights.
     """
     from adamtune.confirmed import stored
+    from adamtune.guide import task_text
     from adamtune.report.terminal import (best_snippet, best_step_note, best_trials, confirm_hint, confirmed_best,
                                          counts_line, fmt, noise_note, print_table, trial_value_text, trials_table)
     from adamtune.trials import TrialState, trials_text
@@ -230,7 +231,7 @@ def tune(
             name = study or settings.workload_name
             console.print(
                 f"study [bold]{escape(name)}[/] · workload {escape(settings.workload or settings.workload_name)} · "
-                f"optimizer {settings.optimizer} · task {settings.task} · sampler {settings.sampler} · "
+                f"optimizer {settings.optimizer} · task {task_text(settings.task)} · sampler {settings.sampler} · "
                 f"pruner {settings.pruner} · seed {settings.seed}", highlight=False, soft_wrap=True)
             console.print(tuned_description(settings), highlight=False, markup=False)
             if settings.space.dimensions:

@@ -129,6 +129,19 @@ TASK_LABELS: dict[str, str] = {
     "llm": "LLM pretraining",
 }
 
+# What a task's windows are for, where its name alone may mislead (the study's header says it).
+TASK_SCOPE: dict[str, str] = {
+    "transformer": "fine-tuning",
+    "llm": "pretraining",
+}
+
+
+def task_text(task: str) -> str:
+    """``"transformer (fine-tuning)"``: the task with what its windows are for, where the name alone
+    may mislead (a Transformer trained from scratch wants generic's or llm's larger lrs)."""
+    return f"{task} ({TASK_SCOPE[task]})" if task in TASK_SCOPE else task
+
+
 # The playbook's numbers for instability and clipping, used by ACTIONS and the report.
 MAX_WARMUP_FRACTION: float = 0.1
 CLIP_PERCENTILE: float = 90.0

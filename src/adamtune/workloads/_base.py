@@ -128,7 +128,9 @@ class Workload:
         steps, batch_size, eval_every: training length, minibatch size, evaluation interval.
         eval_batch_size: validation examples per evaluation call of one model; K batched
             members share a call, each seeing ``eval_batch_size / K``.
-        task: the kind of model, choosing the preset windows: generic, cnn, transformer, llm.
+        task: the kind of model and training, choosing the preset windows: generic, cnn,
+            transformer (fine-tuning a pretrained Transformer: lr 3e-6..3e-4; one trained from
+            scratch wants generic, or llm for a language model), llm (pretraining).
         divergence_factor: a trial is stopped as diverged when its mean training loss over an
             evaluation interval exceeds this multiple of its first loss (or is NaN/inf).
 
