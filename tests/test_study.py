@@ -234,13 +234,22 @@ def test_failures_are_kept_with_traceback_and_the_study_goes_on(storage):
     assert all(t.curve.steps == (1, 2) for t in done)
 
 
-def _exiting_loss(output, target):
-    raise SystemExit(4)  # a workload's code calling sys.exit()
+def _exiting_loss():
+    """A loss calling sys.exit() from its second call on: the one step run before the study is made
+    passes, the trials hit it."""
+    calls = []
+
+    def loss(output, target):
+        calls.append(1)
+        if len(calls) > 1:
+            raise SystemExit(4)
+        return adamtune.cross_entropy(output, target)
+    return loss
 
 
 @pytest.mark.parametrize("batch", [1, 4], ids=["sequential", "batched"])
 def test_a_trial_whose_code_calls_sys_exit_fails_and_is_not_left_running(storage, batch):
-    w = dataclasses.replace(load_workload("digits-mlp"), steps=20, eval_every=10, loss=_exiting_loss)
+    w = dataclasses.replace(load_workload("digits-mlp"), steps=20, eval_every=10, loss=_exiting_loss())
     r = adamtune.tune(w, budget=4, batch=batch, storage=storage, max_consecutive_failures=None, notice=lambda m: None)
     assert [t.state for t in r.trials] == [TrialState.FAILED] * 4
     assert all("SystemExit: 4" in t.error for t in r.trials)
@@ -251,10 +260,11 @@ def test_a_trial_whose_code_calls_sys_exit_fails_and_is_not_left_running(storage
 
 def test_consecutive_failures_stop_with_clear_message(storage, tiny_file):
     TINY = tiny_file
-    with pytest.raises(StudyError, match=r"3 trials in a row failed; stopping. Last error: RuntimeError: model factory exploded"):
+    with pytest.raises(StudyError, match=r"3 trials in a row failed; stopping. Last error: RuntimeError: the model broke in training"):
         adamtune.tune(f"{TINY}:broken", budget=10, storage=storage, notice=lambda m: None)
     r = adamtune.load("broken", storage)
-    assert len(r.trials) == 3 and all(t.state == TrialState.FAILED for t in r.trials)
+    counted = [t for t in r.trials if not t.interrupted]  # the batch's trials not run yet end as cut short
+    assert len(counted) == 3 and all(t.state == TrialState.FAILED for t in counted)
 
     class SchemaError(Exception):  # a class of the user's own: its traceback line names its module too
         pass
@@ -271,7 +281,7 @@ def test_a_run_whose_every_trial_failed_stops_with_the_last_error(storage, tiny_
     with pytest.raises(StudyError) as e:
         adamtune.tune(f"{tiny_file}:broken", budget=2, storage=storage, notice=lambda m: None)
     # the command to read them names the storage: without it, `show` would look in ./adamtune.db
-    assert str(e.value) == ("every trial of this run failed (2). Last error: RuntimeError: model factory exploded "
+    assert str(e.value) == ("every trial of this run failed (2). Last error: RuntimeError: the model broke in training "
                             f"(every traceback: adamtune show --json --storage {storage} --study broken)")
     assert [t.state for t in adamtune.load("broken", storage).trials] == [TrialState.FAILED] * 2
 
@@ -458,15 +468,21 @@ def test_the_check_that_a_factory_builds_anew_fails_no_trial_a_single_call_build
 
 
 def test_a_factory_raising_in_the_check_fails_that_trial_as_its_own_error(storage, tiny_file):
-    # calls 1-2: the first build, before the study is made, whose check's call raises: nothing is
-    # refused, the factory is checked again in trial 0 (calls 3-4), whose check's call raises too
+    # calls 1-2: the first build, before the study is made, whose check's call raises: refused,
+    # nothing stored (a factory that fails there fails every trial, as far as adamtune can tell)
     model, calls = _counting_factory(2, 4)
+    w = dataclasses.replace(load_workload(f"{tiny_file}:tiny"), model=model)
+    with pytest.raises(adamtune.WorkloadError, match="^workload 'tiny': building the model failed before any "
+                                                     "trial: ValueError: the factory broke on call 2; nothing"):
+        adamtune.tune(w, budget=2, batch=1, storage=storage, pruner="none")
+    # the first build passes (calls 1-2, checked there); trial 0's build (call 3) raises: its failure
+    model, calls = _counting_factory(3)
     w = dataclasses.replace(load_workload(f"{tiny_file}:tiny"), model=model)
     r = adamtune.tune(w, budget=2, batch=1, storage=storage, pruner="none")
     assert [t.state for t in r.trials] == [TrialState.FAILED, TrialState.COMPLETE]
     assert not r.trials[0].interrupted  # counted as its failure, not cut short as a broken workload
-    assert r.trials[0].error.strip().splitlines()[-1] == "ValueError: the factory broke on call 4"
-    assert len(calls) == 6  # trial 1 checked it (calls 5-6); checked once, it is called once per trial
+    assert r.trials[0].error.strip().splitlines()[-1] == "ValueError: the factory broke on call 3"
+    assert len(calls) == 4  # checked once, it is called once per trial
 
 
 def test_reproducible_on_fresh_storages(tmp_path, tiny_ref):
@@ -617,7 +633,7 @@ def test_a_rerun_with_nothing_to_run_on_a_study_whose_every_trial_failed_is_an_e
         adamtune.tune(f"{tiny_file}:broken", budget=2, storage=storage, notice=lambda m: None)
     assert str(e.value) == ("study 'broken' has used its budget of 2 trials and every one failed; fix the error, then "
                             "pass a larger --budget to run more, or use a new --study name. Last error: RuntimeError: "
-                            f"model factory exploded (every traceback: adamtune show --json --storage {storage} --study "
+                            f"the model broke in training (every traceback: adamtune show --json --storage {storage} --study "
                             "broken)")
     path = storage.removeprefix("sqlite:///")
     assert not os.path.exists(path + "-wal")  # settled: the file alone holds the study, ready to copy
@@ -1238,3 +1254,28 @@ def test_numpy_integers_are_whole_numbers(storage):
     r = adamtune.tune(objective, budget=np.int64(2), seed=np.int32(3), max_trials=np.int64(2),
                       max_consecutive_failures=np.int64(3), storage=storage, study="np")
     assert len(r.trials) == 2 and r.settings.seed == 3 and type(r.settings.seed) is int and r.settings.budget == 2
+
+
+@pytest.mark.parametrize("change, said", [
+    (lambda w: dict(train_data=(w.train_data[0].double(), w.train_data[1])),  # torch.tensor(X) of numpy's float64
+     "one training step of the model (forward, loss, backward) on a minibatch failed before any trial: RuntimeError: "
+     "mat1 and mat2 must have the same dtype"),
+    (lambda w: dict(model=lambda: nn.Linear(5, 3)),
+     "one training step of the model (forward, loss, backward) on a minibatch failed before any trial: RuntimeError: "
+     "mat1 and mat2 shapes cannot be multiplied (32x8 and 5x3)"),
+    (lambda w: dict(model=lambda: 1 / 0), "building the model failed before any trial: ZeroDivisionError: division by zero"),
+    (lambda w: dict(loss=lambda out, y: nn.functional.cross_entropy(out, y, reduction="none")),
+     "one training step of the model (forward, loss, backward) on a minibatch failed before any trial: the workload's "
+     "loss must return a tensor holding one value (the mean over the minibatch)"),
+], ids=["float64 data", "shape", "factory raises", "loss per example"])
+def test_code_wrong_for_every_trial_is_refused_before_the_study_is_made(tmp_path, tiny_file, change, said):
+    """float64 data failed 3 trials one by one and stopped; rerun after the fix, the study trained only
+    what was left of its budget, and its first points were never tried."""
+    w = load_workload(f"{tiny_file}:tiny")
+    w = dataclasses.replace(w, **change(w))
+    path = tmp_path / "s.db"
+    with pytest.raises(adamtune.WorkloadError) as e:
+        adamtune.tune(w, budget=4, storage=f"sqlite:///{path}", notice=lambda m: None)
+    assert str(e.value).startswith(f"workload 'tiny': {said}") and "\n" not in str(e.value), str(e.value)
+    assert str(e.value).endswith("; nothing was stored: fix it and run again")
+    assert not path.exists()  # no study, no file: the fixed run starts the study afresh

@@ -39,13 +39,26 @@ def tiny_accuracy() -> adamtune.Workload:
     return dataclasses.replace(tiny(), name="tiny-acc", objective="val_accuracy", direction="maximize")
 
 
-def _broken_model() -> nn.Module:
-    raise RuntimeError("model factory exploded")
+class _BreaksInTraining(nn.Module):
+    """Trains one step, then raises: each trial's failure to record (code that fails at once is
+    refused before the study is made)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(8, 3)
+        self.steps = 0
+
+    def forward(self, x):
+        if torch.is_grad_enabled() and self.training:
+            self.steps += 1
+            if self.steps > 1:
+                raise RuntimeError("the model broke in training")
+        return self.fc(x)
 
 
 def broken() -> adamtune.Workload:
     return adamtune.Workload(
-        name="broken", model=_broken_model, train_data=_data(64, 0), valid_data=_data(32, 1),
+        name="broken", model=_BreaksInTraining, train_data=_data(64, 0), valid_data=_data(32, 1),
         steps=10, batch_size=16, eval_every=5,
     )
 

@@ -31,7 +31,7 @@ from adamtune import guide
 from adamtune import storage as storage_module
 from adamtune.commands import command_line
 from adamtune.config import Config
-from adamtune.engine import Outcome, data_seed, infeasible, init_seed, train_trial
+from adamtune.engine import Outcome, data_seed, first_step, infeasible, init_seed, train_trial
 from adamtune.engine.batched import NotBatchable, member_bytes, members_per_chunk, train_members, why_not_batchable
 from adamtune.engine.monitor import summarize_norms
 from adamtune.errors import (
@@ -703,9 +703,9 @@ def open_study(
                 raise StudyError(f"study {name!r} was made by {_where(was)}, not by this {_where(now)}; give this "
                                  f"one a study of its own (tune(..., study='...')), or pass study={name!r} to "
                                  "continue that one")
-        # The first build of the model, after every quicker check: a factory wrong for every trial
-        # is refused before anything is stored (it failed each trial, using up the budget).
-        model = first_build(workload) if workload is not None else None
+        # The first build of the model and its first step, after every quicker check: code wrong
+        # for every trial is refused before anything is stored (it failed each trial, using up the budget).
+        model = first_build(workload, dev) if workload is not None else None
         check_max_memory(max_memory, wanted_batch, model, workload, dev)
 
         # Trials whose worker was killed outright end as cut short, so they no longer use up the budget.
@@ -1014,23 +1014,33 @@ def parse_batch(batch: int | str, max_memory: int | None = None) -> int | None:
     return int(wanted)
 
 
-def first_build(workload: Workload) -> nn.Module | None:
+def first_build(workload: Workload, device: str = "cpu") -> nn.Module:
     """``workload``'s model, built once before its study is made, from a copy of the random state
-    (what a batch plan and the trials build later is built as it would have been), so that a
-    factory wrong for every trial is refused before anything is stored: one returning no
-    ``nn.Module`` (its trials failed one by one on it and used up the budget), or one module
-    twice. None where building raised: a broken model is each trial's failure to record.
+    (what a batch plan and the trials build later is built as it would have been), and one
+    training step's forward, loss and backward run on a copy of it (``engine.first_step``), so
+    that code wrong for every trial is refused before anything is stored (its trials failed one
+    by one on it and used up the budget; rerun after the fix, the study had only what was left of
+    its budget to train, and its first points were never tried): a factory that raises or returns
+    no ``nn.Module`` or one module twice, data of another dtype than the model's (numpy's float64
+    through ``torch.tensor(X)``), a shape the model does not take, a loss of one value per example.
 
     Raises:
         FactoryError: as :meth:`Workload.build_model`.
+        WorkloadError: building the model, or its first step, raised.
     """
+    what = "building the model"
     try:
         with torch.random.fork_rng(devices=[]):
-            return workload.build_model()
-    except FactoryError:
+            model = workload.build_model()
+        what = "one training step of the model (forward, loss, backward) on a minibatch"
+        first_step(workload, model, device)
+        return model
+    except (FactoryError, KeyboardInterrupt):
         raise
-    except (Exception, SystemExit):  # noqa: BLE001 - the user's code failing: each trial records it
-        return None
+    except (Exception, SystemExit) as e:  # noqa: BLE001 - the user's code: one line, nothing stored
+        said = first_line(e) if isinstance(e, WorkloadError) else f"{type(e).__name__}: {first_line(e)}"
+        raise WorkloadError(f"workload {workload.name!r}: {what} failed before any trial: {said}; nothing was "
+                            "stored: fix it and run again") from None
 
 
 def check_max_memory(max_memory: int | None, wanted: int | None, model: nn.Module | None, workload: Workload | None,

@@ -2,6 +2,6 @@
 
 from adamtune.engine.outcome import Outcome
 from adamtune.engine.seeding import data_seed, init_seed
-from adamtune.engine.sequential import better, infeasible, train_trial
+from adamtune.engine.sequential import better, first_step, infeasible, train_trial
 
-__all__ = ["Outcome", "better", "data_seed", "infeasible", "init_seed", "train_trial"]
+__all__ = ["Outcome", "better", "data_seed", "first_step", "infeasible", "init_seed", "train_trial"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import optuna
@@ -27,6 +28,26 @@ def better(a: float, b: float, direction: str) -> bool:
 def infeasible(direction: str) -> float:
     """The value a diverged trial is told to Optuna with: never the best, steers samplers away."""
     return math.inf if direction == "minimize" else -math.inf
+
+
+def first_step(workload: Workload, model: torch.nn.Module, device: torch.device | str = "cpu") -> None:
+    """One training step's forward, loss and backward of ``model`` (a copy) on one minibatch, as
+    every trial's first step runs them: code wrong for every trial (data of another dtype than the
+    model's, a shape the model does not take, a loss of one value per example) raises here, before
+    a study stores anything. The random state is left as it was; ``model`` is not changed.
+
+    Raises:
+        Whatever the workload's code raises; WorkloadError for a loss that is not one value.
+    """
+    dev = torch.device(device)
+    with torch.random.fork_rng(devices=[dev.index or 0] if dev.type == "cuda" else []):
+        probe = copy.deepcopy(model).to(dev)
+        probe.train()
+        x, y = next(batch_stream(workload.train_data, workload.batch_size, 0))
+        loss = workload.loss(probe(x.to(dev)), y.to(dev))
+        one_value(loss, "loss")
+        if loss.requires_grad:
+            loss.backward()
 
 
 def train_trial(
