@@ -704,3 +704,89 @@ def test_a_loss_or_metric_not_giving_one_value_is_named(engine, model, mistake, 
             train_trial(w, CONFIGS[0], init_seed=0, data_seed=0)
         else:
             train_members(w, CONFIGS[:2], init_seeds=[0, 1], data_seed=0)
+
+
+def _padded_tokens(n, seed, vocab=20, length=8):
+    """Token ids padded with 0 after a random length, labelled by how many ids are small."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(1, vocab, (n, length), generator=g)
+    lengths = torch.randint(3, length + 1, (n,), generator=g)
+    x = torch.where(torch.arange(length)[None] < lengths[:, None], x, torch.zeros_like(x))
+    return x, ((x > 0) & (x < vocab // 2)).sum(1).gt(lengths // 2).long()
+
+
+class PaddedEncoder(nn.Module):
+    """A standard nn.TransformerEncoder (enable_nested_tensor left True) with a padding mask: in
+    eval mode PyTorch's fast path packs its batch into a nested tensor, which vmap cannot batch."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(20, 16, padding_idx=0)
+        layer = nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0, batch_first=True)
+        self.enc = nn.TransformerEncoder(layer, 2)
+        self.head = nn.Linear(16, 2)
+
+    def forward(self, x):
+        pad = x == 0
+        keep = (~pad).unsqueeze(-1).float()
+        return self.head((self.enc(self.emb(x), src_key_padding_mask=pad) * keep).sum(1) / keep.sum(1))
+
+
+class CausalAttention(nn.Module):
+    """Causal self-attention through F.scaled_dot_product_attention (vmap runs its CPU kernel
+    member by member), whose forward warns as user code may."""
+
+    def __init__(self):
+        super().__init__()
+        self.emb, self.qkv, self.head = nn.Embedding(20, 16), nn.Linear(16, 48), nn.Linear(16, 2)
+
+    def forward(self, x):
+        warnings.warn("the user's own warning")
+        q, k, v = self.qkv(self.emb(x)).view(x.shape[0], x.shape[1], 3, 2, 8).unbind(2)
+        a = torch.nn.functional.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2),
+                                                             v.transpose(1, 2), is_causal=True)
+        return self.head(a.transpose(1, 2).reshape(x.shape[0], x.shape[1], 16).mean(1))
+
+
+def _attention(model):
+    return adamtune.Workload(name="attention", model=model, train_data=_padded_tokens(96, 0),
+                             valid_data=_padded_tokens(48, 1), steps=10, batch_size=16, eval_every=5)
+
+
+# --batch 1 evaluates on PyTorch's fast path, as the model alone would, which warns of this
+@pytest.mark.filterwarnings("ignore:The PyTorch API of nested tensors is in prototype stage")
+def test_a_padded_transformer_encoder_trains_batched_with_the_values_of_batch_1(tmp_path):
+    runs = {}
+    for k in (1, 3):
+        notices = []
+        runs[k] = adamtune.tune(_attention(PaddedEncoder), budget=3, storage=f"sqlite:///{tmp_path / f'k{k}.db'}",
+                                batch=k, pruner="none", notice=notices.append)
+        assert notices == []
+    assert [t.engine for t in runs[3].trials] == ["batched (K=3)"] * 3
+    for a, b in zip(runs[1].trials, runs[3].trials):
+        assert (a.params, a.state) == (b.params, b.state)
+        assert b.curve.metrics["val_loss"] == pytest.approx(a.curve.metrics["val_loss"], rel=1e-5)
+    assert torch.backends.mha.get_fastpath_enabled()  # the user's setting again afterwards
+
+
+@pytest.mark.parametrize("was", [True, False])
+def test_the_attention_fast_path_is_put_back_as_it_was_also_after_an_error(was):
+    torch.backends.mha.set_fastpath_enabled(was)
+    try:
+        with pytest.raises(NotBatchable):
+            train_members(dataclasses.replace(_digits(), model=NotVmappable), [adamtune.Config()] * 2,
+                          init_seeds=[0, 1], data_seed=0)
+        assert torch.backends.mha.get_fastpath_enabled() is was
+    finally:
+        torch.backends.mha.set_fastpath_enabled(True)
+
+
+@pytest.mark.parametrize("model", [PaddedEncoder, CausalAttention])
+def test_vmaps_own_performance_notes_are_not_shown_the_users_warnings_are(storage, model):
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        r = adamtune.tune(_attention(model), budget=2, storage=storage, pruner="none")
+    assert {t.engine for t in r.trials} == {"batched (K=2)"}
+    said = [str(w.message) for w in seen]
+    assert not [m for m in said if "performance drop" in m or "nested tensors" in m or "Please file" in m]
+    assert ("the user's own warning" in said) is (model is CausalAttention)

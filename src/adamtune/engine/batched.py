@@ -12,11 +12,13 @@ nothing afterwards.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import os
 import re
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 
 import optuna
 import torch
@@ -37,6 +39,28 @@ from adamtune.workloads import Workload, batch_stream, cross_entropy, one_value
 
 class NotBatchable(Exception):
     """The workload's model cannot be trained as a vmapped stack; the reason is the message."""
+
+
+@contextlib.contextmanager
+def as_a_stack() -> Iterator[None]:
+    """The settings a stack runs under, restored afterwards (also on an error); a decorator too.
+
+    PyTorch's fast path for ``nn.TransformerEncoder`` and ``nn.MultiheadAttention`` is off: in
+    eval mode with a padding mask it packs the batch into a nested tensor, which vmap cannot
+    batch; off, the same layers compute the same values with plain ops. And vmap's note that an
+    op (fused attention, say) runs member by member "because we have not yet implemented the
+    batching rule", which asks the user to file a PyTorch issue, is not shown: it is the
+    stack's doing, not the user's code, whatever line of it the warning names.
+    """
+    fastpath = torch.backends.mha.get_fastpath_enabled()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="There is a performance drop because we have not yet implemented "
+                                "the batching rule")
+        torch.backends.mha.set_fastpath_enabled(False)
+        try:
+            yield
+        finally:
+            torch.backends.mha.set_fastpath_enabled(fastpath)
 
 
 def why_not_batchable(model: nn.Module) -> str | None:
@@ -294,8 +318,10 @@ def adopt_grad_layout(params: dict[str, Tensor], loss: Callable[[], Tensor]) -> 
     return out
 
 
+@as_a_stack()
 def activation_bytes(workload: Workload, model: nn.Module, device: torch.device | str) -> int:
-    """Bytes autograd saves for one member's forward pass on one minibatch (measured, not guessed)."""
+    """Bytes autograd saves for one member's forward pass on one minibatch (measured, not guessed,
+    under the stack's settings)."""
     total = 0
 
     def pack(t: Tensor) -> Tensor:
@@ -341,6 +367,7 @@ def member_bytes(workload: Workload, device: torch.device | str, model: nn.Modul
     return max(1, 4 * param_bytes + 2 * activation_bytes(workload, model, device))  # x2: eval and headroom
 
 
+@as_a_stack()
 def train_members(
     workload: Workload,
     configs: Sequence[Config],
