@@ -790,3 +790,27 @@ def test_vmaps_own_performance_notes_are_not_shown_the_users_warnings_are(storag
     said = [str(w.message) for w in seen]
     assert not [m for m in said if "performance drop" in m or "nested tensors" in m or "Please file" in m]
     assert ("the user's own warning" in said) is (model is CausalAttention)
+
+
+def test_stacks_in_two_threads_leave_the_attention_fast_path_as_it_was():
+    """Each stack saved and put back the process-wide setting: one thread's stack ending after
+    another's began left the fast path off for good."""
+    import threading
+
+    from adamtune.engine.batched import as_a_stack
+
+    inside, out = threading.Event(), threading.Event()
+
+    def first():
+        with as_a_stack():
+            inside.set()
+            out.wait(10)
+
+    t = threading.Thread(target=first)
+    t.start()
+    inside.wait(10)
+    with as_a_stack():  # begins while the first runs, ends after it
+        out.set()
+        t.join(10)
+        assert not torch.backends.mha.get_fastpath_enabled()
+    assert torch.backends.mha.get_fastpath_enabled()

@@ -17,6 +17,7 @@ import copy
 import math
 import os
 import re
+import threading
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 
@@ -52,15 +53,27 @@ def as_a_stack() -> Iterator[None]:
     batching rule", which asks the user to file a PyTorch issue, is not shown: it is the
     stack's doing, not the user's code, whatever line of it the warning names.
     """
-    fastpath = torch.backends.mha.get_fastpath_enabled()
+    global _stacks, _fastpath
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="There is a performance drop because we have not yet implemented "
                                 "the batching rule")
-        torch.backends.mha.set_fastpath_enabled(False)
+        with _stacks_lock:  # the setting is the process's: stacks in several threads share one saved value
+            if _stacks == 0:
+                _fastpath = torch.backends.mha.get_fastpath_enabled()
+                torch.backends.mha.set_fastpath_enabled(False)
+            _stacks += 1
         try:
             yield
         finally:
-            torch.backends.mha.set_fastpath_enabled(fastpath)
+            with _stacks_lock:
+                _stacks -= 1
+                if _stacks == 0:
+                    torch.backends.mha.set_fastpath_enabled(_fastpath)
+
+
+_stacks_lock = threading.Lock()
+_stacks = 0  # stacks running now, in any thread
+_fastpath = True  # the setting before the first of them
 
 
 def why_not_batchable(model: nn.Module) -> str | None:
