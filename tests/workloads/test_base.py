@@ -26,7 +26,16 @@ def _workload(**kw):
     (dict(valid_data=list(_data())), r"workload 'w': valid_data must be an \(inputs, targets\) tuple"),
     (dict(train_data=tuple(t.numpy() for t in _data())),
      r"workload 'w': train_data: data must be an \(inputs, targets\) pair of tensors or a Dataset, "
-     r"got a tuple of \(ndarray, ndarray\)"),
+     r"got a tuple of \(ndarray, ndarray\); make numpy arrays tensors: torch.as_tensor\(X, dtype=torch.float32\) "
+     r"\(class labels: torch.as_tensor\(y\)\)$"),
+    # sklearn's X, y as they come: the way forward, not only the refusal
+    (dict(train_data=(_data()[0].numpy(), _data()[1])), r"workload 'w': train_data: data must be .*, got a tuple of "
+                                                        r"\(ndarray, Tensor\); make numpy arrays tensors: "),
+    # ids and extra features as (x1, x2, y): a model of several inputs
+    (dict(train_data=(*_data(), torch.zeros(12))),
+     r"workload 'w': train_data: data must be an \(inputs, targets\) pair of tensors or a Dataset, got a tuple of "
+     r"\(Tensor, Tensor, Tensor\); several inputs: pack them into one tensor and unpack them in forward, or tune "
+     r"with an objective function \(adamtune.tune\(objective, ...\)\)$"),
     (dict(model=nn.Linear(4, 2)),
      r"workload 'w': model must be a function returning a new nn.Module for each trial "
      r"\(e.g. model=MyNet or model=lambda: MyNet\(...\)\), got a Linear instance"),
@@ -133,16 +142,24 @@ class _Stream(torch.utils.data.IterableDataset):
      r"time$"),
     (_Pairs(lambda x, y: ({"pixels": x}, y)),
      r"workload 'w': train_data: inputs must collate to a tensor \(adamtune moves each minibatch's inputs and "
-     r"targets to the device and calls model\(inputs\)\), got a dict; return \(input tensor, target\) pairs from "
-     r"the Dataset$"),
+     r"targets to the device and calls model\(inputs\)\), got a dict; several inputs: pack them into one tensor and "
+     r"unpack them in forward, or tune with an objective function \(adamtune.tune\(objective, ...\)\)$"),
+    (_Pairs(lambda x, y: ((x, x[:2]), y)),
+     r"workload 'w': train_data: inputs must collate to a tensor .*, got a list; several inputs: pack them into one "
+     r"tensor and unpack them in forward, or tune with an objective function \(adamtune.tune\(objective, ...\)\)$"),
+    (_Pairs(lambda x, y: (str(x), y)),
+     r"workload 'w': train_data: inputs must collate to a tensor .*, got a (tuple|list); return \(input tensor, target\) "
+     r"pairs from the Dataset$"),
     (_Pairs(lambda x, y: (x, str(int(y)))), r"workload 'w': train_data: targets must collate to a tensor .*, got a (tuple|list);"),
     (_Pairs(lambda x, y: x), r"workload 'w': train_data must hold \(input, target\) pairs, but its examples collate "
                              r"to Tensor$"),
     (_Pairs(lambda x, y: (x, y, 0)), r"workload 'w': train_data must hold \(input, target\) pairs, but its examples "
-                                     r"collate to list of 3$"),
+                                     r"collate to list of 3; several inputs: pack them into one tensor and unpack "
+                                     r"them in forward, or tune with an objective function "
+                                     r"\(adamtune.tune\(objective, ...\)\)$"),
     (_Pairs(lambda x, y: 1 / 0), r"workload 'w': train_data: reading and collating its first examples failed: "
                                  r"ZeroDivisionError: division by zero$"),
-], ids=["DataLoader", "IterableDataset", "dict-inputs", "str-targets", "bare-tensors", "triples", "raises"])
+], ids=["DataLoader", "IterableDataset", "dict-inputs", "list-inputs", "str-inputs", "str-targets", "bare-tensors", "triples", "raises"])
 def test_data_no_trial_could_train_on_is_refused_when_the_workload_is_made(data, said):
     with pytest.raises(WorkloadError, match=f"^{said}"):
         _workload(train_data=data)

@@ -288,6 +288,11 @@ class Workload:
         return tuple(s)
 
 
+# The way forward for a model of several inputs, which managed mode cannot pass: model(inputs) takes one tensor.
+SEVERAL_INPUTS = ("several inputs: pack them into one tensor and unpack them in forward, or tune with an objective "
+                  "function (adamtune.tune(objective, ...))")
+
+
 def _check_examples(data: Data, n: int, where: str) -> None:
     """Collate a Dataset's first two examples as every minibatch is, and refuse what no trial
     could train on: examples that are not ``(input, target)`` pairs, or that do not collate to
@@ -310,13 +315,19 @@ def _check_examples(data: Data, n: int, where: str) -> None:
         raise WorkloadError(f"{where}: reading and collating its first examples failed: "
                             f"{type(e).__name__}: {first_line(e)}") from None
     if not isinstance(batch, (tuple, list)) or len(batch) != 2:
+        several = isinstance(batch, (tuple, list)) and len(batch) > 2
         raise WorkloadError(f"{where} must hold (input, target) pairs, but its examples collate to "
-                            f"{type(batch).__name__}{f' of {len(batch)}' if isinstance(batch, (tuple, list)) else ''}")
+                            f"{type(batch).__name__}{f' of {len(batch)}' if isinstance(batch, (tuple, list)) else ''}"
+                            f"{f'; {SEVERAL_INPUTS}' if several else ''}")
     for part, t in zip(("inputs", "targets"), batch):
         if not isinstance(t, Tensor):
+            # a dict, or a list of tensors (a list of strings is one input: a batch of texts)
+            several = part == "inputs" and (isinstance(t, Mapping) or (
+                isinstance(t, (tuple, list)) and all(isinstance(v, Tensor) for v in t)))
+            how = SEVERAL_INPUTS if several else "return (input tensor, target) pairs from the Dataset"
             raise WorkloadError(f"{where}: {part} must collate to a tensor (adamtune moves each minibatch's "
                                 f"inputs and targets to the device and calls model(inputs)), got a "
-                                f"{type(t).__name__}; return (input tensor, target) pairs from the Dataset")
+                                f"{type(t).__name__}; {how}")
 
 
 def one_value(value: Any, what: str, *, number: bool = False) -> Tensor:
@@ -344,7 +355,13 @@ def num_examples(data: Data) -> int:
     if isinstance(data, tuple):
         if len(data) != 2 or not all(isinstance(t, Tensor) for t in data):
             got = ", ".join(type(t).__name__ for t in data)
-            raise WorkloadError(f"data must be an (inputs, targets) pair of tensors or a Dataset, got a tuple of ({got})")
+            if any(type(t).__module__ == "numpy" for t in data):
+                how = ("; make numpy arrays tensors: torch.as_tensor(X, dtype=torch.float32) (class labels: "
+                       "torch.as_tensor(y))")
+            else:
+                how = f"; {SEVERAL_INPUTS}" if len(data) > 2 else ""
+            raise WorkloadError(f"data must be an (inputs, targets) pair of tensors or a Dataset, got a tuple of ({got})"
+                                f"{how}")
         if any(t.dim() == 0 for t in data):  # a 0-d tensor has no first dimension to index examples by
             shapes = ", ".join(str(tuple(t.shape)) for t in data)
             raise WorkloadError(f"inputs and targets must have one row per example (a first dimension), "
