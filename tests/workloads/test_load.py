@@ -104,6 +104,7 @@ BROKEN = {
     "factory_raises.py": "import os\n\ndef make():\n    x = load_my_data('/data/missing.npz')\n",
     "needs_arguments.py": "def make(steps, lr_hint=None):\n    raise AssertionError('never called')\n",
     "class_needs_arguments.py": "class make:\n    def __init__(self, size):\n        pass\n",
+    "objective.py": "def make(config, trial):\n    return 0.5\n",  # objective mode's function, given to the CLI
     # the innermost line of the user's code: in the sibling module the factory calls, not in a library
     "calls_a_sibling.py": "import helper\n\ndef make():\n    return helper.load()\n",
 }
@@ -118,6 +119,9 @@ BROKEN = {
                            "make() cannot be called with no argument (missing a required argument: 'steps')"),
     ("class_needs_arguments.py", "'{path}:make' must be a Workload or a function that takes no argument and returns "
                                  "one; make() cannot be called with no argument (missing a required argument: 'size')"),
+    ("objective.py", "'{path}:make' must be a Workload or a function that takes no argument and returns one; make() "
+                     "cannot be called with no argument (missing a required argument: 'config'); an objective function "
+                     "of (config, trial) is tuned from Python: adamtune.tune(make, budget=...)"),
     ("calls_a_sibling.py", "'{path}:make': calling make() failed: FileNotFoundError: [Errno 2] No such file or "
                            "directory: '/no/such/data.npz' (helper.py, line 4)"),
 ])

@@ -40,9 +40,10 @@ def load_workload(ref: str | Workload) -> Workload:
     Raises:
         WorkloadError: unknown name, missing file/module/attribute, a colon too many, a module
             of the name imported before that hides the working directory's file, not a
-            Workload, a callable that needs arguments, or an error raised while importing the
-            file or running the factory (named with the innermost line of the user's own code
-            that raised it).
+            Workload, a callable that needs arguments (one of two, an objective function, is
+            told it is tuned from Python), or an error raised while importing the file or
+            running the factory (named with the innermost line of the user's own code that
+            raised it).
     """
     if isinstance(ref, Workload):
         return ref
@@ -90,7 +91,7 @@ def load_workload(ref: str | Workload) -> Workload:
             inspect.signature(obj).bind()
         except TypeError as e:
             raise WorkloadError(f"{ref!r} must be a Workload or a function that takes no argument and returns one; "
-                                f"{attr}() cannot be called with no argument ({e})") from None
+                                f"{attr}() cannot be called with no argument ({e}){_objective(obj, attr)}") from None
         except ValueError:  # no signature to read (some built-ins): calling it says
             pass
         try:
@@ -102,6 +103,21 @@ def load_workload(ref: str | Workload) -> Workload:
     if not isinstance(obj, Workload):
         raise WorkloadError(f"{ref!r} must be an adamtune.Workload or return one, got {type(obj).__name__}")
     return obj
+
+
+def _objective(fn: Callable, attr: str) -> str:
+    """``; an objective function ...``: how to tune ``fn`` when it needs two arguments, as
+    objective(config, trial) does (a loop of the user's own, which only ``adamtune.tune`` in
+    Python takes); else ''."""
+    try:
+        signature = inspect.signature(fn)
+        signature.bind(None, None)
+    except (TypeError, ValueError):
+        return ""
+    with contextlib.suppress(TypeError):
+        signature.bind(None)
+        return ""  # one argument is enough: not an objective's (config, trial)
+    return f"; an objective function of (config, trial) is tuned from Python: adamtune.tune({attr}, budget=...)"
 
 
 def _not_hidden(module, where: str, attr: str) -> None:
