@@ -30,6 +30,20 @@ def tiny_file():
     return TINY
 
 
+@pytest.fixture
+def user_line(request):
+    """``user_line(text, path=the test's file)``: `` (file.py, line N)``, as adamtune names the line of
+    the user's code an error came from: the one line of ``path`` holding ``text`` (those that name it,
+    calling this or holding it as a string of its own, aside)."""
+    def at(text: str, path=None) -> str:
+        path = str(path or request.path)
+        naming = ("user_line(", f'"{text}"', f"'{text}'")
+        with open(path) as f:
+            [n] = [i for i, line in enumerate(f, start=1) if text in line and not any(x in line for x in naming)]
+        return f" ({os.path.basename(path)}, line {n})"
+    return at
+
+
 @pytest.fixture(scope="session")
 def adamtune_command():
     """The installed ``adamtune`` entry point of this environment, for tests that run it as a user does."""

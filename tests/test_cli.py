@@ -1086,3 +1086,17 @@ def test_the_header_and_help_say_the_transformer_task_is_for_fine_tuning(storage
     assert " · task transformer (fine-tuning) · " in r.stdout.splitlines()[0]
     help_text = " ".join(runner.invoke(app, ["tune", "--help"], env={"COLUMNS": "200"}).stdout.split())
     assert "transformer (fine-tuning a pretrained model: lr up to 3e-4; a Transformer trained from scratch" in help_text
+
+
+def test_a_failure_of_the_users_code_is_named_by_its_line_when_tuning_stops_and_in_show(storage, tiny_file, user_line):
+    """The stop line and show's failures say where the user's code raised, each still one line (80
+    columns: a file, a pipe, a CI log)."""
+    said = f"RuntimeError: the model broke in training{user_line('raise RuntimeError', tiny_file)}"
+    r = runner.invoke(app, ["tune", "--workload", f"{tiny_file}:broken", "--budget", "3", "--storage", storage,
+                            "--no-report"], env={"COLUMNS": "80"})
+    assert r.exit_code == 2
+    assert f"3 trials in a row failed; stopping. Last error: {said} (every traceback: " in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    r = runner.invoke(app, ["show", "--storage", storage, "--study", "broken"], env={"COLUMNS": "80"})
+    assert r.exit_code == 0, r.output
+    assert r.stdout.strip().splitlines()[-4:-1] == [f"trial {n} failed: {said}" for n in range(3)]

@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 
 import pytest
 from typer.testing import CliRunner
@@ -125,7 +126,7 @@ def test_a_workload_other_than_the_studys_is_refused(studied, tiny_file):
 
 
 def test_the_workloads_code_failing_is_one_line_and_a_storage_refusing_the_write_still_shows_the_results(
-        studied, tiny_file, storage, adamtune_command, unprivileged_copy):
+        studied, tiny_file, storage, adamtune_command, unprivileged_copy, user_line):
     import dataclasses
     import os
     import subprocess
@@ -135,8 +136,10 @@ def test_the_workloads_code_failing_is_one_line_and_a_storage_refusing_the_write
     def exploding(output, target):
         raise ValueError("the loss broke")
 
-    with pytest.raises(adamtune.StudyError, match="^training the candidates failed: ValueError: the loss broke; "
-                                                  "nothing of this confirmation is kept$"):
+    at = user_line('raise ValueError("the loss broke")')  # where the user's code raised it
+    with pytest.raises(adamtune.StudyError, match="^" + re.escape(f"training the candidates failed: ValueError: the "
+                                                                  f"loss broke{at}; nothing of this confirmation is "
+                                                                  "kept") + "$"):
         confirm(studied, dataclasses.replace(w, loss=exploding), top=2, seeds=2)
     # read-only media: show, best and report read it; confirm trains, shows, and says it kept nothing
     path, prefix = unprivileged_copy(storage, 0o444)

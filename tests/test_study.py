@@ -258,7 +258,7 @@ def test_a_trial_whose_code_calls_sys_exit_fails_and_is_not_left_running(storage
     assert [t.state for t in objective_mode.trials] == [TrialState.FAILED] * 2
 
 
-def test_consecutive_failures_stop_with_clear_message(storage, tiny_file):
+def test_consecutive_failures_stop_with_clear_message(storage, tiny_file, user_line):
     TINY = tiny_file
     with pytest.raises(StudyError, match=r"3 trials in a row failed; stopping. Last error: RuntimeError: the model broke in training"):
         adamtune.tune(f"{TINY}:broken", budget=10, storage=storage, notice=lambda m: None)
@@ -272,16 +272,18 @@ def test_consecutive_failures_stop_with_clear_message(storage, tiny_file):
     def objective(config, trial):
         raise SchemaError("column 'y' missing")
 
-    with pytest.raises(StudyError, match=r"Last error: SchemaError: column 'y' missing \(every traceback"):
+    with pytest.raises(StudyError, match=re.escape(f"Last error: SchemaError: column 'y' missing"
+                                                   f"{user_line('raise SchemaError')} (every traceback")):
         adamtune.tune(objective, budget=3, storage=storage, study="own")
 
 
-def test_a_run_whose_every_trial_failed_stops_with_the_last_error(storage, tiny_file):
+def test_a_run_whose_every_trial_failed_stops_with_the_last_error(storage, tiny_file, user_line):
     # fewer than max_consecutive_failures, but every one of them: a script must not read success
     with pytest.raises(StudyError) as e:
         adamtune.tune(f"{tiny_file}:broken", budget=2, storage=storage, notice=lambda m: None)
     # the command to read them names the storage: without it, `show` would look in ./adamtune.db
-    assert str(e.value) == ("every trial of this run failed (2). Last error: RuntimeError: the model broke in training "
+    assert str(e.value) == ("every trial of this run failed (2). Last error: RuntimeError: the model broke in training"
+                            f"{user_line('raise RuntimeError', tiny_file)} "
                             f"(every traceback: adamtune show --json --storage {storage} --study broken)")
     assert [t.state for t in adamtune.load("broken", storage).trials] == [TrialState.FAILED] * 2
 
@@ -301,7 +303,7 @@ def _unlucky_model() -> nn.Module:
     return nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 3))
 
 
-def test_a_model_factory_that_raises_for_some_trials_fails_only_those_batched_too(tmp_path, tiny_file):
+def test_a_model_factory_that_raises_for_some_trials_fails_only_those_batched_too(tmp_path, tiny_file, user_line):
     """Batched, one member's error failed every trial of the batch with that one traceback; with
     quasi-random sampling the batch is the whole budget, and the study stopped ('8 trials in a
     row failed'). The batch's trials now train again one at a time: those that fail alone fail."""
@@ -318,9 +320,10 @@ def test_a_model_factory_that_raises_for_some_trials_fails_only_those_batched_to
     # each with its own traceback
     assert [t.error.strip().splitlines()[-1] for t in batched if t.error] == [
         "ValueError: unlucky draw 0.434", "ValueError: unlucky draw 0.025", "ValueError: unlucky draw 0.421"]
+    # the note says where the user's code raised it
     assert notes == {1: [], 8: ["training 8 trials of a batch of 8 again one at a time: the batch stopped on "
-                                "ValueError: unlucky draw 0.434; only the trials whose own training raises an "
-                                "error fail"]}
+                                f"ValueError: unlucky draw 0.434{user_line('unlucky draw {u')}; only the trials "
+                                "whose own training raises an error fail"]}
     assert {t.engine for t in batched} == {"sequential"}
 
 
@@ -363,12 +366,13 @@ def test_members_told_before_a_batch_raised_are_not_trained_again_and_no_value_i
     assert sorted(seen[6]) == list(range(6))  # each trial shown once
 
 
-def test_consecutive_failures_count_trials_not_batches(storage, tiny_file):
+def test_consecutive_failures_count_trials_not_batches(storage, tiny_file, user_line):
     """A batch that raises for every member: the study stops after three trials failed alone, as
     with --batch 1, not with the whole batch failed; the others are cut short and run again."""
     w = dataclasses.replace(load_workload(f"{tiny_file}:tiny"), model=_RaisesAtCall25)
-    with pytest.raises(StudyError, match="^3 trials in a row failed; stopping. Last error: ValueError: user bug at "
-                                         "call 25"):
+    at = user_line('raise ValueError("user bug')
+    with pytest.raises(StudyError, match=re.escape("3 trials in a row failed; stopping. Last error: ValueError: "
+                                                   f"user bug at call 25{at} (every")):
         adamtune.tune(w, budget=6, batch=6, storage=storage, pruner="none", notice=lambda m: None)
     stored = optuna.load_study(study_name="tiny", storage=storage).get_trials()
     assert [(t.state.name, bool(t.user_attrs.get("interrupted"))) for t in stored] == (
@@ -534,7 +538,7 @@ def _optuna_order(config, trial):
 
 def _backwards(config, trial):
     trial.report(20, 0.5)
-    trial.report(10, 0.4)
+    trial.report(10, 0.4)  # the second report
     return 0.4
 
 
@@ -546,20 +550,25 @@ def _text(config, trial):
     return "0.5"
 
 
-@pytest.mark.parametrize("objective, said", [
+@pytest.mark.parametrize("objective, said, where", [
     # stored every evaluation at step 0 with the step numbers as values: "nothing learned, lr 0.01..10"
+    # said where: the user's line that called trial.report
     (_optuna_order, "StudyError: trial.report(step, value): step must be a whole number of training steps >= 0, "
-                    "got 0.43; adamtune's order is report(step, value), Optuna's is report(value, step)"),
+                    "got 0.43; adamtune's order is report(step, value), Optuna's is report(value, step)",
+     "trial.report(0.43, step)"),
     (_backwards, "StudyError: trial.report(step, value): each report is an evaluation at a later step, got step 10 "
-                 "after step 20"),
+                 "after step 20", "# the second report"),
     (_no_return, "StudyError: the objective returned None: it must return the trial's value (a float), e.g. its "
-                 "best validation loss"),
-    (_text, "StudyError: the objective's return value must be a number (a float or a one-value tensor), got '0.5'"),
+                 "best validation loss", None),
+    (_text, "StudyError: the objective's return value must be a number (a float or a one-value tensor), got '0.5'",
+     None),
 ], ids=["optuna-order", "backwards", "no-return", "text"])
-def test_an_objective_reporting_or_returning_what_is_no_evaluation_fails_saying_so(storage, objective, said):
+def test_an_objective_reporting_or_returning_what_is_no_evaluation_fails_saying_so(storage, objective, said, where,
+                                                                                     user_line):
     with pytest.raises(StudyError) as e:
         adamtune.tune(objective, budget=2, storage=storage, max_consecutive_failures=1)
-    assert str(e.value).startswith(f"a trial failed; stopping. Last error: {said} (every traceback: ")
+    at = user_line(where) if where else ""
+    assert str(e.value).startswith(f"a trial failed; stopping. Last error: {said}{at} (every traceback: ")
 
 
 def test_an_objective_may_report_whole_float_steps_and_tensors(storage):
@@ -626,15 +635,16 @@ def test_asha_on_an_objective_judges_from_a_quarter_of_its_length(storage):
     assert pruned_at and min(pruned_at) >= 25
 
 
-def test_a_rerun_with_nothing_to_run_on_a_study_whose_every_trial_failed_is_an_error(storage, tiny_file):
+def test_a_rerun_with_nothing_to_run_on_a_study_whose_every_trial_failed_is_an_error(storage, tiny_file,
+                                                                                     user_line):
     with pytest.raises(StudyError):
         adamtune.tune(f"{tiny_file}:broken", budget=2, storage=storage, notice=lambda m: None)
     with pytest.raises(StudyError) as e:
         adamtune.tune(f"{tiny_file}:broken", budget=2, storage=storage, notice=lambda m: None)
     assert str(e.value) == ("study 'broken' has used its budget of 2 trials and every one failed; fix the error, then "
                             "pass a larger --budget to run more, or use a new --study name. Last error: RuntimeError: "
-                            f"the model broke in training (every traceback: adamtune show --json --storage {storage} --study "
-                            "broken)")
+                            f"the model broke in training{user_line('raise RuntimeError', tiny_file)} (every traceback: "
+                            f"adamtune show --json --storage {storage} --study broken)")
     path = storage.removeprefix("sqlite:///")
     assert not os.path.exists(path + "-wal")  # settled: the file alone holds the study, ready to copy
     # the Ray workers' driver says the same (it has nothing to start a cluster for)
@@ -868,18 +878,21 @@ def test_api_arguments_of_the_wrong_kind_are_one_line_and_store_nothing(tmp_path
         adamtune.load("tiny", 5)
 
 
-@pytest.mark.parametrize("model, said", [
-    (lambda: 1 / 0, "building the model to plan a batch failed (ZeroDivisionError: division by zero)"),
+@pytest.mark.parametrize("model, said, where", [
+    # where in the user's code
+    (lambda: 1 / 0, "building the model to plan a batch failed (ZeroDivisionError: division by zero)",
+     "(lambda: 1 / 0, "),
+    # raised inside torch only: no line of the user's to name
     (lambda: nn.Linear(3, 2), "running the model and loss on a minibatch to plan a batch failed "
-                              "(RuntimeError: mat1 and mat2 shapes cannot be multiplied (32x8 and 3x2))"),
+                              "(RuntimeError: mat1 and mat2 shapes cannot be multiplied (32x8 and 3x2))", None),
 ])
-def test_the_note_on_a_broken_model_says_what_failed(tiny_file, model, said):
+def test_the_note_on_a_broken_model_says_what_failed(tiny_file, model, said, where, user_line):
     from adamtune.study import resolve_batch
 
     w = dataclasses.replace(load_workload(f"{tiny_file}:tiny"), model=model)
     notes = []
     assert resolve_batch(None, w, "quasi-random", 4, "cpu", None, notes.append) == 1
-    assert notes == [f"training trials one at a time: {said}"]
+    assert notes == [f"training trials one at a time: {said}{user_line(where) if where else ''}"]
 
 
 def test_an_objectives_paste_line_says_its_steps_are_only_those_reported(storage):

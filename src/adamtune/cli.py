@@ -395,7 +395,8 @@ def show(
             console.print(again, highlight=False, markup=False, soft_wrap=True)
         failed = [t for t in result.trials if t.error and not t.interrupted]  # cut short: counted above
         for t in failed[-SHOWN_FAILURES:]:
-            console.print(f"trial {t.number} failed: {last_line(t.error) or ''}", highlight=False, markup=False)
+            console.print(f"trial {t.number} failed: {last_line(t.error) or ''}", highlight=False, markup=False,
+                          soft_wrap=True)
         if failed:
             more = len(failed) - SHOWN_FAILURES
             every = command_line("show", "--json", storage=storage, study=result.study_name)

@@ -24,6 +24,7 @@ from adamtune.errors import AdamtuneError, StudyError, WorkloadError, first_line
 from adamtune.results import TuneResult
 from adamtune.study import check_device, warn, workload_changes
 from adamtune.trials import TrialRecord, ranked
+from adamtune.usercode import where
 from adamtune.workloads import Workload, describe, load_workload
 
 MAX_TOP, MAX_SEEDS = 16, 64
@@ -120,7 +121,7 @@ def confirm(result: TuneResult, workload: Workload | str | None = None, *, top: 
                         runs += train_members(w, part, init_seeds=[init] * len(part), data_seed=data, device=dev)
                         continue
                     except NotBatchable as e:  # every part after it trains one at a time too
-                        say(f"training the candidates one at a time: {e}")
+                        say(f"training the candidates one at a time: {e}{where(e.__cause__)}")
                         batchable = False
                 runs += [train_trial(w, c, init_seed=init, data_seed=data, device=dev) for c in part]
             outcomes.append(runs)
@@ -129,7 +130,7 @@ def confirm(result: TuneResult, workload: Workload | str | None = None, *, top: 
     except (AdamtuneError, KeyboardInterrupt):
         raise
     except Exception as e:  # noqa: BLE001 - the workload's code: one line, as a failed trial's
-        raise StudyError(f"training the candidates failed: {type(e).__name__}: {first_line(e)}; nothing of this "
+        raise StudyError(f"training the candidates failed: {type(e).__name__}: {first_line(e)}{where(e)}; nothing of this "
                          "confirmation is kept") from None
     for r, seed_runs in enumerate(outcomes, start=kept + 1):
         for t, o in zip(candidates, seed_runs):

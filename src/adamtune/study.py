@@ -55,6 +55,7 @@ from adamtune.trials import (
     ATTR_PROCESS, ATTR_STEPS, ATTR_TRACEBACK, ATTR_WORKER,
     Curve, TrialRecord, TrialState, last_line, ranked, state_of, this_worker, trials_text,
 )
+from adamtune.usercode import where
 from adamtune.workloads import Workload, describe, load_workload
 from adamtune.workloads._base import FactoryError
 
@@ -1089,7 +1090,8 @@ def resolve_batch(wanted: int | None, workload: Workload | None, sampler: str, r
     except FactoryError:  # the workload itself is wrong: said once, before any trial
         raise
     except (Exception, SystemExit) as e:
-        notice(f"training trials one at a time: {what} to plan a batch failed ({type(e).__name__}: {first_line(e)})")
+        notice(f"training trials one at a time: {what} to plan a batch failed ({type(e).__name__}: {first_line(e)})"
+               f"{where(e)}")
         return 1
     if reason is not None:
         notice(f"training trials one at a time: {reason}")
@@ -1317,7 +1319,7 @@ class _Runner:
                           init_seeds=[self._init_seed(t) for t in trials], data_seed=data_seed(s.seed),
                           trials=trials, device=self.device, on_done=on_done)
         except NotBatchable as e:
-            alone, batchable = f"training trials one at a time: {e}", False
+            alone, batchable = f"training trials one at a time: {e}{where(e.__cause__)}", False
         except KeyboardInterrupt as e:
             self._fail_untold(trials, told, _cut_short(e), count=False)
             raise
@@ -1332,8 +1334,8 @@ class _Runner:
                 self._end_unrun(trials, e)
                 raise
             alone = (f"training {trials_text(len(runnable) - len(told))} of a batch of {len(runnable)} again one at "
-                     f"a time: the batch stopped on {type(e).__name__}: {first_line(e)}; only the trials whose own "
-                     "training raises an error fail")
+                     f"a time: the batch stopped on {type(e).__name__}: {first_line(e)}{where(e)}; only the trials "
+                     "whose own training raises an error fail")
         if alone is not None:
             self._run_alone([(t, c) for i, (t, c) in enumerate(runnable) if i not in told], alone)
         return batchable

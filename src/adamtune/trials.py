@@ -20,6 +20,7 @@ from typing import Any
 import optuna
 
 from adamtune.errors import StudyError, first_line
+from adamtune.usercode import where_in
 
 # Trial user attributes written by the engines (the names are a storage format: keep them).
 ATTR_STATE = "adamtune_state"
@@ -161,11 +162,14 @@ class TrialRecord:
 def last_line(error: str | None) -> str | None:
     """The last non-empty line of a traceback (the exception and its message), with the
     exception's class as the user wrote it (``adamtune.errors.WorkloadError: ...`` ->
-    ``WorkloadError: ...``), or None."""
+    ``WorkloadError: ...``) and the line of the user's code it came from
+    (:func:`adamtune.usercode.where_in`: ``... (model.py, line 29)``), or None."""
     lines = (error or "").strip().splitlines()
     if not lines:
         return None
-    return re.sub(r"^(?:[A-Za-z_<][\w<>]*\.)+(?=[A-Za-z_]\w*: )", "", lines[-1].strip())
+    line = re.sub(r"^(?:[A-Za-z_<][\w<>]*\.)+(?=[A-Za-z_]\w*: )", "", lines[-1].strip())
+    at = where_in(error)
+    return line if line.endswith(at) else line + at
 
 
 def this_worker() -> str:

@@ -35,14 +35,15 @@ def test_failures_at_the_largest_lrs_are_a_warning_that_names_the_error_and_the_
     f = failures(trials, settings)
     assert f.failed == (0, 4, 7, 8, 11) and f.ran == 12
     # the messages differ by their numbers only: one error
-    assert f.error == "RuntimeError: loss exploded: 907" and f.error_count == 5 and not f.error_same
+    # named with the line of the user's code they came from
+    assert f.error == "RuntimeError: loss exploded: 907 (wl.py, line 7)" and f.error_count == 5 and not f.error_same
     assert (f.sorted_by, f.side, f.bound, f.trained_bound) == ("lr", "above", 0.2104, 0.05801)
     assert f.lr_ceiling == 0.2104
     (finding,) = failure_findings(f, "fail", "sqlite:///b.db")
     assert finding.kind == "failed" and finding.severity == "warning" and finding.trials == (0, 4, 7, 8, 11)
-    assert finding.title == ("5 of 12 trials failed, all like RuntimeError: loss exploded: 907; "
+    assert finding.title == ("5 of 12 trials failed, all like RuntimeError: loss exploded: 907 (wl.py, line 7); "
                              "all 5 at lr ≥ 0.2104, every lr below trained")
-    assert "in all 5, numbers aside: RuntimeError: loss exploded: 907." in finding.detail
+    assert "in all 5, numbers aside: RuntimeError: loss exploded: 907 (wl.py, line 7)." in finding.detail
     assert "They are the 5 trials with the largest lrs of the study" in finding.detail
     assert "The largest lr that trained is 0.05801." in finding.detail
     assert finding.detail.endswith("Every traceback: adamtune show --json --storage sqlite:///b.db --study fail")
@@ -60,14 +61,14 @@ def test_failures_at_random_points_are_counted_but_sort_by_nothing(syn):
     assert f.failed == (3, 11) and f.ran == 20 and f.sorted_by is None and f.lr_ceiling is None
     (finding,) = failure_findings(f)
     assert finding.severity == "info"  # 2 of 20, at no particular lr
-    assert finding.title == "2 of 20 trials failed, all with KeyError: 'label'"
+    assert finding.title == "2 of 20 trials failed, all with KeyError: 'label' (wl.py, line 7)"
     assert "sort" not in finding.detail and "Every traceback: adamtune show --json" in finding.detail
     # a large share is a warning even at random points, and unlike errors are told apart
     for i in (5, 7):
         trials[i] = failed(syn, i, f"ValueError: bad batch {i}", lr=trials[i].params["lr"], weight_decay=0.01)
     (finding,) = failure_findings(failures(trials, settings))
     assert finding.severity == "warning"
-    assert finding.title == "4 of 20 trials failed, 2 with KeyError: 'label'"
+    assert finding.title == "4 of 20 trials failed, 2 with KeyError: 'label' (wl.py, line 7)"
     assert failure_findings(failures(trials[:3], settings)) == ()
 
 
@@ -77,7 +78,8 @@ def test_a_lone_failure_at_the_top_lr_of_a_small_study_is_not_called_a_pattern(s
     f = failures(trials, settings)
     assert f.sorted_by is None  # 1 of 8 at the top: chance does that 2 times in 8
     (finding,) = failure_findings(f)
-    assert finding.title == "1 of 8 trials failed: RuntimeError: loss exploded: 417" and finding.severity == "info"
+    assert finding.title == "1 of 8 trials failed: RuntimeError: loss exploded: 417 (wl.py, line 7)"
+    assert finding.severity == "info"
 
 
 def test_failures_that_sort_by_another_dimension_say_so_without_moving_lr(syn):

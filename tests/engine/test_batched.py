@@ -228,6 +228,17 @@ def test_study_falls_back_to_sequential_with_one_notice(storage, model, why):
     assert all(ft.user_attrs["engine"] == "sequential" for ft in r.study.trials)
 
 
+def test_the_fallback_note_names_the_users_line_vmap_could_not_run(storage, user_line):
+    """torch's words alone read as if adamtune's fallback had failed: the note says which line of the
+    user's model vmap stopped at."""
+    notices = []
+    w = dataclasses.replace(_digits(steps=20, eval_every=10), model=NotVmappable)
+    adamtune.tune(w, budget=2, storage=storage, pruner="none", notice=notices.append)
+    [note] = notices
+    assert note.startswith("training trials one at a time: torch.func.vmap cannot run this model: RuntimeError: ")
+    assert note.endswith(user_line("if self.fc.weight.sum().item()")) and "\n" not in note
+
+
 def test_without_a_notice_function_the_fallback_is_an_adamtune_warning_python_can_filter(storage):
     w = dataclasses.replace(_digits(steps=20, eval_every=10), model=NotVmappable)
     with pytest.warns(adamtune.AdamtuneWarning, match="^training trials one at a time"):
@@ -296,15 +307,16 @@ class FailsAtCall25(LogsNowAndThen):
         return self.fc2(torch.relu(self.fc1(x)))
 
 
-def test_a_users_own_error_at_a_later_step_is_not_blamed_on_vmap(storage):
+def test_a_users_own_error_at_a_later_step_is_not_blamed_on_vmap(storage, user_line):
     """Not a reason to train the study one at a time: the batch's trials train again alone (only
     those whose own training raises fail), and the next batches train batched."""
     notices = []
     w = dataclasses.replace(_digits(steps=40, eval_every=10), model=FailsAtCall25)
     with pytest.raises(adamtune.StudyError, match="Last error: ValueError: user bug at call 25"):
         adamtune.tune(w, budget=3, storage=storage, pruner="none", notice=notices.append)
+    at = user_line('raise ValueError("user bug')  # where the user's model raised it
     assert notices == ["training 3 trials of a batch of 3 again one at a time: the batch stopped on ValueError: "
-                       "user bug at call 25; only the trials whose own training raises an error fail"]
+                       f"user bug at call 25{at}; only the trials whose own training raises an error fail"]
     r = adamtune.load(w.name, storage)
     assert [t.state for t in r.trials] == [TrialState.FAILED] * 3
     assert all(t.engine == "sequential" and t.error.strip().endswith("ValueError: user bug at call 25")

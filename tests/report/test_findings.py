@@ -231,7 +231,8 @@ def test_failed_trials_at_the_largest_lrs_are_a_finding_a_plot_mark_and_a_lower_
     analysis = analyze(result, storage=storage)
     (f,) = analysis.of_kind("failed")
     assert f.severity == "warning"
-    assert re.fullmatch(r"5 of 12 trials failed, all like RuntimeError: loss exploded: [\d.e+]+; "
+    assert re.fullmatch(r"5 of 12 trials failed, all like RuntimeError: loss exploded: [\d.e+]+ "
+                        r"\(test_findings.py, line \d+\); "
                         f"all 5 at lr ≥ {min(failed):.4g}, every lr below trained", f.title)
     assert f"  ! {f.title}" in plain(analysis).splitlines()
     page = render_html(analysis)

@@ -15,11 +15,10 @@ import importlib.util
 import inspect
 import io
 import os
-import site
 import sys
-import sysconfig
 from collections.abc import Callable
 
+from adamtune import usercode
 from adamtune.errors import WorkloadError, first_line
 from adamtune.workloads._base import Workload
 from adamtune.workloads.charlm import charlm
@@ -79,7 +78,7 @@ def load_workload(ref: str | Workload) -> Workload:
         try:
             module = _users_code(importlib.import_module, where)
         except ImportError as e:
-            raise WorkloadError(f"cannot import workload module {where!r}: {e}{_at(e)}") from None
+            raise WorkloadError(f"cannot import workload module {where!r}: {e}{usercode.where(e)}") from None
         except (Exception, SystemExit) as e:  # a user's module: report, don't crash
             raise WorkloadError(f"importing workload module {where!r} failed: {_what_failed(e)}") from None
         _not_hidden(module, where, attr)
@@ -180,36 +179,12 @@ def _users_code(fn: Callable, *args):
 
 
 def _what_failed(e: BaseException) -> str:
-    """What a user's code raised, in words, and where (:func:`_at`); a sys.exit() (a script's
-    command-line code run at import, argparse refusing adamtune's own arguments) says where such
-    code belongs."""
+    """What a user's code raised, in words, and where (:func:`adamtune.usercode.where`); a
+    sys.exit() (a script's command-line code run at import, argparse refusing adamtune's own
+    arguments) says where such code belongs."""
     if isinstance(e, SystemExit):
         said = getattr(e, "last_words", None)
-        return (f"it called sys.exit({e.code!r}){_at(e)}{f' after printing {said!r}' if said else ''}; code that "
+        return (f"it called sys.exit({e.code!r}){usercode.where(e)}{f' after printing {said!r}' if said else ''}; code that "
                 "parses the command line or exits belongs under if __name__ == '__main__':")
-    return f"{type(e).__name__}: {first_line(e)}{_at(e)}"
+    return f"{type(e).__name__}: {first_line(e)}{usercode.where(e)}"
 
-
-def _library_dirs() -> tuple[str, ...]:
-    """Where Python's own modules, installed packages and adamtune live: code that is not the user's."""
-    dirs = {sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")}
-    dirs.update(site.getsitepackages() if hasattr(site, "getsitepackages") else ())
-    dirs.add(site.getusersitepackages())
-    dirs.add(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # adamtune
-    return tuple(os.path.join(os.path.abspath(d), "") for d in dirs if d)
-
-
-def _at(e: BaseException) -> str:
-    """`` (file.py, line 3)``: the innermost frame of ``e``'s traceback in the user's own code (not
-    Python's, an installed package's or adamtune's), or '' if none; a SyntaxError names its own."""
-    if isinstance(e, SyntaxError):
-        return ""
-    libraries = _library_dirs()
-    found = ""
-    tb = e.__traceback__
-    while tb is not None:
-        path = tb.tb_frame.f_code.co_filename
-        if not path.startswith("<") and not os.path.abspath(path).startswith(libraries):
-            found = f" ({os.path.basename(path)}, line {tb.tb_lineno})"
-        tb = tb.tb_next
-    return found
