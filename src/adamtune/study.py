@@ -35,8 +35,8 @@ from adamtune.engine import Outcome, data_seed, first_step, infeasible, init_see
 from adamtune.engine.batched import NotBatchable, member_bytes, members_per_chunk, train_members, why_not_batchable
 from adamtune.engine.monitor import summarize_norms
 from adamtune.errors import (
-    AdamtuneWarning, OutputClosed, SpaceError, StudyError, Terminated, WorkloadError, first_line, integral,
-    name_problem, whole_number,
+    OutputClosed, SpaceError, StudyError, Terminated, WorkloadError, first_line, integral, name_problem,
+    whole_number,
 )
 from adamtune.heartbeat import GRACE_S, Heartbeat, end_lost, lost_text, this_process
 from adamtune.quiet import quiet_optuna
@@ -55,7 +55,7 @@ from adamtune.trials import (
     ATTR_PROCESS, ATTR_STEPS, ATTR_TRACEBACK, ATTR_WORKER,
     Curve, TrialRecord, TrialState, last_line, ranked, state_of, this_worker, trials_text,
 )
-from adamtune.usercode import where
+from adamtune.usercode import warn, where
 from adamtune.workloads import Workload, describe, load_workload
 from adamtune.workloads._base import FactoryError
 
@@ -874,7 +874,7 @@ def tune(
         on_trial: called with each finished trial's record and the study so far.
         on_start: called once with the settings and the number of trials to run.
         notice: called with one-line notices (e.g. why batching fell back to sequential);
-            default: ``warnings.warn``.
+            default: an AdamtuneWarning, shown at the line that called ``tune``.
         max_consecutive_failures: stop with StudyError once this many trials in a row failed
             (the user's code raised), and at the end of a run in which every trial failed; None
             never stops for failures. Failed trials are kept, with their tracebacks, either way.
@@ -969,11 +969,6 @@ def _tell_many(study: optuna.Study, done: Sequence[tuple[optuna.trial.Trial, Out
         else:
             told.append((trial, outcome.value, None, attrs))
     return tell_many(study, told)
-
-
-def warn(message: str) -> None:
-    """The default ``notice``: an AdamtuneWarning."""
-    warnings.warn(message, AdamtuneWarning, stacklevel=3)
 
 
 AUTO_BATCH_BAYES = 8  # TPE/GP learn from finished trials: ask fewer at once

@@ -1,4 +1,4 @@
-"""Where the user's own code is: the line of it an error came from.
+"""Where the user's own code is: the line of it an error came from, and the call a notice points at.
 
 An error names the innermost frame of its traceback that is the user's code, not Python's, an
 installed package's or adamtune's: ``NameError: ... (model.py, line 29)``. A stored traceback
@@ -11,8 +11,12 @@ from __future__ import annotations
 import os
 import re
 import site
+import sys
 import sysconfig
+import warnings
 from collections.abc import Iterable
+
+from adamtune.errors import AdamtuneWarning
 
 PACKAGE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "")  # adamtune's own files, under it
 
@@ -69,3 +73,12 @@ def _library_dirs() -> tuple[str, ...]:
     dirs.add(PACKAGE)
     return tuple(os.path.join(os.path.abspath(d), "") for d in dirs if d)
 
+
+def warn(message: str) -> None:
+    """The default ``notice``: an AdamtuneWarning attributed to the first caller outside adamtune
+    (the user's ``adamtune.tune(...)`` or ``confirm(...)`` line, however deep adamtune's own calls
+    go), not to adamtune's source."""
+    frame, level = sys._getframe(1), 2  # stacklevel 2: this function's caller
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(PACKAGE):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, AdamtuneWarning, stacklevel=level)
