@@ -477,7 +477,8 @@ def test_a_factory_raising_in_the_check_fails_that_trial_as_its_own_error(storag
     model, calls = _counting_factory(2, 4)
     w = dataclasses.replace(load_workload(f"{tiny_file}:tiny"), model=model)
     with pytest.raises(adamtune.WorkloadError, match="^workload 'tiny': building the model failed before any "
-                                                     "trial: ValueError: the factory broke on call 2; nothing"):
+                                                     r"trial: ValueError: the factory broke on call 2 \(test_study.py, "
+                                                     r"line \d+\); nothing was stored"):
         adamtune.tune(w, budget=2, batch=1, storage=storage, pruner="none")
     # the first build passes (calls 1-2, checked there); trial 0's build (call 3) raises: its failure
     model, calls = _counting_factory(3)

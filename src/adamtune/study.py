@@ -1034,7 +1034,7 @@ def first_build(workload: Workload, device: str = "cpu") -> nn.Module:
     except (FactoryError, KeyboardInterrupt):
         raise
     except (Exception, SystemExit) as e:  # noqa: BLE001 - the user's code: one line, nothing stored
-        said = first_line(e) if isinstance(e, WorkloadError) else f"{type(e).__name__}: {first_line(e)}"
+        said = first_line(e) if isinstance(e, WorkloadError) else f"{type(e).__name__}: {first_line(e)}{where(e)}"
         raise WorkloadError(f"workload {workload.name!r}: {what} failed before any trial: {said}; nothing was "
                             "stored: fix it and run again") from None
 
