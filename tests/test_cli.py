@@ -1097,6 +1097,8 @@ def test_a_failure_of_the_users_code_is_named_by_its_line_when_tuning_stops_and_
     assert r.exit_code == 2
     assert f"3 trials in a row failed; stopping. Last error: {said} (every traceback: " in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+    failed = [line for line in r.stdout.splitlines() if line.startswith("  trial ") and " failed " in line]
+    assert len(failed) == 3 and all(line.endswith(f"  {said}") for line in failed), r.stdout  # each trial's own line
     r = runner.invoke(app, ["show", "--storage", storage, "--study", "broken"], env={"COLUMNS": "80"})
     assert r.exit_code == 0, r.output
     assert r.stdout.strip().splitlines()[-4:-1] == [f"trial {n} failed: {said}" for n in range(3)]

@@ -206,7 +206,7 @@ def tune(
     from adamtune.guide import task_text
     from adamtune.report.terminal import (best_snippet, best_step_note, best_trials, confirm_hint, confirmed_best,
                                          counts_line, fmt, noise_note, print_table, trial_value_text, trials_table)
-    from adamtune.trials import TrialState, trials_text
+    from adamtune.trials import TrialState, last_line, trials_text
     from adamtune.results import fixed_description, tuned_description
     from adamtune.study import tune as run_tune
 
@@ -254,9 +254,12 @@ def tune(
 
         def on_trial(record, so_far) -> None:
             params = " ".join(f"{k}={fmt(v)}" for k, v in record.params.items())
+            why = ""  # a failure's own line: the error and where in the user's code it came from
+            if record.state == TrialState.FAILED:
+                why = "  (cut short)" if record.interrupted else f"  {last_line(record.error) or ''}".rstrip()
             progress.console.print(
                 f"  trial {record.number:>3} {record.state.value:<9} {so_far.settings.metric} "
-                f"{trial_value_text(record):<12} {params}", highlight=False, soft_wrap=True, markup=False)
+                f"{trial_value_text(record):<12} {params}{why}", highlight=False, soft_wrap=True, markup=False)
             state["done"] = max(state["done"], min(so_far.finished - so_far.cut_short, so_far.settings.budget))  # never back
             progress.update(state["task"], completed=state["done"], best=fmt(so_far.best_value))
 
