@@ -237,6 +237,7 @@ def test_every_place_that_shows_the_best_follows_the_confirmation(studied, stora
     r = runner.invoke(app, ["tune", "--storage", storage, "--study", "tiny", "--no-report"])  # nothing trains: the budget is reached
     assert r.exit_code == 0, r.output
     lines = r.stdout.splitlines()
+    assert sum("adopt trial" in line for line in lines) == 1  # said once, on the Best line
     head = next(i for i, line in enumerate(lines) if line.startswith("Best: "))
     assert lines[head].startswith(f"Best: trial {best}, val_loss = ") and lines[head].endswith(
         f"adopt trial {second}'s configuration. Paste (trial {second}):")
@@ -265,7 +266,7 @@ def test_every_place_that_shows_the_best_follows_the_confirmation(studied, stora
                        max(t.number for t in studied.trials if t.number not in (best, second, third)):
                            ([0.5, 0.6, 0.7], [0.5, 0.6, 0.7])})
     r = runner.invoke(app, ["best", "--storage", storage])
-    assert (f"# the confirmation was trial {third}, now among the best 3, was not trained again: run adamtune "
+    assert (f"# trial {third}, now among the best 3, was not trained again by the confirmation: run adamtune "
             "confirm again to include it") in r.stdout.splitlines()
 
 
@@ -309,3 +310,17 @@ def test_picking_the_best_of_more_candidates_widens_the_interval_its_lead_must_b
         assert ("widened for picking the best of" in text) == (k > 2)
     assert Confirmation("s", "val_loss", "minimize", 3, (first, tuned), 0).adopt() == 1  # plain 95%: beyond
     assert Confirmation("s", "val_loss", "minimize", 3, (first, tuned, *others), 0).adopt() == 0  # best of 16: not
+
+
+def test_the_result_confirmed_in_python_shows_it_and_fewer_seeds_keep_those_kept(studied, storage):
+    """analyze(result) after adamtune.confirm(result) had no confirmation (the result's attributes
+    were read before it), and a plain confirm after --seeds 4 overwrote the 4 kept seeds with 2."""
+    from adamtune.analysis import analyze
+
+    found = confirm(studied, top=2, seeds=4, notice=lambda m: None)
+    assert analyze(studied).confirmation == found
+    said, trained = [], []
+    again = confirm(studied, top=2, seeds=2, notice=said.append, on_seed=lambda r, n: trained.append(r))
+    assert said == ["the study keeps 4 seeds of these trials, more than the 2 asked for: all 4 are used"]
+    assert trained == [] and again.seeds == 4 and again.retrained == found.retrained
+    assert json.loads(adamtune.load("tiny", storage).study.user_attrs[CONFIRM_ATTR])["seeds"] == 4

@@ -471,7 +471,7 @@ def test_the_check_that_a_factory_builds_anew_fails_no_trial_a_single_call_build
     assert len(calls) == 5
 
 
-def test_a_factory_raising_in_the_check_fails_that_trial_as_its_own_error(storage, tiny_file):
+def test_a_factory_raising_in_its_first_use_is_refused_and_later_is_that_trials_failure(storage, tiny_file):
     # calls 1-2: the first build, before the study is made, whose check's call raises: refused,
     # nothing stored (a factory that fails there fails every trial, as far as adamtune can tell)
     model, calls = _counting_factory(2, 4)
@@ -1281,7 +1281,10 @@ def test_numpy_integers_are_whole_numbers(storage):
     (lambda w: dict(loss=lambda out, y: nn.functional.cross_entropy(out, y, reduction="none")),
      "one training step of the model (forward, loss, backward) on a minibatch failed before any trial: the workload's "
      "loss must return a tensor holding one value (the mean over the minibatch)"),
-], ids=["float64 data", "shape", "factory raises", "loss per example"])
+    (lambda w: dict(loss=lambda out, y: nn.functional.cross_entropy(out.detach(), y)),
+     "one training step of the model (forward, loss, backward) on a minibatch failed before any trial: the workload's "
+     "loss does not require grad"),
+], ids=["float64 data", "shape", "factory raises", "loss per example", "loss without grad"])
 def test_code_wrong_for_every_trial_is_refused_before_the_study_is_made(tmp_path, tiny_file, change, said):
     """float64 data failed 3 trials one by one and stopped; rerun after the fix, the study trained only
     what was left of its budget, and its first points were never tried."""
@@ -1293,3 +1296,28 @@ def test_code_wrong_for_every_trial_is_refused_before_the_study_is_made(tmp_path
     assert str(e.value).startswith(f"workload 'tiny': {said}") and "\n" not in str(e.value), str(e.value)
     assert str(e.value).endswith("; nothing was stored: fix it and run again")
     assert not path.exists()  # no study, no file: the fixed run starts the study afresh
+
+
+class _TensorFromAParameter(nn.Module):
+    """A tensor attribute computed from a parameter in __init__: deepcopy refuses such a model
+    ("Only Tensors created explicitly by the user support the deepcopy protocol")."""
+
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(8, 3)
+        self.scale = self.fc.weight.norm() * 0 + 1  # a non-leaf tensor, not a parameter or buffer
+
+    def forward(self, x):
+        return self.fc(x) * self.scale.detach()
+
+
+def test_a_model_that_cannot_be_copied_is_not_refused_before_the_study(storage, tiny_file):
+    """The step run before the study is made copied the model: such models, which trained before,
+    were refused."""
+    import copy
+
+    with pytest.raises(RuntimeError, match="deepcopy"):
+        copy.deepcopy(_TensorFromAParameter())
+    w = dataclasses.replace(load_workload(f"{tiny_file}:tiny"), model=_TensorFromAParameter)
+    r = adamtune.tune(w, budget=2, batch=1, storage=storage, pruner="none", notice=lambda m: None)
+    assert [t.state for t in r.trials] == [TrialState.COMPLETE] * 2

@@ -320,9 +320,9 @@ def tune(
                 note = best_step_note(result)
                 console.print(Text(f"{best}{f' ({note})' if note else ''}. Paste:\n"), highlight=False)
                 print(snippet)
-            hint = confirm_hint(result, storage) if found is None else said
-            if hint:
-                console.print(f"\n{hint[0].upper()}{hint[1:]}", highlight=False, markup=False, soft_wrap=True)
+            hint = confirm_hint(result, storage) if found is None else said if chosen is result else None
+            if hint:  # the command to confirm a dip; or, kept, that none is safe or that it misses trials
+                console.print(f"\n{hint}", highlight=False, markup=False, soft_wrap=True)
         finish_study(console, result, storage, write_report=not no_report, errors=err)
 
 

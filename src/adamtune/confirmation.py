@@ -97,9 +97,13 @@ def confirm(result: TuneResult, workload: Workload | str | None = None, *, top: 
         say(f"study {name!r} has {n} completed trial{'' if n == 1 else 's'}: confirming {_those(n)}")
     earlier, kept = stored(result), 0
     if earlier is not None and {r.number for r in earlier.retrained} == {t.number for t in candidates}:
-        kept = min(earlier.seeds, n_seeds)  # seed r is the same draw for the same candidates: kept, not trained again
-        say(f"{_seeds(1, kept)} {'is' if kept == 1 else 'are'} the confirmation kept in the study"
-            + (f"; training {_seeds(kept + 1, n_seeds)}" if kept < n_seeds else ""))
+        kept = earlier.seeds  # seed r is the same draw for the same candidates: kept, not trained again
+        if kept > n_seeds:  # fewer asked for than kept: none is thrown away
+            say(f"the study keeps {kept} seeds of these trials, more than the {n_seeds} asked for: all {kept} are used")
+            n_seeds = kept
+        else:
+            say(f"{_seeds(1, kept)} {'is' if kept == 1 else 'are'} the confirmation kept in the study"
+                + (f"; training {_seeds(kept + 1, n_seeds)}" if kept < n_seeds else ""))
     elif earlier is not None:
         say(f"this replaces the confirmation kept in the study (trials "
             f"{', '.join(str(r.number) for r in earlier.retrained)} with {earlier.seeds} seeds)")
@@ -149,7 +153,10 @@ def confirm(result: TuneResult, workload: Workload | str | None = None, *, top: 
     found = Confirmation(name, s.metric, s.direction, n_seeds, best_first(retrained, s.direction), result.best.number,
                          finished)
     try:
-        result.study.set_user_attr(CONFIRM_ATTR, json.dumps(found.to_json()))
+        text = json.dumps(found.to_json())
+        result.study.set_user_attr(CONFIRM_ATTR, text)
+        if isinstance(result.attrs, dict):  # the attributes read with the study: ``result`` shows it from now on
+            result.attrs[CONFIRM_ATTR] = text
     except Exception as e:  # noqa: BLE001 - read-only media, a server gone: the results are still printed
         cause = e.__cause__ or e  # Optuna's StorageInternalError over the database's own words
         say(f"the results could not be kept in study {name!r} (its storage refused the write: "

@@ -118,12 +118,12 @@ class Confirmation:
         it was made): one sentence saying so; else None."""
         if not self.missing:
             return None
-        when = f"made when the study had {self.finished} finished trials; " if self.finished is not None else ""
+        when = f" (made when the study had {self.finished} finished trials)" if self.finished is not None else ""
         who = ", ".join(str(n) for n in self.missing)
         one = len(self.missing) == 1
-        return (f"the confirmation was {when}trial{'' if one else 's'} {who}, now among the best "
-                f"{len(self.retrained)}, {'was' if one else 'were'} not trained again: run adamtune confirm again "
-                f"to include {'it' if one else 'them'}")
+        return (f"trial{'' if one else 's'} {who}, now among the best {len(self.retrained)}, {'was' if one else 'were'} "
+                f"not trained again by the confirmation{when}: run adamtune confirm again to include "
+                f"{'it' if one else 'them'}")
 
     def _switch(self) -> bool:
         """Whether the seeds say to adopt another configuration than the study's best trial's: best

@@ -796,7 +796,7 @@ def test_the_attention_fast_path_is_put_back_as_it_was_also_after_an_error(was):
 @pytest.mark.parametrize("model", [PaddedEncoder, CausalAttention])
 def test_vmaps_own_performance_notes_are_not_shown_the_users_warnings_are(storage, model):
     with warnings.catch_warnings(record=True) as seen:
-        warnings.simplefilter("always")
+        warnings.simplefilter("always", append=True)  # after adamtune's own filters, as a user's config adds them
         r = adamtune.tune(_attention(model), budget=2, storage=storage, pruner="none")
     assert {t.engine for t in r.trials} == {"batched (K=2)"}
     said = [str(w.message) for w in seen]
@@ -826,3 +826,4 @@ def test_stacks_in_two_threads_leave_the_attention_fast_path_as_it_was():
         t.join(10)
         assert not torch.backends.mha.get_fastpath_enabled()
     assert torch.backends.mha.get_fastpath_enabled()
+

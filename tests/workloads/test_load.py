@@ -105,6 +105,8 @@ BROKEN = {
     "needs_arguments.py": "def make(steps, lr_hint=None):\n    raise AssertionError('never called')\n",
     "class_needs_arguments.py": "class make:\n    def __init__(self, size):\n        pass\n",
     "objective.py": "def make(config, trial):\n    return 0.5\n",  # objective mode's function, given to the CLI
+    "two_arguments.py": "def make(steps, batch_size):\n    return 0.5\n",  # a factory's: no objective hint
+    "module_of_two.py": "class make:\n    def __init__(self, config, trial):\n        pass\n",  # a class: none
     # the innermost line of the user's code: in the sibling module the factory calls, not in a library
     "calls_a_sibling.py": "import helper\n\ndef make():\n    return helper.load()\n",
 }
@@ -122,6 +124,10 @@ BROKEN = {
     ("objective.py", "'{path}:make' must be a Workload or a function that takes no argument and returns one; make() "
                      "cannot be called with no argument (missing a required argument: 'config'); an objective function "
                      "of (config, trial) is tuned from Python: adamtune.tune(make, budget=...)"),
+    ("two_arguments.py", "'{path}:make' must be a Workload or a function that takes no argument and returns one; "
+                         "make() cannot be called with no argument (missing a required argument: 'steps')"),
+    ("module_of_two.py", "'{path}:make' must be a Workload or a function that takes no argument and returns one; "
+                         "make() cannot be called with no argument (missing a required argument: 'config')"),
     ("calls_a_sibling.py", "'{path}:make': calling make() failed: FileNotFoundError: [Errno 2] No such file or "
                            "directory: '/no/such/data.npz' (helper.py, line 4)"),
 ])

@@ -50,27 +50,31 @@ def as_a_stack() -> Iterator[None]:
     eval mode with a padding mask it packs the batch into a nested tensor, which vmap cannot
     batch; off, the same layers compute the same values with plain ops. And vmap's note that an
     op (fused attention, say) runs member by member "because we have not yet implemented the
-    batching rule", which asks the user to file a PyTorch issue, is not shown: it is the
-    stack's doing, not the user's code, whatever line of it the warning names.
+    batching rule", which asks the user to file a PyTorch issue, is not shown (a warnings filter
+    added at the first stack and kept): it is the stack's doing, not the user's code, whatever
+    line of it the warning names.
     """
     global _stacks, _fastpath
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="There is a performance drop because we have not yet implemented "
-                                "the batching rule")
-        with _stacks_lock:  # the setting is the process's: stacks in several threads share one saved value
+    with _stacks_lock:  # the setting is the process's: stacks in several threads share one saved value
+        if not any(f[0] == "ignore" and getattr(f[1], "pattern", None) == _PERFORMANCE_DROP for f in warnings.filters):
+            # Added once and kept, not per stack: warnings.catch_warnings is not thread-safe, and
+            # entering it clears Python's record of the warnings shown (a user's own came again).
+            warnings.filterwarnings("ignore", message=_PERFORMANCE_DROP)
+        if _stacks == 0:
+            _fastpath = torch.backends.mha.get_fastpath_enabled()
+            torch.backends.mha.set_fastpath_enabled(False)
+        _stacks += 1
+    try:
+        yield
+    finally:
+        with _stacks_lock:
+            _stacks -= 1
             if _stacks == 0:
-                _fastpath = torch.backends.mha.get_fastpath_enabled()
-                torch.backends.mha.set_fastpath_enabled(False)
-            _stacks += 1
-        try:
-            yield
-        finally:
-            with _stacks_lock:
-                _stacks -= 1
-                if _stacks == 0:
-                    torch.backends.mha.set_fastpath_enabled(_fastpath)
+                torch.backends.mha.set_fastpath_enabled(_fastpath)
 
 
+# vmap's note that an op runs member by member, which asks to file a PyTorch issue: the stack's doing.
+_PERFORMANCE_DROP = "There is a performance drop because we have not yet implemented the batching rule"
 _stacks_lock = threading.Lock()
 _stacks = 0  # stacks running now, in any thread
 _fastpath = True  # the setting before the first of them

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import math
 
 import optuna
@@ -12,6 +11,7 @@ from adamtune.config import Config, clip_gradients, make_optimizer, make_schedul
 from adamtune.engine.evaluate import evaluate, metric_fault
 from adamtune.engine.monitor import CurveLog, DivergenceMonitor, GradNormLog
 from adamtune.engine.outcome import Outcome
+from adamtune.errors import WorkloadError
 from adamtune.workloads import Workload, batch_stream, one_value
 
 
@@ -31,23 +31,34 @@ def infeasible(direction: str) -> float:
 
 
 def first_step(workload: Workload, model: torch.nn.Module, device: torch.device | str = "cpu") -> None:
-    """One training step's forward, loss and backward of ``model`` (a copy) on one minibatch, as
-    every trial's first step runs them: code wrong for every trial (data of another dtype than the
-    model's, a shape the model does not take, a loss of one value per example) raises here, before
-    a study stores anything. The random state is left as it was; ``model`` is not changed.
+    """One training step's forward, loss and backward of ``model`` on one minibatch, as every
+    trial's first step runs them: code wrong for every trial (data of another dtype than the
+    model's, a shape the model does not take, a loss of one value per example or one autograd
+    cannot differentiate) raises here, before a study stores anything. ``model`` is a model built
+    for this and for planning only (not copied: some models cannot be); it is left on ``device``
+    in training mode, its gradients dropped (its normalisation statistics have seen the minibatch).
+    The random state is left as it was.
 
     Raises:
-        Whatever the workload's code raises; WorkloadError for a loss that is not one value.
+        Whatever the workload's code raises; WorkloadError for a loss that is not one value or
+        does not require grad.
     """
     dev = torch.device(device)
     with torch.random.fork_rng(devices=[dev.index or 0] if dev.type == "cuda" else []):
-        probe = copy.deepcopy(model).to(dev)
-        probe.train()
+        model.to(dev).train()
         x, y = next(batch_stream(workload.train_data, workload.batch_size, 0))
-        loss = workload.loss(probe(x.to(dev)), y.to(dev))
-        one_value(loss, "loss")
-        if loss.requires_grad:
+        try:
+            loss = workload.loss(model(x.to(dev)), y.to(dev))
+            one_value(loss, "loss")
+            if not loss.requires_grad:
+                raise WorkloadError("the workload's loss does not require grad (computed under torch.no_grad(), "
+                                    "detached, or of .item() values): training cannot differentiate it")
             loss.backward()
+        finally:
+            for p in model.parameters():
+                p.grad = None
+            if dev.type == "cuda":
+                torch.cuda.empty_cache()  # the batch plan that follows measures free memory
 
 
 def train_trial(

@@ -108,6 +108,8 @@ def _objective(fn: Callable, attr: str) -> str:
     """``; an objective function ...``: how to tune ``fn`` when it needs two arguments, as
     objective(config, trial) does (a loop of the user's own, which only ``adamtune.tune`` in
     Python takes); else ''."""
+    if isinstance(fn, type):  # a class (an nn.Module's constructor), not a loop
+        return ""
     try:
         signature = inspect.signature(fn)
         signature.bind(None, None)
@@ -116,6 +118,9 @@ def _objective(fn: Callable, attr: str) -> str:
     with contextlib.suppress(TypeError):
         signature.bind(None)
         return ""  # one argument is enough: not an objective's (config, trial)
+    names = list(signature.parameters)
+    if names[:1] != ["config"] and names[1:2] != ["trial"]:
+        return ""  # make(steps, batch_size): a factory's arguments, not an objective's (config, trial)
     return f"; an objective function of (config, trial) is tuned from Python: adamtune.tune({attr}, budget=...)"
 
 
