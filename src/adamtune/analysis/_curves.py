@@ -102,6 +102,7 @@ class CurveDiagnosis:
         train_drop: the training loss's fall after the best evaluation, relative to its value there.
         swing: how far the objective goes up and down from the earlier of its best evaluation and
             the late part of training, as a fraction of the improvement: what ``rise`` is judged against.
+        swing_from: the step that swing is measured from (the best's, or the late part's first).
         within_noise: the end lies above the best evaluation by no more than ``swing`` and
             ``DIP_RISE_AT_MOST`` (and by at least ``ENDED_AS_GOOD`` of its level): the best is a dip
             of that noise, not a length to train.
@@ -126,6 +127,7 @@ class CurveDiagnosis:
     train_drop: float | None = None
     swing: float = 0.0
     within_noise: bool = False
+    swing_from: int | None = None
 
     @property
     def kinds(self) -> tuple[str, ...]:
@@ -228,7 +230,7 @@ def diagnose_curve(curve: Curve, metric: str, direction: str = "minimize", numbe
         best=raw[b], final=raw[-1], overfitting=overfitting, late_variance=late_variance,
         still_improving=still_improving, saturated_early=saturated_early, rise=rise, jitter=jitter,
         late_gain=late_gain, saturated_at=saturated_at, saturated_value=raw[sat_i], train_drop=train_drop,
-        swing=swing / improvement, within_noise=within_noise,
+        swing=swing / improvement, within_noise=within_noise, swing_from=steps[min(b, late)],
     )
 
 

@@ -163,7 +163,9 @@ def best_step_note(result: TuneResult) -> str | None:
         # Up and down after the best (or late in training) by more than the end lies above it: the
         # best evaluation is one dip of that noise; retrained (another seed, other minibatches) the
         # curve dips elsewhere, so a shorter run is no better. The curve findings say the same.
-        when = "late in training" if curve.late_variance else f"after step {hits[0]}"
+        # from where the swing was measured: the best's step, or the late part's when the best comes later
+        when = ("late in training" if curve.late_variance or curve.swing_from != hits[0]
+                else f"after step {hits[0]}")
         return (f"{where}; it ended at {fmt(values[-1])}: the curve swings up and down {when}, so step "
                 f"{hits[0]} is a dip of that noise, not a better length to train (another seed dips elsewhere); "
                 "a decaying lr schedule steadies it")
