@@ -324,3 +324,37 @@ def test_the_result_confirmed_in_python_shows_it_and_fewer_seeds_keep_those_kept
     assert said == ["the study keeps 4 seeds of these trials, more than the 2 asked for: all 4 are used"]
     assert trained == [] and again.seeds == 4 and again.retrained == found.retrained
     assert json.loads(adamtune.load("tiny", storage).study.user_attrs[CONFIRM_ATTR])["seeds"] == 4
+
+
+def test_a_kept_best_whose_value_was_luck_says_what_to_expect_and_no_step(studied, storage):
+    """After confirm called the best's value one seed's luck, best and the card still gave that value's
+    step to train ("keep the checkpoint of step 325, or train 325 steps") and nothing of the mean."""
+    best, second = [t for t in sorted((t for t in studied.trials if t.value is not None), key=lambda t: t.value)][:2]
+    worse = [best.value + 0.5 + d for d in (0.0, 0.01, 0.02)]
+    _keep(studied, 3, {best.number: (worse, worse), second.number: ([w + 0.3 for w in worse], [w + 0.3 for w in worse])})
+    r = runner.invoke(app, ["best", "--storage", storage])
+    luck = [line for line in r.stdout.splitlines() if "one seed's luck" in line]
+    assert luck == [f"# adamtune confirm trained trial {best.number} with 3 other seeds: val_loss {best.value + 0.51:.4g} "
+                    f"± 0.01 on average, at the end {best.value + 0.51:.4g}; its {best.value:.4g} here was one seed's "
+                    "luck, so expect the mean"], r.stdout
+    assert not any("keep the checkpoint" in line or "dip of that noise" in line for line in r.stdout.splitlines())
+
+
+def test_a_trial_that_enters_the_top_asked_for_after_a_confirmation_of_fewer_is_named(studied, storage):
+    """confirm --top 3 on a study of 2 completed trials: a third that completed later was never
+    trained again, and nothing said so (only the top 2 were compared)."""
+    from adamtune.confirmed import stored
+
+    best, second, third = [t.number for t in sorted((t for t in studied.trials if t.value is not None),
+                                                    key=lambda t: t.value)][:3]
+    kept = {"seeds": 2, "finished": 2, "top": 3, "trials": {
+        str(n): {"tuned": next(t.value for t in studied.trials if t.number == n), "best": [0.5, 0.6], "end": [0.5, 0.6]}
+        for n in (best, second)}}
+    studied.study.set_user_attr(CONFIRM_ATTR, json.dumps(kept))
+    found = stored(adamtune.load("tiny", storage))
+    assert found.top == 3 and found.missing == (third,)
+    assert found.stale() == (f"trial {third}, now among the best 3, was not trained again by the confirmation (made "
+                             "when the study had 2 finished trials): run adamtune confirm again to include it")
+    del kept["top"]  # made before the top asked for was kept: as many as it holds
+    studied.study.set_user_attr(CONFIRM_ATTR, json.dumps(kept))
+    assert stored(adamtune.load("tiny", storage)).stale() is None

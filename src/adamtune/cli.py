@@ -316,8 +316,8 @@ def tune(
                 console.print(Text(f"{best}; {said}. Paste (trial {chosen.best.number}):\n"), highlight=False,
                               soft_wrap=True)
                 print(chosen.paste_code())
-            else:
-                note = best_step_note(result)
+            else:  # where the seeds said something, they speak for the best, not its own curve's step
+                note = best_step_note(result) if said is None else None
                 console.print(Text(f"{best}{f' ({note})' if note else ''}. Paste:\n"), highlight=False)
                 print(snippet)
             hint = confirm_hint(result, storage) if found is None else said if chosen is result else None
@@ -444,8 +444,8 @@ def best(
         if chosen is not result:  # what to adopt is the configuration best on average: its code
             print(f"# {said}; its code:")
             snippet = chosen.paste_code()
-        else:
-            note = best_step_note(result)
+        else:  # where the seeds said something, they speak for the best, not its own curve's step
+            note = best_step_note(result) if said is None else None
             for line in (note, said):
                 if line:
                     print(f"# {line}")

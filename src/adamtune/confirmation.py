@@ -151,7 +151,7 @@ def confirm(result: TuneResult, workload: Workload | str | None = None, *, top: 
                                    (*(old.end[:kept] if old else ()), *(_last(o, s.metric) for o in mine))))
     finished = sum(1 for t in result.trials if t.finished)
     found = Confirmation(name, s.metric, s.direction, n_seeds, best_first(retrained, s.direction), result.best.number,
-                         finished)
+                         finished, n_top)
     try:
         text = json.dumps(found.to_json())
         result.study.set_user_attr(CONFIRM_ATTR, text)

@@ -62,6 +62,7 @@ class Confirmation:
     retrained: tuple[Retrained, ...]
     tuned_best: int  # the study's best trial
     finished: int | None = None  # the study's finished trials when it was made (None: not recorded)
+    top: int | None = None  # the best trials it was asked to train (None: not recorded; as many as it holds)
     missing: tuple[int, ...] = ()  # trials now among the study's best len(retrained) that were not trained again
 
     @property
@@ -98,12 +99,28 @@ class Confirmation:
             else:
                 lines.append(self._lead(first, second)[0])
         tuned = self.tuned
-        if not tuned.diverged and math.isfinite(tuned.sd) and oriented(tuned.tuned, self.direction) \
-                < oriented(tuned.mean, self.direction) - tuned.sd:
+        if self._lucky():
             lines.append(f"trial {tuned.number}'s {self.metric} in the study ({_g(tuned.tuned)}) is more than a "
                          f"standard deviation better than its mean over seeds ({_g(tuned.mean)}): one seed's luck, "
                          "so expect the mean")
         return "; ".join(lines)
+
+    def _lucky(self) -> bool:
+        """Whether the study's best trial's value is more than a standard deviation better than its
+        mean over the seeds: one seed's luck."""
+        tuned = self.tuned
+        return not tuned.diverged and math.isfinite(tuned.sd) and oriented(tuned.tuned, self.direction) \
+            < oriented(tuned.mean, self.direction) - tuned.sd
+
+    def luck(self) -> str | None:
+        """For the places that show the study's best, when it is kept and its value was one seed's
+        luck (``_lucky``): what to expect instead, in one sentence; else None."""
+        if not self._lucky() or self.adopt() != self.tuned_best:
+            return None
+        t = self.tuned
+        return (f"adamtune confirm trained trial {t.number} with {self.seeds} other seeds: {self.metric} "
+                f"{_g(t.mean)} ± {_g(t.sd)} on average, at the end {_g(t.end_mean)}; its {_g(t.tuned)} here was one "
+                "seed's luck, so expect the mean")
 
     def caution(self) -> str | None:
         """For the places that show the study's best (``adamtune best``, ``tune``'s end, the
@@ -121,7 +138,8 @@ class Confirmation:
         when = f" (made when the study had {self.finished} finished trials)" if self.finished is not None else ""
         who = ", ".join(str(n) for n in self.missing)
         one = len(self.missing) == 1
-        return (f"trial{'' if one else 's'} {who}, now among the best {len(self.retrained)}, {'was' if one else 'were'} "
+        return (f"trial{'' if one else 's'} {who}, now among the best {max(len(self.retrained), self.top or 0)}, "
+                f"{'was' if one else 'were'} "
                 f"not trained again by the confirmation{when}: run adamtune confirm again to include "
                 f"{'it' if one else 'them'}")
 
@@ -197,7 +215,7 @@ class Confirmation:
                 f"{' (2 seeds tell only a large lead from the noise: try 5)' if self.seeds == 2 else ''}"), False
 
     def to_json(self) -> dict:
-        return {"seeds": self.seeds, "finished": self.finished, "trials": {str(r.number): {"tuned": _num(r.tuned), "best": [_num(v) for v in r.best],
+        return {"seeds": self.seeds, "finished": self.finished, "top": self.top, "trials": {str(r.number): {"tuned": _num(r.tuned), "best": [_num(v) for v in r.best],
                                                                "end": [_num(v) for v in r.end]}
                                                 for r in self.retrained}}
 
@@ -216,16 +234,15 @@ def stored(result: TuneResult) -> Confirmation | None:
         retrained = [Retrained(int(n), _back(d["tuned"]), tuple(worst if v is None else float(v) for v in d["best"]),
                                tuple(_back(v) for v in d["end"])) for n, d in data["trials"].items()]
         seeds = int(data["seeds"])
-        finished = data.get("finished")
-        finished = None if finished is None else int(finished)
+        finished, top = (None if data.get(k) is None else int(data[k]) for k in ("finished", "top"))
     except (ValueError, KeyError, TypeError, AttributeError):
         return None
     numbers = {r.number for r in retrained}
     if not retrained or result.best.number not in numbers:
         return None  # made before the study's best changed: it says nothing of it
-    now = [t.number for t in ranked(result.trials, result.settings.direction)[:len(retrained)]]
+    now = [t.number for t in ranked(result.trials, result.settings.direction)[:max(len(retrained), top or 0)]]
     return Confirmation(result.study_name, result.settings.metric, result.settings.direction, seeds,
-                        best_first(retrained, result.settings.direction), result.best.number, finished,
+                        best_first(retrained, result.settings.direction), result.best.number, finished, top,
                         tuple(n for n in now if n not in numbers))
 
 

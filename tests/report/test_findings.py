@@ -265,3 +265,18 @@ def test_a_change_the_next_search_makes_already_says_so_instead_of_a_study_of_it
     assert f"      → clip: {f.suggestion[0]} (the Next search sets it)" in plain(analysis).splitlines()
     assert (f'<p class="suggest"><b>→ clip:</b> <code>{f.suggestion[0]}</code> (the Next search sets it)</p>'
             in render_html(analysis))
+
+
+def test_a_next_search_that_moves_windows_says_the_findings_other_advice_is_not_in_it(normal_analysis):
+    """The README promised it; the lead said so only when the study was continued, not when the
+    windows moved (the demo's "Coarse to fine" lead under a late-variance warning)."""
+    import dataclasses
+
+    from adamtune.report.html import render_html
+
+    assert normal_analysis.next_space.changed and normal_analysis.warnings
+    page = render_html(normal_analysis)
+    lead = page[page.index('<section id="next"'):]
+    lead = lead[:lead.index("</p>")]
+    assert "Coarse to fine" in lead and "What the findings advise besides is not in this command" in lead
+    assert "What the findings advise besides" not in render_html(dataclasses.replace(normal_analysis, findings=()))

@@ -207,7 +207,7 @@ show what happened to the trials that ran.</p></section>"""
         for name, v in cfg.params().items() if name != "schedule" or v != "constant"
     )
     snippet = best_snippet(r)
-    note = best_step_note(r)
+    note = best_step_note(r) if said is None else None  # the seeds speak for it, not its own curve's step
     at_step = f'\n    <p class="note">{e(note[0].upper() + note[1:])}.</p>' if note else ""
     hint = confirm_hint(r, a.storage) if found is None else None
     if hint:  # one seed's dip: the command that trains the best trials again with other seeds
@@ -372,10 +372,10 @@ def _next_lead(a: StudyAnalysis) -> str:
         lead = "Coarse to fine: narrow around the best trials, widen where they hit an edge."
         if ns.below_failed is not None:
             lead += f" The lr window stops below {ns.below_failed:.3g}: every trial from there up failed."
-        return lead
-    keep = a.keep_text  # the terminal's words
-    lead = (f"{keep[0].upper()}{keep[1:]}. A new study of the same space and seed would run the very same trials "
-            "again, so this continues the study.")
+    else:
+        keep = a.keep_text  # the terminal's words
+        lead = (f"{keep[0].upper()}{keep[1:]}. A new study of the same space and seed would run the very same trials "
+                "again, so this continues the study.")
     if a.warnings or any(f.new_study is not None for f in a.findings):
         lead += (" What the findings advise besides is not in this command; a change they give to try has a "
                  "command of its own.")

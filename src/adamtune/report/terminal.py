@@ -204,7 +204,7 @@ def confirmed_best(result: TuneResult, found: Confirmation | None,
     if found is None or noise is not None:
         return result, None
     other = found.other_choice()
-    said = "; ".join(x for x in (other or found.caution(), found.stale()) if x) or None
+    said = "; ".join(x for x in (other or found.caution() or found.luck(), found.stale()) if x) or None
     return (adopted(result, found) if other else result), said
 
 
