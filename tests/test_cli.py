@@ -1102,14 +1102,3 @@ def test_a_failure_of_the_users_code_is_named_by_its_line_when_tuning_stops_and_
     r = runner.invoke(app, ["show", "--storage", storage, "--study", "broken"], env={"COLUMNS": "80"})
     assert r.exit_code == 0, r.output
     assert r.stdout.strip().splitlines()[-4:-1] == [f"trial {n} failed: {said}" for n in range(3)]
-
-
-def test_studies_never_cuts_the_names_a_user_copies(storage, tiny_ref):
-    """At 80 columns `adamtune studies` showed 'digits-mlp-nex…': the name to copy into --study."""
-    name = "a-study-name-long-enough-to-be-cut-at-eighty-columns"
-    r = runner.invoke(app, ["tune", "--workload", tiny_ref, "--budget", "1", "--storage", storage, "--study", name,
-                            "--no-report"])
-    assert r.exit_code == 0, r.output
-    r = runner.invoke(app, ["studies", "--storage", storage], env={"COLUMNS": "80"})
-    assert r.exit_code == 0, r.output
-    assert f"│ {name} │" in r.stdout and "…" not in r.stdout, r.stdout

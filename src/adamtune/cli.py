@@ -514,7 +514,7 @@ def studies(storage: str = typer.Option(DEFAULT_STORAGE, metavar="URL", show_def
     with _user_errors():
         table = Table(header_style="bold")
         for col in ("study", "workload", "optimizer", "trials", "best"):
-            table.add_column(col, no_wrap=col == "study", overflow="fold")  # the name to copy into --study: whole
+            table.add_column(col)
         malformed: dict = {}
         others: list = []
         for r in list_studies(_on_disk(storage), malformed=malformed, others=others):
