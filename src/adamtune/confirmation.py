@@ -186,8 +186,6 @@ def _last(outcome: Outcome, metric: str) -> float:
     return float(values[-1]) if values else math.nan
 
 
-
-
 def _those(n: int) -> str:
     return "it" if n == 1 else f"those {n}"
 

@@ -63,7 +63,7 @@ class Confirmation:
     tuned_best: int  # the study's best trial
     finished: int | None = None  # the study's finished trials when it was made (None: not recorded)
     top: int | None = None  # the best trials it was asked to train (None: not recorded; as many as it holds)
-    missing: tuple[int, ...] = ()  # trials now among the study's best len(retrained) that were not trained again
+    missing: tuple[int, ...] = ()  # trials now among the study's best max(len(retrained), top) not trained again
 
     @property
     def best(self) -> Retrained:
